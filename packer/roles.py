@@ -1,0 +1,106 @@
+"""The role and strategy tables: the single source of truth for both.
+
+Every token of a packed row carries one role code (uint8). A strategy is the
+set of roles that carry loss; each built-in strategy becomes one boolean mask
+column in every shard, so the choice is made at training time.
+
+    text   : <|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\nHello!<|im_end|>\\n
+    roles  : special marker instruction special marker special marker response end marker
+    IT mask: 0       0      0           0       0      0       0      1        1   0
+    IM mask: 0       0      1           0       0      0       0      1        1   0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+
+PAD = 0
+SPECIAL = 1
+MARKER = 2
+BOILERPLATE = 3
+SYSTEM = 4
+INSTRUCTION = 5
+INPUT = 6
+RESPONSE = 7
+END = 8
+
+#: role name -> code, in code order (code 0, padding, is never stored)
+ROLES: Mapping[str, int] = MappingProxyType(
+    {
+        "special": SPECIAL,
+        "marker": MARKER,
+        "boilerplate": BOILERPLATE,
+        "system": SYSTEM,
+        "instruction": INSTRUCTION,
+        "input": INPUT,
+        "response": RESPONSE,
+        "end": END,
+    }
+)
+ROLE_NAMES: Mapping[int, str] = MappingProxyType({v: k for k, v in ROLES.items()})
+
+#: A token whose characters come from several segments takes the first role
+#: of this list (the contract's straddling rule).
+PRECEDENCE: tuple[int, ...] = (RESPONSE, END, INPUT, INSTRUCTION, SYSTEM, BOILERPLATE, MARKER, SPECIAL)
+
+#: strategy name -> roles with loss. ``last_turn`` is special: its roles are
+#: further limited to the final assistant turn of each document.
+BUILTIN_STRATEGIES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "full": tuple(ROLES),
+        "instruction_modelling": ("boilerplate", "system", "instruction", "input", "response", "end"),
+        "boilerplate_masked": ("system", "instruction", "input", "response", "end"),
+        "instruction_tuning": ("response", "end"),
+        "last_turn": ("response", "end"),
+    }
+)
+#: strategies whose loss is restricted to the final assistant turn
+LAST_TURN_STRATEGIES = frozenset({"last_turn"})
+
+#: roles counted as the prompt of an example (the paper's "instruction")
+PROMPT_ROLES: tuple[str, ...] = ("system", "instruction", "input")
+
+
+def role_codes(names: Iterable[str]) -> tuple[int, ...]:
+    """Codes of role names, raising ``ValueError`` naming an unknown one.
+
+    >>> role_codes(["response", "end"])
+    (7, 8)
+    """
+    out = []
+    for name in names:
+        if name not in ROLES:
+            raise ValueError(f"unknown role {name!r}; known roles: {', '.join(ROLES)}")
+        out.append(ROLES[name])
+    return tuple(out)
+
+
+def parse_strategy(spec: str) -> tuple[str, tuple[str, ...]]:
+    """Parse a user strategy ``name=role,role,...``.
+
+    >>> parse_strategy("prompt_and_answer=instruction,response,end")
+    ('prompt_and_answer', ('instruction', 'response', 'end'))
+    """
+    name, sep, roles = spec.partition("=")
+    name = name.strip()
+    if not sep or not name or not name.replace("_", "").isalnum():
+        raise ValueError(f"strategy {spec!r} is not of the form name=role,role,... (name: letters, digits, _)")
+    if name in BUILTIN_STRATEGIES:
+        raise ValueError(f"strategy {name!r} is built in; choose another name")
+    parts = tuple(dict.fromkeys(r.strip() for r in roles.split(",") if r.strip()))
+    if not parts:
+        raise ValueError(f"strategy {name!r} names no role")
+    role_codes(parts)
+    return name, parts
+
+
+def strategy_table(extra: Iterable[str] = ()) -> dict[str, tuple[str, ...]]:
+    """Built-in strategies plus user ones given as ``name=role,...`` specs."""
+    table = dict(BUILTIN_STRATEGIES)
+    for spec in extra:
+        name, roles = parse_strategy(spec)
+        if name in table:
+            raise ValueError(f"strategy {name!r} given twice")
+        table[name] = roles
+    return table
