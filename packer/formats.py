@@ -1,0 +1,702 @@
+"""Readers for instruction-tuning data: files in, normalised records out.
+
+:class:`RecordReader` streams the records of several files, in order, as
+:class:`~packer.records.Conversation` or :class:`~packer.records.Rejection`,
+exactly one per input record, and fills :attr:`RecordReader.inputs` with one
+:class:`InputSummary` per file once that file has been read to its end::
+
+    >>> reader = RecordReader(["a.json", "b.jsonl"])          # doctest: +SKIP
+    >>> for item in reader: ...                                # doctest: +SKIP
+    >>> reader.inputs[0]                                       # doctest: +SKIP
+    InputSummary(path='a.json', sha256='9f2c...', format='alpaca', records=999)
+
+Containers (by extension, then by content)
+    ``.jsonl`` / ``.ndjson``: JSON Lines; blank lines are skipped and are not
+    records; a broken line is a ``malformed_json`` rejection, an undecodable one
+    ``invalid_utf8``, and reading goes on. ``.json``: an array (``[``) is parsed
+    record by record, so a truncated or broken array keeps every complete record
+    before the break and ends with ONE ``malformed_json`` rejection (a trailing
+    comma too); an object (``{``) is one record if the whole file is one JSON
+    value, else the file is read as JSON Lines. ``.parquet``: one record per row.
+    Other extensions are sniffed (``PAR1`` magic, ``[``, ``{``). A UTF-8 BOM is
+    ignored. A missing, empty, non-JSON or (array/object) non-UTF-8 file is a
+    :class:`~packer.records.BuildError` naming the file.
+
+Formats
+    ``fmt`` forces one format for every record. Otherwise each FILE's format is
+    detected from its first record that :func:`detect_format` recognises; a
+    record recognised as another format is a ``format_mismatch`` rejection, a
+    record recognised as none is parsed as the file's format (and usually
+    rejected as ``missing_field``).
+
+Normalisation policy (roles are only system / user / assistant)
+    alpaca
+        ``instruction`` and ``output`` are required strings, ``input`` and
+        ``system`` optional strings (null = absent); other keys are ignored.
+        -> ``[system] user(instruction, input=input) assistant(output)``.
+        Blank ``output`` -> ``empty_output``; blank instruction AND input ->
+        ``empty_turn``. An empty ``system`` is no system message.
+    sharegpt
+        ``conversations``: ``[{"from", "value"}]`` (``role`` / ``content`` are
+        accepted as the turn's keys too), plus an optional top-level ``system``
+        that becomes a leading system message. Roles (case-insensitive):
+        human, user -> user; gpt, assistant, chatgpt, bing, bard, function_call
+        -> assistant (a function call is the model's output); observation, tool,
+        function -> user (a tool result is context the model reads); system ->
+        system.
+    messages
+        ``messages``: ``[{"role", "content"}]``; roles system, user, assistant,
+        developer -> system, tool and function -> user. ``content`` is a string
+        or an OpenAI list of ``{"type": "text", "text"}`` parts, joined without a
+        separator (as HF chat templates concatenate them); other part types and
+        null content (e.g. assistant tool_calls) are ``wrong_type``.
+    Both conversation formats, after role mapping:
+        * assistant turns before the first user turn are dropped
+          (``dropped_turns["leading_assistant"]``): ShareGPT dumps split long
+          chats into chunks that start mid-conversation with the model;
+        * turns after the last assistant turn are dropped
+          (``dropped_turns["trailing_non_assistant"]``): nothing learns from them;
+        * nothing left to learn -> ``no_assistant_turn``;
+        * dropped turns are checked for their role only; a kept turn whose content
+          is not a string is ``wrong_type``, a blank one ``empty_output``
+          (assistant) or ``empty_turn`` (system/user);
+        * repeated roles and mid-conversation system turns are kept as they are
+          (a template that cannot render them rejects the record later).
+    Content is never stripped or otherwise edited.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from .records import BuildError, Conversation, Message, MessageRole, Rejection, Source
+
+FORMATS = ("alpaca", "sharegpt", "messages")
+
+_BOM = b"\xef\xbb\xbf"
+_JSONL_SUFFIXES = (".jsonl", ".ndjson")
+_PARQUET_BATCH_ROWS = 2048
+#: JSON whitespace, the same pattern the json module uses between values
+_WS = re.compile(r"[ \t\n\r]*")
+_WS_BYTES = re.compile(rb"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+
+_SHAREGPT_ROLES: dict[str, MessageRole] = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "bing": "assistant",
+    "bard": "assistant",
+    "system": "system",
+    "function_call": "assistant",
+    "observation": "user",
+    "tool": "user",
+    "function": "user",
+}
+_MESSAGES_ROLES: dict[str, MessageRole] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "user",
+    "function": "user",
+}
+
+
+@dataclass(slots=True)
+class InputSummary:
+    """One input file as the manifest lists it: ``records`` counts every
+    Conversation and Rejection the reader yielded for the file."""
+
+    path: str
+    sha256: str
+    format: str
+    records: int
+
+
+def detect_format(record: dict) -> str | None:
+    """The format a record's keys say it is in, or None.
+
+    >>> detect_format({"instruction": "Add 2 and 3.", "input": "", "output": "5"})
+    'alpaca'
+    >>> detect_format({"conversations": []}), detect_format({"prompt": "x"})
+    ('sharegpt', None)
+    """
+    if not isinstance(record, dict):
+        return None
+    if "conversations" in record:
+        return "sharegpt"
+    if "messages" in record:
+        return "messages"
+    if "instruction" in record and "output" in record:
+        return "alpaca"
+    return None
+
+
+# --------------------------------------------------------------------------- containers
+
+
+class _Bad:
+    """A record the container could not decode (becomes a Rejection)."""
+
+    __slots__ = ("detail", "reason")
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+
+
+def _line_col(text: str, pos: int) -> str:
+    """``"line L column C"`` of a str position, numbered as json's errors are."""
+    line = text.count("\n", 0, pos) + 1
+    column = pos - text.rfind("\n", 0, pos)
+    return f"line {line} column {column}"
+
+
+def _jsonl_values(f: BinaryIO, hasher: hashlib._Hash | None) -> Iterator[object]:
+    """Values of a JSON Lines stream; one per non-blank line.
+
+    ``{"a": 1}\\n\\n{"b"\\n`` -> ``{"a": 1}``, then _Bad(malformed_json, "line 3 ...")
+    """
+    offset = 0
+    for lineno, raw in enumerate(f, 1):
+        if hasher is not None:
+            hasher.update(raw)
+        line = raw[3:] if lineno == 1 and raw.startswith(_BOM) else raw
+        start, offset = offset, offset + len(raw)
+        if not line.strip():
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            at = start + len(raw) - len(line) + e.start
+            yield _Bad("invalid_utf8", f"line {lineno}: invalid UTF-8 at byte {at} of the file")
+            continue
+        try:
+            yield json.loads(text)
+        except json.JSONDecodeError as e:
+            yield _Bad("malformed_json", f"line {lineno} column {e.colno}: {e.msg}")
+        except RecursionError:
+            yield _Bad("malformed_json", f"line {lineno}: nested too deeply")
+
+
+def _json_array_values(text: str, pos: int) -> Iterator[object]:
+    """Elements of the JSON array opening at ``text[pos] == "["``, decoded one
+    at a time so that a break keeps every complete element before it.
+
+    ``[{"a": 1}, {"b": 2}, {"c"`` -> two values, then one _Bad(malformed_json)
+    """
+    end = len(text)
+    pos = _WS.match(text, pos + 1).end()
+    if text.startswith("]", pos):
+        yield from _after_array(text, pos + 1)
+        return
+    while True:
+        try:
+            value, pos = _DECODER.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            yield _broken(f"line {e.lineno} column {e.colno}: {e.msg}")
+            return
+        except RecursionError:
+            yield _broken(f"{_line_col(text, pos)}: nested too deeply")
+            return
+        yield value
+        pos = _WS.match(text, pos).end()
+        sep = text[pos : pos + 1]
+        if sep == ",":
+            pos = _WS.match(text, pos + 1).end()
+            if text.startswith("]", pos):
+                yield _Bad("malformed_json", f"{_line_col(text, pos)}: trailing comma before ']'")
+                return
+        elif sep == "]":
+            yield from _after_array(text, pos + 1)
+            return
+        elif pos >= end:
+            yield _broken(f"{_line_col(text, pos)}: the file ends before the array's closing ']'")
+            return
+        else:
+            yield _broken(f"{_line_col(text, pos)}: expecting ',' or ']' after a record")
+            return
+
+
+def _broken(where: str) -> _Bad:
+    return _Bad("malformed_json", f"{where}; the rest of the file could not be read")
+
+
+def _after_array(text: str, pos: int) -> Iterator[_Bad]:
+    pos = _WS.match(text, pos).end()
+    if pos < len(text):
+        yield _broken(f"{_line_col(text, pos)}: extra data after the array's closing ']'")
+
+
+def _decode(path: str, data: bytes, skipped: int) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BuildError(
+            f"{path}: invalid UTF-8 at byte {skipped + e.start}; the file must be UTF-8"
+        ) from None
+
+
+def _first_lines(data: bytes, n: int, pos: int = 0) -> list[bytes]:
+    """The first ``n`` non-blank lines of ``data[pos:]`` (without copying the rest)."""
+    lines: list[bytes] = []
+    while pos < len(data) and len(lines) < n:
+        nl = data.find(b"\n", pos)
+        nl = len(data) if nl < 0 else nl
+        if data[pos:nl].strip():
+            lines.append(data[pos:nl])
+        pos = nl + 1
+    return lines
+
+
+def _parses_alone(line: bytes) -> bool:
+    try:
+        json.loads(line.decode("utf-8"))
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return False
+    return True
+
+
+def _object_file_values(path: str, data: bytes, start: int, skipped: int) -> Iterator[object]:
+    """A file starting with ``{``: one JSON object, or JSON Lines.
+
+    JSON Lines wins when the whole file is not one value and one of its first
+    two lines is a JSON value by itself; otherwise it is a broken single object
+    (a pretty-printed record never has a complete value on a line of its own).
+    """
+    error = ""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        error = f"invalid UTF-8 at byte {skipped + e.start}"
+    else:
+        try:
+            value, end = _DECODER.raw_decode(text, start)
+        except json.JSONDecodeError as e:
+            error = f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
+        except RecursionError:
+            error = "invalid JSON: nested too deeply"
+        else:
+            end = _WS.match(text, end).end()
+            if end == len(text):
+                yield value
+                return
+            error = f"invalid JSON at {_line_col(text, end)}: extra data after the first value"
+        del text
+    if any(_parses_alone(line) for line in _first_lines(data, 2, start)):
+        yield from _jsonl_values(io.BytesIO(data), None)
+        return
+    raise BuildError(f"{path}: {error} (neither one JSON object nor JSON Lines)")
+
+
+def _json_file_values(path: str, data: bytes) -> Iterator[object]:
+    """Values of a ``.json`` (or sniffed) file held in memory as ``data``."""
+    skipped = 3 if data.startswith(_BOM) else 0
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise BuildError(f"{path}: the file is UTF-16 encoded; convert it to UTF-8")
+    if skipped:
+        data = data[3:]
+    start = _WS_BYTES.match(data).end()
+    first = data[start : start + 1]
+    if not first:
+        raise BuildError(f"{path}: empty file, no records")
+    if first == b"[":
+        text = _decode(path, data, skipped)
+        del data  # the str is the only copy we need while decoding the array
+        yield from _json_array_values(text, start)
+    elif first == b"{":
+        yield from _object_file_values(path, data, start, skipped)
+    else:
+        raise BuildError(f"{path}: not JSON: expected '[' or '{{' at the start, found {first!r}")
+
+
+def _parquet_values(path: str) -> Iterator[object]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+        for batch in pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS):
+            yield from batch.to_pylist()
+    except (pa.ArrowException, OSError) as e:  # ArrowException: bad file; OSError: unreadable
+        raise BuildError(f"{path}: not a readable Parquet file: {e}") from None
+
+
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class _FileValues:
+    """Iterate the raw values (or _Bad) of one file; ``sha256`` is set once the
+    iteration is exhausted, ``empty`` says how to report a file with no values."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.sha256 = ""
+        self.empty = "empty file, no records"
+
+    def __iter__(self) -> Iterator[object]:
+        try:
+            yield from self._values()
+        except FileNotFoundError:
+            raise BuildError(f"{self.path}: no such file") from None
+        except OSError as e:
+            raise BuildError(f"{self.path}: cannot read: {e.strerror or e}") from None
+
+    def _values(self) -> Iterator[object]:
+        path = self.path
+        suffix = Path(path).suffix.lower()
+        if suffix in _JSONL_SUFFIXES:
+            hasher = hashlib.sha256()
+            with open(path, "rb") as f:  # streamed: JSON Lines files may be larger than memory
+                yield from _jsonl_values(f, hasher)
+            self.sha256 = hasher.hexdigest()
+            return
+        with open(path, "rb") as f:
+            parquet = suffix == ".parquet" or f.read(4) == b"PAR1"
+            if not parquet:
+                f.seek(0)
+                data = f.read()
+        if parquet:
+            self.sha256 = _file_sha256(path)
+            self.empty = "no records (the Parquet file has no rows)"
+            yield from _parquet_values(path)
+            return
+        self.sha256 = hashlib.sha256(data).hexdigest()
+        self.empty = "no records (an empty JSON array)"
+        values = _json_file_values(path, data)
+        del data  # let the array decoder drop the bytes once it holds the text
+        yield from values
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+class _Reject(Exception):
+    """Raised by the record parsers; becomes a Rejection of the record."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+_JSON_TYPES = {str: "a string", list: "an array", dict: "an object", bool: "a boolean"}
+
+
+def _type_name(value: object) -> str:
+    """How a value's type reads in a message: ``'a number'``, ``'NaN'``, ``'null'``."""
+    if value is None:
+        return "null"
+    name = _JSON_TYPES.get(type(value))
+    if name:
+        return name
+    if isinstance(value, float) and value != value:
+        return "NaN"
+    if isinstance(value, int | float):
+        return "a number"
+    return f"a {type(value).__name__}"
+
+
+def _keys(record: dict) -> str:
+    keys = [str(k) for k in record]
+    return ", ".join(keys[:8]) + (", ..." if len(keys) > 8 else "")
+
+
+def _blank(text: str) -> bool:
+    # isspace() stops at the first non-space character: O(1) for real content
+    return not text or text.isspace()
+
+
+def _alpaca_field(record: dict, name: str, required: bool) -> str:
+    value = record.get(name)
+    if isinstance(value, str):
+        return value
+    if value is None:
+        if name not in record and required:
+            raise _Reject("missing_field", f"no {name!r} field (keys: {_keys(record)})")
+        if not required:
+            return ""
+    raise _Reject("wrong_type", f"{name!r} is {_type_name(value)}, expected a string")
+
+
+def _parse_alpaca(record: dict) -> tuple[tuple[Message, ...], dict[str, int]]:
+    """Messages of an Alpaca record (raises _Reject).
+
+    >>> _parse_alpaca({"instruction": "Add", "input": "2 3", "output": "5"})[0]
+    (Message(role='user', content='Add', input='2 3'), Message(role='assistant', content='5', input=''))
+    """
+    for name in ("instruction", "output"):
+        if name not in record:
+            raise _Reject("missing_field", f"no {name!r} field (keys: {_keys(record)})")
+    instruction = _alpaca_field(record, "instruction", True)
+    output = _alpaca_field(record, "output", True)
+    inp = _alpaca_field(record, "input", False)
+    system = _alpaca_field(record, "system", False)
+    if _blank(output):
+        raise _Reject("empty_output", "'output' is empty" if not output else "'output' is only whitespace")
+    if _blank(instruction) and _blank(inp):
+        raise _Reject("empty_turn", "'instruction' and 'input' are both empty")
+    user = Message("user", instruction, inp)
+    assistant = Message("assistant", output)
+    if _blank(system):
+        return (user, assistant), {}
+    return (Message("system", system), user, assistant), {}
+
+
+#: a turn after role mapping: (role, raw content, turn number, role name as written)
+_Turn = tuple[MessageRole, object, int, str]
+
+
+def _map_roles(
+    turns: list, role_keys: tuple[str, str], content_keys: tuple[str, str], roles: dict[str, MessageRole]
+) -> list[_Turn]:
+    out: list[_Turn] = []
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            raise _Reject("wrong_type", f"turn {i} is {_type_name(turn)}, expected an object")
+        key = role_keys[0] if role_keys[0] in turn or role_keys[1] not in turn else role_keys[1]
+        if key not in turn:
+            raise _Reject("missing_field", f"turn {i} has no {role_keys[0]!r} (keys: {_keys(turn)})")
+        name = turn[key]
+        if not isinstance(name, str):
+            raise _Reject("wrong_type", f"turn {i}: {key!r} is {_type_name(name)}, expected a string")
+        role = roles.get(name) or roles.get(name.lower())
+        if role is None:
+            raise _Reject("unknown_role", f"turn {i} has role {name!r}; known: {', '.join(roles)}")
+        ckey = content_keys[0] if content_keys[0] in turn or content_keys[1] not in turn else content_keys[1]
+        if ckey not in turn:
+            raise _Reject("missing_field", f"turn {i} ({name}) has no {content_keys[0]!r}")
+        out.append((role, turn[ckey], i, name))
+    return out
+
+
+def _drop_turns(turns: list[_Turn]) -> tuple[list[_Turn], dict[str, int]]:
+    """Apply the leading-assistant / trailing-turns policy (module docstring).
+
+    roles ``assistant user assistant user`` -> ``user assistant``,
+    ``{"leading_assistant": 1, "trailing_non_assistant": 1}``
+    """
+    first_user = next((k for k, t in enumerate(turns) if t[0] == "user"), len(turns))
+    head = [t for t in turns[:first_user] if t[0] != "assistant"]
+    rest = turns[first_user:]
+    last = next((k for k in range(len(rest) - 1, -1, -1) if rest[k][0] == "assistant"), -1)
+    if last < 0:
+        names = ", ".join(t[3] for t in turns[:10]) + (", ..." if len(turns) > 10 else "")
+        raise _Reject("no_assistant_turn", f"no assistant turn after a user turn (roles: {names})")
+    dropped: dict[str, int] = {}
+    if first_user > len(head):
+        dropped["leading_assistant"] = first_user - len(head)
+    if last < len(rest) - 1:
+        dropped["trailing_non_assistant"] = len(rest) - 1 - last
+    return head + rest[: last + 1], dropped
+
+
+def _content_text(content: object, i: int, name: str) -> str:
+    """A turn's content as text: a string, or OpenAI text parts joined."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for k, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            text = part.get("text") if kind == "text" else None
+            if not isinstance(text, str):
+                what = f"type {kind!r}" if kind else _type_name(part)
+                raise _Reject(
+                    "wrong_type", f"turn {i} ({name}): content part {k} is {what}, only text is supported"
+                )
+            texts.append(text)
+        return "".join(texts)
+    raise _Reject("wrong_type", f"turn {i} ({name}): content is {_type_name(content)}, expected a string")
+
+
+def _conversation(
+    record: dict,
+    field: str,
+    role_keys: tuple[str, str],
+    content_keys: tuple[str, str],
+    roles: dict[str, MessageRole],
+) -> tuple[tuple[Message, ...], dict[str, int]]:
+    if field not in record:
+        raise _Reject("missing_field", f"no {field!r} field (keys: {_keys(record)})")
+    turns = record[field]
+    if not isinstance(turns, list):
+        raise _Reject("wrong_type", f"{field!r} is {_type_name(turns)}, expected an array")
+    if not turns:
+        raise _Reject("empty_conversation", f"{field!r} is an empty list")
+    kept, dropped = _drop_turns(_map_roles(turns, role_keys, content_keys, roles))
+    messages = []
+    for role, content, i, name in kept:
+        text = _content_text(content, i, name)
+        if _blank(text):
+            reason = "empty_output" if role == "assistant" else "empty_turn"
+            raise _Reject(reason, f"turn {i} ({name}) is {'empty' if not text else 'only whitespace'}")
+        messages.append(Message(role, text))
+    return tuple(messages), dropped
+
+
+def _parse_sharegpt(record: dict) -> tuple[tuple[Message, ...], dict[str, int]]:
+    """Messages of a ShareGPT record (raises _Reject).
+
+    >>> _parse_sharegpt({"conversations": [{"from": "gpt", "value": "...rest"},
+    ...     {"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]})[1]
+    {'leading_assistant': 1}
+    """
+    messages, dropped = _conversation(
+        record, "conversations", ("from", "role"), ("value", "content"), _SHAREGPT_ROLES
+    )
+    system = record.get("system")
+    if system is not None and not isinstance(system, str):
+        raise _Reject("wrong_type", f"'system' is {_type_name(system)}, expected a string")
+    if system and not system.isspace():
+        messages = (Message("system", system), *messages)
+    return messages, dropped
+
+
+def _parse_messages(record: dict) -> tuple[tuple[Message, ...], dict[str, int]]:
+    """Messages of an OpenAI-style ``messages`` record (raises _Reject).
+
+    >>> _parse_messages({"messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]},
+    ...     {"role": "assistant", "content": "Hello"}]})[0][0]
+    Message(role='user', content='Hi', input='')
+    """
+    return _conversation(record, "messages", ("role", "from"), ("content", "value"), _MESSAGES_ROLES)
+
+
+_PARSERS: dict[str, Callable[[dict], tuple[tuple[Message, ...], dict[str, int]]]] = {
+    "alpaca": _parse_alpaca,
+    "sharegpt": _parse_sharegpt,
+    "messages": _parse_messages,
+}
+
+
+# --------------------------------------------------------------------------- the reader
+
+
+class RecordReader:
+    """Iterator over the records of ``paths`` (in order) as Conversation or
+    Rejection, exactly one per input record.
+
+    ``Source.doc_id`` counts from ``first_doc_id`` across all files,
+    ``Source.index`` is the record's position in its file (for JSON Lines:
+    among non-blank lines), ``Source.path`` the path as given. After a file has
+    been read to its end, its :class:`InputSummary` is appended to
+    :attr:`inputs`. Single pass; errors that stop the build raise BuildError
+    (a missing file already when the reader is made).
+
+    >>> reader = RecordReader(["data.json"])                   # doctest: +SKIP
+    >>> [type(r).__name__ for r in reader], reader.inputs[0].records  # doctest: +SKIP
+    (['Conversation', 'Rejection'], 2)
+    """
+
+    def __init__(
+        self, paths: Sequence[str | os.PathLike], fmt: str | None = None, *, first_doc_id: int = 0
+    ) -> None:
+        if fmt is not None and fmt not in FORMATS:
+            raise BuildError(f"unknown format {fmt!r}; use --format {'|'.join(FORMATS)}")
+        self.paths = [os.fspath(p) if isinstance(p, os.PathLike) else str(p) for p in paths]
+        for p in self.paths:
+            if not os.path.isfile(p):
+                raise BuildError(f"{p}: no such file" if not os.path.exists(p) else f"{p}: not a file")
+        self.fmt = fmt
+        self.inputs: list[InputSummary] = []
+        #: the doc_id the next record will get
+        self.next_doc_id = first_doc_id
+        self._items = self._all_files()
+
+    def __iter__(self) -> RecordReader:
+        return self
+
+    def __next__(self) -> Conversation | Rejection:
+        return next(self._items)
+
+    def _all_files(self) -> Iterator[Conversation | Rejection]:
+        for path in self.paths:
+            yield from self._one_file(path)
+
+    def _one_file(self, path: str) -> Iterator[Conversation | Rejection]:
+        values = _FileValues(path)
+        fmt: str | None = None
+        pending: list[object] = []  # values before the file's format is known
+        count = 0
+        for value in values:
+            if fmt is None:
+                fmt = self._file_format(value)
+                if fmt is None:
+                    pending.append(value)
+                    continue
+                for early in pending:
+                    yield self._record(early, fmt, path, count)
+                    count += 1
+                pending = []
+            yield self._record(value, fmt, path, count)
+            count += 1
+        if fmt is None:
+            raise BuildError(_undetected(path, pending, values.empty))
+        self.inputs.append(InputSummary(path, values.sha256, fmt, count))
+
+    def _file_format(self, value: object) -> str | None:
+        """The file's format, once ``value`` (a file's next value) settles it."""
+        if isinstance(value, _Bad):
+            return None
+        return self.fmt or detect_format(value)  # type: ignore[arg-type]
+
+    def _record(self, value: object, fmt: str, path: str, index: int) -> Conversation | Rejection:
+        source = Source(self.next_doc_id, path, index)
+        self.next_doc_id += 1
+        if isinstance(value, _Bad):
+            return Rejection(source, value.reason, value.detail)
+        if not isinstance(value, dict):
+            return Rejection(source, "not_an_object", f"the record is {_type_name(value)}, not an object")
+        if self.fmt is None:
+            found = detect_format(value)
+            if found is not None and found != fmt:
+                return Rejection(source, "format_mismatch", f"the record is {found} but its file is {fmt}")
+        try:
+            messages, dropped = _PARSERS[fmt](value)
+        except _Reject as r:
+            return Rejection(source, r.reason, r.detail)
+        return Conversation(source, fmt, messages, dropped)  # type: ignore[arg-type]
+
+
+def _undetected(path: str, values: list[object], empty: str) -> str:
+    """The BuildError message for a file whose format was never settled: it
+    has no values, no decodable value, or (format not forced) none detects."""
+    if not values:
+        return f"{path}: {empty}"
+    good = [v for v in values if not isinstance(v, _Bad)]
+    if not good:
+        first = values[0]
+        detail = first.detail if isinstance(first, _Bad) else ""
+        return f"{path}: no record could be read, is it JSON? ({detail})"
+    first_dict = next((v for v in good if isinstance(v, dict)), None)
+    keys = _keys(first_dict) if first_dict is not None else "no record is a JSON object"
+    return f"{path}: cannot detect the format (keys: {keys}); use --format {'|'.join(FORMATS)}"
+
+
+def read_records(
+    paths: Sequence[str | os.PathLike], fmt: str | None = None, *, first_doc_id: int = 0
+) -> RecordReader:
+    """Convenience for :class:`RecordReader`: an iterator over the records of
+    ``paths``; its ``.inputs`` holds the per-file summaries.
+
+    >>> [r.source.doc_id for r in read_records(["a.jsonl", "b.json"])]  # doctest: +SKIP
+    [0, 1, 2]
+    """
+    return RecordReader(paths, fmt, first_doc_id=first_doc_id)

@@ -1,0 +1,274 @@
+"""Arrow IPC shards: the one source of truth for their schema, and the writer.
+
+One row is one packed sequence of at most ``seq_len`` tokens:
+
+    input_ids : [  1,  12,  40,   2,  77 |   1,  19,   2,  31 ]
+    roles     : [spe, ins, res, end, mar | spe, ins, res, end ]   (uint8 codes)
+    seq_lens  : [5, 4]             doc_ids : [17, 3]
+    mask_instruction_tuning : [0, 0, 1, 1, 0 | 0, 0, 1, 1]
+    mask_instruction_modelling : [0, 1, 1, 1, 0 | 0, 1, 1, 1]
+
+A mask column exists for every strategy of the manifest. Files are written
+under a temporary name and renamed once complete, so a shard that exists is
+whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numba
+import numpy as np
+import pyarrow as pa
+
+from . import roles as R
+
+FORMAT_NAME = "packer-shards"
+FORMAT_VERSION = 1
+SHARD_PATTERN = "shard-{:05d}.arrow"
+DOCUMENTS_FILE = "documents.arrow"
+REJECTED_FILE = "rejected.jsonl"
+MANIFEST_FILE = "manifest.json"
+#: rows per Arrow record batch: small enough to stream, big enough to amortise
+BATCH_ROWS = 1024
+
+#: fixed shard columns: name -> (Arrow type, description)
+SHARD_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
+    "input_ids": (pa.list_(pa.int32()), "token ids of the packed row"),
+    "roles": (pa.list_(pa.uint8()), "role code of each token (see manifest 'roles')"),
+    "seq_lens": (
+        pa.list_(pa.int32()),
+        "lengths of the documents packed in the row, in order; sum = row length",
+    ),
+    "doc_ids": (
+        pa.list_(pa.int64()),
+        "record index (across all inputs) of each document; see documents.arrow",
+    ),
+}
+MASK_TYPE = pa.list_(pa.bool_())
+
+DOCUMENT_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
+    "doc_id": (pa.int64(), "record index counted across all inputs in the order given"),
+    "input": (pa.string(), "input file the record came from"),
+    "record": (pa.int64(), "record index within its input file"),
+    "status": (pa.string(), "'packed', 'truncated' or the rejection reason"),
+    "shard": (pa.int32(), "shard number the document was packed into (null if rejected)"),
+    "row": (pa.int32(), "row within that shard"),
+    "offset": (pa.int32(), "first token of the document within the row"),
+    "tokens": (pa.int32(), "tokens of the document as packed"),
+    "turns": (pa.int32(), "messages other than system"),
+    "prompt_tokens": (pa.int32(), "tokens with role system, instruction or input"),
+    "response_tokens": (pa.int32(), "tokens with role response"),
+    "prompt_words": (pa.int32(), "whitespace-split words of system and user messages, +1 per message"),
+    "response_words": (pa.int32(), "whitespace-split words of assistant messages, +1 per message"),
+}
+
+
+def mask_column(strategy: str) -> str:
+    return f"mask_{strategy}"
+
+
+def shard_schema(strategies: Sequence[str]) -> pa.Schema:
+    """The Arrow schema of a shard holding the given strategies' masks."""
+    fields = [pa.field(n, t, nullable=False) for n, (t, _) in SHARD_COLUMNS.items()]
+    fields += [pa.field(mask_column(s), MASK_TYPE, nullable=False) for s in strategies]
+    return pa.schema(fields, metadata={"format": FORMAT_NAME, "version": str(FORMAT_VERSION)})
+
+
+def documents_schema() -> pa.Schema:
+    return pa.schema([pa.field(n, t) for n, (t, _) in DOCUMENT_COLUMNS.items()])
+
+
+def describe() -> dict:
+    """A JSON description of both Arrow schemas (written to ``schemas/``)."""
+
+    def cols(table: Mapping[str, tuple[pa.DataType, str]]) -> list[dict]:
+        return [{"name": n, "type": str(t), "description": d} for n, (t, d) in table.items()]
+
+    return {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "shard": {
+            "file": SHARD_PATTERN.replace("{:05d}", "NNNNN"),
+            "columns": cols(SHARD_COLUMNS),
+            "mask_columns": {
+                "name": "mask_<strategy>",
+                "type": str(MASK_TYPE),
+                "description": "true where the strategy puts loss; one column per strategy of the manifest",
+            },
+        },
+        "documents": {"file": DOCUMENTS_FILE, "columns": cols(DOCUMENT_COLUMNS)},
+        "roles": dict(R.ROLES),
+        "builtin_strategies": {k: list(v) for k, v in R.BUILTIN_STRATEGIES.items()},
+    }
+
+
+def strategy_masks(
+    roles: np.ndarray, last: np.ndarray, strategies: Mapping[str, Sequence[str]]
+) -> dict[str, np.ndarray]:
+    """Boolean mask per strategy for a flat run of tokens."""
+    out = {}
+    for name, role_names in strategies.items():
+        lut = np.zeros(256, dtype=bool)
+        lut[list(R.role_codes(role_names))] = True
+        mask = lut[roles]
+        if name in R.LAST_TURN_STRATEGIES:
+            mask &= last
+        out[name] = mask
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather_ranges(starts: np.ndarray, lengths: np.ndarray, total: int) -> np.ndarray:
+    out = np.empty(total, dtype=np.int64)
+    k = 0
+    for i in range(starts.shape[0]):
+        s = starts[i]
+        for j in range(lengths[i]):
+            out[k] = s + j
+            k += 1
+    return out
+
+
+def gather_index(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Indices of the concatenation of ranges ``[starts[i], starts[i]+lengths[i])``."""
+    starts = np.ascontiguousarray(starts, dtype=np.int64)
+    lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+    return _gather_ranges(starts, lengths, int(lengths.sum()))
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    file: str
+    rows: int
+    tokens: int
+    bytes: int
+    sha256: str
+
+
+def _list_array(offsets: np.ndarray, values: pa.Array | np.ndarray) -> pa.ListArray:
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_atomic(path: Path, write) -> None:  # type: ignore[no-untyped-def]
+    """Run ``write(tmp_path)``, fsync, then rename onto ``path``."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class ShardWriter:
+    """Writes packed rows into size-bounded shards.
+
+    Tokens are given flat with per-document offsets; rows as lists of
+    documents (``order``/``row_offsets`` from :func:`packer.pack.rows_from_bins`).
+    """
+
+    def __init__(self, out: Path, strategies: Mapping[str, Sequence[str]], max_bytes: int) -> None:
+        self.out = out
+        self.strategies = dict(strategies)
+        self.schema = shard_schema(list(self.strategies))
+        self.max_bytes = max_bytes
+        # bytes per token on disk: id, role, and one bit per mask
+        self._token_bytes = 4 + 1 + len(self.strategies) / 8
+        self.shards: list[ShardInfo] = []
+
+    def write(
+        self,
+        ids: np.ndarray,
+        roles: np.ndarray,
+        last: np.ndarray,
+        doc_starts: np.ndarray,
+        doc_lengths: np.ndarray,
+        doc_ids: np.ndarray,
+        order: np.ndarray,
+        row_offsets: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Write all rows; return per-document (shard, row, offset-in-row)."""
+        n_rows = len(row_offsets) - 1
+        where_shard = np.full(len(doc_lengths), -1, dtype=np.int32)
+        where_row = np.full(len(doc_lengths), -1, dtype=np.int32)
+        where_off = np.full(len(doc_lengths), -1, dtype=np.int32)
+        row_tokens = (
+            np.add.reduceat(doc_lengths[order], row_offsets[:-1]) if n_rows else np.zeros(0, np.int64)
+        )
+        row_docs = np.diff(row_offsets)
+        row_bytes = row_tokens * self._token_bytes + row_docs * 12 + 16
+        start = 0
+        while start < n_rows:
+            cum = np.cumsum(row_bytes[start:])
+            stop = start + max(1, int(np.searchsorted(cum, self.max_bytes, side="right")))
+            self._write_shard(
+                len(self.shards), start, stop, ids, roles, last, doc_starts, doc_lengths, doc_ids, order,
+                row_offsets, where_shard, where_row, where_off,
+            )  # fmt: skip
+            start = stop
+        return where_shard, where_row, where_off
+
+    def _write_shard(
+        self, number, r0, r1, ids, roles, last, doc_starts, doc_lengths, doc_ids, order, row_offsets,
+        where_shard, where_row, where_off,
+    ) -> None:  # fmt: skip
+        path = self.out / SHARD_PATTERN.format(number)
+        batches = []
+        n_tokens = 0
+        for b0 in range(r0, r1, BATCH_ROWS):
+            b1 = min(r1, b0 + BATCH_ROWS)
+            docs = order[row_offsets[b0] : row_offsets[b1]]
+            doc_off = row_offsets[b0 : b1 + 1] - row_offsets[b0]
+            lens = doc_lengths[docs]
+            idx = gather_index(doc_starts[docs], lens)
+            tok_cum = np.zeros(len(lens) + 1, dtype=np.int64)
+            np.cumsum(lens, out=tok_cum[1:])
+            tok_off = tok_cum[doc_off]
+            # where each document landed, for documents.arrow
+            local = np.repeat(np.arange(b1 - b0), np.diff(doc_off))
+            where_shard[docs] = number
+            where_row[docs] = b0 - r0 + local
+            where_off[docs] = tok_cum[:-1] - tok_off[local]
+            r = roles[idx]
+            cols = [
+                _list_array(tok_off, pa.array(ids[idx], type=pa.int32())),
+                _list_array(tok_off, pa.array(r, type=pa.uint8())),
+                _list_array(doc_off, pa.array(lens.astype(np.int32), type=pa.int32())),
+                _list_array(doc_off, pa.array(doc_ids[docs].astype(np.int64), type=pa.int64())),
+            ]
+            for mask in strategy_masks(r, last[idx], self.strategies).values():
+                cols.append(_list_array(tok_off, pa.array(mask, type=pa.bool_())))
+            batches.append(pa.RecordBatch.from_arrays(cols, schema=self.schema))
+            n_tokens += len(idx)
+
+        def write(tmp: Path) -> None:
+            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, self.schema) as writer:
+                for batch in batches:
+                    writer.write_batch(batch)
+
+        write_atomic(path, write)
+        self.shards.append(ShardInfo(path.name, r1 - r0, n_tokens, path.stat().st_size, file_sha256(path)))
+
+
+def write_documents(path: Path, columns: Mapping[str, Sequence | np.ndarray]) -> None:
+    """Write ``documents.arrow`` (one row per input record)."""
+    schema = documents_schema()
+    arrays = [pa.array(columns[name], type=schema.field(name).type) for name in schema.names]
+    table = pa.Table.from_arrays(arrays, schema=schema)
+
+    def write(tmp: Path) -> None:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+            writer.write_table(table, max_chunksize=64 * 1024)
+
+    write_atomic(path, write)

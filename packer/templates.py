@@ -1,0 +1,402 @@
+"""Templates: render a conversation into text segments, each with a role.
+
+Every template, built-in or the tokenizer's own, is a Jinja chat template
+rendered the way HF transformers renders it. Which characters are message
+content and which are template text is recovered without trusting the
+template: it is first rendered with unique placeholder contents, which splits
+its output into fixed pieces and content slots; the real render must then
+match ``piece0 (slot) piece1 (slot) ...`` with the same fixed pieces. Templates
+that trim content or drop ``<think>`` blocks still match (the slot holds what
+the template emitted); one whose fixed text depends on the content does not,
+and the record is rejected (``template_error``) rather than mislabelled.
+
+    chatml, user "Hi", assistant "Hello!":
+    text : <|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\nHello!<|im_end|>\\n
+    segs : [special][marker][instruction][special][marker][special][marker][response][end][marker]
+
+Fixed text is labelled by what it is: the tokenizer's special tokens are
+``special``, except the first one after an assistant turn's content, which is
+``end``; other fixed text is ``marker`` (role names, ``### Response:``,
+separators), unless a line of it has 4 or more words, which makes it
+``boilerplate`` (Alpaca's "Below is an instruction...", a default system
+prompt the template injects).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import jinja2
+import jinja2.ext
+import numpy as np
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from . import roles as R
+from .records import Conversation, Message, Rejection
+from .tokenize import TokenizerInfo
+
+#: words in a line of fixed template text from which on it is prose (boilerplate)
+BOILERPLATE_MIN_WORDS = 4
+
+_ALPACA_PREAMBLE = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+_ALPACA_PREAMBLE_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request."
+)
+
+#: Built-in templates (Jinja, HF chat-template conventions). ``add_bos_token``
+#: is true where the tokenizer expects a BOS. Only ``alpaca`` renders Alpaca's
+#: ``input`` field itself; the others see it appended to the instruction.
+BUILTIN_TEMPLATES: dict[str, str] = {
+    "alpaca": (
+        "{{ bos_token if add_bos_token }}"
+        "{% if messages[0].role == 'system' %}{{ messages[0].content + '\\n\\n' }}"
+        "{% elif messages[0].input %}{{ '" + _ALPACA_PREAMBLE_INPUT + "\\n\\n' }}"
+        "{% else %}{{ '" + _ALPACA_PREAMBLE + "\\n\\n' }}{% endif %}"
+        "{% for m in messages %}"
+        "{% if m.role == 'user' %}{{ '### Instruction:\\n' + m.content }}"
+        "{% if m.input %}{{ '\\n\\n### Input:\\n' + m.input }}{% endif %}{{ '\\n\\n' }}"
+        "{% elif m.role == 'assistant' %}{{ '### Response:\\n' + m.content + eos_token }}"
+        "{% if not loop.last %}{{ '\\n\\n' }}{% endif %}"
+        "{% elif not loop.first %}{{ m.content + '\\n\\n' }}{% endif %}"
+        "{% endfor %}"
+    ),
+    "chatml": (
+        "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endfor %}"
+    ),
+    "llama3": (
+        "{{ bos_token }}{% for m in messages %}"
+        "{{ '<|start_header_id|>' + m.role + '<|end_header_id|>\\n\\n' + m.content | trim + '<|eot_id|>' }}"
+        "{% endfor %}"
+    ),
+    # the IM paper's format (open-instruct's tulu template)
+    "tulu": (
+        "{{ bos_token if add_bos_token }}{% for m in messages %}"
+        "{% if m.role == 'system' %}{{ '<|system|>\\n' + m.content + '\\n' }}"
+        "{% elif m.role == 'user' %}{{ '<|user|>\\n' + m.content + '\\n' }}"
+        "{% else %}{{ '<|assistant|>\\n' + m.content + eos_token }}{% if not loop.last %}{{ '\\n' }}{% endif %}"
+        "{% endif %}{% endfor %}"
+    ),
+    # Mistral-7B-Instruct v0.1; a system message is put before the first instruction
+    "mistral": (
+        "{{ bos_token }}{% set ns = namespace(sys='') %}"
+        "{% for m in messages %}"
+        "{% if m.role == 'system' %}{% if not loop.first %}"
+        "{{ raise_exception('a system message is only allowed first') }}{% endif %}"
+        "{% set ns.sys = m.content + '\\n\\n' %}"
+        "{% elif m.role == 'user' %}{{ '[INST] ' + ns.sys + m.content + ' [/INST]' }}{% set ns.sys = '' %}"
+        "{% else %}{{ m.content + eos_token }}{% endif %}"
+        "{% endfor %}"
+    ),
+}
+TEMPLATE_NAMES: tuple[str, ...] = (*BUILTIN_TEMPLATES, "tokenizer")
+
+_SLOT_ROLE = {"system": R.SYSTEM, "user": R.INSTRUCTION, "assistant": R.RESPONSE}
+_PLACEHOLDER = "PKRSLOT{}Z"
+_PLACEHOLDER_RE = re.compile(r"PKRSLOT(\d+)Z")
+_INPUT_SEPARATOR = "\n\n"  # between instruction and input when a template has no input field
+
+
+class _GenerationTag(jinja2.ext.Extension):
+    # HF's {% generation %} marks assistant text for its own masks; render it plainly
+    tags = {"generation"}  # noqa: RUF012
+
+    def parse(self, parser):  # type: ignore[no-untyped-def]
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return jinja2.nodes.Scope(body, lineno=lineno)
+
+
+def _raise(message: str) -> None:
+    raise jinja2.TemplateError(message)
+
+
+def _tojson(
+    x: object, ensure_ascii: bool = False, indent: int | None = None, separators=None, sort_keys=False
+):  # type: ignore[no-untyped-def]
+    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+def _environment() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, jinja2.ext.loopcontrols]
+    )
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    return env
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A rendered document: ``text`` tiled by segments of ``seg_lengths``
+    characters with role codes ``seg_roles``; ``seg_last`` marks the final
+    assistant turn (its content and end token)."""
+
+    text: str
+    seg_lengths: np.ndarray  # int64
+    seg_roles: np.ndarray  # uint8
+    seg_last: np.ndarray  # bool
+
+
+@dataclass(frozen=True)
+class _Slot:
+    message: int
+    field: str  # "content" | "input" | "reasoning"
+    role: int
+    last: bool
+
+
+@dataclass(frozen=True)
+class _Structure:
+    """What the placeholder render of one conversation shape taught us."""
+
+    pattern: re.Pattern[str]
+    slots: tuple[_Slot, ...]
+    #: per fixed piece: (relative start, length, role, last) segments
+    pieces: tuple[tuple[tuple[int, int, int, bool], ...], ...]
+
+
+class ChatTemplate:
+    """A Jinja chat template that renders :class:`Conversation` records into
+    role-labelled text.
+
+    >>> from packer.tokenize import load_tokenizer
+    >>> tpl = ChatTemplate.named("chatml", load_tokenizer("examples/demo-tokenizer"))
+    >>> r = tpl.render(conversation)             # doctest: +SKIP
+    >>> r.text
+    '<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\nHello!<|im_end|>\\n'
+    """
+
+    def __init__(self, name: str, source: str, tok: TokenizerInfo, *, input_field: bool) -> None:
+        self.name = name
+        self.source = source
+        self.sha256 = hashlib.sha256(source.encode("utf-8")).hexdigest()
+        self._input_field = input_field
+        self._env = _environment()
+        try:
+            self._template = self._env.from_string(source)
+        except jinja2.TemplateSyntaxError as e:
+            raise ValueError(f"template {name!r} does not compile: {e}") from None
+        self._vars = {
+            **tok.special_map(),
+            "add_bos_token": tok.add_bos,
+            "add_generation_prompt": False,
+            "tools": None,
+            "documents": None,
+        }
+        specials = set(tok.special_tokens)
+        specials.update(t for t in (tok.bos_token, tok.eos_token) if t)
+        ordered = sorted(specials, key=len, reverse=True)
+        self._special_re = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        self._special_first = frozenset(t[0] for t in ordered)
+        self._structures: dict[tuple, _Structure | str] = {}
+        #: set once a learnt shape closes an assistant turn with no special token
+        self.missing_end = False
+
+    @classmethod
+    def named(cls, name: str, tok: TokenizerInfo) -> ChatTemplate:
+        """A built-in template by name, or ``"tokenizer"`` for the tokenizer's own."""
+        if name == "tokenizer":
+            if tok.chat_template is None:
+                raise ValueError(
+                    f"{tok.source}: the tokenizer has no chat_template; choose --template "
+                    f"{'|'.join(BUILTIN_TEMPLATES)}"
+                )
+            return cls("tokenizer", tok.chat_template, tok, input_field=False)
+        if name not in BUILTIN_TEMPLATES:
+            raise ValueError(f"unknown template {name!r}; known: {', '.join(TEMPLATE_NAMES)}")
+        return cls(name, BUILTIN_TEMPLATES[name], tok, input_field=name == "alpaca")
+
+    # -- rendering ---------------------------------------------------------
+
+    def _message_dicts(self, messages: Sequence[Message], fill) -> list[dict]:  # type: ignore[no-untyped-def]
+        out = []
+        for i, m in enumerate(messages):
+            think = _split_think(m) if m.role == "assistant" else None
+            if think is not None:
+                # reasoning templates (Qwen3) move or drop the <think> block: give
+                # it a slot of its own so the template can do so with placeholders too
+                reasoning, rest = think
+                content = "<think>" + (fill(i, "reasoning", reasoning) if reasoning else "") + "</think>"
+                content += fill(i, "content", rest) if rest else ""
+            else:
+                content = fill(i, "content", m.content) if m.content else ""
+            d = {"role": m.role, "content": content}
+            if m.input:
+                inp = fill(i, "input", m.input)
+                if self._input_field:
+                    d["input"] = inp
+                else:
+                    d["content"] = content + _INPUT_SEPARATOR + inp if content else inp
+            out.append(d)
+        return out
+
+    def _render(self, messages: list[dict]) -> str:
+        return self._template.render(messages=messages, **self._vars)
+
+    def _structure(self, conv: Conversation) -> _Structure | str:
+        key = tuple(
+            (m.role, bool(m.content), bool(m.input), _think_shape(m) if m.role == "assistant" else None)
+            for m in conv.messages
+        )
+        hit = self._structures.get(key)
+        if hit is None:
+            hit = self._learn(conv.messages)
+            self._structures[key] = hit
+        return hit
+
+    def _learn(self, messages: Sequence[Message]) -> _Structure | str:
+        names: list[tuple[int, str]] = []
+
+        def fill(i: int, field: str, _value: str) -> str:
+            names.append((i, field))
+            return _PLACEHOLDER.format(len(names) - 1)
+
+        try:
+            text = self._render(self._message_dicts(messages, fill))
+        except jinja2.TemplateError as e:
+            return str(e)
+        last_assistant = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
+        fixed: list[str] = []
+        slots: list[_Slot] = []
+        for m in _PLACEHOLDER_RE.finditer(text):
+            fixed.append(text[pos : m.start()])
+            i, field = names[int(m.group(1))]
+            role = R.INPUT if field == "input" else _SLOT_ROLE[messages[i].role]
+            slots.append(_Slot(i, field, role, i == last_assistant))
+            pos = m.end()
+        fixed.append(text[pos:])
+        pieces = []
+        for k, piece in enumerate(fixed):
+            after = slots[k - 1] if k > 0 else None
+            before = slots[k] if k < len(slots) else None
+            if after is not None and before is not None and after.role == before.role == R.RESPONSE:
+                if after.message == before.message:
+                    # text the template keeps inside one assistant turn (<think> tags) is the response
+                    pieces.append(((0, len(piece), R.RESPONSE, after.last),) if piece else ())
+                    continue
+            end_of = after if after is not None and after.role == R.RESPONSE else None
+            tail: tuple[int, int, int, bool] | None = None
+            if before is not None and before.field == "reasoning" and "<think>" in piece:
+                # the model writes its own opening <think>: it is part of the response
+                cut = piece.rindex("<think>")
+                tail = (cut, len(piece) - cut, R.RESPONSE, before.last)
+                piece = piece[:cut]
+            segs = self._label_fixed(piece, end_of)
+            if tail is not None:
+                segs.append(tail)
+            if end_of is not None and not any(seg[2] == R.END for seg in segs):
+                self.missing_end = True
+            pieces.append(tuple(segs))
+        pattern = re.compile("(.*?)".join(re.escape(p) for p in fixed), re.DOTALL)
+        return _Structure(pattern, tuple(slots), tuple(pieces))
+
+    def _label_fixed(self, piece: str, end_of: _Slot | None) -> list[tuple[int, int, int, bool]]:
+        """Segments of a fixed piece; ``end_of`` is the assistant slot it follows."""
+        segs: list[tuple[int, int, int, bool]] = []
+        matches = list(self._special_re.finditer(piece)) if self._special_re else []
+        for j, m in enumerate(matches):
+            segs.extend(_label_text(piece[pos : m.start()], pos))
+            is_end = end_of is not None and j == 0 and not piece[: m.start()].strip()
+            role = R.END if is_end else R.SPECIAL
+            segs.append((m.start(), m.end() - m.start(), role, bool(is_end and end_of.last)))
+            pos = m.end()
+        segs.extend(_label_text(piece[pos:], pos))
+        return segs
+
+    def _special_in(self, text: str) -> str | None:
+        if self._special_re is None or not any(c in text for c in self._special_first):
+            return None
+        m = self._special_re.search(text)
+        return m.group(0) if m else None
+
+    def render(self, conv: Conversation) -> Rendered | Rejection:
+        """Render one conversation, or say why it cannot be."""
+        for i, m in enumerate(conv.messages):
+            for value in (m.content, m.input):
+                tok = self._special_in(value)
+                if tok is not None:
+                    return Rejection(
+                        conv.source,
+                        "special_token_in_content",
+                        f"turn {i} ({m.role}) contains the control token {tok!r}; "
+                        "it would be read as a control token, not text",
+                    )
+        st = self._structure(conv)
+        if isinstance(st, str):
+            return Rejection(conv.source, "template_error", f"template {self.name!r}: {st}")
+        try:
+            text = self._render(self._message_dicts(conv.messages, lambda _i, _f, v: v))
+        except jinja2.TemplateError as e:  # pragma: no cover - structure render would have raised
+            return Rejection(conv.source, "template_error", f"template {self.name!r}: {e}")
+        match = st.pattern.fullmatch(text)
+        if match is None:
+            return Rejection(
+                conv.source,
+                "template_error",
+                f"template {self.name!r} renders fixed text that depends on this record's content; "
+                "cannot tell content from template text",
+            )
+        lengths: list[int] = []
+        codes: list[int] = []
+        last: list[bool] = []
+        for k, piece in enumerate(st.pieces):
+            for _rel, n, role, is_last in piece:
+                lengths.append(n)
+                codes.append(role)
+                last.append(is_last)
+            if k < len(st.slots):
+                a, b = match.span(k + 1)
+                slot = st.slots[k]
+                lengths.append(b - a)
+                codes.append(slot.role)
+                last.append(slot.last)
+        return Rendered(
+            text=text,
+            seg_lengths=np.asarray(lengths, dtype=np.int64),
+            seg_roles=np.asarray(codes, dtype=np.uint8),
+            seg_last=np.asarray(last, dtype=bool),
+        )
+
+
+_THINK_RE = re.compile(r"<think>(.*?)</think>(.*)", re.DOTALL)
+
+
+def _split_think(m: Message) -> tuple[str, str] | None:
+    """(reasoning, answer) of an assistant content that opens with a <think> block."""
+    if not m.content.startswith("<think>"):
+        return None
+    match = _THINK_RE.fullmatch(m.content)
+    return (match.group(1), match.group(2)) if match else None
+
+
+def _think_shape(m: Message) -> tuple[bool, bool] | None:
+    think = _split_think(m)
+    return None if think is None else (bool(think[0]), bool(think[1]))
+
+
+_LINE_RE = re.compile(r"[^\n]*\n*")
+
+
+def _label_text(text: str, base: int) -> list[tuple[int, int, int, bool]]:
+    # template text between special tokens: prose lines are boilerplate,
+    # everything else (role names, headers, separators, newlines) is marker
+    segs: list[tuple[int, int, int, bool]] = []
+    for m in _LINE_RE.finditer(text):
+        line = m.group(0)
+        if not line:
+            continue
+        body = line.rstrip("\n")
+        role = R.BOILERPLATE if len(body.split()) >= BOILERPLATE_MIN_WORDS else R.MARKER
+        if role == R.BOILERPLATE and len(body) < len(line):
+            segs.append((base + m.start(), len(body), role, False))
+            segs.append((base + m.start() + len(body), len(line) - len(body), R.MARKER, False))
+        else:
+            segs.append((base + m.start(), len(line), role, False))
+    return segs

@@ -1,0 +1,232 @@
+"""Tokenizer loading, whole-text tokenization and a role code per token.
+
+The rendered text of a document is tokenized once, as a whole, exactly as
+``apply_chat_template(tokenize=True)`` does (``add_special_tokens=False``: the
+template writes BOS itself). Each token then takes a role from the characters
+it covers; a token covering characters of several segments takes the first
+of the contract's precedence list (response, end, input, instruction, ...).
+
+    text   : "<|im_start|>user\\nHi<|im_end|>"
+    chars  :  SSSSSSSSSSSSMMMMMIISSSSSSSSSS      (S special, M marker, I instruction)
+    tokens : [<|im_start|>] [user] [\\n] [Hi] [<|im_end|>]
+    roles  :  special       marker marker instruction special
+
+With SentencePiece tokenizers a word token often swallows the space before it
+(``"▁Hi"`` covers ``" Hi"``): the straddling rule gives it the content's role.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numba
+import numpy as np
+from tokenizers import Tokenizer
+
+from . import roles as R
+from .records import BuildError
+
+#: rank of each role in the straddling rule: higher wins (index = role code)
+_RANK = np.zeros(9, dtype=np.uint8)
+for _rank, _code in enumerate(reversed(R.PRECEDENCE), start=1):
+    _RANK[_code] = _rank
+#: rank -> role code
+_UNRANK = np.zeros(9, dtype=np.uint8)
+for _code in R.PRECEDENCE:
+    _UNRANK[_RANK[_code]] = _code
+
+
+def char_codes(role_codes: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """Per-segment value for :func:`token_roles`: rank*2 + last-turn flag."""
+    return (_RANK[role_codes].astype(np.uint8) << 1) | last.astype(np.uint8)
+
+
+@numba.njit(cache=True, nogil=True)
+def _token_values(chars: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    # max over each token's characters; a zero-width token takes the value of
+    # the character before it (or after it at the very start)
+    n = starts.shape[0]
+    out = np.zeros(n, dtype=np.uint8)
+    nchars = chars.shape[0]
+    for t in range(n):
+        a = starts[t]
+        b = ends[t]
+        best = np.uint8(0)
+        if b <= a:
+            j = a - 1 if a > 0 else 0
+            if nchars > 0:
+                best = chars[min(j, nchars - 1)]
+        else:
+            for j in range(a, b):
+                v = chars[j]
+                if v > best:
+                    best = v
+        out[t] = best
+    return out
+
+
+def token_roles(chars: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Role code and last-turn flag of each token from per-character values.
+
+    ``chars`` holds :func:`char_codes` values per character of the text;
+    ``starts``/``ends`` are token character offsets into it.
+    """
+    if starts.shape != ends.shape:
+        raise ValueError("starts and ends differ in shape")
+    if chars.dtype != np.uint8:
+        raise ValueError("chars must be uint8")
+    v = _token_values(chars, starts.astype(np.int64), ends.astype(np.int64))
+    codes = _UNRANK[v >> 1]
+    if v.size and (codes == 0).any():
+        raise ValueError("a token covers no character of any segment")
+    return codes, (v & 1).astype(bool)
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    """A loaded tokenizer with what its ``tokenizer_config.json`` says.
+
+    ``special_tokens`` are the added tokens flagged special (control tokens);
+    message content must never produce one of them.
+    """
+
+    source: str
+    tokenizer: Tokenizer
+    sha256: str
+    vocab_size: int
+    bos_token: str | None
+    eos_token: str | None
+    pad_token: str | None
+    unk_token: str | None
+    chat_template: str | None
+    special_tokens: tuple[str, ...]
+    #: whether the model expects a BOS at the start of a sequence
+    add_bos: bool
+
+    def token_id(self, token: str | None) -> int | None:
+        return None if token is None else self.tokenizer.token_to_id(token)
+
+    def special_map(self) -> dict[str, str]:
+        """The special-token variables a chat template sees (as HF passes them)."""
+        out = {}
+        for name in ("bos_token", "eos_token", "pad_token", "unk_token"):
+            value = getattr(self, name)
+            out[name] = value if value is not None else ""
+        return out
+
+
+def _token_text(value: object) -> str | None:
+    # tokenizer_config.json holds either a string or an AddedToken dict
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("content"), str):
+        return value["content"]
+    return None
+
+
+def _chat_template(cfg: dict, directory: Path | None) -> str | None:
+    tpl = cfg.get("chat_template")
+    if isinstance(tpl, list):  # named templates: HF uses "default"
+        named = {t.get("name"): t.get("template") for t in tpl if isinstance(t, dict)}
+        tpl = named.get("default") or next(iter(named.values()), None)
+    if isinstance(tpl, str) and tpl.strip():
+        return tpl
+    if directory is not None and (directory / "chat_template.jinja").is_file():
+        return (directory / "chat_template.jinja").read_text(encoding="utf-8")
+    return None
+
+
+def load_tokenizer(path: str | os.PathLike) -> TokenizerInfo:
+    """Load a tokenizer from a directory (``tokenizer.json`` plus optional
+    ``tokenizer_config.json`` / ``chat_template.jinja``) or a ``tokenizer.json``
+    file. Nothing is fetched from the network.
+    """
+    p = Path(path)
+    if p.is_dir():
+        directory, tj = p, p / "tokenizer.json"
+    else:
+        directory, tj = p.parent, p
+    if not tj.is_file():
+        raise BuildError(f"{path}: no tokenizer.json found (give a model directory or a tokenizer.json file)")
+    raw = tj.read_bytes()
+    try:
+        tok = Tokenizer.from_str(raw.decode("utf-8"))
+    except Exception as e:  # the library raises a bare Exception
+        raise BuildError(f"{tj}: cannot load tokenizer: {e}") from None
+    cfg_path = directory / "tokenizer_config.json"
+    cfg: dict = {}
+    if cfg_path.is_file():
+        try:
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise BuildError(f"{cfg_path}: not valid JSON: {e}") from None
+    added = json.loads(raw).get("added_tokens", [])
+    special = tuple(t["content"] for t in added if t.get("special"))
+    bos = _token_text(cfg.get("bos_token"))
+    eos = _token_text(cfg.get("eos_token"))
+    if "add_bos_token" in cfg and cfg["add_bos_token"] is not None:
+        add_bos = bool(cfg["add_bos_token"]) and bos is not None
+    else:
+        # no explicit setting: the model expects BOS if its post-processor adds one
+        with_sp = tok.encode("a", add_special_tokens=True).ids
+        add_bos = bos is not None and len(with_sp) > 1 and with_sp[0] == tok.token_to_id(bos)
+    return TokenizerInfo(
+        source=str(path),
+        tokenizer=tok,
+        sha256=hashlib.sha256(raw).hexdigest(),
+        vocab_size=tok.get_vocab_size(with_added_tokens=True),
+        bos_token=bos,
+        eos_token=eos,
+        pad_token=_token_text(cfg.get("pad_token")),
+        unk_token=_token_text(cfg.get("unk_token")),
+        chat_template=_chat_template(cfg, directory if p.is_dir() else None),
+        special_tokens=special,
+        add_bos=add_bos,
+    )
+
+
+@dataclass
+class TokenizedBatch:
+    """Documents of one batch, flat: document ``k`` owns tokens
+    ``offsets[k]:offsets[k+1]`` of ``ids``, ``roles`` and ``last``."""
+
+    ids: np.ndarray  # int32
+    roles: np.ndarray  # uint8
+    last: np.ndarray  # bool: token belongs to the final assistant turn
+    offsets: np.ndarray  # int64, len = documents + 1
+
+
+def tokenize_batch(
+    tok: Tokenizer, texts: list[str], seg_lengths: list[np.ndarray], seg_values: list[np.ndarray]
+) -> TokenizedBatch:
+    """Tokenize rendered texts (each once, as a whole) and label every token.
+
+    ``seg_lengths[k]``/``seg_values[k]`` tile text ``k`` with segments (their
+    lengths sum to ``len(texts[k])``) whose values come from :func:`char_codes`.
+    """
+    encs = tok.encode_batch(texts, add_special_tokens=False)
+    counts = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
+    offsets = np.zeros(len(encs) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    total = int(offsets[-1])
+    ids = np.empty(total, dtype=np.int32)
+    spans = np.empty((total, 2), dtype=np.int64)
+    char_base = 0
+    chars_parts = []
+    for k, e in enumerate(encs):
+        a, b = offsets[k], offsets[k + 1]
+        if b > a:
+            ids[a:b] = e.ids
+            spans[a:b] = e.offsets
+            spans[a:b] += char_base
+        chars_parts.append(np.repeat(seg_values[k], seg_lengths[k]))
+        char_base += len(texts[k])
+    chars = np.concatenate(chars_parts) if chars_parts else np.zeros(0, np.uint8)
+    if chars.shape[0] != char_base:
+        raise ValueError("segments do not tile the rendered texts")
+    roles, last = token_roles(chars, spans[:, 0], spans[:, 1])
+    return TokenizedBatch(ids=ids, roles=roles, last=last, offsets=offsets)

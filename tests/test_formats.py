@@ -1,0 +1,645 @@
+"""Tests for packer.formats: containers, format detection, normalisation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from packer.formats import FORMATS, InputSummary, RecordReader, detect_format, read_records
+from packer.records import BuildError, Conversation, Message, Rejection
+
+ALPACA = {"instruction": "Add 2 and 3.", "input": "", "output": "5"}
+SHAREGPT = {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}]}
+MESSAGES = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
+EXPECTED = {
+    "alpaca": (Message("user", "Add 2 and 3."), Message("assistant", "5")),
+    "sharegpt": (Message("user", "Hi"), Message("assistant", "Hello!")),
+    "messages": (Message("user", "Hi"), Message("assistant", "Hello!")),
+}
+RECORDS = {"alpaca": ALPACA, "sharegpt": SHAREGPT, "messages": MESSAGES}
+
+SHARED = Path(__file__).parents[1].parent / "shared" / "data"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def write(path: Path, content: str | bytes) -> Path:
+    if isinstance(content, str):
+        content = content.encode("utf-8")
+    path.write_bytes(content)
+    return path
+
+
+def write_array(path: Path, records: list) -> Path:
+    return write(path, json.dumps(records, indent=2, ensure_ascii=False))
+
+
+def write_jsonl(path: Path, records: list) -> Path:
+    return write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def write_parquet(path: Path, records: list) -> Path:
+    pq.write_table(pa.Table.from_pylist(records), path)
+    return path
+
+
+def read(*paths: Path, fmt: str | None = None) -> list[Conversation | Rejection]:
+    return list(read_records(list(paths), fmt))
+
+
+def one(record: object, tmp_path: Path, fmt: str | None = None) -> Conversation | Rejection:
+    """The single item a one-record JSON Lines file yields."""
+    (item,) = read(write_jsonl(tmp_path / "one.jsonl", [record]), fmt=fmt)
+    return item
+
+
+def rejected(item: Conversation | Rejection, reason: str) -> Rejection:
+    assert isinstance(item, Rejection), item
+    assert item.reason == reason, item.message()
+    return item
+
+
+def sharegpt(*turns: tuple[str, object], **top: object) -> dict:
+    return {"conversations": [{"from": f, "value": v} for f, v in turns], **top}
+
+
+def roles(item: Conversation | Rejection) -> list[str]:
+    assert isinstance(item, Conversation), item
+    return [m.role for m in item.messages]
+
+
+# --------------------------------------------------------------------------- containers x formats
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("container", ["array", "jsonl", "parquet"])
+def test_each_format_from_each_container(tmp_path: Path, fmt: str, container: str) -> None:
+    records = [RECORDS[fmt]] * 3
+    writer = {"array": write_array, "jsonl": write_jsonl, "parquet": write_parquet}[container]
+    suffix = {"array": ".json", "jsonl": ".jsonl", "parquet": ".parquet"}[container]
+    path = writer(tmp_path / f"data{suffix}", records)
+    reader = read_records([path])
+    items = list(reader)
+    assert [type(i) for i in items] == [Conversation] * 3
+    assert all(i.kind == fmt and i.messages == EXPECTED[fmt] and i.dropped_turns == {} for i in items)
+    assert [(i.source.doc_id, i.source.index, i.source.path) for i in items] == [
+        (k, k, str(path)) for k in range(3)
+    ]
+    assert reader.inputs == [InputSummary(str(path), hashlib.sha256(path.read_bytes()).hexdigest(), fmt, 3)]
+
+
+def test_detect_format() -> None:
+    assert detect_format(ALPACA) == "alpaca"
+    assert detect_format(SHAREGPT) == "sharegpt"
+    assert detect_format(MESSAGES) == "messages"
+    assert detect_format({"instruction": "x"}) is None
+    assert detect_format({"prompt": "x", "response": "y"}) is None
+
+
+def test_fmt_override_parses_every_record_as_that_format(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "d.jsonl", [ALPACA, {**ALPACA, "messages": []}])
+    items = read(path, fmt="alpaca")
+    assert [type(i) for i in items] == [Conversation, Conversation]  # no format_mismatch when forced
+    for item in read(path, fmt="sharegpt"):
+        assert "'conversations'" in rejected(item, "missing_field").detail
+
+
+def test_unknown_fmt_is_a_build_error(tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match="unknown format"):
+        RecordReader([write_jsonl(tmp_path / "d.jsonl", [ALPACA])], "vicuna")
+
+
+def test_undetectable_file_is_a_build_error(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "pr.jsonl", [{"prompt": "a", "response": "b"}] * 2)
+    with pytest.raises(BuildError, match=r"pr\.jsonl: cannot detect the format \(keys: prompt, response\); "):
+        read(path)
+    assert len(read(path, fmt="alpaca")) == 2  # forcing a format reads it (as missing_field rejections)
+
+
+def test_records_before_the_first_detecting_one_keep_their_order(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "d.jsonl", [{"foo": 1}, [1], ALPACA])
+    a, b, c = read(path)
+    assert rejected(a, "missing_field").source.index == 0
+    assert rejected(b, "not_an_object").source.index == 1
+    assert isinstance(c, Conversation) and c.source.index == 2
+
+
+def test_mixed_formats_in_one_file(tmp_path: Path) -> None:
+    items = read(write_array(tmp_path / "mixed.json", [ALPACA, SHAREGPT, MESSAGES, ALPACA]))
+    assert isinstance(items[0], Conversation) and isinstance(items[3], Conversation)
+    for item in items[1:3]:
+        detail = rejected(item, "format_mismatch").detail
+        assert "alpaca" in detail and ("sharegpt" in detail or "messages" in detail)
+
+
+def test_not_an_object(tmp_path: Path) -> None:
+    items = read(write_array(tmp_path / "d.json", [ALPACA, 1, "x", [ALPACA], None]))
+    assert [i.reason for i in items[1:]] == ["not_an_object"] * 4  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------- sharegpt
+
+
+@pytest.mark.parametrize(
+    ("name", "role"),
+    [
+        ("human", "user"),
+        ("user", "user"),
+        ("gpt", "assistant"),
+        ("assistant", "assistant"),
+        ("chatgpt", "assistant"),
+        ("bing", "assistant"),
+        ("bard", "assistant"),
+        ("system", "system"),
+        ("function_call", "assistant"),
+        ("observation", "user"),
+        ("tool", "user"),
+        ("function", "user"),
+        ("Human", "user"),  # role names are matched case-insensitively
+        ("GPT", "assistant"),
+    ],
+)
+def test_sharegpt_role_names(tmp_path: Path, name: str, role: str) -> None:
+    # wrapped so that the role under test is kept whatever it maps to
+    record = sharegpt(("human", "q"), ("gpt", "a"), (name, "x"), ("human", "q2"), ("gpt", "a2"))
+    item = one(record, tmp_path)
+    assert isinstance(item, Conversation)
+    assert item.messages[2] == Message(role, "x")  # type: ignore[arg-type]
+
+
+def test_sharegpt_tool_calling(tmp_path: Path) -> None:
+    record = sharegpt(
+        ("human", "Weather in Paris?"),
+        ("function_call", '{"name": "weather", "arguments": {"city": "Paris"}}'),
+        ("observation", '{"temp": 21}'),
+        ("gpt", "It is 21 degrees."),
+        tools="[]",
+    )
+    assert roles(one(record, tmp_path)) == ["user", "assistant", "user", "assistant"]
+
+
+def test_sharegpt_top_level_system_and_role_content_keys(tmp_path: Path) -> None:
+    record = {
+        "system": "Be brief.",
+        "conversations": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hey"}],
+    }
+    item = one(record, tmp_path)
+    assert isinstance(item, Conversation)
+    assert item.messages == (
+        Message("system", "Be brief."),
+        Message("user", "Hi"),
+        Message("assistant", "Hey"),
+    )
+    assert roles(one({**record, "system": ""}, tmp_path)) == ["user", "assistant"]
+    rejected(one({**record, "system": 3}, tmp_path), "wrong_type")
+
+
+def test_unknown_role(tmp_path: Path) -> None:
+    item = one(sharegpt(("human", "q"), ("robot", "a")), tmp_path)
+    detail = rejected(item, "unknown_role").detail
+    assert "'robot'" in detail and "turn 1" in detail
+    msg = {"messages": [{"role": "user", "content": "q"}, {"role": "model", "content": "a"}]}
+    assert "'model'" in rejected(one(msg, tmp_path), "unknown_role").detail
+
+
+def test_empty_conversation(tmp_path: Path) -> None:
+    rejected(one({"conversations": []}, tmp_path), "empty_conversation")
+    rejected(one({"messages": []}, tmp_path), "empty_conversation")
+
+
+@pytest.mark.parametrize(
+    "turns", [[("human", "q")], [("system", "s")], [("gpt", "a")], [("gpt", "a"), ("gpt", "b")]]
+)
+def test_no_assistant_turn(tmp_path: Path, turns: list[tuple[str, str]]) -> None:
+    rejected(one(sharegpt(*turns), tmp_path), "no_assistant_turn")
+
+
+def test_leading_assistant_turns_are_dropped_and_counted(tmp_path: Path) -> None:
+    item = one(
+        sharegpt(("gpt", "...end of a chunk"), ("gpt", "more"), ("human", "q"), ("gpt", "a")), tmp_path
+    )
+    assert roles(item) == ["user", "assistant"]
+    assert item.dropped_turns == {"leading_assistant": 2}  # type: ignore[union-attr]
+    item = one(sharegpt(("system", "s"), ("gpt", "x"), ("human", "q"), ("gpt", "a")), tmp_path)
+    assert roles(item) == ["system", "user", "assistant"]
+    assert item.dropped_turns == {"leading_assistant": 1}  # type: ignore[union-attr]
+
+
+def test_trailing_non_assistant_turns_are_dropped_and_counted(tmp_path: Path) -> None:
+    item = one(sharegpt(("human", "q"), ("gpt", "a"), ("human", "q2"), ("system", "s")), tmp_path)
+    assert roles(item) == ["user", "assistant"]
+    assert item.dropped_turns == {"trailing_non_assistant": 2}  # type: ignore[union-attr]
+    # a dropped turn is checked for its role only: its empty / null value does not reject the record
+    item = one(sharegpt(("human", "q"), ("gpt", "a"), ("human", None)), tmp_path)
+    assert item.dropped_turns == {"trailing_non_assistant": 1}  # type: ignore[union-attr]
+
+
+def test_repeated_roles_and_mid_system_are_kept(tmp_path: Path) -> None:
+    turns = [
+        ("human", "a"),
+        ("human", "b"),
+        ("gpt", "c"),
+        ("system", "d"),
+        ("gpt", "e"),
+        ("human", "f"),
+        ("gpt", "g"),
+    ]
+    item = one(sharegpt(*turns), tmp_path)
+    assert roles(item) == ["user", "user", "assistant", "system", "assistant", "user", "assistant"]
+    assert item.dropped_turns == {}  # type: ignore[union-attr]
+
+
+def test_sharegpt_turn_content_checks(tmp_path: Path) -> None:
+    detail = rejected(one(sharegpt(("human", "q"), ("gpt", None)), tmp_path), "wrong_type").detail
+    assert "turn 1" in detail and "null" in detail
+    rejected(one(sharegpt(("human", 5), ("gpt", "a")), tmp_path), "wrong_type")
+    detail = rejected(one(sharegpt(("human", "  \n"), ("gpt", "a")), tmp_path), "empty_turn").detail
+    assert "turn 0" in detail and "human" in detail
+    detail = rejected(one(sharegpt(("human", "q"), ("gpt", "")), tmp_path), "empty_output").detail
+    assert "turn 1" in detail and "gpt" in detail
+    rejected(
+        one({"conversations": [{"from": "human"}, {"from": "gpt", "value": "a"}]}, tmp_path), "missing_field"
+    )
+    rejected(
+        one({"conversations": [{"value": "q"}, {"from": "gpt", "value": "a"}]}, tmp_path), "missing_field"
+    )
+    rejected(one({"conversations": ["q", "a"]}, tmp_path), "wrong_type")
+    rejected(one({"conversations": "q"}, tmp_path), "wrong_type")
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def test_messages_roles(tmp_path: Path) -> None:
+    record = {
+        "messages": [
+            {"role": "developer", "content": "d"},
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": "u"},
+            {"role": "assistant", "content": "call"},
+            {"role": "tool", "content": "result"},
+            {"role": "function", "content": "result2"},
+            {"role": "assistant", "content": "a"},
+        ]
+    }
+    assert roles(one(record, tmp_path)) == [
+        "system",
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "user",
+        "assistant",
+    ]
+
+
+def test_messages_content(tmp_path: Path) -> None:
+    parts = [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}]
+    item = one(
+        {"messages": [{"role": "user", "content": parts}, {"role": "assistant", "content": "Hi"}]}, tmp_path
+    )
+    assert item.messages[0] == Message("user", "Hello there")  # type: ignore[union-attr]
+    image = [{"type": "image_url", "image_url": {"url": "x"}}]
+    item = one(
+        {"messages": [{"role": "user", "content": image}, {"role": "assistant", "content": "Hi"}]}, tmp_path
+    )
+    assert "image_url" in rejected(item, "wrong_type").detail
+    item = one(
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": None}]}, tmp_path
+    )
+    rejected(item, "wrong_type")
+    item = one(
+        {"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": "a"}]}, tmp_path
+    )
+    rejected(item, "empty_turn")
+    item = one(
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": " "}]}, tmp_path
+    )
+    rejected(item, "empty_output")
+
+
+def test_messages_policy(tmp_path: Path) -> None:
+    msgs = [("assistant", "x"), ("user", "q"), ("assistant", "a"), ("user", "bye")]
+    item = one({"messages": [{"role": r, "content": c} for r, c in msgs]}, tmp_path)
+    assert roles(item) == ["user", "assistant"]
+    assert item.dropped_turns == {"leading_assistant": 1, "trailing_non_assistant": 1}  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------- alpaca
+
+
+def test_alpaca_fields(tmp_path: Path) -> None:
+    item = one({"instruction": "Sum", "input": "2 3", "output": "5", "system": "S", "extra": [1]}, tmp_path)
+    assert item.messages == (  # type: ignore[union-attr]
+        Message("system", "S"),
+        Message("user", "Sum", "2 3"),
+        Message("assistant", "5"),
+    )
+    item = one({"instruction": "Sum", "input": None, "output": "5"}, tmp_path)
+    assert item.messages == (Message("user", "Sum"), Message("assistant", "5"))  # type: ignore[union-attr]
+    item = one({"instruction": "", "input": "What is 2+3?", "output": "5"}, tmp_path)
+    assert item.messages[0] == Message("user", "", "What is 2+3?")  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("missing", ["instruction", "output"])
+def test_alpaca_missing_field(tmp_path: Path, missing: str) -> None:
+    record = {k: v for k, v in ALPACA.items() if k != missing}
+    assert repr(missing) in rejected(one(record, tmp_path, fmt="alpaca"), "missing_field").detail
+
+
+@pytest.mark.parametrize(
+    ("field", "literal", "seen"),
+    [
+        ("output", "5", "number"),
+        ("instruction", '["a"]', "array"),
+        ("output", "null", "null"),
+        ("instruction", "null", "null"),
+        ("output", "NaN", "NaN"),
+        ("input", "3", "number"),
+        ("system", "{}", "object"),
+    ],
+)
+def test_alpaca_wrong_type(tmp_path: Path, field: str, literal: str, seen: str) -> None:
+    fields = {"instruction": '"q"', "input": '""', "output": '"a"', field: literal}
+    line = "{" + ", ".join(f'"{k}": {v}' for k, v in fields.items()) + "}\n"
+    (item,) = read(write(tmp_path / "d.jsonl", line))
+    detail = rejected(item, "wrong_type").detail
+    assert repr(field) in detail and seen in detail
+
+
+@pytest.mark.parametrize("output", ["", "   ", "\n\t"])
+def test_alpaca_empty_output(tmp_path: Path, output: str) -> None:
+    rejected(one({**ALPACA, "output": output}, tmp_path), "empty_output")
+
+
+def test_alpaca_empty_instruction_and_input(tmp_path: Path) -> None:
+    rejected(one({"instruction": " ", "input": "", "output": "5"}, tmp_path), "empty_turn")
+
+
+def test_parquet_wrong_types(tmp_path: Path) -> None:
+    table = pa.table(
+        {
+            "instruction": pa.array(["q", None, "q"]),
+            "input": pa.array([None, "", ""]),
+            "output": pa.array([1.0, 2.0, float("nan")]),
+        }
+    )
+    pq.write_table(table, tmp_path / "d.parquet")
+    items = read(tmp_path / "d.parquet")
+    assert [rejected(i, "wrong_type").detail for i in items] == [
+        "'output' is a number, expected a string",
+        "'instruction' is null, expected a string",
+        "'output' is NaN, expected a string",
+    ]
+
+
+# --------------------------------------------------------------------------- container edge cases
+
+
+def test_jsonl_blank_lines_and_a_broken_line(tmp_path: Path) -> None:
+    lines = [
+        json.dumps(ALPACA),
+        "",
+        "  ",
+        '{"instruction": "x", "output":',
+        json.dumps(ALPACA),
+        "",
+        json.dumps(ALPACA),
+    ]
+    path = write(tmp_path / "d.jsonl", "\n".join(lines) + "\n\n")
+    reader = read_records([path])
+    items = list(reader)
+    assert [i.source.index for i in items] == [0, 1, 2, 3]
+    assert "line 4" in rejected(items[1], "malformed_json").detail
+    assert all(isinstance(i, Conversation) for i in (items[0], items[2], items[3]))
+    assert reader.inputs[0].records == 4
+
+
+def test_truncated_json_array(tmp_path: Path) -> None:
+    text = json.dumps([ALPACA, ALPACA, ALPACA], indent=2)
+    path = write(tmp_path / "cut.json", text[: text.rindex('"output"')])
+    reader = read_records([path])
+    items = list(reader)
+    assert [type(i) for i in items] == [Conversation, Conversation, Rejection]
+    detail = rejected(items[2], "malformed_json").detail
+    assert "line " in detail and "column " in detail and "rest of the file could not be read" in detail
+    assert items[2].source.index == 2 and reader.inputs[0].records == 3
+
+
+@pytest.mark.parametrize("tail", [",", ", ", "", "\n"])
+def test_json_array_cut_between_records(tmp_path: Path, tail: str) -> None:
+    path = write(tmp_path / "cut.json", "[" + json.dumps(ALPACA) + tail)
+    items = read(path)
+    assert isinstance(items[0], Conversation)
+    rejected(items[1], "malformed_json")
+    assert len(items) == 2
+
+
+def test_json_array_trailing_comma(tmp_path: Path) -> None:
+    path = write(tmp_path / "tc.json", "[" + json.dumps(ALPACA) + ",\n" + json.dumps(ALPACA) + ",\n]\n")
+    items = read(path)
+    assert [type(i) for i in items] == [Conversation, Conversation, Rejection]
+    assert "trailing comma" in rejected(items[2], "malformed_json").detail
+
+
+def test_json_array_extra_data_after_the_end(tmp_path: Path) -> None:
+    items = read(write(tmp_path / "x.json", "[" + json.dumps(ALPACA) + "] []"))
+    assert "extra data" in rejected(items[1], "malformed_json").detail
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_bom_is_ignored(tmp_path: Path, suffix: str) -> None:
+    body = json.dumps([ALPACA]) if suffix == ".json" else json.dumps(ALPACA) + "\n"
+    (item,) = read(write(tmp_path / f"bom{suffix}", b"\xef\xbb\xbf" + body.encode()))
+    assert isinstance(item, Conversation)
+
+
+def test_invalid_utf8_in_a_jsonl_line(tmp_path: Path) -> None:
+    good = json.dumps(ALPACA).encode()
+    bad = b'{"instruction": "caf\xe9", "output": "x"}'
+    items = read(write(tmp_path / "d.jsonl", good + b"\n" + bad + b"\n" + good + b"\n"))
+    assert [type(i) for i in items] == [Conversation, Rejection, Conversation]
+    detail = rejected(items[1], "invalid_utf8").detail
+    offset = len(good) + 1 + bad.index(b"\xe9")
+    assert "line 2" in detail and f"byte {offset} " in detail
+
+
+def test_invalid_utf8_in_a_json_array_is_a_build_error(tmp_path: Path) -> None:
+    data = b'[{"instruction": "caf\xe9", "output": "x"}]'
+    offset = data.index(b"\xe9")
+    with pytest.raises(BuildError, match=rf"bad\.json: invalid UTF-8 at byte {offset};"):
+        read(write(tmp_path / "bad.json", data))
+
+
+@pytest.mark.parametrize("name", ["e.json", "e.jsonl", "e.data"])
+@pytest.mark.parametrize("content", [b"", b" \n\n \n", b"\xef\xbb\xbf\n"])
+def test_empty_file_is_a_build_error(tmp_path: Path, name: str, content: bytes) -> None:
+    path = write(tmp_path / name, content)
+    with pytest.raises(BuildError, match=re.escape(f"{path}: empty file, no records")):
+        read(path)
+
+
+def test_empty_array_is_a_build_error(tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match=r"e\.json: no records"):
+        read(write(tmp_path / "e.json", "[ ]"))
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("t.json", "hello world\n"),
+        ("t.jsonl", "instruction,output\nadd,5\n"),
+        ("t.txt", "hello\n"),
+        ("t.parquet", "not parquet"),
+        ("t.json", '{\n  "a": [1,\n'),  # a broken pretty-printed object
+    ],
+)
+def test_not_json_is_a_build_error(tmp_path: Path, name: str, content: str) -> None:
+    path = write(tmp_path / name, content)
+    with pytest.raises(BuildError) as err:
+        read(path, fmt="alpaca")
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_missing_file_is_a_build_error(tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match=r"nope\.json: no such file"):
+        read_records([tmp_path / "nope.json"])
+
+
+def test_single_object_json_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "one.json", json.dumps(SHAREGPT, indent=2))
+    reader = read_records([path])
+    (item,) = reader
+    assert isinstance(item, Conversation) and item.kind == "sharegpt"
+    assert reader.inputs[0].records == 1
+
+
+def test_json_file_holding_json_lines(tmp_path: Path) -> None:
+    path = write(tmp_path / "lines.json", json.dumps(ALPACA) + "\n{broken\n" + json.dumps(ALPACA) + "\n")
+    items = read(path)
+    assert [type(i) for i in items] == [Conversation, Rejection, Conversation]
+
+
+def test_content_is_sniffed_for_other_extensions(tmp_path: Path) -> None:
+    assert len(read(write_array(tmp_path / "d.txt", [ALPACA, ALPACA]))) == 2
+    assert len(read(write_parquet(tmp_path / "d.bin", [ALPACA]))) == 1
+
+
+# --------------------------------------------------------------------------- reader bookkeeping
+
+
+def test_doc_ids_count_across_files_and_summaries(tmp_path: Path) -> None:
+    a = write_array(tmp_path / "a.json", [ALPACA, ALPACA])
+    b = write_jsonl(tmp_path / "b.jsonl", [MESSAGES, 7, MESSAGES])
+    c = write_parquet(tmp_path / "c.parquet", [SHAREGPT])
+    reader = RecordReader([a, str(b), c], first_doc_id=10)
+    items = list(reader)
+    assert [(i.source.doc_id, i.source.path, i.source.index) for i in items] == [
+        (10, str(a), 0),
+        (11, str(a), 1),
+        (12, str(b), 0),
+        (13, str(b), 1),
+        (14, str(b), 2),
+        (15, str(c), 0),
+    ]
+    assert [(s.path, s.format, s.records) for s in reader.inputs] == [
+        (str(a), "alpaca", 2),
+        (str(b), "messages", 3),
+        (str(c), "sharegpt", 1),
+    ]
+    assert [s.sha256 for s in reader.inputs] == [
+        hashlib.sha256(p.read_bytes()).hexdigest() for p in (a, b, c)
+    ]
+    assert reader.next_doc_id == 16
+
+
+def test_inputs_are_filled_as_files_end(tmp_path: Path) -> None:
+    a = write_jsonl(tmp_path / "a.jsonl", [ALPACA])
+    b = write_jsonl(tmp_path / "b.jsonl", [ALPACA])
+    reader = RecordReader([a, b])
+    next(reader)
+    assert reader.inputs == []
+    next(reader)  # reading b's first record finishes a
+    assert [s.path for s in reader.inputs] == [str(a)]
+
+
+def test_every_rejection_message_names_path_and_index(tmp_path: Path) -> None:
+    records = [
+        ALPACA,
+        {"instruction": "q"},
+        {**ALPACA, "output": 3},
+        {**ALPACA, "output": " "},
+        SHAREGPT,
+        5,
+        {"instruction": "", "output": "x"},
+    ]
+    lines = [*(json.dumps(r).encode() for r in records), b"{bad", b'"\xff"']
+    path = write(tmp_path / "r.jsonl", b"\n".join(lines) + b"\n")
+    items = read(path)
+    reasons = Counter(i.reason for i in items if isinstance(i, Rejection))
+    assert reasons == Counter(
+        missing_field=1,
+        wrong_type=1,
+        empty_output=1,
+        format_mismatch=1,
+        not_an_object=1,
+        empty_turn=1,
+        malformed_json=1,
+        invalid_utf8=1,
+    )
+    for item in items:
+        if isinstance(item, Rejection):
+            assert item.message().startswith(f"{path}: record {item.source.index}: {item.reason}: ")
+
+
+# --------------------------------------------------------------------------- the real data in ../shared/data
+
+SHARED_COUNTS = {
+    "alpaca_llamafactory_en_demo.json": 999,
+    "alpaca_llamafactory_zh_demo.json": 1000,
+    "alpaca_code_alpaca_2k.json": 2017,
+    "alpaca_new_codealpaca.json": 4535,
+    "alpaca_gsm8k_train.json": 7473,
+    "sharegpt_v3_unfiltered_cleaned_split_first3000.json": 3000,
+    "sharegpt_fastchat_dummy_conversation.json": 500,
+    "sharegpt_glaive_toolcall_en_demo.json": 300,
+    "sharegpt_axolotl_fixture_conversation.json": 1,
+    "sharegpt_axolotl_fixture_conversation_missingturns.json": 1,
+    "messages_lima.jsonl": 1030,
+    "messages_alpagasus_dolly_3k.jsonl": 2996,
+    "messages_alpagasus_claude_t45_alpaca.jsonl": 5305,
+}
+
+
+def test_shared_data() -> None:
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} is absent (the real-data check needs the shared data files)")
+    files = sorted(p for p in SHARED.iterdir() if p.name.startswith(("alpaca_", "sharegpt_", "messages_")))
+    assert {p.name for p in files} == set(SHARED_COUNTS)
+    rejections: dict[str, list[Rejection]] = {}
+    for path in files:
+        reader = RecordReader([path])
+        items = list(reader)
+        (summary,) = reader.inputs
+        assert summary.records == len(items) == SHARED_COUNTS[path.name], path.name
+        assert summary.format == path.name.split("_")[0]
+        rejections[path.name] = [i for i in items if isinstance(i, Rejection)]
+
+    code = rejections["alpaca_code_alpaca_2k.json"]
+    assert [(r.reason, r.source.index) for r in code] == [("empty_output", 237), ("empty_output", 1859)]
+    claude = rejections["messages_alpagasus_claude_t45_alpaca.jsonl"]
+    assert [r.source.index for r in claude] == [2590, 3260, 4652, 4724]
+    assert {r.reason for r in claude} <= {"empty_output", "empty_turn"}
+    v3 = Counter(r.reason for r in rejections["sharegpt_v3_unfiltered_cleaned_split_first3000.json"])
+    assert v3["empty_conversation"] == 21
+
+    with pytest.raises(BuildError, match="cannot detect the format"):
+        read(SHARED / "prompt_response_dolly_hhrlhf_train_small.jsonl")
