@@ -1,7 +1,7 @@
 """packer: instruction-tuning data to sequence-packed, role-labelled Arrow shards.
 
-    from packer import build
-    build(["data.json"], "shards/", tokenizer="path/to/model", seq_len=4096)
+from packer import build
+build(["data.json"], "shards/", tokenizer="path/to/model", seq_len=4096)
 """
 
 __version__ = "0.1.0"

@@ -156,9 +156,7 @@ def build(
     if overlong not in OVERLONG_POLICIES:
         raise BuildError(f"unknown overlong policy {overlong!r}; choose {'|'.join(OVERLONG_POLICIES)}")
     if template not in ("auto", "tokenizer", *BUILTIN_TEMPLATES):
-        raise BuildError(
-            f"unknown template {template!r}; choose auto|tokenizer|{'|'.join(BUILTIN_TEMPLATES)}"
-        )
+        raise BuildError(f"unknown template {template!r}; choose auto|tokenizer|{'|'.join(BUILTIN_TEMPLATES)}")
     try:
         strategy_table = R.strategy_table(strategies)
     except ValueError as e:
@@ -213,9 +211,7 @@ def build(
                     )  # fmt: skip
                     continue
                 docs.status[doc_id] = "truncated"
-                docs.rejections.append(
-                    Rejection(src, "overlong", f"truncated from {b - a} to {seq_len} tokens")
-                )
+                docs.rejections.append(Rejection(src, "overlong", f"truncated from {b - a} to {seq_len} tokens"))
                 truncated += 1
                 b = a + seq_len
             else:
@@ -356,8 +352,7 @@ def build(
         "roles": dict(R.ROLES),
         "strategies": {k: list(v) for k, v in strategy_table.items()},
         "inputs": [
-            {"path": i.path, "sha256": i.sha256, "format": i.format, "records": i.records}
-            for i in reader.inputs
+            {"path": i.path, "sha256": i.sha256, "format": i.format, "records": i.records} for i in reader.inputs
         ],
         "counts": {
             "records": n_records,

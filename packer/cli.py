@@ -158,9 +158,7 @@ def _print_summary(m: dict, output: str) -> None:
     table.add_column(style="bold")
     table.add_column(justify="right")
     table.add_row("records read", f"{c['records']:,}")
-    table.add_row(
-        "packed", f"{c['packed']:,}" + (f" ({c['truncated']:,} truncated)" if c["truncated"] else "")
-    )
+    table.add_row("packed", f"{c['packed']:,}" + (f" ({c['truncated']:,} truncated)" if c["truncated"] else ""))
     table.add_row("rejected", f"{sum(c['rejected'].values()):,}")
     for reason, n in c["rejected"].items():
         table.add_row(f"  {reason}", f"{n:,}")

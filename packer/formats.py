@@ -686,8 +686,8 @@ def _undetected(path: str, values: list[object], empty: str) -> str:
         detail = first.detail if isinstance(first, _Bad) else ""
         return f"{path}: no record could be read, is it JSON? ({detail})"
     first_dict = next((v for v in good if isinstance(v, dict)), None)
-    keys = _keys(first_dict) if first_dict is not None else "no record is a JSON object"
-    return f"{path}: cannot detect the format (keys: {keys}); use --format {'|'.join(FORMATS)}"
+    seen = f"keys: {_keys(first_dict)}" if first_dict is not None else "no record is a JSON object"
+    return f"{path}: cannot detect the format ({seen}); use --format {'|'.join(FORMATS)}"
 
 
 def read_records(

@@ -85,9 +85,7 @@ def parse_strategy(spec: str) -> tuple[str, tuple[str, ...]]:
     name, sep, roles = spec.partition("=")
     name = name.strip()
     if not sep or not name or not name.replace("_", "").isalnum():
-        raise ValueError(
-            f"strategy {spec!r} is not of the form name=role,role,... (name: letters, digits, _)"
-        )
+        raise ValueError(f"strategy {spec!r} is not of the form name=role,role,... (name: letters, digits, _)")
     if name in BUILTIN_STRATEGIES:
         raise ValueError(f"strategy {name!r} is built in; choose another name")
     parts = tuple(dict.fromkeys(r.strip() for r in roles.split(",") if r.strip()))

@@ -203,9 +203,7 @@ class ShardWriter:
         where_shard = np.full(len(doc_lengths), -1, dtype=np.int32)
         where_row = np.full(len(doc_lengths), -1, dtype=np.int32)
         where_off = np.full(len(doc_lengths), -1, dtype=np.int32)
-        row_tokens = (
-            np.add.reduceat(doc_lengths[order], row_offsets[:-1]) if n_rows else np.zeros(0, np.int64)
-        )
+        row_tokens = np.add.reduceat(doc_lengths[order], row_offsets[:-1]) if n_rows else np.zeros(0, np.int64)
         row_docs = np.diff(row_offsets)
         row_bytes = row_tokens * self._token_bytes + row_docs * 12 + 16
         start = 0

@@ -43,7 +43,9 @@ from .tokenize import TokenizerInfo
 #: words in a line of fixed template text from which on it is prose (boilerplate)
 BOILERPLATE_MIN_WORDS = 4
 
-_ALPACA_PREAMBLE = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+_ALPACA_PREAMBLE = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+)
 _ALPACA_PREAMBLE_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further context. "
     "Write a response that appropriately completes the request."
@@ -116,9 +118,7 @@ def _raise(message: str) -> None:
     raise jinja2.TemplateError(message)
 
 
-def _tojson(
-    x: object, ensure_ascii: bool = False, indent: int | None = None, separators=None, sort_keys=False
-):  # type: ignore[no-untyped-def]
+def _tojson(x: object, ensure_ascii: bool = False, indent: int | None = None, separators=None, sort_keys=False):  # type: ignore[no-untyped-def]
     return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
@@ -205,8 +205,7 @@ class ChatTemplate:
         if name == "tokenizer":
             if tok.chat_template is None:
                 raise ValueError(
-                    f"{tok.source}: the tokenizer has no chat_template; choose --template "
-                    f"{'|'.join(BUILTIN_TEMPLATES)}"
+                    f"{tok.source}: the tokenizer has no chat_template; choose --template {'|'.join(BUILTIN_TEMPLATES)}"
                 )
             return cls("tokenizer", tok.chat_template, tok, input_field=False)
         if name not in BUILTIN_TEMPLATES:
@@ -265,6 +264,7 @@ class ChatTemplate:
         last_assistant = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
         fixed: list[str] = []
         slots: list[_Slot] = []
+        pos = 0
         for m in _PLACEHOLDER_RE.finditer(text):
             fixed.append(text[pos : m.start()])
             i, field = names[int(m.group(1))]
@@ -300,6 +300,7 @@ class ChatTemplate:
     def _label_fixed(self, piece: str, end_of: _Slot | None) -> list[tuple[int, int, int, bool]]:
         """Segments of a fixed piece; ``end_of`` is the assistant slot it follows."""
         segs: list[tuple[int, int, int, bool]] = []
+        pos = 0
         matches = list(self._special_re.finditer(piece)) if self._special_re else []
         for j, m in enumerate(matches):
             segs.extend(_label_text(piece[pos : m.start()], pos))
