@@ -51,18 +51,14 @@ def best_time(fn, repeat: int) -> tuple[float, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1_000_000, help="number of documents")
     parser.add_argument("--seq-len", type=int, default=4096)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--median", type=float, default=300.0, help="median document length in tokens")
     parser.add_argument("--sigma", type=float, default=1.0, help="lognormal sigma (tail weight)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per algorithm; the best is shown")
-    parser.add_argument(
-        "--python-n", type=int, default=1_000_000, help="subsample size for the plain-Python best-fit"
-    )
+    parser.add_argument("--python-n", type=int, default=1_000_000, help="subsample size for the plain-Python best-fit")
     args = parser.parse_args()
 
     lengths = synthetic_lengths(args.n, args.seq_len, args.seed, args.median, args.sigma)

@@ -243,9 +243,7 @@ def _decode(path: str, data: bytes, skipped: int) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise BuildError(
-            f"{path}: invalid UTF-8 at byte {skipped + e.start}; the file must be UTF-8"
-        ) from None
+        raise BuildError(f"{path}: invalid UTF-8 at byte {skipped + e.start}; the file must be UTF-8") from None
 
 
 def _first_lines(data: bytes, n: int, pos: int = 0) -> list[bytes]:
@@ -423,16 +421,19 @@ def _blank(text: str) -> bool:
     return not text or text.isspace()
 
 
-def _alpaca_field(record: dict, name: str, required: bool) -> str:
-    value = record.get(name)
-    if isinstance(value, str):
-        return value
-    if value is None:
-        if name not in record and required:
-            raise _Reject("missing_field", f"no {name!r} field (keys: {_keys(record)})")
-        if not required:
-            return ""
-    raise _Reject("wrong_type", f"{name!r} is {_type_name(value)}, expected a string")
+_ALPACA_FIELDS = (("instruction", True), ("output", True), ("input", False), ("system", False))
+
+
+def _alpaca_type_error(record: dict) -> _Reject:
+    """Why an Alpaca record's fields are not all strings (the slow path)."""
+    for name, required in _ALPACA_FIELDS:
+        if required and name not in record:
+            return _Reject("missing_field", f"no {name!r} field (keys: {_keys(record)})")
+    for name, required in _ALPACA_FIELDS:
+        value = record.get(name)
+        if not isinstance(value, str) and (required or value is not None):
+            return _Reject("wrong_type", f"{name!r} is {_type_name(value)}, expected a string")
+    raise AssertionError("the record's Alpaca fields are fine")
 
 
 def _parse_alpaca(record: dict) -> tuple[tuple[Message, ...], dict[str, int]]:
@@ -441,20 +442,23 @@ def _parse_alpaca(record: dict) -> tuple[tuple[Message, ...], dict[str, int]]:
     >>> _parse_alpaca({"instruction": "Add", "input": "2 3", "output": "5"})[0]
     (Message(role='user', content='Add', input='2 3'), Message(role='assistant', content='5', input=''))
     """
-    for name in ("instruction", "output"):
-        if name not in record:
-            raise _Reject("missing_field", f"no {name!r} field (keys: {_keys(record)})")
-    instruction = _alpaca_field(record, "instruction", True)
-    output = _alpaca_field(record, "output", True)
-    inp = _alpaca_field(record, "input", False)
-    system = _alpaca_field(record, "system", False)
+    get = record.get
+    instruction, output, inp, system = get("instruction"), get("output"), get("input"), get("system")
+    # one combined check keeps the common, valid record on a fast path
+    if not (
+        isinstance(instruction, str)
+        and isinstance(output, str)
+        and (inp is None or isinstance(inp, str))
+        and (system is None or isinstance(system, str))
+    ):
+        raise _alpaca_type_error(record)
     if _blank(output):
         raise _Reject("empty_output", "'output' is empty" if not output else "'output' is only whitespace")
-    if _blank(instruction) and _blank(inp):
+    if _blank(instruction) and (not inp or inp.isspace()):
         raise _Reject("empty_turn", "'instruction' and 'input' are both empty")
-    user = Message("user", instruction, inp)
+    user = Message("user", instruction, inp or "")
     assistant = Message("assistant", output)
-    if _blank(system):
+    if not system or system.isspace():
         return (user, assistant), {}
     return (Message("system", system), user, assistant), {}
 
@@ -518,9 +522,7 @@ def _content_text(content: object, i: int, name: str) -> str:
             text = part.get("text") if kind == "text" else None
             if not isinstance(text, str):
                 what = f"type {kind!r}" if kind else _type_name(part)
-                raise _Reject(
-                    "wrong_type", f"turn {i} ({name}): content part {k} is {what}, only text is supported"
-                )
+                raise _Reject("wrong_type", f"turn {i} ({name}): content part {k} is {what}, only text is supported")
             texts.append(text)
         return "".join(texts)
     raise _Reject("wrong_type", f"turn {i} ({name}): content is {_type_name(content)}, expected a string")
@@ -558,9 +560,7 @@ def _parse_sharegpt(record: dict) -> tuple[tuple[Message, ...], dict[str, int]]:
     ...     {"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]})[1]
     {'leading_assistant': 1}
     """
-    messages, dropped = _conversation(
-        record, "conversations", ("from", "role"), ("value", "content"), _SHAREGPT_ROLES
-    )
+    messages, dropped = _conversation(record, "conversations", ("from", "role"), ("value", "content"), _SHAREGPT_ROLES)
     system = record.get("system")
     if system is not None and not isinstance(system, str):
         raise _Reject("wrong_type", f"'system' is {_type_name(system)}, expected a string")
@@ -605,9 +605,7 @@ class RecordReader:
     (['Conversation', 'Rejection'], 2)
     """
 
-    def __init__(
-        self, paths: Sequence[str | os.PathLike], fmt: str | None = None, *, first_doc_id: int = 0
-    ) -> None:
+    def __init__(self, paths: Sequence[str | os.PathLike], fmt: str | None = None, *, first_doc_id: int = 0) -> None:
         if fmt is not None and fmt not in FORMATS:
             raise BuildError(f"unknown format {fmt!r}; use --format {'|'.join(FORMATS)}")
         self.paths = [os.fspath(p) if isinstance(p, os.PathLike) else str(p) for p in paths]
@@ -690,9 +688,7 @@ def _undetected(path: str, values: list[object], empty: str) -> str:
     return f"{path}: cannot detect the format ({seen}); use --format {'|'.join(FORMATS)}"
 
 
-def read_records(
-    paths: Sequence[str | os.PathLike], fmt: str | None = None, *, first_doc_id: int = 0
-) -> RecordReader:
+def read_records(paths: Sequence[str | os.PathLike], fmt: str | None = None, *, first_doc_id: int = 0) -> RecordReader:
     """Convenience for :class:`RecordReader`: an iterator over the records of
     ``paths``; its ``.inputs`` holds the per-file summaries.
 

@@ -332,11 +332,23 @@ class ChatTemplate:
         st = self._structure(conv)
         if isinstance(st, str):
             return Rejection(conv.source, "template_error", f"template {self.name!r}: {st}")
+        values: dict[tuple[int, str], str] = {}
+
+        def keep(i: int, field: str, value: str) -> str:
+            values[(i, field)] = value
+            return value
+
         try:
-            text = self._render(self._message_dicts(conv.messages, lambda _i, _f, v: v))
+            text = self._render(self._message_dicts(conv.messages, keep))
         except jinja2.TemplateError as e:  # pragma: no cover - structure render would have raised
             return Rejection(conv.source, "template_error", f"template {self.name!r}: {e}")
         match = st.pattern.fullmatch(text)
+        # a slot may hold its value trimmed or split, never text that is not in it
+        # (that would be template text depending on the content, mislabelled as content)
+        if match is not None and not all(
+            match.group(k + 1) in values[(slot.message, slot.field)] for k, slot in enumerate(st.slots)
+        ):
+            match = None
         if match is None:
             return Rejection(
                 conv.source,

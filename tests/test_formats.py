@@ -90,9 +90,7 @@ def test_each_format_from_each_container(tmp_path: Path, fmt: str, container: st
     items = list(reader)
     assert [type(i) for i in items] == [Conversation] * 3
     assert all(i.kind == fmt and i.messages == EXPECTED[fmt] and i.dropped_turns == {} for i in items)
-    assert [(i.source.doc_id, i.source.index, i.source.path) for i in items] == [
-        (k, k, str(path)) for k in range(3)
-    ]
+    assert [(i.source.doc_id, i.source.index, i.source.path) for i in items] == [(k, k, str(path)) for k in range(3)]
     assert reader.inputs == [InputSummary(str(path), hashlib.sha256(path.read_bytes()).hexdigest(), fmt, 3)]
 
 
@@ -215,17 +213,13 @@ def test_empty_conversation(tmp_path: Path) -> None:
     rejected(one({"messages": []}, tmp_path), "empty_conversation")
 
 
-@pytest.mark.parametrize(
-    "turns", [[("human", "q")], [("system", "s")], [("gpt", "a")], [("gpt", "a"), ("gpt", "b")]]
-)
+@pytest.mark.parametrize("turns", [[("human", "q")], [("system", "s")], [("gpt", "a")], [("gpt", "a"), ("gpt", "b")]])
 def test_no_assistant_turn(tmp_path: Path, turns: list[tuple[str, str]]) -> None:
     rejected(one(sharegpt(*turns), tmp_path), "no_assistant_turn")
 
 
 def test_leading_assistant_turns_are_dropped_and_counted(tmp_path: Path) -> None:
-    item = one(
-        sharegpt(("gpt", "...end of a chunk"), ("gpt", "more"), ("human", "q"), ("gpt", "a")), tmp_path
-    )
+    item = one(sharegpt(("gpt", "...end of a chunk"), ("gpt", "more"), ("human", "q"), ("gpt", "a")), tmp_path)
     assert roles(item) == ["user", "assistant"]
     assert item.dropped_turns == {"leading_assistant": 2}  # type: ignore[union-attr]
     item = one(sharegpt(("system", "s"), ("gpt", "x"), ("human", "q"), ("gpt", "a")), tmp_path)
@@ -265,12 +259,8 @@ def test_sharegpt_turn_content_checks(tmp_path: Path) -> None:
     assert "turn 0" in detail and "human" in detail
     detail = rejected(one(sharegpt(("human", "q"), ("gpt", "")), tmp_path), "empty_output").detail
     assert "turn 1" in detail and "gpt" in detail
-    rejected(
-        one({"conversations": [{"from": "human"}, {"from": "gpt", "value": "a"}]}, tmp_path), "missing_field"
-    )
-    rejected(
-        one({"conversations": [{"value": "q"}, {"from": "gpt", "value": "a"}]}, tmp_path), "missing_field"
-    )
+    rejected(one({"conversations": [{"from": "human"}, {"from": "gpt", "value": "a"}]}, tmp_path), "missing_field")
+    rejected(one({"conversations": [{"value": "q"}, {"from": "gpt", "value": "a"}]}, tmp_path), "missing_field")
     rejected(one({"conversations": ["q", "a"]}, tmp_path), "wrong_type")
     rejected(one({"conversations": "q"}, tmp_path), "wrong_type")
 
@@ -303,26 +293,16 @@ def test_messages_roles(tmp_path: Path) -> None:
 
 def test_messages_content(tmp_path: Path) -> None:
     parts = [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}]
-    item = one(
-        {"messages": [{"role": "user", "content": parts}, {"role": "assistant", "content": "Hi"}]}, tmp_path
-    )
+    item = one({"messages": [{"role": "user", "content": parts}, {"role": "assistant", "content": "Hi"}]}, tmp_path)
     assert item.messages[0] == Message("user", "Hello there")  # type: ignore[union-attr]
     image = [{"type": "image_url", "image_url": {"url": "x"}}]
-    item = one(
-        {"messages": [{"role": "user", "content": image}, {"role": "assistant", "content": "Hi"}]}, tmp_path
-    )
+    item = one({"messages": [{"role": "user", "content": image}, {"role": "assistant", "content": "Hi"}]}, tmp_path)
     assert "image_url" in rejected(item, "wrong_type").detail
-    item = one(
-        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": None}]}, tmp_path
-    )
+    item = one({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": None}]}, tmp_path)
     rejected(item, "wrong_type")
-    item = one(
-        {"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": "a"}]}, tmp_path
-    )
+    item = one({"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": "a"}]}, tmp_path)
     rejected(item, "empty_turn")
-    item = one(
-        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": " "}]}, tmp_path
-    )
+    item = one({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": " "}]}, tmp_path)
     rejected(item, "empty_output")
 
 
@@ -421,6 +401,13 @@ def test_jsonl_blank_lines_and_a_broken_line(tmp_path: Path) -> None:
     assert "line 4" in rejected(items[1], "malformed_json").detail
     assert all(isinstance(i, Conversation) for i in (items[0], items[2], items[3]))
     assert reader.inputs[0].records == 4
+
+
+def test_jsonl_broken_first_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.jsonl", "{oops\n" + json.dumps(MESSAGES) + "\n")
+    items = read(path)
+    assert [type(i) for i in items] == [Rejection, Conversation]
+    assert items[0].source.index == 0 and items[1].kind == "messages"  # type: ignore[union-attr]
 
 
 def test_truncated_json_array(tmp_path: Path) -> None:
@@ -555,9 +542,7 @@ def test_doc_ids_count_across_files_and_summaries(tmp_path: Path) -> None:
         (str(b), "messages", 3),
         (str(c), "sharegpt", 1),
     ]
-    assert [s.sha256 for s in reader.inputs] == [
-        hashlib.sha256(p.read_bytes()).hexdigest() for p in (a, b, c)
-    ]
+    assert [s.sha256 for s in reader.inputs] == [hashlib.sha256(p.read_bytes()).hexdigest() for p in (a, b, c)]
     assert reader.next_doc_id == 16
 
 

@@ -307,7 +307,5 @@ def test_validation(lengths, seq_len, message: str, algorithm: str) -> None:
 
 
 def test_unknown_algorithm() -> None:
-    with pytest.raises(
-        ValueError, match=r"unknown packing algorithm 'best'; expected one of bfd, ffd, nextfit"
-    ):
+    with pytest.raises(ValueError, match=r"unknown packing algorithm 'best'; expected one of bfd, ffd, nextfit"):
         pack([1, 2], 8, "best")

@@ -1,0 +1,49 @@
+"""Shared fixtures: the bundled demo tokenizer, the real tokenizers and data in
+../shared (tests that need them skip, with the reason, where it is absent),
+and a reader that splits packed rows back into documents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.ipc as ipc
+import pytest
+
+from packer.tokenize import TokenizerInfo, load_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+DEMO_TOKENIZER = EXAMPLES / "demo-tokenizer"
+SHARED = ROOT.parent / "shared"
+SHARED_DATA = SHARED / "data"
+SHARED_TOKENIZERS = SHARED / "tokenizers"
+
+
+def need_shared() -> None:
+    if not SHARED_DATA.is_dir() or not SHARED_TOKENIZERS.is_dir():
+        pytest.skip(f"real data and tokenizers not found at {SHARED} (only in CI and developer checkouts)")
+
+
+@pytest.fixture(scope="session")
+def demo_tok() -> TokenizerInfo:
+    return load_tokenizer(DEMO_TOKENIZER)
+
+
+def read_documents(out: Path) -> dict[int, dict[str, np.ndarray]]:
+    """doc_id -> that document's slice of every per-token column of the shards."""
+    import json
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    docs: dict[int, dict[str, np.ndarray]] = {}
+    for shard in manifest["shards"]:
+        table = ipc.open_file(out / shard["file"]).read_all()
+        token_cols = [c for c in table.column_names if c not in ("seq_lens", "doc_ids")]
+        for row in table.to_pylist():
+            pos = 0
+            for length, doc_id in zip(row["seq_lens"], row["doc_ids"], strict=True):
+                assert doc_id not in docs, f"document {doc_id} packed twice"
+                docs[doc_id] = {c: np.asarray(row[c][pos : pos + length]) for c in token_cols}
+                pos += length
+            assert pos == len(row["input_ids"]), "seq_lens do not sum to the row length"
+    return docs
