@@ -157,6 +157,7 @@ class _Structure:
     """What the placeholder render of one conversation shape taught us."""
 
     pattern: re.Pattern[str]
+    fixed: tuple[str, ...]
     slots: tuple[_Slot, ...]
     #: per fixed piece: (relative start, length, role, last) segments
     pieces: tuple[tuple[tuple[int, int, int, bool], ...], ...]
@@ -295,7 +296,7 @@ class ChatTemplate:
                 self.missing_end = True
             pieces.append(tuple(segs))
         pattern = re.compile("(.*?)".join(re.escape(p) for p in fixed), re.DOTALL)
-        return _Structure(pattern, tuple(slots), tuple(pieces))
+        return _Structure(pattern, tuple(fixed), tuple(slots), tuple(pieces))
 
     def _label_fixed(self, piece: str, end_of: _Slot | None) -> list[tuple[int, int, int, bool]]:
         """Segments of a fixed piece; ``end_of`` is the assistant slot it follows."""
@@ -342,14 +343,16 @@ class ChatTemplate:
             text = self._render(self._message_dicts(conv.messages, keep))
         except jinja2.TemplateError as e:  # pragma: no cover - structure render would have raised
             return Rejection(conv.source, "template_error", f"template {self.name!r}: {e}")
-        match = st.pattern.fullmatch(text)
-        # a slot may hold its value trimmed or split, never text that is not in it
-        # (that would be template text depending on the content, mislabelled as content)
-        if match is not None and not all(
-            match.group(k + 1) in values[(slot.message, slot.field)] for k, slot in enumerate(st.slots)
-        ):
-            match = None
-        if match is None:
+        slot_values = [values[(slot.message, slot.field)] for slot in st.slots]
+        spans = _directed_match(text, st.fixed, slot_values)
+        if spans is None:
+            # the template changed a value beyond trimming: find the slots by the
+            # fixed text around them; a slot may still only hold text from its value
+            # (else template text depending on the content would pass as content)
+            match = st.pattern.fullmatch(text)
+            if match is not None and all(match.group(k + 1) in v for k, v in enumerate(slot_values)):
+                spans = [match.span(k + 1) for k in range(len(slot_values))]
+        if spans is None:
             return Rejection(
                 conv.source,
                 "template_error",
@@ -365,7 +368,7 @@ class ChatTemplate:
                 codes.append(role)
                 last.append(is_last)
             if k < len(st.slots):
-                a, b = match.span(k + 1)
+                a, b = spans[k]
                 slot = st.slots[k]
                 lengths.append(b - a)
                 codes.append(slot.role)
@@ -376,6 +379,47 @@ class ChatTemplate:
             seg_roles=np.asarray(codes, dtype=np.uint8),
             seg_last=np.asarray(last, dtype=bool),
         )
+
+
+def _candidates(value: str) -> list[str]:
+    # what a template may emit for a value: as is, or trimmed (Jinja's trim, strip('\n'), ...)
+    out = [value]
+    for c in (value.strip(), value.strip("\n"), value.lstrip(), value.rstrip(), value.lstrip("\n"), value.rstrip("\n")):
+        if c not in out:
+            out.append(c)
+    return out
+
+
+def _directed_match(text: str, fixed: Sequence[str], values: Sequence[str]) -> list[tuple[int, int]] | None:
+    """Spans of the slots when ``text`` is fixed[0] v0 fixed[1] v1 ... with each
+    value as given or trimmed; unlike a regex, content that contains the
+    template's own text ("### Response:") cannot be cut in the wrong place."""
+    spans: list[tuple[int, int]] = []
+    # explicit stack of (slot, position, next candidate) instead of recursion: long chats
+    stack: list[tuple[int, int, int]] = []
+    if not text.startswith(fixed[0]):
+        return None
+    k, pos, choice = 0, len(fixed[0]), 0
+    while True:
+        if k == len(values) and pos == len(text):
+            return spans
+        found = False
+        if k < len(values):
+            cands = _candidates(values[k])
+            for j in range(choice, len(cands)):
+                end = pos + len(cands[j])
+                if text.startswith(cands[j], pos) and text.startswith(fixed[k + 1], end):
+                    stack.append((k, pos, j + 1))
+                    spans.append((pos, end))
+                    k, pos, choice = k + 1, end + len(fixed[k + 1]), 0
+                    found = True
+                    break
+        if found:
+            continue
+        if not stack:  # no way to read the text as template + values
+            return None
+        k, pos, choice = stack.pop()
+        spans.pop()
 
 
 _THINK_RE = re.compile(r"<think>(.*?)</think>(.*)", re.DOTALL)

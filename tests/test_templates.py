@@ -295,3 +295,26 @@ def test_unknown_template_name(demo_tok):
 def test_tokenizer_template_missing(demo_tok):
     with pytest.raises(ValueError, match="no chat_template"):
         ChatTemplate.named("tokenizer", dataclasses.replace(demo_tok, chat_template=None))
+
+
+def test_content_containing_template_text_is_not_cut_there(demo_tok):
+    # real data (AlpaGasus) pre-renders Alpaca headers inside the user's content
+    inner = "### Instruction:\nAdd.\n\n### Response:\n"
+    c = conv(("user", inner), ("assistant", "### Response:\nnot a header"))
+    r = render(ChatTemplate.named("alpaca", demo_tok), c)
+    assert role_text(r, "instruction") == [inner]
+    assert role_text(r, "response") == ["### Response:\nnot a header"]
+
+
+def test_instruction_with_blank_lines_and_input_under_a_trimming_template(demo_tok):
+    tpl = custom(
+        demo_tok,
+        "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content | trim + '<|im_end|>' }}{% endfor %}",
+    )
+    c = dataclasses.replace(
+        HI,
+        messages=(Message("user", "Sort these.\n\nLargest first. ", "[4, 8, 0]\n"), Message("assistant", "[8, 4, 0]")),
+    )
+    r = render(tpl, c)
+    assert role_text(r, "instruction") == ["Sort these.\n\nLargest first. "]
+    assert role_text(r, "input") == ["[4, 8, 0]"]
