@@ -6,4 +6,4 @@ VENV=${VENV:-.venv}
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -e .
-exec "$VENV/bin/packer" build examples/alpaca_demo.json examples/sharegpt_demo.json -o demo-shards --overwrite "$@"
+exec "$VENV/bin/packer" build examples/alpaca_demo.json examples/sharegpt_demo.json -o demo-shards --seq-len 1024 --overwrite "$@"
