@@ -173,3 +173,40 @@ def _print_summary(m: dict, output: str) -> None:
     table.add_row("shards", f"{len(m['shards'])}")
     table.add_row("time", f"{m['build_seconds']:.2f} s")
     out.print(table)
+
+
+@main.command("inspect")
+@click.argument("output", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON (schemas/report.schema.json)")
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="also write a self-contained HTML report with plots and sample rows",
+)
+@click.option(
+    "--strategy",
+    default="instruction_tuning",
+    show_default=True,
+    help="strategy whose loss tokens the HTML sample rows mark",
+)
+def inspect_cmd(output, as_json, html_file, strategy) -> None:  # fmt: skip
+    """Mask statistics of a build OUTPUT: lengths, ratios, loss tokens per strategy."""
+    import json
+
+    from .report import inspect, print_report, render_html
+
+    try:
+        report = inspect(output)
+    except (FileNotFoundError, KeyError, OSError) as e:
+        _fail(str(e))
+    if strategy not in report["strategies"]:
+        _fail(f"unknown strategy {strategy!r}; this output has {', '.join(report['strategies'])}")
+    if as_json:
+        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        print_report(report, out)
+    if html_file:
+        Path(html_file).write_text(render_html(report, output, strategy=strategy), encoding="utf-8")
+        err.print(f"wrote {html_file}", soft_wrap=True)
