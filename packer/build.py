@@ -111,6 +111,25 @@ def _prepare_output(out: Path, overwrite: bool) -> None:
     (out / INCOMPLETE_MARKER).touch()
 
 
+def _up_to_date(out: Path, key: dict) -> dict | None:
+    """The manifest of a complete output built with the same key, else None.
+
+    Re-running the same command (after a crash that came too late to matter,
+    say) then succeeds without --overwrite; other options still need it.
+    """
+    try:
+        manifest = json.loads((out / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if (out / INCOMPLETE_MARKER).exists() or manifest.get("build_key") != key:
+        return None
+    for shard in manifest.get("shards", []):
+        path = out / shard["file"]
+        if not path.is_file() or path.stat().st_size != shard["bytes"]:
+            return None
+    return manifest
+
+
 def resolve_template(name: str, tok: TokenizerInfo) -> ChatTemplate:
     """``auto``: the tokenizer's own chat template if it has one, else ``alpaca``."""
     if name == "auto":
@@ -167,6 +186,22 @@ def build(
     tok = tokenizer if isinstance(tokenizer, TokenizerInfo) else load_tokenizer(tokenizer)
     tpl = resolve_template(template, tok)
     out = Path(output)
+    key = {
+        "inputs": [file_sha256(Path(p)) for p in inputs],
+        "format": fmt,
+        "tokenizer": tok.sha256,
+        "template": tpl.sha256,
+        "seq_len": seq_len,
+        "strategies": {k: list(v) for k, v in strategy_table.items()},
+        "packing": packing,
+        "overlong": overlong,
+        "shard_bytes": shard_bytes,
+    }
+    done = _up_to_date(out, key) if not overwrite else None
+    if done is not None:
+        if ev.on_notice:
+            ev.on_notice(f"{out}: already built from the same inputs and options; nothing to do")
+        return done
     _prepare_output(out, overwrite)
 
     reader = RecordReader([str(p) for p in inputs], fmt)
@@ -369,6 +404,7 @@ def build(
         "shards": [vars(s) for s in writer.shards],
         "documents": {"file": DOCUMENTS_FILE, "sha256": file_sha256(out / DOCUMENTS_FILE)},
         "rejected": {"file": REJECTED_FILE, "records": len(docs.rejections)},
+        "build_key": key,
         "build_seconds": round(time.perf_counter() - t0, 3),
     }
     assert manifest["counts"]["records"] == manifest["counts"]["packed"] + sum(rejected.values())

@@ -210,3 +210,18 @@ def inspect_cmd(output, as_json, html_file, strategy) -> None:  # fmt: skip
     if html_file:
         Path(html_file).write_text(render_html(report, output, strategy=strategy), encoding="utf-8")
         err.print(f"wrote {html_file}", soft_wrap=True)
+
+
+@main.command("verify")
+@click.argument("output", type=click.Path(file_okay=False))
+@click.option("--no-hashes", is_flag=True, help="check sizes and invariants only, not sha256")
+def verify_cmd(output, no_hashes) -> None:
+    """Check a build OUTPUT: shard sizes and hashes, roles, masks, documents once each."""
+    from .verify import verify
+
+    problems = verify(output, hashes=not no_hashes)
+    for p in problems:
+        err.print(f"problem: {p}", markup=False, soft_wrap=True)
+    if problems:
+        sys.exit(1)
+    out.print(f"ok: {output} verified")

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from packer import BuildError, build
 from packer import roles as R
-from packer.build import INCOMPLETE_MARKER, resolve_template
+from packer.build import INCOMPLETE_MARKER, BuildEvents, resolve_template
 from packer.cli import main
 from packer.formats import RecordReader
 from packer.records import Conversation
@@ -248,6 +248,18 @@ def test_refuses_non_empty_output_unless_overwrite(tmp_path, demo_tok):
     assert (out / "precious.txt").exists()
     build(DEMO_INPUTS[:1], out, tokenizer=demo_tok, overwrite=True)
     assert not (out / "precious.txt").exists() and (out / "manifest.json").exists()
+
+
+def test_same_command_on_a_complete_output_is_a_no_op(tmp_path, demo_tok):
+    out = tmp_path / "o"
+    m = build(DEMO_INPUTS[:1], out, tokenizer=demo_tok, seq_len=512)
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    notices = []
+    again = build(DEMO_INPUTS[:1], out, tokenizer=demo_tok, seq_len=512, events=BuildEvents(on_notice=notices.append))
+    assert again == m and "nothing to do" in notices[0]
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    with pytest.raises(BuildError, match="not empty"):  # other options are another output
+        build(DEMO_INPUTS[:1], out, tokenizer=demo_tok, seq_len=256)
 
 
 def test_nothing_packable_is_an_error(tmp_path, demo_tok):

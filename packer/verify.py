@@ -1,0 +1,148 @@
+"""``packer verify``: check a build output against its manifest and invariants.
+
+Checks every shard's size and sha256, ``documents.arrow``'s sha256, and that
+the data keeps its promises: roles are known codes; each mask equals its
+strategy's role set (``last_turn``: a subset of it); ``seq_lens`` sum to the
+row length; no row is over ``seq_len``; every packed document appears exactly
+once across shards, as ``documents.arrow`` says; counts and token totals agree
+with the manifest. Returns the problems found; an empty list means all is well.
+
+    >>> verify("shards/")                                          # doctest: +SKIP
+    []
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from . import roles as R
+from .shards import DOCUMENTS_FILE, FORMAT_NAME, FORMAT_VERSION, MANIFEST_FILE, REJECTED_FILE, file_sha256, shard_schema
+
+
+def _flat(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(values, offsets) of a list column."""
+    arr = table.column(name).combine_chunks()
+    return arr.flatten().to_numpy(zero_copy_only=False), arr.offsets.to_numpy()
+
+
+def _check_shard(path: Path, m: dict, problems: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Row invariants of one shard; returns (doc_ids, per-role token counts)."""
+    try:
+        table = ipc.open_file(path).read_all()
+    except (pa.ArrowInvalid, OSError) as e:
+        problems.append(f"{path.name}: not a readable Arrow IPC file: {e}")
+        return None
+    strategies = m["strategies"]
+    if not table.schema.equals(shard_schema(list(strategies)), check_metadata=False):
+        problems.append(f"{path.name}: schema differs from the one the manifest's strategies imply")
+        return None
+    roles, tok_off = _flat(table, "roles")
+    ids, ids_off = _flat(table, "input_ids")
+    seq_lens, seq_off = _flat(table, "seq_lens")
+    doc_ids, _ = _flat(table, "doc_ids")
+    row_len = np.diff(tok_off)
+    if not np.array_equal(ids_off, tok_off):
+        problems.append(f"{path.name}: input_ids and roles differ in length in some row")
+    if (row_len > m["seq_len"]).any():
+        problems.append(f"{path.name}: {(row_len > m['seq_len']).sum()} rows longer than seq_len {m['seq_len']}")
+    sums = np.add.reduceat(seq_lens, seq_off[:-1]) if len(seq_lens) else np.zeros(0)
+    if len(seq_lens) and not np.array_equal(sums, row_len):
+        bad = int(np.flatnonzero(sums != row_len)[0])
+        problems.append(f"{path.name}: row {bad}: seq_lens sum to {sums[bad]}, the row has {row_len[bad]} tokens")
+    known = np.isin(roles, list(R.ROLES.values()))
+    if not known.all():
+        problems.append(f"{path.name}: {(~known).sum()} tokens with an unknown role code")
+    if len(ids) and (ids < 0).any():
+        problems.append(f"{path.name}: negative token ids")
+    for name, role_names in strategies.items():
+        mask, off = _flat(table, f"mask_{name}")
+        if not np.array_equal(off, tok_off):
+            problems.append(f"{path.name}: mask_{name} differs in length from the rows")
+            continue
+        expected = np.isin(roles, R.role_codes(role_names))
+        ok = (mask <= expected).all() if name in R.LAST_TURN_STRATEGIES else np.array_equal(mask, expected)
+        if not ok:
+            problems.append(f"{path.name}: mask_{name} does not match roles {', '.join(role_names)}")
+    return doc_ids, np.bincount(roles, minlength=256)[:9]
+
+
+def verify(out: str | os.PathLike, *, hashes: bool = True) -> list[str]:
+    """Problems found in a build output (empty: it is sound)."""
+    out = Path(out)
+    problems: list[str] = []
+    try:
+        m = json.loads((out / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return [f"{out}: no {MANIFEST_FILE} (not a packer output, or the build did not finish)"]
+    except json.JSONDecodeError as e:
+        return [f"{out / MANIFEST_FILE}: not valid JSON: {e}"]
+    fmt = m.get("format", {})
+    if fmt.get("name") != FORMAT_NAME or fmt.get("version") != FORMAT_VERSION:
+        return [f"{out / MANIFEST_FILE}: format {fmt} is not {FORMAT_NAME} version {FORMAT_VERSION}"]
+
+    seen: list[np.ndarray] = []
+    per_role = np.zeros(9, dtype=np.int64)
+    for shard in m["shards"]:
+        path = out / shard["file"]
+        if not path.is_file():
+            problems.append(f"{shard['file']}: missing")
+            continue
+        size = path.stat().st_size
+        if size != shard["bytes"]:
+            problems.append(f"{shard['file']}: {size} bytes, the manifest records {shard['bytes']} (truncated?)")
+            continue
+        if hashes and file_sha256(path) != shard["sha256"]:
+            problems.append(f"{shard['file']}: sha256 differs from the manifest (corrupt)")
+            continue
+        result = _check_shard(path, m, problems)
+        if result is not None:
+            seen.append(result[0])
+            per_role += result[1]
+
+    docs_path = out / DOCUMENTS_FILE
+    if not docs_path.is_file():
+        problems.append(f"{DOCUMENTS_FILE}: missing")
+        return problems
+    if hashes and file_sha256(docs_path) != m["documents"]["sha256"]:
+        problems.append(f"{DOCUMENTS_FILE}: sha256 differs from the manifest (corrupt)")
+        return problems
+    docs = ipc.open_file(docs_path).read_all()
+    status = np.asarray(docs.column("status").to_pylist(), dtype=object)
+    packed_ids = docs.column("doc_id").to_numpy()[np.isin(status, ["packed", "truncated"])]
+    all_seen = np.concatenate(seen) if seen else np.zeros(0, dtype=np.int64)
+    uniq, counts = np.unique(all_seen, return_counts=True)
+    if (counts > 1).any():
+        problems.append(f"documents packed more than once: {uniq[counts > 1][:10].tolist()}")
+    if not problems and not np.array_equal(np.sort(packed_ids), uniq):
+        missing = np.setdiff1d(packed_ids, uniq)[:10].tolist()
+        extra = np.setdiff1d(uniq, packed_ids)[:10].tolist()
+        problems.append(
+            f"shards and {DOCUMENTS_FILE} disagree: packed but absent {missing}, present but not packed {extra}"
+        )
+
+    c = m["counts"]
+    if c["records"] != c["packed"] + sum(c["rejected"].values()):
+        problems.append(f"manifest counts: records {c['records']} != packed {c['packed']} + rejected")
+    if len(status) != c["records"]:
+        problems.append(f"{DOCUMENTS_FILE} has {len(status)} rows, the manifest counts {c['records']} records")
+    if len(packed_ids) != c["packed"]:
+        problems.append(f"{DOCUMENTS_FILE} has {len(packed_ids)} packed, the manifest counts {c['packed']}")
+    if not problems:
+        recount = {name: int(per_role[code]) for name, code in R.ROLES.items()}
+        if recount != m["tokens"]["per_role"]:
+            problems.append(f"tokens per role in the shards {recount} differ from the manifest")
+    rejected = out / REJECTED_FILE
+    if not rejected.is_file():
+        problems.append(f"{REJECTED_FILE}: missing")
+    else:
+        with open(rejected, encoding="utf-8") as f:
+            n = sum(1 for _ in f)
+        if n != m["rejected"]["records"]:
+            problems.append(f"{REJECTED_FILE}: {n} lines, the manifest records {m['rejected']['records']}")
+    return problems
