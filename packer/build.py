@@ -14,6 +14,7 @@ Output is atomic: the manifest is written last, and a directory holding a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -89,6 +90,16 @@ def _words(conv: Conversation) -> tuple[int, int, int]:
     return prompt, response, turns
 
 
+def _digest(conv: Conversation) -> bytes:
+    # 16 bytes a conversation: collisions are negligible, memory stays small
+    h = hashlib.blake2b(digest_size=16)
+    for m in conv.messages:
+        for part in (m.role, m.content, m.input):
+            h.update(part.encode("utf-8", "surrogatepass"))
+            h.update(b"\x00")
+    return h.digest()
+
+
 def _prepare_output(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise BuildError(f"{out}: exists and is not a directory")
@@ -153,6 +164,7 @@ def build(
     overlong: str = "drop",
     overwrite: bool = False,
     strict: bool = False,
+    dedupe: bool = False,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     batch_size: int = 512,
     events: BuildEvents | None = None,
@@ -163,6 +175,8 @@ def build(
     built-in ones. ``overlong``: a document longer than ``seq_len`` is
     dropped (``drop``) or cut to ``seq_len`` tokens (``truncate``; a cut
     document left with no response token is rejected as ``overlong_no_loss``).
+    Exact duplicate conversations are kept and counted (``counts.duplicates``);
+    with ``dedupe`` every copy after the first is rejected as ``duplicate``.
     """
     t0 = time.perf_counter()
     ev = events or BuildEvents()
@@ -195,6 +209,7 @@ def build(
         "strategies": {k: list(v) for k, v in strategy_table.items()},
         "packing": packing,
         "overlong": overlong,
+        "dedupe": dedupe,
         "shard_bytes": shard_bytes,
     }
     done = _up_to_date(out, key) if not overwrite else None
@@ -208,6 +223,9 @@ def build(
     docs = _Docs()
     dropped_turns: Counter[str] = Counter()
     truncated = 0
+    # exact duplicates: conversation -> the first record that had it
+    seen: dict[bytes, Source] = {}
+    duplicates = 0
     batch: list[tuple[int, Rendered]] = []
     n_tokens = 0
 
@@ -272,6 +290,14 @@ def build(
                 lst.append(None)
             reject(item)
             continue
+        first = seen.setdefault(_digest(item), src)
+        if first is not src:
+            duplicates += 1
+            if dedupe:
+                for lst in (docs.turns, docs.prompt_words, docs.response_words):
+                    lst.append(None)
+                reject(Rejection(src, "duplicate", f"same conversation as {first.where()}"))
+                continue
         dropped_turns.update(item.dropped_turns)
         pw, rw, turns = _words(item)
         docs.prompt_words.append(pw)
@@ -395,6 +421,7 @@ def build(
             "truncated": truncated,
             "rejected": dict(sorted(rejected.items())),
             "dropped_turns": dict(sorted(dropped_turns.items())),
+            "duplicates": duplicates,
         },
         "tokens": {
             "total": len(roles),

@@ -104,9 +104,12 @@ def main() -> None:
 )
 @click.option("--overwrite", is_flag=True, help="replace a non-empty output directory")
 @click.option("--strict", is_flag=True, help="fail on the first rejected record")
+@click.option(
+    "--dedupe", is_flag=True, help="reject exact duplicate conversations after the first (else: kept, counted)"
+)
 @click.option("-q", "--quiet", is_flag=True, help="no progress, no per-record messages")
 def build_cmd(inputs, output, tokenizer, template, fmt, seq_len, strategies, packing, overlong, shard_size,
-              overwrite, strict, quiet) -> None:  # fmt: skip
+              overwrite, strict, dedupe, quiet) -> None:  # fmt: skip
     """Pack INPUTS (JSON, JSONL or Parquet; Alpaca, ShareGPT or messages) into OUTPUT."""
     if tokenizer is None:
         if not (DEMO_TOKENIZER / "tokenizer.json").is_file():
@@ -145,7 +148,7 @@ def build_cmd(inputs, output, tokenizer, template, fmt, seq_len, strategies, pac
             manifest = build(
                 list(inputs), output, tokenizer=tokenizer, template=template, fmt=fmt, seq_len=seq_len,
                 strategies=strategies, packing=packing, overlong=overlong, overwrite=overwrite, strict=strict,
-                shard_bytes=shard_size * 2**20, events=events,
+                dedupe=dedupe, shard_bytes=shard_size * 2**20, events=events,
             )  # fmt: skip
     except BuildError as e:
         _fail(str(e))
@@ -164,6 +167,10 @@ def _print_summary(m: dict, output: str) -> None:
         table.add_row(f"  {reason}", f"{n:,}")
     for reason, n in c["dropped_turns"].items():
         table.add_row(f"turns dropped: {reason}", f"{n:,}")
+    if c.get("duplicates"):
+        table.add_row(
+            "exact duplicates", f"{c['duplicates']:,}" + (" (rejected)" if "duplicate" in c["rejected"] else " (kept)")
+        )
     table.add_row("tokens", f"{t['total']:,}")
     for name, n in t["loss"].items():
         share = n / t["total"] if t["total"] else 0.0

@@ -33,6 +33,7 @@ REASONS: dict[str, str] = {
     "template_error": "the chat template refused the conversation",
     "overlong": "longer than seq_len (with --overlong drop)",
     "overlong_no_loss": "truncated to seq_len, nothing of the response was left",
+    "duplicate": "the same conversation as an earlier record (with --dedupe)",
 }
 
 

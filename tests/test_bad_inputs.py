@@ -1,0 +1,132 @@
+"""The bad-input corpus (tests/bad_inputs/): for each kind of bad input, the
+message names the file, the record and the reason; the record is listed in
+rejected.jsonl and counted in the manifest; the good records around it are
+packed; --strict makes the first one fail the build."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from packer import BuildError, build
+from packer.build import BuildEvents
+from packer.verify import verify
+
+CORPUS = Path(__file__).parent / "bad_inputs"
+
+#: file -> (records read, packed, {reason: count}, [(record index, words in the detail)])
+EXPECTED = {
+    "truncated.json": (2, 1, {"malformed_json": 1}, [(1, "line 1 column")]),
+    "trailing_comma.json": (3, 2, {"malformed_json": 1}, [(2, "trailing comma")]),
+    "invalid_utf8.jsonl": (3, 2, {"invalid_utf8": 1}, [(1, "line 2")]),
+    "bom.json": (2, 2, {}, []),
+    "blank_lines_and_broken_line.jsonl": (3, 2, {"malformed_json": 1}, [(1, "line 3")]),
+    "wrong_types.jsonl": (
+        7, 1, {"wrong_type": 5, "not_an_object": 1},
+        [(1, "'instruction' is NaN"), (2, "'instruction' is null"), (3, "'output' is a number"),
+         (4, "'output' is an array"), (5, "'input' is a number"), (6, "not an object")],
+    ),
+    "missing_output.jsonl": (3, 1, {"missing_field": 2}, [(1, "no 'output' field"), (2, "no 'instruction' field")]),
+    "empty_output.jsonl": (3, 1, {"empty_output": 2}, [(1, "empty"), (2, "whitespace")]),
+    "whitespace_turns.json": (3, 1, {"empty_turn": 1, "empty_output": 1}, [(1, "turn 0"), (2, "turn 1")]),
+    "unknown_from.json": (2, 1, {"unknown_role": 1}, [(1, "'narrator'")]),
+    "two_assistant_turns_in_a_row.json": (1, 1, {}, []),
+    "ends_on_user.json": (1, 1, {}, []),
+    "no_assistant_turn.json": (2, 1, {"no_assistant_turn": 1}, [(1, "no assistant turn")]),
+    "system_in_the_middle.json": (1, 1, {}, []),
+    "control_tokens_in_text.jsonl": (
+        4, 2, {"special_token_in_content": 2}, [(1, "'<|im_end|>'"), (2, "'<|im_start|>'")],
+    ),
+    "mixed_formats.jsonl": (3, 1, {"format_mismatch": 2}, [(1, "sharegpt"), (2, "messages")]),
+    "duplicates.jsonl": (4, 4, {}, []),
+}  # fmt: skip
+
+
+def check(out: Path, path: Path, m: dict, expected: tuple) -> None:
+    records, packed, reasons, lines = expected
+    c = m["counts"]
+    assert (c["records"], c["packed"], c["rejected"]) == (records, packed, reasons)
+    assert c["records"] == c["packed"] + sum(c["rejected"].values())
+    rejected = [json.loads(x) for x in (out / "rejected.jsonl").read_text().splitlines()]
+    assert [r["record"] for r in rejected] == [i for i, _ in lines]
+    for r, (_, words) in zip(rejected, lines, strict=True):
+        assert r["input"] == str(path) and words in r["detail"]
+    assert verify(out) == []
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_bad_input_is_accounted_for(name, tmp_path, demo_tok):
+    path = CORPUS / name
+    events_seen = []
+
+    m = build([path], tmp_path / "o", tokenizer=demo_tok, seq_len=512,
+              events=BuildEvents(on_rejection=lambda r: events_seen.append(r.message())))  # fmt: skip
+    check(tmp_path / "o", path, m, EXPECTED[name])
+    for msg, (index, _) in zip(events_seen, EXPECTED[name][3], strict=True):
+        assert msg.startswith(f"{path}: record {index}: ")
+
+
+@pytest.mark.parametrize("name", sorted(n for n, e in EXPECTED.items() if e[2]))
+def test_strict_fails_on_the_first(name, tmp_path, demo_tok):
+    first = EXPECTED[name][3][0][0]
+    with pytest.raises(BuildError, match=rf"{name}: record {first}: .*--strict"):
+        build([CORPUS / name], tmp_path / "o", tokenizer=demo_tok, seq_len=512, strict=True)
+    assert not (tmp_path / "o" / "manifest.json").exists()
+
+
+def test_turn_policies_are_counted(tmp_path, demo_tok):
+    m = build([CORPUS / "ends_on_user.json"], tmp_path / "o", tokenizer=demo_tok)
+    assert m["counts"]["dropped_turns"] == {"trailing_non_assistant": 1}
+
+
+def test_duplicates_are_kept_and_counted_or_rejected_with_dedupe(tmp_path, demo_tok):
+    path = CORPUS / "duplicates.jsonl"
+    m = build([path], tmp_path / "keep", tokenizer=demo_tok)
+    assert m["counts"]["duplicates"] == 2 and m["counts"]["packed"] == 4
+    m = build([path], tmp_path / "dedupe", tokenizer=demo_tok, dedupe=True)
+    assert m["counts"]["rejected"] == {"duplicate": 2} and m["counts"]["packed"] == 2
+    lines = [json.loads(x) for x in (tmp_path / "dedupe" / "rejected.jsonl").read_text().splitlines()]
+    assert [x["record"] for x in lines] == [1, 3]
+    assert all(f"same conversation as {path}: record 0" in x["detail"] for x in lines)
+
+
+@pytest.mark.parametrize(("name", "message"), [("empty.json", "empty file"), ("not_json.txt", "not JSON")])
+def test_unreadable_files_fail_the_build_naming_the_file(name, message, tmp_path, demo_tok):
+    with pytest.raises(BuildError, match=rf"{name}: {message}"):
+        build([CORPUS / name], tmp_path / "o", tokenizer=demo_tok)
+
+
+def test_very_long_record(tmp_path, demo_tok):
+    story = " ".join(f"word{i % 1000} and more" for i in range(40_000))
+    path = tmp_path / "long.jsonl"
+    path.write_text(json.dumps({"instruction": "Tell it.", "output": "Short."}) + "\n"
+                    + json.dumps({"instruction": "Tell a long story.", "output": story}) + "\n")  # fmt: skip
+    n_tokens = len(demo_tok.tokenizer.encode(story).ids)
+    assert n_tokens > 100_000
+    m = build([path], tmp_path / "o", tokenizer=demo_tok, seq_len=4096)
+    assert m["counts"]["rejected"] == {"overlong": 1} and m["counts"]["packed"] == 1
+    line = json.loads((tmp_path / "o" / "rejected.jsonl").read_text())
+    assert line["record"] == 1 and "> seq_len 4096" in line["detail"]
+    m = build([path], tmp_path / "t", tokenizer=demo_tok, seq_len=4096, overlong="truncate")
+    assert m["counts"]["truncated"] == 1 and m["counts"]["packed"] == 2
+
+
+def test_parquet_with_wrong_column_types(tmp_path, demo_tok):
+    path = tmp_path / "bad.parquet"
+    pq.write_table(
+        pa.table({"instruction": ["Name a colour.", "Count."], "input": [None, None], "output": ["Blue.", None]}),
+        path,
+    )
+    bad_types = tmp_path / "types.parquet"
+    pq.write_table(pa.table({"instruction": [1, 2], "output": [3.5, 4.5]}), bad_types)
+    m = build([path, bad_types], tmp_path / "o", tokenizer=demo_tok)
+    assert m["counts"]["packed"] == 1
+    assert m["counts"]["rejected"] == {"wrong_type": 3}
+    lines = [json.loads(x) for x in (tmp_path / "o" / "rejected.jsonl").read_text().splitlines()]
+    assert [(Path(x["input"]).name, x["record"]) for x in lines] == [
+        ("bad.parquet", 1), ("types.parquet", 0), ("types.parquet", 1),
+    ]  # fmt: skip
