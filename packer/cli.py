@@ -232,3 +232,20 @@ def verify_cmd(output, no_hashes) -> None:
     if problems:
         sys.exit(1)
     out.print(f"ok: {output} verified")
+
+
+@main.command("show")
+@click.argument("output", type=click.Path(file_okay=False))
+@click.option("--row", default=0, show_default=True, type=int, help="row across all shards (negative: from the end)")
+@click.option(
+    "--strategy", default="instruction_tuning", show_default=True, help="strategy whose loss tokens are marked"
+)
+@click.option("--tokenizer", default=None, type=click.Path(), help="tokenizer to decode with [default: the manifest's]")
+def show_cmd(output, row, strategy, tokenizer) -> None:  # fmt: skip
+    """The tokens of one packed row, coloured by role; loss tokens underlined."""
+    from .show import show_row
+
+    try:
+        show_row(output, row, strategy, tokenizer=tokenizer, console=out)
+    except (FileNotFoundError, IndexError, ValueError, OSError) as e:
+        _fail(str(e))
