@@ -155,6 +155,36 @@ def test_every_row_once_across_ranks_and_workers(shards, rows):
     assert sorted(per_rank) == [len(rows) // 2, (len(rows) + 1) // 2]
 
 
+def _ddp_rank(rank: int, world: int, init_file: str, shards: str, out: str) -> None:
+    """One DDP rank: the dataset takes rank and world size from torch.distributed, reads through 2 workers."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        ds = PackedDataset(shards, batch_size=2, drop_uneven=True, return_doc_ids=True)
+        assert (ds.rank, ds.world_size) == (rank, world)
+        keys = keys_of(list(loader(ds, num_workers=2, batch_size=2)))
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, keys)
+        if rank == 0:
+            Path(out).write_text(json.dumps(gathered))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_from_torch_distributed(shards, rows, tmp_path):
+    """Two real DDP processes (gloo), two DataLoader workers each: every row once, equal counts."""
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "keys.json"
+    mp.spawn(_ddp_rank, args=(2, str(tmp_path / "init"), str(shards), str(out)), nprocs=2, join=True)
+    per_rank = [[tuple(k) for k in keys] for keys in json.loads(out.read_text())]
+    assert [len(k) for k in per_rank] == [len(rows) // 2] * 2
+    got = Counter(k for keys in per_rank for k in keys)
+    assert max(got.values()) == 1
+    assert set(got) <= {tuple(r["doc_ids"]) for r in rows} and len(got) == len(rows) - len(rows) % 2
+
+
 def test_drop_uneven_gives_every_rank_the_same_count(shards, rows):
     n = len(rows)
     world = 3 if n % 3 else 4  # a world size that does not divide the rows
