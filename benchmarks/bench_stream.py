@@ -61,15 +61,24 @@ def pad_collate(items: list[dict], pad_id: int = 0) -> dict:
 
 
 def build_default(out: Path) -> str:
-    from packer import build
-
+    """Build the default shards in a child process: Linux keeps a process's peak RSS across exec, so a
+    build in this process would show up as the peak of every reader process started from it."""
     if SHAREGPT.is_file() and QWEN.is_dir():
         inputs, tokenizer, what = [SHAREGPT], QWEN, f"{SHAREGPT.name} with {QWEN.name}"
     else:
         inputs, tokenizer, what = DEMO, DEMO_TOKENIZER, "the bundled demo data (../shared is absent)"
+    code = (
+        "import sys, json; from packer import build; "
+        "m = build(json.loads(sys.argv[1]), sys.argv[2], tokenizer=sys.argv[3], seq_len=4096); "
+        "print(m['packing']['rows'])"
+    )
     start = time.perf_counter()
-    manifest = build(inputs, out, tokenizer=tokenizer, seq_len=4096)
-    return f"built {what} at seq_len 4096 in {time.perf_counter() - start:.1f} s: {manifest['packing']['rows']} rows"
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps([str(p) for p in inputs]), str(out), str(tokenizer)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    rows = done.stdout.strip().splitlines()[-1]
+    return f"built {what} at seq_len 4096 in {time.perf_counter() - start:.1f} s: {rows} rows"
 
 
 class _Replay(IterableDataset):
@@ -89,6 +98,14 @@ class _Replay(IterableDataset):
 
 def peak_rss_mib(who: int) -> float:
     return resource.getrusage(who).ru_maxrss / 1024  # KiB on Linux
+
+
+def own_peak_rss_mib() -> float:
+    """This process's peak RSS since its exec (ru_maxrss would include the parent's peak before exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return peak_rss_mib(resource.RUSAGE_SELF)
 
 
 def run_child(args: argparse.Namespace) -> None:
@@ -133,7 +150,7 @@ def run_child(args: argparse.Namespace) -> None:
                 "best_s": best_s,
                 "open_s": open_s,
                 "first_batch_s": first_batch_s,
-                "rss_main_mib": peak_rss_mib(resource.RUSAGE_SELF),
+                "rss_main_mib": own_peak_rss_mib(),
                 "rss_workers_mib": peak_rss_mib(resource.RUSAGE_CHILDREN) if args.child else 0.0,
             }
         )

@@ -19,29 +19,18 @@ not accept: ``WeightedLossTrainer`` pops them and computes the weighted loss its
 from __future__ import annotations
 
 import argparse
-import json
 from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 import transformers
+from train_torch import ensure_demo_shards  # the sibling example (python puts examples/ on sys.path)
 
-from packer.build import build
 from packer.collate import IGNORE_INDEX, collate_4d
 from packer.dataset import PackedDataset
 
 HERE = Path(__file__).resolve().parent
-DEMO_INPUTS = [HERE / "alpaca_demo.json", HERE / "sharegpt_demo.json"]
-DEMO_TOKENIZER = HERE / "demo-tokenizer"
-
-
-def ensure_demo_shards(out: Path, seq_len: int = 512) -> dict:
-    """The manifest of ``out``, building the demo shards there first if needed."""
-    if not (out / "manifest.json").exists():
-        print(f"building demo shards in {out} (seq_len {seq_len})")
-        build([str(p) for p in DEMO_INPUTS], str(out), tokenizer=str(DEMO_TOKENIZER), seq_len=seq_len)
-    return json.loads((out / "manifest.json").read_text())
 
 
 def weighted_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
