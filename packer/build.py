@@ -10,6 +10,15 @@ reason: ``records == packed + sum(rejected.values())``.
 
 Output is atomic: the manifest is written last, and a directory holding a
 ``.packer-incomplete`` marker (a build that died) is cleared by the next build.
+
+Memory does not grow with the input beyond a few dozen bytes a record: the
+tokens of kept documents and the rejection lines are spilled to files in the
+output directory as each batch is done (:mod:`packer.spill`), per-record facts
+are numpy columns (:mod:`packer.doctable`), packing needs only the lengths, and
+shards are written a record batch at a time from the spill. The tokenizer (Rust,
+GIL released, all cores) encodes batch k+1 in a worker thread while this thread
+labels batch k and reads and renders the next; batches are taken back in order,
+so the output does not depend on the batch size or the timing.
 """
 
 from __future__ import annotations
@@ -19,18 +28,21 @@ import json
 import os
 import shutil
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from . import __version__
 from . import roles as R
+from .doctable import NULL, Columns, SeenTable
 from .formats import RecordReader
 from .pack import ALGORITHMS, efficiency, lower_bound, pack, rows_from_bins
-from .records import BuildError, Conversation, Rejection, Source
+from .records import REASONS, BuildError, Conversation, Rejection, Source
 from .shards import (
     DOCUMENTS_FILE,
     FORMAT_NAME,
@@ -42,8 +54,9 @@ from .shards import (
     write_atomic,
     write_documents,
 )
+from .spill import RejectionSpill, TokenSpillReader, TokenSpillWriter, remove_spill
 from .templates import BUILTIN_TEMPLATES, ChatTemplate, Rendered
-from .tokenize import TokenizerInfo, char_codes, load_tokenizer, tokenize_batch
+from .tokenize import TokenizerInfo, batch_chars, char_codes, encode_texts, label_batch, load_tokenizer
 
 OVERLONG_POLICIES = ("drop", "truncate")
 INCOMPLETE_MARKER = ".packer-incomplete"
@@ -59,22 +72,16 @@ class BuildEvents:
     on_notice: Callable[[str], None] | None = None
 
 
-@dataclass
-class _Docs:
-    """Per-record accumulators, indexed by doc_id."""
-
-    source: list[Source] = field(default_factory=list)
-    status: list[str] = field(default_factory=list)
-    turns: list[int | None] = field(default_factory=list)
-    prompt_words: list[int | None] = field(default_factory=list)
-    response_words: list[int | None] = field(default_factory=list)
-    rejections: list[Rejection] = field(default_factory=list)
-    # packed documents only, in doc_id order
-    packed_ids: list[int] = field(default_factory=list)
-    ids: list[np.ndarray] = field(default_factory=list)
-    roles: list[np.ndarray] = field(default_factory=list)
-    last: list[np.ndarray] = field(default_factory=list)
-    lengths: list[int] = field(default_factory=list)
+#: status codes of documents.arrow's ``status`` column: "" (not decided yet), then these
+STATUSES: tuple[str, ...] = ("", "packed", "truncated", *REASONS)
+_STATUS_CODE = {name: code for code, name in enumerate(STATUSES)}
+_PACKED, _TRUNCATED = _STATUS_CODE["packed"], _STATUS_CODE["truncated"]
+#: batches handed to the tokenizer thread and not yet taken back, beyond the one being labelled: the
+#: tokenizer encodes batch k+1 while this thread labels batch k and reads and renders batch k+2
+#: (an encoding takes ~150 bytes a token, so more in flight costs memory and gains nothing)
+_IN_FLIGHT = 1
+#: a batch is also cut at this many characters, so a few huge records cannot make it huge
+_BATCH_CHARS = 1 << 22
 
 
 def _words(conv: Conversation) -> tuple[int, int, int]:
@@ -218,227 +225,370 @@ def build(
             ev.on_notice(f"{out}: already built from the same inputs and options; nothing to do")
         return done
     _prepare_output(out, overwrite)
+    try:
+        return _Build(out, tok, tpl, key, strategy_table, seq_len=seq_len, packing=packing, overlong=overlong,
+                      strict=strict, dedupe=dedupe, shard_bytes=shard_bytes, batch_size=batch_size,
+                      events=ev).run([str(p) for p in inputs], fmt, t0)  # fmt: skip
+    finally:
+        remove_spill(out)
 
-    reader = RecordReader([str(p) for p in inputs], fmt)
-    docs = _Docs()
-    dropped_turns: Counter[str] = Counter()
-    truncated = 0
-    # exact duplicates: conversation -> the first record that had it
-    seen: dict[bytes, Source] = {}
-    duplicates = 0
-    batch: list[tuple[int, Rendered]] = []
-    n_tokens = 0
 
-    def reject(rej: Rejection) -> None:
-        docs.status[rej.source.doc_id] = rej.reason
-        docs.rejections.append(rej)
-        if strict:
+class _TokenTotals:
+    """Token counts of the kept documents for the manifest, added batch by batch."""
+
+    def __init__(self, strategy_table: dict[str, tuple[str, ...]]) -> None:
+        self.strategy_table = strategy_table
+        self.role_counts = np.zeros(9, dtype=np.int64)
+        self.luts = {}
+        for name, names in strategy_table.items():
+            lut = np.zeros(256, dtype=bool)
+            lut[list(R.role_codes(names))] = True
+            self.luts[name] = lut
+        # last-turn strategies need the flag, so they cannot be derived from role counts
+        self.last_loss = {name: 0 for name in strategy_table if name in R.LAST_TURN_STRATEGIES}
+
+    def add(self, roles: np.ndarray, last: np.ndarray) -> None:
+        self.role_counts += np.bincount(roles, minlength=9)[:9]
+        for name in self.last_loss:
+            self.last_loss[name] += int(np.count_nonzero(self.luts[name][roles] & last))
+
+    @property
+    def total(self) -> int:
+        return int(self.role_counts.sum())
+
+    def loss(self) -> dict[str, int]:
+        out = {}
+        for name in self.strategy_table:
+            per_role = int(self.role_counts[self.luts[name][:9]].sum())
+            out[name] = self.last_loss[name] if name in self.last_loss else per_role
+        return out
+
+
+@dataclass
+class _Pending:
+    """A batch handed to the tokenizer thread."""
+
+    encodings: Future
+    doc_ids: np.ndarray
+    chars: np.ndarray
+    text_starts: np.ndarray
+
+
+class _Build:
+    """One build: read and render records while the tokenizer thread encodes the
+    previous batch, spill kept tokens, then pack, write shards, documents,
+    rejections and the manifest.
+
+    Memory: a few numbers per record (:class:`~packer.doctable.Columns`), the
+    duplicate table, and a few batches; tokens and rejection lines are on disk.
+    """
+
+    def __init__(
+        self, out: Path, tok: TokenizerInfo, tpl: ChatTemplate, key: dict, strategy_table: dict[str, tuple[str, ...]],
+        *, seq_len: int, packing: str, overlong: str, strict: bool, dedupe: bool, shard_bytes: int, batch_size: int,
+        events: BuildEvents,
+    ) -> None:  # fmt: skip
+        self.out, self.tok, self.tpl, self.key = out, tok, tpl, key
+        self.strategy_table = strategy_table
+        self.seq_len, self.packing, self.overlong = seq_len, packing, overlong
+        self.strict, self.dedupe, self.shard_bytes = strict, dedupe, shard_bytes
+        self.batch_size = max(1, batch_size)
+        self.ev = events
+        # per record, by doc_id; NULL where documents.arrow has a null
+        self.docs = Columns(
+            file=(np.int32, 0), record=(np.int64, 0), status=(np.uint8, 0),
+            turns=(np.int32, NULL), prompt_words=(np.int32, NULL), response_words=(np.int32, NULL),
+            tokens=(np.int32, NULL), prompt_tokens=(np.int32, NULL), response_tokens=(np.int32, NULL),
+        )  # fmt: skip
+        # per kept document, in doc_id order (= the order of the token spill)
+        self.kept = Columns(doc_id=(np.int64, 0), length=(np.int64, 0))
+        self.files: dict[str, int] = {}  # input path as given -> index in file_paths
+        self.file_paths: list[str] = []
+        self.seen = SeenTable()  # conversation digest -> first doc_id
+        self.duplicates = 0
+        self.truncated = 0
+        self.dropped_turns: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()  # rejection reasons in the order first met
+        self.totals = _TokenTotals(strategy_table)
+        self.batch: list[tuple[int, Rendered]] = []
+        self.batch_chars = 0
+        self.pending: deque[_Pending] = deque()
+
+    # -- records ---------------------------------------------------------------
+
+    def source(self, doc_id: int) -> Source:
+        return Source(doc_id, self.file_paths[self.docs.file[doc_id]], int(self.docs.record[doc_id]))
+
+    def reject(self, rej: Rejection, stage: int) -> None:
+        self.docs.status[rej.source.doc_id] = _STATUS_CODE[rej.reason]
+        self.reasons[rej.reason] += 1
+        self.rejections.write(stage, _rejected_line(rej, "rejected"))
+        if self.strict:
             raise BuildError(f"{rej.message()} (--strict)")
-        if ev.on_rejection:
-            ev.on_rejection(rej)
+        if self.ev.on_rejection:
+            self.ev.on_rejection(rej)
 
-    def flush() -> None:
-        nonlocal truncated, n_tokens
-        if not batch:
-            return
-        tb = tokenize_batch(
-            tok.tokenizer,
-            [r.text for _, r in batch],
-            [r.seg_lengths for _, r in batch],
-            [char_codes(r.seg_roles, r.seg_last) for _, r in batch],
-        )
-        for k, (doc_id, _r) in enumerate(batch):
-            a, b = int(tb.offsets[k]), int(tb.offsets[k + 1])
-            src = docs.source[doc_id]
-            if b - a > seq_len:
-                if overlong == "drop":
-                    reject(Rejection(src, "overlong", f"{b - a} tokens > seq_len {seq_len}"))
-                    continue
-                kept = tb.roles[a : a + seq_len]
-                if not np.isin(kept, (R.RESPONSE, R.END)).any():
-                    reject(
-                        Rejection(
-                            src, "overlong_no_loss",
-                            f"{b - a} tokens > seq_len {seq_len} and the first {seq_len} hold no response",
-                        )
-                    )  # fmt: skip
-                    continue
-                docs.status[doc_id] = "truncated"
-                docs.rejections.append(Rejection(src, "overlong", f"truncated from {b - a} to {seq_len} tokens"))
-                truncated += 1
-                b = a + seq_len
-            else:
-                docs.status[doc_id] = "packed"
-            docs.packed_ids.append(doc_id)
-            docs.ids.append(tb.ids[a:b])
-            docs.roles.append(tb.roles[a:b])
-            docs.last.append(tb.last[a:b])
-            docs.lengths.append(b - a)
-            n_tokens += b - a
-        batch.clear()
-        if ev.on_records:
-            ev.on_records(len(docs.source), n_tokens)
-
-    for item in reader:
+    def add_record(self, item: Conversation | Rejection) -> None:
         src = item.source
-        if src.doc_id != len(docs.source):  # the reader's contract; guard it
+        if src.doc_id != len(self.docs):  # the reader's contract; guard it
             raise BuildError(f"{src.where()}: internal error: records out of order")
-        docs.source.append(src)
-        docs.status.append("")
+        f = self.files.get(src.path)
+        if f is None:
+            f = self.files[src.path] = len(self.file_paths)
+            self.file_paths.append(src.path)
+        self.docs.add(file=f, record=src.index)
         if isinstance(item, Rejection):
-            for lst in (docs.turns, docs.prompt_words, docs.response_words):
-                lst.append(None)
-            reject(item)
-            continue
-        first = seen.setdefault(_digest(item), src)
-        if first is not src:
-            duplicates += 1
-            if dedupe:
-                for lst in (docs.turns, docs.prompt_words, docs.response_words):
-                    lst.append(None)
-                reject(Rejection(src, "duplicate", f"same conversation as {first.where()}"))
-                continue
-        dropped_turns.update(item.dropped_turns)
+            self.reject(item, RejectionSpill.READ)
+            return
+        first = self.seen.first(_digest(item), src.doc_id)
+        if first >= 0:
+            self.duplicates += 1
+            if self.dedupe:
+                self.reject(Rejection(src, "duplicate", f"same conversation as {self.source(first).where()}"),
+                            RejectionSpill.READ)  # fmt: skip
+                return
+        self.dropped_turns.update(item.dropped_turns)
         pw, rw, turns = _words(item)
-        docs.prompt_words.append(pw)
-        docs.response_words.append(rw)
-        docs.turns.append(turns)
-        rendered = tpl.render(item)
+        d = src.doc_id
+        self.docs.prompt_words[d], self.docs.response_words[d], self.docs.turns[d] = pw, rw, turns
+        rendered = self.tpl.render(item)
         if isinstance(rendered, Rejection):
-            reject(rendered)
-            continue
-        batch.append((src.doc_id, rendered))
-        if len(batch) >= batch_size:
-            flush()
-    flush()
+            self.reject(rendered, RejectionSpill.READ)
+            return
+        self.batch.append((d, rendered))
+        self.batch_chars += len(rendered.text)
+        if len(self.batch) >= self.batch_size or self.batch_chars >= _BATCH_CHARS:
+            self.submit()
 
-    n_records = len(docs.source)
-    if not docs.packed_ids:
-        reasons = Counter(r.reason for r in docs.rejections)
-        detail = ", ".join(f"{k}: {v}" for k, v in reasons.most_common()) or "the inputs hold no records"
-        raise BuildError(f"no record could be packed ({n_records} read; {detail})")
-    if tpl.missing_end and ev.on_notice:
-        ev.on_notice(
-            f"template {tpl.name!r} closes assistant turns with no special token of this tokenizer: "
-            "the 'end' role is empty, so no strategy teaches the model to stop"
-        )
+    # -- tokenizing ------------------------------------------------------------
 
-    # -- pack ---------------------------------------------------------------
-    lengths = np.asarray(docs.lengths, dtype=np.int64)
-    bins = pack(lengths, seq_len, packing)
-    order, row_offsets = rows_from_bins(bins)
-    ids = np.concatenate(docs.ids)
-    roles = np.concatenate(docs.roles)
-    last = np.concatenate(docs.last)
-    starts = np.zeros(len(lengths), dtype=np.int64)
-    np.cumsum(lengths[:-1], out=starts[1:])
-    packed_ids = np.asarray(docs.packed_ids, dtype=np.int64)
+    def submit(self) -> None:
+        """Hand the batch to the tokenizer thread; take back what is done beyond _IN_FLIGHT."""
+        if self.batch:
+            texts = [r.text for _, r in self.batch]
+            chars, starts = batch_chars([r.seg_lengths for _, r in self.batch],
+                                        [char_codes(r.seg_roles, r.seg_last) for _, r in self.batch])  # fmt: skip
+            if chars.shape[0] != self.batch_chars:
+                raise ValueError("segments do not tile the rendered texts")
+            doc_ids = np.fromiter((d for d, _ in self.batch), dtype=np.int64, count=len(self.batch))
+            self.pending.append(_Pending(self.pool.submit(encode_texts, self.tok.tokenizer, texts), doc_ids,
+                                         chars, starts))  # fmt: skip
+            self.batch = []
+            self.batch_chars = 0
+        while len(self.pending) > _IN_FLIGHT:
+            self.take()
 
-    writer = ShardWriter(out, strategy_table, shard_bytes)
-    w_shard, w_row, w_off = writer.write(ids, roles, last, starts, lengths, packed_ids, order, row_offsets)
+    def take(self) -> None:
+        """Label the oldest batch's tokens, decide each document, spill the kept tokens."""
+        p = self.pending.popleft()
+        tb = label_batch(p.encodings.result(), p.chars, p.text_starts)
+        lengths = np.diff(tb.offsets)
+        keep = np.ones(len(lengths), dtype=bool)
+        keep_len = lengths.copy()
+        for k in np.flatnonzero(lengths > self.seq_len).tolist():
+            a, n, seq_len = int(tb.offsets[k]), int(lengths[k]), self.seq_len
+            src = self.source(int(p.doc_ids[k]))
+            keep[k] = False
+            if self.overlong == "drop":
+                self.reject(Rejection(src, "overlong", f"{n} tokens > seq_len {seq_len}"), RejectionSpill.TOKENS)
+                continue
+            if not np.isin(tb.roles[a : a + seq_len], (R.RESPONSE, R.END)).any():
+                self.reject(
+                    Rejection(src, "overlong_no_loss",
+                              f"{n} tokens > seq_len {seq_len} and the first {seq_len} hold no response"),
+                    RejectionSpill.TOKENS,
+                )  # fmt: skip
+                continue
+            keep[k] = True
+            keep_len[k] = seq_len
+            self.docs.status[src.doc_id] = _TRUNCATED
+            note = Rejection(src, "overlong", f"truncated from {n} to {seq_len} tokens")
+            self.rejections.write(RejectionSpill.TOKENS, _rejected_line(note, "truncated"))
+            self.reasons["overlong"] += 1
+            self.truncated += 1
+        if keep.all() and (keep_len == lengths).all():
+            ids, roles, last = tb.ids, tb.roles, tb.last
+        else:
+            keep_len[~keep] = 0
+            pos = np.arange(len(tb.ids)) - np.repeat(tb.offsets[:-1], lengths)
+            sel = pos < np.repeat(keep_len, lengths)
+            ids, roles, last = tb.ids[sel], tb.roles[sel], tb.last[sel]
+        kept_ids, kept_len = p.doc_ids[keep], keep_len[keep]
+        self.spill.append(ids, roles, last)
+        self.totals.add(roles, last)
+        # per-document token stats now, while the tokens are at hand
+        ends = np.cumsum(kept_len)
+        starts = ends - kept_len
+        for col, is_col in (("prompt_tokens", np.isin(roles, R.role_codes(R.PROMPT_ROLES))),
+                            ("response_tokens", roles == R.RESPONSE)):  # fmt: skip
+            cum = np.zeros(len(roles) + 1, dtype=np.int64)
+            np.cumsum(is_col, out=cum[1:])
+            getattr(self.docs, col)[kept_ids] = cum[ends] - cum[starts]
+        self.docs.tokens[kept_ids] = kept_len
+        status = self.docs.status
+        status[kept_ids] = np.where(status[kept_ids] == _TRUNCATED, _TRUNCATED, _PACKED)
+        self.kept.extend(doc_id=kept_ids, length=kept_len)
+        if self.ev.on_records:
+            self.ev.on_records(len(self.docs), self.totals.total)
 
-    # -- documents.arrow and rejected.jsonl -------------------------------------
-    is_prompt = np.isin(roles, R.role_codes(R.PROMPT_ROLES))
-    bounds = starts
-    prompt_tokens = np.add.reduceat(is_prompt.astype(np.int64), bounds)
-    response_tokens = np.add.reduceat((roles == R.RESPONSE).astype(np.int64), bounds)
-    col: dict[str, list] = {name: [None] * n_records for name in
-                            ("shard", "row", "offset", "tokens", "prompt_tokens", "response_tokens")}  # fmt: skip
-    for name, values in (
-        ("shard", w_shard), ("row", w_row), ("offset", w_off), ("tokens", lengths),
-        ("prompt_tokens", prompt_tokens), ("response_tokens", response_tokens),
-    ):  # fmt: skip
-        target = col[name]
-        for doc_id, v in zip(docs.packed_ids, values.tolist(), strict=True):
-            target[doc_id] = v
-    write_documents(
-        out / DOCUMENTS_FILE,
-        {
-            "doc_id": list(range(n_records)),
-            "input": [s.path for s in docs.source],
-            "record": [s.index for s in docs.source],
-            "status": docs.status,
-            "turns": docs.turns,
-            "prompt_words": docs.prompt_words,
-            "response_words": docs.response_words,
-            **col,
-        },
-    )
+    # -- the whole build -------------------------------------------------------
 
-    def write_rejected(tmp: Path) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for rej in sorted(docs.rejections, key=lambda r: r.source.doc_id):
-                action = "truncated" if docs.status[rej.source.doc_id] == "truncated" else "rejected"
-                line = {
-                    "doc_id": rej.source.doc_id, "input": rej.source.path, "record": rej.source.index,
-                    "action": action, "reason": rej.reason, "detail": rej.detail,
-                }  # fmt: skip
-                f.write(json.dumps(line, ensure_ascii=False) + "\n")
+    def run(self, inputs: list[str], fmt: str | None, t0: float) -> dict:
+        out = self.out
+        reader = RecordReader(inputs, fmt)
+        self.spill = TokenSpillWriter(out)
+        self.rejections = RejectionSpill(out)
+        try:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="packer-encode") as self.pool:
+                try:
+                    for item in reader:
+                        self.add_record(item)
+                    self.submit()
+                    while self.pending:
+                        self.take()
+                except BaseException:
+                    for p in self.pending:
+                        p.encodings.cancel()
+                    raise
+        finally:
+            self.spill.close()
+            self.rejections.close()
+        self.seen = SeenTable(capacity=1)  # the duplicate table is done with; free it before packing
 
-    write_atomic(out / REJECTED_FILE, write_rejected)
+        n_records = len(self.docs)
+        tpl = self.tpl
+        if not len(self.kept):
+            detail = ", ".join(f"{k}: {v}" for k, v in self.reasons.most_common()) or "the inputs hold no records"
+            raise BuildError(f"no record could be packed ({n_records} read; {detail})")
+        if tpl.missing_end and self.ev.on_notice:
+            self.ev.on_notice(
+                f"template {tpl.name!r} closes assistant turns with no special token of this tokenizer: "
+                "the 'end' role is empty, so no strategy teaches the model to stop"
+            )
 
-    # -- manifest -------------------------------------------------------------
-    rejected = Counter(s for s in docs.status if s not in ("packed", "truncated"))
-    role_counts = np.bincount(roles, minlength=9)
-    loss = {}
-    for name, names in strategy_table.items():
-        lut = np.zeros(9, dtype=bool)
-        lut[list(R.role_codes(names))] = True
-        per_role = int(role_counts[lut].sum())
-        loss[name] = int((lut[roles] & last).sum()) if name in R.LAST_TURN_STRATEGIES else per_role
-    n_rows = len(row_offsets) - 1
-    manifest = {
-        "format": {"name": FORMAT_NAME, "version": FORMAT_VERSION},
-        "packer_version": __version__,
-        "seq_len": seq_len,
-        "tokenizer": {
-            "source": tok.source,
-            "sha256": tok.sha256,
-            "vocab_size": tok.vocab_size,
-            "bos_token": tok.bos_token,
-            "eos_token": tok.eos_token,
-            "pad_token": tok.pad_token,
-            "bos_id": tok.token_id(tok.bos_token),
-            "eos_id": tok.token_id(tok.eos_token),
-            "pad_id": tok.token_id(tok.pad_token),
-        },
-        "template": {"name": tpl.name, "sha256": tpl.sha256, "source": tpl.source},
-        "packing": {
-            "algorithm": packing,
-            "rows": n_rows,
-            "lower_bound_rows": lower_bound(lengths, seq_len),
-            "efficiency": efficiency(lengths, n_rows, seq_len),
-            "overlong": overlong,
-        },
-        "roles": dict(R.ROLES),
-        "strategies": {k: list(v) for k, v in strategy_table.items()},
-        "inputs": [
-            {"path": i.path, "sha256": i.sha256, "format": i.format, "records": i.records} for i in reader.inputs
-        ],
-        "counts": {
-            "records": n_records,
-            "packed": len(docs.packed_ids),
-            "truncated": truncated,
-            "rejected": dict(sorted(rejected.items())),
-            "dropped_turns": dict(sorted(dropped_turns.items())),
-            "duplicates": duplicates,
-        },
-        "tokens": {
-            "total": len(roles),
-            "per_role": {name: int(role_counts[code]) for name, code in R.ROLES.items()},
-            "loss": loss,
-        },
-        "shards": [vars(s) for s in writer.shards],
-        "documents": {"file": DOCUMENTS_FILE, "sha256": file_sha256(out / DOCUMENTS_FILE)},
-        "rejected": {"file": REJECTED_FILE, "records": len(docs.rejections)},
-        "build_key": key,
-        "build_seconds": round(time.perf_counter() - t0, 3),
-    }
-    assert manifest["counts"]["records"] == manifest["counts"]["packed"] + sum(rejected.values())
+        # -- pack and write shards: lengths only in memory, tokens from the spill -----------
+        self.docs.trim()
+        self.kept.trim()
+        lengths, kept_ids = self.kept.length, self.kept.doc_id
+        order, row_offsets = rows_from_bins(pack(lengths, self.seq_len, self.packing))
+        writer = ShardWriter(out, self.strategy_table, self.shard_bytes)
+        tokens = TokenSpillReader(out, lengths)
+        try:
+            w_shard, w_row, w_off = writer.write(tokens, lengths, kept_ids, order, row_offsets)
+        finally:
+            tokens.close()
+        del order
+        remove_spill(out, tokens_only=True)
 
-    def write_manifest(tmp: Path) -> None:
-        tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        # -- documents.arrow and rejected.jsonl ---------------------------------------------
+        where = {}
+        for name, values in (("shard", w_shard), ("row", w_row), ("offset", w_off)):
+            col = np.full(n_records, NULL, dtype=np.int32)
+            col[kept_ids] = values
+            where[name] = col
+        del w_shard, w_row, w_off
+        docs = self.docs
+        paths = pa.array(self.file_paths, type=pa.string())
+        statuses = pa.array(STATUSES, type=pa.string())
+        write_documents(
+            out / DOCUMENTS_FILE,
+            {
+                "doc_id": lambda a, b: pa.array(np.arange(a, b, dtype=np.int64)),
+                "input": lambda a, b: paths.take(pa.array(docs.file[a:b])),
+                "record": lambda a, b: pa.array(docs.record[a:b], type=pa.int64()),
+                "status": lambda a, b: statuses.take(pa.array(docs.status[a:b])),
+                **{name: _nullable(col) for name, col in where.items()},
+                **{name: _nullable(getattr(docs, name)) for name in
+                   ("tokens", "turns", "prompt_tokens", "response_tokens", "prompt_words", "response_words")},
+            },
+            n_rows=n_records,
+        )  # fmt: skip
 
-    write_atomic(out / MANIFEST_FILE, write_manifest)
-    (out / INCOMPLETE_MARKER).unlink()
-    return manifest
+        def write_rejected(tmp: Path) -> None:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.writelines(self.rejections.merged())
+
+        write_atomic(out / REJECTED_FILE, write_rejected)
+        n_rejection_lines = self.rejections.count
+        remove_spill(out)
+
+        # -- manifest -------------------------------------------------------------
+        status_counts = np.bincount(docs.status, minlength=len(STATUSES))
+        rejected = {STATUSES[c]: int(n) for c, n in enumerate(status_counts) if n and c not in (_PACKED, _TRUNCATED)}
+        tok = self.tok
+        n_rows = len(row_offsets) - 1
+        role_counts = self.totals.role_counts
+        manifest = {
+            "format": {"name": FORMAT_NAME, "version": FORMAT_VERSION},
+            "packer_version": __version__,
+            "seq_len": self.seq_len,
+            "tokenizer": {
+                "source": tok.source,
+                "sha256": tok.sha256,
+                "vocab_size": tok.vocab_size,
+                "bos_token": tok.bos_token,
+                "eos_token": tok.eos_token,
+                "pad_token": tok.pad_token,
+                "bos_id": tok.token_id(tok.bos_token),
+                "eos_id": tok.token_id(tok.eos_token),
+                "pad_id": tok.token_id(tok.pad_token),
+            },
+            "template": {"name": tpl.name, "sha256": tpl.sha256, "source": tpl.source},
+            "packing": {
+                "algorithm": self.packing,
+                "rows": n_rows,
+                "lower_bound_rows": lower_bound(lengths, self.seq_len),
+                "efficiency": efficiency(lengths, n_rows, self.seq_len),
+                "overlong": self.overlong,
+            },
+            "roles": dict(R.ROLES),
+            "strategies": {k: list(v) for k, v in self.strategy_table.items()},
+            "inputs": [
+                {"path": i.path, "sha256": i.sha256, "format": i.format, "records": i.records} for i in reader.inputs
+            ],
+            "counts": {
+                "records": n_records,
+                "packed": len(self.kept),
+                "truncated": self.truncated,
+                "rejected": dict(sorted(rejected.items())),
+                "dropped_turns": dict(sorted(self.dropped_turns.items())),
+                "duplicates": self.duplicates,
+            },
+            "tokens": {
+                "total": self.totals.total,
+                "per_role": {name: int(role_counts[code]) for name, code in R.ROLES.items()},
+                "loss": self.totals.loss(),
+            },
+            "shards": [vars(s) for s in writer.shards],
+            "documents": {"file": DOCUMENTS_FILE, "sha256": file_sha256(out / DOCUMENTS_FILE)},
+            "rejected": {"file": REJECTED_FILE, "records": n_rejection_lines},
+            "build_key": self.key,
+            "build_seconds": round(time.perf_counter() - t0, 3),
+        }
+        assert manifest["counts"]["records"] == manifest["counts"]["packed"] + sum(rejected.values())
+
+        def write_manifest(tmp: Path) -> None:
+            tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+        write_atomic(out / MANIFEST_FILE, write_manifest)
+        (out / INCOMPLETE_MARKER).unlink()
+        return manifest
+
+
+def _rejected_line(rej: Rejection, action: str) -> str:
+    line = {
+        "doc_id": rej.source.doc_id, "input": rej.source.path, "record": rej.source.index,
+        "action": action, "reason": rej.reason, "detail": rej.detail,
+    }  # fmt: skip
+    return json.dumps(line, ensure_ascii=False) + "\n"
+
+
+def _nullable(values: np.ndarray) -> Callable[[int, int], pa.Array]:
+    """An int32 column of documents.arrow, NULL -> null (stored as 0, as pyarrow stores a None)."""
+
+    def chunk(a: int, b: int) -> pa.Array:
+        v = values[a:b]
+        null = v == NULL
+        return pa.array(np.where(null, 0, v).astype(np.int32), type=pa.int32(), mask=null)
+
+    return chunk

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numba
 import numpy as np
@@ -171,11 +172,37 @@ def write_atomic(path: Path, write) -> None:  # type: ignore[no-untyped-def]
     os.replace(tmp, path)
 
 
+class TokenSource(Protocol):
+    """Where a :class:`ShardWriter` gets the tokens of packed documents."""
+
+    def gather(self, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(ids, roles, last)`` of documents ``docs``, concatenated in that order."""
+        ...
+
+
+@dataclass(frozen=True)
+class ArrayTokens:
+    """Tokens held in memory, flat, document ``k`` at ``starts[k]:starts[k]+lengths[k]``."""
+
+    ids: np.ndarray
+    roles: np.ndarray
+    last: np.ndarray
+    starts: np.ndarray
+    lengths: np.ndarray
+
+    def gather(self, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        idx = gather_index(self.starts[docs], self.lengths[docs])
+        return self.ids[idx], self.roles[idx], self.last[idx]
+
+
 class ShardWriter:
     """Writes packed rows into size-bounded shards.
 
-    Tokens are given flat with per-document offsets; rows as lists of
-    documents (``order``/``row_offsets`` from :func:`packer.pack.rows_from_bins`).
+    Rows are lists of documents (``order``/``row_offsets`` from
+    :func:`packer.pack.rows_from_bins`); their tokens come from a
+    :class:`TokenSource` one Arrow record batch (:data:`BATCH_ROWS` rows) at a
+    time, and each batch goes to the file as soon as it is made, so memory is
+    one record batch, whatever the size of the shard or of the whole output.
     """
 
     def __init__(self, out: Path, strategies: Mapping[str, Sequence[str]], max_bytes: int) -> None:
@@ -189,10 +216,7 @@ class ShardWriter:
 
     def write(
         self,
-        ids: np.ndarray,
-        roles: np.ndarray,
-        last: np.ndarray,
-        doc_starts: np.ndarray,
+        tokens: TokenSource,
         doc_lengths: np.ndarray,
         doc_ids: np.ndarray,
         order: np.ndarray,
@@ -200,9 +224,11 @@ class ShardWriter:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Write all rows; return per-document (shard, row, offset-in-row)."""
         n_rows = len(row_offsets) - 1
-        where_shard = np.full(len(doc_lengths), -1, dtype=np.int32)
-        where_row = np.full(len(doc_lengths), -1, dtype=np.int32)
-        where_off = np.full(len(doc_lengths), -1, dtype=np.int32)
+        where = (
+            np.full(len(doc_lengths), -1, dtype=np.int32),
+            np.full(len(doc_lengths), -1, dtype=np.int32),
+            np.full(len(doc_lengths), -1, dtype=np.int32),
+        )
         row_tokens = np.add.reduceat(doc_lengths[order], row_offsets[:-1]) if n_rows else np.zeros(0, np.int64)
         row_docs = np.diff(row_offsets)
         row_bytes = row_tokens * self._token_bytes + row_docs * 12 + 16
@@ -210,63 +236,88 @@ class ShardWriter:
         while start < n_rows:
             cum = np.cumsum(row_bytes[start:])
             stop = start + max(1, int(np.searchsorted(cum, self.max_bytes, side="right")))
-            self._write_shard(
-                len(self.shards), start, stop, ids, roles, last, doc_starts, doc_lengths, doc_ids, order,
-                row_offsets, where_shard, where_row, where_off,
-            )  # fmt: skip
+            self._write_shard(len(self.shards), start, stop, tokens, doc_lengths, doc_ids, order, row_offsets, where)
             start = stop
-        return where_shard, where_row, where_off
+        return where
 
-    def _write_shard(
-        self, number, r0, r1, ids, roles, last, doc_starts, doc_lengths, doc_ids, order, row_offsets,
-        where_shard, where_row, where_off,
-    ) -> None:  # fmt: skip
+    def _record_batch(self, number, r0, b0, b1, tokens, doc_lengths, doc_ids, order, row_offsets, where):
+        """Rows ``b0:b1`` (of the shard starting at row ``r0``) as one record batch."""
+        where_shard, where_row, where_off = where
+        docs = order[row_offsets[b0] : row_offsets[b1]]
+        doc_off = row_offsets[b0 : b1 + 1] - row_offsets[b0]
+        lens = doc_lengths[docs]
+        ids, r, last = tokens.gather(docs)
+        tok_cum = np.zeros(len(lens) + 1, dtype=np.int64)
+        np.cumsum(lens, out=tok_cum[1:])
+        tok_off = tok_cum[doc_off]
+        # where each document landed, for documents.arrow
+        local = np.repeat(np.arange(b1 - b0), np.diff(doc_off))
+        where_shard[docs] = number
+        where_row[docs] = b0 - r0 + local
+        where_off[docs] = tok_cum[:-1] - tok_off[local]
+        cols = [
+            _list_array(tok_off, pa.array(ids, type=pa.int32())),
+            _list_array(tok_off, pa.array(r, type=pa.uint8())),
+            _list_array(doc_off, pa.array(lens.astype(np.int32), type=pa.int32())),
+            _list_array(doc_off, pa.array(doc_ids[docs].astype(np.int64), type=pa.int64())),
+        ]
+        for mask in strategy_masks(r, last, self.strategies).values():
+            cols.append(_list_array(tok_off, pa.array(mask, type=pa.bool_())))
+        return pa.RecordBatch.from_arrays(cols, schema=self.schema), len(ids)
+
+    def _write_shard(self, number, r0, r1, tokens, doc_lengths, doc_ids, order, row_offsets, where) -> None:
         path = self.out / SHARD_PATTERN.format(number)
-        batches = []
         n_tokens = 0
-        for b0 in range(r0, r1, BATCH_ROWS):
-            b1 = min(r1, b0 + BATCH_ROWS)
-            docs = order[row_offsets[b0] : row_offsets[b1]]
-            doc_off = row_offsets[b0 : b1 + 1] - row_offsets[b0]
-            lens = doc_lengths[docs]
-            idx = gather_index(doc_starts[docs], lens)
-            tok_cum = np.zeros(len(lens) + 1, dtype=np.int64)
-            np.cumsum(lens, out=tok_cum[1:])
-            tok_off = tok_cum[doc_off]
-            # where each document landed, for documents.arrow
-            local = np.repeat(np.arange(b1 - b0), np.diff(doc_off))
-            where_shard[docs] = number
-            where_row[docs] = b0 - r0 + local
-            where_off[docs] = tok_cum[:-1] - tok_off[local]
-            r = roles[idx]
-            cols = [
-                _list_array(tok_off, pa.array(ids[idx], type=pa.int32())),
-                _list_array(tok_off, pa.array(r, type=pa.uint8())),
-                _list_array(doc_off, pa.array(lens.astype(np.int32), type=pa.int32())),
-                _list_array(doc_off, pa.array(doc_ids[docs].astype(np.int64), type=pa.int64())),
-            ]
-            for mask in strategy_masks(r, last[idx], self.strategies).values():
-                cols.append(_list_array(tok_off, pa.array(mask, type=pa.bool_())))
-            batches.append(pa.RecordBatch.from_arrays(cols, schema=self.schema))
-            n_tokens += len(idx)
 
         def write(tmp: Path) -> None:
+            nonlocal n_tokens
             with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, self.schema) as writer:
-                for batch in batches:
+                for b0 in range(r0, r1, BATCH_ROWS):
+                    b1 = min(r1, b0 + BATCH_ROWS)
+                    batch, n = self._record_batch(
+                        number, r0, b0, b1, tokens, doc_lengths, doc_ids, order, row_offsets, where
+                    )
                     writer.write_batch(batch)
+                    n_tokens += n
 
         write_atomic(path, write)
         self.shards.append(ShardInfo(path.name, r1 - r0, n_tokens, path.stat().st_size, file_sha256(path)))
 
 
-def write_documents(path: Path, columns: Mapping[str, Sequence | np.ndarray]) -> None:
-    """Write ``documents.arrow`` (one row per input record)."""
+#: rows per record batch of documents.arrow
+DOCUMENT_BATCH_ROWS = 64 * 1024
+
+
+def write_documents(
+    path: Path,
+    columns: Mapping[str, Sequence | np.ndarray | pa.Array | Callable[[int, int], pa.Array]],
+    n_rows: int | None = None,
+) -> None:
+    """Write ``documents.arrow`` (one row per input record).
+
+    A column is a sequence (``None`` for null), an Arrow array, or a function
+    ``(start, stop) -> pa.Array`` giving those rows (then ``n_rows`` is needed): the file is written
+    :data:`DOCUMENT_BATCH_ROWS` rows at a time, so a function column is never
+    whole in memory.
+    """
     schema = documents_schema()
-    arrays = [pa.array(columns[name], type=schema.field(name).type) for name in schema.names]
-    table = pa.Table.from_arrays(arrays, schema=schema)
+    n = len(columns["doc_id"]) if n_rows is None else n_rows  # type: ignore[arg-type]
+
+    def chunk(name: str, a: int, b: int) -> pa.Array:
+        col = columns[name]
+        if callable(col):
+            return col(a, b)
+        if isinstance(col, pa.Array):
+            return col.slice(a, b - a)
+        return pa.array(col[a:b], type=schema.field(name).type)
 
     def write(tmp: Path) -> None:
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-            writer.write_table(table, max_chunksize=64 * 1024)
+            for a in range(0, n, DOCUMENT_BATCH_ROWS):
+                b = min(n, a + DOCUMENT_BATCH_ROWS)
+                writer.write_batch(pa.RecordBatch.from_arrays([chunk(name, a, b) for name in schema.names],
+                                                              schema=schema))  # fmt: skip
+            if n == 0:
+                writer.write_table(schema.empty_table())
 
     write_atomic(path, write)

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import numba
@@ -164,8 +165,9 @@ def load_tokenizer(path: str | os.PathLike) -> TokenizerInfo:
             cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise BuildError(f"{cfg_path}: not valid JSON: {e}") from None
-    added = json.loads(raw).get("added_tokens", [])
-    special = tuple(t["content"] for t in added if t.get("special"))
+    # from the loaded tokenizer, in id order: parsing the JSON again costs ~0.1 s for a large vocabulary
+    added = sorted(tok.get_added_tokens_decoder().items())
+    special = tuple(t.content for _, t in added if t.special)
     bos = _token_text(cfg.get("bos_token"))
     eos = _token_text(cfg.get("eos_token"))
     if "add_bos_token" in cfg and cfg["add_bos_token"] is not None:
@@ -200,6 +202,54 @@ class TokenizedBatch:
     offsets: np.ndarray  # int64, len = documents + 1
 
 
+def encode_texts(tok: Tokenizer, texts: list[str]) -> list:
+    """Tokenize whole texts, no special tokens added (the template wrote them).
+
+    The library releases the GIL and spreads the texts over its threads, so a
+    build runs this in a worker thread while it reads the next batch.
+    """
+    return tok.encode_batch(texts, add_special_tokens=False)
+
+
+def label_batch(encs: list, chars: np.ndarray, text_starts: np.ndarray) -> TokenizedBatch:
+    """Flatten encodings and give every token its role.
+
+    ``chars`` holds the :func:`char_codes` value of every character of the
+    batch's texts, one after the other; text ``k`` starts at ``text_starts[k]``.
+    """
+    counts = np.fromiter((len(e) for e in encs), dtype=np.int64, count=len(encs))
+    offsets = np.zeros(len(encs) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    total = int(offsets[-1])
+    # per document, no batch-wide Python lists: e.offsets is a list of tuples, which numpy
+    # converts slowly unless flattened by an iterator (and the lists of a whole batch are big)
+    if total:
+        ids = np.concatenate([np.array(e.ids, dtype=np.int32) for e in encs])
+        spans = np.concatenate([np.fromiter(chain.from_iterable(e.offsets), np.int64, 2 * len(e)) for e in encs])
+        spans = spans.reshape(total, 2)
+    else:
+        ids, spans = np.zeros(0, np.int32), np.zeros((0, 2), np.int64)
+    spans += np.repeat(np.asarray(text_starts, dtype=np.int64), counts)[:, None]
+    roles, last = token_roles(chars, spans[:, 0], spans[:, 1])
+    return TokenizedBatch(ids=ids, roles=roles, last=last, offsets=offsets)
+
+
+def batch_chars(seg_lengths: list[np.ndarray], seg_values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-character values of a batch of texts, and where each text starts.
+
+    ``seg_lengths[k]``/``seg_values[k]`` tile text ``k`` with segments whose
+    values come from :func:`char_codes`.
+    """
+    if not seg_lengths:
+        return np.zeros(0, np.uint8), np.zeros(0, np.int64)
+    lengths = np.concatenate(seg_lengths)
+    values = np.concatenate(seg_values)
+    text_len = np.fromiter((int(s.sum()) for s in seg_lengths), dtype=np.int64, count=len(seg_lengths))
+    starts = np.zeros(len(seg_lengths), dtype=np.int64)
+    np.cumsum(text_len[:-1], out=starts[1:])
+    return np.repeat(values, lengths), starts
+
+
 def tokenize_batch(
     tok: Tokenizer, texts: list[str], seg_lengths: list[np.ndarray], seg_values: list[np.ndarray]
 ) -> TokenizedBatch:
@@ -208,25 +258,7 @@ def tokenize_batch(
     ``seg_lengths[k]``/``seg_values[k]`` tile text ``k`` with segments (their
     lengths sum to ``len(texts[k])``) whose values come from :func:`char_codes`.
     """
-    encs = tok.encode_batch(texts, add_special_tokens=False)
-    counts = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
-    offsets = np.zeros(len(encs) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    total = int(offsets[-1])
-    ids = np.empty(total, dtype=np.int32)
-    spans = np.empty((total, 2), dtype=np.int64)
-    char_base = 0
-    chars_parts = []
-    for k, e in enumerate(encs):
-        a, b = offsets[k], offsets[k + 1]
-        if b > a:
-            ids[a:b] = e.ids
-            spans[a:b] = e.offsets
-            spans[a:b] += char_base
-        chars_parts.append(np.repeat(seg_values[k], seg_lengths[k]))
-        char_base += len(texts[k])
-    chars = np.concatenate(chars_parts) if chars_parts else np.zeros(0, np.uint8)
-    if chars.shape[0] != char_base:
+    chars, starts = batch_chars(seg_lengths, seg_values)
+    if chars.shape[0] != sum(len(t) for t in texts):
         raise ValueError("segments do not tile the rendered texts")
-    roles, last = token_roles(chars, spans[:, 0], spans[:, 1])
-    return TokenizedBatch(ids=ids, roles=roles, last=last, offsets=offsets)
+    return label_batch(encode_texts(tok, texts), chars, starts)
