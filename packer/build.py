@@ -324,6 +324,11 @@ class _Build:
         self.reasons[rej.reason] += 1
         self.rejections.write(stage, _rejected_line(rej, "rejected"))
         if self.strict:
+            if stage == RejectionSpill.READ:
+                # earlier records are still with the tokenizer: one of them may be the first failure
+                self.submit()
+                while self.pending:
+                    self.take()
             raise BuildError(f"{rej.message()} (--strict)")
         if self.ev.on_rejection:
             self.ev.on_rejection(rej)

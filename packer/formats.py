@@ -13,8 +13,9 @@ exactly one per input record, and fills :attr:`RecordReader.inputs` with one
 Containers (by extension, then by content)
     ``.jsonl`` / ``.ndjson``: JSON Lines; blank lines are skipped and are not
     records; a broken line is a ``malformed_json`` rejection, an undecodable one
-    ``invalid_utf8``, and reading goes on. ``.json``: an array (``[``) is parsed
-    record by record, so a truncated or broken array keeps every complete record
+    ``invalid_utf8``, and reading goes on. ``.json``: an array (``[``) is streamed and
+    parsed record by record (memory: a chunk plus a record, whatever the file's
+    size), so a truncated or broken array keeps every complete record
     before the break and ends with ONE ``malformed_json`` rejection (a trailing
     comma too); an object (``{``) is one record if the whole file is one JSON
     value, else the file is read as JSON Lines. ``.parquet``: one record per row.
@@ -67,6 +68,7 @@ Normalisation policy (roles are only system / user / assistant)
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import io
 import json
@@ -88,6 +90,10 @@ _PARQUET_BATCH_ROWS = 2048
 _WS = re.compile(r"[ \t\n\r]*")
 _WS_BYTES = re.compile(rb"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
+#: bytes read at a time from a JSON array file
+_JSON_CHUNK = 1 << 23
+#: characters of one unfinished array element after which it counts as broken, not unfinished
+_MAX_RECORD_CHARS = 1 << 26
 
 _SHAREGPT_ROLES: dict[str, MessageRole] = {
     "human": "user",
@@ -190,42 +196,149 @@ def _jsonl_values(f: BinaryIO, hasher: hashlib._Hash | None) -> Iterator[object]
             yield _Bad("malformed_json", f"line {lineno}: nested too deeply")
 
 
-def _json_array_values(text: str, pos: int) -> Iterator[object]:
-    """Elements of the JSON array opening at ``text[pos] == "["``, decoded one
+class _TextWindow:
+    """The text of a UTF-8 file, decoded a chunk at a time, for a JSON array of any size.
+
+    Memory is about one chunk plus the largest record, where decoding the whole
+    file would hold all of it as one str (4 bytes a character once a single
+    emoji is in it). ``text`` is the window: positions are indices into it, and
+    the methods that read on (:meth:`skip_ws`, :meth:`decode`) drop what lies
+    before the position they are given and return positions in the new window.
+    :meth:`where` names a position's line and column in the whole file, numbered
+    as json's errors are. Every byte read goes into ``hasher``.
+    """
+
+    def __init__(self, f: BinaryIO, path: str, hasher: hashlib._Hash, head: bytes, fed: int) -> None:
+        self._f, self._path, self._hasher = f, path, hasher
+        self._dec = codecs.getincrementaldecoder("utf-8")()
+        self._fed = fed  # bytes of the file before ``head`` (a BOM)
+        self._dropped = 0  # characters dropped from the front
+        self.text = ""
+        self.eof = False
+        self._feed(head, final=False)
+
+    def _feed(self, raw: bytes, final: bool) -> None:
+        try:
+            text = self._dec.decode(raw, final)
+        except UnicodeDecodeError as e:
+            at = self._fed - len(self._dec.getstate()[0]) + e.start
+            raise BuildError(f"{self._path}: invalid UTF-8 at byte {at}; the file must be UTF-8") from None
+        self._fed += len(raw)
+        self.text += text
+        self.eof = final
+
+    def _more(self, pos: int) -> int:
+        """Drop ``text[:pos]``, append the next chunk; the new ``pos``, or -1 at the end of the file."""
+        if self.eof:
+            return -1
+        self._dropped += pos
+        self.text = self.text[pos:]
+        raw = self._f.read(_JSON_CHUNK)
+        self._hasher.update(raw)
+        self._feed(raw, final=not raw)
+        return 0
+
+    def where(self, pos: int) -> str:
+        """``"line L column C"`` of ``text[pos]`` in the whole file (reads the file again: errors only)."""
+        line = self.text.count("\n", 0, pos) + 1
+        nl = self.text.rfind("\n", 0, pos)
+        column = pos - nl
+        if self._dropped:
+            lines, col = _prefix_lines(self._path, self._dropped)
+            line += lines
+            column = pos - nl if nl >= 0 else col + pos + 1
+        return f"line {line} column {column}"
+
+    def skip_ws(self, pos: int) -> int:
+        while True:
+            pos = _WS.match(self.text, pos).end()
+            if pos < len(self.text):
+                return pos
+            more = self._more(pos)
+            if more < 0:
+                return pos
+            pos = more
+
+    def decode(self, pos: int) -> tuple[object, int]:
+        """The JSON value at ``pos`` and where it ends, reading on while it is unfinished."""
+        while True:
+            try:
+                value, end = _DECODER.raw_decode(self.text, pos)
+            except json.JSONDecodeError:
+                # unfinished (it goes on in the next chunk) or broken: only more text tells
+                if len(self.text) - pos > _MAX_RECORD_CHARS:
+                    raise json.JSONDecodeError(
+                        f"no complete record within {_MAX_RECORD_CHARS:,} characters", self.text, pos
+                    ) from None
+                more = self._more(pos)
+                if more < 0:
+                    raise
+                pos = more
+                continue
+            if end == len(self.text) and not self.eof:
+                pos = self._more(pos)  # a bare number or literal may go on in the next chunk
+                continue
+            return value, end
+
+    def finish(self) -> None:
+        """Read (and hash) what is left of the file."""
+        while raw := self._f.read(_JSON_CHUNK):
+            self._hasher.update(raw)
+
+
+def _prefix_lines(path: str, chars: int) -> tuple[int, int]:
+    """Newlines in the first ``chars`` characters of a UTF-8 file (BOM skipped), and the characters after
+    the last of them."""
+    lines = col = 0
+    dec = codecs.getincrementaldecoder("utf-8-sig")()
+    with open(path, "rb") as f:
+        while chars > 0:
+            raw = f.read(_JSON_CHUNK)
+            if not raw:
+                break
+            text = dec.decode(raw)[:chars]
+            chars -= len(text)
+            newlines = text.count("\n")
+            lines += newlines
+            col = len(text) - text.rfind("\n") - 1 if newlines else col + len(text)
+    return lines, col
+
+
+def _json_array_values(win: _TextWindow, pos: int) -> Iterator[object]:
+    """Elements of the JSON array opening at ``win.text[pos] == "["``, decoded one
     at a time so that a break keeps every complete element before it.
 
     ``[{"a": 1}, {"b": 2}, {"c"`` -> two values, then one _Bad(malformed_json)
     """
-    end = len(text)
-    pos = _WS.match(text, pos + 1).end()
-    if text.startswith("]", pos):
-        yield from _after_array(text, pos + 1)
+    pos = win.skip_ws(pos + 1)
+    if win.text.startswith("]", pos):
+        yield from _after_array(win, pos + 1)
         return
     while True:
         try:
-            value, pos = _DECODER.raw_decode(text, pos)
+            value, pos = win.decode(pos)
         except json.JSONDecodeError as e:
-            yield _broken(f"line {e.lineno} column {e.colno}: {e.msg}")
+            yield _broken(f"{win.where(e.pos)}: {e.msg}")
             return
         except RecursionError:
-            yield _broken(f"{_line_col(text, pos)}: nested too deeply")
+            yield _broken(f"{win.where(pos)}: nested too deeply")
             return
         yield value
-        pos = _WS.match(text, pos).end()
-        sep = text[pos : pos + 1]
+        pos = win.skip_ws(pos)
+        sep = win.text[pos : pos + 1]
         if sep == ",":
-            pos = _WS.match(text, pos + 1).end()
-            if text.startswith("]", pos):
-                yield _Bad("malformed_json", f"{_line_col(text, pos)}: trailing comma before ']'")
+            pos = win.skip_ws(pos + 1)
+            if win.text.startswith("]", pos):
+                yield _Bad("malformed_json", f"{win.where(pos)}: trailing comma before ']'")
                 return
         elif sep == "]":
-            yield from _after_array(text, pos + 1)
+            yield from _after_array(win, pos + 1)
             return
-        elif pos >= end:
-            yield _broken(f"{_line_col(text, pos)}: the file ends before the array's closing ']'")
+        elif pos >= len(win.text):
+            yield _broken(f"{win.where(pos)}: the file ends before the array's closing ']'")
             return
         else:
-            yield _broken(f"{_line_col(text, pos)}: expecting ',' or ']' after a record")
+            yield _broken(f"{win.where(pos)}: expecting ',' or ']' after a record")
             return
 
 
@@ -233,17 +346,10 @@ def _broken(where: str) -> _Bad:
     return _Bad("malformed_json", f"{where}; the rest of the file could not be read")
 
 
-def _after_array(text: str, pos: int) -> Iterator[_Bad]:
-    pos = _WS.match(text, pos).end()
-    if pos < len(text):
-        yield _broken(f"{_line_col(text, pos)}: extra data after the array's closing ']'")
-
-
-def _decode(path: str, data: bytes, skipped: int) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BuildError(f"{path}: invalid UTF-8 at byte {skipped + e.start}; the file must be UTF-8") from None
+def _after_array(win: _TextWindow, pos: int) -> Iterator[_Bad]:
+    pos = win.skip_ws(pos)
+    if pos < len(win.text):
+        yield _broken(f"{win.where(pos)}: extra data after the array's closing ']'")
 
 
 def _first_lines(data: bytes, n: int, pos: int = 0) -> list[bytes]:
@@ -298,23 +404,34 @@ def _object_file_values(path: str, data: bytes, start: int, skipped: int) -> Ite
     raise BuildError(f"{path}: {error} (neither one JSON object nor JSON Lines)")
 
 
-def _json_file_values(path: str, data: bytes) -> Iterator[object]:
-    """Values of a ``.json`` (or sniffed) file held in memory as ``data``."""
-    skipped = 3 if data.startswith(_BOM) else 0
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+def _json_file_values(path: str, f: BinaryIO, hasher: hashlib._Hash) -> Iterator[object]:
+    """Values of a ``.json`` (or sniffed) file: an array streamed, anything else read whole."""
+    head = b""
+    while True:  # up to the first character that is not blank (and past a BOM)
+        chunk = f.read(_JSON_CHUNK)
+        hasher.update(chunk)
+        head += chunk
+        skipped = 3 if head.startswith(_BOM) else 0
+        start = _WS_BYTES.match(head, skipped).end()
+        if not chunk or (len(head) >= 3 and start < len(head)):
+            break
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise BuildError(f"{path}: the file is UTF-16 encoded; convert it to UTF-8")
-    if skipped:
-        data = data[3:]
-    start = _WS_BYTES.match(data).end()
-    first = data[start : start + 1]
+    first = head[start : start + 1]
     if not first:
         raise BuildError(f"{path}: empty file, no records")
     if first == b"[":
-        text = _decode(path, data, skipped)
-        del data  # the str is the only copy we need while decoding the array
-        yield from _json_array_values(text, start)
-    elif first == b"{":
-        yield from _object_file_values(path, data, start, skipped)
+        win = _TextWindow(f, path, hasher, head[skipped:], skipped)
+        del head
+        yield from _json_array_values(win, start - skipped)
+        win.finish()
+        return
+    rest = f.read()
+    hasher.update(rest)
+    data = head[skipped:] + rest
+    del head, rest
+    if first == b"{":
+        yield from _object_file_values(path, data, start - skipped, skipped)
     else:
         raise BuildError(f"{path}: not JSON: expected '[' or '{{' at the start, found {first!r}")
 
@@ -369,17 +486,14 @@ class _FileValues:
             parquet = suffix == ".parquet" or f.read(4) == b"PAR1"
             if not parquet:
                 f.seek(0)
-                data = f.read()
-        if parquet:
-            self.sha256 = _file_sha256(path)
-            self.empty = "no records (the Parquet file has no rows)"
-            yield from _parquet_values(path)
-            return
-        self.sha256 = hashlib.sha256(data).hexdigest()
-        self.empty = "no records (an empty JSON array)"
-        values = _json_file_values(path, data)
-        del data  # let the array decoder drop the bytes once it holds the text
-        yield from values
+                self.empty = "no records (an empty JSON array)"
+                hasher = hashlib.sha256()
+                yield from _json_file_values(path, f, hasher)
+                self.sha256 = hasher.hexdigest()
+                return
+        self.sha256 = _file_sha256(path)
+        self.empty = "no records (the Parquet file has no rows)"
+        yield from _parquet_values(path)
 
 
 # --------------------------------------------------------------------------- normalisation

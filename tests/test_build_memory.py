@@ -90,6 +90,17 @@ def test_no_spill_file_survives_a_failed_build(tmp_path, demo_tok):
     assert not {p.name for p in out.iterdir()} & set(SPILL_FILES)
 
 
+@pytest.mark.parametrize("batch_size", [1, 512])
+def test_strict_stops_at_the_first_bad_record_although_tokenizing_runs_behind(tmp_path, demo_tok, batch_size):
+    # record 1 is overlong (found by the tokenizer thread), record 2 is not JSON (found by the reader)
+    records = json.loads((EXAMPLES / "alpaca_demo.json").read_text())
+    path = tmp_path / "in.jsonl"
+    long = {**records[1], "output": " ".join([records[1]["output"]] * 200)}
+    path.write_text(json.dumps(records[0]) + "\n" + json.dumps(long) + "\n{not json\n")
+    with pytest.raises(BuildError, match=r"record 1\b.*overlong"):
+        build([path], tmp_path / "o", tokenizer=demo_tok, seq_len=256, strict=True, batch_size=batch_size)
+
+
 def test_progress_events_reach_every_record(tmp_path, demo_tok):
     seen: list[tuple[int, int]] = []
     m = build(DEMO_INPUTS, tmp_path / "o", tokenizer=demo_tok, seq_len=512, batch_size=16,

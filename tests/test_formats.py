@@ -628,3 +628,95 @@ def test_shared_data() -> None:
 
     with pytest.raises(BuildError, match="cannot detect the format"):
         read(SHARED / "prompt_response_dolly_hhrlhf_train_small.jsonl")
+
+
+# -- JSON arrays are decoded a window at a time -------------------------------------------------------
+
+BAD_INPUTS = Path(__file__).parent / "bad_inputs"
+
+
+def _array_cases(tmp_path: Path) -> list[Path]:
+    """JSON array files, good and broken, with multi-byte characters where a chunk may cut them."""
+    cases = sorted(p for p in BAD_INPUTS.glob("*.json"))
+    records = [
+        {"instruction": f"Traduis « café {i} » 🎉 en anglais", "input": "", "output": f"coffee {i} 你好"}
+        for i in range(40)
+    ]
+    text = json.dumps(records, ensure_ascii=False, indent=1)
+    variants = {
+        "good": text,
+        "numbers_between": text.replace("[\n", "[\n 12345678,\n", 1),
+        "broken_middle": text.replace('"coffee 20', '"coffee 20" "x', 1),
+        "truncated": text[: len(text) * 2 // 3],
+        "trailing_comma": text[:-2] + ",\n]",
+        "extra_after": text + "\n{}",
+        "blank_before": "\n" * 50 + "   " + text,
+    }
+    for name, body in variants.items():
+        (tmp_path / f"v_{name}.json").write_text(body, encoding="utf-8")
+        cases.append(tmp_path / f"v_{name}.json")
+    bad = tmp_path / "bad_utf8.json"
+    bad.write_bytes(text.encode()[:300] + b"\xff" + text.encode()[300:])
+    cases.append(bad)
+    return cases
+
+
+def _read_all(path: Path) -> tuple[list, list]:
+    reader = RecordReader([path])
+    try:
+        items = [(type(x).__name__, getattr(x, "reason", None), getattr(x, "detail", None), x.source.index,
+                  getattr(x, "messages", None)) for x in reader]  # fmt: skip
+    except BuildError as e:
+        return [], [str(e)]
+    return items, [(i.sha256, i.records) for i in reader.inputs]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 7, 64, 1000])
+def test_json_array_windows_change_nothing(tmp_path: Path, monkeypatch, chunk: int) -> None:
+    """Values, rejection messages (line and column in the whole file), errors and the file hash are the
+    same whether the array is read in one piece or in chunks of a few bytes."""
+    import packer.formats as formats
+
+    cases = _array_cases(tmp_path)
+    whole = {p.name: _read_all(p) for p in cases}
+    assert any(r[0] and r[0][-1][1] == "malformed_json" for r in whole.values())
+    assert whole["bad_utf8.json"] == (
+        [],
+        [f"{tmp_path / 'bad_utf8.json'}: invalid UTF-8 at byte 300; the file must be UTF-8"],
+    )
+    monkeypatch.setattr(formats, "_JSON_CHUNK", chunk)
+    for p in cases:
+        assert _read_all(p) == whole[p.name], p.name
+
+
+def test_json_array_memory_is_a_window(tmp_path: Path, monkeypatch) -> None:
+    """The decoded text held at once stays near one chunk plus a record, not the whole file."""
+    import packer.formats as formats
+
+    records = [{"instruction": f"q{i} " + "x" * 50, "input": "", "output": "🎉" * 20} for i in range(2000)]
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    monkeypatch.setattr(formats, "_JSON_CHUNK", 4096)
+    largest = 0
+    real_more = formats._TextWindow._more
+
+    def more(self, pos):  # type: ignore[no-untyped-def]
+        nonlocal largest
+        largest = max(largest, len(self.text))
+        return real_more(self, pos)
+
+    monkeypatch.setattr(formats._TextWindow, "_more", more)
+    assert sum(isinstance(x, Conversation) for x in RecordReader([path])) == 2000
+    assert path.stat().st_size > 50 * 4096 and largest < 3 * 4096
+
+
+def test_json_array_record_too_long_to_wait_for(tmp_path: Path, monkeypatch) -> None:
+    import packer.formats as formats
+
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps([{"instruction": "a", "output": "b"}, {"instruction": "x" * 5000, "output": "y"}]))
+    monkeypatch.setattr(formats, "_JSON_CHUNK", 256)
+    monkeypatch.setattr(formats, "_MAX_RECORD_CHARS", 1000)
+    items = list(RecordReader([path]))
+    assert isinstance(items[0], Conversation) and items[1].reason == "malformed_json"
+    assert "line 1 column 39: no complete record within 1,000 characters" in items[1].detail
