@@ -474,3 +474,29 @@ def test_file_uri_and_pickling(shards):
     assert order(ds) == by_path
     clone = pickle.loads(pickle.dumps(ds))  # after reading: no open file travels with it
     assert clone._reader is None and order(clone) == by_path
+
+
+def test_remote_filesystem(shards, monkeypatch):
+    """A non-local pyarrow filesystem (fsspec's in-memory one, as an object store would be): the rows are read
+    through ``open_input_file`` with a small record-batch cache, and give the same items as local files."""
+    fsspec = pytest.importorskip("fsspec")
+    import pyarrow.fs as pafs
+
+    import packer.dataset as dataset
+
+    mem = fsspec.filesystem("memory")
+    for p in shards.iterdir():
+        mem.pipe(f"/bucket/shards/{p.name}", p.read_bytes())
+    fs = pafs.PyFileSystem(pafs.FSSpecHandler(mem))
+    monkeypatch.setattr(dataset, "REMOTE_BATCH_CACHE", 2)  # rows straddle many batches: evictions happen
+    local = list(PackedDataset(shards, "instruction_modelling", seed=9, return_doc_ids=True))
+    remote = PackedDataset("/bucket/shards", "instruction_modelling", seed=9, return_doc_ids=True, filesystem=fs)
+    got = list(remote)
+    assert len(got) == len(local)
+    for a, b in zip(got, local, strict=True):
+        assert all(torch.equal(a[k], b[k]) for k in b)
+    assert len(remote._get_reader()._batches) <= 2
+    mem.rm(f"/bucket/shards/{json.loads((shards / 'manifest.json').read_text())['shards'][0]['file']}")
+    with pytest.raises(MissingShardError, match="is missing"):
+        PackedDataset("/bucket/shards", filesystem=fs)
+    mem.rm("/bucket", recursive=True)
