@@ -76,6 +76,7 @@ class BuildEvents:
 STATUSES: tuple[str, ...] = ("", "packed", "truncated", *REASONS)
 _STATUS_CODE = {name: code for code, name in enumerate(STATUSES)}
 _PACKED, _TRUNCATED = _STATUS_CODE["packed"], _STATUS_CODE["truncated"]
+_PROMPT_LUT = R.role_lut(R.PROMPT_ROLES)
 #: batches handed to the tokenizer thread and not yet taken back, beyond the one being labelled: the
 #: tokenizer encodes batch k+1 while this thread labels batch k and reads and renders batch k+2
 #: (an encoding takes ~150 bytes a token, so more in flight costs memory and gains nothing)
@@ -239,11 +240,7 @@ class _TokenTotals:
     def __init__(self, strategy_table: dict[str, tuple[str, ...]]) -> None:
         self.strategy_table = strategy_table
         self.role_counts = np.zeros(9, dtype=np.int64)
-        self.luts = {}
-        for name, names in strategy_table.items():
-            lut = np.zeros(256, dtype=bool)
-            lut[list(R.role_codes(names))] = True
-            self.luts[name] = lut
+        self.luts = {name: R.role_lut(names) for name, names in strategy_table.items()}
         # last-turn strategies need the flag, so they cannot be derived from role counts
         self.last_loss = {name: 0 for name in strategy_table if name in R.LAST_TURN_STRATEGIES}
 
@@ -424,7 +421,7 @@ class _Build:
         # per-document token stats now, while the tokens are at hand
         ends = np.cumsum(kept_len)
         starts = ends - kept_len
-        for col, is_col in (("prompt_tokens", np.isin(roles, R.role_codes(R.PROMPT_ROLES))),
+        for col, is_col in (("prompt_tokens", _PROMPT_LUT[roles]),
                             ("response_tokens", roles == R.RESPONSE)):  # fmt: skip
             cum = np.zeros(len(roles) + 1, dtype=np.int64)
             np.cumsum(is_col, out=cum[1:])

@@ -42,11 +42,11 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from . import roles as R
+from .collate import IGNORE_INDEX
 from .shards import FORMAT_NAME, FORMAT_VERSION, MANIFEST_FILE, SHARD_COLUMNS, mask_column
 
 __all__ = ["IGNORE_INDEX", "SUPPORTED_VERSIONS", "MissingShardError", "PackedDataset", "ShardError"]
 
-IGNORE_INDEX = -100
 #: manifest ``format.version`` values this reader understands
 SUPPORTED_VERSIONS: frozenset[int] = frozenset({FORMAT_VERSION})
 NORMALIZE_MODES = ("sequence",)
@@ -471,8 +471,8 @@ class PackedDataset(IterableDataset):
         self.drop_uneven = bool(drop_uneven)
         self.batch_size = int(batch_size)
         self._spec = _ItemSpec(
-            role_lut=None if isinstance(self.strategy, str) else _lut(self.strategy),
-            prompt_lut=_lut(R.PROMPT_ROLES),
+            role_lut=None if isinstance(self.strategy, str) else R.role_lut(self.strategy),
+            prompt_lut=R.role_lut(R.PROMPT_ROLES),
             prompt_loss_weight=None if prompt_loss_weight is None else float(prompt_loss_weight),
             normalize=normalize,
             return_doc_ids=bool(return_doc_ids),
@@ -688,9 +688,3 @@ class PackedDataset(IterableDataset):
             f"PackedDataset({self._root!r}, strategy={self.strategy!r}, rows={self.num_rows}, "
             f"rank={self.rank}/{self.world_size}, shuffle={self.shuffle}, seed={self.seed})"
         )
-
-
-def _lut(role_names: Collection[str]) -> np.ndarray:
-    lut = np.zeros(256, dtype=bool)
-    lut[list(R.role_codes(role_names))] = True
-    return lut

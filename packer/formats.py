@@ -162,10 +162,12 @@ class _Bad:
         self.detail = detail
 
 
-def _line_col(text: str, pos: int) -> str:
-    """``"line L column C"`` of a str position, numbered as json's errors are."""
-    line = text.count("\n", 0, pos) + 1
-    column = pos - text.rfind("\n", 0, pos)
+def _line_col(text: str, pos: int, before: tuple[int, int] = (0, 0)) -> str:
+    """``"line L column C"`` of a str position, numbered as json's errors are; ``before`` is (newlines,
+    characters after the last of them) of text that preceded ``text`` in the file."""
+    line = before[0] + text.count("\n", 0, pos) + 1
+    nl = text.rfind("\n", 0, pos)
+    column = pos - nl if nl >= 0 else before[1] + pos + 1
     return f"line {line} column {column}"
 
 
@@ -240,14 +242,8 @@ class _TextWindow:
 
     def where(self, pos: int) -> str:
         """``"line L column C"`` of ``text[pos]`` in the whole file (reads the file again: errors only)."""
-        line = self.text.count("\n", 0, pos) + 1
-        nl = self.text.rfind("\n", 0, pos)
-        column = pos - nl
-        if self._dropped:
-            lines, col = _prefix_lines(self._path, self._dropped)
-            line += lines
-            column = pos - nl if nl >= 0 else col + pos + 1
-        return f"line {line} column {column}"
+        before = _prefix_lines(self._path, self._dropped) if self._dropped else (0, 0)
+        return _line_col(self.text, pos, before)
 
     def skip_ws(self, pos: int) -> int:
         while True:

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
+import numpy as np
+
 PAD = 0
 SPECIAL = 1
 MARKER = 2
@@ -74,6 +76,18 @@ def role_codes(names: Iterable[str]) -> tuple[int, ...]:
             raise ValueError(f"unknown role {name!r}; known roles: {', '.join(ROLES)}")
         out.append(ROLES[name])
     return tuple(out)
+
+
+def role_lut(names: Iterable[str]) -> np.ndarray:
+    """A bool[256] table, True at the codes of ``names``: ``role_lut(names)[roles]`` is the mask of a
+    uint8 role array.
+
+    >>> role_lut(["response", "end"])[np.array([1, 7, 8, 5], dtype=np.uint8)].tolist()
+    [False, True, True, False]
+    """
+    lut = np.zeros(256, dtype=bool)
+    lut[list(role_codes(names))] = True
+    return lut
 
 
 def parse_strategy(spec: str) -> tuple[str, tuple[str, ...]]:

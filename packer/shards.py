@@ -114,9 +114,7 @@ def strategy_masks(
     """Boolean mask per strategy for a flat run of tokens."""
     out = {}
     for name, role_names in strategies.items():
-        lut = np.zeros(256, dtype=bool)
-        lut[list(R.role_codes(role_names))] = True
-        mask = lut[roles]
+        mask = R.role_lut(role_names)[roles]
         if name in R.LAST_TURN_STRATEGIES:
             mask &= last
         out[name] = mask
