@@ -3,7 +3,7 @@
 Builds the ShareGPT sample in ``../shared/data`` with the Qwen2.5 tokenizer at seq_len 4096 into a
 temporary directory (the bundled demo data and tokenizer where ``../shared`` is absent), or takes an
 existing output with ``--shards``. Then, for each ``--workers`` count, a fresh Python process reads every
-row through ``DataLoader(batch_size=8)`` with a minimal padding collate, shuffled, for ``--passes`` epochs,
+row through ``DataLoader(batch_size=8)`` with packer's ``collate_padded``, shuffled, for ``--passes`` epochs,
 and prints rows/s, tokens/s (the best pass), the time to the first batch and the peak RSS of the main
 process and of its workers (``resource.getrusage``; it counts the shards' memory-mapped pages that were
 touched, which the page cache shares between processes). "replay" rows run the same DataLoader over the
@@ -27,9 +27,9 @@ import time
 from functools import partial
 from pathlib import Path
 
-import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from packer.collate import collate_padded
 from packer.dataset import PackedDataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,26 +38,6 @@ SHAREGPT = SHARED / "data" / "sharegpt_v3_unfiltered_cleaned_split_first3000.jso
 QWEN = SHARED / "tokenizers" / "qwen2.5-instruct"
 DEMO = [ROOT / "examples" / "alpaca_demo.json", ROOT / "examples" / "sharegpt_demo.json"]
 DEMO_TOKENIZER = ROOT / "examples" / "demo-tokenizer"
-
-
-def pad_collate(items: list[dict], pad_id: int = 0) -> dict:
-    """Right-pad a list of items into [B, L] tensors with an attention mask (packer.collate does more)."""
-    length = max(len(i["input_ids"]) for i in items)
-    out = {
-        "input_ids": torch.full((len(items), length), pad_id, dtype=torch.int64),
-        "labels": torch.full((len(items), length), -100, dtype=torch.int64),
-        "position_ids": torch.zeros((len(items), length), dtype=torch.int64),
-        "attention_mask": torch.zeros((len(items), length), dtype=torch.int64),
-    }
-    if "loss_weights" in items[0]:
-        out["loss_weights"] = torch.zeros((len(items), length), dtype=torch.float32)
-    for b, item in enumerate(items):
-        n = len(item["input_ids"])
-        out["attention_mask"][b, :n] = 1
-        for k in ("input_ids", "labels", "position_ids", "loss_weights"):
-            if k in item:
-                out[k][b, :n] = item[k]
-    return out
 
 
 def build_default(out: Path) -> str:
@@ -121,7 +101,7 @@ def run_child(args: argparse.Namespace) -> None:
     pad_id = ds.manifest["tokenizer"].get("pad_id") or 0
     source: IterableDataset = _Replay(list(ds), args.batch_size) if args.replay else ds
     dl = DataLoader(
-        source, batch_size=args.batch_size, num_workers=args.child, collate_fn=partial(pad_collate, pad_id=pad_id),
+        source, batch_size=args.batch_size, num_workers=args.child, collate_fn=partial(collate_padded, pad_id=pad_id),
         persistent_workers=args.child > 0,
     )  # fmt: skip
     passes = []

@@ -7,7 +7,7 @@ Builds the demo shards (examples/*_demo.json, demo tokenizer, seq_len 512) into 
 there yet. The model (about 1M parameters, rotary positions from ``position_ids``) attends through the
 block-diagonal causal mask of ``collate_4d``, so each packed document sees only itself: the loss of a row
 is the sum of its documents' losses alone (tests/test_collate.py checks this to 1e-9 in float64).
-300 steps take one to three minutes on 2 CPU cores.
+300 steps took 3 minutes on 2 CPU cores shared with other jobs.
 """
 
 from __future__ import annotations
