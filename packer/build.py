@@ -55,8 +55,19 @@ from .shards import (
     write_documents,
 )
 from .spill import RejectionSpill, TokenSpillReader, TokenSpillWriter, remove_spill
-from .templates import BUILTIN_TEMPLATES, ChatTemplate, Rendered
-from .tokenize import TokenizerInfo, batch_chars, char_codes, encode_texts, label_batch, load_tokenizer
+from .templates import BUILTIN_TEMPLATES, ChatTemplate, Rendered, TemplateDrift
+from .tokenize import (
+    TokenizerInfo,
+    batch_chars,
+    byte_lengths,
+    byte_values,
+    char_codes,
+    encode_texts,
+    encode_texts_fast,
+    label_batch,
+    label_batch_bytes,
+    load_tokenizer,
+)
 
 OVERLONG_POLICIES = ("drop", "truncate")
 INCOMPLETE_MARKER = ".packer-incomplete"
@@ -226,10 +237,25 @@ def build(
             ev.on_notice(f"{out}: already built from the same inputs and options; nothing to do")
         return done
     _prepare_output(out, overwrite)
-    try:
+
+    def run(tpl: ChatTemplate) -> dict:
         return _Build(out, tok, tpl, key, strategy_table, seq_len=seq_len, packing=packing, overlong=overlong,
                       strict=strict, dedupe=dedupe, shard_bytes=shard_bytes, batch_size=batch_size,
                       events=ev).run([str(p) for p in inputs], fmt, t0)  # fmt: skip
+
+    try:
+        try:
+            return run(tpl)
+        except TemplateDrift as e:
+            # records assembled without Jinja may be wrong: start over with Jinja for every record
+            # (events already sent for the first attempt are sent again)
+            if ev.on_notice:
+                ev.on_notice(f"{e}; building again with every record rendered by the template")
+            remove_spill(out)
+            _prepare_output(out, True)
+            exact = resolve_template(template, tok)
+            exact.assemble = False
+            return run(exact)
     finally:
         remove_spill(out)
 
@@ -267,8 +293,11 @@ class _Pending:
 
     encodings: Future
     doc_ids: np.ndarray
+    texts: list[str]
     chars: np.ndarray
     text_starts: np.ndarray
+    #: per-byte values and byte starts when labelled by token byte lengths, else None
+    by_bytes: tuple[np.ndarray, np.ndarray] | None
 
 
 class _Build:
@@ -310,6 +339,8 @@ class _Build:
         self.batch: list[tuple[int, Rendered]] = []
         self.batch_chars = 0
         self.pending: deque[_Pending] = deque()
+        # byte-level BPE: spans from token byte lengths, so the tokenizer need not track offsets
+        self.byte_lengths = byte_lengths(tok.tokenizer)
 
     # -- records ---------------------------------------------------------------
 
@@ -373,8 +404,12 @@ class _Build:
             if chars.shape[0] != self.batch_chars:
                 raise ValueError("segments do not tile the rendered texts")
             doc_ids = np.fromiter((d for d, _ in self.batch), dtype=np.int64, count=len(self.batch))
-            self.pending.append(_Pending(self.pool.submit(encode_texts, self.tok.tokenizer, texts), doc_ids,
-                                         chars, starts))  # fmt: skip
+            by_bytes = None
+            if self.byte_lengths is not None and self.byte_lengths.fits(texts):
+                by_bytes = byte_values(chars, starts, texts)
+            encode = encode_texts if by_bytes is None else encode_texts_fast
+            self.pending.append(_Pending(self.pool.submit(encode, self.tok.tokenizer, texts), doc_ids, texts,
+                                         chars, starts, by_bytes))  # fmt: skip
             self.batch = []
             self.batch_chars = 0
         while len(self.pending) > _IN_FLIGHT:
@@ -383,7 +418,14 @@ class _Build:
     def take(self) -> None:
         """Label the oldest batch's tokens, decide each document, spill the kept tokens."""
         p = self.pending.popleft()
-        tb = label_batch(p.encodings.result(), p.chars, p.text_starts)
+        tb = None
+        if p.by_bytes is not None:
+            assert self.byte_lengths is not None
+            tb = label_batch_bytes(p.encodings.result(), *p.by_bytes, self.byte_lengths)
+            if tb is None:  # a token of unknown length: tokenize again, with offsets
+                p.encodings = self.pool.submit(encode_texts, self.tok.tokenizer, p.texts)
+        if tb is None:
+            tb = label_batch(p.encodings.result(), p.chars, p.text_starts)
         lengths = np.diff(tb.offsets)
         keep = np.ones(len(lengths), dtype=bool)
         keep_len = lengths.copy()

@@ -780,7 +780,19 @@ class RecordReader:
             messages, dropped = _PARSERS[fmt](value)
         except _Reject as r:
             return Rejection(source, r.reason, r.detail)
+        for i, m in enumerate(messages):
+            for value in (m.content, m.input):
+                # JSON's \ud800 escapes decode to lone surrogates, which have no UTF-8 form:
+                # the tokenizer cannot take them
+                bad = None if value.isascii() else _SURROGATE_RE.search(value)
+                if bad is not None:
+                    return Rejection(source, "invalid_utf8",
+                                     f"turn {i} ({m.role}) holds a lone surrogate {bad.group(0)!a} "
+                                     f"at character {bad.start()}, which has no UTF-8 form")  # fmt: skip
         return Conversation(source, fmt, messages, dropped)  # type: ignore[arg-type]
+
+
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 def _undetected(path: str, values: list[object], empty: str) -> str:

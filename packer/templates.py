@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -152,7 +152,7 @@ class _Slot:
     last: bool
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Structure:
     """What the placeholder render of one conversation shape taught us."""
 
@@ -161,6 +161,53 @@ class _Structure:
     slots: tuple[_Slot, ...]
     #: per fixed piece: (relative start, length, role, last) segments
     pieces: tuple[tuple[tuple[int, int, int, bool], ...], ...]
+    #: set when the template only pastes (or trims) the contents of this shape: see :class:`_Assembly`
+    assembly: _Assembly | None = None
+
+
+#: what a template may do to a value and still be assembled without Jinja: paste it, or trim it (as
+#: ``| trim`` and ``.strip()`` do); these match :func:`_candidates`
+_TRANSFORMS: tuple[Callable[[str], str], ...] = (
+    lambda v: v,
+    str.strip,
+    lambda v: v.strip("\n"),
+    str.lstrip,
+    str.rstrip,
+    lambda v: v.lstrip("\n"),
+    lambda v: v.rstrip("\n"),
+)
+#: a probe value's edges tell the transforms apart (each gives a different text)
+_PROBE = "\n \tPKRPROBE{}Z <b>\"'&amp;\\{{{{x}}}} é ab cd http://a.example/ %s\t \n"
+#: records of a shape rendered by Jinja as well, to check the assembly: the first few, then one in this many
+_CHECK_FIRST = 2
+_CHECK_EVERY = 64
+
+
+class TemplateDrift(Exception):
+    """A template rendered a record differently from the assembly its shape
+    was proven to allow, after records of that shape were assembled unchecked
+    (a template reading content in a way the probe could not see)."""
+
+
+@dataclass
+class _Assembly:
+    """A shape whose template only pastes or trims the contents, proven on
+    probe values (:func:`_probe_transforms`): its records are put together as
+    ``fixed[0] + t0(v0) + fixed[1] + ...`` without running Jinja. Some are
+    rendered by Jinja as well, and must come out the same.
+
+        fixed  : "<|im_start|>user\\n", "<|im_end|>\\n<|im_start|>assistant\\n", "<|im_end|>\\n"
+        values : "Hi", "Hello!"      transforms: paste, paste
+        text   : <|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\nHello!<|im_end|>\\n
+    """
+
+    transforms: tuple[int, ...]  # per slot, an index into _TRANSFORMS
+    seg_lengths: np.ndarray  # int64, the slots' entries 0
+    slot_segs: np.ndarray  # int64: index of each slot's segment
+    seg_roles: np.ndarray  # uint8, shared by every record of the shape
+    seg_last: np.ndarray  # bool, idem
+    rendered: int = 0  # records of the shape so far
+    unchecked: int = 0  # of which assembled without a Jinja render to compare with
 
 
 class ChatTemplate:
@@ -197,6 +244,15 @@ class ChatTemplate:
         self._special_re = re.compile("|".join(map(re.escape, ordered))) if ordered else None
         self._special_first = frozenset(t[0] for t in ordered)
         self._structures: dict[tuple, _Structure | str] = {}
+        #: assemble the records of shapes proven to only paste or trim their contents without running
+        #: Jinja (checked on a sample); False renders every record with Jinja
+        self.assemble = True
+        self._probe_log = _ProbeLog()
+        self._probe_type, self._joined_type = _probe_types(self._probe_log)
+        names = self._template.root_render_func.__globals__  # the compiled template's own module
+        for name in ("str_join", "markup_join"):
+            if name in names:
+                names[name] = _traced_join(self._probe_type, self._joined_type, names[name])
         #: set once a learnt shape closes an assistant turn with no special token
         self.missing_end = False
 
@@ -296,7 +352,67 @@ class ChatTemplate:
                 self.missing_end = True
             pieces.append(tuple(segs))
         pattern = re.compile("(.*?)".join(re.escape(p) for p in fixed), re.DOTALL)
-        return _Structure(pattern, tuple(fixed), tuple(slots), tuple(pieces))
+        st = _Structure(pattern, tuple(fixed), tuple(slots), tuple(pieces))
+        st.assembly = self._probe(messages, st)
+        return st
+
+    def _probe(self, messages: Sequence[Message], st: _Structure) -> _Assembly | None:
+        """Render the shape once more with probe values that log every look
+        inside them and whose edges tell trims apart; if the template only
+        pasted or trimmed them, the shape can be assembled without Jinja."""
+        probes: dict[tuple[int, str], str] = {}
+
+        def fill(i: int, field: str, _value: str) -> str:
+            probes[(i, field)] = self._probe_type(_PROBE.format(len(probes)))
+            return probes[(i, field)]
+
+        self._probe_log.looked.clear()
+        try:
+            text = str.__str__(self._render(self._message_dicts(messages, fill)))
+        except Exception:  # whatever the template does with odd text, it is then no paste
+            return None
+        if self._probe_log.looked or any((s.message, s.field) not in probes for s in st.slots):
+            return None
+        plain = [str.__str__(probes[(s.message, s.field)]) for s in st.slots]
+        spans = _directed_match(text, st.fixed, plain)
+        if spans is None:
+            return None
+        transforms = []
+        for (a, b), value in zip(spans, plain, strict=True):
+            found = [j for j, t in enumerate(_TRANSFORMS) if t(value) == text[a:b]]
+            if len(found) != 1:
+                return None
+            transforms.append(found[0])
+        lengths: list[int] = []
+        codes: list[int] = []
+        last: list[bool] = []
+        slot_segs: list[int] = []
+        for k, piece in enumerate(st.pieces):
+            for _rel, n, role, is_last in piece:
+                lengths.append(n)
+                codes.append(role)
+                last.append(is_last)
+            if k < len(st.slots):
+                slot_segs.append(len(lengths))
+                lengths.append(0)
+                codes.append(st.slots[k].role)
+                last.append(st.slots[k].last)
+        roles_arr = np.asarray(codes, dtype=np.uint8)
+        last_arr = np.asarray(last, dtype=bool)
+        roles_arr.flags.writeable = last_arr.flags.writeable = False  # shared by the shape's records
+        return _Assembly(tuple(transforms), np.asarray(lengths, dtype=np.int64), np.asarray(slot_segs, dtype=np.int64),
+                         roles_arr, last_arr)  # fmt: skip
+
+    @staticmethod
+    def _assembled(st: _Structure, asm: _Assembly, messages: Sequence[Message]) -> Rendered:
+        emitted = [_TRANSFORMS[t](_slot_value(messages[s.message], s.field))
+                   for t, s in zip(asm.transforms, st.slots, strict=True)]  # fmt: skip
+        parts: list[str] = [""] * (2 * len(emitted) + 1)
+        parts[0::2] = st.fixed
+        parts[1::2] = emitted
+        lengths = asm.seg_lengths.copy()
+        lengths[asm.slot_segs] = [len(e) for e in emitted]
+        return Rendered(text="".join(parts), seg_lengths=lengths, seg_roles=asm.seg_roles, seg_last=asm.seg_last)
 
     def _label_fixed(self, piece: str, end_of: _Slot | None) -> list[tuple[int, int, int, bool]]:
         """Segments of a fixed piece; ``end_of`` is the assistant slot it follows."""
@@ -333,6 +449,14 @@ class ChatTemplate:
         st = self._structure(conv)
         if isinstance(st, str):
             return Rejection(conv.source, "template_error", f"template {self.name!r}: {st}")
+        asm = st.assembly if self.assemble else None
+        assembled = None
+        if asm is not None:
+            assembled = self._assembled(st, asm, conv.messages)
+            asm.rendered += 1
+            if asm.rendered > _CHECK_FIRST and asm.rendered % _CHECK_EVERY:
+                asm.unchecked += 1
+                return assembled
         values: dict[tuple[int, str], str] = {}
 
         def keep(i: int, field: str, value: str) -> str:
@@ -343,6 +467,13 @@ class ChatTemplate:
             text = self._render(self._message_dicts(conv.messages, keep))
         except jinja2.TemplateError as e:  # pragma: no cover - structure render would have raised
             return Rejection(conv.source, "template_error", f"template {self.name!r}: {e}")
+        if assembled is not None and assembled.text != text:
+            if asm is not None and asm.unchecked:
+                raise TemplateDrift(
+                    f"{conv.source.where()}: template {self.name!r} renders this record otherwise than the "
+                    "contents pasted into its fixed text, as it did for earlier records of the same shape"
+                )
+            st.assembly = None  # no record of the shape was assembled unchecked: render them all
         slot_values = [values[(slot.message, slot.field)] for slot in st.slots]
         spans = _directed_match(text, st.fixed, slot_values)
         if spans is None:
@@ -420,6 +551,92 @@ def _directed_match(text: str, fixed: Sequence[str], values: Sequence[str]) -> l
             return None
         k, pos, choice = stack.pop()
         spans.pop()
+
+
+class _ProbeLog:
+    """What a probe render saw the template do to the values, beyond pasting and trimming."""
+
+    def __init__(self) -> None:
+        self.looked: list[str] = []
+
+
+#: str methods a template may call on a probe without making the shape content-dependent:
+#: trimming (the result is a probe again); everything else str offers is recorded as a look
+_TRIMS = frozenset({"strip", "lstrip", "rstrip"})
+_NOT_LOOKS = frozenset({
+    "__new__", "__init__", "__init_subclass__", "__subclasshook__", "__getattribute__", "__setattr__",
+    "__delattr__", "__dir__", "__class__", "__reduce__", "__reduce_ex__", "__getnewargs__", "__getstate__",
+    "__sizeof__", "__str__", "__add__", "__doc__",
+})  # fmt: skip
+
+
+def _probe_types(log: _ProbeLog) -> tuple[type[str], type[str]]:
+    """(Probe, Joined): str subclasses standing in for content values in a
+    probe render. Any look inside them (``in``, ``==``, ``len``, ``split``,
+    ...) is logged; trimming a Probe gives a Probe; gluing one to other text
+    gives a Joined, which may be pasted but not trimmed or looked into."""
+
+    def look(name: str) -> Callable:
+        method = getattr(str, name)
+
+        def logged(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            log.looked.append(name)
+            return method(self, *args, **kwargs)
+
+        return logged
+
+    def joined(a: object, b: object) -> object:
+        if not isinstance(a, str) or not isinstance(b, str):
+            return NotImplemented
+        return Joined(str.__add__(a, b))  # type: ignore[misc]
+
+    def trim(name: str) -> Callable:
+        method = getattr(str, name)
+
+        def trimmed(self, chars=None):  # type: ignore[no-untyped-def]
+            if chars is not None and chars != "\n":
+                log.looked.append(name)
+            return Probe(method(self, chars))
+
+        return trimmed
+
+    body: dict[str, object] = {
+        name: look(name) for name in dir(str) if callable(getattr(str, name)) and name not in _NOT_LOOKS
+    }
+    body.update(
+        __slots__=(),
+        # Jinja writes a value out with str(): keep the probe itself, so the output can be traced
+        __str__=lambda self: self,
+        # a slot exists only for a non-empty value, so its truth is part of the shape
+        __bool__=lambda self: True,
+        __add__=lambda self, other: joined(self, other),
+        __radd__=lambda self, other: joined(other, self),
+    )
+    Probe = type("Probe", (str,), {**body, **{name: trim(name) for name in _TRIMS}})
+    Joined = type("Joined", (Probe,), {name: look(name) for name in _TRIMS})
+    return Probe, Joined
+
+
+def _traced_join(probe: type[str], joined: type[str], join: Callable) -> Callable:
+    """Jinja's ``~`` (its runtime's ``str_join``/``markup_join``) with the trace kept:
+    the join of anything holding a probe is a Joined. Other joins are unchanged."""
+
+    def traced(seq):  # type: ignore[no-untyped-def]
+        items = list(seq)
+        out = join(items)
+        return joined(out) if type(out) is str and any(isinstance(x, probe) for x in items) else out
+
+    return traced
+
+
+def _slot_value(m: Message, field: str) -> str:
+    # the value _message_dicts fills a slot with
+    if field == "input":
+        return m.input
+    think = _split_think(m) if m.role == "assistant" else None
+    if think is not None:
+        return think[0] if field == "reasoning" else think[1]
+    return m.content
 
 
 _THINK_RE = re.compile(r"<think>(.*?)</think>(.*)", re.DOTALL)

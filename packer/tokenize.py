@@ -20,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import unicodedata
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import chain
 from pathlib import Path
 
@@ -211,24 +213,164 @@ def encode_texts(tok: Tokenizer, texts: list[str]) -> list:
     return tok.encode_batch(texts, add_special_tokens=False)
 
 
+def _byte_alphabet() -> frozenset[str]:
+    # GPT-2's bytes_to_unicode: byte-level BPE writes every byte as one of these 256 characters
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [256 + n for n in range(256 - len(printable))]
+    return frozenset(map(chr, printable + others))
+
+
+def _state(component: object) -> dict | None:
+    return None if component is None else json.loads(component.__getstate__())  # type: ignore[attr-defined]
+
+
+def _parts(state: dict | None, key: str) -> list[dict]:
+    if state is None:
+        return []
+    return list(state[key]) if state.get("type") == "Sequence" else [state]
+
+
+class ByteLengths:
+    """Bytes of UTF-8 text behind every token id of a byte-level BPE tokenizer.
+
+    For such a tokenizer (GPT-2, Llama 3, Qwen) the tokens of a text tile its
+    UTF-8 bytes, so token spans are a cumulative sum of these lengths: no
+    ``Encoding.offsets`` needed, and ``encode_batch_fast`` (which does not track
+    them) gives the same ids. ``"héllo"``: tokens ``h|él|lo`` → 1, 3, 2 bytes →
+    byte spans (0,1) (1,4) (4,6). With an NFC normalizer this holds only for
+    texts already in NFC (:meth:`fits`).
+    """
+
+    def __init__(self, tok: Tokenizer, added: dict, *, nfc: bool) -> None:
+        self._tok, self._added = tok, added
+        #: the tokenizer NFC-normalizes: texts must already be NFC
+        self.nfc = nfc
+
+    @cached_property
+    def lengths(self) -> np.ndarray:
+        """int64 per token id; -1: unknown (a document holding one is labelled from offsets).
+        Made on first use (~0.1 s for a large vocabulary), while the first batch is being encoded."""
+        vocab = self._tok.get_vocab(with_added_tokens=False)
+        size = max([*vocab.values(), *self._added, -1]) + 1
+        lengths = np.full(size, -1, dtype=np.int64)
+        pieces = list(vocab)
+        ids = np.fromiter(vocab.values(), dtype=np.int64, count=len(vocab))
+        alphabet = _byte_alphabet()
+        if alphabet.issuperset("".join(pieces)):  # the usual case: one check for the whole vocabulary
+            lengths[ids] = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+        else:
+            for piece, i in vocab.items():
+                if alphabet.issuperset(piece):
+                    lengths[i] = len(piece)
+        for i, a in self._added.items():
+            lengths[i] = len(a.content.encode("utf-8"))
+        return lengths
+
+    def fits(self, texts: list[str]) -> bool:
+        """Whether the tokenizer sees these texts unchanged (no normalization to undo)."""
+        return not self.nfc or all(t.isascii() or unicodedata.is_normalized("NFC", t) for t in texts)
+
+
+def byte_lengths(tok: Tokenizer) -> ByteLengths | None:
+    """:class:`ByteLengths` for a byte-level BPE tokenizer that keeps every byte
+    of the text in place; ``None`` for any other (SentencePiece-style ones
+    rewrite spaces as ``▁``): those are labelled from ``Encoding.offsets``."""
+    if type(tok.model).__name__ != "BPE":
+        return None
+    norm = _parts(_state(tok.normalizer), "normalizers")
+    if any(n.get("type") != "NFC" for n in norm):
+        return None
+    pre = _parts(_state(tok.pre_tokenizer), "pretokenizers")
+    level = [p for p in pre if p.get("type") == "ByteLevel"]
+    if len(level) != 1 or level[0].get("add_prefix_space"):
+        return None
+    # these split the text without dropping or changing any of it
+    if any(p.get("type") not in ("ByteLevel", "Split", "Digits", "Punctuation") or p.get("behavior") == "Removed"
+           for p in pre):  # fmt: skip
+        return None
+    post = _parts(_state(tok.post_processor), "processors")
+    # trimmed offsets would label whitespace differently; without special tokens a template adds nothing
+    if any(p.get("type") not in ("ByteLevel", "TemplateProcessing") or p.get("trim_offsets") for p in post):
+        return None
+    added = tok.get_added_tokens_decoder()
+    if any(a.lstrip or a.rstrip for a in added.values()):  # they swallow whitespace around them
+        return None
+    return ByteLengths(tok, added, nfc=bool(norm))
+
+
+def encode_texts_fast(tok: Tokenizer, texts: list[str]) -> list:
+    """:func:`encode_texts` without offsets (they are taken from :class:`ByteLengths`)."""
+    fast = getattr(tok, "encode_batch_fast", None)  # tokenizers >= 0.21
+    if fast is None:
+        return tok.encode_batch(texts, add_special_tokens=False)
+    return fast(texts, add_special_tokens=False)
+
+
+def _flat_ids(encs: list) -> tuple[np.ndarray, np.ndarray]:
+    counts = np.fromiter((len(e) for e in encs), dtype=np.int64, count=len(encs))
+    offsets = np.zeros(len(encs) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    if offsets[-1]:
+        ids = np.concatenate([np.array(e.ids, dtype=np.int32) for e in encs])
+    else:
+        ids = np.zeros(0, np.int32)
+    return ids, offsets
+
+
+def byte_values(chars: np.ndarray, text_starts: np.ndarray, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`char_codes` values per UTF-8 byte of the batch's texts, and where
+    each text starts in bytes (``chars``/``text_starts`` are per character)."""
+    joined = "".join(texts)
+    if joined.isascii():
+        return chars, np.asarray(text_starts, dtype=np.int64)
+    cp = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+    width = 1 + (cp >= 0x80).astype(np.int64) + (cp >= 0x800) + (cp >= 0x10000)
+    cum = np.zeros(len(cp) + 1, dtype=np.int64)
+    np.cumsum(width, out=cum[1:])
+    return np.repeat(chars, width), cum[np.asarray(text_starts, dtype=np.int64)]
+
+
+def label_batch_bytes(
+    encs: list, values: np.ndarray, byte_starts: np.ndarray, table: ByteLengths
+) -> TokenizedBatch | None:
+    """:func:`label_batch` from token byte lengths instead of offsets.
+
+    ``values``/``byte_starts`` come from :func:`byte_values`. ``None`` when a
+    document's tokens do not add up to its bytes (a token of unknown length):
+    the caller labels that batch from offsets instead.
+    """
+    ids, offsets = _flat_ids(encs)
+    lengths = table.lengths
+    if ids.size and int(ids.max()) >= len(lengths):
+        return None
+    width = lengths[ids]
+    cum = np.zeros(len(ids) + 1, dtype=np.int64)
+    np.cumsum(width, out=cum[1:])
+    # each document's tokens must cover exactly its bytes: then the running sum stays on the texts
+    text_bytes = np.diff(np.append(byte_starts, values.shape[0]))
+    if (width <= 0).any() or not np.array_equal(cum[offsets[1:]] - cum[offsets[:-1]], text_bytes):
+        return None
+    starts, ends = cum[:-1], cum[1:]
+    roles, last = token_roles(values, starts, ends)
+    return TokenizedBatch(ids=ids, roles=roles, last=last, offsets=offsets)
+
+
 def label_batch(encs: list, chars: np.ndarray, text_starts: np.ndarray) -> TokenizedBatch:
     """Flatten encodings and give every token its role.
 
     ``chars`` holds the :func:`char_codes` value of every character of the
     batch's texts, one after the other; text ``k`` starts at ``text_starts[k]``.
     """
-    counts = np.fromiter((len(e) for e in encs), dtype=np.int64, count=len(encs))
-    offsets = np.zeros(len(encs) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
+    ids, offsets = _flat_ids(encs)
+    counts = np.diff(offsets)
     total = int(offsets[-1])
     # per document, no batch-wide Python lists: e.offsets is a list of tuples, which numpy
     # converts slowly unless flattened by an iterator (and the lists of a whole batch are big)
     if total:
-        ids = np.concatenate([np.array(e.ids, dtype=np.int32) for e in encs])
         spans = np.concatenate([np.fromiter(chain.from_iterable(e.offsets), np.int64, 2 * len(e)) for e in encs])
         spans = spans.reshape(total, 2)
     else:
-        ids, spans = np.zeros(0, np.int32), np.zeros((0, 2), np.int64)
+        spans = np.zeros((0, 2), np.int64)
     spans += np.repeat(np.asarray(text_starts, dtype=np.int64), counts)[:, None]
     roles, last = token_roles(chars, spans[:, 0], spans[:, 1])
     return TokenizedBatch(ids=ids, roles=roles, last=last, offsets=offsets)

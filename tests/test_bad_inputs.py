@@ -23,6 +23,8 @@ EXPECTED = {
     "truncated.json": (2, 1, {"malformed_json": 1}, [(1, "line 1 column")]),
     "trailing_comma.json": (3, 2, {"malformed_json": 1}, [(2, "trailing comma")]),
     "invalid_utf8.jsonl": (3, 2, {"invalid_utf8": 1}, [(1, "line 2")]),
+    # a JSON escape of half a surrogate pair: valid JSON, no UTF-8 form (a whole pair is fine)
+    "lone_surrogate.jsonl": (3, 2, {"invalid_utf8": 1}, [(1, "lone surrogate '\\ud83d' at character 15")]),
     "bom.json": (2, 2, {}, []),
     "blank_lines_and_broken_line.jsonl": (3, 2, {"malformed_json": 1}, [(1, "line 3")]),
     "wrong_types.jsonl": (

@@ -20,7 +20,7 @@ from packer import BuildError, build, load_tokenizer
 from packer import roles as R
 from packer.build import resolve_template
 from packer.formats import RecordReader
-from packer.records import Conversation, Message
+from packer.records import Conversation, Message, Rejection
 
 from .conftest import SHARED_DATA, SHARED_TOKENIZERS, need_shared, read_documents
 
@@ -284,3 +284,36 @@ def test_message_type_roundtrip():
     # guards the as_messages helper used above against a silent schema change
     conv = Conversation(None, "messages", (Message("user", "a"), Message("assistant", "b")))  # type: ignore[arg-type]
     assert as_messages(conv) == [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+
+
+@pytest.fixture(scope="module")
+def real_conversations() -> list[Conversation]:
+    need_shared()
+    names = ("sharegpt_v3_unfiltered_cleaned_split_first3000.json", "messages_lima.jsonl",
+             "alpaca_llamafactory_zh_demo.json", "sharegpt_glaive_toolcall_en_demo.json")  # fmt: skip
+    files = [SHARED_DATA / f for f in names]
+    convs = [c for c in RecordReader(files) if isinstance(c, Conversation)]
+    return random.Random(0).sample(convs, 1500)
+
+
+@pytest.mark.parametrize("name", CHAT_TOKENIZERS)
+def test_assembled_renders_equal_jinja_renders_of_real_templates(name, real_conversations):
+    """Records of shapes a real chat template only pastes into are assembled without Jinja: the text
+    and every segment must be what Jinja's render gives."""
+    tok = load_tokenizer(SHARED_TOKENIZERS / name)
+    fast, jinja = resolve_template("tokenizer", tok), resolve_template("tokenizer", tok)
+    jinja.assemble = False
+    for c in real_conversations:
+        a, b = fast.render(c), jinja.render(c)
+        assert type(a) is type(b), c.source.where()
+        if isinstance(a, Rejection):
+            assert a == b
+            continue
+        assert a.text == b.text, c.source.where()
+        for field in ("seg_lengths", "seg_roles", "seg_last"):
+            assert np.array_equal(getattr(a, field), getattr(b, field)), (c.source.where(), field)
+    assembled = sum(s.assembly.unchecked for s in fast._structures.values() if not isinstance(s, str) and s.assembly)
+    if name == "qwen3":  # its template looks into assistant contents for <think>: never assembled
+        assert assembled < len(real_conversations) // 2
+    else:
+        assert assembled > len(real_conversations) // 2

@@ -318,3 +318,149 @@ def test_instruction_with_blank_lines_and_input_under_a_trimming_template(demo_t
     r = render(tpl, c)
     assert role_text(r, "instruction") == ["Sort these.\n\nLargest first. "]
     assert role_text(r, "input") == ["[4, 8, 0]"]
+
+
+# -- assembly: shapes whose template only pastes or trims contents skip Jinja --------------------------
+
+
+def exact(tpl: ChatTemplate, tok: TokenizerInfo) -> ChatTemplate:
+    """The same template with every record rendered by Jinja."""
+    twin = ChatTemplate(tpl.name, tpl.source, tok, input_field=tpl._input_field)
+    twin.assemble = False
+    return twin
+
+
+#: conversations of a few shapes, each shape several times with contents a template could trip on
+VARIED = [
+    conv(("user", "Hi"), ("assistant", "Hello!")),
+    conv(("user", "  padded  \n"), ("assistant", "\n\nleading newlines")),
+    conv(("user", "### Response:\nnot a header"), ("assistant", "<think>not closed")),
+    conv(("user", "Sort.\n\n"), ("assistant", "sorted\n"), input="[3, 1]\n"),
+    conv(("user", "ünïcödé 😀 中文"), ("assistant", "e\u0301 decomposed")),
+    conv(("system", "Be terse."), ("user", "Q1"), ("assistant", "A1"), ("user", "Q2"), ("assistant", " A2 ")),
+    conv(("system", "\tTabbed\t"), ("user", "q"), ("assistant", "a"), ("user", "q2"), ("assistant", "a2")),
+    conv(("user", "Q"), ("assistant", "<think>\nreasoning\n</think>\n\nanswer")),
+    conv(("user", "Q"), ("assistant", "<think>more</think>answer two")),
+]
+
+
+def render_all(tpl: ChatTemplate, convs: list[Conversation], times: int = 3) -> list[Rendered | Rejection]:
+    return [tpl.render(c) for _ in range(times) for c in convs]
+
+
+def same(a: Rendered | Rejection, b: Rendered | Rejection) -> bool:
+    if isinstance(a, Rejection) or isinstance(b, Rejection):
+        return a == b
+    return (
+        a.text == b.text
+        and np.array_equal(a.seg_lengths, b.seg_lengths)
+        and np.array_equal(a.seg_roles, b.seg_roles)
+        and np.array_equal(a.seg_last, b.seg_last)
+    )
+
+
+def assembled_unchecked(tpl: ChatTemplate) -> int:
+    return sum(s.assembly.unchecked for s in tpl._structures.values() if not isinstance(s, str) and s.assembly)
+
+
+@pytest.mark.parametrize("name", [*BUILTIN_TEMPLATES, "tokenizer", "qwen3-like", "trim"])
+def test_assembled_records_equal_jinja_renders(demo_tok, name):
+    sources = {"qwen3-like": QWEN3_LIKE, "trim": TRIM}
+    tpl = custom(demo_tok, sources[name]) if name in sources else ChatTemplate.named(name, demo_tok)
+    fast, slow = render_all(tpl, VARIED), render_all(exact(tpl, demo_tok), VARIED)
+    assert all(same(a, b) for a, b in zip(fast, slow, strict=True))
+    if name == "qwen3-like":  # it looks into the content ('</think>' in c, c.split): never assembled
+        assert assembled_unchecked(tpl) == 0
+    else:  # the third render of each shape is assembled without Jinja
+        assert assembled_unchecked(tpl) >= len(VARIED) - 2
+
+
+TRIM = "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content | trim + '<|im_end|>\\n' }}{% endfor %}"
+
+
+@pytest.mark.parametrize(
+    "use",
+    [
+        "('x' in m.content) ~ m.content",
+        "m.content if m.content | length > 3 else 'short'",
+        "m.content.split() | join(' ')",
+        "m.content | upper",
+        "(m.content ~ '!') | replace('a', 'b')",
+        "m.content | tojson",
+        "m.content | e",
+        "m.content | trim('!')",
+        "(m.content + '\\n') | trim",
+        "m.content[:5]",
+        "m.content == 'Hi'",
+        "m.content | list | first",
+        "'{}'.format(m.content)",
+        "m.content | title",
+    ],
+)
+def test_template_doing_more_than_paste_or_trim_is_not_assembled(demo_tok, use):
+    tpl = custom(demo_tok, "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' }}{{ " + use + " }}"
+                           "{{ '<|im_end|>\\n' }}{% endfor %}")  # fmt: skip
+    fast, slow = render_all(tpl, VARIED), render_all(exact(tpl, demo_tok), VARIED)
+    assert all(same(a, b) for a, b in zip(fast, slow, strict=True))
+    assert assembled_unchecked(tpl) == 0
+
+
+def word_count_template() -> str:
+    # wordcount reads the content through a regex: no probe hook sees it, and the placeholder and the
+    # probe both have fewer than 20 words: only the checks of real records can catch it
+    return ("{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endfor %}"
+            "{{ 'long' if messages[0].content | wordcount > 20 else 'short' }}")  # fmt: skip
+
+
+def test_a_look_the_probe_cannot_see_is_caught_by_the_first_checks(demo_tok):
+    tpl = custom(demo_tok, word_count_template())
+    convs = [conv(("user", "one " * k), ("assistant", "ok")) for k in (30, 1, 2, 40, 3)]
+    fast, slow = render_all(tpl, convs), render_all(exact(tpl, demo_tok), convs)
+    assert all(same(a, b) for a, b in zip(fast, slow, strict=True))
+    assert assembled_unchecked(tpl) == 0
+
+
+def test_drift_after_unchecked_records_raises(demo_tok):
+    from packer.templates import _CHECK_EVERY, TemplateDrift
+
+    tpl = custom(demo_tok, word_count_template())
+    short = conv(("user", "a few words"), ("assistant", "ok"))
+    for _ in range(_CHECK_EVERY - 1):
+        assert isinstance(tpl.render(short), Rendered)
+    assert assembled_unchecked(tpl) > 0
+    with pytest.raises(TemplateDrift, match="renders this record otherwise"):
+        tpl.render(conv(("user", "many " * 30), ("assistant", "ok")))
+
+
+def test_build_starts_over_with_jinja_after_a_drift(demo_tok, tmp_path):
+    import json
+
+    from packer import build
+    from packer.build import BuildEvents
+    from packer.formats import RecordReader
+    from packer.templates import _CHECK_EVERY
+
+    from .conftest import DEMO_TOKENIZER, read_documents
+
+    tok_dir = tmp_path / "tok"
+    tok_dir.mkdir()
+    (tok_dir / "tokenizer.json").write_bytes((DEMO_TOKENIZER / "tokenizer.json").read_bytes())
+    cfg = json.loads((DEMO_TOKENIZER / "tokenizer_config.json").read_text())
+    (tok_dir / "tokenizer_config.json").write_text(json.dumps({**cfg, "chat_template": word_count_template()}))
+    rows = [{"instruction": f"a few words {k}", "output": "ok"} for k in range(_CHECK_EVERY + 10)]
+    rows[_CHECK_EVERY - 1]["instruction"] = "many " * 30  # the first checked record after unchecked ones
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    notices: list[str] = []
+    m = build([data], tmp_path / "o", tokenizer=tok_dir, template="tokenizer", seq_len=512,
+              events=BuildEvents(on_notice=notices.append))  # fmt: skip
+    assert any("building again" in n for n in notices), notices
+    # Jinja's render of the long record has other fixed text ("long"): not assembled, it is rejected
+    assert m["counts"]["packed"] == len(rows) - 1 and m["counts"]["rejected"] == {"template_error": 1}
+    jinja = ChatTemplate("tokenizer", word_count_template(), demo_tok, input_field=False)
+    jinja.assemble = False
+    docs = read_documents(tmp_path / "o")
+    for item in RecordReader([data]):
+        if item.source.doc_id != _CHECK_EVERY - 1:
+            text = render(jinja, item).text  # the demo tokenizer is tok_dir's, with another chat template
+            assert docs[item.source.doc_id]["input_ids"].tolist() == demo_tok.tokenizer.encode(text).ids

@@ -1,0 +1,186 @@
+"""Labelling tokens from their byte lengths (byte-level BPE: GPT-2, Llama 3, Qwen) instead of from
+``Encoding.offsets``: the tokenizer can then skip tracking offsets (``encode_batch_fast``). The roles
+must be exactly those the offsets give, and whatever this path cannot vouch for (NFC-normalizing
+tokenizers on non-NFC text, SentencePiece-style tokenizers, a token of unknown length) must take the
+offsets path, with the same output."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import random
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer
+
+from packer import build
+from packer.formats import RecordReader
+from packer.records import Conversation
+from packer.templates import ChatTemplate, Rendered
+from packer.tokenize import (
+    ByteLengths,
+    batch_chars,
+    byte_lengths,
+    byte_values,
+    char_codes,
+    encode_texts,
+    encode_texts_fast,
+    label_batch,
+    label_batch_bytes,
+    load_tokenizer,
+)
+
+from .conftest import DEMO_TOKENIZER, EXAMPLES, SHARED_DATA, SHARED_TOKENIZERS, need_shared, read_documents
+
+TEXTS = [
+    "plain ascii <|im_start|>user\nHi<|im_end|>",
+    "accents: café, naïve, Ångström; emoji 😀👍🏽 and flags 🇫🇷",
+    "CJK 中文字符 and 日本語のテキスト, Hangul 한국어",
+    "  leading and trailing whitespace \n\n\t",
+    "mixed\u00e9\U0001f600<|im_end|>\u4e2d",
+    "",
+    "x",
+]
+
+
+def random_segments(text: str, rng: random.Random) -> tuple[np.ndarray, np.ndarray]:
+    """Tile ``text`` with random segments carrying random roles and last-turn flags."""
+    cuts = sorted({0, len(text), *(rng.randrange(len(text) + 1) for _ in range(rng.randrange(6)))})
+    lengths = np.diff(cuts).astype(np.int64)
+    roles = np.array([rng.choice([1, 2, 3, 4, 5, 6, 7, 8]) for _ in lengths], dtype=np.uint8)
+    last = np.array([rng.random() < 0.3 for _ in lengths], dtype=bool)
+    return lengths, char_codes(roles, last)
+
+
+def both_ways(tok: Tokenizer, table: ByteLengths, texts: list[str], seed: int = 0):  # type: ignore[no-untyped-def]
+    rng = random.Random(seed)
+    segs = [random_segments(t, rng) for t in texts]
+    chars, starts = batch_chars([s[0] for s in segs], [s[1] for s in segs])
+    by_offsets = label_batch(encode_texts(tok, texts), chars, starts)
+    by_bytes = label_batch_bytes(encode_texts_fast(tok, texts), *byte_values(chars, starts, texts), table)
+    return by_offsets, by_bytes
+
+
+def assert_same(a, b) -> None:  # type: ignore[no-untyped-def]
+    assert b is not None, "the byte path gave up"
+    for field in ("ids", "roles", "last", "offsets"):
+        assert np.array_equal(getattr(a, field), getattr(b, field)), field
+
+
+def test_demo_tokenizer_byte_labels_equal_offset_labels(demo_tok):
+    table = byte_lengths(demo_tok.tokenizer)
+    assert table is not None and not table.nfc
+    for seed in range(20):
+        assert_same(*both_ways(demo_tok.tokenizer, table, TEXTS, seed))
+
+
+@pytest.mark.parametrize("name", ["qwen2.5-instruct", "llama-3-8b-instruct", "gpt2", "qwen3"])
+def test_real_byte_level_tokenizers_on_real_conversations(name):
+    need_shared()
+    tok = load_tokenizer(SHARED_TOKENIZERS / name)
+    table = byte_lengths(tok.tokenizer)
+    assert table is not None
+    tpl = ChatTemplate.named("chatml" if tok.chat_template is None else "tokenizer", tok)
+    texts = []
+    for item in RecordReader([SHARED_DATA / "sharegpt_v3_unfiltered_cleaned_split_first3000.json"]):
+        r = tpl.render(item) if isinstance(item, Conversation) else None
+        if isinstance(r, Rendered) and table.fits([r.text]):
+            texts.append(r.text)
+        if len(texts) == 300:
+            break
+    assert any(not t.isascii() for t in texts)
+    for k in range(0, len(texts), 100):
+        assert_same(*both_ways(tok.tokenizer, table, texts[k : k + 100], k))
+
+
+def nfc_variant(tmp_path: Path) -> Path:
+    """The demo tokenizer with an NFC normalizer (as Qwen's)."""
+    d = tmp_path / "nfc-tok"
+    d.mkdir()
+    spec = json.loads((DEMO_TOKENIZER / "tokenizer.json").read_text())
+    spec["normalizer"] = {"type": "NFC"}
+    (d / "tokenizer.json").write_text(json.dumps(spec))
+    (d / "tokenizer_config.json").write_text((DEMO_TOKENIZER / "tokenizer_config.json").read_text())
+    return d
+
+
+def test_nfc_tokenizer_on_text_not_in_nfc_takes_the_offsets_path(tmp_path):
+    tok = load_tokenizer(nfc_variant(tmp_path))
+    table = byte_lengths(tok.tokenizer)
+    assert table is not None and table.nfc
+    decomposed = "cafe\u0301 and A\u030a"  # NFC composes these: the tokenizer sees other characters
+    assert table.fits(["café", "plain"]) and not table.fits(["plain", decomposed])
+    # built end to end, roles come out as for the composed text: the response holds all of it
+    data = tmp_path / "d.jsonl"
+    rows = [{"instruction": "Spell it.", "output": decomposed}, {"instruction": "Again.", "output": "café"}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    build([data], tmp_path / "o", tokenizer=tok, template="chatml", seq_len=256)
+    docs = read_documents(tmp_path / "o")
+    for k, want in enumerate([decomposed, "café"]):
+        response = docs[k]["input_ids"][docs[k]["roles"] == 7]  # R.RESPONSE
+        got = tok.tokenizer.decode(response.tolist())
+        assert got == unicodedata.normalize("NFC", want)
+
+
+def test_tokenizers_that_rewrite_text_use_offsets(tmp_path):
+    spec = json.loads((DEMO_TOKENIZER / "tokenizer.json").read_text())
+
+    def variant(**changes: object) -> Tokenizer:
+        return Tokenizer.from_str(json.dumps({**spec, **changes}))
+
+    assert byte_lengths(variant()) is not None
+    # SentencePiece style: spaces become "▁" (3 bytes for 1)
+    assert byte_lengths(variant(normalizer={"type": "Replace", "pattern": {"String": " "}, "content": "▁"})) is None
+    assert byte_lengths(variant(pre_tokenizer={"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always",
+                                               "split": True})) is None  # fmt: skip
+    # a prefix space the text does not have
+    bl = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True}
+    assert byte_lengths(variant(pre_tokenizer=bl)) is None
+    # trimmed offsets label whitespace otherwise
+    assert byte_lengths(variant(post_processor={**bl, "add_prefix_space": False, "trim_offsets": True})) is None
+    # an added token that swallows the spaces around it
+    added = [{**a, "lstrip": True} if a["content"] == "<|im_end|>" else a for a in spec["added_tokens"]]
+    assert byte_lengths(variant(added_tokens=added)) is None
+
+
+def output_bytes(out: Path) -> dict[str, bytes]:
+    files = {}
+    for p in sorted(out.iterdir()):
+        data = p.read_bytes()
+        if p.name == "manifest.json":
+            m = json.loads(data)
+            m.pop("build_seconds")
+            data = json.dumps(m, sort_keys=True).encode()
+        files[p.name] = data
+    return files
+
+
+def test_a_token_of_unknown_length_sends_its_batch_to_the_offsets_path(tmp_path, monkeypatch, demo_tok):
+    inputs = [EXAMPLES / "alpaca_demo.json", EXAMPLES / "sharegpt_demo.json"]
+    build(inputs, tmp_path / "normal", tokenizer=demo_tok, seq_len=1024, batch_size=64)
+    gave_up = []
+    real = ByteLengths.lengths.func  # type: ignore[attr-defined]
+
+    def unknown_space(self: ByteLengths) -> np.ndarray:
+        lengths = real(self).copy()
+        lengths[demo_tok.tokenizer.token_to_id("Ġ")] = -1  # a common token: most batches hold it
+        return lengths
+
+    monkeypatch.setattr(ByteLengths, "lengths", property(unknown_space))
+    import packer.tokenize as T
+
+    original = T.label_batch_bytes
+
+    def counting(*args):  # type: ignore[no-untyped-def]
+        out = original(*args)
+        gave_up.append(out is None)
+        return out
+
+    build_module = importlib.import_module("packer.build")  # ``packer.build`` is also the function
+    monkeypatch.setattr(build_module, "label_batch_bytes", counting)
+    build(inputs, tmp_path / "fallback", tokenizer=demo_tok, seq_len=1024, batch_size=64)
+    assert any(gave_up)
+    assert output_bytes(tmp_path / "fallback") == output_bytes(tmp_path / "normal")
