@@ -107,10 +107,10 @@ def batches(texts: list[str], size: int, max_chars: int | None) -> list[list[str
 
 
 def raw_encode(tok: TokenizerInfo, text_batches: list[list[str]], method: str = "encode_batch") -> int:
-    """Tokenize the batches as the build does (no special tokens); returns the token count. Only the
-    tokenizer call: ``len(encoding)`` reads the count without making the ids a Python list."""
+    """Tokenize the batches as the build does (no special tokens), taking each document's ids as the
+    library hands them to Python (a list); returns the token count."""
     encode = getattr(tok.tokenizer, method)
-    return sum(len(e) for b in text_batches for e in encode(b, add_special_tokens=False))
+    return sum(len(e.ids) for b in text_batches for e in encode(b, add_special_tokens=False))
 
 
 def best_raw(tok: TokenizerInfo, text_batches: list[list[str]], method: str, repeat: int) -> tuple[float, float, int]:

@@ -22,7 +22,6 @@ import json
 import os
 import unicodedata
 from dataclasses import dataclass
-from functools import cached_property
 from itertools import chain
 from pathlib import Path
 
@@ -242,29 +241,36 @@ class ByteLengths:
     """
 
     def __init__(self, tok: Tokenizer, added: dict, *, nfc: bool) -> None:
-        self._tok, self._added = tok, added
+        self._tok = tok
+        self._added = {i: len(a.content.encode("utf-8")) for i, a in added.items()}
+        self._alphabet = _byte_alphabet()
+        #: per token id: its bytes; -1 unknown; -2 not looked up yet (ids are looked up as they
+        #: occur: a whole vocabulary would take ~0.1 s a build)
+        self._table = np.full(0, -2, dtype=np.int64)
         #: the tokenizer NFC-normalizes: texts must already be NFC
         self.nfc = nfc
 
-    @cached_property
-    def lengths(self) -> np.ndarray:
-        """int64 per token id; -1: unknown (a document holding one is labelled from offsets).
-        Made on first use (~0.1 s for a large vocabulary), while the first batch is being encoded."""
-        vocab = self._tok.get_vocab(with_added_tokens=False)
-        size = max([*vocab.values(), *self._added, -1]) + 1
-        lengths = np.full(size, -1, dtype=np.int64)
-        pieces = list(vocab)
-        ids = np.fromiter(vocab.values(), dtype=np.int64, count=len(vocab))
-        alphabet = _byte_alphabet()
-        if alphabet.issuperset("".join(pieces)):  # the usual case: one check for the whole vocabulary
-            lengths[ids] = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
-        else:
-            for piece, i in vocab.items():
-                if alphabet.issuperset(piece):
-                    lengths[i] = len(piece)
-        for i, a in self._added.items():
-            lengths[i] = len(a.content.encode("utf-8"))
-        return lengths
+    def widths(self, ids: np.ndarray) -> np.ndarray:
+        """Bytes of each token of ``ids`` (int64); -1 where unknown (the caller then uses offsets)."""
+        if ids.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        top = int(ids.max())
+        if top >= len(self._table):
+            self._table = np.concatenate([self._table, np.full(top + 1 - len(self._table), -2, np.int64)])
+        width = self._table[ids]
+        new = np.unique(ids[width == -2])
+        if new.size:
+            for i in new.tolist():
+                self._table[i] = self._width(i)
+            width = self._table[ids]
+        return width
+
+    def _width(self, i: int) -> int:
+        if i in self._added:
+            return self._added[i]
+        piece = self._tok.id_to_token(i)
+        # a byte-level piece writes each byte as one character of the alphabet
+        return len(piece) if piece is not None and self._alphabet.issuperset(piece) else -1
 
     def fits(self, texts: list[str]) -> bool:
         """Whether the tokenizer sees these texts unchanged (no normalization to undo)."""
@@ -310,10 +316,8 @@ def _flat_ids(encs: list) -> tuple[np.ndarray, np.ndarray]:
     counts = np.fromiter((len(e) for e in encs), dtype=np.int64, count=len(encs))
     offsets = np.zeros(len(encs) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    if offsets[-1]:
-        ids = np.concatenate([np.array(e.ids, dtype=np.int32) for e in encs])
-    else:
-        ids = np.zeros(0, np.int32)
+    # one list for the batch: a numpy conversion per document costs more than the copy for short ones
+    ids = np.array(list(chain.from_iterable(e.ids for e in encs)), dtype=np.int32)
     return ids, offsets
 
 
@@ -340,10 +344,7 @@ def label_batch_bytes(
     the caller labels that batch from offsets instead.
     """
     ids, offsets = _flat_ids(encs)
-    lengths = table.lengths
-    if ids.size and int(ids.max()) >= len(lengths):
-        return None
-    width = lengths[ids]
+    width = table.widths(ids)
     cum = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum(width, out=cum[1:])
     # each document's tokens must cover exactly its bytes: then the running sum stays on the texts

@@ -162,14 +162,13 @@ def test_a_token_of_unknown_length_sends_its_batch_to_the_offsets_path(tmp_path,
     inputs = [EXAMPLES / "alpaca_demo.json", EXAMPLES / "sharegpt_demo.json"]
     build(inputs, tmp_path / "normal", tokenizer=demo_tok, seq_len=1024, batch_size=64)
     gave_up = []
-    real = ByteLengths.lengths.func  # type: ignore[attr-defined]
+    space = demo_tok.tokenizer.token_to_id("Ġ")  # a common token: most batches hold it
+    real = ByteLengths._width
 
-    def unknown_space(self: ByteLengths) -> np.ndarray:
-        lengths = real(self).copy()
-        lengths[demo_tok.tokenizer.token_to_id("Ġ")] = -1  # a common token: most batches hold it
-        return lengths
+    def unknown_space(self: ByteLengths, i: int) -> int:
+        return -1 if i == space else real(self, i)
 
-    monkeypatch.setattr(ByteLengths, "lengths", property(unknown_space))
+    monkeypatch.setattr(ByteLengths, "_width", unknown_space)
     import packer.tokenize as T
 
     original = T.label_batch_bytes
@@ -184,3 +183,23 @@ def test_a_token_of_unknown_length_sends_its_batch_to_the_offsets_path(tmp_path,
     build(inputs, tmp_path / "fallback", tokenizer=demo_tok, seq_len=1024, batch_size=64)
     assert any(gave_up)
     assert output_bytes(tmp_path / "fallback") == output_bytes(tmp_path / "normal")
+
+
+def test_widths_are_the_bytes_each_token_decodes_to(demo_tok):
+    tok = demo_tok.tokenizer
+    ids = np.arange(tok.get_vocab_size(with_added_tokens=True))
+    # a table filled as ids occur (in pieces, any order, repeated) gives what one lookup of them all gives
+    table, fresh = byte_lengths(tok), byte_lengths(tok)
+    assert table is not None and fresh is not None
+    rng = np.random.default_rng(0)
+    for part in np.array_split(rng.permutation(np.concatenate([ids, ids[:50]])), 7):
+        assert np.array_equal(table.widths(part), fresh.widths(part))
+    widths = table.widths(ids)
+    # GPT-2's byte <-> character table, written out here as the oracle
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    to_byte = {chr(b): b for b in printable}
+    to_byte.update({chr(256 + n): b for n, b in enumerate(b for b in range(256) if b not in printable)})
+    added = {i: a.content for i, a in tok.get_added_tokens_decoder().items()}
+    for i, w in zip(ids.tolist(), widths.tolist(), strict=True):
+        text = added[i].encode() if i in added else bytes(to_byte[c] for c in tok.id_to_token(i))
+        assert w == len(text), i
