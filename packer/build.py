@@ -92,8 +92,9 @@ _PROMPT_LUT = R.role_lut(R.PROMPT_ROLES)
 #: tokenizer encodes batch k+1 while this thread labels batch k and reads and renders batch k+2
 #: (an encoding takes ~150 bytes a token, so more in flight costs memory and gains nothing)
 _IN_FLIGHT = 1
-#: a batch is also cut at this many characters, so a few huge records cannot make it huge
-_BATCH_CHARS = 1 << 22
+#: a batch is also cut at this many characters, so a few huge records cannot make it huge (2M characters:
+#: ~20 MB less peak memory than 4M on ShareGPT, no slower)
+_BATCH_CHARS = 1 << 21
 
 
 def _words(conv: Conversation) -> tuple[int, int, int]:

@@ -228,6 +228,7 @@ class _TextWindow:
         self._fed += len(raw)
         self.text += text
         self.eof = final
+        self._short = len(raw) < _JSON_CHUNK
 
     def _more(self, pos: int) -> int:
         """Drop ``text[:pos]``, append the next chunk; the new ``pos``, or -1 at the end of the file."""
@@ -241,8 +242,9 @@ class _TextWindow:
         return 0
 
     def at_end(self) -> bool:
-        """Whether the window holds the rest of the file (reading one more chunk to know)."""
-        if not self.eof:
+        """Whether the window holds the rest of the file. After a short read (the file ended, as
+        far as a regular file tells) one more read makes sure; a full chunk is not the end."""
+        if not self.eof and self._short:
             raw = self._f.read(_JSON_CHUNK)
             self._hasher.update(raw)
             self._feed(raw, final=not raw)

@@ -14,6 +14,11 @@ and the record is rejected (``template_error``) rather than mislabelled.
     text : <|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\nHello!<|im_end|>\\n
     segs : [special][marker][instruction][special][marker][special][marker][response][end][marker]
 
+Records of a shape whose template only pastes (or trims) the contents are then
+assembled from the fixed pieces without running Jinja (:class:`_Assembly`); a
+probe render proves the shape can be, and a sample of records is rendered by
+Jinja as well to check it.
+
 Fixed text is labelled by what it is: the tokenizer's special tokens are
 ``special``, except the first one after an assistant turn's content, which is
 ``end``; other fixed text is ``marker`` (role names, ``### Response:``,

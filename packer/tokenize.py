@@ -13,6 +13,10 @@ of the contract's precedence list (response, end, input, instruction, ...).
 
 With SentencePiece tokenizers a word token often swallows the space before it
 (``"▁Hi"`` covers ``" Hi"``): the straddling rule gives it the content's role.
+
+Which characters a token covers comes from ``Encoding.offsets``, or, for
+byte-level BPE tokenizers, from the bytes each token stands for
+(:class:`ByteLengths`), which lets the tokenizer skip tracking offsets.
 """
 
 from __future__ import annotations
@@ -321,17 +325,48 @@ def _flat_ids(encs: list) -> tuple[np.ndarray, np.ndarray]:
     return ids, offsets
 
 
+@numba.njit(cache=True, nogil=True)
+def _spread_to_bytes(utf8: np.ndarray, chars: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    # each byte takes its character's value; a character starts at every byte that is not a
+    # continuation byte (10xxxxxx); also where each text starts in bytes, and the characters seen
+    n = utf8.shape[0]
+    out = np.empty(n, dtype=np.uint8)
+    byte_starts = np.empty(starts.shape[0], dtype=np.int64)
+    c = -1
+    k = 0
+    for i in range(n):
+        if (utf8[i] & 0xC0) != 0x80:
+            c += 1
+            if c >= chars.shape[0]:
+                return out, byte_starts, -1
+            while k < starts.shape[0] and starts[k] == c:
+                byte_starts[k] = i
+                k += 1
+        if c < 0:
+            return out, byte_starts, -1
+        out[i] = chars[c]
+    while k < starts.shape[0]:  # empty texts at the very end
+        byte_starts[k] = n
+        k += 1
+    return out, byte_starts, c + 1
+
+
 def byte_values(chars: np.ndarray, text_starts: np.ndarray, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """:func:`char_codes` values per UTF-8 byte of the batch's texts, and where
-    each text starts in bytes (``chars``/``text_starts`` are per character)."""
+    each text starts in bytes (``chars``/``text_starts`` are per character).
+
+        texts  : "hé", "x"        chars: [1 2] [3]       (values per character)
+        bytes  : 68 C3 A9 | 78    values: 1 2 2 | 3       byte starts: 0, 3
+    """
     joined = "".join(texts)
+    starts = np.asarray(text_starts, dtype=np.int64)
     if joined.isascii():
-        return chars, np.asarray(text_starts, dtype=np.int64)
-    cp = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype="<u4")
-    width = 1 + (cp >= 0x80).astype(np.int64) + (cp >= 0x800) + (cp >= 0x10000)
-    cum = np.zeros(len(cp) + 1, dtype=np.int64)
-    np.cumsum(width, out=cum[1:])
-    return np.repeat(chars, width), cum[np.asarray(text_starts, dtype=np.int64)]
+        return chars, starts
+    utf8 = np.frombuffer(joined.encode("utf-8", "surrogatepass"), dtype=np.uint8)
+    values, byte_starts, n_chars = _spread_to_bytes(utf8, chars, starts)
+    if n_chars != chars.shape[0]:
+        raise ValueError(f"{chars.shape[0]} character values for a text of {len(joined)} characters")
+    return values, byte_starts
 
 
 def label_batch_bytes(

@@ -203,3 +203,18 @@ def test_widths_are_the_bytes_each_token_decodes_to(demo_tok):
     for i, w in zip(ids.tolist(), widths.tolist(), strict=True):
         text = added[i].encode() if i in added else bytes(to_byte[c] for c in tok.id_to_token(i))
         assert w == len(text), i
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [["hé", "x"], ["", "😀a", "", "中", ""], ["plain", "ascii"], [""], ["a\u0301", "𝔘𝔫𝔦"]],
+)
+def test_byte_values_spread_each_character_over_its_bytes(texts):
+    rng = np.random.default_rng(1)
+    chars = rng.integers(1, 200, size=sum(map(len, texts)), dtype=np.uint8)
+    starts = np.cumsum([0, *map(len, texts)])[:-1]
+    values, byte_starts = byte_values(chars, starts, texts)
+    want = [v for t, off in zip(texts, starts, strict=True) for k, ch in enumerate(t)
+            for v in [chars[off + k]] * len(ch.encode())]  # fmt: skip
+    assert values.tolist() == want
+    assert byte_starts.tolist() == np.cumsum([0, *(len(t.encode()) for t in texts)])[:-1].tolist()
