@@ -388,25 +388,9 @@ class ChatTemplate:
             if len(found) != 1:
                 return None
             transforms.append(found[0])
-        lengths: list[int] = []
-        codes: list[int] = []
-        last: list[bool] = []
-        slot_segs: list[int] = []
-        for k, piece in enumerate(st.pieces):
-            for _rel, n, role, is_last in piece:
-                lengths.append(n)
-                codes.append(role)
-                last.append(is_last)
-            if k < len(st.slots):
-                slot_segs.append(len(lengths))
-                lengths.append(0)
-                codes.append(st.slots[k].role)
-                last.append(st.slots[k].last)
-        roles_arr = np.asarray(codes, dtype=np.uint8)
-        last_arr = np.asarray(last, dtype=bool)
-        roles_arr.flags.writeable = last_arr.flags.writeable = False  # shared by the shape's records
-        return _Assembly(tuple(transforms), np.asarray(lengths, dtype=np.int64), np.asarray(slot_segs, dtype=np.int64),
-                         roles_arr, last_arr)  # fmt: skip
+        lengths, roles, last, slot_segs = _segments(st, [0] * len(st.slots))
+        roles.flags.writeable = last.flags.writeable = False  # shared by the shape's records
+        return _Assembly(tuple(transforms), lengths, slot_segs, roles, last)
 
     @staticmethod
     def _assembled(st: _Structure, asm: _Assembly, messages: Sequence[Message]) -> Rendered:
@@ -495,26 +479,29 @@ class ChatTemplate:
                 f"template {self.name!r} renders fixed text that depends on this record's content; "
                 "cannot tell content from template text",
             )
-        lengths: list[int] = []
-        codes: list[int] = []
-        last: list[bool] = []
-        for k, piece in enumerate(st.pieces):
-            for _rel, n, role, is_last in piece:
-                lengths.append(n)
-                codes.append(role)
-                last.append(is_last)
-            if k < len(st.slots):
-                a, b = spans[k]
-                slot = st.slots[k]
-                lengths.append(b - a)
-                codes.append(slot.role)
-                last.append(slot.last)
-        return Rendered(
-            text=text,
-            seg_lengths=np.asarray(lengths, dtype=np.int64),
-            seg_roles=np.asarray(codes, dtype=np.uint8),
-            seg_last=np.asarray(last, dtype=bool),
-        )
+        lengths, roles, last, _ = _segments(st, [b - a for a, b in spans])
+        return Rendered(text=text, seg_lengths=lengths, seg_roles=roles, seg_last=last)
+
+
+def _segments(st: _Structure, slot_lengths: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Lengths (int64), roles (uint8) and last-turn flags (bool) of a shape's segments in text order,
+    the slots given their lengths; and the index of each slot's segment."""
+    lengths: list[int] = []
+    codes: list[int] = []
+    last: list[bool] = []
+    slot_segs: list[int] = []
+    for k, piece in enumerate(st.pieces):
+        for _rel, n, role, is_last in piece:
+            lengths.append(n)
+            codes.append(role)
+            last.append(is_last)
+        if k < len(st.slots):
+            slot_segs.append(len(lengths))
+            lengths.append(slot_lengths[k])
+            codes.append(st.slots[k].role)
+            last.append(st.slots[k].last)
+    return (np.asarray(lengths, dtype=np.int64), np.asarray(codes, dtype=np.uint8), np.asarray(last, dtype=bool),
+            np.asarray(slot_segs, dtype=np.int64))  # fmt: skip
 
 
 def _candidates(value: str) -> list[str]:

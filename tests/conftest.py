@@ -4,6 +4,8 @@ and a reader that splits packed rows back into documents."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +34,6 @@ def demo_tok() -> TokenizerInfo:
 
 def read_documents(out: Path) -> dict[int, dict[str, np.ndarray]]:
     """doc_id -> that document's slice of every per-token column of the shards."""
-    import json
-
     manifest = json.loads((out / "manifest.json").read_text())
     docs: dict[int, dict[str, np.ndarray]] = {}
     for shard in manifest["shards"]:
@@ -47,3 +47,16 @@ def read_documents(out: Path) -> dict[int, dict[str, np.ndarray]]:
                 pos += length
             assert pos == len(row["input_ids"]), "seq_lens do not sum to the row length"
     return docs
+
+
+def output_files(out: Path) -> dict[str, str]:
+    """file name -> sha256 of every file of an output (the manifest without its build_seconds)."""
+    files = {}
+    for p in sorted(out.iterdir()):
+        data = p.read_bytes()
+        if p.name == "manifest.json":
+            m = json.loads(data)
+            m.pop("build_seconds")
+            data = json.dumps(m, sort_keys=True).encode()
+        files[p.name] = hashlib.sha256(data).hexdigest()
+    return files

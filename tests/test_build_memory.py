@@ -4,7 +4,6 @@ spill file may outlive the build."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -18,23 +17,10 @@ from packer.shards import ArrayTokens
 from packer.spill import SPILL_FILES, RejectionSpill, TokenSpillReader, TokenSpillWriter
 from packer.verify import verify
 
-from .conftest import DEMO_TOKENIZER, EXAMPLES
+from .conftest import DEMO_TOKENIZER, EXAMPLES, output_files
 
 DEMO_INPUTS = [EXAMPLES / "alpaca_demo.json", EXAMPLES / "sharegpt_demo.json"]
 BAD = Path(__file__).parent / "bad_inputs"
-
-
-def output_files(out: Path) -> dict[str, str]:
-    """file name -> sha256 of every file of an output (the manifest without its build_seconds)."""
-    files = {}
-    for p in sorted(out.iterdir()):
-        data = p.read_bytes()
-        if p.name == "manifest.json":
-            m = json.loads(data)
-            m.pop("build_seconds")
-            data = json.dumps(m, sort_keys=True).encode()
-        files[p.name] = hashlib.sha256(data).hexdigest()
-    return files
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,15 @@ from packer.tokenize import (
     load_tokenizer,
 )
 
-from .conftest import DEMO_TOKENIZER, EXAMPLES, SHARED_DATA, SHARED_TOKENIZERS, need_shared, read_documents
+from .conftest import (
+    DEMO_TOKENIZER,
+    EXAMPLES,
+    SHARED_DATA,
+    SHARED_TOKENIZERS,
+    need_shared,
+    output_files,
+    read_documents,
+)
 
 TEXTS = [
     "plain ascii <|im_start|>user\nHi<|im_end|>",
@@ -146,18 +154,6 @@ def test_tokenizers_that_rewrite_text_use_offsets(tmp_path):
     assert byte_lengths(variant(added_tokens=added)) is None
 
 
-def output_bytes(out: Path) -> dict[str, bytes]:
-    files = {}
-    for p in sorted(out.iterdir()):
-        data = p.read_bytes()
-        if p.name == "manifest.json":
-            m = json.loads(data)
-            m.pop("build_seconds")
-            data = json.dumps(m, sort_keys=True).encode()
-        files[p.name] = data
-    return files
-
-
 def test_a_token_of_unknown_length_sends_its_batch_to_the_offsets_path(tmp_path, monkeypatch, demo_tok):
     inputs = [EXAMPLES / "alpaca_demo.json", EXAMPLES / "sharegpt_demo.json"]
     build(inputs, tmp_path / "normal", tokenizer=demo_tok, seq_len=1024, batch_size=64)
@@ -182,7 +178,7 @@ def test_a_token_of_unknown_length_sends_its_batch_to_the_offsets_path(tmp_path,
     monkeypatch.setattr(build_module, "label_batch_bytes", counting)
     build(inputs, tmp_path / "fallback", tokenizer=demo_tok, seq_len=1024, batch_size=64)
     assert any(gave_up)
-    assert output_bytes(tmp_path / "fallback") == output_bytes(tmp_path / "normal")
+    assert output_files(tmp_path / "fallback") == output_files(tmp_path / "normal")
 
 
 def test_widths_are_the_bytes_each_token_decodes_to(demo_tok):
