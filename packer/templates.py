@@ -197,7 +197,7 @@ class TemplateDrift(Exception):
 @dataclass
 class _Assembly:
     """A shape whose template only pastes or trims the contents, proven on
-    probe values (:func:`_probe_transforms`): its records are put together as
+    probe values (:meth:`ChatTemplate._probe`): its records are put together as
     ``fixed[0] + t0(v0) + fixed[1] + ...`` without running Jinja. Some are
     rendered by Jinja as well, and must come out the same.
 
@@ -224,6 +224,10 @@ class ChatTemplate:
     >>> r = tpl.render(conversation)             # doctest: +SKIP
     >>> r.text
     '<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\nHello!<|im_end|>\\n'
+
+    ``assemble`` (default True): records of shapes the template only pastes or
+    trims into are put together without running Jinja (see :class:`_Assembly`);
+    False runs Jinja for every record.
     """
 
     def __init__(self, name: str, source: str, tok: TokenizerInfo, *, input_field: bool) -> None:
@@ -424,7 +428,11 @@ class ChatTemplate:
         return m.group(0) if m else None
 
     def render(self, conv: Conversation) -> Rendered | Rejection:
-        """Render one conversation, or say why it cannot be."""
+        """Render one conversation, or say why it cannot be.
+
+        Raises :class:`TemplateDrift` if a record checked against Jinja shows that
+        earlier records of its shape were assembled wrongly (set ``assemble = False``
+        and render them again; :func:`packer.build` does so by itself)."""
         for i, m in enumerate(conv.messages):
             for value in (m.content, m.input):
                 tok = self._special_in(value)
