@@ -214,6 +214,12 @@ class _Assembly:
     rendered: int = 0  # records of the shape so far
     unchecked: int = 0  # of which assembled without a Jinja render to compare with
 
+    def fits(self, values: list[str]) -> bool:
+        """False where a trimmed value is all whitespace: a trim of text glued around it would
+        reach past it into the fixed text (``("  " + "\\n\\n" + input) | trim``), which the probe
+        (never blank) cannot show; such records are rendered by Jinja."""
+        return all(t == 0 or not v.isspace() for t, v in zip(self.transforms, values, strict=True))
+
 
 class ChatTemplate:
     """A Jinja chat template that renders :class:`Conversation` records into
@@ -397,9 +403,8 @@ class ChatTemplate:
         return _Assembly(tuple(transforms), lengths, slot_segs, roles, last)
 
     @staticmethod
-    def _assembled(st: _Structure, asm: _Assembly, messages: Sequence[Message]) -> Rendered:
-        emitted = [_TRANSFORMS[t](_slot_value(messages[s.message], s.field))
-                   for t, s in zip(asm.transforms, st.slots, strict=True)]  # fmt: skip
+    def _assembled(st: _Structure, asm: _Assembly, values: list[str]) -> Rendered:
+        emitted = [_TRANSFORMS[t](v) for t, v in zip(asm.transforms, values, strict=True)]
         parts: list[str] = [""] * (2 * len(emitted) + 1)
         parts[0::2] = st.fixed
         parts[1::2] = emitted
@@ -449,7 +454,10 @@ class ChatTemplate:
         asm = st.assembly if self.assemble else None
         assembled = None
         if asm is not None:
-            assembled = self._assembled(st, asm, conv.messages)
+            slot_values = [_slot_value(conv.messages[s.message], s.field) for s in st.slots]
+            asm = asm if asm.fits(slot_values) else None
+        if asm is not None:
+            assembled = self._assembled(st, asm, slot_values)
             asm.rendered += 1
             if asm.rendered > _CHECK_FIRST and asm.rendered % _CHECK_EVERY:
                 asm.unchecked += 1
@@ -573,8 +581,8 @@ _NOT_LOOKS = frozenset({
 def _probe_types(log: _ProbeLog) -> tuple[type[str], type[str]]:
     """(Probe, Joined): str subclasses standing in for content values in a
     probe render. Any look inside them (``in``, ``==``, ``len``, ``split``,
-    ...) is logged; trimming a Probe gives a Probe; gluing one to other text
-    gives a Joined, which may be pasted but not trimmed or looked into."""
+    ...) is logged; trimming gives a Probe (a Joined); gluing one to other
+    text gives a Joined, which may be pasted or trimmed but not looked into."""
 
     def look(name: str) -> Callable:
         method = getattr(str, name)
@@ -596,7 +604,7 @@ def _probe_types(log: _ProbeLog) -> tuple[type[str], type[str]]:
         def trimmed(self, chars=None):  # type: ignore[no-untyped-def]
             if chars is not None and chars != "\n":
                 log.looked.append(name)
-            return Probe(method(self, chars))
+            return type(self)(method(self, chars))
 
         return trimmed
 
@@ -613,7 +621,9 @@ def _probe_types(log: _ProbeLog) -> tuple[type[str], type[str]]:
         __radd__=lambda self, other: joined(other, self),
     )
     Probe = type("Probe", (str,), {**body, **{name: trim(name) for name in _TRIMS}})
-    Joined = type("Joined", (Probe,), {name: look(name) for name in _TRIMS})
+    # trimming a Joined trims the values at its ends (``(content + "\n\n" + input) | trim``); that holds
+    # unless a value is all whitespace, which _Assembly.fits leaves to Jinja
+    Joined = type("Joined", (Probe,), {})
     return Probe, Joined
 
 

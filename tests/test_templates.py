@@ -336,6 +336,9 @@ VARIED = [
     conv(("user", "  padded  \n"), ("assistant", "\n\nleading newlines")),
     conv(("user", "### Response:\nnot a header"), ("assistant", "<think>not closed")),
     conv(("user", "Sort.\n\n"), ("assistant", "sorted\n"), input="[3, 1]\n"),
+    conv(("user", "Go.\n"), ("assistant", "gone"), input=" [1]"),
+    # a blank instruction with an input: a trim of "   \n\n[2, 0]" reaches into the separator
+    conv(("user", "   "), ("assistant", "sorted"), input="[2, 0]"),
     conv(("user", "ünïcödé 😀 中文"), ("assistant", "e\u0301 decomposed")),
     conv(("system", "Be terse."), ("user", "Q1"), ("assistant", "A1"), ("user", "Q2"), ("assistant", " A2 ")),
     conv(("system", "\tTabbed\t"), ("user", "q"), ("assistant", "a"), ("user", "q2"), ("assistant", "a2")),
@@ -363,9 +366,9 @@ def assembled_unchecked(tpl: ChatTemplate) -> int:
     return sum(s.assembly.unchecked for s in tpl._structures.values() if not isinstance(s, str) and s.assembly)
 
 
-@pytest.mark.parametrize("name", [*BUILTIN_TEMPLATES, "tokenizer", "qwen3-like", "trim"])
+@pytest.mark.parametrize("name", [*BUILTIN_TEMPLATES, "tokenizer", "qwen3-like", "trim", "trim-glued"])
 def test_assembled_records_equal_jinja_renders(demo_tok, name):
-    sources = {"qwen3-like": QWEN3_LIKE, "trim": TRIM}
+    sources = {"qwen3-like": QWEN3_LIKE, "trim": TRIM, "trim-glued": TRIM_GLUED}
     tpl = custom(demo_tok, sources[name]) if name in sources else ChatTemplate.named(name, demo_tok)
     fast, slow = render_all(tpl, VARIED), render_all(exact(tpl, demo_tok), VARIED)
     assert all(same(a, b) for a, b in zip(fast, slow, strict=True))
@@ -376,6 +379,9 @@ def test_assembled_records_equal_jinja_renders(demo_tok, name):
 
 
 TRIM = "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content | trim + '<|im_end|>\\n' }}{% endfor %}"
+# trims text glued around the content: the trim reaches the content's ends through whitespace
+TRIM_GLUED = ("{% for m in messages %}{{ '<|im_start|>' + m.role + ('\\n' + m.content + '\\n\\n') | trim }}"
+              "{{ '<|im_end|>\\n' }}{% endfor %}")  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -389,7 +395,7 @@ TRIM = "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content | 
         "m.content | tojson",
         "m.content | e",
         "m.content | trim('!')",
-        "(m.content + '\\n') | trim",
+        "(m.content + '!') | trim('!')",
         "m.content[:5]",
         "m.content == 'Hi'",
         "m.content | list | first",
