@@ -171,7 +171,7 @@ class _Structure:
 
 
 #: what a template may do to a value and still be assembled without Jinja: paste it, or trim it (as
-#: ``| trim`` and ``.strip()`` do); these match :func:`_candidates`
+#: ``| trim`` and ``.strip()`` do); also what the matching of a Jinja render tries (:func:`_candidates`)
 _TRANSFORMS: tuple[Callable[[str], str], ...] = (
     lambda v: v,
     str.strip,
@@ -262,8 +262,9 @@ class ChatTemplate:
         #: assemble the records of shapes proven to only paste or trim their contents without running
         #: Jinja (checked on a sample); False renders every record with Jinja
         self.assemble = True
-        self._probe_log = _ProbeLog()
-        self._probe_type, self._joined_type = _probe_types(self._probe_log)
+        #: the str methods a probe render saw the template call beyond pasting and trimming
+        self._looked: list[str] = []
+        self._probe_type, self._joined_type = _probe_types(self._looked)
         names = self._template.root_render_func.__globals__  # the compiled template's own module
         for name in ("str_join", "markup_join"):
             if name in names:
@@ -381,12 +382,12 @@ class ChatTemplate:
             probes[(i, field)] = self._probe_type(_PROBE.format(len(probes)))
             return probes[(i, field)]
 
-        self._probe_log.looked.clear()
+        self._looked.clear()
         try:
             text = str.__str__(self._render(self._message_dicts(messages, fill)))
         except Exception:  # whatever the template does with odd text, it is then no paste
             return None
-        if self._probe_log.looked or any((s.message, s.field) not in probes for s in st.slots):
+        if self._looked or any((s.message, s.field) not in probes for s in st.slots):
             return None
         plain = [str.__str__(probes[(s.message, s.field)]) for s in st.slots]
         spans = _directed_match(text, st.fixed, plain)
@@ -522,8 +523,9 @@ def _segments(st: _Structure, slot_lengths: list[int]) -> tuple[np.ndarray, np.n
 
 def _candidates(value: str) -> list[str]:
     # what a template may emit for a value: as is, or trimmed (Jinja's trim, strip('\n'), ...)
-    out = [value]
-    for c in (value.strip(), value.strip("\n"), value.lstrip(), value.rstrip(), value.lstrip("\n"), value.rstrip("\n")):
+    out: list[str] = []
+    for t in _TRANSFORMS:
+        c = t(value)
         if c not in out:
             out.append(c)
     return out
@@ -561,13 +563,6 @@ def _directed_match(text: str, fixed: Sequence[str], values: Sequence[str]) -> l
         spans.pop()
 
 
-class _ProbeLog:
-    """What a probe render saw the template do to the values, beyond pasting and trimming."""
-
-    def __init__(self) -> None:
-        self.looked: list[str] = []
-
-
 #: str methods a template may call on a probe without making the shape content-dependent:
 #: trimming (the result is a probe again); everything else str offers is recorded as a look
 _TRIMS = frozenset({"strip", "lstrip", "rstrip"})
@@ -578,17 +573,17 @@ _NOT_LOOKS = frozenset({
 })  # fmt: skip
 
 
-def _probe_types(log: _ProbeLog) -> tuple[type[str], type[str]]:
+def _probe_types(looked: list[str]) -> tuple[type[str], type[str]]:
     """(Probe, Joined): str subclasses standing in for content values in a
     probe render. Any look inside them (``in``, ``==``, ``len``, ``split``,
-    ...) is logged; trimming gives a Probe (a Joined); gluing one to other
+    ...) is logged in ``looked``; trimming gives a Probe (a Joined); gluing one to other
     text gives a Joined, which may be pasted or trimmed but not looked into."""
 
     def look(name: str) -> Callable:
         method = getattr(str, name)
 
         def logged(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-            log.looked.append(name)
+            looked.append(name)
             return method(self, *args, **kwargs)
 
         return logged
@@ -603,7 +598,7 @@ def _probe_types(log: _ProbeLog) -> tuple[type[str], type[str]]:
 
         def trimmed(self, chars=None):  # type: ignore[no-untyped-def]
             if chars is not None and chars != "\n":
-                log.looked.append(name)
+                looked.append(name)
             return type(self)(method(self, chars))
 
         return trimmed

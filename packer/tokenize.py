@@ -400,8 +400,8 @@ def label_batch(encs: list, chars: np.ndarray, text_starts: np.ndarray) -> Token
     ids, offsets = _flat_ids(encs)
     counts = np.diff(offsets)
     total = int(offsets[-1])
-    # per document, no batch-wide Python lists: e.offsets is a list of tuples, which numpy
-    # converts slowly unless flattened by an iterator (and the lists of a whole batch are big)
+    # offsets per document: e.offsets is a list of tuples, which numpy converts slowly unless
+    # flattened by an iterator (and a batch-wide list of tuples is big)
     if total:
         spans = np.concatenate([np.fromiter(chain.from_iterable(e.offsets), np.int64, 2 * len(e)) for e in encs])
         spans = spans.reshape(total, 2)
