@@ -37,7 +37,7 @@ SHARED = ROOT.parent / "shared"
 SHAREGPT = SHARED / "data" / "sharegpt_v3_unfiltered_cleaned_split_first3000.json"
 QWEN = SHARED / "tokenizers" / "qwen2.5-instruct"
 DEMO = [ROOT / "examples" / "alpaca_demo.json", ROOT / "examples" / "sharegpt_demo.json"]
-DEMO_TOKENIZER = ROOT / "examples" / "demo-tokenizer"
+DEMO_TOKENIZER = ROOT / "packer" / "demo_tokenizer"
 
 
 def build_default(out: Path) -> str:

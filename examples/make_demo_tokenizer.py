@@ -1,11 +1,11 @@
-"""Train the small byte-level BPE demo tokenizer that ships in ``examples/demo-tokenizer``.
+"""Train the small byte-level BPE demo tokenizer that ships in ``packer/demo_tokenizer`` (package data).
 
 The tokenizer is trained on the text of ``alpaca_demo.json`` and
 ``sharegpt_demo.json`` plus a few extra sentences below. It is only meant to
 let packer's examples and tests run without downloading a model; it is not a
 good tokenizer for anything else.
 
-    python examples/make_demo_tokenizer.py                # writes examples/demo-tokenizer/
+    python examples/make_demo_tokenizer.py                # writes packer/demo_tokenizer/
     python examples/make_demo_tokenizer.py --out DIR
 
 Only the ``tokenizers`` library is needed. The output is deterministic: the
@@ -119,7 +119,8 @@ def tokenizer_config() -> dict[str, object]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--out", type=Path, default=HERE / "demo-tokenizer", help="output folder (default: %(default)s)"
+        "--out", type=Path, default=HERE.parent / "packer" / "demo_tokenizer",
+        help="output folder (default: %(default)s)",
     )
     parser.add_argument("--data-dir", type=Path, default=HERE, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -27,10 +27,10 @@ from torch import nn
 from packer.build import build
 from packer.collate import IGNORE_INDEX, collate_4d
 from packer.dataset import PackedDataset
+from packer.options import DEMO_TOKENIZER
 
 HERE = Path(__file__).resolve().parent
 DEMO_INPUTS = [HERE / "alpaca_demo.json", HERE / "sharegpt_demo.json"]
-DEMO_TOKENIZER = HERE / "demo-tokenizer"
 
 
 def ensure_demo_shards(out: Path, seq_len: int = 512) -> dict:

@@ -4,23 +4,26 @@
     build(["data.json"], "shards/", tokenizer="path/to/model", seq_len=4096)
     ds = PackedDataset("shards/", strategy="instruction_modelling")
 
-The training side (``PackedDataset``, the collators) needs torch, an optional extra
-(``pip install packer[torch]``); it is imported on first use, so building shards never loads torch.
+Every public name is imported on first use: ``import packer`` costs nothing, so
+``packer --help`` or ``packer verify`` never load numba or the tokenizer stack,
+and building shards never loads torch. The training side (``PackedDataset``,
+the collators) needs torch, an optional extra (``pip install packer[torch]``).
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
-__version__ = "0.1.0"
+from ._version import __version__
 
-from .build import build
-from .records import BuildError
-from .tokenize import load_tokenizer
-
-#: name -> module of the torch-side API, imported on first access
+#: name -> module that defines it, imported on first access
 _LAZY = {
+    "build": "build",
+    "BuildError": "records",
+    "load_tokenizer": "loader",
     "PackedDataset": "dataset",
     "ShardError": "dataset",
     "MissingShardError": "dataset",
@@ -30,7 +33,7 @@ _LAZY = {
     "collator_for": "collate",
 }
 
-__all__ = ["BuildError", "__version__", "build", "load_tokenizer", *_LAZY]
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
@@ -49,3 +52,20 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
+
+
+class _Package(types.ModuleType):
+    """The package module, keeping ``packer.build`` the function.
+
+    The import system binds a submodule, once loaded, as an attribute of its package; a
+    ``from .build import ...`` anywhere (the command line does one) would then hide the function
+    ``build`` behind the module ``packer.build``. ``sys.modules["packer.build"]`` stays the module.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "build" and isinstance(value, types.ModuleType):
+            value = value.build
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

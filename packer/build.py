@@ -8,8 +8,12 @@
 Every input record ends up in the shards or in ``rejected.jsonl`` with its
 reason: ``records == packed + sum(rejected.values())``.
 
-Output is atomic: the manifest is written last, and a directory holding a
-``.packer-incomplete`` marker (a build that died) is cleared by the next build.
+Output is atomic and nothing of the user's is lost: the build writes into a
+staging directory beside the target and swaps it in when the manifest is
+written (:mod:`packer.outdir`), so a failed or killed build leaves the target
+as it was, and only packer's own files are ever replaced. Everything that can
+be checked before writing (inputs, tokenizer, template, options, the target)
+is checked first.
 
 Memory does not grow with the input beyond a few dozen bytes a record: the
 tokens of kept documents and the rejection lines are spilled to files in the
@@ -26,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -40,8 +43,10 @@ import pyarrow as pa
 from . import __version__
 from . import roles as R
 from .doctable import NULL, Columns, SeenTable
-from .formats import RecordReader
-from .pack import ALGORITHMS, efficiency, lower_bound, pack, rows_from_bins
+from .formats import RecordReader, check_inputs
+from .options import ALGORITHMS, DEFAULT_SHARD_BYTES, OVERLONG_POLICIES, TEMPLATE_CHOICES, WARN_LOST_SHARE
+from .outdir import Staging, check_target
+from .pack import efficiency, lower_bound, pack, rows_from_bins
 from .records import REASONS, BuildError, Conversation, Rejection, Source
 from .shards import (
     DOCUMENTS_FILE,
@@ -55,7 +60,7 @@ from .shards import (
     write_documents,
 )
 from .spill import RejectionSpill, TokenSpillReader, TokenSpillWriter, remove_spill
-from .templates import BUILTIN_TEMPLATES, ChatTemplate, Rendered, TemplateDrift
+from .templates import ChatTemplate, Rendered, TemplateDrift
 from .tokenize import (
     TokenizerInfo,
     batch_chars,
@@ -69,10 +74,6 @@ from .tokenize import (
     load_tokenizer,
 )
 
-OVERLONG_POLICIES = ("drop", "truncate")
-INCOMPLETE_MARKER = ".packer-incomplete"
-DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
-
 
 @dataclass
 class BuildEvents:
@@ -81,6 +82,16 @@ class BuildEvents:
     on_records: Callable[[int, int], None] | None = None  # (records read, tokens so far)
     on_rejection: Callable[[Rejection], None] | None = None
     on_notice: Callable[[str], None] | None = None
+    #: (phase, done, total): "reading" in bytes of input, then "packing", then "writing" in documents
+    on_progress: Callable[[str, int, int], None] | None = None
+
+    def progress(self, phase: str, done: int, total: int) -> None:
+        if self.on_progress:
+            self.on_progress(phase, done, total)
+
+    def notice(self, message: str) -> None:
+        if self.on_notice:
+            self.on_notice(message)
 
 
 #: status codes of documents.arrow's ``status`` column: "" (not decided yet), then these
@@ -117,45 +128,19 @@ def _digest(conv: Conversation) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
-def _prepare_output(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise BuildError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        incomplete = (out / INCOMPLETE_MARKER).exists()
-        if not (overwrite or incomplete):
-            raise BuildError(f"{out}: output directory is not empty (use --overwrite to replace it)")
-        # the manifest goes first, so a crash from here on leaves no manifest
-        # that points at files being removed
-        (out / MANIFEST_FILE).unlink(missing_ok=True)
-        (out / INCOMPLETE_MARKER).touch()
-        for child in out.iterdir():
-            if child.name == INCOMPLETE_MARKER:
-                continue
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / INCOMPLETE_MARKER).touch()
+def _up_to_date(out: Path, manifest: dict, key: dict) -> bool:
+    """Whether ``manifest`` describes a complete output built with the same key.
 
-
-def _up_to_date(out: Path, key: dict) -> dict | None:
-    """The manifest of a complete output built with the same key, else None.
-
-    Re-running the same command (after a crash that came too late to matter,
-    say) then succeeds without --overwrite; other options still need it.
+    Re-running the same command then succeeds without --overwrite; other
+    options still need it.
     """
-    try:
-        manifest = json.loads((out / MANIFEST_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    if (out / INCOMPLETE_MARKER).exists() or manifest.get("build_key") != key:
-        return None
+    if manifest.get("build_key") != key:
+        return False
     for shard in manifest.get("shards", []):
         path = out / shard["file"]
         if not path.is_file() or path.stat().st_size != shard["bytes"]:
-            return None
-    return manifest
+            return False
+    return True
 
 
 def resolve_template(name: str, tok: TokenizerInfo) -> ChatTemplate:
@@ -182,6 +167,7 @@ def build(
     overwrite: bool = False,
     strict: bool = False,
     dedupe: bool = False,
+    max_rejected: float | None = None,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     batch_size: int = 512,
     events: BuildEvents | None = None,
@@ -194,9 +180,16 @@ def build(
     document left with no response token is rejected as ``overlong_no_loss``).
     Exact duplicate conversations are kept and counted (``counts.duplicates``);
     with ``dedupe`` every copy after the first is rejected as ``duplicate``.
+    ``max_rejected``: fail, writing nothing, when more than this share of
+    the records is rejected or truncated, or of their tokens is cut (without
+    it the build warns past :data:`~packer.options.WARN_LOST_SHARE`).
+    ``output`` is replaced only if it is empty, a packer output built with
+    the same key (then nothing is done) or, with ``overwrite``, any packer
+    output; a folder holding anything else is refused.
     """
     t0 = time.perf_counter()
     ev = events or BuildEvents()
+    # everything that can fail is checked before anything is written
     if not inputs:
         raise BuildError("no input files given")
     if seq_len < 2:
@@ -205,18 +198,18 @@ def build(
         raise BuildError(f"unknown packing {packing!r}; choose {'|'.join(ALGORITHMS)}")
     if overlong not in OVERLONG_POLICIES:
         raise BuildError(f"unknown overlong policy {overlong!r}; choose {'|'.join(OVERLONG_POLICIES)}")
-    if template not in ("auto", "tokenizer", *BUILTIN_TEMPLATES):
-        raise BuildError(f"unknown template {template!r}; choose auto|tokenizer|{'|'.join(BUILTIN_TEMPLATES)}")
+    if template not in TEMPLATE_CHOICES:
+        raise BuildError(f"unknown template {template!r}; choose {'|'.join(TEMPLATE_CHOICES)}")
+    if max_rejected is not None and not 0 <= max_rejected <= 1:
+        raise BuildError(f"--max-rejected is a fraction from 0 to 1, not {max_rejected}")
     try:
         strategy_table = R.strategy_table(strategies)
     except ValueError as e:
         raise BuildError(str(e)) from None
-    for p in inputs:
-        if not Path(p).is_file():
-            raise BuildError(f"{p}: no such input file")
+    check_inputs([str(p) for p in inputs], fmt)
+    target = check_target(output, inputs)
     tok = tokenizer if isinstance(tokenizer, TokenizerInfo) else load_tokenizer(tokenizer)
     tpl = resolve_template(template, tok)
-    out = Path(output)
     key = {
         "inputs": [file_sha256(Path(p)) for p in inputs],
         "format": fmt,
@@ -229,33 +222,39 @@ def build(
         "dedupe": dedupe,
         "shard_bytes": shard_bytes,
     }
-    done = _up_to_date(out, key) if not overwrite else None
-    if done is not None:
-        if ev.on_notice:
-            ev.on_notice(f"{out}: already built from the same inputs and options; nothing to do")
-        return done
-    _prepare_output(out, overwrite)
+    if target.manifest is not None and not overwrite:
+        if _up_to_date(target.path, target.manifest, key):
+            if ev.on_notice:
+                ev.on_notice(f"{output}: already built from the same inputs and options; nothing to do")
+            return target.manifest
+        raise BuildError(f"{output}: holds an earlier packer output built from other inputs or options; "
+                         "add --overwrite to replace it, or write to another folder with -o")  # fmt: skip
 
-    def run(tpl: ChatTemplate) -> dict:
-        return _Build(out, tok, tpl, key, strategy_table, seq_len=seq_len, packing=packing, overlong=overlong,
-                      strict=strict, dedupe=dedupe, shard_bytes=shard_bytes, batch_size=batch_size,
-                      events=ev).run([str(p) for p in inputs], fmt, t0)  # fmt: skip
+    def run(tpl: ChatTemplate, staging: Staging) -> dict:
+        manifest = _Build(staging.path, tok, tpl, key, strategy_table, seq_len=seq_len, packing=packing,
+                          overlong=overlong, strict=strict, dedupe=dedupe, max_rejected=max_rejected,
+                          shard_bytes=shard_bytes, batch_size=batch_size, events=ev,
+                          ).run([str(p) for p in inputs], fmt, t0)  # fmt: skip
+        staging.commit()
+        return manifest
 
+    staging = Staging(target)
     try:
         try:
-            return run(tpl)
+            return run(tpl, staging)
         except TemplateDrift as e:
             # records assembled without Jinja may be wrong: start over with Jinja for every record
             # (events already sent for the first attempt are sent again)
             if ev.on_notice:
                 ev.on_notice(f"{e}; building again with every record rendered by the template")
-            remove_spill(out)
-            _prepare_output(out, True)
+            staging.discard()
+            staging = Staging(target)
             exact = resolve_template(template, tok)
             exact.assemble = False
-            return run(exact)
-    finally:
-        remove_spill(out)
+            return run(exact, staging)
+    except BaseException:
+        staging.discard()
+        raise
 
 
 class _TokenTotals:
@@ -309,13 +308,14 @@ class _Build:
 
     def __init__(
         self, out: Path, tok: TokenizerInfo, tpl: ChatTemplate, key: dict, strategy_table: dict[str, tuple[str, ...]],
-        *, seq_len: int, packing: str, overlong: str, strict: bool, dedupe: bool, shard_bytes: int, batch_size: int,
-        events: BuildEvents,
+        *, seq_len: int, packing: str, overlong: str, strict: bool, dedupe: bool, max_rejected: float | None,
+        shard_bytes: int, batch_size: int, events: BuildEvents,
     ) -> None:  # fmt: skip
         self.out, self.tok, self.tpl, self.key = out, tok, tpl, key
         self.strategy_table = strategy_table
         self.seq_len, self.packing, self.overlong = seq_len, packing, overlong
         self.strict, self.dedupe, self.shard_bytes = strict, dedupe, shard_bytes
+        self.max_rejected = max_rejected
         self.batch_size = max(1, batch_size)
         self.ev = events
         # per record, by doc_id; NULL where documents.arrow has a null
@@ -323,6 +323,7 @@ class _Build:
             file=(np.int32, 0), record=(np.int64, 0), status=(np.uint8, 0),
             turns=(np.int32, NULL), prompt_words=(np.int32, NULL), response_words=(np.int32, NULL),
             tokens=(np.int32, NULL), prompt_tokens=(np.int32, NULL), response_tokens=(np.int32, NULL),
+            duplicate_of=(np.int64, NULL),
         )  # fmt: skip
         # per kept document, in doc_id order (= the order of the token spill)
         self.kept = Columns(doc_id=(np.int64, 0), length=(np.int64, 0))
@@ -331,6 +332,8 @@ class _Build:
         self.seen = SeenTable()  # conversation digest -> first doc_id
         self.duplicates = 0
         self.truncated = 0
+        # overlong records dropped, the longest of them, and tokens not packed (dropped or cut off)
+        self.overlong_dropped = self.longest_dropped = self.lost_tokens = 0
         self.dropped_turns: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()  # rejection reasons in the order first met
         self.totals = _TokenTotals(strategy_table)
@@ -374,6 +377,7 @@ class _Build:
         first = self.seen.first(_digest(item), src.doc_id)
         if first >= 0:
             self.duplicates += 1
+            self.docs.duplicate_of[src.doc_id] = first
             if self.dedupe:
                 self.reject(Rejection(src, "duplicate", f"same conversation as {self.source(first).where()}"),
                             RejectionSpill.READ)  # fmt: skip
@@ -432,9 +436,13 @@ class _Build:
             src = self.source(int(p.doc_ids[k]))
             keep[k] = False
             if self.overlong == "drop":
+                self.overlong_dropped += 1
+                self.longest_dropped = max(self.longest_dropped, n)
+                self.lost_tokens += n
                 self.reject(Rejection(src, "overlong", f"{n} tokens > seq_len {seq_len}"), RejectionSpill.TOKENS)
                 continue
             if not np.isin(tb.roles[a : a + seq_len], (R.RESPONSE, R.END)).any():
+                self.lost_tokens += n
                 self.reject(
                     Rejection(src, "overlong_no_loss",
                               f"{n} tokens > seq_len {seq_len} and the first {seq_len} hold no response"),
@@ -448,6 +456,7 @@ class _Build:
             self.rejections.write(RejectionSpill.TOKENS, _rejected_line(note, "truncated"))
             self.reasons["overlong"] += 1
             self.truncated += 1
+            self.lost_tokens += n - seq_len
         if keep.all() and (keep_len == lengths).all():
             ids, roles, last = tb.ids, tb.roles, tb.last
         else:
@@ -472,12 +481,47 @@ class _Build:
         self.kept.extend(doc_id=kept_ids, length=kept_len)
         if self.ev.on_records:
             self.ev.on_records(len(self.docs), self.totals.total)
+        self.ev.progress("reading", self.reader.bytes_read, self.reader.total_bytes)
+
+    def check_losses(self) -> None:
+        """Say what rejection and truncation took; fail past ``max_rejected``; point at the way out."""
+        n = len(self.docs)
+        rejected = n - len(self.kept)  # truncated documents are kept
+        lost_records = rejected + self.truncated
+        record_share = lost_records / n if n else 0.0
+        token_share = self.lost_tokens / (self.totals.total + self.lost_tokens) if self.lost_tokens else 0.0
+        hints = []
+        if self.overlong_dropped:
+            hints.append(f"{self.overlong_dropped:,} records are longer than --seq-len {self.seq_len} (the longest "
+                         f"has {self.longest_dropped:,} tokens): raise --seq-len, or --overlong truncate keeps their "
+                         f"first {self.seq_len} tokens")  # fmt: skip
+        if self.reasons["overlong_no_loss"]:
+            hints.append(f"{self.reasons['overlong_no_loss']:,} records have no response in their first {self.seq_len} "
+                         "tokens, so truncating them leaves nothing to learn: raise --seq-len")  # fmt: skip
+        hint = "; ".join(hints)
+        if not len(self.kept):
+            detail = ", ".join(f"{k}: {v}" for k, v in self.reasons.most_common()) or "the inputs hold no records"
+            raise BuildError(f"no record could be packed ({n} read; {detail})" + (f"; {hint}" if hint else ""))
+        limit = WARN_LOST_SHARE if self.max_rejected is None else self.max_rejected
+        what = ""
+        if max(record_share, token_share) > limit:
+            what = (f"{rejected:,} of {n:,} records rejected and {self.truncated:,} truncated ({record_share:.1%}), "
+                    f"{self.lost_tokens:,} of their tokens not packed ({token_share:.1%} of those counted)"
+                    )  # fmt: skip
+        if what and self.max_rejected is not None:
+            raise BuildError(f"{what}: more than --max-rejected {self.max_rejected}; nothing was written"
+                             + (f"; {hint}" if hint else ""))  # fmt: skip
+        if hint:
+            self.ev.notice(hint)
+        if what:
+            self.ev.notice(f"{what}; the reasons are in rejected.jsonl; --max-rejected FRACTION fails such a build")
 
     # -- the whole build -------------------------------------------------------
 
     def run(self, inputs: list[str], fmt: str | None, t0: float) -> dict:
         out = self.out
-        reader = RecordReader(inputs, fmt)
+        reader = self.reader = RecordReader(inputs, fmt)
+        self.ev.progress("reading", 0, reader.total_bytes)
         self.spill = TokenSpillWriter(out)
         self.rejections = RejectionSpill(out)
         try:
@@ -497,13 +541,12 @@ class _Build:
             self.rejections.close()
         self.seen = SeenTable(capacity=1)  # the duplicate table is done with; free it before packing
 
+        self.ev.progress("reading", reader.total_bytes, reader.total_bytes)
         n_records = len(self.docs)
         tpl = self.tpl
-        if not len(self.kept):
-            detail = ", ".join(f"{k}: {v}" for k, v in self.reasons.most_common()) or "the inputs hold no records"
-            raise BuildError(f"no record could be packed ({n_records} read; {detail})")
-        if tpl.missing_end and self.ev.on_notice:
-            self.ev.on_notice(
+        self.check_losses()
+        if tpl.missing_end:
+            self.ev.notice(
                 f"template {tpl.name!r} closes assistant turns with no special token of this tokenizer: "
                 "the 'end' role is empty, so no strategy teaches the model to stop"
             )
@@ -512,11 +555,14 @@ class _Build:
         self.docs.trim()
         self.kept.trim()
         lengths, kept_ids = self.kept.length, self.kept.doc_id
+        self.ev.progress("packing", 0, 1)
         order, row_offsets = rows_from_bins(pack(lengths, self.seq_len, self.packing))
+        self.ev.progress("packing", 1, 1)
         writer = ShardWriter(out, self.strategy_table, self.shard_bytes)
         tokens = TokenSpillReader(out, lengths)
         try:
-            w_shard, w_row, w_off = writer.write(tokens, lengths, kept_ids, order, row_offsets)
+            w_shard, w_row, w_off = writer.write(_Counted(tokens, len(lengths), self.ev), lengths, kept_ids, order,
+                                                 row_offsets)  # fmt: skip
         finally:
             tokens.close()
         del order
@@ -542,6 +588,7 @@ class _Build:
                 **{name: _nullable(col) for name, col in where.items()},
                 **{name: _nullable(getattr(docs, name)) for name in
                    ("tokens", "turns", "prompt_tokens", "response_tokens", "prompt_words", "response_words")},
+                "duplicate_of": _nullable(docs.duplicate_of, pa.int64()),
             },
             n_rows=n_records,
         )  # fmt: skip
@@ -613,8 +660,20 @@ class _Build:
             tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
         write_atomic(out / MANIFEST_FILE, write_manifest)
-        (out / INCOMPLETE_MARKER).unlink()
         return manifest
+
+
+class _Counted:
+    """The token source of the shard writer, reporting the documents it has taken ("writing" progress)."""
+
+    def __init__(self, source: TokenSpillReader, total: int, events: BuildEvents) -> None:
+        self.source, self.total, self.events, self.done = source, total, events, 0
+
+    def gather(self, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        got = self.source.gather(docs)
+        self.done += len(docs)
+        self.events.progress("writing", self.done, self.total)
+        return got
 
 
 def _rejected_line(rej: Rejection, action: str) -> str:
@@ -625,12 +684,12 @@ def _rejected_line(rej: Rejection, action: str) -> str:
     return json.dumps(line, ensure_ascii=False) + "\n"
 
 
-def _nullable(values: np.ndarray) -> Callable[[int, int], pa.Array]:
-    """An int32 column of documents.arrow, NULL -> null (stored as 0, as pyarrow stores a None)."""
+def _nullable(values: np.ndarray, type: pa.DataType = pa.int32()) -> Callable[[int, int], pa.Array]:  # noqa: B008
+    """An integer column of documents.arrow, NULL -> null (stored as 0, as pyarrow stores a None)."""
 
     def chunk(a: int, b: int) -> pa.Array:
         v = values[a:b]
         null = v == NULL
-        return pa.array(np.where(null, 0, v).astype(np.int32), type=pa.int32(), mask=null)
+        return pa.array(np.where(null, 0, v).astype(type.to_pandas_dtype()), type=type, mask=null)
 
     return chunk

@@ -1,176 +1,323 @@
-"""The ``packer`` command line: a thin layer over :func:`packer.build.build`.
+"""The ``packer`` command line: a thin layer over the Python API.
 
-Exit codes: 0 success, 1 the build failed (bad input file, tokenizer,
-output directory, ``--strict`` rejection), 2 wrong usage.
+Exit codes: 0 success; 1 the command failed (one line on stderr that says why
+and what to do next); 2 wrong usage; 130 interrupted (Ctrl-C) and 143
+terminated (SIGTERM), after which a build has left its output folder as it was.
+
+Only click and :mod:`packer.options` are imported up front, and each command
+imports what it needs, so ``packer --help`` starts at once and ``inspect``,
+``show`` and ``verify`` never load numba. An unexpected error (a bug in packer)
+is one line too; ``--debug`` or ``PACKER_DEBUG=1`` shows its traceback.
+Output to a pipe that closes early (``| head``) stops quietly; the command
+itself goes on and finishes.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from . import __version__
-from .build import DEFAULT_SHARD_BYTES, OVERLONG_POLICIES, BuildEvents, build
-from .formats import FORMATS
-from .pack import ALGORITHMS
-from .records import BuildError, Rejection
-from .templates import BUILTIN_TEMPLATES
+from ._version import __version__
+from .options import (
+    ALGORITHMS,
+    DEFAULT_SEQ_LEN,
+    DEFAULT_SHARD_BYTES,
+    DEMO_TOKENIZER,
+    FORMATS,
+    OVERLONG_POLICIES,
+    TEMPLATE_CHOICES,
+)
 
-#: the demo tokenizer bundled with the repository (see examples/README.md)
-DEMO_TOKENIZER = Path(__file__).resolve().parents[1] / "examples" / "demo-tokenizer"
 #: rejections echoed one by one before the rest are only counted
 MAX_ECHOED_REJECTIONS = 10
 
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+
+class _Stream:
+    """A text stream that goes quiet once its reader has gone (``| head``), so the command can finish."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                self.stream.write(text)
+            except BrokenPipeError:
+                self._break()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self._break()
+
+    def _break(self) -> None:
+        self.broken = True
+        # the interpreter flushes the real stream at exit: aim its descriptor at /dev/null so that stays quiet
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def isatty(self) -> bool:
+        return not self.broken and self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self.stream, "encoding", None) or "utf-8"
 
 
-def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
-    sys.exit(1)
+class _IO:
+    """stdout and stderr of one command, as rich consoles over :class:`_Stream` (made per invocation)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+
+        self.out = Console(file=_Stream(sys.stdout), highlight=False)  # type: ignore[arg-type]
+        self.err = Console(file=_Stream(sys.stderr), highlight=False, stderr=True)  # type: ignore[arg-type]
+
+    def say(self, message: str, style: str = "") -> None:
+        self.err.print(message, style=style or None, markup=False, soft_wrap=True)
+
+    def fail(self, message: str, code: int = 1) -> None:
+        self.err.print(f"[bold red]error:[/] {_escape(message)}", soft_wrap=True)
+        sys.exit(code)
 
 
-@click.group()
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _io() -> _IO:
+    ctx = click.get_current_context()
+    root = ctx.find_root()
+    if not isinstance(root.obj, _IO):
+        root.obj = _IO()
+    return root.obj
+
+
+def _debug() -> bool:
+    return os.environ.get("PACKER_DEBUG", "") not in ("", "0")
+
+
+def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        os.environ["PACKER_DEBUG"] = "1"
+
+
+_debug_option = click.option(
+    "--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
+    help="show the traceback of an unexpected error (also PACKER_DEBUG=1)",
+)  # fmt: skip
+
+
+class _Command(click.Command):
+    def get_short_help_str(self, limit: int = 45) -> str:
+        # each command's first line in full in `packer --help`, not cut with "..."
+        return super().get_short_help_str(limit=1000)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that a build cleans up as it does on Ctrl-C."""
+
+
+class _Packer(click.Group):
+    command_class = _Command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except KeyboardInterrupt as e:
+            _io().say("terminated" if isinstance(e, _Terminated) else "interrupted")
+            sys.exit(143 if isinstance(e, _Terminated) else 130)
+        except Exception as e:
+            from .records import BuildError
+
+            if isinstance(e, BuildError):
+                _io().fail(str(e))
+            if _debug():
+                raise
+            _io().fail(f"unexpected {type(e).__name__}: {e} (a bug in packer: run again with --debug for the "
+                       "traceback, and please report it)")  # fmt: skip
+
+
+@click.group(cls=_Packer)
 @click.version_option(__version__, prog_name="packer")
+@_debug_option
 def main() -> None:
     """Instruction-tuning data to packed, role-labelled Arrow shards."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated()
 
 
 @main.command("build")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option(
-    "-o",
-    "--output",
-    default="shards",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="output directory",
-)
+    "-o", "--output", default="shards", show_default=True, type=click.Path(file_okay=False),
+    help="output folder: created, or replaced if it holds a packer output (see --overwrite); "
+    "a folder holding anything else is refused",
+)  # fmt: skip
 @click.option(
-    "--tokenizer",
-    "tokenizer",
-    type=click.Path(),
-    default=None,
-    help="model directory with tokenizer.json (+ tokenizer_config.json), or a tokenizer.json file "
-    "[default: the bundled demo tokenizer]",
-)
+    "--tokenizer", "tokenizer", type=click.Path(), default=None,
+    help="model folder with tokenizer.json (+ tokenizer_config.json), or a tokenizer.json file "
+    "[default: packer's tiny demo tokenizer, for trying packer only]",
+)  # fmt: skip
 @click.option(
-    "--template",
-    default="auto",
-    show_default=True,
-    type=click.Choice(["auto", "tokenizer", *BUILTIN_TEMPLATES]),
+    "--template", default="auto", show_default=True, type=click.Choice(TEMPLATE_CHOICES),
     help="auto: the tokenizer's chat_template if it has one, else alpaca",
-)
+)  # fmt: skip
 @click.option(
-    "--format",
-    "fmt",
-    default=None,
-    type=click.Choice(FORMATS),
-    help="input format [default: detected per file]",
+    "--format", "fmt", default=None, type=click.Choice(FORMATS), help="input format [default: detected per file]"
 )
-@click.option("--seq-len", default=4096, show_default=True, type=click.IntRange(min=2))
+@click.option("--seq-len", default=DEFAULT_SEQ_LEN, show_default=True, type=click.IntRange(min=2))
 @click.option(
-    "--strategy",
-    "strategies",
-    multiple=True,
-    metavar="NAME=ROLE,...",
+    "--strategy", "strategies", multiple=True, metavar="NAME=ROLE,...",
     help="an extra masking strategy (repeatable), e.g. prompt_only=instruction,input",
-)
+)  # fmt: skip
 @click.option(
-    "--packing",
-    default="bfd",
-    show_default=True,
-    type=click.Choice(ALGORITHMS),
+    "--packing", default="bfd", show_default=True, type=click.Choice(ALGORITHMS),
     help="bfd: best-fit decreasing, ffd: first-fit decreasing, nextfit: keeps input order",
-)
+)  # fmt: skip
 @click.option(
-    "--overlong",
-    default="drop",
-    show_default=True,
-    type=click.Choice(OVERLONG_POLICIES),
+    "--overlong", default="drop", show_default=True, type=click.Choice(OVERLONG_POLICIES),
     help="records longer than --seq-len: drop them, or truncate (rejected if no response is left)",
-)
+)  # fmt: skip
 @click.option(
-    "--shard-size",
-    default=DEFAULT_SHARD_BYTES // 2**20,
-    show_default=True,
-    type=click.IntRange(min=1),
+    "--max-rejected", type=click.FloatRange(0, 1), default=None, metavar="FRACTION",
+    help="fail, writing nothing, if more than this share of the records is rejected or truncated, or of "
+    "their tokens cut [default: warn past 0.05]",
+)  # fmt: skip
+@click.option(
+    "--shard-size", default=DEFAULT_SHARD_BYTES // 2**20, show_default=True, type=click.IntRange(min=1),
     help="approximate maximum shard size in MiB",
-)
-@click.option("--overwrite", is_flag=True, help="replace a non-empty output directory")
+)  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="replace an earlier packer output in the output folder")
 @click.option("--strict", is_flag=True, help="fail on the first rejected record")
 @click.option(
     "--dedupe", is_flag=True, help="reject exact duplicate conversations after the first (else: kept, counted)"
 )
 @click.option("-q", "--quiet", is_flag=True, help="no progress, no per-record messages")
-def build_cmd(inputs, output, tokenizer, template, fmt, seq_len, strategies, packing, overlong, shard_size,
-              overwrite, strict, dedupe, quiet) -> None:  # fmt: skip
-    """Pack INPUTS (JSON, JSONL or Parquet; Alpaca, ShareGPT or messages) into OUTPUT."""
+@_debug_option
+def build_cmd(inputs, output, tokenizer, template, fmt, seq_len, strategies, packing, overlong, max_rejected,
+              shard_size, overwrite, strict, dedupe, quiet) -> None:  # fmt: skip
+    """Pack INPUTS (JSON, JSONL or Parquet; Alpaca, ShareGPT or messages) into the folder OUTPUT."""
+    io = _io()
     if tokenizer is None:
         if not (DEMO_TOKENIZER / "tokenizer.json").is_file():
-            _fail(f"no --tokenizer given and the demo tokenizer is missing ({DEMO_TOKENIZER})")
+            io.fail(f"no --tokenizer given, and packer's demo tokenizer is missing from {DEMO_TOKENIZER} "
+                    "(a broken install?); pass --tokenizer <model folder>")  # fmt: skip
         tokenizer = DEMO_TOKENIZER
-        err.print(f"no --tokenizer given: using the bundled demo tokenizer {DEMO_TOKENIZER}", soft_wrap=True)
+        io.say("warning: no --tokenizer given: building with packer's tiny demo tokenizer (2,048 tokens, trained "
+               "on the demo data), for trying packer out; its shards are useless for training a model. Pass "
+               "--tokenizer <model folder> (with tokenizer.json) for real work.", style="bold yellow")  # fmt: skip
+
+    from .build import build
+
     echoed = 0
 
-    def on_rejection(rej: Rejection) -> None:
+    def on_rejection(rej: Any) -> None:
         nonlocal echoed
         echoed += 1
         if quiet:
             return
         if echoed <= MAX_ECHOED_REJECTIONS:
-            err.print(f"rejected: {rej.message()}", markup=False, soft_wrap=True)
+            io.say(f"rejected: {rej.message()}")
         elif echoed == MAX_ECHOED_REJECTIONS + 1:
-            err.print(f"... more rejections are listed in {Path(output) / 'rejected.jsonl'}", soft_wrap=True)
+            io.say(f"... further rejections are not shown; {Path(output) / 'rejected.jsonl'} lists them all "
+                   "once the build completes")  # fmt: skip
 
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TextColumn("{task.fields[records]:,} records, {task.fields[tokens]:,} tokens"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=quiet or not err.is_terminal,
-    )
-    task = progress.add_task("building", records=0, tokens=0)
-    events = BuildEvents(
-        on_records=lambda n, t: progress.update(task, records=n, tokens=t),
-        on_rejection=on_rejection,
-        on_notice=lambda msg: err.print(f"warning: {msg}", markup=False, soft_wrap=True),
-    )
+    progress, events = _progress(io, quiet)
+    events.on_rejection = on_rejection
+    events.on_notice = lambda msg: io.say(f"warning: {msg}", style="yellow")
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         with progress:
             manifest = build(
                 list(inputs), output, tokenizer=tokenizer, template=template, fmt=fmt, seq_len=seq_len,
-                strategies=strategies, packing=packing, overlong=overlong, overwrite=overwrite, strict=strict,
-                dedupe=dedupe, shard_bytes=shard_size * 2**20, events=events,
+                strategies=strategies, packing=packing, overlong=overlong, max_rejected=max_rejected,
+                overwrite=overwrite, strict=strict, dedupe=dedupe, shard_bytes=shard_size * 2**20, events=events,
             )  # fmt: skip
-    except BuildError as e:
-        _fail(str(e))
-    _print_summary(manifest, output)
+    except KeyboardInterrupt as e:
+        what = "terminated" if isinstance(e, _Terminated) else "interrupted"
+        io.say(f"{what}: nothing was written; {output} is as it was before this build")
+        sys.exit(143 if isinstance(e, _Terminated) else 130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    _print_summary(io, manifest, output, template, demo=Path(tokenizer) == DEMO_TOKENIZER)
 
 
-def _print_summary(m: dict, output: str) -> None:
+def _progress(io: _IO, quiet: bool) -> tuple[Any, Any]:
+    """A rich progress display (bars with percentage and ETA, per phase) and the build events that drive it."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    from .build import BuildEvents
+
+    progress = Progress(
+        TextColumn("{task.description:<8}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
+        TextColumn("{task.fields[detail]}"),
+        console=io.err, transient=True, disable=quiet or not io.err.is_terminal,
+    )  # fmt: skip
+    tasks: dict[str, Any] = {}
+    counts = [0, 0]
+
+    def on_progress(phase: str, done: int, total: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = progress.add_task(phase, total=total, detail="")
+        detail = f"{counts[0]:,} records, {counts[1]:,} tokens" if phase == "reading" else ""
+        progress.update(tasks[phase], completed=done, total=total, detail=detail)
+
+    def on_records(records: int, tokens: int) -> None:
+        counts[:] = records, tokens
+
+    return progress, BuildEvents(on_records=on_records, on_progress=on_progress)
+
+
+def _print_summary(io: _IO, m: dict, output: str, template: str, *, demo: bool) -> None:
+    from rich.table import Table
+
     c, t, p = m["counts"], m["tokens"], m["packing"]
-    table = Table(title=f"packer build -> {output}", show_header=False, title_justify="left")
+    table = Table(show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
+    tok, tpl = m["tokenizer"], m["template"]["name"]
+    if template == "auto":
+        tpl += (" (auto: the tokenizer's own chat_template)" if tpl == "tokenizer"
+                else " (auto: the tokenizer has no chat_template, so the Alpaca layout)")  # fmt: skip
+    # what was built from what, unwrapped whatever the length of the paths
+    io.out.print(f"packer build -> {output}", markup=False, soft_wrap=True)
+    note = ": the demo tokenizer, not for training" if demo else ""
+    io.out.print(f"tokenizer: {tok['source']} ({tok['vocab_size']:,} tokens){note}", markup=False, soft_wrap=True)
+    io.out.print(f"template:  {tpl}", markup=False, soft_wrap=True)
     table.add_row("records read", f"{c['records']:,}")
     table.add_row("packed", f"{c['packed']:,}" + (f" ({c['truncated']:,} truncated)" if c["truncated"] else ""))
-    table.add_row("rejected", f"{sum(c['rejected'].values()):,}")
+    n_rejected = sum(c["rejected"].values())
+    table.add_row("rejected", f"{n_rejected:,}")
     for reason, n in c["rejected"].items():
         table.add_row(f"  {reason}", f"{n:,}")
     for reason, n in c["dropped_turns"].items():
         table.add_row(f"turns dropped: {reason}", f"{n:,}")
     if c.get("duplicates"):
-        table.add_row(
-            "exact duplicates", f"{c['duplicates']:,}" + (" (rejected)" if "duplicate" in c["rejected"] else " (kept)")
-        )
+        how = " (rejected)" if "duplicate" in c["rejected"] else " (kept; documents.arrow: duplicate_of)"
+        table.add_row("exact duplicates", f"{c['duplicates']:,}{how}")
     table.add_row("tokens", f"{t['total']:,}")
     for name, n in t["loss"].items():
         share = n / t["total"] if t["total"] else 0.0
@@ -179,59 +326,66 @@ def _print_summary(m: dict, output: str) -> None:
     table.add_row("packing efficiency", f"{p['efficiency']:.4f}")
     table.add_row("shards", f"{len(m['shards'])}")
     table.add_row("time", f"{m['build_seconds']:.2f} s")
-    out.print(table)
+    io.out.print(table)
+    if n_rejected or c["truncated"]:
+        io.out.print(f"rejected and truncated records, with the reasons: {Path(output) / 'rejected.jsonl'}",
+                     markup=False, soft_wrap=True)  # fmt: skip
 
 
 @main.command("inspect")
 @click.argument("output", type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON (schemas/report.schema.json)")
 @click.option(
-    "--html",
-    "html_file",
-    type=click.Path(dir_okay=False),
-    default=None,
+    "--html", "html_file", type=click.Path(dir_okay=False), default=None,
     help="also write a self-contained HTML report with plots and sample rows",
-)
+)  # fmt: skip
 @click.option(
-    "--strategy",
-    default="instruction_tuning",
-    show_default=True,
+    "--strategy", default="instruction_tuning", show_default=True,
     help="strategy whose loss tokens the HTML sample rows mark",
-)
+)  # fmt: skip
+@_debug_option
 def inspect_cmd(output, as_json, html_file, strategy) -> None:  # fmt: skip
     """Mask statistics of a build OUTPUT: lengths, ratios, loss tokens per strategy."""
     import json
 
     from .report import inspect, print_report, render_html
 
+    io = _io()
+    if html_file and not Path(html_file).resolve().parent.is_dir():
+        io.fail(f"--html {html_file}: the folder {Path(html_file).parent} does not exist")
     try:
         report = inspect(output)
     except (FileNotFoundError, KeyError, OSError) as e:
-        _fail(str(e))
+        io.fail(str(e))
     if strategy not in report["strategies"]:
-        _fail(f"unknown strategy {strategy!r}; this output has {', '.join(report['strategies'])}")
+        io.fail(f"unknown strategy {strategy!r}; this output has {', '.join(report['strategies'])}")
     if as_json:
-        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        io.out.file.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     else:
-        print_report(report, out)
+        print_report(report, io.out)
     if html_file:
-        Path(html_file).write_text(render_html(report, output, strategy=strategy), encoding="utf-8")
-        err.print(f"wrote {html_file}", soft_wrap=True)
+        try:
+            Path(html_file).write_text(render_html(report, output, strategy=strategy), encoding="utf-8")
+        except OSError as e:
+            io.fail(f"--html {html_file}: cannot write it: {e.strerror or e}")
+        io.say(f"wrote {html_file}")
 
 
 @main.command("verify")
 @click.argument("output", type=click.Path(file_okay=False))
 @click.option("--no-hashes", is_flag=True, help="check sizes and invariants only, not sha256")
+@_debug_option
 def verify_cmd(output, no_hashes) -> None:
     """Check a build OUTPUT: shard sizes and hashes, roles, masks, documents once each."""
-    from .verify import verify
+    from .verify import check_output
 
-    problems = verify(output, hashes=not no_hashes)
-    for p in problems:
-        err.print(f"problem: {p}", markup=False, soft_wrap=True)
-    if problems:
+    io = _io()
+    result = check_output(output, hashes=not no_hashes)
+    for p in result.problems:
+        io.err.print(f"problem: {p}", markup=False, soft_wrap=True)
+    if result.problems:
         sys.exit(1)
-    out.print(f"ok: {output} verified")
+    io.out.print(f"ok: {output}: {result.summary()}", markup=False, soft_wrap=True)
 
 
 @main.command("show")
@@ -241,11 +395,13 @@ def verify_cmd(output, no_hashes) -> None:
     "--strategy", default="instruction_tuning", show_default=True, help="strategy whose loss tokens are marked"
 )
 @click.option("--tokenizer", default=None, type=click.Path(), help="tokenizer to decode with [default: the manifest's]")
+@_debug_option
 def show_cmd(output, row, strategy, tokenizer) -> None:  # fmt: skip
     """The tokens of one packed row, coloured by role; loss tokens underlined."""
     from .show import show_row
 
+    io = _io()
     try:
-        show_row(output, row, strategy, tokenizer=tokenizer, console=out)
+        show_row(output, row, strategy, tokenizer=tokenizer, console=io.out)
     except (FileNotFoundError, IndexError, ValueError, OSError) as e:
-        _fail(str(e))
+        io.fail(str(e))

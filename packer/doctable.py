@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import struct
 
-import numba
 import numpy as np
+
+from .jit import njit
 
 #: integer columns use this for "no value" (null in documents.arrow)
 NULL = -1
@@ -77,7 +78,7 @@ class Columns:
         self._data = {name: col[: self._n].copy() for name, col in self._data.items()}
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _find_or_insert(keys: np.ndarray, values: np.ndarray, hi: int, lo: int, value: int) -> int:
     # linear probing; a slot is free while its value is -1. The digest bits are
     # uniform, so the low word is a fine hash.
@@ -95,7 +96,7 @@ def _find_or_insert(keys: np.ndarray, values: np.ndarray, hi: int, lo: int, valu
         i = (i + 1) & mask
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _rehash(keys: np.ndarray, values: np.ndarray, new_keys: np.ndarray, new_values: np.ndarray) -> None:
     for i in range(values.shape[0]):
         if values[i] >= 0:

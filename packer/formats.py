@@ -10,6 +10,11 @@ exactly one per input record, and fills :attr:`RecordReader.inputs` with one
     >>> reader.inputs[0]                                       # doctest: +SKIP
     InputSummary(path='a.json', sha256='9f2c...', format='alpaca', records=999)
 
+:func:`check_inputs` is the same reading of only the first records of each
+file: a build runs it before it touches any output, so that a file the reader
+would refuse fails at once, with the reader's message. :attr:`RecordReader.bytes_read`
+out of :attr:`RecordReader.total_bytes` is the reader's progress.
+
 Containers (by extension, then by content)
     ``.jsonl`` / ``.ndjson``: JSON Lines; blank lines are skipped and are not
     records; a broken line is a ``malformed_json`` rejection, an undecodable one
@@ -20,8 +25,12 @@ Containers (by extension, then by content)
     comma too); an object (``{``) is one record if the whole file is one JSON
     value, else the file is read as JSON Lines. ``.parquet``: one record per row.
     Other extensions are sniffed (``PAR1`` magic, ``[``, ``{``). A UTF-8 BOM is
-    ignored. A missing, empty, non-JSON or (array/object) non-UTF-8 file is a
-    :class:`~packer.records.BuildError` naming the file.
+    ignored. A missing, empty, UTF-16, non-JSON or (array/object) non-UTF-8 file,
+    a directory, is a :class:`~packer.records.BuildError`: one line that names
+    the file, the line and column where there is one, and the way out (what a
+    file that is not JSON starts with and what packer reads; the record formats
+    and ``--format`` for a file whose format is not recognised). Line and
+    column count characters from 1, as an editor does.
 
 Formats
     ``fmt`` forces one format for every record. Otherwise each FILE's format is
@@ -74,14 +83,14 @@ import io
 import json
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+import stat
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from .options import FORMATS
 from .records import BuildError, Conversation, Message, MessageRole, Rejection, Source
-
-FORMATS = ("alpaca", "sharegpt", "messages")
 
 _BOM = b"\xef\xbb\xbf"
 _JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -94,6 +103,24 @@ _DECODER = json.JSONDecoder()
 _JSON_CHUNK = 1 << 23
 #: characters of one unfinished array element after which it counts as broken, not unfinished
 _MAX_RECORD_CHARS = 1 << 26
+#: bytes of JSON Lines read at a time (the reader's progress moves a block at a time)
+_JSONL_BLOCK = 1 << 20
+#: check_inputs reads a file this much at a time: it needs the first records, not the first megabytes
+_CHECK_CHUNK = 1 << 16
+#: check_inputs gives up on settling a file's format after this many values or bytes
+_CHECK_RECORDS = 1000
+_CHECK_BYTES = 1 << 23
+
+#: what each record format's records hold, for the messages that list them
+_FORMAT_KEYS = {
+    "alpaca": "instruction/input/output",
+    "sharegpt": "conversations of {from, value}",
+    "messages": "OpenAI role/content",
+}
+_RECORD_FORMATS = ", ".join(f"{name} ({_FORMAT_KEYS[name]})" for name in FORMATS)
+_SUPPORTED = (
+    f"supported: JSON (an array of records, or one object), JSON Lines, Parquet; record formats {_RECORD_FORMATS}"
+)
 
 _SHAREGPT_ROLES: dict[str, MessageRole] = {
     "human": "user",
@@ -171,47 +198,103 @@ def _line_col(text: str, pos: int, before: tuple[int, int] = (0, 0)) -> str:
     return f"line {line} column {column}"
 
 
-def _jsonl_values(f: BinaryIO, hasher: hashlib._Hash | None) -> Iterator[object]:
-    """Values of a JSON Lines stream; one per non-blank line.
+class _Consumed:
+    """The bytes of one file read so far: their count (the reader's progress) and, unless ``hashing`` is
+    off (check_inputs reads only a file's beginning), their sha256."""
 
-    ``{"a": 1}\\n\\n{"b"\\n`` -> ``{"a": 1}``, then _Bad(malformed_json, "line 3 ...")
+    __slots__ = ("hasher", "n")
+
+    def __init__(self, hashing: bool = True) -> None:
+        self.hasher = hashlib.sha256() if hashing else None
+        self.n = 0
+
+    def update(self, raw: bytes) -> None:
+        if self.hasher is not None:
+            self.hasher.update(raw)
+        self.n += len(raw)
+
+    def read_to(self, f: BinaryIO, end: int) -> None:
+        """Read ``f`` up to byte ``end`` (-1: to its end) into the hash; without one, only count up to ``end``."""
+        if self.hasher is None:
+            self.n = max(self.n, end)
+            return
+        while end < 0 or self.n < end:
+            raw = f.read(1 << 20 if end < 0 else min(1 << 20, end - self.n))
+            if not raw:
+                return
+            self.update(raw)
+
+    def hexdigest(self) -> str:
+        return self.hasher.hexdigest() if self.hasher is not None else ""
+
+
+def _jsonl_values(f: BinaryIO, consumed: _Consumed | None, block: int = 0) -> Iterator[object]:
+    """Values of a JSON Lines stream; one per non-blank line. Lines come about ``block`` bytes
+    (default _JSONL_BLOCK) at a time, so that ``consumed`` counts a block, not a line, at a time
+    (each line is hashed as it is reached).
+
+    ``{"a": 1}\\n\\n{"b"\\n`` -> ``{"a": 1}``, then _Bad(malformed_json, "line 3 column 5: ...")
     """
-    offset = 0
-    for lineno, raw in enumerate(f, 1):
-        if hasher is not None:
-            hasher.update(raw)
-        line = raw[3:] if lineno == 1 and raw.startswith(_BOM) else raw
-        start, offset = offset, offset + len(raw)
-        if not line.strip():
-            continue
+    hasher = consumed.hasher if consumed is not None else None
+    lineno = offset = 0
+    while lines := f.readlines(block or _JSONL_BLOCK):
+        if consumed is not None:
+            consumed.n += sum(map(len, lines))
+        for raw in lines:
+            lineno += 1
+            if hasher is not None:
+                hasher.update(raw)
+            line = raw[3:] if lineno == 1 and raw.startswith(_BOM) else raw
+            start, offset = offset, offset + len(raw)
+            if not line.strip():
+                continue
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                at = start + len(raw) - len(line) + e.start
+                yield _Bad("invalid_utf8", f"line {lineno}: invalid UTF-8 at byte {at} of the file")
+                continue
+            try:
+                yield json.loads(text)
+            except json.JSONDecodeError as e:
+                yield _Bad("malformed_json", f"line {lineno} {_line_error(text, e)}")
+            except RecursionError:
+                yield _Bad("malformed_json", f"line {lineno}: nested too deeply")
+
+
+def _line_error(text: str, error: json.JSONDecodeError) -> str:
+    """``"column C: message"`` of the JSON error in one line of JSON Lines (C counts characters from 1).
+
+    json numbers a position past the line break as the next line's column 1, and a record cut short
+    fails only there: such an error is decoded again without the break, for the column where the
+    line ends (or, for an unfinished string, where the string starts).
+    """
+    body = text.rstrip("\r\n")
+    if error.pos >= len(body):
         try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as e:
-            at = start + len(raw) - len(line) + e.start
-            yield _Bad("invalid_utf8", f"line {lineno}: invalid UTF-8 at byte {at} of the file")
-            continue
-        try:
-            yield json.loads(text)
+            json.loads(body)
         except json.JSONDecodeError as e:
-            yield _Bad("malformed_json", f"line {lineno} column {e.colno}: {e.msg}")
+            error = e
         except RecursionError:
-            yield _Bad("malformed_json", f"line {lineno}: nested too deeply")
+            pass
+    return f"column {min(error.pos, len(body)) + 1}: {error.msg}"
 
 
 class _TextWindow:
     """The text of a UTF-8 file, decoded a chunk at a time, for a JSON array of any size.
 
-    Memory is about one chunk plus the largest record, where decoding the whole
-    file would hold all of it as one str (4 bytes a character once a single
-    emoji is in it). ``text`` is the window: positions are indices into it, and
-    the methods that read on (:meth:`skip_ws`, :meth:`decode`) drop what lies
-    before the position they are given and return positions in the new window.
-    :meth:`where` names a position's line and column in the whole file, numbered
-    as json's errors are. Every byte read goes into ``hasher``.
+    Memory is about one chunk plus the largest record (at most twice a record
+    longer than a chunk), where decoding the whole file would hold all of it as
+    one str (4 bytes a character once a single emoji is in it). ``text`` is the
+    window: positions are indices into it, and the methods that read on
+    (:meth:`skip_ws`, :meth:`decode`) drop what lies before the position they
+    are given and return positions in the new window. :meth:`where` names a
+    position's line and column in the whole file, numbered as json's errors
+    are. Every byte read goes into ``consumed``, ``chunk`` bytes at a time.
     """
 
-    def __init__(self, f: BinaryIO, path: str, hasher: hashlib._Hash, head: bytes, fed: int) -> None:
-        self._f, self._path, self._hasher = f, path, hasher
+    def __init__(self, f: BinaryIO, path: str, consumed: _Consumed, head: bytes, fed: int, chunk: int) -> None:
+        self._f, self._path, self._consumed, self._chunk = f, path, consumed, chunk
         self._dec = codecs.getincrementaldecoder("utf-8")()
         self._fed = fed  # bytes of the file before ``head`` (a BOM)
         self._dropped = 0  # characters dropped from the front
@@ -219,7 +302,7 @@ class _TextWindow:
         self.eof = False
         self._feed(head, final=False)
 
-    def _feed(self, raw: bytes, final: bool) -> None:
+    def _feed(self, raw: bytes, final: bool, asked: int = 0) -> None:
         try:
             text = self._dec.decode(raw, final)
         except UnicodeDecodeError as e:
@@ -228,25 +311,30 @@ class _TextWindow:
         self._fed += len(raw)
         self.text += text
         self.eof = final
-        self._short = len(raw) < _JSON_CHUNK
+        self._short = len(raw) < (asked or self._chunk)
 
     def _more(self, pos: int) -> int:
-        """Drop ``text[:pos]``, append the next chunk; the new ``pos``, or -1 at the end of the file."""
+        """Drop ``text[:pos]``, append the next chunk; the new ``pos``, or -1 at the end of the file.
+
+        A record longer than a chunk is parsed again after each read: reading as much as the
+        window holds (doubling it) keeps that linear in the record's length, not quadratic.
+        """
         if self.eof:
             return -1
         self._dropped += pos
         self.text = self.text[pos:]
-        raw = self._f.read(_JSON_CHUNK)
-        self._hasher.update(raw)
-        self._feed(raw, final=not raw)
+        asked = max(self._chunk, len(self.text))
+        raw = self._f.read(asked)
+        self._consumed.update(raw)
+        self._feed(raw, not raw, asked)
         return 0
 
     def at_end(self) -> bool:
         """Whether the window holds the rest of the file. After a short read (the file ended, as
         far as a regular file tells) one more read makes sure; a full chunk is not the end."""
         if not self.eof and self._short:
-            raw = self._f.read(_JSON_CHUNK)
-            self._hasher.update(raw)
+            raw = self._f.read(self._chunk)
+            self._consumed.update(raw)
             self._feed(raw, final=not raw)
         return self.eof
 
@@ -288,8 +376,8 @@ class _TextWindow:
 
     def finish(self) -> None:
         """Read (and hash) what is left of the file."""
-        while raw := self._f.read(_JSON_CHUNK):
-            self._hasher.update(raw)
+        while raw := self._f.read(self._chunk):
+            self._consumed.update(raw)
 
 
 def _prefix_lines(path: str, chars: int) -> tuple[int, int]:
@@ -423,68 +511,114 @@ def _object_file_values(path: str, data: bytes, start: int, skipped: int) -> Ite
     raise BuildError(f"{path}: {error} (neither one JSON object nor JSON Lines)")
 
 
-def _json_file_values(path: str, f: BinaryIO, hasher: hashlib._Hash) -> Iterator[object]:
-    """Values of a ``.json`` (or sniffed) file: an array streamed, anything else read whole."""
+def _json_file_values(
+    path: str, f: BinaryIO, consumed: _Consumed, chunk: int, head_only: bool = False
+) -> Iterator[object]:
+    """Values of a ``.json`` (or sniffed) file: an array streamed, anything else read whole (with
+    ``head_only``, JSON Lines are streamed too)."""
     head = b""
     while True:  # up to the first character that is not blank (and past a BOM)
-        chunk = f.read(_JSON_CHUNK)
-        hasher.update(chunk)
-        head += chunk
+        raw = f.read(chunk)
+        consumed.update(raw)
+        head += raw
         skipped = 3 if head.startswith(_BOM) else 0
         start = _WS_BYTES.match(head, skipped).end()
-        if not chunk or (len(head) >= 3 and start < len(head)):
+        if not raw or (len(head) >= 3 and start < len(head)):
             break
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise BuildError(f"{path}: the file is UTF-16 encoded; convert it to UTF-8")
     first = head[start : start + 1]
     if not first:
         raise BuildError(f"{path}: empty file, no records")
     if first == b"[":
-        win = _TextWindow(f, path, hasher, head[skipped:], skipped)
+        win = _TextWindow(f, path, consumed, head[skipped:], skipped, chunk)
         del head
         yield from _json_array_values(win, start - skipped)
         win.finish()
         return
+    if first != b"{":
+        raise BuildError(_not_json(path, head[start : start + 256]))
+    if head_only and _line_parses_alone(f, start, len(head)):
+        # the reader reads such a file as JSON Lines or (nothing but blanks after that line) as the one
+        # object of that line: the same values either way, and JSON Lines need not be read to the end
+        f.seek(skipped)
+        yield from _jsonl_values(f, consumed, chunk)
+        return
     rest = f.read()
-    hasher.update(rest)
+    consumed.update(rest)
     data = head[skipped:] + rest
     del head, rest
-    if first == b"{":
-        yield from _object_file_values(path, data, start - skipped, skipped)
-    else:
-        raise BuildError(f"{path}: not JSON: expected '[' or '{{' at the start, found {first!r}")
+    yield from _object_file_values(path, data, start - skipped, skipped)
 
 
-def _parquet_values(path: str) -> Iterator[object]:
+def _line_parses_alone(f: BinaryIO, start: int, end: int) -> bool:
+    """Whether the line at byte ``start`` of ``f`` is a JSON value by itself; leaves ``f`` at ``end``."""
+    f.seek(start)
+    alone = _parses_alone(f.readline())
+    f.seek(end)
+    return alone
+
+
+def _not_json(path: str, start: bytes) -> str:
+    """The message for a file that is neither JSON nor Parquet; ``start``: its first bytes that are not blank."""
+    return f"{path}: not JSON, JSON Lines or Parquet: it starts with {_shown(start)}; {_SUPPORTED}"
+
+
+def _shown(data: bytes, n: int = 40) -> str:
+    """The first ``n`` characters of ``data`` as printable text on one line: ``'instruction,input\\nhi...'``."""
+    text = data[: 4 * n].decode("utf-8", "replace")
+    return repr(text[:n]) + ("..." if len(text) > n else "")
+
+
+def _check_encoding(path: str, start: bytes) -> None:
+    """BuildError for a file in UTF-16: a byte order mark, or an ASCII character next to a NUL (UTF-8
+    JSON never starts with a NUL; a gzip or zip header has no ASCII-NUL pair there)."""
+    utf16 = start.startswith((b"\xff\xfe", b"\xfe\xff")) or (
+        len(start) >= 2 and ((0 < start[0] < 0x80 and start[1] == 0) or (start[0] == 0 and 0 < start[1] < 0x80))
+    )
+    if utf16:
+        raise BuildError(f"{path}: the file is UTF-16 encoded; convert it to UTF-8 (e.g. iconv -f UTF-16 -t UTF-8)")
+
+
+def _parquet_values(path: str, consumed: _Consumed) -> Iterator[object]:
+    """Rows of a Parquet file. pyarrow reads the file its own way, so once the rows of a row group
+    are out the file is hashed (and counted as read) up to that group's share of its size."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         pf = pq.ParquetFile(path)
-        for batch in pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS):
-            yield from batch.to_pylist()
+        meta = pf.metadata
+        groups = [(meta.row_group(i).num_rows, meta.row_group(i).total_byte_size) for i in range(meta.num_row_groups)]
+        total = sum(b for _, b in groups) or 1
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            rows = group = done = 0  # rows out; groups, and their bytes, all out
+            for batch in pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS):
+                yield from batch.to_pylist()
+                rows += batch.num_rows
+                while group < len(groups) and rows >= groups[group][0]:
+                    rows -= groups[group][0]
+                    done += groups[group][1]
+                    group += 1
+                    consumed.read_to(f, size * done // total)
+            consumed.read_to(f, -1)
     except (pa.ArrowException, OSError) as e:  # ArrowException: bad file; OSError: unreadable
         raise BuildError(f"{path}: not a readable Parquet file: {e}") from None
 
 
-def _file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class _FileValues:
     """Iterate the raw values (or _Bad) of one file; ``sha256`` is set once the
-    iteration is exhausted, ``empty`` says how to report a file with no values."""
+    iteration is exhausted, ``empty`` says how to report a file with no values,
+    ``consumed.n`` counts the bytes read so far. ``head_only`` (check_inputs) hashes
+    nothing and reads a small chunk at a time."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, head_only: bool = False) -> None:
         self.path = path
         self.sha256 = ""
         self.empty = "empty file, no records"
+        self.consumed = _Consumed(hashing=not head_only)
+        self._head_only = head_only
 
-    def __iter__(self) -> Iterator[object]:
+    def __iter__(self) -> Generator[object, None, None]:
         try:
             yield from self._values()
         except FileNotFoundError:
@@ -495,24 +629,23 @@ class _FileValues:
     def _values(self) -> Iterator[object]:
         path = self.path
         suffix = Path(path).suffix.lower()
-        if suffix in _JSONL_SUFFIXES:
-            hasher = hashlib.sha256()
-            with open(path, "rb") as f:  # streamed: JSON Lines files may be larger than memory
-                yield from _jsonl_values(f, hasher)
-            self.sha256 = hasher.hexdigest()
-            return
         with open(path, "rb") as f:
-            parquet = suffix == ".parquet" or f.read(4) == b"PAR1"
-            if not parquet:
-                f.seek(0)
-                self.empty = "no records (an empty JSON array)"
-                hasher = hashlib.sha256()
-                yield from _json_file_values(path, f, hasher)
-                self.sha256 = hasher.hexdigest()
+            magic = f.read(4)
+            f.seek(0)
+            jsonl = suffix in _JSONL_SUFFIXES
+            if jsonl or not (suffix == ".parquet" or magic == b"PAR1"):
+                _check_encoding(path, magic)
+                if jsonl:  # streamed: JSON Lines files may be larger than memory
+                    yield from _jsonl_values(f, self.consumed, _CHECK_CHUNK if self._head_only else _JSONL_BLOCK)
+                else:
+                    self.empty = "no records (an empty JSON array)"
+                    chunk = _CHECK_CHUNK if self._head_only else _JSON_CHUNK
+                    yield from _json_file_values(path, f, self.consumed, chunk, self._head_only)
+                self.sha256 = self.consumed.hexdigest()
                 return
-        self.sha256 = _file_sha256(path)
         self.empty = "no records (the Parquet file has no rows)"
-        yield from _parquet_values(path)
+        yield from _parquet_values(path, self.consumed)
+        self.sha256 = self.consumed.hexdigest()
 
 
 # --------------------------------------------------------------------------- normalisation
@@ -731,7 +864,11 @@ class RecordReader:
     among non-blank lines), ``Source.path`` the path as given. After a file has
     been read to its end, its :class:`InputSummary` is appended to
     :attr:`inputs`. Single pass; errors that stop the build raise BuildError
-    (a missing file already when the reader is made).
+    (a missing file or a directory already when the reader is made).
+
+    Progress: :attr:`total_bytes` is the sum of the files' sizes when the
+    reader was made; :attr:`bytes_read` the bytes read so far, which only grows
+    and equals ``total_bytes`` once the iteration has ended.
 
     >>> reader = RecordReader(["data.json"])                   # doctest: +SKIP
     >>> [type(r).__name__ for r in reader], reader.inputs[0].records  # doctest: +SKIP
@@ -739,17 +876,24 @@ class RecordReader:
     """
 
     def __init__(self, paths: Sequence[str | os.PathLike], fmt: str | None = None, *, first_doc_id: int = 0) -> None:
-        if fmt is not None and fmt not in FORMATS:
-            raise BuildError(f"unknown format {fmt!r}; use --format {'|'.join(FORMATS)}")
-        self.paths = [os.fspath(p) if isinstance(p, os.PathLike) else str(p) for p in paths]
-        for p in self.paths:
-            if not os.path.isfile(p):
-                raise BuildError(f"{p}: no such file" if not os.path.exists(p) else f"{p}: not a file")
+        self.paths, self._sizes = _input_files(paths, fmt)
         self.fmt = fmt
         self.inputs: list[InputSummary] = []
         #: the doc_id the next record will get
         self.next_doc_id = first_doc_id
+        #: bytes of all inputs: where :attr:`bytes_read` ends
+        self.total_bytes = sum(self._sizes)
+        # (sizes of the files read to their end, the file being read, its size): one tuple, so that
+        # bytes_read never sees a file both finished and under way, whichever thread asks
+        self._at: tuple[int, _FileValues | None, int] = (0, None, 0)
         self._items = self._all_files()
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes of the inputs read so far, for a progress bar. Advances a chunk (JSON), a block of
+        lines (JSON Lines) or a row group (Parquet) at a time; a file counts no more than its size."""
+        done, values, size = self._at
+        return done if values is None else done + min(values.consumed.n, size)
 
     def __iter__(self) -> RecordReader:
         return self
@@ -758,17 +902,19 @@ class RecordReader:
         return next(self._items)
 
     def _all_files(self) -> Iterator[Conversation | Rejection]:
-        for path in self.paths:
-            yield from self._one_file(path)
+        for path, size in zip(self.paths, self._sizes, strict=True):
+            values = _FileValues(path)
+            self._at = (self._at[0], values, size)
+            yield from self._one_file(path, values)
+            self._at = (self._at[0] + size, None, 0)
 
-    def _one_file(self, path: str) -> Iterator[Conversation | Rejection]:
-        values = _FileValues(path)
+    def _one_file(self, path: str, values: _FileValues) -> Iterator[Conversation | Rejection]:
         fmt: str | None = None
         pending: list[object] = []  # values before the file's format is known
         count = 0
         for value in values:
             if fmt is None:
-                fmt = self._file_format(value)
+                fmt = _format_of(value, self.fmt)
                 if fmt is None:
                     pending.append(value)
                     continue
@@ -781,12 +927,6 @@ class RecordReader:
         if fmt is None:
             raise BuildError(_undetected(path, pending, values.empty))
         self.inputs.append(InputSummary(path, values.sha256, fmt, count))
-
-    def _file_format(self, value: object) -> str | None:
-        """The file's format, once ``value`` (a file's next value) settles it."""
-        if isinstance(value, _Bad):
-            return None
-        return self.fmt or detect_format(value)  # type: ignore[arg-type]
 
     def _record(self, value: object, fmt: str, path: str, index: int) -> Conversation | Rejection:
         source = Source(self.next_doc_id, path, index)
@@ -818,6 +958,13 @@ class RecordReader:
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
+def _format_of(value: object, fmt: str | None) -> str | None:
+    """The format of a file whose next value is ``value``, if that value settles it (``fmt`` forces it)."""
+    if isinstance(value, _Bad):
+        return None
+    return fmt or detect_format(value)  # type: ignore[arg-type]
+
+
 def _undetected(path: str, values: list[object], empty: str) -> str:
     """The BuildError message for a file whose format was never settled: it
     has no values, no decodable value, or (format not forced) none detects."""
@@ -827,10 +974,71 @@ def _undetected(path: str, values: list[object], empty: str) -> str:
     if not good:
         first = values[0]
         detail = first.detail if isinstance(first, _Bad) else ""
-        return f"{path}: no record could be read, is it JSON? ({detail})"
+        return f"{path}: no record could be read, is it JSON? ({detail}); {_SUPPORTED}"
     first_dict = next((v for v in good if isinstance(v, dict)), None)
     seen = f"keys: {_keys(first_dict)}" if first_dict is not None else "no record is a JSON object"
-    return f"{path}: cannot detect the format ({seen}); use --format {'|'.join(FORMATS)}"
+    return (f"{path}: cannot detect the format ({seen}); the record formats are {_RECORD_FORMATS}; "
+            f"--format {'|'.join(FORMATS)} forces one")  # fmt: skip
+
+
+def _input_files(paths: Sequence[str | os.PathLike], fmt: str | None) -> tuple[list[str], list[int]]:
+    """The paths as strings and the sizes of their files; BuildError for an unknown ``fmt``, or a path
+    that is missing or not a file."""
+    if fmt is not None and fmt not in FORMATS:
+        raise BuildError(f"unknown format {fmt!r}; use --format {'|'.join(FORMATS)}")
+    names = [os.fspath(p) if isinstance(p, os.PathLike) else str(p) for p in paths]
+    return names, [_file_size(p) for p in names]
+
+
+def _file_size(path: str) -> int:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise BuildError(f"{path}: no such file") from None
+    except OSError as e:  # e.g. a directory on the way that may not be searched
+        raise BuildError(f"{path}: cannot read: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise BuildError(f"{path}: is a directory; give the data files in it, not the directory")
+    if not stat.S_ISREG(st.st_mode):
+        raise BuildError(f"{path}: not a regular file (a pipe, socket or device); give a data file")
+    return st.st_size
+
+
+def check_inputs(paths: Sequence[str | os.PathLike], fmt: str | None = None) -> list[str]:
+    """The format of each input, from the beginning of each file: the check a build runs before it
+    creates or touches any output.
+
+    Raises :class:`BuildError`, with the message :class:`RecordReader` gives for the same problem,
+    when a path is missing, not a regular file or unreadable, when a file is empty, UTF-16, neither
+    JSON, JSON Lines nor Parquet, or when its first records settle no format: none decodes, or
+    (``fmt`` not given) none is of a known format. Reads up to the first record that settles the
+    format, and gives up after 1,000 values or 8 MB (a file that only a later record would settle
+    fails here, where the reader would have read on); hashes nothing, so a file of any size costs
+    about the same: milliseconds.
+
+    >>> check_inputs(["alpaca.json", "chats.jsonl"])          # doctest: +SKIP
+    ['alpaca', 'sharegpt']
+    """
+    names, _ = _input_files(paths, fmt)
+    return [_first_format(path, fmt) for path in names]
+
+
+def _first_format(path: str, fmt: str | None) -> str:
+    """The format the first values of a file settle, read as RecordReader reads them (see check_inputs)."""
+    values = _FileValues(path, head_only=True)
+    pending: list[object] = []
+    items = iter(values)
+    try:
+        for value in items:
+            found = _format_of(value, fmt)
+            if found is not None:
+                return found
+            pending.append(value)
+            if len(pending) >= _CHECK_RECORDS or values.consumed.n > _CHECK_BYTES:
+                break
+    finally:
+        items.close()  # closes the file
+    raise BuildError(_undetected(path, pending, values.empty))
 
 
 def read_records(paths: Sequence[str | os.PathLike], fmt: str | None = None, *, first_doc_id: int = 0) -> RecordReader:

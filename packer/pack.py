@@ -54,13 +54,14 @@ from __future__ import annotations
 
 import operator
 
-import numba
 import numpy as np
 import numpy.typing as npt
 
+from .jit import njit
+from .options import ALGORITHMS
+
 __all__ = ["ALGORITHMS", "efficiency", "lower_bound", "pack", "rows_from_bins"]
 
-ALGORITHMS: tuple[str, ...] = ("bfd", "ffd", "nextfit")
 
 # A counting sort costs O(n + seq_len) time and memory, argsort O(n log n); past
 # this many keys per document the counting array would dominate, so use argsort.
@@ -71,7 +72,7 @@ _COUNTING_SORT_MIN_KEYS = 1 << 16
 # --------------------------------------------------------------------------- kernels
 
 
-@numba.njit(cache=True)
+@njit()
 def _counting_order(keys: np.ndarray, n_keys: int) -> tuple[np.ndarray, np.ndarray]:
     """Stable ascending order of ``keys`` (ints in ``[0, n_keys)``) and the
     offsets of each key's run in that order (length ``n_keys + 1``)."""
@@ -90,7 +91,7 @@ def _counting_order(keys: np.ndarray, n_keys: int) -> tuple[np.ndarray, np.ndarr
     return order, offsets
 
 
-@numba.njit(cache=True)
+@njit()
 def _first_marked_at_or_after(tree: np.ndarray, size: int, x: int) -> int:
     """Smallest marked leaf position >= ``x`` in an OR segment tree with ``size``
     leaves (``tree[size + p]`` is leaf ``p``), or -1 if none."""
@@ -113,7 +114,7 @@ def _first_marked_at_or_after(tree: np.ndarray, size: int, x: int) -> int:
     return i - size
 
 
-@numba.njit(cache=True)
+@njit()
 def _mark(tree: np.ndarray, size: int, pos: int, value: int) -> None:
     i = size + pos
     tree[i] = value
@@ -126,7 +127,7 @@ def _mark(tree: np.ndarray, size: int, pos: int, value: int) -> None:
         i >>= 1
 
 
-@numba.njit(cache=True)
+@njit()
 def _bfd_kernel(sorted_lengths: np.ndarray, seq_len: int) -> np.ndarray:
     """Best-fit row of each document of ``sorted_lengths`` (decreasing)."""
     n = sorted_lengths.shape[0]
@@ -163,7 +164,7 @@ def _bfd_kernel(sorted_lengths: np.ndarray, seq_len: int) -> np.ndarray:
     return bins
 
 
-@numba.njit(cache=True)
+@njit()
 def _ffd_kernel(sorted_lengths: np.ndarray, seq_len: int, max_bins: int) -> np.ndarray:
     """First-fit row of each document of ``sorted_lengths`` (decreasing);
     ``max_bins`` bounds the number of rows it can open."""
@@ -195,7 +196,7 @@ def _ffd_kernel(sorted_lengths: np.ndarray, seq_len: int, max_bins: int) -> np.n
     return bins
 
 
-@numba.njit(cache=True)
+@njit()
 def _unsort_by_length(lengths: np.ndarray, sorted_values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Inverse of the stable decreasing counting sort: ``sorted_values`` is in
     the order of documents by decreasing length, ties by index, and ``counts``
@@ -217,7 +218,7 @@ def _unsort_by_length(lengths: np.ndarray, sorted_values: np.ndarray, counts: np
     return out
 
 
-@numba.njit(cache=True)
+@njit()
 def _nextfit_kernel(lengths: np.ndarray, seq_len: int) -> np.ndarray:
     n = lengths.shape[0]
     bins = np.empty(n, np.int64)

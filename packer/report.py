@@ -293,7 +293,7 @@ def _length_histogram(values: np.ndarray, title: str) -> str:
 
 
 def _sample_rows_html(out: Path, m: dict, strategy: str, n_rows: int) -> str:
-    from .tokenize import load_tokenizer
+    from .loader import load_tokenizer
 
     try:
         tok = load_tokenizer(m["tokenizer"]["source"]).tokenizer

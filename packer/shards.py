@@ -11,6 +11,10 @@ One row is one packed sequence of at most ``seq_len`` tokens:
 A mask column exists for every strategy of the manifest. Files are written
 under a temporary name and renamed once complete, so a shard that exists is
 whole.
+
+This module imports only numpy and pyarrow (``packer verify``, ``show`` and
+``inspect`` read its names); the numba kernel that gathers documents' tokens
+is in :mod:`packer.gather`.
 """
 
 from __future__ import annotations
@@ -20,9 +24,8 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-import numba
 import numpy as np
 import pyarrow as pa
 
@@ -66,6 +69,7 @@ DOCUMENT_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
     "response_tokens": (pa.int32(), "tokens with role response"),
     "prompt_words": (pa.int32(), "whitespace-split words of system and user messages, +1 per message"),
     "response_words": (pa.int32(), "whitespace-split words of assistant messages, +1 per message"),
+    "duplicate_of": (pa.int64(), "doc_id of the first record with the same conversation (null if none before it)"),
 }
 
 
@@ -121,25 +125,6 @@ def strategy_masks(
     return out
 
 
-@numba.njit(cache=True, nogil=True)
-def _gather_ranges(starts: np.ndarray, lengths: np.ndarray, total: int) -> np.ndarray:
-    out = np.empty(total, dtype=np.int64)
-    k = 0
-    for i in range(starts.shape[0]):
-        s = starts[i]
-        for j in range(lengths[i]):
-            out[k] = s + j
-            k += 1
-    return out
-
-
-def gather_index(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Indices of the concatenation of ranges ``[starts[i], starts[i]+lengths[i])``."""
-    starts = np.ascontiguousarray(starts, dtype=np.int64)
-    lengths = np.ascontiguousarray(lengths, dtype=np.int64)
-    return _gather_ranges(starts, lengths, int(lengths.sum()))
-
-
 @dataclass(frozen=True)
 class ShardInfo:
     file: str
@@ -176,21 +161,6 @@ class TokenSource(Protocol):
     def gather(self, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(ids, roles, last)`` of documents ``docs``, concatenated in that order."""
         ...
-
-
-@dataclass(frozen=True)
-class ArrayTokens:
-    """Tokens held in memory, flat, document ``k`` at ``starts[k]:starts[k]+lengths[k]``."""
-
-    ids: np.ndarray
-    roles: np.ndarray
-    last: np.ndarray
-    starts: np.ndarray
-    lengths: np.ndarray
-
-    def gather(self, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        idx = gather_index(self.starts[docs], self.lengths[docs])
-        return self.ids[idx], self.roles[idx], self.last[idx]
 
 
 class ShardWriter:
@@ -319,3 +289,12 @@ def write_documents(
                 writer.write_table(schema.empty_table())
 
     write_atomic(path, write)
+
+
+def __getattr__(name: str) -> Any:
+    # gather_index and ArrayTokens moved to packer.gather (numba): imports of them from here still work
+    if name in ("gather_index", "ArrayTokens"):
+        from . import gather
+
+        return getattr(gather, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

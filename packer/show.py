@@ -39,8 +39,8 @@ from rich.text import Text
 from tokenizers import Tokenizer
 
 from . import roles as R
+from .loader import TokenizerInfo, load_tokenizer
 from .shards import DOCUMENTS_FILE, MANIFEST_FILE, mask_column
-from .tokenize import TokenizerInfo, load_tokenizer
 
 #: role name -> rich style of its tokens
 ROLE_STYLES: dict[str, str] = {

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .shards import gather_index
+from .gather import gather_index
 
 SPILL_IDS = ".packer-spill-ids"
 SPILL_ROLES = ".packer-spill-roles"

@@ -42,8 +42,9 @@ import numpy as np
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from . import roles as R
+from .loader import TokenizerInfo
+from .options import TEMPLATES
 from .records import Conversation, Message, Rejection
-from .tokenize import TokenizerInfo
 
 #: words in a line of fixed template text from which on it is prose (boilerplate)
 BOILERPLATE_MIN_WORDS = 4
@@ -101,6 +102,8 @@ BUILTIN_TEMPLATES: dict[str, str] = {
         "{% endfor %}"
     ),
 }
+# the names the command line offers are listed in options.py, which imports nothing; keep the two one list
+assert tuple(BUILTIN_TEMPLATES) == TEMPLATES, "options.TEMPLATES and BUILTIN_TEMPLATES differ"
 TEMPLATE_NAMES: tuple[str, ...] = (*BUILTIN_TEMPLATES, "tokenizer")
 
 _SLOT_ROLE = {"system": R.SYSTEM, "user": R.INSTRUCTION, "assistant": R.RESPONSE}
@@ -226,7 +229,7 @@ class ChatTemplate:
     role-labelled text.
 
     >>> from packer.tokenize import load_tokenizer
-    >>> tpl = ChatTemplate.named("chatml", load_tokenizer("examples/demo-tokenizer"))
+    >>> tpl = ChatTemplate.named("chatml", load_tokenizer("packer/demo_tokenizer"))
     >>> r = tpl.render(conversation)             # doctest: +SKIP
     >>> r.text
     '<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\nHello!<|im_end|>\\n'

@@ -5,16 +5,23 @@ the data keeps its promises: roles are known codes; each mask equals its
 strategy's role set (``last_turn``: a subset of it); ``seq_lens`` sum to the
 row length; no row is over ``seq_len``; every packed document appears exactly
 once across shards, as ``documents.arrow`` says; counts and token totals agree
-with the manifest. Returns the problems found; an empty list means all is well.
+with the manifest.
+
+:func:`check_output` returns a :class:`VerifyResult`: the problems found and
+what was checked (for the command's success line); :func:`verify` returns the
+problems only (an empty list means all is well).
 
     >>> verify("shards/")                                          # doctest: +SKIP
     []
+    >>> check_output("shards/").summary()                          # doctest: +SKIP
+    '3 shards, 120 rows, 5,000 documents, 1.2M tokens checked (sha256 of every shard and documents.arrow)'
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +32,57 @@ from . import roles as R
 from .shards import DOCUMENTS_FILE, FORMAT_NAME, FORMAT_VERSION, MANIFEST_FILE, REJECTED_FILE, file_sha256, shard_schema
 
 
+@dataclass(frozen=True)
+class VerifyResult:
+    """What :func:`check_output` found and what it looked at.
+
+    The counts cover what was read and checked: a shard that is missing, of the
+    wrong size or hash, or unreadable counts as a problem, not in ``shards``,
+    ``rows``, ``documents`` or ``tokens``.
+    """
+
+    #: problems found; empty: the output is sound
+    problems: list[str]
+    #: shards whose rows were checked
+    shards: int
+    #: packed rows in those shards
+    rows: int
+    #: packed documents in those shards (each a doc_id of documents.arrow)
+    documents: int
+    #: tokens in those rows
+    tokens: int
+    #: whether the sha256 of every shard and of documents.arrow was compared with the manifest
+    hashes: bool
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        """``3 shards, 120 rows, 5,000 documents, 1.2M tokens checked (sha256 of ...)``."""
+        how = "sha256 of every shard and documents.arrow" if self.hashes else "sizes only, no sha256"
+        return (
+            f"{self.shards:,} shard{'s' * (self.shards != 1)}, {self.rows:,} rows, "
+            f"{self.documents:,} documents, {_count(self.tokens)} tokens checked ({how})"
+        )
+
+
+def _count(n: int) -> str:
+    """``987,654`` below a million, then ``1.2M``, ``3.4B``."""
+    for scale, suffix in ((10**9, "B"), (10**6, "M")):
+        if n >= scale:
+            return f"{n / scale:.1f}{suffix}"
+    return f"{n:,}"
+
+
 def _flat(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(values, offsets) of a list column."""
     arr = table.column(name).combine_chunks()
     return arr.flatten().to_numpy(zero_copy_only=False), arr.offsets.to_numpy()
 
 
-def _check_shard(path: Path, m: dict, problems: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
-    """Row invariants of one shard; returns (doc_ids, per-role token counts)."""
+def _check_shard(path: Path, m: dict, problems: list[str]) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """Row invariants of one shard; returns (doc_ids, per-role token counts, rows)."""
     try:
         table = ipc.open_file(path).read_all()
     except (pa.ArrowInvalid, OSError) as e:
@@ -69,25 +119,41 @@ def _check_shard(path: Path, m: dict, problems: list[str]) -> tuple[np.ndarray, 
         ok = (mask <= expected).all() if name in R.LAST_TURN_STRATEGIES else np.array_equal(mask, expected)
         if not ok:
             problems.append(f"{path.name}: mask_{name} does not match roles {', '.join(role_names)}")
-    return doc_ids, np.bincount(roles, minlength=256)[:9]
+    return doc_ids, np.bincount(roles, minlength=256)[:9], len(row_len)
 
 
 def verify(out: str | os.PathLike, *, hashes: bool = True) -> list[str]:
-    """Problems found in a build output (empty: it is sound)."""
-    out = Path(out)
+    """Problems found in a build output (empty: it is sound); see :func:`check_output`."""
+    return check_output(out, hashes=hashes).problems
+
+
+def check_output(out: str | os.PathLike, *, hashes: bool = True) -> VerifyResult:
+    """Check a build output: the problems found, and how many shards, rows,
+    documents and tokens were checked. ``hashes=False`` skips the sha256 of
+    the files (sizes are still compared with the manifest)."""
     problems: list[str] = []
+    seen: list[np.ndarray] = []
+    per_role = np.zeros(9, dtype=np.int64)
+    n_shards = n_rows = 0
+
+    def result() -> VerifyResult:
+        documents = sum(len(d) for d in seen)
+        return VerifyResult(problems, n_shards, n_rows, documents, int(per_role.sum()), hashes)
+
+    out = Path(out)
     try:
         m = json.loads((out / MANIFEST_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return [f"{out}: no {MANIFEST_FILE} (not a packer output, or the build did not finish)"]
+        problems.append(f"{out}: no {MANIFEST_FILE} (not a packer output, or the build did not finish)")
+        return result()
     except json.JSONDecodeError as e:
-        return [f"{out / MANIFEST_FILE}: not valid JSON: {e}"]
+        problems.append(f"{out / MANIFEST_FILE}: not valid JSON: {e}")
+        return result()
     fmt = m.get("format", {})
     if fmt.get("name") != FORMAT_NAME or fmt.get("version") != FORMAT_VERSION:
-        return [f"{out / MANIFEST_FILE}: format {fmt} is not {FORMAT_NAME} version {FORMAT_VERSION}"]
+        problems.append(f"{out / MANIFEST_FILE}: format {fmt} is not {FORMAT_NAME} version {FORMAT_VERSION}")
+        return result()
 
-    seen: list[np.ndarray] = []
-    per_role = np.zeros(9, dtype=np.int64)
     for shard in m["shards"]:
         path = out / shard["file"]
         if not path.is_file():
@@ -100,18 +166,20 @@ def verify(out: str | os.PathLike, *, hashes: bool = True) -> list[str]:
         if hashes and file_sha256(path) != shard["sha256"]:
             problems.append(f"{shard['file']}: sha256 differs from the manifest (corrupt)")
             continue
-        result = _check_shard(path, m, problems)
-        if result is not None:
-            seen.append(result[0])
-            per_role += result[1]
+        checked = _check_shard(path, m, problems)
+        if checked is not None:
+            seen.append(checked[0])
+            per_role += checked[1]
+            n_rows += checked[2]
+            n_shards += 1
 
     docs_path = out / DOCUMENTS_FILE
     if not docs_path.is_file():
         problems.append(f"{DOCUMENTS_FILE}: missing")
-        return problems
+        return result()
     if hashes and file_sha256(docs_path) != m["documents"]["sha256"]:
         problems.append(f"{DOCUMENTS_FILE}: sha256 differs from the manifest (corrupt)")
-        return problems
+        return result()
     docs = ipc.open_file(docs_path).read_all()
     status = np.asarray(docs.column("status").to_pylist(), dtype=object)
     packed_ids = docs.column("doc_id").to_numpy()[np.isin(status, ["packed", "truncated"])]
@@ -145,4 +213,4 @@ def verify(out: str | os.PathLike, *, hashes: bool = True) -> list[str]:
             n = sum(1 for _ in f)
         if n != m["rejected"]["records"]:
             problems.append(f"{REJECTED_FILE}: {n} lines, the manifest records {m['rejected']['records']}")
-    return problems
+    return result()

@@ -16,7 +16,7 @@ from packer.tokenize import TokenizerInfo, load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-DEMO_TOKENIZER = EXAMPLES / "demo-tokenizer"
+DEMO_TOKENIZER = ROOT / "packer" / "demo_tokenizer"
 SHARED = ROOT.parent / "shared"
 SHARED_DATA = SHARED / "data"
 SHARED_TOKENIZERS = SHARED / "tokenizers"

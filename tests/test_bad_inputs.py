@@ -14,6 +14,7 @@ import pytest
 
 from packer import BuildError, build
 from packer.build import BuildEvents
+from packer.formats import RecordReader, check_inputs
 from packer.verify import verify
 
 CORPUS = Path(__file__).parent / "bad_inputs"
@@ -26,7 +27,7 @@ EXPECTED = {
     # a JSON escape of half a surrogate pair: valid JSON, no UTF-8 form (a whole pair is fine)
     "lone_surrogate.jsonl": (3, 2, {"invalid_utf8": 1}, [(1, "lone surrogate '\\ud83d' at character 15")]),
     "bom.json": (2, 2, {}, []),
-    "blank_lines_and_broken_line.jsonl": (3, 2, {"malformed_json": 1}, [(1, "line 3")]),
+    "blank_lines_and_broken_line.jsonl": (3, 2, {"malformed_json": 1}, [(1, "line 3 column 37: Expecting value")]),
     "wrong_types.jsonl": (
         7, 1, {"wrong_type": 5, "not_an_object": 1},
         [(1, "'instruction' is NaN"), (2, "'instruction' is null"), (3, "'output' is a number"),
@@ -96,10 +97,50 @@ def test_duplicates_are_kept_and_counted_or_rejected_with_dedupe(tmp_path, demo_
     assert all(f"same conversation as {path}: record 0" in x["detail"] for x in lines)
 
 
-@pytest.mark.parametrize(("name", "message"), [("empty.json", "empty file"), ("not_json.txt", "not JSON")])
-def test_unreadable_files_fail_the_build_naming_the_file(name, message, tmp_path, demo_tok):
-    with pytest.raises(BuildError, match=rf"{name}: {message}"):
+SUPPORTED = (
+    "supported: JSON (an array of records, or one object), JSON Lines, Parquet; record formats "
+    "alpaca (instruction/input/output), sharegpt (conversations of {from, value}), messages (OpenAI role/content)"
+)
+
+
+def not_json(start: str) -> str:
+    return f"not JSON, JSON Lines or Parquet: it starts with {start}; {SUPPORTED}"
+
+
+#: file -> the whole message of the build's failure, after the file's path
+FAILS = {
+    "empty.json": "empty file, no records",
+    "not_json.txt": not_json(r"'instruction: Name a colour.\noutput: Blue'..."),
+    "spreadsheet.csv": not_json(r"'instruction,input,output\nhi,,yo\n'"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAILS))
+def test_unreadable_files_fail_the_build_naming_the_file(name, tmp_path, demo_tok):
+    message = f"{CORPUS / name}: {FAILS[name]}"
+    with pytest.raises(BuildError) as err:
+        check_inputs([CORPUS / name])
+    assert str(err.value) == message
+    with pytest.raises(BuildError) as err:
         build([CORPUS / name], tmp_path / "o", tokenizer=demo_tok)
+    assert str(err.value) == message
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_check_before_a_build_passes_files_with_bad_records():
+    """Every file of the corpus but those that fail is read: the pre-flight check lets them through,
+    with the format the reader gives them."""
+    names = sorted(p.name for p in CORPUS.iterdir() if p.suffix != ".md" and p.name not in FAILS)
+    assert set(names) == set(EXPECTED)
+    reader = RecordReader([CORPUS / n for n in names])
+    list(reader)
+    assert check_inputs([CORPUS / n for n in names]) == [s.format for s in reader.inputs]
+
+
+def test_readme_lists_every_file():
+    readme = (CORPUS / "README.md").read_text()
+    listed = {line.split("`")[1] for line in readme.splitlines() if line.startswith("| `")}
+    assert listed == {p.name for p in CORPUS.iterdir() if p.suffix != ".md"}
 
 
 def test_very_long_record(tmp_path, demo_tok):

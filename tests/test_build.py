@@ -15,9 +15,10 @@ from click.testing import CliRunner
 
 from packer import BuildError, build
 from packer import roles as R
-from packer.build import INCOMPLETE_MARKER, BuildEvents, resolve_template
+from packer.build import BuildEvents, resolve_template
 from packer.cli import main
 from packer.formats import RecordReader
+from packer.outdir import INCOMPLETE_MARKER
 from packer.records import Conversation
 from packer.shards import describe, shard_schema
 
@@ -232,22 +233,20 @@ def test_strict_fails_on_first_rejection_and_leaves_no_manifest(tmp_path, demo_t
     path = write_jsonl(tmp_path / "d.jsonl", [{"instruction": "a", "output": "b"}, {"instruction": "a"}])
     with pytest.raises(BuildError, match=r"d\.jsonl: record 1: missing_field.*--strict"):
         build([path], tmp_path / "o", tokenizer=demo_tok, strict=True)
-    assert not (tmp_path / "o" / "manifest.json").exists()
-    assert (tmp_path / "o" / INCOMPLETE_MARKER).exists()
-    # the next run clears the incomplete output without --overwrite
+    # nothing at all is left: no output folder, no staging folder beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl"]
     m = build([path], tmp_path / "o", tokenizer=demo_tok)
     assert m["counts"]["rejected"] == {"missing_field": 1}
 
 
-def test_refuses_non_empty_output_unless_overwrite(tmp_path, demo_tok):
+def test_refuses_a_folder_holding_a_file_packer_did_not_write_even_with_overwrite(tmp_path, demo_tok):
     out = tmp_path / "o"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
-    with pytest.raises(BuildError, match="not empty"):
-        build(DEMO_INPUTS[:1], out, tokenizer=demo_tok)
-    assert (out / "precious.txt").exists()
-    build(DEMO_INPUTS[:1], out, tokenizer=demo_tok, overwrite=True)
-    assert not (out / "precious.txt").exists() and (out / "manifest.json").exists()
+    for overwrite in (False, True):
+        with pytest.raises(BuildError, match=r"holds file 'precious\.txt', which packer did not write"):
+            build(DEMO_INPUTS[:1], out, tokenizer=demo_tok, overwrite=overwrite)
+    assert [p.name for p in out.iterdir()] == ["precious.txt"] and (out / "precious.txt").read_text() == "keep me"
 
 
 def test_same_command_on_a_complete_output_is_a_no_op(tmp_path, demo_tok):
@@ -258,7 +257,7 @@ def test_same_command_on_a_complete_output_is_a_no_op(tmp_path, demo_tok):
     again = build(DEMO_INPUTS[:1], out, tokenizer=demo_tok, seq_len=512, events=BuildEvents(on_notice=notices.append))
     assert again == m and "nothing to do" in notices[0]
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
-    with pytest.raises(BuildError, match="not empty"):  # other options are another output
+    with pytest.raises(BuildError, match="add --overwrite"):  # other options are another output
         build(DEMO_INPUTS[:1], out, tokenizer=demo_tok, seq_len=256)
 
 
@@ -273,7 +272,7 @@ def test_bad_options(tmp_path, demo_tok):
         build(DEMO_INPUTS, tmp_path / "o", tokenizer=demo_tok, strategies=["x=instruction,nonsense"])
     with pytest.raises(BuildError, match="built in"):
         build(DEMO_INPUTS, tmp_path / "o", tokenizer=demo_tok, strategies=["full=response"])
-    with pytest.raises(BuildError, match="no such input"):
+    with pytest.raises(BuildError, match=r"missing\.json: no such file"):
         build([tmp_path / "missing.json"], tmp_path / "o", tokenizer=demo_tok)
 
 
@@ -288,7 +287,7 @@ def test_shard_schema_description_is_current():
 def test_cli_build_with_demo_tokenizer(tmp_path):
     res = CliRunner().invoke(main, ["build", *map(str, DEMO_INPUTS), "-o", str(tmp_path / "o"), "--seq-len", "512"])
     assert res.exit_code == 0, res.output
-    assert "using the bundled demo tokenizer" in res.stderr
+    assert "demo tokenizer" in res.stderr and "useless for training" in res.stderr
     assert "records read" in res.stdout and "packing efficiency" in res.stdout
     assert "rejected: " in res.stderr and "sharegpt_demo.json: record" in res.stderr
     assert (tmp_path / "o" / "manifest.json").exists()

@@ -1,4 +1,4 @@
-"""The bundled demo data and tokenizer under ``examples/``."""
+"""The bundled demo data (``examples/``) and the demo tokenizer (``packer/demo_tokenizer``, package data)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from tokenizers import Tokenizer
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-TOKENIZER_DIR = EXAMPLES / "demo-tokenizer"
+TOKENIZER_DIR = EXAMPLES.parent / "packer" / "demo_tokenizer"
 DATA_FILES = ("alpaca_demo.json", "sharegpt_demo.json")
 SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -12,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from packer.formats import FORMATS, InputSummary, RecordReader, detect_format, read_records
+from packer.formats import FORMATS, InputSummary, RecordReader, check_inputs, detect_format, read_records
 from packer.records import BuildError, Conversation, Message, Rejection
 
 ALPACA = {"instruction": "Add 2 and 3.", "input": "", "output": "5"}
@@ -720,3 +721,336 @@ def test_json_array_record_too_long_to_wait_for(tmp_path: Path, monkeypatch) -> 
     items = list(RecordReader([path]))
     assert isinstance(items[0], Conversation) and items[1].reason == "malformed_json"
     assert "line 1 column 39: no complete record within 1,000 characters" in items[1].detail
+
+
+# -- messages that say what to do next (issue 11) -----------------------------------------------------
+
+SUPPORTED = (
+    "supported: JSON (an array of records, or one object), JSON Lines, Parquet; record formats "
+    "alpaca (instruction/input/output), sharegpt (conversations of {from, value}), messages (OpenAI role/content)"
+)
+RECORD_FORMATS = (
+    "the record formats are alpaca (instruction/input/output), sharegpt (conversations of {from, value}), "
+    "messages (OpenAI role/content); --format alpaca|sharegpt|messages forces one"
+)
+
+
+def error_of(path: Path, fmt: str | None = None) -> str:
+    """The BuildError message of reading ``path`` to its end; check_inputs must raise the same one."""
+    with pytest.raises(BuildError) as full:
+        read(path, fmt=fmt)
+    with pytest.raises(BuildError) as check:
+        check_inputs([path], fmt)
+    assert str(check.value) == str(full.value)
+    assert "\n" not in str(full.value)
+    return str(full.value)
+
+
+def test_a_csv_file_says_what_it_starts_with_and_what_is_supported(tmp_path: Path) -> None:
+    path = write(tmp_path / "data.csv", "instruction,input,output\nhi,,yo\n")
+    assert error_of(path) == (
+        f"{path}: not JSON, JSON Lines or Parquet: it starts with 'instruction,input,output\\nhi,,yo\\n'; {SUPPORTED}"
+    )
+    path = write(tmp_path / "long.txt", "  \n" + "é" * 50)  # blanks skipped, text shortened
+    assert error_of(path) == f"{path}: not JSON, JSON Lines or Parquet: it starts with '{'é' * 40}'...; {SUPPORTED}"
+    path = write(tmp_path / "data.bin", b"\x1f\x8b\x08\x00\xff")  # gzip: no bytes repr, one line
+    shown = "'\\x1f\ufffd\\x08\\x00\ufffd'"
+    assert error_of(path) == f"{path}: not JSON, JSON Lines or Parquet: it starts with {shown}; {SUPPORTED}"
+
+
+def test_undetectable_format_lists_the_formats_and_the_way_out(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "pr.jsonl", [{"prompt": "a", "response": "b"}] * 2)
+    assert error_of(path) == f"{path}: cannot detect the format (keys: prompt, response); {RECORD_FORMATS}"
+    path = write_array(tmp_path / "n.json", [1, 2])
+    assert error_of(path) == f"{path}: cannot detect the format (no record is a JSON object); {RECORD_FORMATS}"
+
+
+def test_no_decodable_record_lists_what_is_supported(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.jsonl", "instruction,output\nadd,5\n")
+    assert error_of(path, "alpaca") == (
+        f"{path}: no record could be read, is it JSON? (line 1 column 1: Expecting value); {SUPPORTED}"
+    )
+
+
+# -- JSON Lines errors: line and column of the line (characters, from 1) --------------------------
+
+JSONL_ERRORS = [
+    ('{"instruction": "a", "input": "", "output": "b",}', "column 49: Expecting property name enclosed in double quotes"),  # noqa: E501
+    ('{"instruction": "Add 2 and 3.", "input": "", "output": "5"}', None),
+    ('{"instruction": "abc", "input": "", "output":', "column 46: Expecting value"),  # cut short: 45 characters
+    ('{"instruction": "café 🎉 naïve", "input": "", "output": "ok"}', None),
+    ('{"instruction": "日本語", "output": "b" "c"}', "column 38: Expecting ',' delimiter"),  # 44 in bytes
+    ('{"instruction": "x", "output": "y"} extra', "column 37: Extra data"),
+    ('{"instruction": "x", "output": "y', "column 32: Unterminated string starting at"),
+    ('{"instruction": "x", "output": "y",\r', "column 36: Expecting property name enclosed in double quotes"),
+]
+
+
+@pytest.mark.parametrize("name", ["d.jsonl", "d.json"])  # a .json file of JSON Lines is read by the same code
+def test_jsonl_errors_give_line_and_column(tmp_path: Path, name: str) -> None:
+    assert len(JSONL_ERRORS[2][0]) == 45
+    path = write(tmp_path / name, "\n".join(line for line, _ in JSONL_ERRORS) + "\n")
+    items = read(path)
+    assert [getattr(i, "detail", None) for i in items] == [
+        None if error is None else f"line {n} {error}" for n, (_, error) in enumerate(JSONL_ERRORS, 1)
+    ]
+
+
+def test_jsonl_error_on_the_last_line_without_a_break_and_after_a_bom(tmp_path: Path) -> None:
+    lines = [b'\xef\xbb\xbf{"instruction": "a", "output":', json.dumps(ALPACA).encode(), b"", b'{"output": "b"']
+    path = write(tmp_path / "d.jsonl", b"\n".join(lines))  # the BOM is no column; no break at the end
+    a, _, c = read(path)
+    assert rejected(a, "malformed_json").detail == "line 1 column 31: Expecting value"
+    assert rejected(c, "malformed_json").detail == "line 4 column 15: Expecting ',' delimiter"
+
+
+# -- progress: bytes_read runs from 0 to total_bytes --------------------------------------------------
+
+
+def progress(reader: RecordReader) -> list[tuple[str, int]]:
+    """(path, bytes_read) before the first item and after each, and after the end."""
+    seen = [("", reader.bytes_read)]
+    for item in reader:
+        seen.append((item.source.path, reader.bytes_read))
+    seen.append(("", reader.bytes_read))
+    return seen
+
+
+def check_progress(paths: list[Path], steps_at_least: int) -> list[tuple[str, int]]:
+    reader = RecordReader(paths)
+    total = sum(p.stat().st_size for p in paths)
+    assert reader.total_bytes == total
+    seen = progress(reader)
+    counts = [n for _, n in seen]
+    assert counts[0] == 0 and counts[-1] == total
+    assert counts == sorted(counts), "bytes_read went back"
+    assert len(set(counts)) >= steps_at_least, counts
+    # once a file's records come, the files before it are counted whole
+    ends = {str(p): sum(q.stat().st_size for q in paths[:k]) for k, p in enumerate(paths)}
+    assert all(n >= ends[path] for path, n in seen if path)
+    return seen
+
+
+def test_progress_jsonl(tmp_path: Path, monkeypatch) -> None:
+    import packer.formats as formats
+
+    monkeypatch.setattr(formats, "_JSONL_BLOCK", 200)
+    records = [{**ALPACA, "output": f"{i} 🎉"} for i in range(100)]
+    a, b = write_jsonl(tmp_path / "a.jsonl", records), write_jsonl(tmp_path / "b.jsonl", records[:7])
+    check_progress([a, b], steps_at_least=20)
+
+
+def test_progress_json_array_streamed(tmp_path: Path, monkeypatch) -> None:
+    import packer.formats as formats
+
+    monkeypatch.setattr(formats, "_JSON_CHUNK", 512)
+    records = [{**ALPACA, "output": f"{i} 你好"} for i in range(200)]
+    a, b = write_array(tmp_path / "a.json", records), write_array(tmp_path / "b.json", records[:50])
+    assert a.stat().st_size > 20 * 512
+    check_progress([a, b], steps_at_least=20)
+
+
+def test_progress_small_json_read_whole(tmp_path: Path) -> None:
+    one_object = write(tmp_path / "one.json", json.dumps(SHAREGPT, indent=2))
+    lines = write(tmp_path / "lines.json", json.dumps(ALPACA) + "\n" + json.dumps(ALPACA) + "\n")
+    small_array = write_array(tmp_path / "a.json", [ALPACA] * 3)
+    seen = check_progress([one_object, lines, small_array], steps_at_least=4)
+    sizes = [p.stat().st_size for p in (one_object, lines, small_array)]
+    assert [n for _, n in seen] == [0, sizes[0], sum(sizes[:2]), sum(sizes[:2]), *[sum(sizes)] * 4]
+
+
+def test_progress_parquet_by_row_group(tmp_path: Path, monkeypatch) -> None:
+    import packer.formats as formats
+
+    monkeypatch.setattr(formats, "_PARQUET_BATCH_ROWS", 5)  # batches of pyarrow's may span row groups
+    records = [{**ALPACA, "output": f"answer {i} " * (i % 7 + 1)} for i in range(100)]
+    a = tmp_path / "a.parquet"
+    pq.write_table(pa.Table.from_pylist(records), a, row_group_size=10)
+    b = write_parquet(tmp_path / "b.parquet", records[:5])
+    seen = check_progress([a, b, write_jsonl(tmp_path / "c.jsonl", [ALPACA])], steps_at_least=10)
+    counts = [n for path, n in seen if path == str(a)]
+    assert len(set(counts)) == 10  # one step per row group of a
+    reader = RecordReader([a, b])
+    list(reader)
+    assert [s.sha256 for s in reader.inputs] == [hashlib.sha256(p.read_bytes()).hexdigest() for p in (a, b)]
+
+
+# -- check_inputs: the pre-flight check ---------------------------------------------------------------
+
+
+def test_check_inputs_returns_each_files_format(tmp_path: Path) -> None:
+    paths = [
+        write_array(tmp_path / "a.json", [ALPACA]),
+        write_jsonl(tmp_path / "m.jsonl", [{"prompt": 1}, MESSAGES]),  # the first record that detects
+        write_parquet(tmp_path / "s.parquet", [SHAREGPT]),
+        write(tmp_path / "one.json", json.dumps(SHAREGPT, indent=2)),
+        write(tmp_path / "lines.json", json.dumps(MESSAGES) + "\n" + json.dumps(MESSAGES) + "\n"),
+        write(tmp_path / "bom.json", b"\xef\xbb\xbf" + json.dumps([ALPACA]).encode()),
+        write(tmp_path / "bom.jsonl", b"\xef\xbb\xbf" + json.dumps(MESSAGES).encode() + b"\n"),
+        write_array(tmp_path / "sniffed.txt", [ALPACA]),
+        write_parquet(tmp_path / "sniffed.bin", [MESSAGES]),
+    ]
+    expected = ["alpaca", "messages", "sharegpt", "sharegpt", "messages", "alpaca", "messages", "alpaca", "messages"]
+    assert check_inputs(paths) == expected
+    reader = RecordReader(paths)
+    list(reader)
+    assert [s.format for s in reader.inputs] == expected
+    assert check_inputs(paths, "alpaca") == ["alpaca"] * len(paths)  # forced: any decodable first record
+    assert check_inputs([]) == []
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty file, no records"),
+        (b" \n\t\n", "empty file, no records"),
+        (b"\xef\xbb\xbf", "empty file, no records"),
+        (b"\xef\xbb\xbf\n\n", "empty file, no records"),
+        ("[1]".encode("utf-16"), "the file is UTF-16 encoded; convert it to UTF-8 (e.g. iconv -f UTF-16 -t UTF-8)"),
+        ("[1]".encode("utf-16-be"), "the file is UTF-16 encoded; convert it to UTF-8 (e.g. iconv -f UTF-16 -t UTF-8)"),
+        ("{}".encode("utf-16-le"), "the file is UTF-16 encoded; convert it to UTF-8 (e.g. iconv -f UTF-16 -t UTF-8)"),
+    ],
+)
+@pytest.mark.parametrize("name", ["d.json", "d.jsonl", "d.txt"])
+def test_check_inputs_empty_and_utf16(tmp_path: Path, name: str, content: bytes, message: str) -> None:
+    path = write(tmp_path / name, content)
+    assert error_of(path) == f"{path}: {message}"
+    assert error_of(path, "alpaca") == f"{path}: {message}"
+
+
+def test_check_inputs_paths(tmp_path: Path) -> None:
+    good = write_array(tmp_path / "a.json", [ALPACA])
+    missing = tmp_path / "nope.json"
+    for paths, message in [
+        ([good, missing], f"{missing}: no such file"),
+        ([good, tmp_path], f"{tmp_path}: is a directory; give the data files in it, not the directory"),
+        ([Path(os.devnull)], f"{os.devnull}: not a regular file (a pipe, socket or device); give a data file"),
+    ]:
+        for call in (RecordReader, check_inputs):
+            with pytest.raises(BuildError) as err:
+                call(paths)
+            assert str(err.value) == message
+    with pytest.raises(BuildError, match=r"^unknown format 'vicuna'; use --format alpaca\|sharegpt\|messages$"):
+        check_inputs([good], "vicuna")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file whatever its permissions")
+@pytest.mark.parametrize("name", ["d.json", "d.jsonl", "d.parquet"])
+def test_check_inputs_unreadable_file(tmp_path: Path, name: str) -> None:
+    path = write_jsonl(tmp_path / name, [ALPACA])
+    path.chmod(0)
+    try:
+        assert error_of(path) == f"{path}: cannot read: Permission denied"
+    finally:
+        path.chmod(0o644)
+
+
+@pytest.mark.parametrize("name", ["d.json", "d.jsonl", "d.parquet"])
+def test_check_inputs_unreadable_file_as_root_too(tmp_path: Path, monkeypatch, name: str) -> None:
+    """The same, with the refusal made up: root (as tests often run) may read any file."""
+    import builtins
+
+    import packer.formats as formats
+
+    path = write_jsonl(tmp_path / name, [ALPACA])
+
+    def refuse(file, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(file))
+        return builtins.open(file, *args, **kwargs)
+
+    monkeypatch.setattr(formats, "open", refuse, raising=False)
+    assert error_of(path) == f"{path}: cannot read: Permission denied"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("e.json", "[ ]", "no records (an empty JSON array)"),
+        ("t.parquet", "not parquet", "not a readable Parquet file: "),
+        ("b.json", b'[{"instruction": "caf\xe9", "output": "x"}]', "invalid UTF-8 at byte 21; the file must be UTF-8"),
+        ("o.json", '{\n  "a": [1,\n', "invalid JSON at line 3 column 1: Expecting value (neither one JSON object"),
+        ("x.json", '[{"a": 1,', "no record could be read, is it JSON? (line 1 column 10: Expecting property name"),
+    ],
+)
+def test_check_inputs_gives_the_readers_message(tmp_path: Path, name: str, content: str | bytes, message: str) -> None:
+    path = write(tmp_path / name, content)
+    assert error_of(path).startswith(f"{path}: {message}")
+
+
+def test_check_inputs_parquet_without_rows(tmp_path: Path) -> None:
+    path = tmp_path / "e.parquet"
+    pq.write_table(pa.table({"instruction": pa.array([], pa.string()), "output": pa.array([], pa.string())}), path)
+    assert error_of(path) == f"{path}: no records (the Parquet file has no rows)"
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 64, 1 << 16])
+def test_check_inputs_agrees_with_the_reader(tmp_path: Path, monkeypatch, chunk: int) -> None:
+    """On the corpus and the JSON array variants, with check_inputs reading chunks of any size: the
+    format the reader settles, or the reader's error when it fails before its first record."""
+    import packer.formats as formats
+
+    monkeypatch.setattr(formats, "_CHECK_CHUNK", chunk)
+    monkeypatch.setattr(formats, "_JSON_CHUNK", chunk)
+    cases = _array_cases(tmp_path) + sorted(p for p in BAD_INPUTS.iterdir() if p.suffix != ".md")
+    cases += [
+        write(tmp_path / "lines.json", "{oops\n" + json.dumps(MESSAGES) + "\n"),  # read whole
+        write(tmp_path / "late.json", json.dumps({"prompt": 1}) + "\n" + json.dumps(ALPACA)),  # no break at the end
+        write(tmp_path / "one.json", json.dumps(SHAREGPT, indent=2)),
+        write(tmp_path / "two_lines.json", '{"conversations":\n' + json.dumps(SHAREGPT["conversations"]) + "\n}"),
+        write(tmp_path / "blanks.json", "\ufeff\n" + json.dumps(ALPACA) + "\n  \n\n"),
+        write(tmp_path / "keys.json", json.dumps({"a": 1}) + "\n  \n"),
+    ]
+    for path in cases:
+        reader, first = RecordReader([path]), None
+        try:
+            first = next(reader, None)
+            list(reader)
+        except BuildError as e:
+            if first is None:  # failed before its first record: check_inputs fails the same way
+                assert error_of(path) == str(e), path.name
+                continue
+        # it read a first record: check_inputs settles the same format
+        (fmt,) = check_inputs([path])
+        assert not reader.inputs or fmt == reader.inputs[0].format, path.name
+
+
+def test_check_inputs_reads_only_the_beginning(tmp_path: Path, monkeypatch) -> None:
+    import packer.formats as formats
+
+    made: list = []
+
+    class Spy(formats._FileValues):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(formats, "_FileValues", Spy)
+    records = [{**ALPACA, "output": "x" * 1000}] * 5000
+    # each with a broken end that reading the whole file would meet
+    paths = [
+        write(tmp_path / "big.jsonl", "".join(json.dumps(r) + "\n" for r in records) + "{broken"),
+        write(tmp_path / "big.json", json.dumps(records)[:-1000]),
+        write(tmp_path / "lines.json", "".join(json.dumps(r) + "\n" for r in records) + "{broken"),
+    ]
+    assert all(p.stat().st_size > 5_000_000 for p in paths)
+    assert check_inputs(paths) == ["alpaca"] * 3
+    assert all(v.consumed.n <= 1 << 18 for v in made), [v.consumed.n for v in made]  # of 5 MB
+
+
+def test_check_inputs_gives_up_after_the_first_records(tmp_path: Path, monkeypatch) -> None:
+    """The check reads no further than its limits: a format settled only later is not found."""
+    import packer.formats as formats
+
+    monkeypatch.setattr(formats, "_CHECK_RECORDS", 5)
+    path = write_jsonl(tmp_path / "late.jsonl", [{"prompt": "a"}] * 5 + [ALPACA])
+    assert error_of_check(path) == f"{path}: cannot detect the format (keys: prompt); {RECORD_FORMATS}"
+    assert check_inputs([path], "alpaca") == ["alpaca"]
+    path = write_jsonl(tmp_path / "soon.jsonl", [{"prompt": "a"}] * 4 + [ALPACA])
+    assert check_inputs([path]) == ["alpaca"]
+
+
+def error_of_check(path: Path) -> str:
+    with pytest.raises(BuildError) as err:
+        check_inputs([path])
+    return str(err.value)

@@ -1,0 +1,28 @@
+"""The build's option values, in a module that imports nothing.
+
+The command line offers these as choices before it imports numpy, numba or the
+tokenizer stack (so ``packer --help`` starts in a blink); the modules that
+implement each option take their names from here, so there is one list of each.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+#: record formats of the inputs (see :mod:`packer.formats`)
+FORMATS: tuple[str, ...] = ("alpaca", "sharegpt", "messages")
+#: bin-packing algorithms (see :mod:`packer.pack`)
+ALGORITHMS: tuple[str, ...] = ("bfd", "ffd", "nextfit")
+#: what happens to a record longer than ``seq_len``
+OVERLONG_POLICIES: tuple[str, ...] = ("drop", "truncate")
+#: built-in chat templates; :data:`packer.templates.BUILTIN_TEMPLATES` holds their Jinja source
+TEMPLATES: tuple[str, ...] = ("alpaca", "chatml", "llama3", "tulu", "mistral")
+#: ``--template`` values: the tokenizer's own, the tokenizer's own else alpaca, or a built-in one
+TEMPLATE_CHOICES: tuple[str, ...] = ("auto", "tokenizer", *TEMPLATES)
+DEFAULT_SEQ_LEN = 4096
+DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
+#: a build warns when rejection or truncation removes more than this share of the records or tokens
+WARN_LOST_SHARE = 0.05
+#: the tokenizer a build uses when none is named: tiny (2,048 tokens, trained on the demo data), for trying
+#: packer out, useless for training a model; it ships inside the package
+DEMO_TOKENIZER = Path(__file__).resolve().with_name("demo_tokenizer")

@@ -1,0 +1,122 @@
+"""Cold start: each command imports only what it needs.
+
+``import packer`` costs nothing; ``packer --help``, ``inspect``, ``show`` and
+``verify`` run without loading numba or packer's tokenizer-labelling and
+packing stack (those cost ~0.5 s before the command does anything). Each
+command runs in a fresh interpreter, which reports the modules loaded at exit.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from packer import build
+
+from .conftest import DEMO_TOKENIZER, EXAMPLES, ROOT
+
+#: loaded by a build only: numba and the modules that compile or load numba kernels, and torch
+BUILD_ONLY = ("numba", "packer.tokenize", "packer.pack", "packer.doctable", "packer.gather", "packer.build", "torch")
+#: ``--help`` needs none of the data stack either
+DATA_STACK = ("numpy", "pyarrow", "tokenizers", "jinja2")
+
+#: runs ``packer ARGS...`` in-process, then writes the names in sys.modules to the file argv[1]
+_PROBE = """
+import json, sys
+path, args = sys.argv[1], sys.argv[2:]
+from packer.cli import main
+try:
+    main(args, prog_name="packer", standalone_mode=False)
+finally:
+    with open(path, "w") as f:
+        json.dump(sorted(sys.modules), f)
+"""
+
+
+def loaded(tmp_path: Path, *args: str) -> tuple[set[str], str]:
+    """Modules loaded by ``packer ARGS`` in a fresh interpreter, and its stdout."""
+    report = tmp_path / "modules.json"
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(report), *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return set(json.loads(report.read_text())), done.stdout
+
+
+def heavy(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    """Those of ``names`` that were loaded (a package counts when any module of it was)."""
+    return sorted(n for n in names if any(m == n or m.startswith(n + ".") for m in modules))
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cold") / "shards"
+    build([EXAMPLES / "alpaca_demo.json"], out, tokenizer=DEMO_TOKENIZER, seq_len=512)
+    return out
+
+
+def test_import_packer_loads_nothing_heavy(tmp_path):
+    code = "import sys, packer; print(packer.__version__); print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run(
+        [sys.executable, "-c", "import json; " + code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    version, modules = done.stdout.splitlines()
+    assert version
+    assert heavy(set(json.loads(modules)), BUILD_ONLY + DATA_STACK) == []
+
+
+def test_public_names_still_import():
+    # packer.build is the function even after a submodule import binds the module to that name
+    code = (
+        "import packer, packer.build, packer.cli\n"
+        "from packer import build, BuildError, load_tokenizer, __version__\n"
+        "import sys\n"
+        "assert callable(build) and build is packer.build and build.__module__ == 'packer.build', build\n"
+        "assert sys.modules['packer.build'].build is build\n"
+        "assert issubclass(BuildError, Exception) and load_tokenizer.__module__ == 'packer.loader'\n"
+        "assert {'build', 'BuildError', 'load_tokenizer', 'PackedDataset', '__version__'} <= set(dir(packer))\n"
+        "from packer.tokenize import TokenizerInfo, load_tokenizer as lt\n"
+        "from packer.shards import ArrayTokens, gather_index\n"
+        "assert lt is load_tokenizer and ArrayTokens.__module__ == 'packer.gather'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
+
+
+def test_help(tmp_path):
+    modules, stdout = loaded(tmp_path, "--help")
+    assert "Usage" in stdout
+    assert heavy(modules, BUILD_ONLY + DATA_STACK) == []
+
+
+@pytest.mark.parametrize("args", [["inspect"], ["verify"], ["show", "--row", "0"]], ids=lambda a: a[0])
+def test_read_commands_do_not_load_the_build_stack(tmp_path, out, args):
+    modules, stdout = loaded(tmp_path, *args[:1], str(out), *args[1:])
+    assert stdout.strip()
+    assert heavy(modules, BUILD_ONLY) == []
+
+
+def test_verify_says_what_it_checked(out):
+    from packer.verify import check_output, verify
+
+    result = check_output(out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert result.ok and result.problems == [] == verify(out)
+    assert result.shards == len(manifest["shards"])
+    assert result.rows == manifest["packing"]["rows"]
+    assert result.documents == manifest["counts"]["packed"]
+    assert result.tokens == sum(s["tokens"] for s in manifest["shards"])
+    assert result.hashes and not check_output(out, hashes=False).hashes
+    assert result.summary().startswith(f"{result.shards} shard")
+    assert "sha256" in result.summary()
+
+
+def test_verify_result_counts_only_what_it_read(tmp_path, out):
+    from packer.verify import check_output
+
+    missing = check_output(tmp_path)
+    assert not missing.ok and (missing.shards, missing.rows, missing.tokens) == (0, 0, 0)
