@@ -154,6 +154,8 @@ class _Packer(click.Group):
                 _io().fail(str(e))
             if _debug():
                 raise
+            if isinstance(e, OSError) and e.strerror:  # the system said no (disk full, permissions): not a bug
+                _io().fail(f"{e.filename}: {e.strerror}" if e.filename else e.strerror)
             _io().fail(f"unexpected {type(e).__name__}: {e} (a bug in packer: run again with --debug for the "
                        "traceback, and please report it)")  # fmt: skip
 

@@ -98,7 +98,7 @@ def check_target(output: str | os.PathLike, inputs: Sequence[str | os.PathLike])
     if path.exists() and not path.is_dir():
         raise BuildError(f"{given}: exists and is not a directory; name a new folder with -o")
     for p in map(Path, inputs):
-        if path == p.resolve().parent or path in p.resolve().parents:
+        if path in p.resolve().parents:
             raise BuildError(f"{given}: holds the input {p}; write the output to another folder with -o")
     if not path.is_dir() or not any(path.iterdir()):
         return Target(path, False, None)
@@ -181,10 +181,14 @@ class Staging:
         else:
             target.path.parent.mkdir(parents=True, exist_ok=True)
             self.path = target.path.parent / f"{_staging_name(target.path)}{os.getpid()}"
-        if self.path.exists():  # a build of this process that failed half-way through discard
-            shutil.rmtree(self.path)
-        self.path.mkdir()
-        (self.path / INCOMPLETE_MARKER).touch()
+        try:
+            if self.path.exists():  # a build of this process that failed half-way through discard
+                shutil.rmtree(self.path)
+            self.path.mkdir()
+            (self.path / INCOMPLETE_MARKER).touch()
+        except OSError as e:
+            raise BuildError(f"{target.path}: cannot write there (the staging folder {self.path.name}: "
+                             f"{e.strerror or e})") from None
 
     def discard(self) -> None:
         """Remove the staging directory; the target stays as it was."""

@@ -310,6 +310,7 @@ def cli_errors(tmp_path: Path, output: Path) -> dict[str, list[str]]:
         "template without chat_template": [
             "build", demo, "--tokenizer", str(no_tpl), "--template", "tokenizer", "-o", str(tmp_path / "x")
         ],
+        "output where nothing can be written": ["build", demo, *tok, "-o", "/proc/packer-out"],
         "inspect a non-output": ["inspect", str(tmp_path)],
         "inspect html into a missing folder": ["inspect", str(output), "--html", "/nope/dir/r.html"],
         "inspect unknown strategy": ["inspect", str(output), "--strategy", "nonsense"],
@@ -320,7 +321,7 @@ def cli_errors(tmp_path: Path, output: Path) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize("case", ["missing input", "missing tokenizer", "template without chat_template",
-                                  "inspect a non-output",
+                                  "output where nothing can be written", "inspect a non-output",
                                   "inspect html into a missing folder", "inspect unknown strategy",
                                   "show a non-output", "show a row out of range", "verify a non-output"])  # fmt: skip
 def test_every_cli_error_is_one_line_and_exit_1(old_output, tmp_path, case):
@@ -362,6 +363,11 @@ def test_overlong_records_get_the_way_out(tmp_path, demo_tok):
         build(DEMO_INPUTS, tmp_path / "o", tokenizer=demo_tok, seq_len=16)
     assert "no record could be packed (191 read; overlong:" in str(e.value)
     assert "raise --seq-len, or --overlong truncate keeps their first 16 tokens" in str(e.value)
+    build(DEMO_INPUTS, tmp_path / "t", tokenizer=demo_tok, seq_len=16, overlong="truncate",
+          events=BuildEvents(on_notice=notices.append))  # fmt: skip
+    assert [n for n in notices if "records have no response in their first 16 tokens, so truncating them leaves "
+            "nothing to learn: raise --seq-len" in n]  # fmt: skip
+    notices.clear()
     m = build(DEMO_INPUTS, tmp_path / "o", tokenizer=demo_tok, seq_len=256,
               events=BuildEvents(on_notice=notices.append))  # fmt: skip
     n = m["counts"]["rejected"]["overlong"]
