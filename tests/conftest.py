@@ -60,3 +60,13 @@ def output_files(out: Path) -> dict[str, str]:
             data = json.dumps(m, sort_keys=True).encode()
         files[p.name] = hashlib.sha256(data).hexdigest()
     return files
+
+
+def demo_variants(path: Path, copies: int) -> Path:
+    """The demo Alpaca records ``copies`` times over, each copy's instructions changed: a build of some seconds."""
+    records = json.loads((EXAMPLES / "alpaca_demo.json").read_text())
+    with open(path, "w") as f:
+        for k in range(copies):
+            for r in records:
+                f.write(json.dumps({**r, "instruction": f"{r['instruction']} (variant {k})"}) + "\n")
+    return path

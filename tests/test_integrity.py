@@ -28,21 +28,14 @@ from packer.templates import BUILTIN_TEMPLATES, ChatTemplate, Rendered
 from packer.tokenize import char_codes, tokenize_batch
 from packer.verify import verify
 
-from .conftest import DEMO_TOKENIZER, EXAMPLES
+from .conftest import DEMO_TOKENIZER, EXAMPLES, demo_variants
 
 BUILD = "from packer.cli import main; main()"
 
 
 @pytest.fixture(scope="module")
 def big_input(tmp_path_factory) -> Path:
-    """The demo records repeated with changes: a build that takes a few seconds."""
-    records = json.loads((EXAMPLES / "alpaca_demo.json").read_text())
-    path = tmp_path_factory.mktemp("big") / "big.jsonl"
-    with open(path, "w") as f:
-        for k in range(80):
-            for r in records:
-                f.write(json.dumps({**r, "instruction": f"{r['instruction']} (variant {k})"}) + "\n")
-    return path
+    return demo_variants(tmp_path_factory.mktemp("big") / "big.jsonl", 80)
 
 
 def run_build(inp: Path, out: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:

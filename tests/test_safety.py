@@ -27,7 +27,7 @@ from packer.outdir import INCOMPLETE_MARKER, is_packer_file
 from packer.records import BuildError
 from packer.verify import verify
 
-from .conftest import DEMO_TOKENIZER, EXAMPLES, output_files
+from .conftest import DEMO_TOKENIZER, EXAMPLES, demo_variants, output_files
 
 DEMO_INPUTS = [EXAMPLES / "alpaca_demo.json", EXAMPLES / "sharegpt_demo.json"]
 CLI = "import sys; from packer.cli import main; sys.argv[0] = 'packer'; main()"
@@ -197,14 +197,8 @@ def test_a_failed_first_build_leaves_no_folder(tmp_path):
 
 @pytest.fixture(scope="module")
 def slow_input(tmp_path_factory) -> Path:
-    """The demo records many times over: a build that runs for a few seconds."""
-    records = json.loads((EXAMPLES / "alpaca_demo.json").read_text())
-    path = tmp_path_factory.mktemp("slow") / "slow.jsonl"
-    with open(path, "w") as f:
-        for k in range(300):
-            for r in records:
-                f.write(json.dumps({**r, "instruction": f"{r['instruction']} (variant {k})"}) + "\n")
-    return path
+    """A build that runs for a few seconds."""
+    return demo_variants(tmp_path_factory.mktemp("slow") / "slow.jsonl", 300)
 
 
 @pytest.mark.parametrize(("sig", "code", "word"), [(signal.SIGINT, 130, "interrupted"),
