@@ -44,7 +44,16 @@ from . import __version__
 from . import roles as R
 from .doctable import NULL, Columns, SeenTable
 from .formats import RecordReader, check_inputs
-from .options import ALGORITHMS, DEFAULT_SHARD_BYTES, OVERLONG_POLICIES, TEMPLATE_CHOICES, WARN_LOST_SHARE
+from .options import (
+    ALGORITHMS,
+    BLANK_TURN_POLICIES,
+    DEFAULT_SHARD_BYTES,
+    LOADERS,
+    OVERLONG_POLICIES,
+    SYSTEM_POLICIES,
+    TEMPLATE_CHOICES,
+    WARN_LOST_SHARE,
+)
 from .outdir import Staging, check_target
 from .pack import efficiency, lower_bound, pack, rows_from_bins
 from .records import REASONS, BuildError, Conversation, Rejection, Source
@@ -143,12 +152,12 @@ def _up_to_date(out: Path, manifest: dict, key: dict) -> bool:
     return True
 
 
-def resolve_template(name: str, tok: TokenizerInfo) -> ChatTemplate:
+def resolve_template(name: str, tok: TokenizerInfo, *, system: str = "merge") -> ChatTemplate:
     """``auto``: the tokenizer's own chat template if it has one, else ``alpaca``."""
     if name == "auto":
         name = "tokenizer" if tok.chat_template else "alpaca"
     try:
-        return ChatTemplate.named(name, tok)
+        return ChatTemplate.named(name, tok, system=system)
     except ValueError as e:
         raise BuildError(str(e)) from None
 
@@ -168,6 +177,9 @@ def build(
     strict: bool = False,
     dedupe: bool = False,
     max_rejected: float | None = None,
+    tokenizer_loader: str = "file",
+    system: str = "merge",
+    blank_turns: str = "reject",
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     batch_size: int = 512,
     events: BuildEvents | None = None,
@@ -200,6 +212,10 @@ def build(
         raise BuildError(f"unknown overlong policy {overlong!r}; choose {'|'.join(OVERLONG_POLICIES)}")
     if template not in TEMPLATE_CHOICES:
         raise BuildError(f"unknown template {template!r}; choose {'|'.join(TEMPLATE_CHOICES)}")
+    for name, value, choices in (("--tokenizer-loader", tokenizer_loader, LOADERS), ("--system", system,
+                                 SYSTEM_POLICIES), ("--blank-turns", blank_turns, BLANK_TURN_POLICIES)):  # fmt: skip
+        if value not in choices:
+            raise BuildError(f"unknown {name} {value!r}; choose {'|'.join(choices)}")
     if max_rejected is not None and not 0 <= max_rejected <= 1:
         raise BuildError(f"--max-rejected is a fraction from 0 to 1, not {max_rejected}")
     try:
@@ -208,13 +224,16 @@ def build(
         raise BuildError(str(e)) from None
     check_inputs([str(p) for p in inputs], fmt)
     target = check_target(output, inputs)
-    tok = tokenizer if isinstance(tokenizer, TokenizerInfo) else load_tokenizer(tokenizer)
-    tpl = resolve_template(template, tok)
+    tok = tokenizer if isinstance(tokenizer, TokenizerInfo) else load_tokenizer(tokenizer, loader=tokenizer_loader)
+    tpl = resolve_template(template, tok, system=system)
     key = {
         "inputs": [file_sha256(Path(p)) for p in inputs],
         "format": fmt,
         "tokenizer": tok.sha256,
+        "tokenizer_loader": [tok.loader, tok.transformers_version],
         "template": tpl.sha256,
+        "system": system,
+        "blank_turns": blank_turns,
         "seq_len": seq_len,
         "strategies": {k: list(v) for k, v in strategy_table.items()},
         "packing": packing,
@@ -234,7 +253,7 @@ def build(
         manifest = _Build(staging.path, tok, tpl, key, strategy_table, seq_len=seq_len, packing=packing,
                           overlong=overlong, strict=strict, dedupe=dedupe, max_rejected=max_rejected,
                           shard_bytes=shard_bytes, batch_size=batch_size, events=ev,
-                          ).run([str(p) for p in inputs], fmt, t0)  # fmt: skip
+                          ).run([str(p) for p in inputs], fmt, blank_turns, t0)  # fmt: skip
         staging.commit()
         return manifest
 
@@ -249,7 +268,7 @@ def build(
                 ev.on_notice(f"{e}; building again with every record rendered by the template")
             staging.discard()
             staging = Staging(target)
-            exact = resolve_template(template, tok)
+            exact = resolve_template(template, tok, system=system)
             exact.assemble = False
             return run(exact, staging)
     except BaseException:
@@ -335,6 +354,7 @@ class _Build:
         # overlong records dropped, the longest of them, and tokens not packed (dropped or cut off)
         self.overlong_dropped = self.longest_dropped = self.lost_tokens = 0
         self.dropped_turns: Counter[str] = Counter()
+        self.system_policy: Counter[str] = Counter()  # records whose system message was merged or dropped
         self.reasons: Counter[str] = Counter()  # rejection reasons in the order first met
         self.totals = _TokenTotals(strategy_table)
         self.batch: list[tuple[int, Rendered]] = []
@@ -390,6 +410,8 @@ class _Build:
         if isinstance(rendered, Rejection):
             self.reject(rendered, RejectionSpill.READ)
             return
+        if rendered.system:
+            self.system_policy[rendered.system] += 1
         self.batch.append((d, rendered))
         self.batch_chars += len(rendered.text)
         if len(self.batch) >= self.batch_size or self.batch_chars >= _BATCH_CHARS:
@@ -518,9 +540,9 @@ class _Build:
 
     # -- the whole build -------------------------------------------------------
 
-    def run(self, inputs: list[str], fmt: str | None, t0: float) -> dict:
+    def run(self, inputs: list[str], fmt: str | None, blank_turns: str, t0: float) -> dict:
         out = self.out
-        reader = self.reader = RecordReader(inputs, fmt)
+        reader = self.reader = RecordReader(inputs, fmt, blank_turns=blank_turns)
         self.ev.progress("reading", 0, reader.total_bytes)
         self.spill = TokenSpillWriter(out)
         self.rejections = RejectionSpill(out)
@@ -621,8 +643,10 @@ class _Build:
                 "bos_id": tok.token_id(tok.bos_token),
                 "eos_id": tok.token_id(tok.eos_token),
                 "pad_id": tok.token_id(tok.pad_token),
+                "loader": tok.loader,
+                "transformers_version": tok.transformers_version,
             },
-            "template": {"name": tpl.name, "sha256": tpl.sha256, "source": tpl.source},
+            "template": {"name": tpl.name, "sha256": tpl.sha256, "source": tpl.source, "system": tpl.system},
             "packing": {
                 "algorithm": self.packing,
                 "rows": n_rows,
@@ -641,6 +665,7 @@ class _Build:
                 "truncated": self.truncated,
                 "rejected": dict(sorted(rejected.items())),
                 "dropped_turns": dict(sorted(self.dropped_turns.items())),
+                "system_policy": dict(sorted(self.system_policy.items())),
                 "duplicates": self.duplicates,
             },
             "tokens": {

@@ -25,11 +25,14 @@ import click
 from ._version import __version__
 from .options import (
     ALGORITHMS,
+    BLANK_TURN_POLICIES,
     DEFAULT_SEQ_LEN,
     DEFAULT_SHARD_BYTES,
     DEMO_TOKENIZER,
     FORMATS,
+    LOADERS,
     OVERLONG_POLICIES,
+    SYSTEM_POLICIES,
     TEMPLATE_CHOICES,
 )
 
@@ -184,8 +187,24 @@ def _raise_terminated(signum: int, frame: object) -> None:
     "[default: packer's tiny demo tokenizer, for trying packer only]",
 )  # fmt: skip
 @click.option(
+    "--tokenizer-loader", default="file", show_default=True, type=click.Choice(LOADERS),
+    help="which tokenizer behaviour the ids follow: file runs tokenizer.json as it is (tokenizers-based "
+    "engines, transformers 4); transformers asks the installed transformers (5.x differs for SentencePiece "
+    "models such as Llama 2, Mistral, Phi-3)",
+)  # fmt: skip
+@click.option(
     "--template", default="auto", show_default=True, type=click.Choice(TEMPLATE_CHOICES),
     help="auto: the tokenizer's chat_template if it has one, else alpaca",
+)  # fmt: skip
+@click.option(
+    "--system", default="merge", show_default=True, type=click.Choice(SYSTEM_POLICIES),
+    help="a system message under a template that refuses one (Mistral, Gemma): merge it into the first user "
+    "turn (keeping the system role on its tokens), drop it, or reject the record; counted",
+)  # fmt: skip
+@click.option(
+    "--blank-turns", default="reject", show_default=True, type=click.Choice(BLANK_TURN_POLICIES),
+    help="a blank turn inside a conversation: reject the record, or drop the turn with the turn that answers "
+    "it (counted in turns dropped)",
 )  # fmt: skip
 @click.option(
     "--format", "fmt", default=None, type=click.Choice(FORMATS), help="input format [default: detected per file]"
@@ -219,8 +238,8 @@ def _raise_terminated(signum: int, frame: object) -> None:
 )
 @click.option("-q", "--quiet", is_flag=True, help="no progress, no per-record messages")
 @_debug_option
-def build_cmd(inputs, output, tokenizer, template, fmt, seq_len, strategies, packing, overlong, max_rejected,
-              shard_size, overwrite, strict, dedupe, quiet) -> None:  # fmt: skip
+def build_cmd(inputs, output, tokenizer, tokenizer_loader, template, system, blank_turns, fmt, seq_len, strategies,
+              packing, overlong, max_rejected, shard_size, overwrite, strict, dedupe, quiet) -> None:  # fmt: skip
     """Pack INPUTS (JSON, JSONL or Parquet; Alpaca, ShareGPT or messages) into the folder OUTPUT."""
     io = _io()
     if tokenizer is None:
@@ -256,6 +275,7 @@ def build_cmd(inputs, output, tokenizer, template, fmt, seq_len, strategies, pac
             manifest = build(
                 list(inputs), output, tokenizer=tokenizer, template=template, fmt=fmt, seq_len=seq_len,
                 strategies=strategies, packing=packing, overlong=overlong, max_rejected=max_rejected,
+                tokenizer_loader=tokenizer_loader, system=system, blank_turns=blank_turns,
                 overwrite=overwrite, strict=strict, dedupe=dedupe, shard_bytes=shard_size * 2**20, events=events,
             )  # fmt: skip
     except KeyboardInterrupt as e:

@@ -875,9 +875,14 @@ class RecordReader:
     (['Conversation', 'Rejection'], 2)
     """
 
-    def __init__(self, paths: Sequence[str | os.PathLike], fmt: str | None = None, *, first_doc_id: int = 0) -> None:
+    def __init__(
+        self, paths: Sequence[str | os.PathLike], fmt: str | None = None, *, first_doc_id: int = 0,
+        blank_turns: str = "reject",
+    ) -> None:  # fmt: skip
         self.paths, self._sizes = _input_files(paths, fmt)
         self.fmt = fmt
+        #: a blank turn inside a conversation: "reject" the record, or "drop" the turn with its answer
+        self.blank_turns = blank_turns
         self.inputs: list[InputSummary] = []
         #: the doc_id the next record will get
         self.next_doc_id = first_doc_id

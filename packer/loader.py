@@ -38,6 +38,10 @@ class TokenizerInfo:
     special_tokens: tuple[str, ...]
     #: whether the model expects a BOS at the start of a sequence
     add_bos: bool
+    #: which behaviour the ids follow (see :data:`packer.options.LOADERS`)
+    loader: str = "file"
+    #: the transformers version that made the tokenizer (loader ``transformers``), else None
+    transformers_version: str | None = None
 
     def token_id(self, token: str | None) -> int | None:
         return None if token is None else self.tokenizer.token_to_id(token)
@@ -72,11 +76,13 @@ def _chat_template(cfg: dict, directory: Path | None) -> str | None:
     return None
 
 
-def load_tokenizer(path: str | os.PathLike) -> TokenizerInfo:
+def load_tokenizer(path: str | os.PathLike, *, loader: str = "file") -> TokenizerInfo:
     """Load a tokenizer from a directory (``tokenizer.json`` plus optional
     ``tokenizer_config.json`` / ``chat_template.jinja``) or a ``tokenizer.json``
     file. Nothing is fetched from the network.
     """
+    if loader != "file":
+        raise BuildError(f"unknown tokenizer loader {loader!r}")
     p = Path(path)
     if p.is_dir():
         directory, tj = p, p / "tokenizer.json"

@@ -26,3 +26,12 @@ WARN_LOST_SHARE = 0.05
 #: the tokenizer a build uses when none is named: tiny (2,048 tokens, trained on the demo data), for trying
 #: packer out, useless for training a model; it ships inside the package
 DEMO_TOKENIZER = Path(__file__).resolve().with_name("demo_tokenizer")
+#: how the tokenizer is loaded, so which tokenizer behaviour the ids follow: ``file`` runs tokenizer.json as it
+#: is (what tokenizers-based engines and transformers 4 run); ``transformers`` asks the installed transformers
+#: (5.x rebuilds SentencePiece-family tokenizers from their vocabulary and config)
+LOADERS: tuple[str, ...] = ("file", "transformers")
+#: a system message under a template that refuses one (Mistral's, Gemma's): merged into the first user turn
+#: (its tokens keep the system role), dropped (counted), or the record rejected
+SYSTEM_POLICIES: tuple[str, ...] = ("merge", "drop", "reject")
+#: a blank turn inside a conversation: the record rejected, or the turn dropped with the turn that answers it
+BLANK_TURN_POLICIES: tuple[str, ...] = ("reject", "drop")

@@ -150,6 +150,8 @@ class Rendered:
     seg_lengths: np.ndarray  # int64
     seg_roles: np.ndarray  # uint8
     seg_last: np.ndarray  # bool
+    #: what the system policy did to this record's system message: "merged", "dropped", or None (nothing)
+    system: str | None = None
 
 
 @dataclass(frozen=True)
@@ -239,8 +241,10 @@ class ChatTemplate:
     False runs Jinja for every record.
     """
 
-    def __init__(self, name: str, source: str, tok: TokenizerInfo, *, input_field: bool) -> None:
+    def __init__(self, name: str, source: str, tok: TokenizerInfo, *, input_field: bool, system: str = "merge") -> None:
         self.name = name
+        #: what a system message becomes when the template refuses one (see options.SYSTEM_POLICIES)
+        self.system = system
         self.source = source
         self.sha256 = hashlib.sha256(source.encode("utf-8")).hexdigest()
         self._input_field = input_field
@@ -276,17 +280,17 @@ class ChatTemplate:
         self.missing_end = False
 
     @classmethod
-    def named(cls, name: str, tok: TokenizerInfo) -> ChatTemplate:
+    def named(cls, name: str, tok: TokenizerInfo, *, system: str = "merge") -> ChatTemplate:
         """A built-in template by name, or ``"tokenizer"`` for the tokenizer's own."""
         if name == "tokenizer":
             if tok.chat_template is None:
                 raise ValueError(
                     f"{tok.source}: the tokenizer has no chat_template; choose --template {'|'.join(BUILTIN_TEMPLATES)}"
                 )
-            return cls("tokenizer", tok.chat_template, tok, input_field=False)
+            return cls("tokenizer", tok.chat_template, tok, input_field=False, system=system)
         if name not in BUILTIN_TEMPLATES:
             raise ValueError(f"unknown template {name!r}; known: {', '.join(TEMPLATE_NAMES)}")
-        return cls(name, BUILTIN_TEMPLATES[name], tok, input_field=name == "alpaca")
+        return cls(name, BUILTIN_TEMPLATES[name], tok, input_field=name == "alpaca", system=system)
 
     # -- rendering ---------------------------------------------------------
 
