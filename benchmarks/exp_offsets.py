@@ -58,7 +58,7 @@ def fake_build(argv: list[str]) -> None:
         np.cumsum(counts, out=offsets[1:])
         ids = np.concatenate([np.array(e.ids, dtype=np.int32) for e in encs])
         starts = np.repeat(np.asarray(text_starts, dtype=np.int64), counts)
-        roles, last = token_roles(chars, starts, starts + 1)
+        roles, last, _ = token_roles(chars, starts, starts + 1)
         return TokenizedBatch(ids=ids, roles=roles, last=last, offsets=offsets)
 
     packer.build.label_batch = label_without_offsets

@@ -76,6 +76,7 @@ from .tokenize import (
     byte_lengths,
     byte_values,
     char_codes,
+    control_lut,
     encode_texts,
     encode_texts_fast,
     label_batch,
@@ -362,6 +363,9 @@ class _Build:
         self.pending: deque[_Pending] = deque()
         # byte-level BPE: spans from token byte lengths, so the tokenizer need not track offsets
         self.byte_lengths = byte_lengths(tok.tokenizer)
+        # control tokens never take a content role; the content characters they absorbed are counted
+        self.control = control_lut(tok)
+        self.absorbed = 0
 
     # -- records ---------------------------------------------------------------
 
@@ -445,11 +449,12 @@ class _Build:
         tb = None
         if p.by_bytes is not None:
             assert self.byte_lengths is not None
-            tb = label_batch_bytes(p.encodings.result(), *p.by_bytes, self.byte_lengths)
+            tb = label_batch_bytes(p.encodings.result(), *p.by_bytes, self.byte_lengths, self.control)
             if tb is None:  # a token of unknown length: tokenize again, with offsets
                 p.encodings = self.pool.submit(encode_texts, self.tok.tokenizer, p.texts)
         if tb is None:
-            tb = label_batch(p.encodings.result(), p.chars, p.text_starts)
+            tb = label_batch(p.encodings.result(), p.chars, p.text_starts, self.control)
+        self.absorbed += tb.absorbed
         lengths = np.diff(tb.offsets)
         keep = np.ones(len(lengths), dtype=bool)
         keep_len = lengths.copy()
@@ -672,6 +677,7 @@ class _Build:
                 "total": self.totals.total,
                 "per_role": {name: int(role_counts[code]) for name, code in R.ROLES.items()},
                 "loss": self.totals.loss(),
+                "control_absorbed_chars": self.absorbed,
             },
             "shards": [vars(s) for s in writer.shards],
             "documents": {"file": DOCUMENTS_FILE, "sha256": file_sha256(out / DOCUMENTS_FILE)},

@@ -72,6 +72,23 @@ Normalisation policy (roles are only system / user / assistant)
           (assistant) or ``empty_turn`` (system/user);
         * repeated roles and mid-conversation system turns are kept as they are
           (a template that cannot render them rejects the record later).
+    Blank turns (``blank_turns="drop"``, ``--blank-turns drop``; the default
+    ``"reject"`` rejects the record as above). Among the kept turns, runs of
+    consecutive user turns and of assistant turns are paired, each user run
+    with the assistant run answering it:
+        * a blank turn in a run that also holds a non-blank turn (a message
+          split in two, as ShareGPT dumps have) is dropped alone: the rest of the
+          run still says it, the answer still answers it;
+        * a run of blank turns only is dropped together with its partner: a
+          blank user turn with the assistant turn(s) answering it, a blank
+          assistant turn with the user turn(s) it answers;
+        * a blank system turn is dropped alone;
+        * each turn dropped so counts once in ``dropped_turns["blank_turn"]``
+          (a blank turn and its answer: 2); turns then left after the last
+          assistant turn are dropped as ``trailing_non_assistant``; a
+          conversation left with no assistant turn is ``no_assistant_turn``.
+    Alpaca records are not changed by it (a blank output or instruction leaves
+    nothing to learn: ``empty_output`` / ``empty_turn`` as before).
     Content is never stripped or otherwise edited.
 """
 
@@ -89,7 +106,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .options import FORMATS
+from .options import BLANK_TURN_POLICIES, FORMATS
 from .records import BuildError, Conversation, Message, MessageRole, Rejection, Source
 
 _BOM = b"\xef\xbb\xbf"
@@ -702,8 +719,9 @@ def _alpaca_type_error(record: dict) -> _Reject:
     raise AssertionError("the record's Alpaca fields are fine")
 
 
-def _parse_alpaca(record: dict) -> tuple[tuple[Message, ...], dict[str, int]]:
-    """Messages of an Alpaca record (raises _Reject).
+def _parse_alpaca(record: dict, drop_blank: bool = False) -> tuple[tuple[Message, ...], dict[str, int]]:
+    """Messages of an Alpaca record (raises _Reject). ``drop_blank`` changes nothing: a blank
+    instruction or output leaves nothing to learn.
 
     >>> _parse_alpaca({"instruction": "Add", "input": "2 3", "output": "5"})[0]
     (Message(role='user', content='Add', input='2 3'), Message(role='assistant', content='5', input=''))
@@ -777,6 +795,49 @@ def _drop_turns(turns: list[_Turn]) -> tuple[list[_Turn], dict[str, int]]:
     return head + rest[: last + 1], dropped
 
 
+def _drop_blank_turns(kept: list[_Turn], dropped: dict[str, int]) -> tuple[tuple[Message, ...], dict[str, int]]:
+    """The messages of ``kept`` under ``--blank-turns drop`` (module docstring), ``dropped`` counted on.
+
+    roles ``user assistant user("") assistant user assistant("")`` -> ``user assistant``,
+    ``{"blank_turn": 4}``; ``user user(" ") assistant`` -> ``user assistant``, ``{"blank_turn": 1}``
+    """
+    texts = [_content_text(content, i, name) for _, content, i, name in kept]
+    blank = [_blank(t) for t in texts]
+    if not any(blank):
+        return tuple(Message(t[0], text) for t, text in zip(kept, texts, strict=True)), dropped
+    drop = [False] * len(kept)
+    # runs of consecutive user turns and of assistant turns (system turns stand apart); after
+    # _drop_turns they alternate, a user run first and an assistant run last
+    runs: list[list[int]] = []
+    for k, (role, _, _, _) in enumerate(kept):
+        if role == "system":
+            drop[k] = blank[k]  # nothing answers a system turn
+        elif runs and kept[runs[-1][0]][0] == role:
+            runs[-1].append(k)
+        else:
+            runs.append([k])
+    for r, run in enumerate(runs):
+        if all(blank[k] for k in run):
+            # nothing said: the run goes with the one answering it (a user run's next run) or the one it
+            # answers (an assistant run's previous run)
+            partner = runs[r + 1] if kept[run[0]][0] == "user" else runs[r - 1]
+            for k in (*run, *partner):
+                drop[k] = True
+        else:  # a message split in two: the rest of the run still says it, the answer still answers it
+            for k in run:
+                drop[k] = drop[k] or blank[k]
+    left = [k for k in range(len(kept)) if not drop[k]]
+    last = next((j for j in range(len(left) - 1, -1, -1) if kept[left[j]][0] == "assistant"), -1)
+    if last < 0:
+        gone = ", ".join(str(kept[k][2]) for k in range(len(kept)) if blank[k])
+        raise _Reject("no_assistant_turn", f"no assistant turn left once the blank turns ({gone}) were dropped "
+                                           "with the turns answering them (--blank-turns drop)")  # fmt: skip
+    dropped = {**dropped, "blank_turn": dropped.get("blank_turn", 0) + len(kept) - len(left)}
+    if last < len(left) - 1:
+        dropped["trailing_non_assistant"] = dropped.get("trailing_non_assistant", 0) + len(left) - 1 - last
+    return tuple(Message(kept[k][0], texts[k]) for k in left[: last + 1]), dropped
+
+
 def _content_text(content: object, i: int, name: str) -> str:
     """A turn's content as text: a string, or OpenAI text parts joined."""
     if isinstance(content, str):
@@ -800,6 +861,7 @@ def _conversation(
     role_keys: tuple[str, str],
     content_keys: tuple[str, str],
     roles: dict[str, MessageRole],
+    drop_blank: bool = False,
 ) -> tuple[tuple[Message, ...], dict[str, int]]:
     if field not in record:
         raise _Reject("missing_field", f"no {field!r} field (keys: {_keys(record)})")
@@ -809,6 +871,8 @@ def _conversation(
     if not turns:
         raise _Reject("empty_conversation", f"{field!r} is an empty list")
     kept, dropped = _drop_turns(_map_roles(turns, role_keys, content_keys, roles))
+    if drop_blank:
+        return _drop_blank_turns(kept, dropped)
     messages = []
     for role, content, i, name in kept:
         text = _content_text(content, i, name)
@@ -819,14 +883,15 @@ def _conversation(
     return tuple(messages), dropped
 
 
-def _parse_sharegpt(record: dict) -> tuple[tuple[Message, ...], dict[str, int]]:
+def _parse_sharegpt(record: dict, drop_blank: bool = False) -> tuple[tuple[Message, ...], dict[str, int]]:
     """Messages of a ShareGPT record (raises _Reject).
 
     >>> _parse_sharegpt({"conversations": [{"from": "gpt", "value": "...rest"},
     ...     {"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]})[1]
     {'leading_assistant': 1}
     """
-    messages, dropped = _conversation(record, "conversations", ("from", "role"), ("value", "content"), _SHAREGPT_ROLES)
+    messages, dropped = _conversation(record, "conversations", ("from", "role"), ("value", "content"), _SHAREGPT_ROLES,
+                                      drop_blank)  # fmt: skip
     system = record.get("system")
     if system is not None and not isinstance(system, str):
         raise _Reject("wrong_type", f"'system' is {_type_name(system)}, expected a string")
@@ -835,17 +900,17 @@ def _parse_sharegpt(record: dict) -> tuple[tuple[Message, ...], dict[str, int]]:
     return messages, dropped
 
 
-def _parse_messages(record: dict) -> tuple[tuple[Message, ...], dict[str, int]]:
+def _parse_messages(record: dict, drop_blank: bool = False) -> tuple[tuple[Message, ...], dict[str, int]]:
     """Messages of an OpenAI-style ``messages`` record (raises _Reject).
 
     >>> _parse_messages({"messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]},
     ...     {"role": "assistant", "content": "Hello"}]})[0][0]
     Message(role='user', content='Hi', input='')
     """
-    return _conversation(record, "messages", ("role", "from"), ("content", "value"), _MESSAGES_ROLES)
+    return _conversation(record, "messages", ("role", "from"), ("content", "value"), _MESSAGES_ROLES, drop_blank)
 
 
-_PARSERS: dict[str, Callable[[dict], tuple[tuple[Message, ...], dict[str, int]]]] = {
+_PARSERS: dict[str, Callable[[dict, bool], tuple[tuple[Message, ...], dict[str, int]]]] = {
     "alpaca": _parse_alpaca,
     "sharegpt": _parse_sharegpt,
     "messages": _parse_messages,
@@ -880,9 +945,12 @@ class RecordReader:
         blank_turns: str = "reject",
     ) -> None:  # fmt: skip
         self.paths, self._sizes = _input_files(paths, fmt)
+        if blank_turns not in BLANK_TURN_POLICIES:
+            raise BuildError(f"unknown --blank-turns {blank_turns!r}; choose {'|'.join(BLANK_TURN_POLICIES)}")
         self.fmt = fmt
         #: a blank turn inside a conversation: "reject" the record, or "drop" the turn with its answer
         self.blank_turns = blank_turns
+        self._drop_blank = blank_turns == "drop"
         self.inputs: list[InputSummary] = []
         #: the doc_id the next record will get
         self.next_doc_id = first_doc_id
@@ -945,7 +1013,7 @@ class RecordReader:
             if found is not None and found != fmt:
                 return Rejection(source, "format_mismatch", f"the record is {found} but its file is {fmt}")
         try:
-            messages, dropped = _PARSERS[fmt](value)
+            messages, dropped = _PARSERS[fmt](value, self._drop_blank)
         except _Reject as r:
             return Rejection(source, r.reason, r.detail)
         for i, m in enumerate(messages):

@@ -43,8 +43,19 @@ ROLES: Mapping[str, int] = MappingProxyType(
 ROLE_NAMES: Mapping[int, str] = MappingProxyType({v: k for k, v in ROLES.items()})
 
 #: A token whose characters come from several segments takes the first role
-#: of this list (the contract's straddling rule).
+#: of this list (the contract's straddling rule), except a control token (an
+#: added token the tokenizer flags special): it is ``end`` if it covers a
+#: character of an end-of-turn token, else ``special``, whatever content it
+#: absorbed (see CONTROL_TOKEN_RULE).
 PRECEDENCE: tuple[int, ...] = (RESPONSE, END, INPUT, INSTRUCTION, SYSTEM, BOILERPLATE, MARKER, SPECIAL)
+#: the roles of message content (what a control token never takes)
+CONTENT_ROLES: tuple[str, ...] = ("system", "instruction", "input", "response")
+CONTROL_TOKEN_RULE = (
+    "a control token (an added token the tokenizer flags special) is 'end' if it covers a character of an "
+    "end-of-turn token, else 'special', whatever content it absorbed (a Phi-3 '<|assistant|>' that swallows "
+    "the newline opening a response stays 'special'); manifest tokens.control_absorbed_chars counts the "
+    "content characters so absorbed"
+)
 
 #: strategy name -> roles with loss. ``last_turn`` is special: its roles are
 #: further limited to the final assistant turn of each document.

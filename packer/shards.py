@@ -108,6 +108,8 @@ def describe() -> dict:
         },
         "documents": {"file": DOCUMENTS_FILE, "columns": cols(DOCUMENT_COLUMNS)},
         "roles": dict(R.ROLES),
+        "role_precedence": [R.ROLE_NAMES[c] for c in R.PRECEDENCE],
+        "control_tokens": R.CONTROL_TOKEN_RULE,
         "builtin_strategies": {k: list(v) for k, v in R.BUILTIN_STRATEGIES.items()},
     }
 

@@ -25,6 +25,17 @@ Fixed text is labelled by what it is: the tokenizer's special tokens are
 separators), unless a line of it has 4 or more words, which makes it
 ``boilerplate`` (Alpaca's "Below is an instruction...", a default system
 prompt the template injects).
+
+System messages under a template that refuses them (Mistral v0.1's and Gemma's
+own raise on one; found once per template by rendering a tiny conversation with
+and without a system message, :attr:`ChatTemplate.refuses_system`): a record's
+leading system message is merged into the first user message (``system="merge"``,
+the default), dropped (``"drop"``), or left to the template, which rejects the
+record (``"reject"``). Merging renders the user message ``system + "\\n\\n" +
+user``, what ``apply_chat_template`` renders for that merged conversation; the
+system characters keep the ``system`` role and the separator is template text
+(``marker``). ``Rendered.system`` says what was done ("merged", "dropped", or
+None). A template that takes system messages renders them as it does.
 """
 
 from __future__ import annotations
@@ -110,6 +121,9 @@ _SLOT_ROLE = {"system": R.SYSTEM, "user": R.INSTRUCTION, "assistant": R.RESPONSE
 _PLACEHOLDER = "PKRSLOT{}Z"
 _PLACEHOLDER_RE = re.compile(r"PKRSLOT(\d+)Z")
 _INPUT_SEPARATOR = "\n\n"  # between instruction and input when a template has no input field
+#: between a merged system message and the first user message (``--system merge``), as Gemma 3's and
+#: Mistral's own templates (and mistral-common) join them; template text, labelled ``marker``
+SYSTEM_SEPARATOR = "\n\n"
 
 
 class _GenerationTag(jinja2.ext.Extension):
@@ -278,6 +292,7 @@ class ChatTemplate:
                 names[name] = _traced_join(self._probe_type, self._joined_type, names[name])
         #: set once a learnt shape closes an assistant turn with no special token
         self.missing_end = False
+        self._refuses_system: bool | None = None
 
     @classmethod
     def named(cls, name: str, tok: TokenizerInfo, *, system: str = "merge") -> ChatTemplate:
@@ -292,11 +307,55 @@ class ChatTemplate:
             raise ValueError(f"unknown template {name!r}; known: {', '.join(TEMPLATE_NAMES)}")
         return cls(name, BUILTIN_TEMPLATES[name], tok, input_field=name == "alpaca", system=system)
 
+    # -- the system policy ---------------------------------------------------
+
+    @property
+    def refuses_system(self) -> bool:
+        """Whether the template raises on a system message: it renders a tiny conversation, but not the
+        same one after a system message (found once, by rendering both; never guessed from a name)."""
+        if self._refuses_system is None:
+            user, assistant = {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}
+            self._refuses_system = self._renders([user, assistant]) and not self._renders(
+                [{"role": "system", "content": "Be brief."}, user, assistant]
+            )
+        return self._refuses_system
+
+    def _renders(self, messages: list[dict]) -> bool:
+        try:
+            self._render(messages)
+        except jinja2.TemplateError:
+            return False
+        return True
+
+    def system_action(self, messages: Sequence[Message]) -> str | None:
+        """What the system policy does to a conversation: ``"merged"`` (its leading system message goes in
+        front of the first user message), ``"dropped"``, or None (rendered as it is: no leading system
+        message, a template that takes one, or ``system="reject"``)."""
+        if self.system == "reject" or not messages or messages[0].role != "system" or not self.refuses_system:
+            return None
+        if self.system == "drop":
+            return "dropped"
+        return "merged" if any(m.role == "user" for m in messages) else None
+
     # -- rendering ---------------------------------------------------------
 
     def _message_dicts(self, messages: Sequence[Message], fill) -> list[dict]:  # type: ignore[no-untyped-def]
+        action = self.system_action(messages)
+        out = self._plain_dicts(messages, fill, skip=1 if action == "dropped" else 0)
+        if action == "merged":
+            # the system message's slot goes in front of the first user message's content, so its
+            # characters keep the system role and the separator is template text
+            system = out.pop(0)["content"]
+            k = next(j for j, d in enumerate(out) if d["role"] == "user")
+            user = out[k]["content"]
+            out[k] = {**out[k], "content": system + SYSTEM_SEPARATOR + user if user else system}
+        return out
+
+    def _plain_dicts(self, messages: Sequence[Message], fill, skip: int = 0) -> list[dict]:  # type: ignore[no-untyped-def]
         out = []
         for i, m in enumerate(messages):
+            if i < skip:
+                continue
             think = _split_think(m) if m.role == "assistant" else None
             if think is not None:
                 # reasoning templates (Qwen3) move or drop the <think> block: give
@@ -411,14 +470,15 @@ class ChatTemplate:
         return _Assembly(tuple(transforms), lengths, slot_segs, roles, last)
 
     @staticmethod
-    def _assembled(st: _Structure, asm: _Assembly, values: list[str]) -> Rendered:
+    def _assembled(st: _Structure, asm: _Assembly, values: list[str], system: str | None = None) -> Rendered:
         emitted = [_TRANSFORMS[t](v) for t, v in zip(asm.transforms, values, strict=True)]
         parts: list[str] = [""] * (2 * len(emitted) + 1)
         parts[0::2] = st.fixed
         parts[1::2] = emitted
         lengths = asm.seg_lengths.copy()
         lengths[asm.slot_segs] = [len(e) for e in emitted]
-        return Rendered(text="".join(parts), seg_lengths=lengths, seg_roles=asm.seg_roles, seg_last=asm.seg_last)
+        return Rendered(text="".join(parts), seg_lengths=lengths, seg_roles=asm.seg_roles, seg_last=asm.seg_last,
+                        system=system)  # fmt: skip
 
     def _label_fixed(self, piece: str, end_of: _Slot | None) -> list[tuple[int, int, int, bool]]:
         """Segments of a fixed piece; ``end_of`` is the assistant slot it follows."""
@@ -445,8 +505,14 @@ class ChatTemplate:
 
         Raises :class:`TemplateDrift` if a record checked against Jinja shows that
         earlier records of its shape were assembled wrongly (set ``assemble = False``
-        and render them again; :func:`packer.build` does so by itself)."""
+        and render them again; :func:`packer.build` does so by itself).
+
+        A template that refuses system messages gets the record's leading system message as
+        :attr:`system` says (:meth:`system_action`); ``Rendered.system`` tells what was done."""
+        action = self.system_action(conv.messages)
         for i, m in enumerate(conv.messages):
+            if action == "dropped" and i == 0:
+                continue  # not rendered: a control token in it does no harm
             for value in (m.content, m.input):
                 tok = self._special_in(value)
                 if tok is not None:
@@ -465,7 +531,7 @@ class ChatTemplate:
             slot_values = [_slot_value(conv.messages[s.message], s.field) for s in st.slots]
             asm = asm if asm.fits(slot_values) else None
         if asm is not None:
-            assembled = self._assembled(st, asm, slot_values)
+            assembled = self._assembled(st, asm, slot_values, action)
             asm.rendered += 1
             if asm.rendered > _CHECK_FIRST and asm.rendered % _CHECK_EVERY:
                 asm.unchecked += 1
@@ -504,7 +570,7 @@ class ChatTemplate:
                 "cannot tell content from template text",
             )
         lengths, roles, last, _ = _segments(st, [b - a for a, b in spans])
-        return Rendered(text=text, seg_lengths=lengths, seg_roles=roles, seg_last=last)
+        return Rendered(text=text, seg_lengths=lengths, seg_roles=roles, seg_last=last, system=action)
 
 
 def _segments(st: _Structure, slot_lengths: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

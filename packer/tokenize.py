@@ -44,6 +44,7 @@ __all__ = [
     "byte_lengths",
     "byte_values",
     "char_codes",
+    "control_lut",
     "encode_texts",
     "encode_texts_fast",
     "label_batch",
@@ -92,21 +93,68 @@ def _token_values(chars: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np
     return out
 
 
-def token_roles(chars: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+#: ranks of the roles whose characters are content (what a control token must not take the role of)
+_CONTENT_RANKS = np.zeros(16, dtype=np.bool_)
+_CONTENT_RANKS[_RANK[list(R.role_codes(R.CONTENT_ROLES))]] = True
+
+
+@njit(nogil=True)
+def _control_values(
+    chars: np.ndarray, starts: np.ndarray, ends: np.ndarray, values: np.ndarray, tokens: np.ndarray,
+    end_rank: int, special_rank: int, content: np.ndarray,
+) -> int:  # fmt: skip
+    # a control token is `end` if it covers an end-of-turn character, else `special`, whatever else it
+    # absorbed; returns the content characters absorbed (Phi-3's `<|assistant|>` eating a leading newline)
+    absorbed = 0
+    for k in range(tokens.shape[0]):
+        t = tokens[k]
+        rank = special_rank
+        for j in range(starts[t], ends[t]):
+            r = chars[j] >> 1
+            if r == end_rank:
+                rank = end_rank
+            if content[r]:
+                absorbed += 1
+        values[t] = (rank << 1) | (values[t] & 1)
+    return absorbed
+
+
+def token_roles(
+    chars: np.ndarray, starts: np.ndarray, ends: np.ndarray, control: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Role code and last-turn flag of each token from per-character values.
 
     ``chars`` holds :func:`char_codes` values per character of the text;
-    ``starts``/``ends`` are token character offsets into it.
+    ``starts``/``ends`` are token character offsets into it. A token takes the
+    role of its characters by :data:`packer.roles.PRECEDENCE`, except a control
+    token (``control``: True for each token that is one of the tokenizer's
+    special added tokens), which is ``end`` or ``special`` whatever content it
+    absorbed: no strategy may teach a model to emit a control token for content.
+    Also returns the content characters control tokens absorbed.
+
+    >>> v = char_codes(np.array([R.SPECIAL, R.RESPONSE], np.uint8), np.array([False, False]))
+    >>> chars = np.repeat(v, [3, 2])                    # 3 special characters, then 2 of a response
+    >>> token_roles(chars, np.array([0, 4]), np.array([4, 5]), np.array([True, False]))   # token 0 ate one
+    (array([1, 7], dtype=uint8), array([False, False]), 1)
     """
     if starts.shape != ends.shape:
         raise ValueError("starts and ends differ in shape")
     if chars.dtype != np.uint8:
         raise ValueError("chars must be uint8")
-    v = _token_values(chars, starts.astype(np.int64), ends.astype(np.int64))
+    starts, ends = starts.astype(np.int64), ends.astype(np.int64)
+    v = _token_values(chars, starts, ends)
+    absorbed = 0
+    if control is not None:
+        if control.shape != starts.shape:
+            raise ValueError("control and starts differ in shape")
+        tokens = np.flatnonzero(control)
+        if tokens.size:
+            absorbed = _control_values(chars, starts, ends, v, tokens, int(_RANK[R.END]), int(_RANK[R.SPECIAL]),
+                                       _CONTENT_RANKS)  # fmt: skip
     codes = _UNRANK[v >> 1]
     if v.size and (codes == 0).any():
         raise ValueError("a token covers no character of any segment")
-    return codes, (v & 1).astype(bool)
+    return codes, (v & 1).astype(bool), absorbed
 
 
 @dataclass
@@ -118,6 +166,8 @@ class TokenizedBatch:
     roles: np.ndarray  # uint8
     last: np.ndarray  # bool: token belongs to the final assistant turn
     offsets: np.ndarray  # int64, len = documents + 1
+    #: characters of content that control tokens absorbed (see :func:`token_roles`)
+    absorbed: int = 0
 
 
 def encode_texts(tok: Tokenizer, texts: list[str]) -> list:
@@ -282,14 +332,31 @@ def byte_values(chars: np.ndarray, text_starts: np.ndarray, texts: list[str]) ->
     return values, byte_starts
 
 
+def control_lut(tok: TokenizerInfo) -> np.ndarray:
+    """True at the id of every control token (an added token flagged special) of ``tok``."""
+    lut = np.zeros(tok.tokenizer.get_vocab_size(with_added_tokens=True) + 1, dtype=np.bool_)
+    ids = [tok.tokenizer.token_to_id(t) for t in tok.special_tokens]
+    lut[[i for i in ids if i is not None and i < len(lut)]] = True
+    return lut
+
+
+def _control(ids: np.ndarray, lut: np.ndarray | None) -> np.ndarray | None:
+    if lut is None:
+        return None
+    return lut[np.minimum(ids, len(lut) - 1)]
+
+
 def label_batch_bytes(
-    encs: list, values: np.ndarray, byte_starts: np.ndarray, table: ByteLengths
+    encs: list, values: np.ndarray, byte_starts: np.ndarray, table: ByteLengths, control: np.ndarray | None = None
 ) -> TokenizedBatch | None:
     """:func:`label_batch` from token byte lengths instead of offsets.
 
     ``values``/``byte_starts`` come from :func:`byte_values`. ``None`` when a
-    document's tokens do not add up to its bytes (a token of unknown length):
-    the caller labels that batch from offsets instead.
+    document's tokens do not add up to its bytes (a token of unknown length),
+    or when a control token absorbed content (counted in characters, not
+    bytes; it cannot happen here, as this path needs added tokens without
+    strip flags, but the count must not depend on the path): the caller
+    labels that batch from offsets instead.
     """
     ids, offsets = _flat_ids(encs)
     width = table.widths(ids)
@@ -300,15 +367,21 @@ def label_batch_bytes(
     if (width <= 0).any() or not np.array_equal(cum[offsets[1:]] - cum[offsets[:-1]], text_bytes):
         return None
     starts, ends = cum[:-1], cum[1:]
-    roles, last = token_roles(values, starts, ends)
+    roles, last, absorbed = token_roles(values, starts, ends, _control(ids, control))
+    if absorbed:
+        return None
     return TokenizedBatch(ids=ids, roles=roles, last=last, offsets=offsets)
 
 
-def label_batch(encs: list, chars: np.ndarray, text_starts: np.ndarray) -> TokenizedBatch:
+def label_batch(
+    encs: list, chars: np.ndarray, text_starts: np.ndarray, control: np.ndarray | None = None
+) -> TokenizedBatch:
     """Flatten encodings and give every token its role.
 
     ``chars`` holds the :func:`char_codes` value of every character of the
     batch's texts, one after the other; text ``k`` starts at ``text_starts[k]``.
+    ``control`` (:func:`control_lut`) marks the ids of control tokens, which
+    never take a content role.
     """
     ids, offsets = _flat_ids(encs)
     counts = np.diff(offsets)
@@ -321,8 +394,8 @@ def label_batch(encs: list, chars: np.ndarray, text_starts: np.ndarray) -> Token
     else:
         spans = np.zeros((0, 2), np.int64)
     spans += np.repeat(np.asarray(text_starts, dtype=np.int64), counts)[:, None]
-    roles, last = token_roles(chars, spans[:, 0], spans[:, 1])
-    return TokenizedBatch(ids=ids, roles=roles, last=last, offsets=offsets)
+    roles, last, absorbed = token_roles(chars, spans[:, 0], spans[:, 1], _control(ids, control))
+    return TokenizedBatch(ids=ids, roles=roles, last=last, offsets=offsets, absorbed=absorbed)
 
 
 def batch_chars(seg_lengths: list[np.ndarray], seg_values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

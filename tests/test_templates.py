@@ -256,7 +256,7 @@ def test_straddling_token_takes_first_role_of_precedence():
     seg_len = np.array([2, 2, 2, 1, 1])
     chars = np.repeat(char_codes(seg_roles, np.zeros(5, bool)), seg_len)
     spans = [(0, 2), (1, 3), (3, 5), (5, 7), (6, 8), (7, 8), (0, 8), (1, 2)]
-    codes, _ = token_roles(chars, np.array([a for a, _ in spans]), np.array([b for _, b in spans]))
+    codes, _, _ = token_roles(chars, np.array([a for a, _ in spans]), np.array([b for _, b in spans]))
     assert [R.ROLE_NAMES[int(c)] for c in codes] == [
         "marker", "instruction", "response", "response", "end", "special", "response", "marker",
     ]  # fmt: skip
@@ -267,7 +267,7 @@ def test_precedence_over_every_pair_of_roles():
         for lo in R.PRECEDENCE[i + 1 :]:
             for order in ((hi, lo), (lo, hi)):
                 chars = np.repeat(char_codes(np.array(order, np.uint8), np.zeros(2, bool)), [1, 1])
-                codes, _ = token_roles(chars, np.array([0]), np.array([2]))
+                codes, _, _ = token_roles(chars, np.array([0]), np.array([2]))
                 assert codes[0] == hi
 
 
