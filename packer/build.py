@@ -44,6 +44,7 @@ from . import __version__
 from . import roles as R
 from .doctable import NULL, Columns, SeenTable
 from .formats import RecordReader, check_inputs
+from .loader import loader_difference, loaders_may_differ
 from .options import (
     ALGORITHMS,
     BLANK_TURN_POLICIES,
@@ -116,6 +117,8 @@ _IN_FLIGHT = 1
 #: a batch is also cut at this many characters, so a few huge records cannot make it huge (2M characters:
 #: ~20 MB less peak memory than 4M on ShareGPT, no slower)
 _BATCH_CHARS = 1 << 21
+#: rendered texts of the first batch that the other tokenizer loader encodes too, to say whether the two differ
+_LOADER_SAMPLE = 64
 
 
 def _words(conv: Conversation) -> tuple[int, int, int]:
@@ -366,6 +369,9 @@ class _Build:
         # control tokens never take a content role; the content characters they absorbed are counted
         self.control = control_lut(tok)
         self.absorbed = 0
+        # ids of the other tokenizer loader on the first batch, compared in a thread of its own where they
+        # may differ (importing transformers, and torch with it, costs a build 4-6 s and ~300 MB)
+        self.loader_check: Future | None = None
 
     # -- records ---------------------------------------------------------------
 
@@ -416,6 +422,8 @@ class _Build:
             return
         if rendered.system:
             self.system_policy[rendered.system] += 1
+            if rendered.system == "dropped":  # not trained on, so not in the prompt's words either
+                self.docs.prompt_words[d] -= len(item.messages[0].content.split()) + 1
         self.batch.append((d, rendered))
         self.batch_chars += len(rendered.text)
         if len(self.batch) >= self.batch_size or self.batch_chars >= _BATCH_CHARS:
@@ -436,6 +444,8 @@ class _Build:
             if self.byte_lengths is not None and self.byte_lengths.fits(texts):
                 by_bytes = byte_values(chars, starts, texts)
             encode = encode_texts if by_bytes is None else encode_texts_fast
+            if self.loader_check is None and loaders_may_differ(self.tok, self.byte_lengths is not None):
+                self.loader_check = self.checker.submit(loader_difference, self.tok, texts[:_LOADER_SAMPLE])
             self.pending.append(_Pending(self.pool.submit(encode, self.tok.tokenizer, texts), doc_ids, texts,
                                          chars, starts, by_bytes))  # fmt: skip
             self.batch = []
@@ -552,6 +562,7 @@ class _Build:
         self.spill = TokenSpillWriter(out)
         self.rejections = RejectionSpill(out)
         try:
+            self.checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="packer-loader-check")
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="packer-encode") as self.pool:
                 try:
                     for item in reader:
@@ -563,9 +574,14 @@ class _Build:
                     for p in self.pending:
                         p.encodings.cancel()
                     raise
+            self.loader_difference = self.loader_check.result() if self.loader_check else None
         finally:
+            self.checker.shutdown(wait=False, cancel_futures=True)
             self.spill.close()
             self.rejections.close()
+        if self.loader_difference:
+            self.ev.notice(f"the other tokenizer loader gives other ids: {self.loader_difference}; these shards "
+                           f"follow --tokenizer-loader {self.tok.loader}: train and serve with the same")  # fmt: skip
         self.seen = SeenTable(capacity=1)  # the duplicate table is done with; free it before packing
 
         self.ev.progress("reading", reader.total_bytes, reader.total_bytes)
@@ -650,8 +666,10 @@ class _Build:
                 "pad_id": tok.token_id(tok.pad_token),
                 "loader": tok.loader,
                 "transformers_version": tok.transformers_version,
+                "loader_difference": self.loader_difference,
             },
-            "template": {"name": tpl.name, "sha256": tpl.sha256, "source": tpl.source, "system": tpl.system},
+            "template": {"name": tpl.name, "sha256": tpl.sha256, "source": tpl.source, "system": tpl.system,
+                         "refuses_system": tpl.refuses_system},
             "packing": {
                 "algorithm": self.packing,
                 "rows": n_rows,

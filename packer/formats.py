@@ -829,9 +829,9 @@ def _drop_blank_turns(kept: list[_Turn], dropped: dict[str, int]) -> tuple[tuple
     left = [k for k in range(len(kept)) if not drop[k]]
     last = next((j for j in range(len(left) - 1, -1, -1) if kept[left[j]][0] == "assistant"), -1)
     if last < 0:
-        gone = ", ".join(str(kept[k][2]) for k in range(len(kept)) if blank[k])
-        raise _Reject("no_assistant_turn", f"no assistant turn left once the blank turns ({gone}) were dropped "
-                                           "with the turns answering them (--blank-turns drop)")  # fmt: skip
+        gone = [str(kept[k][2]) for k in range(len(kept)) if blank[k]]
+        raise _Reject("no_assistant_turn", f"no assistant turn is left once blank turn{'s' * (len(gone) > 1)} "
+                      f"{', '.join(gone)} and the turns answering them are dropped (--blank-turns drop)")  # fmt: skip
     dropped = {**dropped, "blank_turn": dropped.get("blank_turn", 0) + len(kept) - len(left)}
     if last < len(left) - 1:
         dropped["trailing_non_assistant"] = dropped.get("trailing_non_assistant", 0) + len(left) - 1 - last
@@ -1114,11 +1114,13 @@ def _first_format(path: str, fmt: str | None) -> str:
     raise BuildError(_undetected(path, pending, values.empty))
 
 
-def read_records(paths: Sequence[str | os.PathLike], fmt: str | None = None, *, first_doc_id: int = 0) -> RecordReader:
+def read_records(
+    paths: Sequence[str | os.PathLike], fmt: str | None = None, *, first_doc_id: int = 0, blank_turns: str = "reject"
+) -> RecordReader:
     """Convenience for :class:`RecordReader`: an iterator over the records of
     ``paths``; its ``.inputs`` holds the per-file summaries.
 
     >>> [r.source.doc_id for r in read_records(["a.jsonl", "b.json"])]  # doctest: +SKIP
     [0, 1, 2]
     """
-    return RecordReader(paths, fmt, first_doc_id=first_doc_id)
+    return RecordReader(paths, fmt, first_doc_id=first_doc_id, blank_turns=blank_turns)

@@ -138,6 +138,7 @@ def inspect(out: str | os.PathLike) -> dict:
             "rejected_total": sum(c["rejected"].values()),
             "rejected_file": str(out / REJECTED_FILE),
             "dropped_turns": c.get("dropped_turns", {}),
+            "system_policy": c.get("system_policy", {}),
         },
         "tokens": {
             "total": tokens,
@@ -165,6 +166,14 @@ def inspect(out: str | os.PathLike) -> dict:
         "paper_datasets": PAPER_DATASETS,
         "template": m["template"]["name"],
         "tokenizer": m["tokenizer"]["source"],
+        # which tokenizer behaviour the ids follow, and where the other one parts from it (outputs built
+        # before the choice existed followed tokenizer.json)
+        "tokenizer_loader": {
+            "loader": m["tokenizer"].get("loader", "file"),
+            "transformers_version": m["tokenizer"].get("transformers_version"),
+            "difference": m["tokenizer"].get("loader_difference"),
+        },
+        "control_absorbed_chars": m["tokens"].get("control_absorbed_chars", 0),
     }
 
 
@@ -177,16 +186,27 @@ def _fmt(x: float | None, digits: int = 2) -> str:
 
 def print_report(r: dict, console) -> None:  # type: ignore[no-untyped-def]
     """The report as rich tables and a histogram on ``console``."""
+    from rich.markup import escape
     from rich.table import Table
 
     rec = r["records"]
     console.print(f"[bold]packer inspect[/] {r['output']}  (template {r['template']}, tokenizer {r['tokenizer']})")
+    tl = r["tokenizer_loader"]
+    via = f"transformers {tl['transformers_version']}" if tl["loader"] == "transformers" else "tokenizer.json as it is"
+    console.print(f"ids follow: {via}", markup=False)
+    if tl["difference"]:
+        console.print(f"[yellow]the other tokenizer loader gives other ids:[/] {escape(tl['difference'])}")
+    if r["control_absorbed_chars"]:
+        console.print(f"control tokens absorbed {r['control_absorbed_chars']:,} characters of content "
+                      "(they keep the role special or end)", markup=False)  # fmt: skip
     t = Table(title="Records", title_justify="left", show_header=False)
     t.add_row("read", f"{rec['read']:,}")
     t.add_row("packed", f"{rec['packed']:,}" + (f" ({rec['truncated']:,} truncated)" if rec["truncated"] else ""))
     t.add_row("rejected", f"{rec['rejected_total']:,}" + (f"  (see {rec['rejected_file']})" if rec["rejected"] else ""))
     for reason, n in rec["rejected"].items():
         t.add_row(f"  {reason}", f"{n:,}")
+    for what, n in rec["system_policy"].items():
+        t.add_row(f"system message {what}", f"{n:,}")
     for reason, n in rec["dropped_turns"].items():
         t.add_row(f"turns dropped: {reason}", f"{n:,}")
     console.print(t)

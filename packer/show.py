@@ -183,8 +183,14 @@ def _tokenizer(manifest: dict, override) -> tuple[Tokenizer | None, list[str]]: 
         except Exception as e:  # BuildError, OSError, a broken file: the ids are still worth showing
             return None, [f"cannot load the tokenizer: {e}; showing token ids instead (--tokenizer gives one)"]
     notes = []
-    expected = manifest.get("tokenizer", {}).get("sha256")
-    if expected and info.sha256 != expected:
+    built = manifest.get("tokenizer", {})
+    expected = built.get("sha256")
+    if built.get("loader", "file") != info.loader:
+        # the ids of a transformers-loaded build decode the same with tokenizer.json (one vocabulary), and
+        # loading transformers would cost seconds; its sha256 covers more files, so it is not compared
+        notes.append(f"this output's ids follow transformers {built.get('transformers_version')}; decoded with "
+                     f"{info.source}'s tokenizer.json (the same vocabulary)")  # fmt: skip
+    elif expected and info.sha256 != expected:
         notes.append(f"tokenizer {info.source} is not the one this output was built with (sha256 differs)")
     return info.tokenizer, notes
 

@@ -54,7 +54,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from . import roles as R
 from .loader import TokenizerInfo
-from .options import TEMPLATES
+from .options import SYSTEM_POLICIES, TEMPLATES
 from .records import Conversation, Message, Rejection
 
 #: words in a line of fixed template text from which on it is prose (boilerplate)
@@ -257,6 +257,8 @@ class ChatTemplate:
 
     def __init__(self, name: str, source: str, tok: TokenizerInfo, *, input_field: bool, system: str = "merge") -> None:
         self.name = name
+        if system not in SYSTEM_POLICIES:
+            raise ValueError(f"unknown system policy {system!r}; choose --system {'|'.join(SYSTEM_POLICIES)}")
         #: what a system message becomes when the template refuses one (see options.SYSTEM_POLICIES)
         self.system = system
         self.source = source

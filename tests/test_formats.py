@@ -314,6 +314,87 @@ def test_messages_policy(tmp_path: Path) -> None:
     assert item.dropped_turns == {"leading_assistant": 1, "trailing_non_assistant": 1}  # type: ignore[union-attr]
 
 
+# --------------------------------------------------------------------------- blank turns (--blank-turns)
+
+
+def dropping(record: object, tmp_path: Path) -> Conversation | Rejection:
+    """The single item of a one-record file read with ``blank_turns="drop"``."""
+    (item,) = RecordReader([write_jsonl(tmp_path / "one.jsonl", [record])], blank_turns="drop")
+    return item
+
+
+def texts(item: Conversation | Rejection) -> list[tuple[str, str]]:
+    assert isinstance(item, Conversation), item
+    return [(m.role, m.content) for m in item.messages]
+
+
+@pytest.mark.parametrize(
+    ("turns", "kept", "dropped"),
+    [
+        # a blank user turn, then the assistant turn answering it: both go
+        ([("human", "q1"), ("gpt", "a1"), ("human", " "), ("gpt", "a2"), ("human", "q3"), ("gpt", "a3")],
+         [("user", "q1"), ("assistant", "a1"), ("user", "q3"), ("assistant", "a3")], {"blank_turn": 2}),
+        # a blank assistant turn, with the user turn it answers
+        ([("human", "q1"), ("gpt", "a1"), ("human", "q2"), ("gpt", "\n"), ("human", "q3"), ("gpt", "a3")],
+         [("user", "q1"), ("assistant", "a1"), ("user", "q3"), ("assistant", "a3")], {"blank_turn": 2}),
+        # the first exchange blank
+        ([("human", ""), ("gpt", "a1"), ("human", "q2"), ("gpt", "a2")],
+         [("user", "q2"), ("assistant", "a2")], {"blank_turn": 2}),
+        # the last exchange blank
+        ([("human", "q1"), ("gpt", "a1"), ("human", "q2"), ("gpt", " ")],
+         [("user", "q1"), ("assistant", "a1")], {"blank_turn": 2}),
+        # a user message split in two (ShareGPT dumps): the blank half alone goes, the answer stays
+        ([("gpt", "x"), ("human", "q1"), ("human", ""), ("gpt", "a1"), ("human", "q2"), ("human", " "), ("gpt", "a2")],
+         [("user", "q1"), ("assistant", "a1"), ("user", "q2"), ("assistant", "a2")],
+         {"leading_assistant": 1, "blank_turn": 2}),
+        ([("human", "q1"), ("gpt", "a1"), ("gpt", "\t"), ("human", "q2"), ("gpt", "a2")],
+         [("user", "q1"), ("assistant", "a1"), ("user", "q2"), ("assistant", "a2")], {"blank_turn": 1}),
+        # a blank system turn goes alone
+        ([("human", "q1"), ("system", " "), ("gpt", "a1")], [("user", "q1"), ("assistant", "a1")], {"blank_turn": 1}),
+        # what is left after the last assistant turn is trailing, as always
+        ([("human", "q1"), ("gpt", "a1"), ("system", "s"), ("human", "q2"), ("gpt", "")],
+         [("user", "q1"), ("assistant", "a1")], {"blank_turn": 2, "trailing_non_assistant": 1}),
+        # nothing blank: nothing changes
+        ([("human", "q1"), ("gpt", "a1")], [("user", "q1"), ("assistant", "a1")], {}),
+    ],
+)  # fmt: skip
+def test_blank_turns_drop(tmp_path: Path, turns: list, kept: list, dropped: dict) -> None:
+    item = dropping(sharegpt(*turns), tmp_path)
+    assert texts(item) == kept
+    assert item.dropped_turns == dropped  # type: ignore[union-attr]
+    # every turn is kept or counted
+    assert len(turns) == len(kept) + sum(dropped.values())
+    # the default rejects the record, as before
+    if any(not v.strip() for _, v in turns):
+        assert isinstance(one(sharegpt(*turns), tmp_path), Rejection)
+
+
+def test_blank_turns_drop_leaves_nothing(tmp_path: Path) -> None:
+    item = dropping(sharegpt(("gpt", "x"), ("human", " "), ("gpt", "a1")), tmp_path)
+    detail = rejected(item, "no_assistant_turn").detail
+    assert "blank turn 1" in detail and "--blank-turns drop" in detail
+    item = dropping(sharegpt(("human", "q1"), ("gpt", ""), ("human", ""), ("gpt", "a2")), tmp_path)
+    assert "blank turns 1, 2" in rejected(item, "no_assistant_turn").detail
+
+
+def test_blank_turns_drop_messages_format_and_checks(tmp_path: Path) -> None:
+    msgs = [("system", "s"), ("user", [{"type": "text", "text": " "}]), ("assistant", "a1"), ("user", "q2"),
+            ("assistant", "a2")]  # fmt: skip
+    item = dropping({"messages": [{"role": r, "content": c} for r, c in msgs]}, tmp_path)
+    assert texts(item) == [("system", "s"), ("user", "q2"), ("assistant", "a2")]
+    assert item.dropped_turns == {"blank_turn": 2}  # type: ignore[union-attr]
+    # a kept turn of the wrong type is still wrong_type, even one a blank turn would take with it
+    rejected(dropping(sharegpt(("human", ""), ("gpt", 5), ("human", "q"), ("gpt", "a")), tmp_path), "wrong_type")
+    # Alpaca records are not conversations: a blank output or instruction is rejected as before
+    rejected(dropping({"instruction": "q", "output": " "}, tmp_path), "empty_output")
+    rejected(dropping({"instruction": " ", "input": "", "output": "5"}, tmp_path), "empty_turn")
+
+
+def test_blank_turns_policy_name_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match=r"--blank-turns 'keep'; choose reject\|drop"):
+        RecordReader([write_jsonl(tmp_path / "one.jsonl", [SHAREGPT])], blank_turns="keep")
+
+
 # --------------------------------------------------------------------------- alpaca
 
 

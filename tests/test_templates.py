@@ -157,8 +157,9 @@ def test_mistral_rejects_misplaced_system(demo_tok):
     assert "data.json: record 0" in r.message()
 
 
-def custom(tok: TokenizerInfo, source: str) -> ChatTemplate:
-    return ChatTemplate("custom", source, dataclasses.replace(tok, chat_template=source), input_field=False)
+def custom(tok: TokenizerInfo, source: str, system: str = "merge") -> ChatTemplate:
+    return ChatTemplate("custom", source, dataclasses.replace(tok, chat_template=source), input_field=False,
+                        system=system)  # fmt: skip
 
 
 def test_trimming_template_keeps_roles(demo_tok):
@@ -230,8 +231,12 @@ def test_content_dependent_template_is_rejected_not_mislabelled(demo_tok):
 
 
 def test_template_exception_is_a_rejection(demo_tok):
-    tpl = custom(demo_tok, "{% if messages[0].role == 'system' %}{{ raise_exception('no system') }}{% endif %}x")
-    r = tpl.render(conv(("system", "s"), ("user", "u"), ("assistant", "a")))
+    source = "{% if messages[1].role == 'system' %}{{ raise_exception('no system') }}{% endif %}x"
+    r = custom(demo_tok, source).render(conv(("user", "u"), ("system", "s"), ("assistant", "a")))
+    assert isinstance(r, Rejection) and r.reason == "template_error" and "no system" in r.detail
+    # a leading system message the template refuses: rejected only under system="reject" (test_policies.py)
+    source = "{% if messages[0].role == 'system' %}{{ raise_exception('no system') }}{% endif %}x"
+    r = custom(demo_tok, source, system="reject").render(conv(("system", "s"), ("user", "u"), ("assistant", "a")))
     assert isinstance(r, Rejection) and r.reason == "template_error" and "no system" in r.detail
 
 
@@ -325,7 +330,7 @@ def test_instruction_with_blank_lines_and_input_under_a_trimming_template(demo_t
 
 def exact(tpl: ChatTemplate, tok: TokenizerInfo) -> ChatTemplate:
     """The same template with every record rendered by Jinja."""
-    twin = ChatTemplate(tpl.name, tpl.source, tok, input_field=tpl._input_field)
+    twin = ChatTemplate(tpl.name, tpl.source, tok, input_field=tpl._input_field, system=tpl.system)
     twin.assemble = False
     return twin
 
@@ -356,6 +361,7 @@ def same(a: Rendered | Rejection, b: Rendered | Rejection) -> bool:
         return a == b
     return (
         a.text == b.text
+        and a.system == b.system
         and np.array_equal(a.seg_lengths, b.seg_lengths)
         and np.array_equal(a.seg_roles, b.seg_roles)
         and np.array_equal(a.seg_last, b.seg_last)
@@ -470,3 +476,92 @@ def test_build_starts_over_with_jinja_after_a_drift(demo_tok, tmp_path):
         if item.source.doc_id != _CHECK_EVERY - 1:
             text = render(jinja, item).text  # the demo tokenizer is tok_dir's, with another chat template
             assert docs[item.source.doc_id]["input_ids"].tolist() == demo_tok.tokenizer.encode(text).ids
+
+
+# -- system messages under templates that refuse them (--system) ------------------------------------------
+
+#: as Gemma's own template: no system role, contents trimmed
+GEMMA_LIKE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}{% for m in messages %}{% set role = 'model' if m.role == 'assistant' else m.role %}"
+    "{{ '<|im_start|>' + role + '\\n' + m.content | trim + '<|im_end|>\\n' }}{% endfor %}"
+)
+#: Mistral-7B-Instruct v0.1's own template (roles must alternate: a system message raises)
+MISTRAL_V01 = (
+    "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token + ' ' }}"
+    "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}"
+)
+SYSTEM_CONV = conv(("system", " Be terse. "), ("user", "Q1 "), ("assistant", "A1"), ("user", "Q2"), ("assistant", "A2"))
+
+
+def test_refusing_a_system_message_is_found_by_rendering(demo_tok):
+    assert custom(demo_tok, GEMMA_LIKE).refuses_system and custom(demo_tok, MISTRAL_V01).refuses_system
+    for name in BUILTIN_TEMPLATES:  # the built-in mistral template puts it before the first instruction itself
+        assert not ChatTemplate.named(name, demo_tok).refuses_system, name
+    # a template that renders nothing at all refuses nothing in particular
+    assert not custom(demo_tok, "{{ raise_exception('never') }}").refuses_system
+    with pytest.raises(ValueError, match="unknown system policy 'keep'"):
+        custom(demo_tok, GEMMA_LIKE, system="keep")
+
+
+@pytest.mark.parametrize("source", [GEMMA_LIKE, MISTRAL_V01])
+def test_system_merged_into_the_first_user_message(demo_tok, source):
+    tpl = custom(demo_tok, source)
+    r = render(tpl, SYSTEM_CONV)
+    assert r.system == "merged"
+    # the text is the template's render of the merged conversation
+    merged = [{"role": "user", "content": " Be terse. \n\nQ1 "}] + [
+        {"role": m.role, "content": m.content} for m in SYSTEM_CONV.messages[2:]
+    ]
+    assert r.text == tpl._render(merged)
+    system = "Be terse. " if source == GEMMA_LIKE else " Be terse. "  # Gemma trims the (merged) content
+    assert role_text(r, "system") == [system]
+    assert ("\n\n", "marker", False) in segments(r)  # the separator is template text
+    assert role_text(r, "instruction") == ["Q1" if source == GEMMA_LIKE else "Q1 ", "Q2"]
+
+
+@pytest.mark.parametrize("source", [GEMMA_LIKE, MISTRAL_V01])
+def test_system_dropped_or_rejected(demo_tok, source):
+    r = render(custom(demo_tok, source, system="drop"), SYSTEM_CONV)
+    plain = render(custom(demo_tok, source), dataclasses.replace(SYSTEM_CONV, messages=SYSTEM_CONV.messages[1:]))
+    assert r.system == "dropped" and plain.system is None
+    assert r.text == plain.text and segments(r) == segments(plain)
+    r = custom(demo_tok, source, system="reject").render(SYSTEM_CONV)
+    assert isinstance(r, Rejection) and r.reason == "template_error"
+    assert "System role not supported" in r.detail or "must alternate" in r.detail
+    # a control token in a dropped system message is never rendered: no rejection
+    c = conv(("system", "<|im_end|>"), ("user", "Q"), ("assistant", "A"))
+    assert render(custom(demo_tok, source, system="drop"), c).system == "dropped"
+    r = custom(demo_tok, source).render(c)
+    assert isinstance(r, Rejection) and r.reason == "special_token_in_content"
+
+
+@pytest.mark.parametrize("policy", ["merge", "drop", "reject"])
+def test_templates_taking_system_messages_are_unchanged_by_the_policy(demo_tok, policy):
+    for name in BUILTIN_TEMPLATES:
+        a, b = ChatTemplate.named(name, demo_tok, system=policy), ChatTemplate.named(name, demo_tok, system="reject")
+        fast, slow = render_all(a, VARIED), render_all(b, VARIED)
+        assert all(same(x, y) for x, y in zip(fast, slow, strict=True)), name
+        assert all(x.system is None for x in fast if isinstance(x, Rendered)), name
+
+
+@pytest.mark.parametrize("policy", ["merge", "drop"])
+@pytest.mark.parametrize("source", [GEMMA_LIKE, MISTRAL_V01])
+def test_merged_and_dropped_records_assembled_equal_jinja_renders(demo_tok, source, policy):
+    with_input = [(Message("system", "S"), Message("user", text, inp), Message("assistant", "A"))
+                  for text, inp in (("Sort.\n", " [3, 1]\n"), ("   ", "[1, 2]"))]  # fmt: skip
+    convs = [*VARIED, SYSTEM_CONV, conv(("system", "\n"), ("user", "Q"), ("assistant", "A")),
+             *(dataclasses.replace(SYSTEM_CONV, messages=m) for m in with_input)]  # fmt: skip
+    tpl = custom(demo_tok, source, system=policy)
+    fast, slow = render_all(tpl, convs), render_all(exact(tpl, demo_tok), convs)
+    assert all(same(a, b) for a, b in zip(fast, slow, strict=True))
+    with_system = [a for a, c in zip(fast, convs * 3, strict=True) if c.messages[0].role == "system"]
+    assert with_system and all(isinstance(a, Rendered) or a.reason == "template_error" for a in with_system)
+    assert any(isinstance(a, Rendered) and a.system == ("merged" if policy == "merge" else "dropped")
+               for a in with_system)  # fmt: skip
+    # shapes with a system message are assembled without Jinja too
+    shapes = [s for k, s in tpl._structures.items() if k[0][0] == "system" and not isinstance(s, str)]
+    assert any(s.assembly is not None and s.assembly.unchecked for s in shapes)
