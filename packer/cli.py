@@ -327,6 +327,8 @@ def _print_summary(io: _IO, m: dict, output: str, template: str, *, demo: bool) 
     # what was built from what, unwrapped whatever the length of the paths
     io.out.print(f"packer build -> {output}", markup=False, soft_wrap=True)
     note = ": the demo tokenizer, not for training" if demo else ""
+    if tok.get("loader") == "transformers":
+        note += f", ids from transformers {tok['transformers_version']}"
     io.out.print(f"tokenizer: {tok['source']} ({tok['vocab_size']:,} tokens){note}", markup=False, soft_wrap=True)
     io.out.print(f"template:  {tpl}", markup=False, soft_wrap=True)
     table.add_row("records read", f"{c['records']:,}")
