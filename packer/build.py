@@ -55,7 +55,7 @@ from .options import (
     TEMPLATE_CHOICES,
     WARN_LOST_SHARE,
 )
-from .outdir import Staging, check_target
+from .outdir import Staging, check_target, checkpoint
 from .pack import efficiency, lower_bound, pack, rows_from_bins
 from .records import REASONS, BuildError, Conversation, Rejection, Source
 from .shards import (
@@ -456,6 +456,7 @@ class _Build:
     def take(self) -> None:
         """Label the oldest batch's tokens, decide each document, spill the kept tokens."""
         p = self.pending.popleft()
+        checkpoint("tokens")
         tb = None
         if p.by_bytes is not None:
             assert self.byte_lengths is not None
@@ -601,6 +602,7 @@ class _Build:
         self.ev.progress("packing", 0, 1)
         order, row_offsets = rows_from_bins(pack(lengths, self.seq_len, self.packing))
         self.ev.progress("packing", 1, 1)
+        checkpoint("packed")
         writer = ShardWriter(out, self.strategy_table, self.shard_bytes)
         tokens = TokenSpillReader(out, lengths)
         try:
@@ -705,6 +707,8 @@ class _Build:
         }
         assert manifest["counts"]["records"] == manifest["counts"]["packed"] + sum(rejected.values())
 
+        checkpoint("manifest")
+
         def write_manifest(tmp: Path) -> None:
             tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -719,6 +723,7 @@ class _Counted:
         self.source, self.total, self.events, self.done = source, total, events, 0
 
     def gather(self, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        checkpoint("writing")
         got = self.source.gather(docs)
         self.done += len(docs)
         self.events.progress("writing", self.done, self.total)

@@ -269,8 +269,15 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), str(b))
 
 
+#: the phases of a build where the crash tests kill it, in order: a batch of tokens taken back from the
+#: tokenizer, the rows packed, a batch of rows being written, the manifest about to be written (all in the
+#: staging folder), then the swap about to start and half done
+PHASES = ("tokens", "packed", "writing", "manifest", "swap", "swapped")
+
+
 def checkpoint(phase: str) -> None:
-    """Where the crash tests kill a build: ``PACKER_TEST_KILL_AT=phase`` sends this process SIGKILL there.
+    """Where the crash tests kill a build: ``PACKER_TEST_KILL_AT=phase`` sends this process SIGKILL there
+    (the first time it gets there; see :data:`PHASES`).
 
     Timing a kill by phase rather than by a sleep hits the same moment however busy the machine is.
     """

@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from hypothesis import strategies as st
 from packer import build
 from packer import roles as R
 from packer.cli import main
+from packer.outdir import PHASES
 from packer.records import Conversation, Message, Source
 from packer.shards import strategy_masks
 from packer.templates import BUILTIN_TEMPLATES, ChatTemplate, Rendered
@@ -48,27 +48,45 @@ def shard_bytes(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(out.glob("shard-*.arrow"))}
 
 
-def test_killed_build_leaves_no_manifest_or_a_valid_output_and_reruns(big_input, tmp_path):
-    ref = tmp_path / "ref"
-    t0 = time.perf_counter()
-    proc = run_build(big_input, ref)
-    assert proc.wait() == 0, proc.stderr.read().decode()
-    full = time.perf_counter() - t0
-    expected = shard_bytes(ref)
+@pytest.fixture(scope="module")
+def kill_input(tmp_path_factory) -> tuple[Path, dict[str, bytes], Path]:
+    """Enough records for two shards (kills are timed by phase, so the build need not be long), the shards of
+    its build, and an older output (other options) for the rebuilds to replace."""
+    folder = tmp_path_factory.mktemp("kill")
+    inp = demo_variants(folder / "kill.jsonl", 30)
+    for out, extra in ((folder / "ref", ()), (folder / "older", ("--seq-len", "512"))):
+        proc = run_build(inp, out, *extra)
+        assert proc.wait() == 0, proc.stderr.read().decode()
+    expected = shard_bytes(folder / "ref")
     assert len(expected) >= 2  # several shards, so kills land between them too
-    for frac in (0.2, 0.45, 0.7, 0.85, 0.95, 0.99):
-        out = tmp_path / f"kill-{frac}"
-        proc = run_build(big_input, out)
-        time.sleep(full * frac)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    return inp, expected, folder / "older"
+
+
+@pytest.mark.parametrize("rebuild", [False, True])
+def test_killed_build_leaves_the_old_output_or_the_new_and_reruns(kill_input, tmp_path, rebuild):
+    """SIGKILL at each phase of a build (a first build, or a rebuild over an older output), then the same command."""
+    inp, expected, older = kill_input
+    # a first build has no half-done swap: it renames the staging folder in one step
+    phases = PHASES if rebuild else tuple(p for p in PHASES if p != "swapped")
+    for phase in phases:
+        out = tmp_path / f"kill-{phase}"
+        if rebuild:
+            shutil.copytree(older, out)
+        old = shard_bytes(out) if rebuild else None
+        proc = run_build(inp, out, *(["--overwrite"] if rebuild else []),
+                         env={**os.environ, "PACKER_TEST_KILL_AT": phase})  # fmt: skip
+        assert proc.wait() == -signal.SIGKILL, f"never got to {phase}"
         if (out / "manifest.json").exists():
-            assert verify(out) == [], f"killed at {frac:.0%}: a manifest that points at a broken output"
-        # the same command again, without --overwrite, completes and gives the same bytes
-        again = run_build(big_input, out)
+            assert verify(out) == [], f"killed at {phase}: a manifest that points at a broken output"
+            assert shard_bytes(out) in (old, expected), f"killed at {phase}: a mix of two outputs"
+        else:
+            assert not rebuild, f"killed at {phase}: the old output lost"
+        # the same command again completes and gives the same bytes, and nothing is left beside the output
+        again = run_build(inp, out, *(["--overwrite"] if rebuild else []))
         assert again.wait() == 0, again.stderr.read().decode()
-        assert shard_bytes(out) == expected, f"killed at {frac:.0%}"
+        assert shard_bytes(out) == expected, f"killed at {phase}"
         assert verify(out) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"kill-{ph}" for ph in phases)
 
 
 def test_byte_identical_whatever_the_thread_count(big_input, tmp_path):
@@ -172,11 +190,3 @@ def test_roles_and_masks_invariants(demo_tok, conv, template, extra):
     assert not (masks["last_turn"] & ~it).any()
     # every assistant turn contributes response tokens; the final one is the last turn
     assert it.any() and masks["last_turn"].any()
-
-
-def test_cleanup_helpers_do_not_leak(tmp_path):
-    # guards shutil use above on platforms where rmtree of a killed output fails
-    d = tmp_path / "x"
-    d.mkdir()
-    shutil.rmtree(d)
-    assert not d.exists()
