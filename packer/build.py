@@ -95,6 +95,8 @@ class BuildEvents:
     on_notice: Callable[[str], None] | None = None
     #: (phase, done, total): "reading" in bytes of input, then "packing", then "writing" in documents
     on_progress: Callable[[str, int, int], None] | None = None
+    #: every check passed and the build starts writing (its staging folder): a failure before is one error
+    on_start: Callable[[], None] | None = None
 
     def progress(self, phase: str, done: int, total: int) -> None:
         if self.on_progress:
@@ -262,6 +264,8 @@ def build(
         return manifest
 
     staging = Staging(target)
+    if ev.on_start:
+        ev.on_start()
     try:
         try:
             return run(tpl, staging)
@@ -370,7 +374,7 @@ class _Build:
         self.control = control_lut(tok)
         self.absorbed = 0
         # ids of the other tokenizer loader on the first batch, compared in a thread of its own where they
-        # may differ (importing transformers, and torch with it, costs a build 4-6 s and ~300 MB)
+        # may differ (importing transformers, and torch with it, costs a build ~5 s and ~240 MB: BENCHMARKS.md)
         self.loader_check: Future | None = None
 
     # -- records ---------------------------------------------------------------

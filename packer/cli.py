@@ -139,6 +139,13 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM, turned into an exception so that a build cleans up as it does on Ctrl-C."""
 
 
+def _stopped(e: KeyboardInterrupt, detail: str = "") -> None:
+    """One line for Ctrl-C (exit 130) or SIGTERM (exit 143)."""
+    what = "terminated" if isinstance(e, _Terminated) else "interrupted"
+    _io().say(f"{what}: {detail}" if detail else what)
+    sys.exit(143 if isinstance(e, _Terminated) else 130)
+
+
 class _Packer(click.Group):
     command_class = _Command
 
@@ -148,8 +155,7 @@ class _Packer(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except KeyboardInterrupt as e:
-            _io().say("terminated" if isinstance(e, _Terminated) else "interrupted")
-            sys.exit(143 if isinstance(e, _Terminated) else 130)
+            _stopped(e)
         except Exception as e:
             from .records import BuildError
 
@@ -242,14 +248,12 @@ def build_cmd(inputs, output, tokenizer, tokenizer_loader, template, system, bla
               packing, overlong, max_rejected, shard_size, overwrite, strict, dedupe, quiet) -> None:  # fmt: skip
     """Pack INPUTS (JSON, JSONL or Parquet; Alpaca, ShareGPT or messages) into the folder OUTPUT."""
     io = _io()
-    if tokenizer is None:
+    demo = tokenizer is None
+    if demo:
         if not (DEMO_TOKENIZER / "tokenizer.json").is_file():
             io.fail(f"no --tokenizer given, and packer's demo tokenizer is missing from {DEMO_TOKENIZER} "
                     "(a broken install?); pass --tokenizer <model folder>")  # fmt: skip
         tokenizer = DEMO_TOKENIZER
-        io.say("warning: no --tokenizer given: building with packer's tiny demo tokenizer (2,048 tokens, trained "
-               "on the demo data), for trying packer out; its shards are useless for training a model. Pass "
-               "--tokenizer <model folder> (with tokenizer.json) for real work.", style="bold yellow")  # fmt: skip
 
     from .build import build
 
@@ -269,6 +273,11 @@ def build_cmd(inputs, output, tokenizer, tokenizer_loader, template, system, bla
     progress, events = _progress(io, quiet)
     events.on_rejection = on_rejection
     events.on_notice = lambda msg: io.say(f"warning: {msg}", style="yellow")
+    if demo:  # said once the build starts, so that an error before it stays one line
+        events.on_start = lambda: io.say(
+            "warning: no --tokenizer given: building with packer's tiny demo tokenizer (2,048 tokens, trained on "
+            "the demo data), for trying packer out; its shards are useless for training a model. Pass "
+            "--tokenizer <model folder> (with tokenizer.json) for real work.", style="bold yellow")  # fmt: skip
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         with progress:
@@ -279,9 +288,7 @@ def build_cmd(inputs, output, tokenizer, tokenizer_loader, template, system, bla
                 overwrite=overwrite, strict=strict, dedupe=dedupe, shard_bytes=shard_size * 2**20, events=events,
             )  # fmt: skip
     except KeyboardInterrupt as e:
-        what = "terminated" if isinstance(e, _Terminated) else "interrupted"
-        io.say(f"{what}: nothing was written; {output} is as it was before this build")
-        sys.exit(143 if isinstance(e, _Terminated) else 130)
+        _stopped(e, f"nothing was written; {output} is as it was before this build")
     finally:
         signal.signal(signal.SIGTERM, previous)
     _print_summary(io, manifest, output, template, demo=Path(tokenizer) == DEMO_TOKENIZER)

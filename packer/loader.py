@@ -18,12 +18,12 @@ decode, and should not pay for compiling or loading those kernels.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
 import json
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -277,39 +277,30 @@ def _check_backend(hf, backend: Tokenizer, info: TokenizerInfo, directory: Path,
 # ----------------------------------------------------------------------------------------------------------------
 # whether the two loaders agree
 
-#: tokenizers of the other loader, most recently used last (a few: a process builds with few tokenizers)
-_OTHER_CACHE: dict[tuple, TokenizerInfo | None] = {}
-_OTHER_CACHE_SIZE = 4
-_OTHER_LOCK = threading.Lock()
-
-
 def _label(tok: TokenizerInfo) -> str:
     return f"transformers {tok.transformers_version}" if tok.loader == "transformers" else "tokenizer.json"
 
 
 def _other_loader(tok: TokenizerInfo) -> TokenizerInfo | None:
     """``tok``'s tokenizer from the other loader, or None where it cannot load (cached per process)."""
-    other = "file" if tok.loader == "transformers" else "transformers"
     directory, _, _ = _split_path(tok.source)
     stamp = []
-    for name in _HF_FILES:
+    for name in _HF_FILES:  # a tokenizer edited on disk is loaded again
         try:
             st = (directory / name).stat()
             stamp.append((name, st.st_size, st.st_mtime_ns))
         except OSError:
             pass
-    key = (os.path.abspath(tok.source), other, tuple(stamp))
-    with _OTHER_LOCK:
-        if key in _OTHER_CACHE:
-            _OTHER_CACHE[key] = _OTHER_CACHE.pop(key)
-        else:
-            try:
-                _OTHER_CACHE[key] = load_tokenizer(tok.source, loader=other)
-            except Exception:  # BuildError, a broken file: no comparison
-                _OTHER_CACHE[key] = None
-            while len(_OTHER_CACHE) > _OTHER_CACHE_SIZE:
-                del _OTHER_CACHE[next(iter(_OTHER_CACHE))]
-        return _OTHER_CACHE[key]
+    other = "file" if tok.loader == "transformers" else "transformers"
+    return _load_other(os.path.abspath(tok.source), other, tuple(stamp))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_other(source: str, loader: str, stamp: tuple) -> TokenizerInfo | None:
+    try:
+        return load_tokenizer(source, loader=loader)
+    except Exception:  # BuildError, a broken file: no comparison
+        return None
 
 
 def _encode_ids(tok: Tokenizer, texts: list[str]) -> list[list[int]]:

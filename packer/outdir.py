@@ -75,8 +75,6 @@ class Target:
     """What the build's target directory holds now."""
 
     path: Path
-    #: the target exists and holds anything
-    exists: bool
     #: the manifest of a complete output there, or None
     manifest: dict | None
 
@@ -101,7 +99,7 @@ def check_target(output: str | os.PathLike, inputs: Sequence[str | os.PathLike])
         if path in p.resolve().parents:
             raise BuildError(f"{given}: holds the input {p}; write the output to another folder with -o")
     if not path.is_dir() or not any(path.iterdir()):
-        return Target(path, False, None)
+        return Target(path, None)
     manifest = read_manifest(path)
     foreign = _foreign_child(path, manifest)
     if foreign is not None:
@@ -110,7 +108,7 @@ def check_target(output: str | os.PathLike, inputs: Sequence[str | os.PathLike])
             f"{given}: holds {what} {foreign.name!r}, which packer did not write; packer replaces only its own "
             "outputs: move it away, or write the output to another folder with -o"
         )
-    return Target(path, True, manifest if not (path / INCOMPLETE_MARKER).exists() else None)
+    return Target(path, manifest if not (path / INCOMPLETE_MARKER).exists() else None)
 
 
 def _foreign_child(path: Path, manifest: dict | None, skip: Path | None = None) -> Path | None:
