@@ -57,12 +57,12 @@ def main() -> None:
         cfg = Qwen2Config(
             vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
             num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=args.max_length,
-        )  # fmt: skip
+        )
         model = Qwen2ForCausalLM(cfg)
         config = SFTConfig(
             output_dir=f"{tmp}/out", max_length=args.max_length, packing=True, packing_strategy="bfd",
             assistant_only_loss=True, dataset_num_proc=args.num_proc, report_to=[], use_cpu=True,
-        )  # fmt: skip
+        )
         trainer = SFTTrainer(model=model, args=config, train_dataset=ds, processing_class=tok)
         train = trainer.train_dataset
         seconds = time.perf_counter() - start
@@ -74,7 +74,7 @@ def main() -> None:
             "documents": n_docs, "records": len(ds), **seen,
             "versions": {"trl": trl.__version__, "transformers": transformers.__version__,
                          "datasets": datasets.__version__, "tokenizers": __import__("tokenizers").__version__},
-        }))  # fmt: skip
+        }))
 
 
 if __name__ == "__main__":

@@ -36,8 +36,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from packer import build
-from packer.build import resolve_template
 from packer.formats import RecordReader
+from packer.part import resolve_template
 from packer.records import Rejection
 from packer.tokenize import TokenizerInfo, load_tokenizer
 
@@ -171,9 +171,9 @@ def profile_build(paths: list[Path], tok: TokenizerInfo, seq_len: int, work: Pat
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", nargs="+", default=["sharegpt3k", "sharegpt17k", "alpaca"],
-                        choices=["sharegpt3k", "sharegpt17k", "alpaca"])  # fmt: skip
+                        choices=["sharegpt3k", "sharegpt17k", "alpaca"])
     parser.add_argument("--tokenizers", nargs="+", default=["qwen2.5-instruct"],
-                        help="names under ../shared/tokenizers")  # fmt: skip
+                        help="names under ../shared/tokenizers")
     parser.add_argument("--seq-len", type=int, default=4096)
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per side; the best is kept")
     parser.add_argument("--sharegpt17k", type=Path, default=Path("/tmp/bench/sharegpt17k.json"))
@@ -188,12 +188,12 @@ def main() -> None:
 
     print(f"packer {BUILD_MODULE.__file__}; seq_len {args.seq_len}, best of {args.repeat}, "
           f"build batch {BUILD_BATCH} documents or {BATCH_CHARS or '-'} characters, "
-          f"{os.cpu_count()} cores, RAYON_NUM_THREADS={os.environ.get('RAYON_NUM_THREADS', 'unset')}\n")  # fmt: skip
+          f"{os.cpu_count()} cores, RAYON_NUM_THREADS={os.environ.get('RAYON_NUM_THREADS', 'unset')}\n")
     # "cores busy" = CPU seconds of all the process's threads / wall seconds: how much of the machine each side
     # keeps busy (the tokenizer's Rust threads included), i.e. what overlapping work could still use
     header = ("| set | tokenizer | documents tokenized | tokens tokenized | packed tokens | build s | "
               "build tokens/s | build cores busy | raw encode_batch s | raw tokens/s | raw cores busy "
-              "| build / raw | raw encode_batch_fast s | build / raw fast |")  # fmt: skip
+              "| build / raw | raw encode_batch_fast s | build / raw fast |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for tok_name in args.tokenizers:
         tok = load_tokenizer(TOKENIZERS / tok_name)

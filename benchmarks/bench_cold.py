@@ -70,7 +70,7 @@ print(json.dumps({"imports": t1 - t0, "tokenizer": t2 - t1, "numba": spent[0], "
 def demo_tokenizer(code: Path) -> Path:
     """The demo tokenizer of a checkout (it moved from examples/ into the package)."""
     for d in (code / "packer" / "demo_tokenizer", code / "examples" / "demo-tokenizer",
-              ROOT / "packer" / "demo_tokenizer", ROOT / "examples" / "demo-tokenizer"):  # fmt: skip
+              ROOT / "packer" / "demo_tokenizer", ROOT / "examples" / "demo-tokenizer"):
         if (d / "tokenizer.json").is_file():
             return d
     raise SystemExit(f"no demo tokenizer in {code} or {ROOT}")
@@ -119,7 +119,7 @@ def cases(one: Path, tokenizers: dict[str, Path | None]) -> dict[str, Callable[[
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--code", action="append", default=[], metavar="NAME=DIR",
-                    help="a checkout to time (repeatable) [default: now=this checkout]")  # fmt: skip
+                    help="a checkout to time (repeatable) [default: now=this checkout]")
     ap.add_argument("--repeat", type=int, default=7, help="runs per command and code (median kept)")
     ap.add_argument("--cold-repeat", type=int, default=3, help="runs of the build with an empty numba cache")
     args = ap.parse_args()
@@ -137,7 +137,7 @@ def main() -> None:
     for c in codes:  # the small output the read commands look at; this also fills numba's cache
         c.output = fresh(f"demo-{c.name}")
         c.packer("build", str(EXAMPLES / "alpaca_demo.json"), str(EXAMPLES / "sharegpt_demo.json"),
-                 "-o", str(c.output), "--tokenizer", str(c.tokenizer), "-q")  # fmt: skip
+                 "-o", str(c.output), "--tokenizer", str(c.tokenizer), "-q")
 
     table = cases(one, tokenizers)
     for c in codes:  # warm-up
@@ -160,7 +160,7 @@ def main() -> None:
         for c in codes:
             cache = Path(tempfile.mkdtemp(prefix="numba-", dir=SCRATCH))
             cold[c.name].append(c.packer("build", str(one), "-o", str(fresh("cold")), "--tokenizer", str(c.tokenizer),
-                                         "-q", env={"NUMBA_CACHE_DIR": str(cache)}))  # fmt: skip
+                                         "-q", env={"NUMBA_CACHE_DIR": str(cache)}))
 
     names = [c.name for c in codes]
     ratio = len(codes) > 1
@@ -185,7 +185,7 @@ def main() -> None:
             med = {k: statistics.median(r[k] for r in runs) for k in keys}
             cache = f"{runs[-1]['hits']}/{runs[-1]['misses']}"
             print(f"| {label} | {n} | {med['imports']:.2f} | {med['tokenizer']:.2f} | {med['numba']:.2f} ({cache}) | "
-                  f"{med['rest']:.2f} | {med['total']:.2f} |")  # fmt: skip
+                  f"{med['rest']:.2f} | {med['total']:.2f} |")
 
 
 if __name__ == "__main__":

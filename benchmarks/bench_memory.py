@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 DATA = SHARED / "data"
 ROLE_MAP = {"human": "user", "user": "user", "gpt": "assistant", "chatgpt": "assistant", "bard": "assistant",
-            "bing": "assistant", "system": "system"}  # fmt: skip
+            "bing": "assistant", "system": "system"}
 #: stands for the copy number in a pre-serialized record; cannot occur in the data (checked)
 MARK = "\ue000COPY\ue000"
 
@@ -60,7 +60,7 @@ def base_records() -> list[dict]:
             prompt = rec["instruction"] + (f"\n\n{rec['input']}" if rec.get("input") else "")
             if prompt.strip() and rec["output"].strip():
                 out.append({"messages": [{"role": "user", "content": prompt},
-                                         {"role": "assistant", "content": rec["output"]}]})  # fmt: skip
+                                         {"role": "assistant", "content": rec["output"]}]})
     return out
 
 
@@ -108,7 +108,7 @@ def make_inputs(work: Path, size_bytes: int, fractions: list[float]) -> dict[flo
     for f, m in meta.items():
         m.write_text(str(paths[f].stat().st_size))
     print(f"wrote {len(paths)} inputs from {len(records):,} base records in {time.perf_counter() - start:.0f} s",
-          file=sys.stderr)  # fmt: skip
+          file=sys.stderr)
     return paths
 
 
@@ -132,7 +132,7 @@ def stream_child(shards: str) -> None:
         tokens += int(item["input_ids"].numel())
     kb = {k: v for k, v in _status_kb().items() if k in ("VmHWM", "RssAnon", "RssFile")}
     print(json.dumps({"rows": rows, "tokens": tokens, "seconds": time.perf_counter() - start, "baseline": baseline,
-                      **kb}))  # fmt: skip
+                      **kb}))
 
 
 def main() -> None:
@@ -155,14 +155,14 @@ def main() -> None:
     inputs = make_inputs(args.work, int(args.size_gb * 1e9), fractions)
 
     lines = ["| input | records | tokens packed | rows | wall s | tokens/s | peak RSS MB | peak RSS / input size |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "|---|---|---|---|---|---|---|---|"]
     largest = None
     for f in fractions:
         path = inputs[f]
         out = args.work / f"out-{f:g}"
         shutil.rmtree(out, ignore_errors=True)
         m = run_measured([args.packer, "build", str(path), "--tokenizer", str(args.tokenizer),
-                          "--seq-len", str(args.seq_len), "-o", str(out), "-q"])  # fmt: skip
+                          "--seq-len", str(args.seq_len), "-o", str(out), "-q"])
         manifest = json.loads((out / "manifest.json").read_text())
         size = path.stat().st_size
         tokens = manifest["tokens"]["total"]
@@ -182,12 +182,12 @@ def main() -> None:
         r = json.loads(m.stdout.strip().splitlines()[-1])
         shard_bytes = sum(p.stat().st_size for p in largest.glob("shard-*.arrow"))
         print("\n| streamed | rows | tokens | seconds | rows/s | peak RSS MB | RSS after imports MB "
-              "| anon MB (end) | file-backed MB (end) | shards MB |")  # fmt: skip
+              "| anon MB (end) | file-backed MB (end) | shards MB |")
         print("|---|---|---|---|---|---|---|---|---|---|")
         anon, file_mb = r.get("RssAnon", 0) / 1e3, r.get("RssFile", 0) / 1e3  # kB -> MB
         print(f"| {largest.name} (PackedDataset, instruction_tuning, shuffled) | {r['rows']:,} | {r['tokens']:,} | "
               f"{r['seconds']:.1f} | {r['rows'] / r['seconds']:,.0f} | {m.peak_rss_mb:,.0f} | "
-              f"{r['baseline'] / 1e3:,.0f} | {anon:,.0f} | {file_mb:,.0f} | {shard_bytes / 1e6:,.0f} |")  # fmt: skip
+              f"{r['baseline'] / 1e3:,.0f} | {anon:,.0f} | {file_mb:,.0f} | {shard_bytes / 1e6:,.0f} |")
     if not args.keep and largest is not None:
         shutil.rmtree(largest, ignore_errors=True)
 

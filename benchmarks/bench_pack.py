@@ -51,7 +51,7 @@ def real_lengths(n: int, seq_len: int, seed: int, build_dir: Path) -> tuple[np.n
         data = SHARED / "data"
         inputs = [data / "sharegpt_v3_unfiltered_cleaned_split_first3000.json", *sorted(data.glob("alpaca_*.json"))]
         build([str(p) for p in inputs], build_dir, tokenizer=SHARED / "tokenizers" / "qwen2.5-instruct",
-              seq_len=seq_len, overwrite=True)  # fmt: skip
+              seq_len=seq_len, overwrite=True)
     with ipc.open_file(docs) as r:
         tokens = r.read_all().column("tokens").drop_null().to_numpy().astype(np.int64)
     return np.random.default_rng(seed).choice(tokens, size=n, replace=True), len(tokens)
@@ -93,9 +93,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per algorithm; the best is shown")
     parser.add_argument("--python-n", type=int, default=1_000_000, help="subsample size for the plain-Python best-fit")
     parser.add_argument("--lengths", choices=["lognormal", "real"], default="lognormal",
-                        help="length distribution (see above)")  # fmt: skip
+                        help="length distribution (see above)")
     parser.add_argument("--real-build", type=Path, default=Path("/tmp/bench/real-lengths"),
-                        help="--lengths real: build output to draw lengths from (built there if missing)")  # fmt: skip
+                        help="--lengths real: build output to draw lengths from (built there if missing)")
     args = parser.parse_args()
 
     if args.lengths == "real":
@@ -121,7 +121,7 @@ def main() -> None:
     print(f"timings: whole pack() call incl. validation and sorting, best of {args.repeat}")
     print()
     print("| lengths | documents | algorithm | seconds | documents/s | rows | lower bound | efficiency "
-          "| rows / lower bound |")  # fmt: skip
+          "| rows / lower bound |")
     print("|---|---|---|---|---|---|---|---|---|")
 
     def row(name: str, docs: np.ndarray, seconds: float, n_rows: int) -> None:

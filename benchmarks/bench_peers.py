@@ -41,7 +41,7 @@ SHARED = ROOT.parent / "shared"
 SHAREGPT_3K = SHARED / "data" / "sharegpt_v3_unfiltered_cleaned_split_first3000.json"
 SHAREGPT_17K_TOOL = SHARED / "tools" / "sharegpt-17k"
 ROLE_MAP = {"human": "user", "user": "user", "gpt": "assistant", "chatgpt": "assistant", "bard": "assistant",
-            "bing": "assistant", "system": "system"}  # fmt: skip
+            "bing": "assistant", "system": "system"}
 
 
 def to_messages(src: Path, dst: Path) -> tuple[int, int]:
@@ -71,7 +71,7 @@ def run_packer(packer: str, data: Path, tokenizer: Path, seq_len: int, work: Pat
     out = Path(tempfile.mkdtemp(prefix="peers-packer-", dir=work))
     try:
         m = run_measured([packer, "build", str(data), "--tokenizer", str(tokenizer), "--seq-len", str(seq_len),
-                          "-o", str(out), "--overwrite", "-q"])  # fmt: skip
+                          "-o", str(out), "--overwrite", "-q"])
         manifest = json.loads((out / "manifest.json").read_text())
         manifest["_overlong_dropped"] = manifest["counts"]["rejected"].get("overlong", 0)
         return m, manifest
@@ -115,46 +115,46 @@ def main() -> None:
         runs = []
         for _ in range(args.repeat):
             m = run_measured([args.peers_python, str(helper), str(data), str(args.tokenizer),
-                              "--max-length", str(args.seq_len)])  # fmt: skip
+                              "--max-length", str(args.seq_len)])
             runs.append((m, json.loads(m.stdout.strip().splitlines()[-1])))
         trl_m, trl = best(runs)
         versions = trl["versions"]
         pk_m, pk = best([run_packer(args.packer, data, args.tokenizer, args.seq_len, args.work)
-                         for _ in range(args.repeat)])  # fmt: skip
+                         for _ in range(args.repeat)])
 
         def line(tool: str, m: Measured, inner_s: float, tokens: int, n_rows: int, docs: int, trunc: int,
-                 dropped: int, name: str = name, n_kept: int = n_kept) -> dict:  # fmt: skip
+                 dropped: int, name: str = name, n_kept: int = n_kept) -> dict:
             return {"set": name, "conversations": n_kept, "tool": tool, "seconds": m.seconds, "inner": inner_s,
                     "tokens": tokens, "rows": n_rows, "docs": docs, "truncated": trunc, "dropped": dropped,
-                    "rss": m.peak_rss_mb}  # fmt: skip
+                    "rss": m.peak_rss_mb}
 
         t = line("TRL SFTTrainer", trl_m, trl["seconds"], trl["tokens"], trl["rows"], trl["documents"],
-                 trl["truncated"], 0)  # fmt: skip
+                 trl["truncated"], 0)
         p = line("packer build", pk_m, pk["build_seconds"], pk["tokens"]["total"], pk["packing"]["rows"],
-                 pk["counts"]["packed"], pk["counts"]["truncated"], pk["_overlong_dropped"])  # fmt: skip
+                 pk["counts"]["packed"], pk["counts"]["truncated"], pk["_overlong_dropped"])
         rows += [t, p]
         tps = {r["tool"]: r["tokens"] / r["seconds"] for r in (t, p)}
         print(f"{name}: packer/TRL tokens/s {tps['packer build'] / tps['TRL SFTTrainer']:.2f}x, "
-              f"peak RSS {p['rss'] / t['rss']:.2f}x TRL's", file=sys.stderr)  # fmt: skip
+              f"peak RSS {p['rss'] / t['rss']:.2f}x TRL's", file=sys.stderr)
 
     print(f"\nTRL {versions.get('trl')}, transformers {versions.get('transformers')}, datasets "
           f"{versions.get('datasets')}, tokenizers {versions.get('tokenizers')}; seq_len {args.seq_len}; "
-          f"best of {args.repeat}; tokenizer {args.tokenizer.name}\n")  # fmt: skip
+          f"best of {args.repeat}; tokenizer {args.tokenizer.name}\n")
     print("| set (conversations) | tool | seconds (in-process) | tokens/s | tokens | rows | lower bound | "
-          "efficiency | documents packed | truncated | dropped (overlong) | peak RSS MB |")  # fmt: skip
+          "efficiency | documents packed | truncated | dropped (overlong) | peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         lb = math.ceil(r["tokens"] / args.seq_len)
         eff = r["tokens"] / (r["rows"] * args.seq_len)
         print(f"| {r['set']} ({r['conversations']:,}) | {r['tool']} | {r['seconds']:.1f} ({r['inner']:.1f}) | "
               f"{r['tokens'] / r['seconds'] / 1e6:.3f} M | {r['tokens']:,} | {r['rows']:,} | {lb:,} | {eff:.4f} | "
-              f"{r['docs']:,} | {r['truncated']:,} | {r['dropped']:,} | {r['rss']:,.0f} |")  # fmt: skip
+              f"{r['docs']:,} | {r['truncated']:,} | {r['dropped']:,} | {r['rss']:,.0f} |")
     print()
     for t, p in zip(rows[::2], rows[1::2], strict=True):
         speed = (p["tokens"] / p["seconds"]) / (t["tokens"] / t["seconds"])
         eff_p, eff_t = (r["tokens"] / (r["rows"] * args.seq_len) for r in (p, t))
         print(f"- {t['set']}: packer {speed:.2f}x TRL's tokens/s (target >= 2.5x); peak RSS "
-              f"{p['rss'] / t['rss']:.2f}x TRL's (target <= 0.5x); efficiency {eff_p:.4f} vs {eff_t:.4f}")  # fmt: skip
+              f"{p['rss'] / t['rss']:.2f}x TRL's (target <= 0.5x); efficiency {eff_p:.4f} vs {eff_t:.4f}")
 
 
 if __name__ == "__main__":

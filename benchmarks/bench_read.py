@@ -31,7 +31,7 @@ def main() -> None:
     # run from benchmarks/: with "-c" the working directory comes first on sys.path, and the repository root
     # would shadow a PYTHONPATH checkout with its own packer/
     out = subprocess.run([sys.executable, "-c", CHILD, str(path.resolve())], check=True, capture_output=True,
-                         text=True, cwd=Path(__file__).resolve().parent)  # fmt: skip
+                         text=True, cwd=Path(__file__).resolve().parent)
     records, seconds, peak = out.stdout.split()
     size = path.stat().st_size / 1e6
     print("| file | MB | records | seconds | peak RSS MB |\n|---|---|---|---|---|")

@@ -56,7 +56,7 @@ def build_default(out: Path) -> str:
     done = subprocess.run(
         [sys.executable, "-c", code, json.dumps([str(p) for p in inputs]), str(out), str(tokenizer)],
         check=True, capture_output=True, text=True,
-    )  # fmt: skip
+    )
     rows = done.stdout.strip().splitlines()[-1]
     return f"built {what} at seq_len 4096 in {time.perf_counter() - start:.1f} s: {rows} rows"
 
@@ -103,7 +103,7 @@ def run_child(args: argparse.Namespace) -> None:
     dl = DataLoader(
         source, batch_size=args.batch_size, num_workers=args.child, collate_fn=partial(collate_padded, pad_id=pad_id),
         persistent_workers=args.child > 0,
-    )  # fmt: skip
+    )
     passes = []
     first_batch_s = None
     for epoch in range(args.passes):

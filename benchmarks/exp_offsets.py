@@ -1,9 +1,9 @@
 """Experiment: what the tokenizer binding's per-token ``ids`` and ``offsets`` cost the build.
 
 ``--cost`` (default) times bringing ``Encoding.ids`` and ``Encoding.offsets`` into numpy, the way
-``packer.tokenize.label_batch`` does, against ``encode_batch`` itself, on the message contents of the first
+``packer.tokenize.label_by_offsets`` does, against ``encode_batch`` itself, on the message contents of the first
 ``--n`` ShareGPT conversations (Qwen2.5 tokenizer). ``--fake-build`` runs ``bench_build.py`` (its other
-arguments follow) with ``label_batch`` given fake one-character offsets instead of ``Encoding.offsets``: the
+arguments follow) with ``label_by_offsets`` given fake one-character offsets instead of ``Encoding.offsets``: the
 roles are wrong, but the timing shows what the build would gain if labelling needed no offsets at all.
 
     python benchmarks/exp_offsets.py
@@ -49,10 +49,12 @@ def cost(n: int) -> None:
 
 
 def fake_build(argv: list[str]) -> None:
-    import packer.build
+    import packer.tokenize
     from packer.tokenize import TokenizedBatch, token_roles
 
-    def label_without_offsets(encs: list, chars: np.ndarray, text_starts: np.ndarray) -> TokenizedBatch:
+    def label_without_offsets(
+        encs: list, chars: np.ndarray, text_starts: np.ndarray, control: np.ndarray | None = None
+    ) -> TokenizedBatch:
         counts = np.fromiter((len(e) for e in encs), dtype=np.int64, count=len(encs))
         offsets = np.zeros(len(encs) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
@@ -61,7 +63,9 @@ def fake_build(argv: list[str]) -> None:
         roles, last, _ = token_roles(chars, starts, starts + 1)
         return TokenizedBatch(ids=ids, roles=roles, last=last, offsets=offsets)
 
-    packer.build.label_batch = label_without_offsets
+    # a byte-level tokenizer is labelled by token byte widths: make it take the offsets path too
+    packer.tokenize.label_by_offsets = label_without_offsets
+    packer.tokenize.byte_lengths = lambda tok: None
     sys.argv = [str(ROOT / "benchmarks" / "bench_build.py"), *argv]
     runpy.run_path(sys.argv[0], run_name="__main__")
 

@@ -76,7 +76,7 @@ def main() -> None:
         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=manifest["seq_len"],
         pad_token_id=tok["pad_id"], eos_token_id=tok["eos_id"], bos_token_id=tok["bos_id"],
         use_cache=False,
-    )  # fmt: skip
+    )
     torch.manual_seed(args.seed)
     model = transformers.LlamaForCausalLM._from_config(config, attn_implementation="sdpa")
     print(f"model: {model.num_parameters() / 1e6:.2f}M parameters; strategy {args.strategy}")
@@ -84,7 +84,7 @@ def main() -> None:
     dataset = PackedDataset(
         args.data, strategy=args.strategy, seed=args.seed, batch_size=args.batch_size,
         prompt_loss_weight=args.prompt_loss_weight, normalize=args.normalize,
-    )  # fmt: skip
+    )
     training_args = transformers.TrainingArguments(
         output_dir=str(args.output_dir),
         max_steps=args.steps,  # an IterableDataset has no length the Trainer could count epochs with

@@ -126,7 +126,7 @@ def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
 _debug_option = click.option(
     "--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
     help="show the traceback of an unexpected error (also PACKER_DEBUG=1)",
-)  # fmt: skip
+)
 
 
 class _Command(click.Command):
@@ -166,7 +166,7 @@ class _Packer(click.Group):
             if isinstance(e, OSError) and e.strerror:  # the system said no (disk full, permissions): not a bug
                 _io().fail(f"{e.filename}: {e.strerror}" if e.filename else e.strerror)
             _io().fail(f"unexpected {type(e).__name__}: {e} (a bug in packer: run again with --debug for the "
-                       "traceback, and please report it)")  # fmt: skip
+                       "traceback, and please report it)")
 
 
 @click.group(cls=_Packer)
@@ -186,32 +186,32 @@ def _raise_terminated(signum: int, frame: object) -> None:
     "-o", "--output", default="shards", show_default=True, type=click.Path(file_okay=False),
     help="output folder: created, or replaced if it holds a packer output (see --overwrite); "
     "a folder holding anything else is refused",
-)  # fmt: skip
+)
 @click.option(
     "--tokenizer", "tokenizer", type=click.Path(), default=None,
     help="model folder with tokenizer.json (+ tokenizer_config.json), or a tokenizer.json file "
     "[default: packer's tiny demo tokenizer, for trying packer only]",
-)  # fmt: skip
+)
 @click.option(
     "--tokenizer-loader", default="file", show_default=True, type=click.Choice(LOADERS),
     help="which tokenizer behaviour the ids follow: file runs tokenizer.json as it is (tokenizers-based "
     "engines, transformers 4); transformers asks the installed transformers (5.x differs for SentencePiece "
     "models such as Llama 2, Mistral, Phi-3)",
-)  # fmt: skip
+)
 @click.option(
     "--template", default="auto", show_default=True, type=click.Choice(TEMPLATE_CHOICES),
     help="auto: the tokenizer's chat_template if it has one, else alpaca",
-)  # fmt: skip
+)
 @click.option(
     "--system", default="merge", show_default=True, type=click.Choice(SYSTEM_POLICIES),
     help="a system message under a template that refuses one (Mistral, Gemma): merge it into the first user "
     "turn (keeping the system role on its tokens), drop it, or reject the record; counted",
-)  # fmt: skip
+)
 @click.option(
     "--blank-turns", default="reject", show_default=True, type=click.Choice(BLANK_TURN_POLICIES),
     help="a blank turn inside a conversation: reject the record, or drop the turn with the turn that answers "
     "it (counted in turns dropped)",
-)  # fmt: skip
+)
 @click.option(
     "--format", "fmt", default=None, type=click.Choice(FORMATS), help="input format [default: detected per file]"
 )
@@ -219,24 +219,24 @@ def _raise_terminated(signum: int, frame: object) -> None:
 @click.option(
     "--strategy", "strategies", multiple=True, metavar="NAME=ROLE,...",
     help="an extra masking strategy (repeatable), e.g. prompt_only=instruction,input",
-)  # fmt: skip
+)
 @click.option(
     "--packing", default="bfd", show_default=True, type=click.Choice(ALGORITHMS),
     help="bfd: best-fit decreasing, ffd: first-fit decreasing, nextfit: keeps input order",
-)  # fmt: skip
+)
 @click.option(
     "--overlong", default="drop", show_default=True, type=click.Choice(OVERLONG_POLICIES),
     help="records longer than --seq-len: drop them, or truncate (rejected if no response is left)",
-)  # fmt: skip
+)
 @click.option(
     "--max-rejected", type=click.FloatRange(0, 1), default=None, metavar="FRACTION",
     help="fail, writing nothing, if more than this share of the records is rejected or truncated, or of "
     "their tokens cut [default: warn past 0.05]",
-)  # fmt: skip
+)
 @click.option(
     "--shard-size", default=DEFAULT_SHARD_BYTES // 2**20, show_default=True, type=click.IntRange(min=1),
     help="approximate maximum shard size in MiB",
-)  # fmt: skip
+)
 @click.option("--overwrite", is_flag=True, help="replace an earlier packer output in the output folder")
 @click.option("--strict", is_flag=True, help="fail on the first rejected record")
 @click.option(
@@ -245,14 +245,14 @@ def _raise_terminated(signum: int, frame: object) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="no progress, no per-record messages")
 @_debug_option
 def build_cmd(inputs, output, tokenizer, tokenizer_loader, template, system, blank_turns, fmt, seq_len, strategies,
-              packing, overlong, max_rejected, shard_size, overwrite, strict, dedupe, quiet) -> None:  # fmt: skip
+              packing, overlong, max_rejected, shard_size, overwrite, strict, dedupe, quiet) -> None:
     """Pack INPUTS (JSON, JSONL or Parquet; Alpaca, ShareGPT or messages) into the folder OUTPUT."""
     io = _io()
     demo = tokenizer is None
     if demo:
         if not (DEMO_TOKENIZER / "tokenizer.json").is_file():
             io.fail(f"no --tokenizer given, and packer's demo tokenizer is missing from {DEMO_TOKENIZER} "
-                    "(a broken install?); pass --tokenizer <model folder>")  # fmt: skip
+                    "(a broken install?); pass --tokenizer <model folder>")
         tokenizer = DEMO_TOKENIZER
 
     from .build import build
@@ -268,7 +268,7 @@ def build_cmd(inputs, output, tokenizer, tokenizer_loader, template, system, bla
             io.say(f"rejected: {rej.message()}")
         elif echoed == MAX_ECHOED_REJECTIONS + 1:
             io.say(f"... further rejections are not shown; {Path(output) / 'rejected.jsonl'} lists them all "
-                   "once the build completes")  # fmt: skip
+                   "once the build completes")
 
     progress, events = _progress(io, quiet)
     events.on_rejection = on_rejection
@@ -277,7 +277,7 @@ def build_cmd(inputs, output, tokenizer, tokenizer_loader, template, system, bla
         events.on_start = lambda: io.say(
             "warning: no --tokenizer given: building with packer's tiny demo tokenizer (2,048 tokens, trained on "
             "the demo data), for trying packer out; its shards are useless for training a model. Pass "
-            "--tokenizer <model folder> (with tokenizer.json) for real work.", style="bold yellow")  # fmt: skip
+            "--tokenizer <model folder> (with tokenizer.json) for real work.", style="bold yellow")
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         with progress:
@@ -286,7 +286,7 @@ def build_cmd(inputs, output, tokenizer, tokenizer_loader, template, system, bla
                 strategies=strategies, packing=packing, overlong=overlong, max_rejected=max_rejected,
                 tokenizer_loader=tokenizer_loader, system=system, blank_turns=blank_turns,
                 overwrite=overwrite, strict=strict, dedupe=dedupe, shard_bytes=shard_size * 2**20, events=events,
-            )  # fmt: skip
+            )
     except KeyboardInterrupt as e:
         _stopped(e, f"nothing was written; {output} is as it was before this build")
     finally:
@@ -304,7 +304,7 @@ def _progress(io: _IO, quiet: bool) -> tuple[Any, Any]:
         TextColumn("{task.description:<8}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
         TextColumn("{task.fields[detail]}"),
         console=io.err, transient=True, disable=quiet or not io.err.is_terminal,
-    )  # fmt: skip
+    )
     tasks: dict[str, Any] = {}
     counts = [0, 0]
 
@@ -330,7 +330,7 @@ def _print_summary(io: _IO, m: dict, output: str, template: str, *, demo: bool) 
     tok, tpl = m["tokenizer"], m["template"]["name"]
     if template == "auto":
         tpl += (" (auto: the tokenizer's own chat_template)" if tpl == "tokenizer"
-                else " (auto: the tokenizer has no chat_template, so the Alpaca layout)")  # fmt: skip
+                else " (auto: the tokenizer has no chat_template, so the Alpaca layout)")
     # what was built from what, unwrapped whatever the length of the paths
     io.out.print(f"packer build -> {output}", markup=False, soft_wrap=True)
     note = ": the demo tokenizer, not for training" if demo else ""
@@ -360,7 +360,7 @@ def _print_summary(io: _IO, m: dict, output: str, template: str, *, demo: bool) 
     io.out.print(table)
     if n_rejected or c["truncated"]:
         io.out.print(f"rejected and truncated records, with the reasons: {Path(output) / 'rejected.jsonl'}",
-                     markup=False, soft_wrap=True)  # fmt: skip
+                     markup=False, soft_wrap=True)
 
 
 @main.command("inspect")
@@ -369,16 +369,17 @@ def _print_summary(io: _IO, m: dict, output: str, template: str, *, demo: bool) 
 @click.option(
     "--html", "html_file", type=click.Path(dir_okay=False), default=None,
     help="also write a self-contained HTML report with plots and sample rows",
-)  # fmt: skip
+)
 @click.option(
     "--strategy", default="instruction_tuning", show_default=True,
     help="strategy whose loss tokens the HTML sample rows mark",
-)  # fmt: skip
+)
 @_debug_option
-def inspect_cmd(output, as_json, html_file, strategy) -> None:  # fmt: skip
+def inspect_cmd(output, as_json, html_file, strategy) -> None:
     """Mask statistics of a build OUTPUT: lengths, ratios, loss tokens per strategy."""
     import json
 
+    from .layout import ShardError
     from .report import inspect, print_report, render_html
 
     io = _io()
@@ -386,7 +387,7 @@ def inspect_cmd(output, as_json, html_file, strategy) -> None:  # fmt: skip
         io.fail(f"--html {html_file}: the folder {Path(html_file).parent} does not exist")
     try:
         report = inspect(output)
-    except (FileNotFoundError, KeyError, OSError) as e:
+    except (ShardError, FileNotFoundError, KeyError, OSError) as e:
         io.fail(str(e))
     if strategy not in report["strategies"]:
         io.fail(f"unknown strategy {strategy!r}; this output has {', '.join(report['strategies'])}")
@@ -427,7 +428,7 @@ def verify_cmd(output, no_hashes) -> None:
 )
 @click.option("--tokenizer", default=None, type=click.Path(), help="tokenizer to decode with [default: the manifest's]")
 @_debug_option
-def show_cmd(output, row, strategy, tokenizer) -> None:  # fmt: skip
+def show_cmd(output, row, strategy, tokenizer) -> None:
     """The tokens of one packed row, coloured by role; loss tokens underlined."""
     from .show import show_row
 

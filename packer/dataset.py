@@ -1,319 +1,43 @@
-"""``PackedDataset``: a torch ``IterableDataset`` over a ``packer build`` output directory.
+"""``PackedDataset``: a torch ``IterableDataset`` over a ``packer build`` output: which rows each
+rank and DataLoader worker reads, in which order, and where a resumed run picks up.
 
-Each item is one packed row as a dict of tensors. A row of two documents, strategy
-``instruction_tuning`` (``<s>`` special, ``U:``/``R:`` marker, ``hi``/``2+2?`` instruction, ``yo``/``4``
-response, ``</s>`` end)::
+Each epoch has one global order (a permutation seeded by ``(seed, epoch)``, the same on every rank).
+Rank ``r`` of ``R`` takes every ``R``-th row of it from ``r``; the rank's DataLoader workers are dealt
+whole batches of its rows in turn, and the DataLoader takes their batches in the same turn, so the
+rank sees its rows in order whatever ``num_workers`` is. Ten rows, ``world_size=2``, ``batch_size=2``,
+two workers::
 
-    tokens       :  <s>   U:   hi   R:   yo  </s> |  <s>   U:  2+2?  R:    4  </s>
-    input_ids    :    1   17   40   18   77    2  |    1   17   93   18   31    2
-    roles        :  spe  mar  ins  mar  res  end  |  spe  mar  ins  mar  res  end
-    mask         :    0    0    0    0    1    1  |    0    0    0    0    1    1
-    labels       : -100 -100 -100 -100   77    2  | -100 -100 -100 -100   31    2
-    position_ids :    0    1    2    3    4    5  |    0    1    2    3    4    5
-    seq_lens     : [6, 6]
+    epoch order          : 7 2 9 0 4 1 8 3 6 5
+    rank 0 (rows 0, 2..) : 7 9 4 8 6
+    worker 0 / worker 1  : [7 9] [6]  /  [4 8]
+    rank 0's batches     : [7 9] [4 8] [6]
+    resume (rows_seen=4) : [6]
 
-Under ``instruction_modelling`` the instructions ``hi``/``2+2?`` get labels too. Labels are NOT shifted
-(the Hugging Face convention: the model shifts them), and the first token of every document is -100 under
-every strategy, ``full`` included, so no document is trained to predict its successor's first token.
-
-With ``prompt_loss_weight=0.1, normalize="sequence"`` the item also has ``loss_weights``::
-
-    weights (raw) :    0    0  0.1    0    1    1  |    0    0  0.1    0    1    1
-    loss_weights  :    0    0 .048    0 .476 .476  |    0    0 .048    0 .476 .476   (each document sums to 1)
-    labels        : -100 -100   40 -100   77    2  | -100 -100   93 -100   31    2   (-100 where weight is 0)
+Reading the rows is :mod:`packer.rows`' job, making each into tensors :mod:`packer.items`'.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import posixpath
-from collections import OrderedDict
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.fs as pafs
-import pyarrow.ipc as ipc
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from . import roles as R
-from .collate import IGNORE_INDEX
-from .shards import FORMAT_NAME, FORMAT_VERSION, MANIFEST_FILE, SHARD_COLUMNS, mask_column
+from .items import IGNORE_INDEX, NORMALIZE_MODES, ItemSpec, make_item
+from .layout import SUPPORTED_VERSIONS, MissingShardError, ShardError, read_manifest
+from .rows import ShardReader, check_shards, open_root
+from .shards import mask_column
 
 __all__ = ["IGNORE_INDEX", "SUPPORTED_VERSIONS", "MissingShardError", "PackedDataset", "ShardError"]
 
-#: manifest ``format.version`` values this reader understands
-SUPPORTED_VERSIONS: frozenset[int] = frozenset({FORMAT_VERSION})
-NORMALIZE_MODES = ("sequence",)
-#: record batches kept decoded per process when the shards are not local files (a local shard is
-#: memory-mapped, so keeping every batch's views costs nothing but address space)
-REMOTE_BATCH_CACHE = 8
 #: DataLoader worker ids that get their own "resume consumed" flag in shared memory (see _take_resume)
 _WORKER_SLOTS = 1024
-
-
-class ShardError(ValueError):
-    """A build output that cannot be read as the manifest describes (names the file)."""
-
-
-class MissingShardError(ShardError, FileNotFoundError):
-    """The manifest or a shard it lists does not exist."""
-
-
-# -- opening and checking the output directory ------------------------------------------------------
-
-
-def _open_root(path: str | os.PathLike, filesystem: pafs.FileSystem | None) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, directory path within it) for a local path, a ``file://`` or any pyarrow URI."""
-    text = os.fspath(path)
-    if filesystem is not None:
-        return filesystem, text.rstrip("/") or "/"
-    if "://" in text:
-        fs, inner = pafs.FileSystem.from_uri(text)
-        return fs, inner.rstrip("/") or "/"
-    return pafs.LocalFileSystem(), os.path.abspath(text)
-
-
-def _read_manifest(fs: pafs.FileSystem, root: str) -> dict:
-    where = posixpath.join(root, MANIFEST_FILE)
-    try:
-        with fs.open_input_stream(where) as f:
-            data = f.read()
-    except FileNotFoundError as e:
-        raise MissingShardError(
-            f"{where}: no {MANIFEST_FILE} (not a packer output, or its build did not finish)"
-        ) from e
-    try:
-        manifest = json.loads(data)
-    except ValueError as e:
-        raise ShardError(f"{where}: not valid JSON: {e}") from e
-    fmt = manifest.get("format") if isinstance(manifest, dict) else None
-    name = fmt.get("name") if isinstance(fmt, dict) else None
-    version = fmt.get("version") if isinstance(fmt, dict) else None
-    if name != FORMAT_NAME:
-        raise ShardError(f"{where}: format {name!r} is not {FORMAT_NAME!r}")
-    if version not in SUPPORTED_VERSIONS:
-        readable = ", ".join(str(v) for v in sorted(SUPPORTED_VERSIONS))
-        raise ShardError(
-            f"{where}: {FORMAT_NAME} version {version!r}; this packer reads version {readable} "
-            "(rebuild the shards, or use the packer that wrote them)"
-        )
-    return manifest
-
-
-def _check_shards(fs: pafs.FileSystem, root: str, shards: list[dict], verify: bool) -> None:
-    """Every listed shard exists with its recorded size (and sha256 when ``verify``)."""
-    paths = [posixpath.join(root, s["file"]) for s in shards]
-    for info, shard in zip(fs.get_file_info(paths), shards, strict=True):
-        if info.type == pafs.FileType.NotFound:
-            raise MissingShardError(f"{info.path}: shard listed in {MANIFEST_FILE} is missing")
-        if info.size != shard["bytes"]:
-            raise ShardError(
-                f"{info.path}: {info.size} bytes, {MANIFEST_FILE} records {shard['bytes']} (truncated or replaced?)"
-            )
-    if verify:
-        for path, shard in zip(paths, shards, strict=True):
-            if _sha256(fs, path) != shard["sha256"]:
-                raise ShardError(f"{path}: sha256 differs from {MANIFEST_FILE} (the shard is corrupt)")
-
-
-def _sha256(fs: pafs.FileSystem, path: str) -> str:
-    h = hashlib.sha256()
-    with fs.open_input_stream(path) as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
-# -- reading rows ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Batch:
-    """Numpy views over one record batch's list columns (zero copy on a memory map)."""
-
-    ids: np.ndarray
-    ids_off: np.ndarray
-    roles: np.ndarray
-    roles_off: np.ndarray
-    seq_lens: np.ndarray
-    seq_off: np.ndarray
-    doc_ids: np.ndarray
-    doc_off: np.ndarray
-    mask_bits: np.ndarray | None  # the bool child's bit-packed data buffer
-    mask_bit0: int  # bit offset of the child's first value
-    mask_off: np.ndarray | None
-
-
-def _list_views(batch: pa.RecordBatch, name: str) -> tuple[np.ndarray, np.ndarray]:
-    # ListArray.offsets index into ListArray.values (the unsliced child), so no copy is needed
-    arr = batch.column(name)
-    return arr.values.to_numpy(zero_copy_only=True), arr.offsets.to_numpy(zero_copy_only=True)
-
-
-def _batch_views(batch: pa.RecordBatch, mask_name: str | None) -> _Batch:
-    ids, ids_off = _list_views(batch, "input_ids")
-    roles, roles_off = _list_views(batch, "roles")
-    seq_lens, seq_off = _list_views(batch, "seq_lens")
-    doc_ids, doc_off = _list_views(batch, "doc_ids")
-    bits, bit0, mask_off = None, 0, None
-    if mask_name is not None:
-        arr = batch.column(mask_name)
-        child = arr.values
-        data = child.buffers()[1]
-        # Arrow booleans are bit-packed: keep the raw bytes and unpack one row at a time, instead of
-        # expanding a whole batch (to_numpy copies) for every randomly accessed row
-        bits = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
-        bit0 = child.offset
-        mask_off = arr.offsets.to_numpy(zero_copy_only=True)
-    return _Batch(ids, ids_off, roles, roles_off, seq_lens, seq_off, doc_ids, doc_off, bits, bit0, mask_off)
-
-
-@dataclass(frozen=True)
-class _Row:
-    ids: np.ndarray  # int32 [T]
-    roles: np.ndarray  # uint8 [T]
-    mask: np.ndarray | None  # bool [T], the strategy's mask column when the strategy is a name
-    seq_lens: np.ndarray  # int32 [D]
-    doc_ids: np.ndarray  # int64 [D]
-
-
-def _unpack_bits(bits: np.ndarray, start: int, stop: int) -> np.ndarray:
-    lo, hi = start // 8, (stop + 7) // 8
-    return np.unpackbits(bits[lo:hi], bitorder="little")[start - 8 * lo : stop - 8 * lo].astype(bool)
-
-
-class _ShardReader:
-    """Random access to the rows of all shards, opened lazily in the process that reads.
-
-    Row ``g`` (counted across shards in manifest order) is found by binary search over the shards' and
-    then the record batches' cumulative row counts.
-    """
-
-    def __init__(self, fs: pafs.FileSystem, root: str, shards: list[dict], mask_name: str | None) -> None:
-        self._fs = fs
-        self._root = root
-        self._shards = shards
-        self._mask_name = mask_name
-        self._local = isinstance(fs, pafs.LocalFileSystem)
-        self._shard_starts = np.concatenate([[0], np.cumsum([s["rows"] for s in shards])]).astype(np.int64)
-        self._files: list[tuple[ipc.RecordBatchFileReader, np.ndarray] | None] = [None] * len(shards)
-        self._batches: OrderedDict[tuple[int, int], _Batch] = OrderedDict()
-
-    def _open(self, k: int) -> tuple[ipc.RecordBatchFileReader, np.ndarray]:
-        opened = self._files[k]
-        if opened is not None:
-            return opened
-        shard = self._shards[k]
-        path = posixpath.join(self._root, shard["file"])
-        try:
-            source = pa.memory_map(path, "r") if self._local else self._fs.open_input_file(path)
-        except FileNotFoundError as e:
-            raise MissingShardError(f"{path}: shard listed in {MANIFEST_FILE} is missing") from e
-        try:
-            reader = ipc.open_file(source)
-        except (pa.ArrowInvalid, OSError) as e:
-            raise ShardError(f"{path}: not a readable Arrow IPC file: {e}") from e
-        needed = [*SHARD_COLUMNS, *([self._mask_name] if self._mask_name else [])]
-        absent = [c for c in needed if c not in reader.schema.names]
-        if absent:
-            raise ShardError(f"{path}: no column {', '.join(absent)} (columns: {', '.join(reader.schema.names)})")
-        counts = [reader.get_batch(i).num_rows for i in range(reader.num_record_batches)]
-        if sum(counts) != shard["rows"]:
-            raise ShardError(f"{path}: {sum(counts)} rows, {MANIFEST_FILE} records {shard['rows']}")
-        starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self._files[k] = (reader, starts)
-        return reader, starts
-
-    def _batch(self, k: int, b: int) -> _Batch:
-        key = (k, b)
-        views = self._batches.get(key)
-        if views is None:
-            reader, _ = self._open(k)
-            views = _batch_views(reader.get_batch(b), self._mask_name)
-            self._batches[key] = views
-            if not self._local and len(self._batches) > REMOTE_BATCH_CACHE:
-                self._batches.popitem(last=False)
-        elif not self._local:
-            self._batches.move_to_end(key)
-        return views
-
-    def row(self, g: int) -> _Row:
-        k = int(np.searchsorted(self._shard_starts, g, side="right")) - 1
-        local = g - int(self._shard_starts[k])
-        _, starts = self._open(k)
-        b = int(np.searchsorted(starts, local, side="right")) - 1
-        i = local - int(starts[b])
-        v = self._batch(k, b)
-        a, z = int(v.ids_off[i]), int(v.ids_off[i + 1])
-        ra = int(v.roles_off[i])
-        mask = None
-        if v.mask_bits is not None and v.mask_off is not None:
-            ma = int(v.mask_off[i])
-            mask = _unpack_bits(v.mask_bits, v.mask_bit0 + ma, v.mask_bit0 + ma + (z - a))
-        sa, sz = int(v.seq_off[i]), int(v.seq_off[i + 1])
-        da, dz = int(v.doc_off[i]), int(v.doc_off[i + 1])
-        return _Row(v.ids[a:z], v.roles[ra : ra + (z - a)], mask, v.seq_lens[sa:sz], v.doc_ids[da:dz])
-
-
-# -- items ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _ItemSpec:
-    """How rows become items: the strategy and the opt-in extras."""
-
-    role_lut: np.ndarray | None  # bool[256] when the strategy is a role set, else None (mask column)
-    prompt_lut: np.ndarray  # bool[256]: prompt roles
-    prompt_loss_weight: float | None
-    normalize: str | None
-    return_doc_ids: bool
-
-    @property
-    def weighted(self) -> bool:
-        return self.prompt_loss_weight is not None or self.normalize is not None
-
-
-def _make_item(row: _Row, spec: _ItemSpec) -> dict[str, torch.Tensor]:
-    ids = row.ids.astype(np.int64)
-    lens = row.seq_lens.astype(np.int64)
-    starts = np.cumsum(lens) - lens
-    n = len(ids)
-    loss = spec.role_lut[row.roles] if spec.role_lut is not None else row.mask
-    assert loss is not None
-    position_ids = np.arange(n, dtype=np.int64) - np.repeat(starts, lens)
-    item: dict[str, torch.Tensor] = {}
-    if spec.weighted:
-        weights = loss.astype(np.float64)
-        if spec.prompt_loss_weight is not None:
-            weights[spec.prompt_lut[row.roles]] = spec.prompt_loss_weight
-        weights[starts] = 0.0  # a document's first token is predicted from the previous document
-        if spec.normalize == "sequence":
-            totals = np.add.reduceat(weights, starts)
-            weights /= np.repeat(np.where(totals > 0, totals, 1.0), lens)
-        # labels exactly where the weight is positive, so a plain mean over labels sees the same tokens
-        has_label = weights > 0
-    else:
-        has_label = loss  # a fresh array (a lookup or an unpacking), ours to change
-        has_label[starts] = False
-    labels = np.where(has_label, ids, IGNORE_INDEX)
-    item["input_ids"] = torch.from_numpy(ids)
-    item["labels"] = torch.from_numpy(labels)
-    item["position_ids"] = torch.from_numpy(position_ids)
-    item["seq_lens"] = torch.from_numpy(row.seq_lens.astype(np.int32))  # a copy: the view is read-only
-    if spec.weighted:
-        item["loss_weights"] = torch.from_numpy(weights.astype(np.float32))
-    if spec.return_doc_ids:
-        item["doc_ids"] = torch.from_numpy(row.doc_ids.astype(np.int64))
-    return item
-
-
-# -- the dataset ----------------------------------------------------------------------------------
 
 
 @dataclass
@@ -348,7 +72,7 @@ class PackedDataset(IterableDataset):
         ds = PackedDataset("shards/", strategy="instruction_modelling", seed=0, batch_size=8)
         dl = DataLoader(ds, batch_size=8, num_workers=4, collate_fn=collate_4d)
 
-    Items (one packed row of ``T`` tokens and ``D`` documents; see the module docstring for a drawing):
+    Items (one packed row of ``T`` tokens and ``D`` documents; :mod:`packer.items` draws one):
 
     - ``input_ids`` int64 [T]; ``labels`` int64 [T]: the token where the strategy puts loss, else -100,
       and -100 at the first token of each document; NOT shifted (the model shifts, as in HF);
@@ -357,7 +81,7 @@ class PackedDataset(IterableDataset):
     - ``doc_ids`` int64 [D], only with ``return_doc_ids=True``: each document's record index.
 
     Args:
-        path: the output directory: a local path, a ``file://`` URI or any URI pyarrow's
+        output: the output directory: a local path, a ``file://`` URI or any URI pyarrow's
             ``FileSystem.from_uri`` understands (``s3://...``), or a path within ``filesystem``.
         strategy: the name of a strategy of the manifest (``ds.strategies``; its ``mask_<name>`` column is
             read), or a collection of role names, the mask then computed from ``roles`` (``last_turn``
@@ -385,7 +109,7 @@ class PackedDataset(IterableDataset):
             document with loss sums to 1 and weighs the same however long it is, as in the per-example
             mean of unpacked training. ``None``: weights are not normalised.
         verify: also check each shard's sha256 against the manifest (reads every byte once).
-        filesystem: a ``pyarrow.fs.FileSystem`` in which ``path`` is a path.
+        filesystem: a ``pyarrow.fs.FileSystem`` in which ``output`` is a path.
         return_doc_ids: add ``doc_ids`` to each item.
 
     Errors: a missing manifest or shard raises :class:`MissingShardError`; a manifest of another format or
@@ -438,7 +162,7 @@ class PackedDataset(IterableDataset):
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        output: str | os.PathLike,
         strategy: str | Collection[str] = "instruction_tuning",
         *,
         shuffle: bool = True,
@@ -454,8 +178,8 @@ class PackedDataset(IterableDataset):
         return_doc_ids: bool = False,
     ) -> None:
         super().__init__()
-        self._fs, self._root = _open_root(path, filesystem)
-        self.manifest: dict = _read_manifest(self._fs, self._root)
+        self._fs, self._root = open_root(output, filesystem)
+        self.manifest: dict = read_manifest(self._root, self._fs)
         self.strategies: list[str] = list(self.manifest["strategies"])
         self.strategy: str | frozenset[str] = self._resolve_strategy(strategy)
         if prompt_loss_weight is not None and not 0.0 <= float(prompt_loss_weight) <= 1.0:
@@ -464,13 +188,13 @@ class PackedDataset(IterableDataset):
             raise ValueError(f"normalize {normalize!r} is not one of None, {', '.join(map(repr, NORMALIZE_MODES))}")
         if batch_size < 1:
             raise ValueError(f"batch_size {batch_size} is not >= 1")
-        _check_shards(self._fs, self._root, self.manifest["shards"], verify)
+        check_shards(self._fs, self._root, self.manifest["shards"], verify)
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.rank, self.world_size = _resolve_rank(rank, world_size)
         self.drop_uneven = bool(drop_uneven)
         self.batch_size = int(batch_size)
-        self._spec = _ItemSpec(
+        self._spec = ItemSpec(
             role_lut=None if isinstance(self.strategy, str) else R.role_lut(self.strategy),
             prompt_lut=R.role_lut(R.PROMPT_ROLES),
             prompt_loss_weight=None if prompt_loss_weight is None else float(prompt_loss_weight),
@@ -482,7 +206,7 @@ class PackedDataset(IterableDataset):
         self._shared = torch.zeros(1 + _WORKER_SLOTS, dtype=torch.int64).share_memory_()
         self._resume: dict | None = None
         self._progress: _Progress | None = None
-        self._reader: _ShardReader | None = None
+        self._reader: ShardReader | None = None
         self._reader_pid = -1
 
     def _resolve_strategy(self, strategy: str | Collection[str]) -> str | frozenset[str]:
@@ -545,11 +269,11 @@ class PackedDataset(IterableDataset):
 
     # -- iteration -----------------------------------------------------------------------------------
 
-    def _get_reader(self) -> _ShardReader:
+    def _get_reader(self) -> ShardReader:
         # opened per process: memory maps and file handles are never pickled into workers
         if self._reader is None or self._reader_pid != os.getpid():
             mask = mask_column(self.strategy) if isinstance(self.strategy, str) else None
-            self._reader = _ShardReader(self._fs, self._root, self.manifest["shards"], mask)
+            self._reader = ShardReader(self._fs, self._root, self.manifest["shards"], mask)
             self._reader_pid = os.getpid()
         return self._reader
 
@@ -598,7 +322,7 @@ class PackedDataset(IterableDataset):
         self._progress = progress
         reader = self._get_reader()
         for g in rows.tolist():
-            item = _make_item(reader.row(g), self._spec)
+            item = make_item(reader.row(g), self._spec)
             # counted before the yield: a generator suspended at `yield` has handed the item over,
             # and StatefulDataLoader asks for the state right after taking a batch's items
             progress.yielded += 1

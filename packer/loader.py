@@ -111,7 +111,7 @@ def _read_config(directory: Path) -> dict:
 
 def _info(path: str | os.PathLike, tok: Tokenizer, sha256: str, cfg: dict, template_dir: Path | None, *,
           special: tuple[str, ...] | None = None, loader: str = "file",
-          transformers_version: str | None = None) -> TokenizerInfo:  # fmt: skip
+          transformers_version: str | None = None) -> TokenizerInfo:
     """What both loaders read the same way from the config files, around the tokenizer they made."""
     if special is None:
         # from the loaded tokenizer, in id order: parsing the JSON again costs ~0.1 s for a large vocabulary
@@ -173,12 +173,12 @@ def load_tokenizer(path: str | os.PathLike, *, loader: str = "file") -> Tokenize
 #: files of a model directory that transformers may read to make a tokenizer: their digests, with the
 #: loader and transformers version, are the ``sha256`` of a tokenizer from the transformers loader
 _HF_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-             "chat_template.jinja", "tokenizer.model", "vocab.json", "merges.txt", "config.json")  # fmt: skip
+             "chat_template.jinja", "tokenizer.model", "vocab.json", "merges.txt", "config.json")
 
 #: short texts on which the backend must give what the transformers tokenizer gives (whitespace, digits,
 #: non-ASCII, a leading space: where SentencePiece-family handling differs); special tokens are added
 _PROBES = ("Hello world", " Hello", "\nHello", "Hello\n\n  there\t!", "  two  spaces ", "1234567 + 89",
-           "naïve café 你好 🤖", "a\r\nb", "▁x", "")  # fmt: skip
+           "naïve café 你好 🤖", "a\r\nb", "▁x", "")
 
 
 def _transformers():  # type: ignore[no-untyped-def]
@@ -196,7 +196,7 @@ def _quiet_from_pretrained(transformers, directory: Path):  # type: ignore[no-un
     log.set_verbosity_error()
     try:
         return transformers.AutoTokenizer.from_pretrained(str(directory), local_files_only=True,
-                                                          trust_remote_code=False)  # fmt: skip
+                                                          trust_remote_code=False)
     finally:
         log.set_verbosity(level)
 
@@ -241,7 +241,7 @@ def _load_transformers(path: str | os.PathLike) -> TokenizerInfo:
     backend = getattr(hf, "backend_tokenizer", None) or getattr(hf, "_tokenizer", None)
     if not isinstance(backend, Tokenizer):
         raise BuildError(f"{directory}: transformers {version} loads it as {type(hf).__name__}, which has no "
-                         "tokenizers backend; packer cannot batch its ids (use --tokenizer-loader file)")  # fmt: skip
+                         "tokenizers backend; packer cannot batch its ids (use --tokenizer-loader file)")
     cfg = _read_config(directory)
     # special tokens as tokenizer.json flags them (transformers 5 also flags ones a tokenizer class names,
     # such as Gemma's <mask>): packer's control tokens are the same under both loaders
@@ -249,7 +249,7 @@ def _load_transformers(path: str | os.PathLike) -> TokenizerInfo:
     if special is not None:
         special = tuple(s for s in special if backend.token_to_id(s) is not None)
     info = _info(path, backend, digest.hexdigest(), cfg, directory if is_dir else None, special=special,
-                 loader="transformers", transformers_version=version)  # fmt: skip
+                 loader="transformers", transformers_version=version)
     _check_backend(hf, backend, info, directory, version)
     # what a call with add_special_tokens=False and no truncation or padding leaves on it
     backend.no_truncation()
@@ -271,7 +271,7 @@ def _check_backend(hf, backend: Tokenizer, info: TokenizerInfo, directory: Path,
         if list(a) != b:
             raise BuildError(f"{directory}: transformers {version}'s {type(hf).__name__} does not encode "
                              f"{text!r} as its tokenizers backend does; packer cannot reproduce its ids in batch "
-                             "(use --tokenizer-loader file)")  # fmt: skip
+                             "(use --tokenizer-loader file)")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -354,6 +354,6 @@ def loader_difference(tok: TokenizerInfo, texts: list[str]) -> str | None:
         lo = max(0, at - 2)
         return (f"{len(differ)} of {len(texts)} texts tokenize differently, e.g. text {k} at token {at}: "
                 f"{_label(tok)}: {_tokens(tok.tokenizer, a[lo : at + 3])} | "
-                f"{_label(other)}: {_tokens(other.tokenizer, b[lo : at + 3])}")  # fmt: skip
+                f"{_label(other)}: {_tokens(other.tokenizer, b[lo : at + 3])}")
     except Exception:  # a notice must never break a build
         return None

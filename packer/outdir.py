@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import json
 import os
 import re
 import shutil
@@ -39,14 +38,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .layout import DOCUMENTS_FILE, MANIFEST_FILE, REJECTED_FILE, SHARD_PATTERN, manifest_or_none
 from .records import BuildError
-from .shards import DOCUMENTS_FILE, FORMAT_NAME, MANIFEST_FILE, REJECTED_FILE
 
 #: present in a directory while packer writes it; a directory holding it and no manifest is a dead build
 INCOMPLETE_MARKER = ".packer-incomplete"
 _FIXED_NAMES = frozenset({MANIFEST_FILE, DOCUMENTS_FILE, REJECTED_FILE, INCOMPLETE_MARKER})
 # shards, the temporary names of write_atomic, spill files and in-place staging folders (".packer-*")
-_PACKER_NAME = re.compile(r"(shard-\d{5,}\.arrow|manifest\.json|documents\.arrow|rejected\.jsonl)(\.tmp)?|\.packer-.+")
+_OUTPUT_NAMES = "|".join(
+    [re.escape(SHARD_PATTERN).replace(re.escape("{:05d}"), r"\d{5,}")]
+    + [re.escape(name) for name in (MANIFEST_FILE, DOCUMENTS_FILE, REJECTED_FILE)]
+)
+_PACKER_NAME = re.compile(rf"({_OUTPUT_NAMES})(\.tmp)?|\.packer-.+")
 _STAGING_PREFIX = ".packer-staging-"
 
 
@@ -57,17 +60,6 @@ def is_packer_file(name: str) -> bool:
 
 def _staging_name(target: Path) -> str:
     return f".{target.name}{_STAGING_PREFIX}"
-
-
-def read_manifest(out: Path) -> dict | None:
-    """The manifest of ``out`` if it is a packer manifest, else None."""
-    try:
-        m = json.loads((out / MANIFEST_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(m, dict) or not isinstance(m.get("format"), dict) or m["format"].get("name") != FORMAT_NAME:
-        return None
-    return m
 
 
 @dataclass(frozen=True)
@@ -100,7 +92,7 @@ def check_target(output: str | os.PathLike, inputs: Sequence[str | os.PathLike])
             raise BuildError(f"{given}: holds the input {p}; write the output to another folder with -o")
     if not path.is_dir() or not any(path.iterdir()):
         return Target(path, None)
-    manifest = read_manifest(path)
+    manifest = manifest_or_none(path)
     foreign = _foreign_child(path, manifest)
     if foreign is not None:
         what = "folder" if foreign.is_dir() else "file"
@@ -117,7 +109,7 @@ def _foreign_child(path: Path, manifest: dict | None, skip: Path | None = None) 
     # packer's names count as packer's only in a packer output: a manifest, a dead build's marker, or a
     # staging folder of an in-place build that was killed
     ours = manifest is not None or any(c.name == INCOMPLETE_MARKER or c.name.startswith(_STAGING_PREFIX)
-                                       for c in children)  # fmt: skip
+                                       for c in children)
     for child in children:
         if not ours or not is_packer_file(child.name) or (child.is_dir() and not child.name.startswith(".packer-")):
             return child
@@ -200,10 +192,10 @@ class Staging:
         target = self.target.path
         # the user may have put a file into the target while the build ran: refuse now rather than lose it
         if target.is_dir():
-            foreign = _foreign_child(target, read_manifest(target), skip=self.path)
+            foreign = _foreign_child(target, manifest_or_none(target), skip=self.path)
             if foreign is not None:
                 raise BuildError(f"{target}: {foreign.name!r} appeared in the output folder during the build; "
-                                 "the earlier output there is left as it was")  # fmt: skip
+                                 "the earlier output there is left as it was")
         checkpoint("swap")
         if self.in_place:
             self._move_in()

@@ -35,6 +35,10 @@ REASONS: dict[str, str] = {
     "overlong_no_loss": "truncated to seq_len, nothing of the response was left",
     "duplicate": "the same conversation as an earlier record (with --dedupe)",
 }
+#: the values of documents.arrow's ``status`` column, coded in a build by their place here
+#: ("" only while a record is not decided yet)
+STATUSES: tuple[str, ...] = ("", "packed", "truncated", *REASONS)
+STATUS_CODE: dict[str, int] = {name: code for code, name in enumerate(STATUSES)}
 
 
 @dataclass(frozen=True, slots=True)

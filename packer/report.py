@@ -19,14 +19,14 @@ Lengths count per packed example: ``prompt`` = system + instruction + input,
 from __future__ import annotations
 
 import html
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow.ipc as ipc
 
-from .shards import DOCUMENTS_FILE, MANIFEST_FILE, REJECTED_FILE
+from .layout import DOCUMENTS_FILE, REJECTED_FILE, read_manifest
+from .shards import mask_column
 
 REPORT_FORMAT = {"name": "packer-report", "version": 1}
 
@@ -100,13 +100,14 @@ def _recommendation(n_examples: int, ratio_of_means: float | None) -> dict:
     return {"strategy": strategy, "long_prompts": long_prompts, "small_dataset": small, "text": text}
 
 
-def inspect(out: str | os.PathLike) -> dict:
-    """The report of a build output as a JSON-ready dict (``schemas/report.schema.json``)."""
-    out = Path(out)
-    manifest_path = out / MANIFEST_FILE
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"{out}: no {MANIFEST_FILE} (not a packer build output, or the build did not finish)")
-    m = json.loads(manifest_path.read_text(encoding="utf-8"))
+def inspect(output: str | os.PathLike) -> dict:
+    """The report of a build output as a JSON-ready dict (``schemas/report.schema.json``).
+
+    Raises :class:`packer.layout.MissingShardError` (a ``FileNotFoundError``) or
+    :class:`packer.layout.ShardError` (a ``ValueError``) when ``output`` is not a packer output.
+    """
+    out = Path(output)
+    m = read_manifest(out)
     docs = ipc.open_file(out / DOCUMENTS_FILE).read_all()
     status = np.asarray(docs.column("status").to_pylist(), dtype=object)
     packed = np.isin(status, ["packed", "truncated"])
@@ -198,7 +199,7 @@ def print_report(r: dict, console) -> None:  # type: ignore[no-untyped-def]
         console.print(f"[yellow]the other tokenizer loader gives other ids:[/] {escape(tl['difference'])}")
     if r["control_absorbed_chars"]:
         console.print(f"control tokens absorbed {r['control_absorbed_chars']:,} characters of content "
-                      "(they keep the role special or end)", markup=False)  # fmt: skip
+                      "(they keep the role special or end)", markup=False)
     t = Table(title="Records", title_justify="left", show_header=False)
     t.add_row("read", f"{rec['read']:,}")
     t.add_row("packed", f"{rec['packed']:,}" + (f" ({rec['truncated']:,} truncated)" if rec["truncated"] else ""))
@@ -233,7 +234,7 @@ def print_report(r: dict, console) -> None:  # type: ignore[no-untyped-def]
         for part in ("prompt", "response", "ratio"):
             s = r[unit][part]
             t.add_row(unit if part == "prompt" else "", part, _fmt(s["mean"]), _fmt(s["median"]), _fmt(s["p10"]),
-                      _fmt(s["p90"]))  # fmt: skip
+                      _fmt(s["p90"]))
         t.add_row("", "ratio of means", _fmt(r[unit]["ratio_of_means"], 3), "", "", "")
     console.print(t)
 
@@ -266,7 +267,7 @@ def print_report(r: dict, console) -> None:  # type: ignore[no-untyped-def]
         t.add_column(h, justify="left" if h == "data set" else "right")
     w = r["words"]
     t.add_row("[bold]this build[/]", f"{rec['packed']:,}", _fmt(w["prompt"]["mean"], 1), _fmt(w["response"]["mean"], 1),
-              _fmt(w["ratio_of_means"]))  # fmt: skip
+              _fmt(w["ratio_of_means"]))
     for d in PAPER_DATASETS:
         t.add_row(d["name"], f"{d['examples']:,}", f"{d['prompt_words']}", f"{d['response_words']}", f"{d['ratio']}")
     console.print(t)
@@ -282,7 +283,7 @@ def _ratio_label(x: float) -> str:
 ROLE_COLOURS = {
     "special": "#9e9e9e", "marker": "#5c6bc0", "boilerplate": "#ab47bc", "system": "#f9a825",
     "instruction": "#00897b", "input": "#43a047", "response": "#1e88e5", "end": "#e53935",
-}  # fmt: skip
+}
 
 
 def _svg_bars(labels: list[str], values: list[float], *, width: int = 640, unit: str = "") -> str:
@@ -333,7 +334,7 @@ def _sample_rows_html(out: Path, m: dict, strategy: str, n_rows: int) -> str:
                     tok.decode([row["input_ids"][j]], skip_special_tokens=False) if tok else f"[{row['input_ids'][j]}]"
                 )
                 role = names.get(row["roles"][j], "?")
-                loss = " loss" if row[f"mask_{strategy}"][j] else ""
+                loss = " loss" if row[mask_column(strategy)][j] else ""
                 text = html.escape(piece).replace("\n", "↵<br>")
                 spans.append(f'<span class="r-{role}{loss}" title="{role}">{text}</span>')
             pos += length
@@ -341,11 +342,13 @@ def _sample_rows_html(out: Path, m: dict, strategy: str, n_rows: int) -> str:
     return "".join(blocks)
 
 
-def render_html(r: dict, out: str | os.PathLike, *, strategy: str = "instruction_tuning", sample_rows: int = 3) -> str:
+def render_html(
+    r: dict, output: str | os.PathLike, *, strategy: str = "instruction_tuning", sample_rows: int = 3
+) -> str:
     """One self-contained HTML page: tables, length and ratio histograms (SVG),
     loss-token share per strategy and sample rows coloured by role and loss."""
-    out = Path(out)
-    m = json.loads((out / MANIFEST_FILE).read_text(encoding="utf-8"))
+    out = Path(output)
+    m = read_manifest(out)
     docs = ipc.open_file(out / DOCUMENTS_FILE).read_all()
     status = np.asarray(docs.column("status").to_pylist(), dtype=object)
     packed = np.isin(status, ["packed", "truncated"])
@@ -369,7 +372,7 @@ def render_html(r: dict, out: str | os.PathLike, *, strategy: str = "instruction
             ("prompt words", r["words"]["prompt"]), ("response words", r["words"]["response"]),
             ("prompt tokens", r["tokens"]["prompt"]), ("response tokens", r["tokens"]["response"]),
         )
-    )  # fmt: skip
+    )
     rec = r["records"]
     rejected = "".join(f"<li>{esc(k)}: {v:,}</li>" for k, v in rec["rejected"].items())
     return f"""<!DOCTYPE html>

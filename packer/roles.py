@@ -41,6 +41,9 @@ ROLES: Mapping[str, int] = MappingProxyType(
     }
 )
 ROLE_NAMES: Mapping[int, str] = MappingProxyType({v: k for k, v in ROLES.items()})
+#: the number of role codes, padding's 0 included (9; one more than ``len(ROLES)``): the length of an
+#: array indexed by role code, such as a count per role, ``np.bincount(roles, minlength=N_ROLES)``
+N_ROLES = max(ROLES.values()) + 1
 
 #: A token whose characters come from several segments takes the first role
 #: of this list (the contract's straddling rule), except a control token (an

@@ -19,8 +19,6 @@ is in :mod:`packer.gather`.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +28,8 @@ import numpy as np
 import pyarrow as pa
 
 from . import roles as R
+from .layout import DOCUMENTS_FILE, FORMAT_NAME, FORMAT_VERSION, SHARD_PATTERN, file_sha256, write_atomic
 
-FORMAT_NAME = "packer-shards"
-FORMAT_VERSION = 1
-SHARD_PATTERN = "shard-{:05d}.arrow"
-DOCUMENTS_FILE = "documents.arrow"
-REJECTED_FILE = "rejected.jsonl"
-MANIFEST_FILE = "manifest.json"
 #: rows per Arrow record batch: small enough to stream, big enough to amortise
 BATCH_ROWS = 1024
 
@@ -138,23 +131,6 @@ class ShardInfo:
 
 def _list_array(offsets: np.ndarray, values: pa.Array | np.ndarray) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def write_atomic(path: Path, write) -> None:  # type: ignore[no-untyped-def]
-    """Run ``write(tmp_path)``, fsync, then rename onto ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class TokenSource(Protocol):
@@ -286,7 +262,7 @@ def write_documents(
             for a in range(0, n, DOCUMENT_BATCH_ROWS):
                 b = min(n, a + DOCUMENT_BATCH_ROWS)
                 writer.write_batch(pa.RecordBatch.from_arrays([chunk(name, a, b) for name in schema.names],
-                                                              schema=schema))  # fmt: skip
+                                                              schema=schema))
             if n == 0:
                 writer.write_table(schema.empty_table())
 

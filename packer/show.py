@@ -23,7 +23,6 @@ newline, a tab ``→``, other control characters their Unicode control picture.
 
 from __future__ import annotations
 
-import json
 import os
 import unicodedata
 from collections.abc import Sequence
@@ -39,8 +38,9 @@ from rich.text import Text
 from tokenizers import Tokenizer
 
 from . import roles as R
+from .layout import DOCUMENTS_FILE, locate_row, read_manifest, row_starts
 from .loader import TokenizerInfo, load_tokenizer
-from .shards import DOCUMENTS_FILE, MANIFEST_FILE, mask_column
+from .shards import mask_column
 
 #: role name -> rich style of its tokens
 ROLE_STYLES: dict[str, str] = {
@@ -60,14 +60,7 @@ HEADER_STYLE = Style(bold=True)
 VISIBLE = {"\n": "↵\n", "\t": "→", "\r": "␍"}
 
 
-def _read_manifest(out: Path) -> dict:
-    path = out / MANIFEST_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{out}: no {MANIFEST_FILE} (not a packer build output, or the build did not finish)")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def load_row(out_dir: str | os.PathLike, row: int) -> dict:
+def load_row(output: str | os.PathLike, row: int) -> dict:
     """One packed row of a build output, by its global index across the shards
     (in manifest order; a negative index counts from the end).
 
@@ -77,30 +70,23 @@ def load_row(out_dir: str | os.PathLike, row: int) -> dict:
     name) and ``shard_row`` (row within that shard). Raises ``IndexError``
     saying how many rows exist when ``row`` is out of range.
     """
-    out = Path(out_dir)
-    manifest = _read_manifest(out)
-    counts = [int(s["rows"]) for s in manifest["shards"]]
-    total = sum(counts)
-    index = row + total if row < 0 else row
-    if not 0 <= index < total:
-        have = f"rows 0..{total - 1}" if total else "no rows"
-        raise IndexError(f"row {row} out of range: {out} has {total} rows ({have})")
-    k, local = 0, index
-    while local >= counts[k]:
-        local -= counts[k]
-        k += 1
+    out = Path(output)
+    manifest = read_manifest(out)
+    starts = row_starts([int(s["rows"]) for s in manifest["shards"]])
+    k, local = locate_row(starts, row, str(out))
     shard = manifest["shards"][k]
     with pa.memory_map(str(out / shard["file"])) as source:
         reader = ipc.open_file(source)
-        in_batch = local
-        for b in range(reader.num_record_batches):
-            batch = reader.get_batch(b)
-            if in_batch < batch.num_rows:
-                break
-            in_batch -= batch.num_rows
-        else:
-            raise IndexError(f"row {row}: {shard['file']} holds fewer rows than the manifest says ({shard['rows']})")
-        result: dict = {"row": index, "rows": total, "shard": shard["file"], "shard_row": local}
+        batches = [reader.get_batch(b) for b in range(reader.num_record_batches)]
+        try:
+            b, in_batch = locate_row(row_starts([batch.num_rows for batch in batches]), local)
+        except IndexError:
+            raise IndexError(
+                f"row {row}: {shard['file']} holds fewer rows than the manifest says ({shard['rows']})"
+            ) from None
+        batch = batches[b]
+        result: dict = {"row": int(starts[k]) + local, "rows": int(starts[-1]), "shard": shard["file"],
+                        "shard_row": local}
         for name in batch.schema.names:
             values = batch.column(name).slice(in_batch, 1).flatten()
             result[name] = values.to_numpy(zero_copy_only=False).copy()
@@ -189,7 +175,7 @@ def _tokenizer(manifest: dict, override) -> tuple[Tokenizer | None, list[str]]: 
         # the ids of a transformers-loaded build decode the same with tokenizer.json (one vocabulary), and
         # loading transformers would cost seconds; its sha256 covers more files, so it is not compared
         notes.append(f"this output's ids follow transformers {built.get('transformers_version')}; decoded with "
-                     f"{info.source}'s tokenizer.json (the same vocabulary)")  # fmt: skip
+                     f"{info.source}'s tokenizer.json (the same vocabulary)")
     elif expected and info.sha256 != expected:
         notes.append(f"tokenizer {info.source} is not the one this output was built with (sha256 differs)")
     return info.tokenizer, notes
@@ -219,7 +205,7 @@ def _header(doc_id: int, length: int, info: dict | None) -> str:
 
 
 def show_row(
-    out_dir: str | os.PathLike,
+    output: str | os.PathLike,
     row: int = 0,
     strategy: str = "instruction_tuning",
     *,
@@ -234,9 +220,9 @@ def show_row(
     printed. Raises ``ValueError`` for a strategy the output does not have,
     ``IndexError`` for a row out of range.
     """
-    out = Path(out_dir)
+    out = Path(output)
     console = console if console is not None else Console(highlight=False)
-    manifest = _read_manifest(out)
+    manifest = read_manifest(out)
     strategies = manifest.get("strategies", {})
     if strategy not in strategies:
         raise ValueError(f"unknown strategy {strategy!r}; this output has: {', '.join(strategies)}")
@@ -291,7 +277,7 @@ def _plain_runs(span: range, texts: list[str], role_codes: np.ndarray, mask: np.
 
 
 def _legend(console: Console, plain: bool, data: dict, manifest: dict, strategy: str, loss: int, length: int,
-            decoded: bool) -> None:  # fmt: skip
+            decoded: bool) -> None:
     docs = len(data["seq_lens"])
     console.out(
         f"row {data['row']} of {data['rows']} ({data['shard']} row {data['shard_row']}) · "

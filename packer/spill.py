@@ -7,51 +7,60 @@ and are deleted before the manifest is written, so they never survive into a
 finished output (a build that dies leaves them beside the marker, and the next
 build clears the directory).
 
-Tokens, in the order documents were kept (= doc_id order)::
+Each part of a build (:mod:`packer.part`) spills into files of its own, tagged
+with the part's number; tokens, in the order its documents were kept (= doc_id
+order)::
 
-    .packer-spill-ids    int32 per token
-    .packer-spill-roles  uint8 per token: role code | last-turn flag << 4
+    .packer-spill-0-ids    int32 per token
+    .packer-spill-0-roles  uint8 per token: role code | last-turn flag << 4
 
-Document ``k`` owns tokens ``starts[k] : starts[k] + lengths[k]`` of both, with
-``starts`` the running sum of the kept lengths, so no offsets are stored.
+The parts' files read as one run in part order: spilled document ``k`` owns
+tokens ``starts[k] : starts[k] + lengths[k]`` of it, with ``starts`` the
+running sum of the spilled lengths, so no offsets are stored.
 :class:`TokenSpillReader` gathers the tokens of a set of documents (a batch of
 packed rows) with explicit reads into a buffer of that batch's size.
+
+Rejection lines go to files of their own (:class:`RejectionSpill`), each line
+behind the doc_id it is sorted by, so merging them never reads the JSON.
 """
 
 from __future__ import annotations
 
 import heapq
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
 from .gather import gather_index
 
-SPILL_IDS = ".packer-spill-ids"
-SPILL_ROLES = ".packer-spill-roles"
-#: rejections found while reading (reader, duplicate, template) and while tokenizing (overlong):
-#: two files, each in doc_id order, merged at the end
-SPILL_REJECTED = (".packer-spill-rejected-read", ".packer-spill-rejected-tokens")
-SPILL_FILES = (SPILL_IDS, SPILL_ROLES, *SPILL_REJECTED)
+SPILL_PREFIX = ".packer-spill-"
 _LAST_SHIFT = 4
 _ROLE_MASK = (1 << _LAST_SHIFT) - 1
 
 
+def spill_path(out: Path, tag: int | str, kind: str) -> Path:
+    """The spill file ``kind`` ("ids", "roles", "rejected-read", ...) of part ``tag`` in ``out``."""
+    return out / f"{SPILL_PREFIX}{tag}-{kind}"
+
+
 def remove_spill(out: Path, *, tokens_only: bool = False) -> None:
-    """Delete the spill files of ``out`` (missing ones are fine): all, or the token files only."""
-    for name in (SPILL_IDS, SPILL_ROLES) if tokens_only else SPILL_FILES:
-        (out / name).unlink(missing_ok=True)
+    """Delete the spill files of ``out``: all, or the token files only."""
+    for path in out.glob(f"{SPILL_PREFIX}*"):
+        if not tokens_only or path.name.endswith(("-ids", "-roles")):
+            path.unlink(missing_ok=True)
 
 
 class TokenSpillWriter:
-    """Appends the tokens of kept documents to the two spill files."""
+    """Appends the tokens of kept documents to part ``tag``'s two spill files."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, tag: int | str = 0) -> None:
         self.out = out
-        self._ids = open(out / SPILL_IDS, "wb")
-        self._roles = open(out / SPILL_ROLES, "wb")
+        self.paths = (spill_path(out, tag, "ids"), spill_path(out, tag, "roles"))
+        self._ids = open(self.paths[0], "wb")
+        self._roles = open(self.paths[1], "wb")
         self.tokens = 0
 
     def append(self, ids: np.ndarray, roles: np.ndarray, last: np.ndarray) -> None:
@@ -66,7 +75,8 @@ class TokenSpillWriter:
 
 
 class TokenSpillReader:
-    """Tokens of documents by document index, read from the spill files.
+    """Tokens of documents by document index, read from the spill files of
+    parts ``tags`` (in that order) holding ``lengths`` tokens a document.
 
     ``gather(docs)`` returns ``(ids, roles, last)`` of the documents ``docs``
     concatenated in that order; memory is what that returns, whatever the size
@@ -79,16 +89,28 @@ class TokenSpillReader:
     #: documents closer than this many tokens are read together, with the gap
     GAP = 256
 
-    def __init__(self, out: Path, lengths: np.ndarray) -> None:
+    def __init__(self, out: Path, lengths: np.ndarray, tags: Sequence[int | str] = (0,)) -> None:
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.starts = np.zeros(len(self.lengths), dtype=np.int64)
         np.cumsum(self.lengths[:-1], out=self.starts[1:])
         total = int(self.lengths.sum())
-        self._fds: list[int] = []
-        for path, size in ((out / SPILL_IDS, total * 4), (out / SPILL_ROLES, total)):
-            if os.path.getsize(path) != size:
-                raise RuntimeError(f"{path}: spill file holds {os.path.getsize(path)} bytes, expected {size}")
-            self._fds.append(os.open(path, os.O_RDONLY))
+        #: per part: (token where its files start, ids fd, roles fd)
+        self._files: list[tuple[int, int, int]] = []
+        at = 0
+        try:
+            for tag in tags:
+                ids, roles = spill_path(out, tag, "ids"), spill_path(out, tag, "roles")
+                n = os.path.getsize(roles)
+                if os.path.getsize(ids) != 4 * n:
+                    raise RuntimeError(f"{ids}: {os.path.getsize(ids)} bytes for {n} tokens")
+                self._files.append((at, os.open(ids, os.O_RDONLY), os.open(roles, os.O_RDONLY)))
+                at += n
+        except BaseException:
+            self.close()
+            raise
+        if at != total:
+            raise RuntimeError(f"spill files in {out} hold {at} tokens, expected {total}")
+        self._file_starts = np.array([f[0] for f in self._files] + [at], dtype=np.int64)
 
     def gather(self, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         docs = np.asarray(docs, dtype=np.int64)
@@ -110,8 +132,7 @@ class TokenSpillReader:
         ids = np.empty(size, dtype=np.int32)
         packed = np.empty(size, dtype=np.uint8)
         for start, n, at in zip(run_start.tolist(), run_len.tolist(), run_buf.tolist(), strict=True):
-            _read_into(self._fds[0], memoryview(ids[at : at + n]).cast("B"), start * 4)
-            _read_into(self._fds[1], memoryview(packed[at : at + n]), start)
+            self._read(start, n, ids[at : at + n], packed[at : at + n])
         run_of = np.cumsum(new_run) - 1
         pos = np.empty(len(docs), dtype=np.int64)
         pos[order] = run_buf[run_of] + (s - run_start[run_of])
@@ -119,10 +140,23 @@ class TokenSpillReader:
         packed = packed[idx]
         return ids[idx], packed & _ROLE_MASK, (packed >> _LAST_SHIFT).astype(bool)
 
+    def _read(self, start: int, n: int, ids: np.ndarray, packed: np.ndarray) -> None:
+        """Tokens ``start : start + n`` of the parts' run into ``ids``/``packed`` (a read may span parts)."""
+        done = 0
+        while done < n:
+            p = int(np.searchsorted(self._file_starts, start + done, side="right")) - 1
+            first, fd_ids, fd_roles = self._files[p]
+            local = start + done - first
+            k = min(n - done, int(self._file_starts[p + 1]) - (start + done))
+            _read_into(fd_ids, memoryview(ids[done : done + k]).cast("B"), local * 4)
+            _read_into(fd_roles, memoryview(packed[done : done + k]), local)
+            done += k
+
     def close(self) -> None:
-        for fd in self._fds:
-            os.close(fd)
-        self._fds.clear()
+        for _, a, b in self._files:
+            os.close(a)
+            os.close(b)
+        self._files.clear()
 
 
 def _read_into(fd: int, buf: memoryview, offset: int) -> None:
@@ -138,35 +172,44 @@ def _read_into(fd: int, buf: memoryview, offset: int) -> None:
 class RejectionSpill:
     """``rejected.jsonl`` lines, written as rejections happen.
 
-    Rejections come from two stages, each in doc_id order: reading (and
-    rendering) records, and tokenizing them (overlong, truncated), which runs
-    behind. Each stage appends to its own file; :meth:`merged` yields all lines
-    in doc_id order (a record has at most one line).
+    Rejections come from stages that each meet records in doc_id order: reading
+    (and rendering) records, tokenizing them (overlong, truncated), which runs
+    behind, and combining parts (duplicates across them). Each stage appends to
+    a file of its own, every line behind its doc_id; :func:`merged_lines`
+    yields the lines of any set of such files in doc_id order.
     """
 
-    READ, TOKENS = 0, 1
+    READ, TOKENS = "rejected-read", "rejected-tokens"
 
-    def __init__(self, out: Path) -> None:
-        self.paths = [out / name for name in SPILL_REJECTED]
-        self._files = [open(p, "w", encoding="utf-8") for p in self.paths]
+    def __init__(self, out: Path, tag: int | str = 0, stages: Sequence[str] = (READ, TOKENS)) -> None:
+        self.paths = {stage: spill_path(out, tag, stage) for stage in stages}
+        self._files = {stage: open(p, "w", encoding="utf-8") for stage, p in self.paths.items()}
         self.count = 0
 
-    def write(self, stage: int, line: str) -> None:
-        self._files[stage].write(line)
+    def write(self, stage: str, doc_id: int, line: str) -> None:
+        """Append ``line`` (one line of JSON, with its newline) of document ``doc_id``."""
+        self._files[stage].write(f"{doc_id}\t{line}")
         self.count += 1
 
     def close(self) -> None:
-        for f in self._files:
+        for f in self._files.values():
             f.close()
 
-    def merged(self) -> Iterator[str]:
-        def doc_id(line: str) -> int:
-            # lines start with {"doc_id": N, (see build.py)
-            return int(line[11 : line.index(",")])
 
-        files = [open(p, encoding="utf-8") for p in self.paths]
-        try:
-            yield from heapq.merge(*files, key=doc_id)
-        finally:
-            for f in files:
-                f.close()
+def merged_lines(paths: Sequence[Path], skip: Callable[[int, int], bool] | None = None) -> Iterator[str]:
+    """The lines of rejection spill files ``paths`` (each in doc_id order) in doc_id order, without
+    their doc_id; ``skip(file, doc_id)`` leaves out a line of file ``paths[file]``."""
+
+    def keyed(k: int, f: TextIO) -> Iterator[tuple[int, int, str]]:
+        for line in f:
+            tab = line.index("\t")
+            yield int(line[:tab]), k, line[tab + 1 :]
+
+    files = [open(p, encoding="utf-8") for p in paths]
+    try:
+        for doc_id, k, line in heapq.merge(*(keyed(k, f) for k, f in enumerate(files))):
+            if skip is None or not skip(k, doc_id):
+                yield line
+    finally:
+        for f in files:
+            f.close()

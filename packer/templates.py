@@ -15,9 +15,9 @@ and the record is rejected (``template_error``) rather than mislabelled.
     segs : [special][marker][instruction][special][marker][special][marker][response][end][marker]
 
 Records of a shape whose template only pastes (or trims) the contents are then
-assembled from the fixed pieces without running Jinja (:class:`_Assembly`); a
-probe render proves the shape can be, and a sample of records is rendered by
-Jinja as well to check it.
+put together from the fixed pieces without running Jinja: :mod:`packer.assembly`
+proves a shape can be, and says which records are rendered by Jinja as well to
+check it. This module renders; that one only saves renders.
 
 Fixed text is labelled by what it is: the tokenizer's special tokens are
 ``special``, except the first one after an assistant turn's content, which is
@@ -43,7 +43,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -53,6 +53,7 @@ import numpy as np
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from . import roles as R
+from .assembly import _TRANSFORMS, Fill, Prober, TemplateDrift, _Assembly, checked, probe
 from .loader import TokenizerInfo
 from .options import SYSTEM_POLICIES, TEMPLATES
 from .records import Conversation, Message, Rejection
@@ -185,59 +186,18 @@ class _Structure:
     slots: tuple[_Slot, ...]
     #: per fixed piece: (relative start, length, role, last) segments
     pieces: tuple[tuple[tuple[int, int, int, bool], ...], ...]
-    #: set when the template only pastes (or trims) the contents of this shape: see :class:`_Assembly`
+    #: set when the template only pastes (or trims) the contents of this shape: see :mod:`packer.assembly`
     assembly: _Assembly | None = None
 
+    @property
+    def slot_keys(self) -> tuple[tuple[int, str], ...]:
+        return tuple((s.message, s.field) for s in self.slots)
 
-#: what a template may do to a value and still be assembled without Jinja: paste it, or trim it (as
-#: ``| trim`` and ``.strip()`` do); also what the matching of a Jinja render tries (:func:`_candidates`)
-_TRANSFORMS: tuple[Callable[[str], str], ...] = (
-    lambda v: v,
-    str.strip,
-    lambda v: v.strip("\n"),
-    str.lstrip,
-    str.rstrip,
-    lambda v: v.lstrip("\n"),
-    lambda v: v.rstrip("\n"),
-)
-#: a probe value's edges tell the transforms apart (each gives a different text)
-_PROBE = "\n \tPKRPROBE{}Z <b>\"'&amp;\\{{{{x}}}} é ab cd http://a.example/ %s\t \n"
-#: records of a shape rendered by Jinja as well, to check the assembly: the first few, then one in this many
-_CHECK_FIRST = 2
-_CHECK_EVERY = 64
+    def spans(self, text: str, values: Sequence[str]) -> list[tuple[int, int]] | None:
+        return _directed_match(text, self.fixed, values)
 
-
-class TemplateDrift(Exception):
-    """A template rendered a record differently from the assembly its shape
-    was proven to allow, after records of that shape were assembled unchecked
-    (a template reading content in a way the probe could not see)."""
-
-
-@dataclass
-class _Assembly:
-    """A shape whose template only pastes or trims the contents, proven on
-    probe values (:meth:`ChatTemplate._probe`): its records are put together as
-    ``fixed[0] + t0(v0) + fixed[1] + ...`` without running Jinja. Some are
-    rendered by Jinja as well, and must come out the same.
-
-        fixed  : "<|im_start|>user\\n", "<|im_end|>\\n<|im_start|>assistant\\n", "<|im_end|>\\n"
-        values : "Hi", "Hello!"      transforms: paste, paste
-        text   : <|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\nHello!<|im_end|>\\n
-    """
-
-    transforms: tuple[int, ...]  # per slot, an index into _TRANSFORMS
-    seg_lengths: np.ndarray  # int64, the slots' entries 0
-    slot_segs: np.ndarray  # int64: index of each slot's segment
-    seg_roles: np.ndarray  # uint8, shared by every record of the shape
-    seg_last: np.ndarray  # bool, idem
-    rendered: int = 0  # records of the shape so far
-    unchecked: int = 0  # of which assembled without a Jinja render to compare with
-
-    def fits(self, values: list[str]) -> bool:
-        """False where a trimmed value is all whitespace: a trim of text glued around it would
-        reach past it into the fixed text (``("  " + "\\n\\n" + input) | trim``), which the probe
-        (never blank) cannot show; such records are rendered by Jinja."""
-        return all(t == 0 or not v.isspace() for t, v in zip(self.transforms, values, strict=True))
+    def segments(self, slot_lengths: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return _segments(self, slot_lengths)
 
 
 class ChatTemplate:
@@ -251,11 +211,26 @@ class ChatTemplate:
     '<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\nHello!<|im_end|>\\n'
 
     ``assemble`` (default True): records of shapes the template only pastes or
-    trims into are put together without running Jinja (see :class:`_Assembly`);
+    trims into are put together without running Jinja (see :mod:`packer.assembly`);
     False runs Jinja for every record.
+
+    An instance is what its arguments make it: ``ChatTemplate.named(name, tok,
+    system=..., assemble=...)`` in another process renders every record the same.
+    What an instance learns as it renders (its shapes, :attr:`refuses_system`)
+    depends on the template alone; only :attr:`missing_end` depends on which
+    shapes it has met, so a build in parts joins the parts' flags.
     """
 
-    def __init__(self, name: str, source: str, tok: TokenizerInfo, *, input_field: bool, system: str = "merge") -> None:
+    def __init__(
+        self,
+        name: str,
+        source: str,
+        tok: TokenizerInfo,
+        *,
+        input_field: bool,
+        system: str = "merge",
+        assemble: bool = True,
+    ) -> None:
         self.name = name
         if system not in SYSTEM_POLICIES:
             raise ValueError(f"unknown system policy {system!r}; choose --system {'|'.join(SYSTEM_POLICIES)}")
@@ -283,31 +258,27 @@ class ChatTemplate:
         self._special_first = frozenset(t[0] for t in ordered)
         self._structures: dict[tuple, _Structure | str] = {}
         #: assemble the records of shapes proven to only paste or trim their contents without running
-        #: Jinja (checked on a sample); False renders every record with Jinja
-        self.assemble = True
-        #: the str methods a probe render saw the template call beyond pasting and trimming
-        self._looked: list[str] = []
-        self._probe_type, self._joined_type = _probe_types(self._looked)
-        names = self._template.root_render_func.__globals__  # the compiled template's own module
-        for name in ("str_join", "markup_join"):
-            if name in names:
-                names[name] = _traced_join(self._probe_type, self._joined_type, names[name])
+        #: Jinja (the records :func:`packer.assembly.checked` picks are rendered by Jinja too, to check);
+        #: False renders every record with Jinja
+        self.assemble = assemble
+        #: probe values for this compiled template (it traces the template's joins)
+        self._prober = Prober(self._template)
         #: set once a learnt shape closes an assistant turn with no special token
         self.missing_end = False
         self._refuses_system: bool | None = None
 
     @classmethod
-    def named(cls, name: str, tok: TokenizerInfo, *, system: str = "merge") -> ChatTemplate:
+    def named(cls, name: str, tok: TokenizerInfo, *, system: str = "merge", assemble: bool = True) -> ChatTemplate:
         """A built-in template by name, or ``"tokenizer"`` for the tokenizer's own."""
         if name == "tokenizer":
             if tok.chat_template is None:
                 raise ValueError(
                     f"{tok.source}: the tokenizer has no chat_template; choose --template {'|'.join(BUILTIN_TEMPLATES)}"
                 )
-            return cls("tokenizer", tok.chat_template, tok, input_field=False, system=system)
+            return cls("tokenizer", tok.chat_template, tok, input_field=False, system=system, assemble=assemble)
         if name not in BUILTIN_TEMPLATES:
             raise ValueError(f"unknown template {name!r}; known: {', '.join(TEMPLATE_NAMES)}")
-        return cls(name, BUILTIN_TEMPLATES[name], tok, input_field=name == "alpaca", system=system)
+        return cls(name, BUILTIN_TEMPLATES[name], tok, input_field=name == "alpaca", system=system, assemble=assemble)
 
     # -- the system policy ---------------------------------------------------
 
@@ -341,7 +312,7 @@ class ChatTemplate:
 
     # -- rendering ---------------------------------------------------------
 
-    def _message_dicts(self, messages: Sequence[Message], fill) -> list[dict]:  # type: ignore[no-untyped-def]
+    def _message_dicts(self, messages: Sequence[Message], fill: Fill) -> list[dict]:
         action = self.system_action(messages)
         out = self._plain_dicts(messages, fill, skip=1 if action == "dropped" else 0)
         if action == "merged":
@@ -353,7 +324,7 @@ class ChatTemplate:
             out[k] = {**out[k], "content": system + SYSTEM_SEPARATOR + user if user else system}
         return out
 
-    def _plain_dicts(self, messages: Sequence[Message], fill, skip: int = 0) -> list[dict]:  # type: ignore[no-untyped-def]
+    def _plain_dicts(self, messages: Sequence[Message], fill: Fill, skip: int = 0) -> list[dict]:
         out = []
         for i, m in enumerate(messages):
             if i < skip:
@@ -437,50 +408,8 @@ class ChatTemplate:
             pieces.append(tuple(segs))
         pattern = re.compile("(.*?)".join(re.escape(p) for p in fixed), re.DOTALL)
         st = _Structure(pattern, tuple(fixed), tuple(slots), tuple(pieces))
-        st.assembly = self._probe(messages, st)
+        st.assembly = probe(lambda fill: self._render(self._message_dicts(messages, fill)), st, self._prober)
         return st
-
-    def _probe(self, messages: Sequence[Message], st: _Structure) -> _Assembly | None:
-        """Render the shape once more with probe values that log every look
-        inside them and whose edges tell trims apart; if the template only
-        pasted or trimmed them, the shape can be assembled without Jinja."""
-        probes: dict[tuple[int, str], str] = {}
-
-        def fill(i: int, field: str, _value: str) -> str:
-            probes[(i, field)] = self._probe_type(_PROBE.format(len(probes)))
-            return probes[(i, field)]
-
-        self._looked.clear()
-        try:
-            text = str.__str__(self._render(self._message_dicts(messages, fill)))
-        except Exception:  # whatever the template does with odd text, it is then no paste
-            return None
-        if self._looked or any((s.message, s.field) not in probes for s in st.slots):
-            return None
-        plain = [str.__str__(probes[(s.message, s.field)]) for s in st.slots]
-        spans = _directed_match(text, st.fixed, plain)
-        if spans is None:
-            return None
-        transforms = []
-        for (a, b), value in zip(spans, plain, strict=True):
-            found = [j for j, t in enumerate(_TRANSFORMS) if t(value) == text[a:b]]
-            if len(found) != 1:
-                return None
-            transforms.append(found[0])
-        lengths, roles, last, slot_segs = _segments(st, [0] * len(st.slots))
-        roles.flags.writeable = last.flags.writeable = False  # shared by the shape's records
-        return _Assembly(tuple(transforms), lengths, slot_segs, roles, last)
-
-    @staticmethod
-    def _assembled(st: _Structure, asm: _Assembly, values: list[str], system: str | None = None) -> Rendered:
-        emitted = [_TRANSFORMS[t](v) for t, v in zip(asm.transforms, values, strict=True)]
-        parts: list[str] = [""] * (2 * len(emitted) + 1)
-        parts[0::2] = st.fixed
-        parts[1::2] = emitted
-        lengths = asm.seg_lengths.copy()
-        lengths[asm.slot_segs] = [len(e) for e in emitted]
-        return Rendered(text="".join(parts), seg_lengths=lengths, seg_roles=asm.seg_roles, seg_last=asm.seg_last,
-                        system=system)  # fmt: skip
 
     def _label_fixed(self, piece: str, end_of: _Slot | None) -> list[tuple[int, int, int, bool]]:
         """Segments of a fixed piece; ``end_of`` is the assistant slot it follows."""
@@ -505,9 +434,10 @@ class ChatTemplate:
     def render(self, conv: Conversation) -> Rendered | Rejection:
         """Render one conversation, or say why it cannot be.
 
-        Raises :class:`TemplateDrift` if a record checked against Jinja shows that
-        earlier records of its shape were assembled wrongly (set ``assemble = False``
-        and render them again; :func:`packer.build` does so by itself).
+        Raises :class:`TemplateDrift` if the record is one that :func:`packer.assembly.checked`
+        picks and Jinja renders it otherwise than its shape's assembly: records assembled without
+        a check may then be wrong too (set ``assemble = False`` and render them all again;
+        :func:`packer.build` does so by itself). A checked record's result is Jinja's render.
 
         A template that refuses system messages gets the record's leading system message as
         :attr:`system` says (:meth:`system_action`); ``Rendered.system`` tells what was done."""
@@ -528,16 +458,14 @@ class ChatTemplate:
         if isinstance(st, str):
             return Rejection(conv.source, "template_error", f"template {self.name!r}: {st}")
         asm = st.assembly if self.assemble else None
-        assembled = None
+        assembled: str | None = None  # the assembled text of a record checked against Jinja
         if asm is not None:
             slot_values = [_slot_value(conv.messages[s.message], s.field) for s in st.slots]
-            asm = asm if asm.fits(slot_values) else None
-        if asm is not None:
-            assembled = self._assembled(st, asm, slot_values, action)
-            asm.rendered += 1
-            if asm.rendered > _CHECK_FIRST and asm.rendered % _CHECK_EVERY:
-                asm.unchecked += 1
-                return assembled
+            if asm.fits(slot_values):
+                assembled, lengths = asm.assemble(st.fixed, slot_values)
+                if not checked(conv.source.doc_id):
+                    asm.unchecked += 1
+                    return Rendered(assembled, lengths, asm.seg_roles, asm.seg_last, system=action)
         values: dict[tuple[int, str], str] = {}
 
         def keep(i: int, field: str, value: str) -> str:
@@ -548,13 +476,11 @@ class ChatTemplate:
             text = self._render(self._message_dicts(conv.messages, keep))
         except jinja2.TemplateError as e:  # pragma: no cover - structure render would have raised
             return Rejection(conv.source, "template_error", f"template {self.name!r}: {e}")
-        if assembled is not None and assembled.text != text:
-            if asm is not None and asm.unchecked:
-                raise TemplateDrift(
-                    f"{conv.source.where()}: template {self.name!r} renders this record otherwise than the "
-                    "contents pasted into its fixed text, as it did for earlier records of the same shape"
-                )
-            st.assembly = None  # no record of the shape was assembled unchecked: render them all
+        if assembled is not None and assembled != text:
+            raise TemplateDrift(
+                f"{conv.source.where()}: template {self.name!r} renders this record otherwise than the "
+                "contents pasted into its fixed text, as records of the same shape are assembled"
+            )
         slot_values = [values[(slot.message, slot.field)] for slot in st.slots]
         spans = _directed_match(text, st.fixed, slot_values)
         if spans is None:
@@ -575,7 +501,7 @@ class ChatTemplate:
         return Rendered(text=text, seg_lengths=lengths, seg_roles=roles, seg_last=last, system=action)
 
 
-def _segments(st: _Structure, slot_lengths: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _segments(st: _Structure, slot_lengths: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Lengths (int64), roles (uint8) and last-turn flags (bool) of a shape's segments in text order,
     the slots given their lengths; and the index of each slot's segment."""
     lengths: list[int] = []
@@ -593,7 +519,7 @@ def _segments(st: _Structure, slot_lengths: list[int]) -> tuple[np.ndarray, np.n
             codes.append(st.slots[k].role)
             last.append(st.slots[k].last)
     return (np.asarray(lengths, dtype=np.int64), np.asarray(codes, dtype=np.uint8), np.asarray(last, dtype=bool),
-            np.asarray(slot_segs, dtype=np.int64))  # fmt: skip
+            np.asarray(slot_segs, dtype=np.int64))
 
 
 def _candidates(value: str) -> list[str]:
@@ -636,77 +562,6 @@ def _directed_match(text: str, fixed: Sequence[str], values: Sequence[str]) -> l
             return None
         k, pos, choice = stack.pop()
         spans.pop()
-
-
-#: str methods a template may call on a probe without making the shape content-dependent:
-#: trimming (the result is a probe again); everything else str offers is recorded as a look
-_TRIMS = frozenset({"strip", "lstrip", "rstrip"})
-_NOT_LOOKS = frozenset({
-    "__new__", "__init__", "__init_subclass__", "__subclasshook__", "__getattribute__", "__setattr__",
-    "__delattr__", "__dir__", "__class__", "__reduce__", "__reduce_ex__", "__getnewargs__", "__getstate__",
-    "__sizeof__", "__str__", "__add__", "__doc__",
-})  # fmt: skip
-
-
-def _probe_types(looked: list[str]) -> tuple[type[str], type[str]]:
-    """(Probe, Joined): str subclasses standing in for content values in a
-    probe render. Any look inside them (``in``, ``==``, ``len``, ``split``,
-    ...) is logged in ``looked``; trimming gives a Probe (a Joined); gluing one to other
-    text gives a Joined, which may be pasted or trimmed but not looked into."""
-
-    def look(name: str) -> Callable:
-        method = getattr(str, name)
-
-        def logged(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-            looked.append(name)
-            return method(self, *args, **kwargs)
-
-        return logged
-
-    def joined(a: object, b: object) -> object:
-        if not isinstance(a, str) or not isinstance(b, str):
-            return NotImplemented
-        return Joined(str.__add__(a, b))  # type: ignore[misc]
-
-    def trim(name: str) -> Callable:
-        method = getattr(str, name)
-
-        def trimmed(self, chars=None):  # type: ignore[no-untyped-def]
-            if chars is not None and chars != "\n":
-                looked.append(name)
-            return type(self)(method(self, chars))
-
-        return trimmed
-
-    body: dict[str, object] = {
-        name: look(name) for name in dir(str) if callable(getattr(str, name)) and name not in _NOT_LOOKS
-    }
-    body.update(
-        __slots__=(),
-        # Jinja writes a value out with str(): keep the probe itself, so the output can be traced
-        __str__=lambda self: self,
-        # a slot exists only for a non-empty value, so its truth is part of the shape
-        __bool__=lambda self: True,
-        __add__=lambda self, other: joined(self, other),
-        __radd__=lambda self, other: joined(other, self),
-    )
-    Probe = type("Probe", (str,), {**body, **{name: trim(name) for name in _TRIMS}})
-    # trimming a Joined trims the values at its ends (``(content + "\n\n" + input) | trim``); that holds
-    # unless a value is all whitespace, which _Assembly.fits leaves to Jinja
-    Joined = type("Joined", (Probe,), {})
-    return Probe, Joined
-
-
-def _traced_join(probe: type[str], joined: type[str], join: Callable) -> Callable:
-    """Jinja's ``~`` (its runtime's ``str_join``/``markup_join``) with the trace kept:
-    the join of anything holding a probe is a Joined. Other joins are unchanged."""
-
-    def traced(seq):  # type: ignore[no-untyped-def]
-        items = list(seq)
-        out = join(items)
-        return joined(out) if type(out) is str and any(isinstance(x, probe) for x in items) else out
-
-    return traced
 
 
 def _slot_value(m: Message, field: str) -> str:

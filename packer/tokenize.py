@@ -38,6 +38,7 @@ from .loader import TokenizerInfo, load_tokenizer
 
 __all__ = [
     "ByteLengths",
+    "Labeller",
     "TokenizedBatch",
     "TokenizerInfo",
     "batch_chars",
@@ -47,19 +48,18 @@ __all__ = [
     "control_lut",
     "encode_texts",
     "encode_texts_fast",
-    "label_batch",
-    "label_batch_bytes",
+    "label_by_bytes",
+    "label_by_offsets",
     "load_tokenizer",
     "token_roles",
-    "tokenize_batch",
 ]
 
 #: rank of each role in the straddling rule: higher wins (index = role code)
-_RANK = np.zeros(9, dtype=np.uint8)
+_RANK = np.zeros(R.N_ROLES, dtype=np.uint8)
 for _rank, _code in enumerate(reversed(R.PRECEDENCE), start=1):
     _RANK[_code] = _rank
 #: rank -> role code
-_UNRANK = np.zeros(9, dtype=np.uint8)
+_UNRANK = np.zeros(R.N_ROLES, dtype=np.uint8)
 for _code in R.PRECEDENCE:
     _UNRANK[_RANK[_code]] = _code
 
@@ -101,22 +101,23 @@ _CONTENT_RANKS[_RANK[list(R.role_codes(R.CONTENT_ROLES))]] = True
 @njit(nogil=True)
 def _control_values(
     chars: np.ndarray, starts: np.ndarray, ends: np.ndarray, values: np.ndarray, tokens: np.ndarray,
-    end_rank: int, special_rank: int, content: np.ndarray,
-) -> int:  # fmt: skip
+    end_rank: int, special_rank: int, content: np.ndarray, absorbed: np.ndarray,
+) -> None:
     # a control token is `end` if it covers an end-of-turn character, else `special`, whatever else it
-    # absorbed; returns the content characters absorbed (Phi-3's `<|assistant|>` eating a leading newline)
-    absorbed = 0
+    # absorbed; absorbed[k]: the content characters control token k absorbed (Phi-3's `<|assistant|>`
+    # eating a leading newline)
     for k in range(tokens.shape[0]):
         t = tokens[k]
         rank = special_rank
+        n = 0
         for j in range(starts[t], ends[t]):
             r = chars[j] >> 1
             if r == end_rank:
                 rank = end_rank
             if content[r]:
-                absorbed += 1
+                n += 1
+        absorbed[k] = n
         values[t] = (rank << 1) | (values[t] & 1)
-    return absorbed
 
 
 def token_roles(
@@ -141,16 +142,26 @@ def token_roles(
         raise ValueError("starts and ends differ in shape")
     if chars.dtype != np.uint8:
         raise ValueError("chars must be uint8")
+    codes, last, absorbed = _token_roles(chars, starts, ends, control)
+    return codes, last, int(absorbed.sum())
+
+
+def _token_roles(
+    chars: np.ndarray, starts: np.ndarray, ends: np.ndarray, control: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`token_roles`, with the content characters absorbed per token (int64, 0 but at control tokens)."""
     starts, ends = starts.astype(np.int64), ends.astype(np.int64)
     v = _token_values(chars, starts, ends)
-    absorbed = 0
+    absorbed = np.zeros(starts.shape[0], dtype=np.int64)
     if control is not None:
         if control.shape != starts.shape:
             raise ValueError("control and starts differ in shape")
         tokens = np.flatnonzero(control)
         if tokens.size:
-            absorbed = _control_values(chars, starts, ends, v, tokens, int(_RANK[R.END]), int(_RANK[R.SPECIAL]),
-                                       _CONTENT_RANKS)  # fmt: skip
+            at = np.zeros(tokens.shape[0], dtype=np.int64)
+            _control_values(chars, starts, ends, v, tokens, int(_RANK[R.END]), int(_RANK[R.SPECIAL]),
+                            _CONTENT_RANKS, at)
+            absorbed[tokens] = at
     codes = _UNRANK[v >> 1]
     if v.size and (codes == 0).any():
         raise ValueError("a token covers no character of any segment")
@@ -166,8 +177,13 @@ class TokenizedBatch:
     roles: np.ndarray  # uint8
     last: np.ndarray  # bool: token belongs to the final assistant turn
     offsets: np.ndarray  # int64, len = documents + 1
-    #: characters of content that control tokens absorbed (see :func:`token_roles`)
-    absorbed: int = 0
+    #: per document, the characters of content that control tokens absorbed (see :func:`token_roles`);
+    #: None where none were
+    doc_absorbed: np.ndarray | None = None
+
+    @property
+    def absorbed(self) -> int:
+        return 0 if self.doc_absorbed is None else int(self.doc_absorbed.sum())
 
 
 def encode_texts(tok: Tokenizer, texts: list[str]) -> list:
@@ -259,7 +275,7 @@ def byte_lengths(tok: Tokenizer) -> ByteLengths | None:
         return None
     # these split the text without dropping or changing any of it
     if any(p.get("type") not in ("ByteLevel", "Split", "Digits", "Punctuation") or p.get("behavior") == "Removed"
-           for p in pre):  # fmt: skip
+           for p in pre):
         return None
     post = _parts(_state(tok.post_processor), "processors")
     # trimmed offsets would label whitespace differently; without special tokens a template adds nothing
@@ -346,10 +362,10 @@ def _control(ids: np.ndarray, lut: np.ndarray | None) -> np.ndarray | None:
     return lut[np.minimum(ids, len(lut) - 1)]
 
 
-def label_batch_bytes(
+def label_by_bytes(
     encs: list, values: np.ndarray, byte_starts: np.ndarray, table: ByteLengths, control: np.ndarray | None = None
 ) -> TokenizedBatch | None:
-    """:func:`label_batch` from token byte lengths instead of offsets.
+    """:func:`label_by_offsets` from token byte lengths instead of offsets.
 
     ``values``/``byte_starts`` come from :func:`byte_values`. ``None`` when a
     document's tokens do not add up to its bytes (a token of unknown length),
@@ -373,7 +389,7 @@ def label_batch_bytes(
     return TokenizedBatch(ids=ids, roles=roles, last=last, offsets=offsets)
 
 
-def label_batch(
+def label_by_offsets(
     encs: list, chars: np.ndarray, text_starts: np.ndarray, control: np.ndarray | None = None
 ) -> TokenizedBatch:
     """Flatten encodings and give every token its role.
@@ -394,8 +410,12 @@ def label_batch(
     else:
         spans = np.zeros((0, 2), np.int64)
     spans += np.repeat(np.asarray(text_starts, dtype=np.int64), counts)[:, None]
-    roles, last, absorbed = token_roles(chars, spans[:, 0], spans[:, 1], _control(ids, control))
-    return TokenizedBatch(ids=ids, roles=roles, last=last, offsets=offsets, absorbed=absorbed)
+    roles, last, absorbed = _token_roles(chars, spans[:, 0], spans[:, 1], _control(ids, control))
+    doc_absorbed = None
+    if absorbed.any():
+        doc_absorbed = np.bincount(np.repeat(np.arange(len(counts)), counts), weights=absorbed,
+                                   minlength=len(counts)).astype(np.int64)
+    return TokenizedBatch(ids=ids, roles=roles, last=last, offsets=offsets, doc_absorbed=doc_absorbed)
 
 
 def batch_chars(seg_lengths: list[np.ndarray], seg_values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -414,15 +434,66 @@ def batch_chars(seg_lengths: list[np.ndarray], seg_values: list[np.ndarray]) -> 
     return np.repeat(values, lengths), starts
 
 
-def tokenize_batch(
-    tok: Tokenizer, texts: list[str], seg_lengths: list[np.ndarray], seg_values: list[np.ndarray]
-) -> TokenizedBatch:
-    """Tokenize rendered texts (each once, as a whole) and label every token.
+@dataclass
+class TextBatch:
+    """Rendered texts ready for the tokenizer: ``chars`` holds the :func:`char_codes`
+    value of every character, text ``k`` starting at ``text_starts[k]``; ``by_bytes``
+    the same per UTF-8 byte where the batch is labelled by token byte lengths."""
 
-    ``seg_lengths[k]``/``seg_values[k]`` tile text ``k`` with segments (their
-    lengths sum to ``len(texts[k])``) whose values come from :func:`char_codes`.
+    texts: list[str]
+    chars: np.ndarray
+    text_starts: np.ndarray
+    by_bytes: tuple[np.ndarray, np.ndarray] | None
+
+
+class Labeller:
+    """Tokenize rendered documents and give every token its role: the one path
+    a build and the tests take.
+
+        >>> lab = Labeller(load_tokenizer("packer/demo_tokenizer"))   # doctest: +SKIP
+        >>> tb = lab([rendered])                                       # doctest: +SKIP
+        >>> tb.ids, tb.roles, tb.last, tb.offsets                      # doctest: +SKIP
+
+    :meth:`prepare` and :meth:`label` run on the caller's thread, :meth:`encode`
+    may run on another (the tokenizer releases the GIL). A byte-level BPE
+    tokenizer is labelled from token byte lengths (:class:`ByteLengths`, no
+    offsets tracked); any other, or a batch with a token of unknown length
+    (then encoded again), from ``Encoding.offsets``.
     """
-    chars, starts = batch_chars(seg_lengths, seg_values)
-    if chars.shape[0] != sum(len(t) for t in texts):
-        raise ValueError("segments do not tile the rendered texts")
-    return label_batch(encode_texts(tok, texts), chars, starts)
+
+    def __init__(self, tok: TokenizerInfo) -> None:
+        self.tokenizer = tok.tokenizer
+        self.byte_lengths = byte_lengths(tok.tokenizer)
+        # control tokens never take a content role; the content characters they absorbed are counted
+        self.control = control_lut(tok)
+
+    def prepare(self, seg_lengths: list[np.ndarray], seg_values: list[np.ndarray], texts: list[str]) -> TextBatch:
+        """``seg_lengths[k]``/``seg_values[k]`` (:func:`char_codes`) tile text ``k``."""
+        chars, starts = batch_chars(seg_lengths, seg_values)
+        if chars.shape[0] != sum(len(t) for t in texts):
+            raise ValueError("segments do not tile the rendered texts")
+        by_bytes = None
+        if self.byte_lengths is not None and self.byte_lengths.fits(texts):
+            by_bytes = byte_values(chars, starts, texts)
+        return TextBatch(texts, chars, starts, by_bytes)
+
+    def encode(self, batch: TextBatch) -> list:
+        """The tokenizer's encodings of the batch (thread-safe)."""
+        encode = encode_texts if batch.by_bytes is None else encode_texts_fast
+        return encode(self.tokenizer, batch.texts)
+
+    def label(self, batch: TextBatch, encodings: list) -> TokenizedBatch:
+        """Role and last-turn flag of every token of ``encodings`` (from :meth:`encode`)."""
+        if batch.by_bytes is not None:
+            assert self.byte_lengths is not None
+            tb = label_by_bytes(encodings, *batch.by_bytes, self.byte_lengths, self.control)
+            if tb is not None:
+                return tb
+            encodings = encode_texts(self.tokenizer, batch.texts)  # a token of unknown length: with offsets
+        return label_by_offsets(encodings, batch.chars, batch.text_starts, self.control)
+
+    def __call__(self, rendered: list) -> TokenizedBatch:
+        """Encode and label rendered documents (:class:`packer.templates.Rendered`) in this thread."""
+        values = [char_codes(r.seg_roles, r.seg_last) for r in rendered]
+        batch = self.prepare([r.seg_lengths for r in rendered], values, [r.text for r in rendered])
+        return self.label(batch, self.encode(batch))

@@ -19,7 +19,6 @@ problems only (an empty list means all is well).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,8 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from . import roles as R
-from .shards import DOCUMENTS_FILE, FORMAT_NAME, FORMAT_VERSION, MANIFEST_FILE, REJECTED_FILE, file_sha256, shard_schema
+from .layout import DOCUMENTS_FILE, REJECTED_FILE, ShardError, file_sha256, read_manifest
+from .shards import mask_column, shard_schema
 
 
 @dataclass(frozen=True)
@@ -111,47 +111,41 @@ def _check_shard(path: Path, m: dict, problems: list[str]) -> tuple[np.ndarray, 
     if len(ids) and (ids < 0).any():
         problems.append(f"{path.name}: negative token ids")
     for name, role_names in strategies.items():
-        mask, off = _flat(table, f"mask_{name}")
+        column = mask_column(name)
+        mask, off = _flat(table, column)
         if not np.array_equal(off, tok_off):
-            problems.append(f"{path.name}: mask_{name} differs in length from the rows")
+            problems.append(f"{path.name}: {column} differs in length from the rows")
             continue
         expected = np.isin(roles, R.role_codes(role_names))
         ok = (mask <= expected).all() if name in R.LAST_TURN_STRATEGIES else np.array_equal(mask, expected)
         if not ok:
-            problems.append(f"{path.name}: mask_{name} does not match roles {', '.join(role_names)}")
-    return doc_ids, np.bincount(roles, minlength=256)[:9], len(row_len)
+            problems.append(f"{path.name}: {column} does not match roles {', '.join(role_names)}")
+    return doc_ids, np.bincount(roles, minlength=256)[: R.N_ROLES], len(row_len)
 
 
-def verify(out: str | os.PathLike, *, hashes: bool = True) -> list[str]:
+def verify(output: str | os.PathLike, *, hashes: bool = True) -> list[str]:
     """Problems found in a build output (empty: it is sound); see :func:`check_output`."""
-    return check_output(out, hashes=hashes).problems
+    return check_output(output, hashes=hashes).problems
 
 
-def check_output(out: str | os.PathLike, *, hashes: bool = True) -> VerifyResult:
+def check_output(output: str | os.PathLike, *, hashes: bool = True) -> VerifyResult:
     """Check a build output: the problems found, and how many shards, rows,
     documents and tokens were checked. ``hashes=False`` skips the sha256 of
     the files (sizes are still compared with the manifest)."""
     problems: list[str] = []
     seen: list[np.ndarray] = []
-    per_role = np.zeros(9, dtype=np.int64)
+    per_role = np.zeros(R.N_ROLES, dtype=np.int64)
     n_shards = n_rows = 0
 
     def result() -> VerifyResult:
         documents = sum(len(d) for d in seen)
         return VerifyResult(problems, n_shards, n_rows, documents, int(per_role.sum()), hashes)
 
-    out = Path(out)
+    out = Path(output)
     try:
-        m = json.loads((out / MANIFEST_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        problems.append(f"{out}: no {MANIFEST_FILE} (not a packer output, or the build did not finish)")
-        return result()
-    except json.JSONDecodeError as e:
-        problems.append(f"{out / MANIFEST_FILE}: not valid JSON: {e}")
-        return result()
-    fmt = m.get("format", {})
-    if fmt.get("name") != FORMAT_NAME or fmt.get("version") != FORMAT_VERSION:
-        problems.append(f"{out / MANIFEST_FILE}: format {fmt} is not {FORMAT_NAME} version {FORMAT_VERSION}")
+        m = read_manifest(out)
+    except ShardError as e:  # not a packer output, or of a version this packer does not read
+        problems.append(str(e))
         return result()
 
     for shard in m["shards"]:

@@ -1,30 +1,15 @@
-"""Shared fixtures: the bundled demo tokenizer, the real tokenizers and data in
-../shared (tests that need them skip, with the reason, where it is absent),
-and a reader that splits packed rows back into documents."""
+"""Shared fixtures: the bundled demo tokenizer, and the demo build made once per test run.
+Plain helpers and paths are in tests/helpers.py."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
-import numpy as np
-import pyarrow.ipc as ipc
 import pytest
 
 from packer.tokenize import TokenizerInfo, load_tokenizer
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples"
-DEMO_TOKENIZER = ROOT / "packer" / "demo_tokenizer"
-SHARED = ROOT.parent / "shared"
-SHARED_DATA = SHARED / "data"
-SHARED_TOKENIZERS = SHARED / "tokenizers"
-
-
-def need_shared() -> None:
-    if not SHARED_DATA.is_dir() or not SHARED_TOKENIZERS.is_dir():
-        pytest.skip(f"real data and tokenizers not found at {SHARED} (only in CI and developer checkouts)")
+from .helpers import DEMO_BUILD_OPTIONS, DEMO_INPUTS, DEMO_TOKENIZER
 
 
 @pytest.fixture(scope="session")
@@ -32,41 +17,14 @@ def demo_tok() -> TokenizerInfo:
     return load_tokenizer(DEMO_TOKENIZER)
 
 
-def read_documents(out: Path) -> dict[int, dict[str, np.ndarray]]:
-    """doc_id -> that document's slice of every per-token column of the shards."""
-    manifest = json.loads((out / "manifest.json").read_text())
-    docs: dict[int, dict[str, np.ndarray]] = {}
-    for shard in manifest["shards"]:
-        table = ipc.open_file(out / shard["file"]).read_all()
-        token_cols = [c for c in table.column_names if c not in ("seq_lens", "doc_ids")]
-        for row in table.to_pylist():
-            pos = 0
-            for length, doc_id in zip(row["seq_lens"], row["doc_ids"], strict=True):
-                assert doc_id not in docs, f"document {doc_id} packed twice"
-                docs[doc_id] = {c: np.asarray(row[c][pos : pos + length]) for c in token_cols}
-                pos += length
-            assert pos == len(row["input_ids"]), "seq_lens do not sum to the row length"
-    return docs
+@pytest.fixture(scope="session")
+def demo_output(tmp_path_factory, demo_tok) -> Path:
+    """The bundled demo data (Alpaca and ShareGPT) built once per test run with the demo tokenizer,
+    ``DEMO_BUILD_OPTIONS``: read it only. A test that changes an output copies it (shutil.copytree)."""
+    from packer import build
+    from packer.verify import verify
 
-
-def output_files(out: Path) -> dict[str, str]:
-    """file name -> sha256 of every file of an output (the manifest without its build_seconds)."""
-    files = {}
-    for p in sorted(out.iterdir()):
-        data = p.read_bytes()
-        if p.name == "manifest.json":
-            m = json.loads(data)
-            m.pop("build_seconds")
-            data = json.dumps(m, sort_keys=True).encode()
-        files[p.name] = hashlib.sha256(data).hexdigest()
-    return files
-
-
-def demo_variants(path: Path, copies: int) -> Path:
-    """The demo Alpaca records ``copies`` times over, each copy's instructions changed: a build of some seconds."""
-    records = json.loads((EXAMPLES / "alpaca_demo.json").read_text())
-    with open(path, "w") as f:
-        for k in range(copies):
-            for r in records:
-                f.write(json.dumps({**r, "instruction": f"{r['instruction']} (variant {k})"}) + "\n")
-    return path
+    out = tmp_path_factory.mktemp("demo_output") / "shards"
+    build(DEMO_INPUTS, out, tokenizer=demo_tok, **DEMO_BUILD_OPTIONS)
+    assert verify(out) == []
+    return out

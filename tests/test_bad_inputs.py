@@ -46,7 +46,7 @@ EXPECTED = {
     ),
     "mixed_formats.jsonl": (3, 1, {"format_mismatch": 2}, [(1, "sharegpt"), (2, "messages")]),
     "duplicates.jsonl": (4, 4, {}, []),
-}  # fmt: skip
+}
 
 
 def check(out: Path, path: Path, m: dict, expected: tuple) -> None:
@@ -67,7 +67,7 @@ def test_bad_input_is_accounted_for(name, tmp_path, demo_tok):
     events_seen = []
 
     m = build([path], tmp_path / "o", tokenizer=demo_tok, seq_len=512,
-              events=BuildEvents(on_rejection=lambda r: events_seen.append(r.message())))  # fmt: skip
+              events=BuildEvents(on_rejection=lambda r: events_seen.append(r.message())))
     check(tmp_path / "o", path, m, EXPECTED[name])
     for msg, (index, _) in zip(events_seen, EXPECTED[name][3], strict=True):
         assert msg.startswith(f"{path}: record {index}: ")
@@ -147,7 +147,7 @@ def test_very_long_record(tmp_path, demo_tok):
     story = " ".join(f"word{i % 1000} and more" for i in range(40_000))
     path = tmp_path / "long.jsonl"
     path.write_text(json.dumps({"instruction": "Tell it.", "output": "Short."}) + "\n"
-                    + json.dumps({"instruction": "Tell a long story.", "output": story}) + "\n")  # fmt: skip
+                    + json.dumps({"instruction": "Tell a long story.", "output": story}) + "\n")
     n_tokens = len(demo_tok.tokenizer.encode(story).ids)
     assert n_tokens > 100_000
     m = build([path], tmp_path / "o", tokenizer=demo_tok, seq_len=4096)
@@ -172,4 +172,4 @@ def test_parquet_with_wrong_column_types(tmp_path, demo_tok):
     lines = [json.loads(x) for x in (tmp_path / "o" / "rejected.jsonl").read_text().splitlines()]
     assert [(Path(x["input"]).name, x["record"]) for x in lines] == [
         ("bad.parquet", 1), ("types.parquet", 0), ("types.parquet", 1),
-    ]  # fmt: skip
+    ]

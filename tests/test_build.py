@@ -22,7 +22,7 @@ from packer.outdir import INCOMPLETE_MARKER
 from packer.records import Conversation
 from packer.shards import describe, shard_schema
 
-from .conftest import DEMO_TOKENIZER, EXAMPLES, ROOT, read_documents
+from .helpers import DEMO_TOKENIZER, EXAMPLES, ROOT, read_documents
 
 DEMO_INPUTS = [EXAMPLES / "alpaca_demo.json", EXAMPLES / "sharegpt_demo.json"]
 SCHEMA = json.loads((ROOT / "schemas" / "manifest.schema.json").read_text())
@@ -206,7 +206,7 @@ def test_bad_records_are_counted_and_the_build_goes_on(tmp_path, demo_tok):
     assert m["counts"]["packed"] == 2
     assert m["counts"]["rejected"] == {
         "malformed_json": 1, "missing_field": 1, "wrong_type": 1, "empty_output": 1, "special_token_in_content": 1,
-    }  # fmt: skip
+    }
     lines = [json.loads(x) for x in (tmp_path / "o" / "rejected.jsonl").read_text().splitlines()]
     assert [x["record"] for x in lines] == [1, 2, 3, 4, 5]
     assert all(x["input"] == str(path) for x in lines)
@@ -222,7 +222,7 @@ def test_conversation_policies(tmp_path, demo_tok):
             {"conversations": [{"from": "narrator", "value": "?"}, {"from": "gpt", "value": "x"}]},
             {"conversations": []},
         ],
-    )  # fmt: skip
+    )
     m = build([path], tmp_path / "o", tokenizer=demo_tok, seq_len=256)
     assert m["counts"]["packed"] == 1
     assert m["counts"]["dropped_turns"] == {"leading_assistant": 1}
@@ -318,6 +318,6 @@ def test_console_script_runs(tmp_path):
     res = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True)
     assert res.stdout.startswith("packer, version ")
     res = subprocess.run([exe, "build", *map(str, DEMO_INPUTS), "-o", str(tmp_path / "o"), "-q",
-                          "--seq-len", "512"], capture_output=True, text=True, check=False)  # fmt: skip
+                          "--seq-len", "512"], capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "o" / "manifest.json").is_file()

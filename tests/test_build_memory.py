@@ -4,6 +4,7 @@ spill file may outlive the build."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -13,11 +14,11 @@ import pytest
 from packer import BuildError, build
 from packer.build import BuildEvents
 from packer.doctable import NULL, Columns, SeenTable
-from packer.shards import ArrayTokens
-from packer.spill import SPILL_FILES, RejectionSpill, TokenSpillReader, TokenSpillWriter
+from packer.gather import ArrayTokens
+from packer.spill import SPILL_PREFIX, RejectionSpill, TokenSpillReader, TokenSpillWriter, merged_lines
 from packer.verify import verify
 
-from .conftest import DEMO_TOKENIZER, EXAMPLES, output_files
+from .helpers import DEMO_TOKENIZER, EXAMPLES, output_files
 
 DEMO_INPUTS = [EXAMPLES / "alpaca_demo.json", EXAMPLES / "sharegpt_demo.json"]
 BAD = Path(__file__).parent / "bad_inputs"
@@ -48,7 +49,7 @@ def test_batching_does_not_change_a_byte(mixed_input, tmp_path, demo_tok, dedupe
     for batch_size in (100_000, 1, 3, 64):
         out = tmp_path / f"b{batch_size}"
         m = build(mixed_input, out, tokenizer=demo_tok, seq_len=256, overlong="truncate", dedupe=dedupe,
-                  shard_bytes=20_000, batch_size=batch_size)  # fmt: skip
+                  shard_bytes=20_000, batch_size=batch_size)
         assert len(m["shards"]) > 2 and m["counts"]["truncated"] > 0
         assert m["counts"]["rejected"]["overlong_no_loss"] > 0 and m["counts"]["duplicates"] > 0
         assert verify(out) == []
@@ -64,7 +65,7 @@ def test_no_spill_file_survives_a_finished_build(mixed_input, tmp_path, demo_tok
     out = tmp_path / "o"
     build(mixed_input, out, tokenizer=demo_tok, seq_len=256, overlong="truncate", shard_bytes=20_000, batch_size=5)
     names = {p.name for p in out.iterdir()}
-    assert not names & set(SPILL_FILES)
+    assert not [n for n in names if n.startswith(SPILL_PREFIX)]
     assert {n for n in names if not n.startswith("shard-")} == {"manifest.json", "documents.arrow", "rejected.jsonl"}
 
 
@@ -89,25 +90,30 @@ def test_strict_stops_at_the_first_bad_record_although_tokenizing_runs_behind(tm
 def test_progress_events_reach_every_record(tmp_path, demo_tok):
     seen: list[tuple[int, int]] = []
     m = build(DEMO_INPUTS, tmp_path / "o", tokenizer=demo_tok, seq_len=512, batch_size=16,
-              events=BuildEvents(on_records=lambda n, t: seen.append((n, t))))  # fmt: skip
+              events=BuildEvents(on_records=lambda n, t: seen.append((n, t))))
     assert len(seen) > 5
     assert [s[0] for s in seen] == sorted(s[0] for s in seen) and [s[1] for s in seen] == sorted(s[1] for s in seen)
     assert seen[-1] == (m["counts"]["records"], m["tokens"]["total"])
 
 
-def test_token_spill_round_trip(tmp_path):
+@pytest.mark.parametrize("cuts", [(), (120,), (1, 150, 151, 299)])
+def test_token_spill_round_trip(tmp_path, cuts):
+    # the documents spilled by one part, or by several (reads then span the parts' files)
     rng = np.random.default_rng(0)
     lengths = rng.integers(0, 50, 300)
     ids = rng.integers(0, 1 << 31, int(lengths.sum()), dtype=np.int64).astype(np.int32)
     roles = rng.integers(1, 9, len(ids)).astype(np.uint8)
     last = rng.random(len(ids)) < 0.5
-    w = TokenSpillWriter(tmp_path)
-    for a, b in ((0, 10), (10, 11), (11, len(ids))):
-        w.append(ids[a:b], roles[a:b], last[a:b])
-    w.close()
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    bounds = [0, *cuts, 300]
+    for tag, (d0, d1) in enumerate(itertools.pairwise(bounds)):
+        w = TokenSpillWriter(tmp_path, tag)
+        a, b = int(starts[d0]) if d0 < 300 else len(ids), int(starts[d1]) if d1 < 300 else len(ids)
+        for x, y in ((a, min(a + 10, b)), (min(a + 10, b), b)):
+            w.append(ids[x:y], roles[x:y], last[x:y])
+        w.close()
     expected = ArrayTokens(ids, roles, last, starts, lengths)
-    r = TokenSpillReader(tmp_path, lengths)
+    r = TokenSpillReader(tmp_path, lengths, range(len(bounds) - 1))
     for docs in (np.arange(300), rng.permutation(300)[:77], np.array([5]), np.zeros(0, np.int64)):
         for got, want in zip(r.gather(docs), expected.gather(docs), strict=True):
             assert got.dtype == want.dtype and np.array_equal(got, want)
@@ -117,11 +123,18 @@ def test_token_spill_round_trip(tmp_path):
 def test_rejection_spill_merges_in_doc_id_order(tmp_path):
     s = RejectionSpill(tmp_path)
     for d in (0, 3, 4, 10):
-        s.write(RejectionSpill.READ, json.dumps({"doc_id": d, "stage": "read"}) + "\n")
+        s.write(RejectionSpill.READ, d, json.dumps({"doc_id": d, "stage": "read"}) + "\n")
     for d in (1, 5, 11, 12):
-        s.write(RejectionSpill.TOKENS, json.dumps({"doc_id": d, "stage": "tokens"}) + "\n")
+        s.write(RejectionSpill.TOKENS, d, json.dumps({"doc_id": d, "stage": "tokens"}) + "\n")
     s.close()
-    assert [json.loads(x)["doc_id"] for x in s.merged()] == [0, 1, 3, 4, 5, 10, 11, 12] and s.count == 8
+    other = RejectionSpill(tmp_path, 1, stages=("more",))
+    other.write("more", 2, '{"doc_id": 2}\n')
+    other.close()
+    paths = [*s.paths.values(), *other.paths.values()]
+    assert [json.loads(x)["doc_id"] for x in merged_lines(paths)] == [0, 1, 2, 3, 4, 5, 10, 11, 12] and s.count == 8
+    # a line can be left out by its file and doc_id (a duplicate's line replaces another stage's)
+    kept = merged_lines(paths, lambda k, d: k == 0 and d > 3)
+    assert [json.loads(x)["doc_id"] for x in kept] == [0, 1, 2, 3, 5, 11, 12]
 
 
 def test_seen_table_matches_a_dict():
@@ -152,5 +165,5 @@ def test_cli_progress_still_works(tmp_path):
     from packer.cli import main
 
     res = CliRunner().invoke(main, ["build", *map(str, DEMO_INPUTS), "-o", str(tmp_path / "o"),
-                                    "--tokenizer", str(DEMO_TOKENIZER), "--seq-len", "512"])  # fmt: skip
+                                    "--tokenizer", str(DEMO_TOKENIZER), "--seq-len", "512"])
     assert res.exit_code == 0, res.output

@@ -6,7 +6,6 @@ offsets path, with the same output."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import random
 import unicodedata
@@ -28,12 +27,12 @@ from packer.tokenize import (
     char_codes,
     encode_texts,
     encode_texts_fast,
-    label_batch,
-    label_batch_bytes,
+    label_by_bytes,
+    label_by_offsets,
     load_tokenizer,
 )
 
-from .conftest import (
+from .helpers import (
     DEMO_TOKENIZER,
     EXAMPLES,
     SHARED_DATA,
@@ -67,8 +66,8 @@ def both_ways(tok: Tokenizer, table: ByteLengths, texts: list[str], seed: int = 
     rng = random.Random(seed)
     segs = [random_segments(t, rng) for t in texts]
     chars, starts = batch_chars([s[0] for s in segs], [s[1] for s in segs])
-    by_offsets = label_batch(encode_texts(tok, texts), chars, starts)
-    by_bytes = label_batch_bytes(encode_texts_fast(tok, texts), *byte_values(chars, starts, texts), table)
+    by_offsets = label_by_offsets(encode_texts(tok, texts), chars, starts)
+    by_bytes = label_by_bytes(encode_texts_fast(tok, texts), *byte_values(chars, starts, texts), table)
     return by_offsets, by_bytes
 
 
@@ -143,7 +142,7 @@ def test_tokenizers_that_rewrite_text_use_offsets(tmp_path):
     # SentencePiece style: spaces become "▁" (3 bytes for 1)
     assert byte_lengths(variant(normalizer={"type": "Replace", "pattern": {"String": " "}, "content": "▁"})) is None
     assert byte_lengths(variant(pre_tokenizer={"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always",
-                                               "split": True})) is None  # fmt: skip
+                                               "split": True})) is None
     # a prefix space the text does not have
     bl = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True}
     assert byte_lengths(variant(pre_tokenizer=bl)) is None
@@ -167,15 +166,14 @@ def test_a_token_of_unknown_length_sends_its_batch_to_the_offsets_path(tmp_path,
     monkeypatch.setattr(ByteLengths, "_width", unknown_space)
     import packer.tokenize as T
 
-    original = T.label_batch_bytes
+    original = T.label_by_bytes
 
     def counting(*args):  # type: ignore[no-untyped-def]
         out = original(*args)
         gave_up.append(out is None)
         return out
 
-    build_module = importlib.import_module("packer.build")  # ``packer.build`` is also the function
-    monkeypatch.setattr(build_module, "label_batch_bytes", counting)
+    monkeypatch.setattr(T, "label_by_bytes", counting)
     build(inputs, tmp_path / "fallback", tokenizer=demo_tok, seq_len=1024, batch_size=64)
     assert any(gave_up)
     assert output_files(tmp_path / "fallback") == output_files(tmp_path / "normal")
@@ -211,6 +209,6 @@ def test_byte_values_spread_each_character_over_its_bytes(texts):
     starts = np.cumsum([0, *map(len, texts)])[:-1]
     values, byte_starts = byte_values(chars, starts, texts)
     want = [v for t, off in zip(texts, starts, strict=True) for k, ch in enumerate(t)
-            for v in [chars[off + k]] * len(ch.encode())]  # fmt: skip
+            for v in [chars[off + k]] * len(ch.encode())]
     assert values.tolist() == want
     assert byte_starts.tolist() == np.cumsum([0, *(len(t.encode()) for t in texts)])[:-1].tolist()

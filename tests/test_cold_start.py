@@ -15,9 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from packer import build
-
-from .conftest import DEMO_TOKENIZER, EXAMPLES, ROOT
+from .helpers import ROOT
 
 #: loaded by a build only: numba and the modules that compile or load numba kernels, and torch
 BUILD_ONLY = ("numba", "packer.tokenize", "packer.pack", "packer.doctable", "packer.gather", "packer.build", "torch")
@@ -43,7 +41,7 @@ def loaded(tmp_path: Path, *args: str) -> tuple[set[str], str]:
     done = subprocess.run(
         [sys.executable, "-c", _PROBE, str(report), *args],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return set(json.loads(report.read_text())), done.stdout
 
@@ -51,13 +49,6 @@ def loaded(tmp_path: Path, *args: str) -> tuple[set[str], str]:
 def heavy(modules: set[str], names: tuple[str, ...]) -> list[str]:
     """Those of ``names`` that were loaded (a package counts when any module of it was)."""
     return sorted(n for n in names if any(m == n or m.startswith(n + ".") for m in modules))
-
-
-@pytest.fixture(scope="module")
-def out(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("cold") / "shards"
-    build([EXAMPLES / "alpaca_demo.json"], out, tokenizer=DEMO_TOKENIZER, seq_len=512)
-    return out
 
 
 def test_import_packer_loads_nothing_heavy(tmp_path):
@@ -94,28 +85,28 @@ def test_help(tmp_path):
 
 
 @pytest.mark.parametrize("args", [["inspect"], ["verify"], ["show", "--row", "0"]], ids=lambda a: a[0])
-def test_read_commands_do_not_load_the_build_stack(tmp_path, out, args):
-    modules, stdout = loaded(tmp_path, *args[:1], str(out), *args[1:])
+def test_read_commands_do_not_load_the_build_stack(tmp_path, demo_output, args):
+    modules, stdout = loaded(tmp_path, *args[:1], str(demo_output), *args[1:])
     assert stdout.strip()
     assert heavy(modules, BUILD_ONLY) == []
 
 
-def test_verify_says_what_it_checked(out):
+def test_verify_says_what_it_checked(demo_output):
     from packer.verify import check_output, verify
 
-    result = check_output(out)
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert result.ok and result.problems == [] == verify(out)
+    result = check_output(demo_output)
+    manifest = json.loads((demo_output / "manifest.json").read_text())
+    assert result.ok and result.problems == [] == verify(demo_output)
     assert result.shards == len(manifest["shards"])
     assert result.rows == manifest["packing"]["rows"]
     assert result.documents == manifest["counts"]["packed"]
     assert result.tokens == sum(s["tokens"] for s in manifest["shards"])
-    assert result.hashes and not check_output(out, hashes=False).hashes
+    assert result.hashes and not check_output(demo_output, hashes=False).hashes
     assert result.summary().startswith(f"{result.shards} shard")
     assert "sha256" in result.summary()
 
 
-def test_verify_result_counts_only_what_it_read(tmp_path, out):
+def test_verify_result_counts_only_what_it_read(tmp_path):
     from packer.verify import check_output
 
     missing = check_output(tmp_path)

@@ -116,7 +116,7 @@ def test_collate_flat(items):
     b = collate_flat(items)
     assert set(b) == {
         "input_ids", "labels", "position_ids", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k"
-    }  # fmt: skip
+    }
     assert b["input_ids"].tolist() == [[5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]]
     assert b["labels"].tolist() == [[-100, 6, 7, -100, 9, -100, -100, 12, 13, -100, -100, 16]]
     assert b["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1, 2, 3, 0, 0, 1]]
@@ -345,7 +345,7 @@ def llama():
     config = transformers.LlamaConfig(
         vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=4, max_position_embeddings=256,
-    )  # fmt: skip
+    )
     models = {}
     for impl in ("sdpa", "eager"):
         torch.manual_seed(0)

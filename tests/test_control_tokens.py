@@ -22,10 +22,10 @@ from packer import roles as R
 from packer.loader import load_tokenizer
 from packer.tokenize import char_codes, control_lut, token_roles
 
-from .conftest import SHARED_DATA, SHARED_TOKENIZERS, need_shared
+from .helpers import SHARED_DATA, SHARED_TOKENIZERS, need_shared
 
 CHAT_TOKENIZERS = ["qwen2.5-instruct", "qwen3", "llama-3-8b-instruct", "llama-3-8b-instruct-initial",
-                   "phi-3-mini-instruct", "mistral-7b-instruct-v0.1", "gemma-2"]  # fmt: skip
+                   "phi-3-mini-instruct", "mistral-7b-instruct-v0.1", "gemma-2"]
 
 
 def test_the_worked_example():
@@ -115,7 +115,7 @@ def test_phi3_absorbs_content_and_the_manifest_counts_it(tmp_path):
     need_shared()
     tok = load_tokenizer(SHARED_TOKENIZERS / "phi-3-mini-instruct")
     m = build([SHARED_DATA / "messages_alpagasus_claude_t45_alpaca.jsonl"], tmp_path / "o", tokenizer=tok,
-              seq_len=4096, template="tokenizer")  # fmt: skip
+              seq_len=4096, template="tokenizer")
     absorbed = m["tokens"]["control_absorbed_chars"]
     assert absorbed > 0
     lut = control_lut(tok)
@@ -131,9 +131,6 @@ def test_phi3_absorbs_content_and_the_manifest_counts_it(tmp_path):
     assert n_assistant >= m["counts"]["packed"]
 
 
-def test_byte_level_tokenizers_absorb_nothing(tmp_path, demo_tok):
-    from .conftest import EXAMPLES
-
-    m = build([EXAMPLES / "alpaca_demo.json", EXAMPLES / "sharegpt_demo.json"], tmp_path / "o", tokenizer=demo_tok,
-              seq_len=1024)  # fmt: skip
+def test_byte_level_tokenizers_absorb_nothing(demo_output):
+    m = json.loads((demo_output / "manifest.json").read_text())
     assert m["tokens"]["control_absorbed_chars"] == 0

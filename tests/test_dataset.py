@@ -22,9 +22,10 @@ from torch.utils.data import DataLoader  # noqa: E402
 from packer import build  # noqa: E402
 from packer import roles as R  # noqa: E402
 from packer.dataset import IGNORE_INDEX, MissingShardError, PackedDataset, ShardError  # noqa: E402
-from packer.shards import file_sha256, mask_column  # noqa: E402
+from packer.layout import file_sha256  # noqa: E402
+from packer.shards import mask_column  # noqa: E402
 
-from .conftest import DEMO_TOKENIZER, EXAMPLES  # noqa: E402
+from .helpers import DEMO_TOKENIZER, EXAMPLES  # noqa: E402
 
 pytestmark = [
     # three workers on a two-core machine are fine for a test; torchdata calls a deprecated torch API
@@ -57,7 +58,7 @@ def shards(tmp_path_factory) -> Path:
     build(
         DEMO_INPUTS, out, tokenizer=DEMO_TOKENIZER, seq_len=256, shard_bytes=40_000,
         strategies=["prompt=instruction,input"],
-    )  # fmt: skip
+    )
     _rebatch(out, BATCH_ROWS)
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["shards"]) >= 2, "the fixture should span several shards"
@@ -453,8 +454,8 @@ def test_verify_detects_a_flipped_byte(copy):
 @pytest.mark.parametrize(
     "fmt,message",
     [({"name": "packer-shards", "version": 99}, "packer-shards version 99; this packer reads version 1"),
-     ({"name": "other", "version": 1}, "format 'other' is not 'packer-shards'")],
-)  # fmt: skip
+     ({"name": "other", "version": 1}, "not a packer output: format 'other' is not 'packer-shards'")],
+)
 def test_wrong_format(copy, fmt, message):
     path = copy / "manifest.json"
     manifest = json.loads(path.read_text())
@@ -482,13 +483,13 @@ def test_remote_filesystem(shards, monkeypatch):
     fsspec = pytest.importorskip("fsspec")
     import pyarrow.fs as pafs
 
-    import packer.dataset as dataset
+    import packer.rows as rows
 
     mem = fsspec.filesystem("memory")
     for p in shards.iterdir():
         mem.pipe(f"/bucket/shards/{p.name}", p.read_bytes())
     fs = pafs.PyFileSystem(pafs.FSSpecHandler(mem))
-    monkeypatch.setattr(dataset, "REMOTE_BATCH_CACHE", 2)  # rows straddle many batches: evictions happen
+    monkeypatch.setattr(rows, "REMOTE_BATCH_CACHE", 2)  # rows straddle many batches: evictions happen
     local = list(PackedDataset(shards, "instruction_modelling", seed=9, return_doc_ids=True))
     remote = PackedDataset("/bucket/shards", "instruction_modelling", seed=9, return_doc_ids=True, filesystem=fs)
     got = list(remote)

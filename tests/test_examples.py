@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from .conftest import EXAMPLES, ROOT
+from .helpers import EXAMPLES, ROOT
 
 
 def run(*args: str, timeout: int = 300) -> str:
@@ -41,7 +41,7 @@ def test_import_packer_does_not_import_torch():
 def test_train_torch_loss_goes_down(tmp_path):
     pytest.importorskip("torch")
     out = run(str(EXAMPLES / "train_torch.py"), "--data", str(tmp_path / "shards"), "--steps", "40",
-              "--log-every", "10", "--strategy", "instruction_modelling")  # fmt: skip
+              "--log-every", "10", "--strategy", "instruction_modelling")
     first, last = first_last(out)
     # from about ln(2048) = 7.6 for a random model: 40 steps on the demo rows learn the common tokens
     assert last < first - 1.0, out
@@ -52,6 +52,6 @@ def test_train_hf_trainer_with_loss_weights(tmp_path):
     pytest.importorskip("accelerate", reason="accelerate not installed (extra packer[hf])")
     out = run(str(EXAMPLES / "train_hf.py"), "--data", str(tmp_path / "shards"), "--steps", "24",
               "--output-dir", str(tmp_path / "trainer"), "--strategy", "instruction_tuning",
-              "--prompt-loss-weight", "0.1", "--normalize", "sequence")  # fmt: skip
+              "--prompt-loss-weight", "0.1", "--normalize", "sequence")
     first, last = first_last(out)
     assert last < first, out

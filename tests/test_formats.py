@@ -1,4 +1,4 @@
-"""Tests for packer.formats: containers, format detection, normalisation."""
+"""Tests for packer.jsonvalues and packer.formats: containers, format detection, normalisation."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from packer.formats import FORMATS, InputSummary, RecordReader, check_inputs, detect_format, read_records
+from packer.formats import FORMATS, InputSummary, RecordReader, check_inputs, detect_format
 from packer.records import BuildError, Conversation, Message, Rejection
 
 ALPACA = {"instruction": "Add 2 and 3.", "input": "", "output": "5"}
@@ -53,7 +53,7 @@ def write_parquet(path: Path, records: list) -> Path:
 
 
 def read(*paths: Path, fmt: str | None = None) -> list[Conversation | Rejection]:
-    return list(read_records(list(paths), fmt))
+    return list(RecordReader(list(paths), fmt))
 
 
 def one(record: object, tmp_path: Path, fmt: str | None = None) -> Conversation | Rejection:
@@ -87,7 +87,7 @@ def test_each_format_from_each_container(tmp_path: Path, fmt: str, container: st
     writer = {"array": write_array, "jsonl": write_jsonl, "parquet": write_parquet}[container]
     suffix = {"array": ".json", "jsonl": ".jsonl", "parquet": ".parquet"}[container]
     path = writer(tmp_path / f"data{suffix}", records)
-    reader = read_records([path])
+    reader = RecordReader([path])
     items = list(reader)
     assert [type(i) for i in items] == [Conversation] * 3
     assert all(i.kind == fmt and i.messages == EXPECTED[fmt] and i.dropped_turns == {} for i in items)
@@ -357,7 +357,7 @@ def texts(item: Conversation | Rejection) -> list[tuple[str, str]]:
         # nothing blank: nothing changes
         ([("human", "q1"), ("gpt", "a1")], [("user", "q1"), ("assistant", "a1")], {}),
     ],
-)  # fmt: skip
+)
 def test_blank_turns_drop(tmp_path: Path, turns: list, kept: list, dropped: dict) -> None:
     item = dropping(sharegpt(*turns), tmp_path)
     assert texts(item) == kept
@@ -379,7 +379,7 @@ def test_blank_turns_drop_leaves_nothing(tmp_path: Path) -> None:
 
 def test_blank_turns_drop_messages_format_and_checks(tmp_path: Path) -> None:
     msgs = [("system", "s"), ("user", [{"type": "text", "text": " "}]), ("assistant", "a1"), ("user", "q2"),
-            ("assistant", "a2")]  # fmt: skip
+            ("assistant", "a2")]
     item = dropping({"messages": [{"role": r, "content": c} for r, c in msgs]}, tmp_path)
     assert texts(item) == [("system", "s"), ("user", "q2"), ("assistant", "a2")]
     assert item.dropped_turns == {"blank_turn": 2}  # type: ignore[union-attr]
@@ -477,7 +477,7 @@ def test_jsonl_blank_lines_and_a_broken_line(tmp_path: Path) -> None:
         json.dumps(ALPACA),
     ]
     path = write(tmp_path / "d.jsonl", "\n".join(lines) + "\n\n")
-    reader = read_records([path])
+    reader = RecordReader([path])
     items = list(reader)
     assert [i.source.index for i in items] == [0, 1, 2, 3]
     assert "line 4" in rejected(items[1], "malformed_json").detail
@@ -495,7 +495,7 @@ def test_jsonl_broken_first_line(tmp_path: Path) -> None:
 def test_truncated_json_array(tmp_path: Path) -> None:
     text = json.dumps([ALPACA, ALPACA, ALPACA], indent=2)
     path = write(tmp_path / "cut.json", text[: text.rindex('"output"')])
-    reader = read_records([path])
+    reader = RecordReader([path])
     items = list(reader)
     assert [type(i) for i in items] == [Conversation, Conversation, Rejection]
     detail = rejected(items[2], "malformed_json").detail
@@ -580,12 +580,12 @@ def test_not_json_is_a_build_error(tmp_path: Path, name: str, content: str) -> N
 
 def test_missing_file_is_a_build_error(tmp_path: Path) -> None:
     with pytest.raises(BuildError, match=r"nope\.json: no such file"):
-        read_records([tmp_path / "nope.json"])
+        RecordReader([tmp_path / "nope.json"])
 
 
 def test_single_object_json_file(tmp_path: Path) -> None:
     path = write(tmp_path / "one.json", json.dumps(SHAREGPT, indent=2))
-    reader = read_records([path])
+    reader = RecordReader([path])
     (item,) = reader
     assert isinstance(item, Conversation) and item.kind == "sharegpt"
     assert reader.inputs[0].records == 1
@@ -747,7 +747,7 @@ def _read_all(path: Path) -> tuple[list, list]:
     reader = RecordReader([path])
     try:
         items = [(type(x).__name__, getattr(x, "reason", None), getattr(x, "detail", None), x.source.index,
-                  getattr(x, "messages", None)) for x in reader]  # fmt: skip
+                  getattr(x, "messages", None)) for x in reader]
     except BuildError as e:
         return [], [str(e)]
     return items, [(i.sha256, i.records) for i in reader.inputs]
@@ -757,7 +757,7 @@ def _read_all(path: Path) -> tuple[list, list]:
 def test_json_array_windows_change_nothing(tmp_path: Path, monkeypatch, chunk: int) -> None:
     """Values, rejection messages (line and column in the whole file), errors and the file hash are the
     same whether the array is read in one piece or in chunks of a few bytes."""
-    import packer.formats as formats
+    import packer.jsonvalues as jsonvalues
 
     cases = _array_cases(tmp_path)
     whole = {p.name: _read_all(p) for p in cases}
@@ -766,39 +766,39 @@ def test_json_array_windows_change_nothing(tmp_path: Path, monkeypatch, chunk: i
         [],
         [f"{tmp_path / 'bad_utf8.json'}: invalid UTF-8 at byte 300; the file must be UTF-8"],
     )
-    monkeypatch.setattr(formats, "_JSON_CHUNK", chunk)
+    monkeypatch.setattr(jsonvalues, "_JSON_CHUNK", chunk)
     for p in cases:
         assert _read_all(p) == whole[p.name], p.name
 
 
 def test_json_array_memory_is_a_window(tmp_path: Path, monkeypatch) -> None:
     """The decoded text held at once stays near one chunk plus a record, not the whole file."""
-    import packer.formats as formats
+    import packer.jsonvalues as jsonvalues
 
     records = [{"instruction": f"q{i} " + "x" * 50, "input": "", "output": "🎉" * 20} for i in range(2000)]
     path = tmp_path / "big.json"
     path.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
-    monkeypatch.setattr(formats, "_JSON_CHUNK", 4096)
+    monkeypatch.setattr(jsonvalues, "_JSON_CHUNK", 4096)
     largest = 0
-    real_more = formats._TextWindow._more
+    real_more = jsonvalues._TextWindow._more
 
     def more(self, pos):  # type: ignore[no-untyped-def]
         nonlocal largest
         largest = max(largest, len(self.text))
         return real_more(self, pos)
 
-    monkeypatch.setattr(formats._TextWindow, "_more", more)
+    monkeypatch.setattr(jsonvalues._TextWindow, "_more", more)
     assert sum(isinstance(x, Conversation) for x in RecordReader([path])) == 2000
     assert path.stat().st_size > 50 * 4096 and largest < 3 * 4096
 
 
 def test_json_array_record_too_long_to_wait_for(tmp_path: Path, monkeypatch) -> None:
-    import packer.formats as formats
+    import packer.jsonvalues as jsonvalues
 
     path = tmp_path / "long.json"
     path.write_text(json.dumps([{"instruction": "a", "output": "b"}, {"instruction": "x" * 5000, "output": "y"}]))
-    monkeypatch.setattr(formats, "_JSON_CHUNK", 256)
-    monkeypatch.setattr(formats, "_MAX_RECORD_CHARS", 1000)
+    monkeypatch.setattr(jsonvalues, "_JSON_CHUNK", 256)
+    monkeypatch.setattr(jsonvalues, "_MAX_RECORD_CHARS", 1000)
     items = list(RecordReader([path]))
     assert isinstance(items[0], Conversation) and items[1].reason == "malformed_json"
     assert "line 1 column 39: no complete record within 1,000 characters" in items[1].detail
@@ -913,18 +913,18 @@ def check_progress(paths: list[Path], steps_at_least: int) -> list[tuple[str, in
 
 
 def test_progress_jsonl(tmp_path: Path, monkeypatch) -> None:
-    import packer.formats as formats
+    import packer.jsonvalues as jsonvalues
 
-    monkeypatch.setattr(formats, "_JSONL_BLOCK", 200)
+    monkeypatch.setattr(jsonvalues, "_JSONL_BLOCK", 200)
     records = [{**ALPACA, "output": f"{i} 🎉"} for i in range(100)]
     a, b = write_jsonl(tmp_path / "a.jsonl", records), write_jsonl(tmp_path / "b.jsonl", records[:7])
     check_progress([a, b], steps_at_least=20)
 
 
 def test_progress_json_array_streamed(tmp_path: Path, monkeypatch) -> None:
-    import packer.formats as formats
+    import packer.jsonvalues as jsonvalues
 
-    monkeypatch.setattr(formats, "_JSON_CHUNK", 512)
+    monkeypatch.setattr(jsonvalues, "_JSON_CHUNK", 512)
     records = [{**ALPACA, "output": f"{i} 你好"} for i in range(200)]
     a, b = write_array(tmp_path / "a.json", records), write_array(tmp_path / "b.json", records[:50])
     assert a.stat().st_size > 20 * 512
@@ -941,9 +941,9 @@ def test_progress_small_json_read_whole(tmp_path: Path) -> None:
 
 
 def test_progress_parquet_by_row_group(tmp_path: Path, monkeypatch) -> None:
-    import packer.formats as formats
+    import packer.jsonvalues as jsonvalues
 
-    monkeypatch.setattr(formats, "_PARQUET_BATCH_ROWS", 5)  # batches of pyarrow's may span row groups
+    monkeypatch.setattr(jsonvalues, "_PARQUET_BATCH_ROWS", 5)  # batches of pyarrow's may span row groups
     records = [{**ALPACA, "output": f"answer {i} " * (i % 7 + 1)} for i in range(100)]
     a = tmp_path / "a.parquet"
     pq.write_table(pa.Table.from_pylist(records), a, row_group_size=10)
@@ -1031,7 +1031,7 @@ def test_check_inputs_unreadable_file_as_root_too(tmp_path: Path, monkeypatch, n
     """The same, with the refusal made up: root (as tests often run) may read any file."""
     import builtins
 
-    import packer.formats as formats
+    import packer.jsonvalues as jsonvalues
 
     path = write_jsonl(tmp_path / name, [ALPACA])
 
@@ -1040,7 +1040,7 @@ def test_check_inputs_unreadable_file_as_root_too(tmp_path: Path, monkeypatch, n
             raise PermissionError(13, "Permission denied", str(file))
         return builtins.open(file, *args, **kwargs)
 
-    monkeypatch.setattr(formats, "open", refuse, raising=False)
+    monkeypatch.setattr(jsonvalues, "open", refuse, raising=False)
     assert error_of(path) == f"{path}: cannot read: Permission denied"
 
 
@@ -1069,10 +1069,10 @@ def test_check_inputs_parquet_without_rows(tmp_path: Path) -> None:
 def test_check_inputs_agrees_with_the_reader(tmp_path: Path, monkeypatch, chunk: int) -> None:
     """On the corpus and the JSON array variants, with check_inputs reading chunks of any size: the
     format the reader settles, or the reader's error when it fails before its first record."""
-    import packer.formats as formats
+    import packer.jsonvalues as jsonvalues
 
-    monkeypatch.setattr(formats, "_CHECK_CHUNK", chunk)
-    monkeypatch.setattr(formats, "_JSON_CHUNK", chunk)
+    monkeypatch.setattr(jsonvalues, "_CHECK_CHUNK", chunk)
+    monkeypatch.setattr(jsonvalues, "_JSON_CHUNK", chunk)
     cases = _array_cases(tmp_path) + sorted(p for p in BAD_INPUTS.iterdir() if p.suffix != ".md")
     cases += [
         write(tmp_path / "lines.json", "{oops\n" + json.dumps(MESSAGES) + "\n"),  # read whole
@@ -1101,12 +1101,12 @@ def test_check_inputs_reads_only_the_beginning(tmp_path: Path, monkeypatch) -> N
 
     made: list = []
 
-    class Spy(formats._FileValues):
+    class Spy(formats.FileValues):
         def __init__(self, *args, **kwargs) -> None:
             super().__init__(*args, **kwargs)
             made.append(self)
 
-    monkeypatch.setattr(formats, "_FileValues", Spy)
+    monkeypatch.setattr(formats, "FileValues", Spy)
     records = [{**ALPACA, "output": "x" * 1000}] * 5000
     # each with a broken end that reading the whole file would meet
     paths = [

@@ -18,17 +18,16 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from packer import build
 from packer import roles as R
 from packer.cli import main
 from packer.outdir import PHASES
 from packer.records import Conversation, Message, Source
 from packer.shards import strategy_masks
 from packer.templates import BUILTIN_TEMPLATES, ChatTemplate, Rendered
-from packer.tokenize import char_codes, tokenize_batch
+from packer.tokenize import Labeller
 from packer.verify import verify
 
-from .conftest import DEMO_TOKENIZER, EXAMPLES, demo_variants
+from .helpers import DEMO_TOKENIZER, demo_variants
 
 BUILD = "from packer.cli import main; main()"
 
@@ -40,7 +39,7 @@ def big_input(tmp_path_factory) -> Path:
 
 def run_build(inp: Path, out: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-c", BUILD, "build", str(inp), "-o", str(out), "--tokenizer", str(DEMO_TOKENIZER),
-           "--seq-len", "1024", "--shard-size", "1", "-q", *extra]  # fmt: skip
+           "--seq-len", "1024", "--shard-size", "1", "-q", *extra]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
 
@@ -62,6 +61,7 @@ def kill_input(tmp_path_factory) -> tuple[Path, dict[str, bytes], Path]:
     return inp, expected, folder / "older"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rebuild", [False, True])
 def test_killed_build_leaves_the_old_output_or_the_new_and_reruns(kill_input, tmp_path, rebuild):
     """SIGKILL at each phase of a build (a first build, or a rebuild over an older output), then the same command."""
@@ -74,7 +74,7 @@ def test_killed_build_leaves_the_old_output_or_the_new_and_reruns(kill_input, tm
             shutil.copytree(older, out)
         old = shard_bytes(out) if rebuild else None
         proc = run_build(inp, out, *(["--overwrite"] if rebuild else []),
-                         env={**os.environ, "PACKER_TEST_KILL_AT": phase})  # fmt: skip
+                         env={**os.environ, "PACKER_TEST_KILL_AT": phase})
         assert proc.wait() == -signal.SIGKILL, f"never got to {phase}"
         if (out / "manifest.json").exists():
             assert verify(out) == [], f"killed at {phase}: a manifest that points at a broken output"
@@ -89,6 +89,7 @@ def test_killed_build_leaves_the_old_output_or_the_new_and_reruns(kill_input, tm
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"kill-{ph}" for ph in phases)
 
 
+@pytest.mark.slow
 def test_byte_identical_whatever_the_thread_count(big_input, tmp_path):
     outs = []
     for threads in ("1", "2"):
@@ -101,16 +102,13 @@ def test_byte_identical_whatever_the_thread_count(big_input, tmp_path):
 
 
 @pytest.fixture
-def good_output(tmp_path, demo_tok) -> Path:
-    out = tmp_path / "o"
-    build([EXAMPLES / "alpaca_demo.json", EXAMPLES / "sharegpt_demo.json"], out, tokenizer=demo_tok, seq_len=512,
-          shard_bytes=30_000)  # fmt: skip
-    assert verify(out) == []
-    return out
+def good_output(tmp_path, demo_output) -> Path:
+    """A copy of the session's demo build, for a test to damage."""
+    return shutil.copytree(demo_output, tmp_path / "o")
 
 
-def test_verify_cli_ok(good_output):
-    res = CliRunner().invoke(main, ["verify", str(good_output)])
+def test_verify_cli_ok(demo_output):
+    res = CliRunner().invoke(main, ["verify", str(demo_output)])
     assert res.exit_code == 0 and "ok" in res.stdout
 
 
@@ -172,7 +170,7 @@ ROLE_SETS = st.lists(st.sampled_from(list(R.ROLES)), min_size=1, max_size=8, uni
 def test_roles_and_masks_invariants(demo_tok, conv, template, extra):
     r = ChatTemplate.named(template, demo_tok).render(conv)
     assert isinstance(r, Rendered), r
-    b = tokenize_batch(demo_tok.tokenizer, [r.text], [r.seg_lengths], [char_codes(r.seg_roles, r.seg_last)])
+    b = Labeller(demo_tok)([r])  # the build's path: byte widths for this byte-level tokenizer
     # roles cover every token, with known codes
     assert b.roles.size and np.isin(b.roles, list(R.ROLES.values())).all()
     # the ids are the text, tokenized once (the demo tokenizer is byte-level: exact)

@@ -25,7 +25,8 @@ from packer.formats import RecordReader
 from packer.records import Conversation
 from packer.tokenize import byte_lengths, load_tokenizer
 
-from .conftest import (
+from .helpers import (
+    DEMO_BUILD_OPTIONS,
     DEMO_TOKENIZER,
     EXAMPLES,
     SHARED_DATA,
@@ -38,7 +39,7 @@ from .conftest import (
 CHAT_TOKENIZERS = [
     "qwen2.5-instruct", "qwen3", "llama-3-8b-instruct", "llama-3-8b-instruct-initial",
     "mistral-7b-instruct-v0.1", "phi-3-mini-instruct", "gemma-2",
-]  # fmt: skip
+]
 #: templates that raise on a system message: records with one are not compared (packer merges them)
 REFUSE_SYSTEM = {"mistral-7b-instruct-v0.1", "gemma-2"}
 #: where transformers 5 and tokenizer.json part on rendered conversations, and where they agree
@@ -77,7 +78,7 @@ def test_transformers_loader_on_the_demo_tokenizer():
     assert (file_tok.loader, file_tok.transformers_version) == ("file", None)
     assert (hf_tok.loader, hf_tok.transformers_version) == ("transformers", transformers.__version__)
     for field in ("source", "vocab_size", "bos_token", "eos_token", "pad_token", "unk_token", "chat_template",
-                  "special_tokens", "add_bos"):  # fmt: skip
+                  "special_tokens", "add_bos"):
         assert getattr(hf_tok, field) == getattr(file_tok, field), field
     assert isinstance(hf_tok.tokenizer, Tokenizer)
     # what made the ids: the files and the transformers version, not tokenizer.json's digest alone
@@ -130,7 +131,7 @@ def test_loader_difference_says_where_the_ids_part(monkeypatch):
     spec["model"]["merges"] = [m for m in merges if "".join(m.split(" ") if isinstance(m, str) else m) != last]
     assert len(spec["model"]["merges"]) == len(merges) - 1
     other = L.TokenizerInfo(**{**tok.__dict__, "tokenizer": Tokenizer.from_str(json.dumps(spec)),
-                               "loader": "transformers", "transformers_version": "9.9.9"})  # fmt: skip
+                               "loader": "transformers", "transformers_version": "9.9.9"})
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
     monkeypatch.setattr(L, "_other_loader", lambda t: other)
     a = tok.tokenizer.encode(texts[1], add_special_tokens=False)
@@ -163,14 +164,15 @@ def test_loader_difference_never_raises(monkeypatch, demo_tok):
     assert L.loader_difference(demo_tok, ["Hello"]) is None
 
 
-def test_demo_build_with_the_transformers_loader(tmp_path):
+def test_demo_build_with_the_transformers_loader(tmp_path, demo_output):
     transformers = pytest.importorskip("transformers", reason="transformers not installed (pip install .[hf])")
-    m = build(DEMO_INPUTS, tmp_path / "hf", tokenizer=DEMO_TOKENIZER, tokenizer_loader="transformers", seq_len=1024)
+    m = build(
+        DEMO_INPUTS, tmp_path / "hf", tokenizer=DEMO_TOKENIZER, tokenizer_loader="transformers", **DEMO_BUILD_OPTIONS
+    )
     assert m["tokenizer"]["loader"] == "transformers"
     assert m["tokenizer"]["transformers_version"] == transformers.__version__
-    build(DEMO_INPUTS, tmp_path / "file", tokenizer=DEMO_TOKENIZER, seq_len=1024)
-    # the demo tokenizer is byte-level BPE: both loaders give the same ids, so the same shards
-    hf, file = output_files(tmp_path / "hf"), output_files(tmp_path / "file")
+    # the demo tokenizer is byte-level BPE: both loaders give the same ids, so the same shards as the file loader's
+    hf, file = output_files(tmp_path / "hf"), output_files(demo_output)
     assert hf.pop("manifest.json") != file.pop("manifest.json") and hf == file
 
 
@@ -214,9 +216,9 @@ def test_transformers_loader_ids_equal_apply_chat_template(name, real_inputs, re
     transformers = pytest.importorskip("transformers", reason="transformers not installed (pip install .[hf])")
     tok_dir = SHARED_TOKENIZERS / name
     m = build(real_inputs, tmp_path / "o", tokenizer=tok_dir, tokenizer_loader="transformers", template="tokenizer",
-              seq_len=8192)  # fmt: skip
+              seq_len=8192)
     assert (m["tokenizer"]["loader"], m["tokenizer"]["transformers_version"]) == ("transformers",
-                                                                                  transformers.__version__)  # fmt: skip
+                                                                                  transformers.__version__)
     hf = transformers.AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
     docs = read_documents(tmp_path / "o")
     checked = systems = 0
@@ -275,7 +277,7 @@ def test_loader_difference_on_real_tokenizers(name, rendered_texts):
     if name == "phi-3-mini-instruct":  # the example: the first word after <|user|>\n
         assert line.endswith(" at token 1: tokenizer.json: '<|user|>', '▁Can', '▁brain', '▁cells' | "
                              f"transformers {L._transformers().__version__}: '<|user|>', 'Can', '▁brain', "
-                             "'▁cells'")  # fmt: skip
+                             "'▁cells'")
     # from the other side, the same texts and the two loaders named the other way round
     hf_line = L.loader_difference(load_tokenizer(SHARED_TOKENIZERS / name, loader="transformers"), texts)
     assert hf_line is not None and hf_line.split(":")[0] == line.split(":")[0]
@@ -313,7 +315,13 @@ def test_fast_paths_give_the_slow_paths_bytes(name, loader, loaded, real_inputs,
         return tpl
 
     monkeypatch.setattr(build_module, "resolve_template", exact)
-    monkeypatch.setattr(build_module, "byte_lengths", lambda t: None)  # every token placed by its offsets
+    tokenize_module = importlib.import_module("packer.tokenize")
+    monkeypatch.setattr(tokenize_module, "byte_lengths", lambda t: None)  # every token placed by its offsets
+
+    def never(*args):  # type: ignore[no-untyped-def]
+        raise AssertionError("the slow build labelled tokens by byte widths")
+
+    monkeypatch.setattr(tokenize_module, "label_by_bytes", never)
     build(real_inputs, tmp_path / "slow", tokenizer=tok, template="tokenizer", seq_len=8192)
     assert output_files(tmp_path / "fast") == output_files(tmp_path / "slow")
 
@@ -331,7 +339,7 @@ def test_a_build_reports_the_difference_where_the_loaders_part(tmp_path):
     path = tmp_path / "lima.jsonl"
     path.write_text("".join((SHARED_DATA / "messages_lima.jsonl").read_text().splitlines(True)[:80]))
     m = build([path], tmp_path / "o", tokenizer=SHARED_TOKENIZERS / "phi-3-mini-instruct", template="tokenizer",
-              events=BuildEvents(on_notice=notices.append))  # fmt: skip
+              events=BuildEvents(on_notice=notices.append))
     line = m["tokenizer"]["loader_difference"]
     report = inspect(tmp_path / "o")["tokenizer_loader"]
     assert report == {"loader": "file", "transformers_version": None, "difference": line}
@@ -348,6 +356,6 @@ def test_byte_level_builds_never_import_transformers(tmp_path):
 
     code = ("import sys; from packer import build; "
             f"m = build([{str(DEMO_INPUTS[0])!r}], {str(tmp_path / 'o')!r}, tokenizer={str(DEMO_TOKENIZER)!r}); "
-            "print(m['tokenizer']['loader_difference'], 'transformers' in sys.modules)")  # fmt: skip
+            "print(m['tokenizer']['loader_difference'], 'transformers' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.split() == ["None", "False"]

@@ -29,11 +29,11 @@ from packer.formats import RecordReader
 from packer.loader import load_tokenizer
 from packer.records import Conversation
 
-from .conftest import SHARED_DATA, SHARED_TOKENIZERS, need_shared
+from .helpers import SHARED_DATA, SHARED_TOKENIZERS, need_shared
 
 #: tokenizer -> its end-of-turn token
 END_TOKENS = {"qwen2.5-instruct": "<|im_end|>", "qwen3": "<|im_end|>", "phi-3-mini-instruct": "<|end|>",
-              "llama-3-8b-instruct": "<|eot_id|>"}  # fmt: skip
+              "llama-3-8b-instruct": "<|eot_id|>"}
 
 
 def runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -59,7 +59,7 @@ def test_loss_is_each_assistant_message_and_its_end_token_and_nothing_else(name,
             break
     path = tmp_path / "multi.jsonl"
     path.write_text("".join(json.dumps({"messages": [{"role": m.role, "content": m.content} for m in c.messages]})
-                            + "\n" for c in picked), encoding="utf-8")  # fmt: skip
+                            + "\n" for c in picked), encoding="utf-8")
     m = build([path], tmp_path / "o", tokenizer=tok, template="tokenizer", seq_len=8192)
     assert m["counts"]["packed"] == len(picked) == 40
     end = END_TOKENS[name]

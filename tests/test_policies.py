@@ -23,7 +23,7 @@ from packer.records import Conversation, Rejection
 from packer.templates import SYSTEM_SEPARATOR, ChatTemplate, Rendered
 from packer.verify import verify
 
-from .conftest import (
+from .helpers import (
     DEMO_TOKENIZER,
     EXAMPLES,
     SHARED_DATA,
@@ -64,7 +64,7 @@ def system_file(tmp_path_factory) -> Path:
     records += [
         r for r in json.loads(SHAREGPT_3000.read_text())
         if any(t.get("from") == "system" for t in r.get("conversations", []))
-    ]  # fmt: skip
+    ]
     path = tmp_path_factory.mktemp("system") / "with_system.json"
     path.write_text(json.dumps(records, ensure_ascii=False))
     return path

@@ -17,7 +17,7 @@ from packer import build
 from packer.cli import main
 from packer.report import inspect, render_html
 
-from .conftest import ROOT, SHARED_DATA, SHARED_TOKENIZERS, need_shared
+from .helpers import ROOT, SHARED_DATA, SHARED_TOKENIZERS, need_shared
 
 SCHEMA = json.loads((ROOT / "schemas" / "report.schema.json").read_text())
 
@@ -31,7 +31,7 @@ def small(tmp_path_factory, demo_tok) -> tuple[Path, dict]:
         # words: prompt 1 + 2 (input) + 1 = 4, response 5 + 1 = 6
         + json.dumps({"instruction": "x", "input": "y z", "output": "p q r s t"}) + "\n"
         + json.dumps({"instruction": "no output", "output": ""}) + "\n"
-    )  # fmt: skip
+    )
     chats = d / "m.jsonl"
     chats.write_text(
         json.dumps({"messages": [
@@ -39,7 +39,7 @@ def small(tmp_path_factory, demo_tok) -> tuple[Path, dict]:
             {"role": "user", "content": "hello there friend"},  # 3 + 1
             {"role": "assistant", "content": "ok"},  # 1 + 1
         ]}) + "\n"
-    )  # fmt: skip
+    )
     out = d / "out"
     m = build([alpaca, chats], out, tokenizer=demo_tok, seq_len=256)
     return out, m
@@ -131,7 +131,7 @@ def test_html_opens_in_a_headless_browser(small, tmp_path):
          "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
          "--dump-dom", page.as_uri()],
         capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "<h1>packer inspect</h1>" in res.stdout and "<svg" in res.stdout
 
@@ -140,7 +140,7 @@ def test_lima_figures_match_the_paper(tmp_path):
     """The paper's Table 5: LIMA 41.72 prompt and 442.75 output words, ratio 0.094."""
     need_shared()
     build([SHARED_DATA / "messages_lima.jsonl"], tmp_path / "o",
-          tokenizer=SHARED_TOKENIZERS / "llama-3-8b-instruct", seq_len=4096)  # fmt: skip
+          tokenizer=SHARED_TOKENIZERS / "llama-3-8b-instruct", seq_len=4096)
     w = inspect(tmp_path / "o")["words"]
     assert round(w["prompt"]["mean"], 2) == 41.72
     assert round(w["response"]["mean"], 2) == 442.75

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from packer.outdir import INCOMPLETE_MARKER, is_packer_file
 from packer.records import BuildError
 from packer.verify import verify
 
-from .conftest import DEMO_TOKENIZER, EXAMPLES, demo_variants, output_files
+from .helpers import DEMO_TOKENIZER, EXAMPLES, demo_variants, output_files
 
 DEMO_INPUTS = [EXAMPLES / "alpaca_demo.json", EXAMPLES / "sharegpt_demo.json"]
 CLI = "import sys; from packer.cli import main; sys.argv[0] = 'packer'; main()"
@@ -35,7 +36,7 @@ CLI = "import sys; from packer.cli import main; sys.argv[0] = 'packer'; main()"
 
 def cli(*args: str, cwd: Path | None = None, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", CLI, *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, **(env or {})}, check=False, **kw)  # fmt: skip
+                          env={**os.environ, **(env or {})}, check=False, **kw)
 
 
 def tree(folder: Path) -> dict[str, bytes]:
@@ -45,16 +46,14 @@ def tree(folder: Path) -> dict[str, bytes]:
 
 def build_args(out: Path, *extra: str) -> list[str]:
     return [*map(str, DEMO_INPUTS), "-o", str(out), "--tokenizer", str(DEMO_TOKENIZER), "--seq-len", "512", "-q",
-            *extra]  # fmt: skip
+            *extra]
 
 
 @pytest.fixture
-def old_output(tmp_path, demo_tok) -> Path:
-    """A complete earlier build at tmp_path/out (the thing a failed rebuild must not destroy)."""
-    out = tmp_path / "out"
-    build(DEMO_INPUTS, out, tokenizer=demo_tok, seq_len=512, shard_bytes=30_000)
-    assert verify(out) == []
-    return out
+def old_output(tmp_path, demo_output) -> Path:
+    """A complete earlier build at tmp_path/out (the thing a failed rebuild must not destroy): a copy of
+    the session's demo build."""
+    return shutil.copytree(demo_output, tmp_path / "out")
 
 
 def no_strays(parent: Path, *expected: str) -> None:
@@ -149,7 +148,7 @@ def test_the_current_folder_as_output_is_filled_in_place(tmp_path, demo_tok):
 
 def test_packer_file_names():
     for name in ("manifest.json", "shard-00000.arrow", "shard-123456.arrow", "documents.arrow", "rejected.jsonl",
-                 ".packer-incomplete", ".packer-spill-ids", "shard-00001.arrow.tmp", ".packer-staging-12"):  # fmt: skip
+                 ".packer-incomplete", ".packer-spill-ids", "shard-00001.arrow.tmp", ".packer-staging-12"):
         assert is_packer_file(name), name
     for name in ("NOTES.md", "shard-1.arrow", "data.json", "manifest.json.bak", "train.py", "packer-spill"):
         assert not is_packer_file(name), name
@@ -176,7 +175,7 @@ def failing_rebuilds(tmp_path: Path) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize("kind", ["unreadable input", "unknown format", "seq-len 16", "strict", "max-rejected",
-                                  "missing tokenizer"])  # fmt: skip
+                                  "missing tokenizer"])
 def test_a_failed_rebuild_leaves_the_old_output_byte_identical(old_output, tmp_path, kind):
     before = tree(old_output)
     args = failing_rebuilds(tmp_path)[kind]
@@ -202,12 +201,12 @@ def slow_input(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize(("sig", "code", "word"), [(signal.SIGINT, 130, "interrupted"),
-                                                   (signal.SIGTERM, 143, "terminated")])  # fmt: skip
+                                                   (signal.SIGTERM, 143, "terminated")])
 def test_ctrl_c_and_sigterm_leave_the_old_output(old_output, tmp_path, slow_input, sig, code, word):
     before = tree(old_output)
     proc = subprocess.Popen([sys.executable, "-c", CLI, "build", str(slow_input), "-o", str(old_output),
                              "--overwrite", "--tokenizer", str(DEMO_TOKENIZER), "--seq-len", "512", "-q"],
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not [p for p in tmp_path.iterdir() if p.name.startswith(".out.packer-staging-")]:
         assert time.monotonic() < deadline and proc.poll() is None, "the build never started"
@@ -243,11 +242,11 @@ def test_sigkill_between_the_two_renames_of_a_swap_without_exchange_gives_the_ol
     no_exchange = "import packer.outdir as o; o._exchange = lambda a, b: False; " + CLI
     args = build_args(old_output, "--seq-len", "1024", "--overwrite")
     res = subprocess.run([sys.executable, "-c", no_exchange, "build", *args], capture_output=True, text=True,
-                         env={**os.environ, "PACKER_TEST_KILL_AT": "swapped"}, check=False)  # fmt: skip
+                         env={**os.environ, "PACKER_TEST_KILL_AT": "swapped"}, check=False)
     assert res.returncode == -signal.SIGKILL and not old_output.exists()
     # the next build puts the old output back first, then replaces it as asked
     res = subprocess.run([sys.executable, "-c", no_exchange, "build", *args, "--seq-len", "256"],
-                         capture_output=True, text=True, check=False)  # fmt: skip
+                         capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr
     assert verify(old_output) == [] and output_files(old_output) != old
     no_strays(tmp_path, "out")
@@ -258,7 +257,7 @@ def test_sigkill_in_place_leaves_no_manifest_and_the_next_build_completes(tmp_pa
     here.mkdir()
     assert cli("build", *build_args(Path(".")), cwd=here).returncode == 0
     res = cli("build", *build_args(Path("."), "--seq-len", "1024", "--overwrite"), cwd=here,
-              env={"PACKER_TEST_KILL_AT": "swapped"})  # fmt: skip
+              env={"PACKER_TEST_KILL_AT": "swapped"})
     assert res.returncode == -signal.SIGKILL
     assert not (here / "manifest.json").exists() and (here / INCOMPLETE_MARKER).exists()
     assert cli("build", *build_args(Path("."), "--seq-len", "1024"), cwd=here).returncode == 0
@@ -283,7 +282,7 @@ def test_head_of_the_output_gives_a_complete_build(tmp_path):
     out = tmp_path / "o"
     cmd = " ".join([f"'{sys.executable}'", "-c", f'"{CLI}"', "build", *build_args(out)[:-1]])
     res = subprocess.run(["bash", "-c", f"{cmd} 2>&1 | head -2; exit ${{PIPESTATUS[0]}}"], capture_output=True,
-                         text=True, check=False)  # fmt: skip
+                         text=True, check=False)
     assert res.returncode == 0, res.stdout + res.stderr
     assert len(res.stdout.splitlines()) == 2
     assert verify(out) == []
@@ -317,9 +316,9 @@ def cli_errors(tmp_path: Path, output: Path) -> dict[str, list[str]]:
 @pytest.mark.parametrize("case", ["missing input", "missing tokenizer", "template without chat_template",
                                   "output where nothing can be written", "inspect a non-output",
                                   "inspect html into a missing folder", "inspect unknown strategy",
-                                  "show a non-output", "show a row out of range", "verify a non-output"])  # fmt: skip
-def test_every_cli_error_is_one_line_and_exit_1(old_output, tmp_path, case):
-    res = CliRunner().invoke(main, cli_errors(tmp_path, old_output)[case])
+                                  "show a non-output", "show a row out of range", "verify a non-output"])
+def test_every_cli_error_is_one_line_and_exit_1(demo_output, tmp_path, case):
+    res = CliRunner().invoke(main, cli_errors(tmp_path, demo_output)[case])
     assert res.exit_code == 1, (res.output, res.exception)
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in res.output, res.stderr
@@ -329,23 +328,23 @@ def test_every_cli_error_is_one_line_and_exit_1(old_output, tmp_path, case):
 def test_usage_errors_exit_2(tmp_path):
     demo = str(DEMO_INPUTS[0])
     for args in (["build"], ["build", demo, "--format", "csv"], ["build", demo, "--max-rejected", "2"], ["nonsense"],
-                 ["build", str(tmp_path)], ["build", demo, "-o", demo]):  # fmt: skip
+                 ["build", str(tmp_path)], ["build", demo, "-o", demo]):
         res = CliRunner().invoke(main, args)
         assert res.exit_code == 2 and "Error: " in res.stderr, args
 
 
-def test_a_bug_is_one_line_and_debug_shows_the_traceback(old_output, monkeypatch):
+def test_a_bug_is_one_line_and_debug_shows_the_traceback(demo_output, monkeypatch):
     import packer.report
 
     def broken(out):
         raise ZeroDivisionError("division by zero")
 
     monkeypatch.setattr(packer.report, "inspect", broken)
-    res = CliRunner().invoke(main, ["inspect", str(old_output)])
+    res = CliRunner().invoke(main, ["inspect", str(demo_output)])
     assert res.exit_code == 1 and res.stderr.count("\n") == 1
     assert "unexpected ZeroDivisionError: division by zero (a bug in packer: run again with --debug" in res.stderr
-    for args, env in ((["--debug", "inspect", str(old_output)], {}), (["inspect", str(old_output), "--debug"], {}),
-                      (["inspect", str(old_output)], {"PACKER_DEBUG": "1"})):  # fmt: skip
+    for args, env in ((["--debug", "inspect", str(demo_output)], {}), (["inspect", str(demo_output), "--debug"], {}),
+                      (["inspect", str(demo_output)], {"PACKER_DEBUG": "1"})):
         monkeypatch.delenv("PACKER_DEBUG", raising=False)
         res = CliRunner().invoke(main, args, env=env)
         assert isinstance(res.exception, ZeroDivisionError), args
@@ -358,12 +357,12 @@ def test_overlong_records_get_the_way_out(tmp_path, demo_tok):
     assert "no record could be packed (191 read; overlong:" in str(e.value)
     assert "raise --seq-len, or --overlong truncate keeps their first 16 tokens" in str(e.value)
     build(DEMO_INPUTS, tmp_path / "t", tokenizer=demo_tok, seq_len=16, overlong="truncate",
-          events=BuildEvents(on_notice=notices.append))  # fmt: skip
+          events=BuildEvents(on_notice=notices.append))
     assert [n for n in notices if "records have no response in their first 16 tokens, so truncating them leaves "
-            "nothing to learn: raise --seq-len" in n]  # fmt: skip
+            "nothing to learn: raise --seq-len" in n]
     notices.clear()
     m = build(DEMO_INPUTS, tmp_path / "o", tokenizer=demo_tok, seq_len=256,
-              events=BuildEvents(on_notice=notices.append))  # fmt: skip
+              events=BuildEvents(on_notice=notices.append))
     n = m["counts"]["rejected"]["overlong"]
     assert n and f"{n:,} records are longer than --seq-len 256 (the longest has" in notices[0]
 
@@ -371,7 +370,7 @@ def test_overlong_records_get_the_way_out(tmp_path, demo_tok):
 def test_heavy_truncation_warns_and_max_rejected_fails(tmp_path, demo_tok):
     notices: list[str] = []
     m = build(DEMO_INPUTS, tmp_path / "o", tokenizer=demo_tok, seq_len=64, overlong="truncate",
-              events=BuildEvents(on_notice=notices.append))  # fmt: skip
+              events=BuildEvents(on_notice=notices.append))
     warning = [n for n in notices if "truncated" in n]
     assert len(warning) == 1 and f"and {m['counts']['truncated']:,} truncated" in warning[0]
     assert "--max-rejected FRACTION fails such a build" in warning[0]
@@ -381,13 +380,13 @@ def test_heavy_truncation_warns_and_max_rejected_fails(tmp_path, demo_tok):
     # under the limit: no failure, and no warning under the default threshold either
     notices.clear()
     build(DEMO_INPUTS, tmp_path / "q", tokenizer=demo_tok, seq_len=1024, max_rejected=0.9,
-          events=BuildEvents(on_notice=notices.append))  # fmt: skip
+          events=BuildEvents(on_notice=notices.append))
     assert not [n for n in notices if "max-rejected" in n]
 
 
 def test_the_rejection_echo_does_not_promise_a_file_of_a_failed_build(tmp_path):
     res = CliRunner().invoke(main, ["build", *map(str, DEMO_INPUTS), "--tokenizer", str(DEMO_TOKENIZER),
-                                    "--seq-len", "16", "-o", str(tmp_path / "m4")])  # fmt: skip
+                                    "--seq-len", "16", "-o", str(tmp_path / "m4")])
     assert res.exit_code == 1
     assert "once the build completes" in res.stderr and "more rejections are listed in" not in res.stderr
     assert res.stderr.strip().splitlines()[-1].startswith("error: no record could be packed")
@@ -398,7 +397,7 @@ def test_the_rejection_echo_does_not_promise_a_file_of_a_failed_build(tmp_path):
 
 def test_no_tokenizer_warns_loudly_and_the_summary_names_tokenizer_and_template(tmp_path):
     res = CliRunner().invoke(main, ["build", *map(str, DEMO_INPUTS), "-o", str(tmp_path / "o"), "--seq-len", "512"],
-                             env={"COLUMNS": "300"})  # fmt: skip
+                             env={"COLUMNS": "300"})
     assert res.exit_code == 0, res.output
     assert "useless for training a model" in res.stderr and "--tokenizer <model folder>" in res.stderr
     assert f"{DEMO_TOKENIZER} (2,048 tokens)" in res.stdout and "the demo tokenizer, not for training" in res.stdout
@@ -410,7 +409,7 @@ def test_the_summary_says_why_the_template_fell_back_to_alpaca(tmp_path):
     no_tpl.mkdir()
     (no_tpl / "tokenizer.json").write_bytes((DEMO_TOKENIZER / "tokenizer.json").read_bytes())
     res = CliRunner().invoke(main, ["build", *map(str, DEMO_INPUTS), "--tokenizer", str(no_tpl), "-o",
-                                    str(tmp_path / "o"), "--seq-len", "512", "-q"], env={"COLUMNS": "300"})  # fmt: skip
+                                    str(tmp_path / "o"), "--seq-len", "512", "-q"], env={"COLUMNS": "300"})
     assert res.exit_code == 0, res.output
     assert "alpaca (auto: the tokenizer has no chat_template" in res.stdout
     assert f"{no_tpl} (2,048 tokens)" in res.stdout and "not for training" not in res.stdout
@@ -421,19 +420,19 @@ def test_a_wheel_install_builds_with_its_own_demo_tokenizer(tmp_path):
     root = Path(__file__).resolve().parents[1]
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                    str(wheels), str(root)], check=True, capture_output=True)  # fmt: skip
+                    str(wheels), str(root)], check=True, capture_output=True)
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
-                    *map(str, wheels.glob("packer-*.whl"))], check=True, capture_output=True)  # fmt: skip
+                    *map(str, wheels.glob("packer-*.whl"))], check=True, capture_output=True)
     work = tmp_path / "work"
     work.mkdir()
     (work / "data.json").write_text((EXAMPLES / "alpaca_demo.json").read_text())
     env = {**os.environ, "PYTHONPATH": str(site)}
     where = subprocess.run([sys.executable, "-c", "import packer.options as o; print(o.DEMO_TOKENIZER)"], cwd=work,
-                           env=env, capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+                           env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert where == str(site / "packer" / "demo_tokenizer"), "not the installed wheel"
     res = subprocess.run([sys.executable, "-c", CLI, "build", "data.json", "-o", "out", "--seq-len", "512"], cwd=work,
-                         env=env, capture_output=True, text=True, check=False)  # fmt: skip
+                         env=env, capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr
     assert "demo tokenizer" in res.stderr and verify(work / "out") == []
 
@@ -444,7 +443,7 @@ def test_a_wheel_install_builds_with_its_own_demo_tokenizer(tmp_path):
 def test_progress_phases_run_to_their_totals(tmp_path, demo_tok):
     seen: dict[str, list[tuple[int, int]]] = {}
     m = build(DEMO_INPUTS, tmp_path / "o", tokenizer=demo_tok, seq_len=512, batch_size=16,
-              events=BuildEvents(on_progress=lambda ph, d, t: seen.setdefault(ph, []).append((d, t))))  # fmt: skip
+              events=BuildEvents(on_progress=lambda ph, d, t: seen.setdefault(ph, []).append((d, t))))
     assert list(seen) == ["reading", "packing", "writing"]
     size = sum(p.stat().st_size for p in DEMO_INPUTS)
     for phase, steps in seen.items():
@@ -455,11 +454,11 @@ def test_progress_phases_run_to_their_totals(tmp_path, demo_tok):
     assert seen["writing"][-1][0] == m["counts"]["packed"]
 
 
-def test_verify_says_what_it_checked(old_output):
-    res = CliRunner().invoke(main, ["verify", str(old_output)])
-    m = json.loads((old_output / "manifest.json").read_text())
+def test_verify_says_what_it_checked(demo_output):
+    res = CliRunner().invoke(main, ["verify", str(demo_output)])
+    m = json.loads((demo_output / "manifest.json").read_text())
     assert res.exit_code == 0
-    assert f"ok: {old_output}: {len(m['shards'])} shards, {m['packing']['rows']:,} rows, " in res.stdout
+    assert f"ok: {demo_output}: {len(m['shards'])} shards, {m['packing']['rows']:,} rows, " in res.stdout
     assert f"{m['counts']['packed']:,} documents" in res.stdout and "sha256" in res.stdout
 
 

@@ -20,7 +20,7 @@ from packer import build
 from packer import roles as R
 from packer.show import LOSS_STYLE, ROLE_STYLES, load_row, show_row, token_texts, visible
 
-from .conftest import DEMO_TOKENIZER, EXAMPLES
+from .helpers import DEMO_TOKENIZER, EXAMPLES
 
 DEMO_INPUTS = [EXAMPLES / "alpaca_demo.json", EXAMPLES / "sharegpt_demo.json"]
 STRATEGIES = ["instruction_tuning", "instruction_modelling", "last_turn", "prompt"]
@@ -33,7 +33,7 @@ def out(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("show") / "shards"
     # small shards, so that global row numbers cross shard boundaries
     build(DEMO_INPUTS, out, tokenizer=DEMO_TOKENIZER, seq_len=256, strategies=["prompt=instruction,input"],
-          shard_bytes=20_000)  # fmt: skip
+          shard_bytes=20_000)
     return out
 
 

@@ -4,6 +4,10 @@ tokens then take roles from their character offsets (the straddling rule)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
+import re
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -11,7 +15,7 @@ import pytest
 from packer import roles as R
 from packer.records import Conversation, Message, Rejection, Source
 from packer.templates import BUILTIN_TEMPLATES, ChatTemplate, Rendered
-from packer.tokenize import TokenizerInfo, char_codes, token_roles, tokenize_batch
+from packer.tokenize import Labeller, TokenizerInfo, char_codes, token_roles
 
 SRC = Source(doc_id=0, path="data.json", index=0)
 
@@ -45,7 +49,7 @@ def role_text(r: Rendered, role: str) -> list[str]:
 
 
 def tokens(tok: TokenizerInfo, r: Rendered) -> list[tuple[str, str, bool]]:
-    b = tokenize_batch(tok.tokenizer, [r.text], [r.seg_lengths], [char_codes(r.seg_roles, r.seg_last)])
+    b = Labeller(tok)([r])
     enc = tok.tokenizer.encode(r.text, add_special_tokens=False)
     assert b.ids.tolist() == enc.ids, "ids must equal tokenizing the whole text once"
     return [
@@ -157,9 +161,9 @@ def test_mistral_rejects_misplaced_system(demo_tok):
     assert "data.json: record 0" in r.message()
 
 
-def custom(tok: TokenizerInfo, source: str, system: str = "merge") -> ChatTemplate:
-    return ChatTemplate("custom", source, dataclasses.replace(tok, chat_template=source), input_field=False,
-                        system=system)  # fmt: skip
+def custom(tok: TokenizerInfo, source: str, system: str = "merge", assemble: bool = True) -> ChatTemplate:
+    tok = dataclasses.replace(tok, chat_template=source)
+    return ChatTemplate("custom", source, tok, input_field=False, system=system, assemble=assemble)
 
 
 def test_trimming_template_keeps_roles(demo_tok):
@@ -204,7 +208,7 @@ def test_template_dropping_earlier_think_blocks(demo_tok):
     c = conv(
         ("user", "Q1"), ("assistant", "<think>first thoughts</think>\n\nA1"),
         ("user", "Q2"), ("assistant", "<think>second thoughts</think>\n\nA2"),
-    )  # fmt: skip
+    )
     r = render(tpl, c)
     assert "first thoughts" not in r.text  # the template dropped it
     resp = "".join(role_text(r, "response"))
@@ -264,7 +268,7 @@ def test_straddling_token_takes_first_role_of_precedence():
     codes, _, _ = token_roles(chars, np.array([a for a, _ in spans]), np.array([b for _, b in spans]))
     assert [R.ROLE_NAMES[int(c)] for c in codes] == [
         "marker", "instruction", "response", "response", "end", "special", "response", "marker",
-    ]  # fmt: skip
+    ]
 
 
 def test_precedence_over_every_pair_of_roles():
@@ -330,9 +334,7 @@ def test_instruction_with_blank_lines_and_input_under_a_trimming_template(demo_t
 
 def exact(tpl: ChatTemplate, tok: TokenizerInfo) -> ChatTemplate:
     """The same template with every record rendered by Jinja."""
-    twin = ChatTemplate(tpl.name, tpl.source, tok, input_field=tpl._input_field, system=tpl.system)
-    twin.assemble = False
-    return twin
+    return ChatTemplate(tpl.name, tpl.source, tok, input_field=tpl._input_field, system=tpl.system, assemble=False)
 
 
 #: conversations of a few shapes, each shape several times with contents a template could trip on
@@ -352,8 +354,15 @@ VARIED = [
 ]
 
 
+def numbered(convs: list[Conversation], times: int = 1, first: int = 0) -> list[Conversation]:
+    """The conversations ``times`` over, each record a doc_id of its own from ``first`` on (the records
+    below CHECK_FIRST are all checked against Jinja, of the others about one in CHECK_ONE_IN)."""
+    every = [c for _ in range(times) for c in convs]
+    return [dataclasses.replace(c, source=Source(first + k, "data.json", first + k)) for k, c in enumerate(every)]
+
+
 def render_all(tpl: ChatTemplate, convs: list[Conversation], times: int = 3) -> list[Rendered | Rejection]:
-    return [tpl.render(c) for _ in range(times) for c in convs]
+    return [tpl.render(c) for c in numbered(convs, times)]
 
 
 def same(a: Rendered | Rejection, b: Rendered | Rejection) -> bool:
@@ -380,14 +389,14 @@ def test_assembled_records_equal_jinja_renders(demo_tok, name):
     assert all(same(a, b) for a, b in zip(fast, slow, strict=True))
     if name == "qwen3-like":  # it looks into the content ('</think>' in c, c.split): never assembled
         assert assembled_unchecked(tpl) == 0
-    else:  # the third render of each shape is assembled without Jinja
-        assert assembled_unchecked(tpl) >= len(VARIED) - 2
+    else:  # doc_ids 16 to 32 are unchecked but 27: those of shapes the template pastes into are assembled
+        assert assembled_unchecked(tpl) >= len(VARIED)
 
 
 TRIM = "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content | trim + '<|im_end|>\\n' }}{% endfor %}"
 # trims text glued around the content: the trim reaches the content's ends through whitespace
 TRIM_GLUED = ("{% for m in messages %}{{ '<|im_start|>' + m.role + ('\\n' + m.content + '\\n\\n') | trim }}"
-              "{{ '<|im_end|>\\n' }}{% endfor %}")  # fmt: skip
+              "{{ '<|im_end|>\\n' }}{% endfor %}")
 
 
 @pytest.mark.parametrize(
@@ -411,7 +420,7 @@ TRIM_GLUED = ("{% for m in messages %}{{ '<|im_start|>' + m.role + ('\\n' + m.co
 )
 def test_template_doing_more_than_paste_or_trim_is_not_assembled(demo_tok, use):
     tpl = custom(demo_tok, "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' }}{{ " + use + " }}"
-                           "{{ '<|im_end|>\\n' }}{% endfor %}")  # fmt: skip
+                           "{{ '<|im_end|>\\n' }}{% endfor %}")
     fast, slow = render_all(tpl, VARIED), render_all(exact(tpl, demo_tok), VARIED)
     assert all(same(a, b) for a, b in zip(fast, slow, strict=True))
     assert assembled_unchecked(tpl) == 0
@@ -421,59 +430,148 @@ def word_count_template() -> str:
     # wordcount reads the content through a regex: no probe hook sees it, and the placeholder and the
     # probe both have fewer than 20 words: only the checks of real records can catch it
     return ("{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endfor %}"
-            "{{ 'long' if messages[0].content | wordcount > 20 else 'short' }}")  # fmt: skip
+            "{{ 'long' if messages[0].content | wordcount > 20 else 'short' }}")
 
 
-def test_a_look_the_probe_cannot_see_is_caught_by_the_first_checks(demo_tok):
-    tpl = custom(demo_tok, word_count_template())
-    convs = [conv(("user", "one " * k), ("assistant", "ok")) for k in (30, 1, 2, 40, 3)]
-    fast, slow = render_all(tpl, convs), render_all(exact(tpl, demo_tok), convs)
-    assert all(same(a, b) for a, b in zip(fast, slow, strict=True))
-    assert assembled_unchecked(tpl) == 0
+def jinja_renders(tpl: ChatTemplate) -> list[int]:
+    """The doc_ids of the records ``tpl`` renders by Jinja from now on (the records of :func:`records`,
+    whose contents name their doc_id; renders of placeholders and probes are not records)."""
+    seen: list[int] = []
+    render = tpl._render
+
+    def spy(messages: list[dict]) -> str:
+        ids = {int(m.group(1)) for d in messages if (m := re.search(r"\bq(\d+)\b", str.__str__(d["content"])))}
+        seen.extend(sorted(ids))
+        return render(messages)
+
+    tpl._render = spy  # type: ignore[method-assign]
+    return seen
 
 
-def test_drift_after_unchecked_records_raises(demo_tok):
-    from packer.templates import _CHECK_EVERY, TemplateDrift
+def records(n: int, long: int = -1) -> list[Conversation]:
+    """n records of three shapes in turn, each one's content naming its doc_id; the record ``long``
+    has a long instruction (more than 20 words)."""
+    out = []
+    for k in range(n):
+        q = f"q{k}" + " many" * 30 * (k == long)
+        turns = [("user", q), ("assistant", "ok")]
+        if k % 3 == 1:
+            turns.insert(0, ("system", "S"))
+        elif k % 3 == 2:
+            turns += [("user", "again"), ("assistant", "b")]
+        out.extend(numbered([conv(*turns)], first=k))
+    return out
 
-    tpl = custom(demo_tok, word_count_template())
-    short = conv(("user", "a few words"), ("assistant", "ok"))
-    for _ in range(_CHECK_EVERY - 1):
-        assert isinstance(tpl.render(short), Rendered)
-    assert assembled_unchecked(tpl) > 0
-    with pytest.raises(TemplateDrift, match="renders this record otherwise"):
-        tpl.render(conv(("user", "many " * 30), ("assistant", "ok")))
+
+def in_parts(
+    make: Callable[[], ChatTemplate], convs: list[Conversation], cuts: list[int]
+) -> tuple[list[Rendered | Rejection], list[int]]:
+    """Render ``convs`` in parts cut at ``cuts``, each part by a template of its own (as separate
+    processes would); the renders and the doc_ids rendered by Jinja."""
+    out: list[Rendered | Rejection] = []
+    seen: list[int] = []
+    for a, b in itertools.pairwise([0, *cuts, len(convs)]):
+        tpl = make()
+        spied = jinja_renders(tpl)
+        out.extend(tpl.render(c) for c in convs[a:b])
+        seen.extend(spied)
+    return out, seen
 
 
-def test_build_starts_over_with_jinja_after_a_drift(demo_tok, tmp_path):
+def test_checked_records_are_picked_by_doc_id_alone():
+    from packer.assembly import CHECK_FIRST, CHECK_ONE_IN, checked
+
+    assert all(checked(d) for d in range(CHECK_FIRST))
+    n = CHECK_ONE_IN * 4000
+    assert 0.9 < sum(checked(d) for d in range(CHECK_FIRST, CHECK_FIRST + n)) / (n / CHECK_ONE_IN) < 1.1
+    # a shape that recurs with a period is checked about as often as any: a hash, not doc_id % 32
+    for period in (2, 3, 32, 64, 89, 1000):
+        for start in range(3):
+            picked = sum(checked(CHECK_FIRST + start + k * period) for k in range(CHECK_ONE_IN * 100))
+            assert 60 < picked < 150, (period, start)
+
+
+def test_the_records_checked_do_not_depend_on_how_the_input_is_split(demo_tok):
+    from packer.assembly import checked
+
+    convs = records(300)
+    make = functools.partial(ChatTemplate.named, "chatml", demo_tok)
+    whole, seen = in_parts(make, convs, [])
+    parts, seen_parts = in_parts(make, convs, [37, 150])
+    # every shape here is assembled: the records rendered by Jinja are the checked ones, in any split
+    assert seen == seen_parts == [d for d in range(len(convs)) if checked(d)]
+    assert 16 + 5 < len(seen) < 16 + 20
+    slow, every = in_parts(functools.partial(make, assemble=False), convs, [37])
+    assert every == list(range(len(convs)))  # assemble=False: every record by Jinja
+    assert all(same(a, b) and same(a, c) for a, b, c in zip(whole, parts, slow, strict=True))
+
+
+def first_hashed_check() -> int:
+    """The first doc_id past CHECK_FIRST that is checked."""
+    from packer.assembly import CHECK_FIRST, checked
+
+    return next(d for d in range(CHECK_FIRST, 10_000) if checked(d))
+
+
+def test_a_drifting_template_is_caught_by_a_checked_record(demo_tok):
+    from packer.assembly import checked
+    from packer.templates import TemplateDrift
+
+    make = functools.partial(custom, demo_tok, word_count_template())
+    for long in (0, 5, first_hashed_check()):  # checked: the first record of a shape too, in any split
+        convs = records(long + 10, long=long)
+        for cuts in ([], [long], [long + 1] if long else [3]):
+            with pytest.raises(TemplateDrift, match=rf"record {long}: template .* renders this record otherwise"):
+                in_parts(make, convs, cuts)
+    # assemble=False renders every record by Jinja: the long one's fixed text differs, it is rejected
+    long = first_hashed_check()
+    convs = records(long + 10, long=long)
+    out, seen = in_parts(functools.partial(make, assemble=False), convs, [])
+    assert seen == list(range(len(convs)))
+    assert [k for k, r in enumerate(out) if isinstance(r, Rejection)] == [long]
+    assert out[long].reason == "template_error"
+    assert all(r.text.endswith("short") for r in out if isinstance(r, Rendered))
+    # an unchecked record is assembled: a look the probe cannot see goes unseen there (Jinja's render
+    # would be rejected), the same in any split
+    late = long + 3
+    convs = records(late + 10, long=late)
+    assert not checked(late) and isinstance(exact(make(), demo_tok).render(convs[late]), Rejection)
+    for cuts in ([], [late], [5, late + 2]):
+        out, seen = in_parts(make, convs, cuts)
+        assert late not in seen and out[late].text.endswith("short")
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+def test_build_starts_over_with_jinja_after_a_drift(demo_tok, tmp_path, parts):
+    # one decision for the whole build, however many parts the input is mapped in
     import json
 
     from packer import build
     from packer.build import BuildEvents
     from packer.formats import RecordReader
-    from packer.templates import _CHECK_EVERY
 
-    from .conftest import DEMO_TOKENIZER, read_documents
+    from .helpers import DEMO_TOKENIZER, read_documents
 
     tok_dir = tmp_path / "tok"
     tok_dir.mkdir()
     (tok_dir / "tokenizer.json").write_bytes((DEMO_TOKENIZER / "tokenizer.json").read_bytes())
     cfg = json.loads((DEMO_TOKENIZER / "tokenizer_config.json").read_text())
     (tok_dir / "tokenizer_config.json").write_text(json.dumps({**cfg, "chat_template": word_count_template()}))
-    rows = [{"instruction": f"a few words {k}", "output": "ok"} for k in range(_CHECK_EVERY + 10)]
-    rows[_CHECK_EVERY - 1]["instruction"] = "many " * 30  # the first checked record after unchecked ones
+    long = first_hashed_check()  # checked, after records of its shape assembled unchecked
+    rows = [{"instruction": f"a few words {k}", "output": "ok"} for k in range(long + 10)]
+    rows[long]["instruction"] = "many " * 30
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     notices: list[str] = []
     m = build([data], tmp_path / "o", tokenizer=tok_dir, template="tokenizer", seq_len=512,
-              events=BuildEvents(on_notice=notices.append))  # fmt: skip
-    assert any("building again" in n for n in notices), notices
+              events=BuildEvents(on_notice=notices.append), parts=parts)
+    assert sum("building again" in n for n in notices) == 1, notices
     # Jinja's render of the long record has other fixed text ("long"): not assembled, it is rejected
     assert m["counts"]["packed"] == len(rows) - 1 and m["counts"]["rejected"] == {"template_error": 1}
-    jinja = ChatTemplate("tokenizer", word_count_template(), demo_tok, input_field=False)
-    jinja.assemble = False
+    jinja = ChatTemplate("tokenizer", word_count_template(), demo_tok, input_field=False, assemble=False)
     docs = read_documents(tmp_path / "o")
     for item in RecordReader([data]):
-        if item.source.doc_id != _CHECK_EVERY - 1:
+        if item.source.doc_id != long:
             text = render(jinja, item).text  # the demo tokenizer is tok_dir's, with another chat template
             assert docs[item.source.doc_id]["input_ids"].tolist() == demo_tok.tokenizer.encode(text).ids
 
@@ -552,16 +650,16 @@ def test_templates_taking_system_messages_are_unchanged_by_the_policy(demo_tok, 
 @pytest.mark.parametrize("source", [GEMMA_LIKE, MISTRAL_V01])
 def test_merged_and_dropped_records_assembled_equal_jinja_renders(demo_tok, source, policy):
     with_input = [(Message("system", "S"), Message("user", text, inp), Message("assistant", "A"))
-                  for text, inp in (("Sort.\n", " [3, 1]\n"), ("   ", "[1, 2]"))]  # fmt: skip
+                  for text, inp in (("Sort.\n", " [3, 1]\n"), ("   ", "[1, 2]"))]
     convs = [*VARIED, SYSTEM_CONV, conv(("system", "\n"), ("user", "Q"), ("assistant", "A")),
-             *(dataclasses.replace(SYSTEM_CONV, messages=m) for m in with_input)]  # fmt: skip
+             *(dataclasses.replace(SYSTEM_CONV, messages=m) for m in with_input)]
     tpl = custom(demo_tok, source, system=policy)
     fast, slow = render_all(tpl, convs), render_all(exact(tpl, demo_tok), convs)
     assert all(same(a, b) for a, b in zip(fast, slow, strict=True))
     with_system = [a for a, c in zip(fast, convs * 3, strict=True) if c.messages[0].role == "system"]
     assert with_system and all(isinstance(a, Rendered) or a.reason == "template_error" for a in with_system)
     assert any(isinstance(a, Rendered) and a.system == ("merged" if policy == "merge" else "dropped")
-               for a in with_system)  # fmt: skip
+               for a in with_system)
     # shapes with a system message are assembled without Jinja too
     shapes = [s for k, s in tpl._structures.items() if k[0][0] == "system" and not isinstance(s, str)]
     assert any(s.assembly is not None and s.assembly.unchecked for s in shapes)

@@ -1,0 +1,143 @@
+"""Build the byte-identity configurations into a folder, or compare two such folders.
+
+A change that must not change outputs (a refactor, a faster kernel) is checked by building every
+configuration below with the old code and with the new one and comparing every file; the manifest is
+compared without ``build_seconds`` (a wall time) and ``packer_version``.
+
+    git worktree add /tmp/old <commit> && (cd /tmp/old && python benchmarks/identity.py build /tmp/id-old)
+    python benchmarks/identity.py build /tmp/id-new
+    python benchmarks/identity.py compare /tmp/id-old /tmp/id-new
+    python benchmarks/identity.py build /tmp/id-parts --parts 5     # the same bytes from 5 parts
+
+Configurations that need ``../shared`` (real data and tokenizers) are skipped, named, where it is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+# paths relative to the checkout (the script runs there), so two checkouts write the same manifests
+ROOT = Path(".")
+SHARED = Path("..") / "shared"
+DATA = SHARED / "data"
+TOKS = SHARED / "tokenizers"
+DEMO_TOK = ROOT / "packer" / "demo_tokenizer"
+DEMO = [ROOT / "examples" / "alpaca_demo.json", ROOT / "examples" / "sharegpt_demo.json"]
+BAD = sorted(p for p in (Path(__file__).resolve().parent.parent / "tests" / "bad_inputs").iterdir()
+             if p.suffix in (".json", ".jsonl") and p.name != "empty.json")  # empty.json fails a build
+BAD = [ROOT / "tests" / "bad_inputs" / p.name for p in BAD]
+SG3K = DATA / "sharegpt_v3_unfiltered_cleaned_split_first3000.json"
+LIMA = DATA / "messages_lima.jsonl"
+GSM = DATA / "alpaca_gsm8k_train.json"
+ALPACAS = sorted(DATA.glob("alpaca_*.json"))
+
+
+def configurations() -> dict[str, tuple[list[Path], dict]]:
+    """name -> (inputs, keyword arguments of packer.build)."""
+    demo = {"tokenizer": DEMO_TOK}
+    qwen = {"tokenizer": TOKS / "qwen2.5-instruct"}
+    llama3 = {"tokenizer": TOKS / "llama-3-8b-instruct"}
+    gpt2 = {"tokenizer": TOKS / "gpt2", "template": "tulu"}
+    out: dict[str, tuple[list[Path], dict]] = {
+        "demo": (DEMO, demo),
+        "demo-dedupe": (DEMO, {**demo, "dedupe": True}),
+        "demo-truncate": (DEMO, {**demo, "seq_len": 96, "overlong": "truncate"}),
+        "demo-small-shards": (DEMO, {**demo, "seq_len": 256, "shard_bytes": 20_000}),
+        "demo-batch7": (DEMO, {**demo, "batch_size": 7}),
+        "bad": (BAD, {**demo, "seq_len": 512}),
+        "bad-dedupe": (BAD, {**demo, "seq_len": 512, "dedupe": True}),
+        "bad-truncate": (BAD, {**demo, "seq_len": 64, "overlong": "truncate", "blank_turns": "drop"}),
+        "sg3k": ([SG3K], qwen),
+        "sg3k-lima-truncate-dedupe": ([SG3K, LIMA], {**qwen, "seq_len": 2048, "overlong": "truncate",
+                                                      "dedupe": True}),
+        "lima-twice-ffd": ([LIMA, LIMA], {**qwen, "packing": "ffd"}),
+        "lima-gsm-llama3-nextfit-custom": ([LIMA, GSM], {**llama3, "packing": "nextfit",
+                                                          "strategies": ["mine=instruction,response,end"]}),
+        "alpacas-llama3": (ALPACAS, llama3),
+    }
+    for path in sorted(DATA.glob("*.json*")):
+        out[f"gpt2-tulu-{path.stem}"] = ([path], gpt2)
+    return out
+
+
+def build_all(dest: Path, only: list[str], parts: int = 1) -> int:
+    from packer import BuildError, build
+
+    dest = dest.resolve()
+    os.chdir(Path(__file__).resolve().parent.parent)
+    dest.mkdir(parents=True, exist_ok=True)
+    missing = []
+    for name, (inputs, kwargs) in configurations().items():
+        if only and name not in only:
+            continue
+        needs = [*inputs, kwargs["tokenizer"]]
+        if not all(Path(p).exists() for p in needs):
+            missing.append(name)
+            continue
+        t0 = time.perf_counter()
+        try:
+            extra = {"parts": parts} if parts > 1 else {}  # the same bytes for any number of parts
+            m = build(inputs, dest / name, **kwargs, **extra, overwrite=True)
+        except BuildError as e:  # an input this packer cannot read yet: the failure is compared too
+            (dest / name).mkdir(exist_ok=True)
+            (dest / name / "error.txt").write_text(f"{e}\n", encoding="utf-8")
+            print(f"{name}: {e}", flush=True)
+            continue
+        print(f"{name}: {m['counts']['records']} records, {m['packing']['rows']} rows, "
+              f"{time.perf_counter() - t0:.1f} s", flush=True)
+    if missing:
+        print(f"skipped (no ../shared): {', '.join(missing)}", file=sys.stderr)
+    return 0
+
+
+def _manifest(path: Path) -> dict:
+    m = json.loads(path.read_text(encoding="utf-8"))
+    m.pop("build_seconds", None)
+    m.pop("packer_version", None)
+    return m
+
+
+def compare(a: Path, b: Path) -> int:
+    bad = 0
+    names = sorted({p.name for p in a.iterdir()} & {p.name for p in b.iterdir()})
+    files = 0
+    for name in names:
+        fa, fb = sorted(p.name for p in (a / name).glob("*")), sorted(p.name for p in (b / name).glob("*"))
+        if fa != fb:
+            print(f"{name}: files differ: {fa} vs {fb}")
+            bad += 1
+            continue
+        for f in fa:
+            files += 1
+            if f == "manifest.json":
+                same = _manifest(a / name / f) == _manifest(b / name / f)
+            else:
+                same = (a / name / f).read_bytes() == (b / name / f).read_bytes()
+            if not same:
+                print(f"{name}/{f}: differs")
+                bad += 1
+    print(f"{len(names)} configurations, {files} files compared, {bad} differences")
+    return 1 if bad else 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build")
+    b.add_argument("dest", type=Path)
+    b.add_argument("only", nargs="*")
+    b.add_argument("--parts", type=int, default=1, help="map the input in this many parts (packer.build's parts)")
+    c = sub.add_parser("compare")
+    c.add_argument("a", type=Path)
+    c.add_argument("b", type=Path)
+    args = ap.parse_args()
+    return build_all(args.dest, args.only, args.parts) if args.cmd == "build" else compare(args.a, args.b)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""The gather stage of a build: the parts' summaries -> one table of records, duplicates, packed rows.
+
+:func:`combine` takes the :class:`~packer.part.PartSummary` of every part (in
+doc_id order, each starting where the previous ended), joins their per-record
+columns, finds duplicate conversations across all of them by digest, rejects
+every copy after the first with ``dedupe``, says what rejection and
+truncation cost (failing past ``max_rejected``) and packs the kept documents::
+
+    part 0: doc 0 packed (digest a), doc 1 packed (digest b)     spill: doc 0, doc 1
+    part 1: doc 2 packed (digest a), doc 3 overlong (digest c)   spill: doc 2
+    combined, dedupe:  duplicate_of = [-1, -1, 0, -1]
+                       status       = [packed, packed, duplicate, overlong]
+                       kept doc_ids = [0, 1]   spill index = [0, 1]   (doc 2's tokens stay unread)
+
+The result is the same for any split of the input into parts: every decision
+here is by doc_id, and the parts' own decisions do not depend on other parts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .doctable import NULL
+from .options import WARN_LOST_SHARE
+from .pack import pack, rows_from_bins
+from .part import SYSTEM_ACTIONS, MapSpec, PartSummary, rejected_line
+from .records import STATUS_CODE, STATUSES, BuildError, Rejection, Source
+from .spill import RejectionSpill, spill_path
+
+_PACKED, _TRUNCATED, _DUPLICATE = STATUS_CODE["packed"], STATUS_CODE["truncated"], STATUS_CODE["duplicate"]
+_OVERLONG, _NO_LOSS = STATUS_CODE["overlong"], STATUS_CODE["overlong_no_loss"]
+#: the per-record columns that documents.arrow has (the rest of a part's columns are for this stage)
+DOCUMENT_STATS = ("tokens", "turns", "prompt_tokens", "response_tokens", "prompt_words", "response_words")
+#: the tag of the spill file of duplicates' rejection lines
+_TAG = "combined"
+
+
+@dataclass
+class Combined:
+    """All records of a build, by doc_id, and what to write: see the module's docstring."""
+
+    #: per record: file (code into ``files``), record, status, duplicate_of and :data:`DOCUMENT_STATS`
+    docs: dict[str, np.ndarray]
+    files: list[str]
+    #: per input, in the order given: (records, format)
+    inputs: list[tuple[int, str | None]]
+    #: the kept documents in doc_id order: doc_id, length, and place among the spilled documents
+    kept_ids: np.ndarray
+    kept_len: np.ndarray
+    spill_index: np.ndarray
+    #: tokens of every spilled document, in spill order, and the parts' tags (spill files)
+    spilled_len: np.ndarray
+    tags: list[int]
+    #: the packing: kept documents in row order, and where each row starts in it
+    order: np.ndarray
+    row_offsets: np.ndarray
+    #: the rejection spill files, and a mask of the doc_ids whose lines in the parts' files are
+    #: replaced by a duplicate's (read by :meth:`rejected_lines`)
+    rejection_files: list[Path]
+    replaced: np.ndarray
+    rejection_lines: int
+    duplicates: int
+    truncated: int
+    dropped_turns: dict[str, int]
+    system_policy: dict[str, int]
+    absorbed: int
+    loader_difference: str | None
+
+    @property
+    def records(self) -> int:
+        return len(self.docs["status"])
+
+    @property
+    def tokens(self) -> int:
+        return int(self.kept_len.sum())
+
+    def rejected(self) -> dict[str, int]:
+        """Records rejected, per reason (sorted)."""
+        counts = np.bincount(self.docs["status"], minlength=len(STATUSES))
+        return {STATUSES[c]: int(n) for c, n in enumerate(counts) if n and c not in (_PACKED, _TRUNCATED)}
+
+    def rejected_lines(self):  # type: ignore[no-untyped-def]
+        """rejected.jsonl's lines in doc_id order (the last file holds the duplicates' lines)."""
+        from .spill import merged_lines
+
+        last = len(self.rejection_files) - 1
+        replaced = self.replaced
+        return merged_lines(self.rejection_files, lambda k, d: k != last and bool(replaced[d]))
+
+
+def _duplicate_of(has: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """Per record, the doc_id of the first record with the same digest, or NULL (the first itself,
+    and records without a digest)."""
+    out = np.full(len(has), NULL, dtype=np.int64)
+    docs = np.flatnonzero(has)
+    if not len(docs):
+        return out
+    order = np.lexsort((docs, lo[docs], hi[docs]))  # by digest, then doc_id
+    d, h, low = docs[order], hi[docs][order], lo[docs][order]
+    new = np.ones(len(d), dtype=bool)
+    new[1:] = (h[1:] != h[:-1]) | (low[1:] != low[:-1])
+    first = d[np.flatnonzero(new)][np.cumsum(new) - 1]
+    copy = ~new
+    out[d[copy]] = first[copy]
+    return out
+
+
+def combine(
+    summaries: Sequence[PartSummary], spec: MapSpec, workdir: Path, *, packing: str,
+    max_rejected: float | None = None, events=None,  # type: ignore[no-untyped-def]
+) -> Combined:
+    """Join the parts, decide duplicates, check the losses, pack; see the module's docstring."""
+    parts = sorted(summaries, key=lambda s: s.part.first_doc_id)
+    if not parts:
+        raise BuildError("internal error: no part to combine")
+    at = 0
+    for s in parts:
+        if s.part.first_doc_id != at:
+            raise BuildError(f"internal error: part {s.part.tag} starts at doc_id {s.part.first_doc_id}, not {at}")
+        at += len(s)
+    # one list of input files, in the order records first name them
+    files: list[str] = []
+    code: dict[str, int] = {}
+    file_col = []
+    for s in parts:
+        remap = np.array([code.setdefault(p, len(code)) for p in s.files] or [0], dtype=np.int32)
+        files.extend(p for p in s.files if p not in files)
+        file_col.append(remap[s.docs.file])
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(s.docs, name) for s in parts])
+
+    docs = {name: cat(name) for name in ("record", "status", *DOCUMENT_STATS, "encoded", "spilled", "system",
+                                          "absorbed", "has_digest", "digest_hi", "digest_lo")}
+    docs["file"] = np.concatenate(file_col)
+    docs["duplicate_of"] = dup_of = _duplicate_of(docs.pop("has_digest"), docs.pop("digest_hi"),
+                                                  docs.pop("digest_lo"))
+    status = docs["status"]
+    dropped = {d: c for s in parts for d, c in s.dropped_turns.items()}
+
+    def source(doc_id: int) -> Source:
+        return Source(doc_id, files[docs["file"][doc_id]], int(docs["record"][doc_id]))
+
+    reasons: Counter[str] = Counter()
+    for s in parts:
+        reasons.update(s.reasons)
+    # duplicates: every copy after the first is rejected with --dedupe (a part skipped its own copies)
+    dups = np.flatnonzero(dup_of != NULL)
+    replaced = np.zeros(len(status), dtype=bool)
+    n_lines = sum(s.rejection_lines for s in parts)
+    lines = RejectionSpill(workdir, _TAG, stages=("duplicates",))
+    try:
+        if spec.dedupe and len(dups):
+            replaced[dups] = status[dups] != _DUPLICATE  # a part decided these: their lines go
+            n_lines += len(dups) - int((replaced[dups] & (status[dups] != _PACKED)).sum())
+            for d in dups.tolist():
+                if replaced[d] and status[d] != _PACKED:  # a truncation counted as "overlong"
+                    reasons["overlong" if status[d] == _TRUNCATED else STATUSES[status[d]]] -= 1
+                rej = Rejection(source(d), "duplicate", f"same conversation as {source(int(dup_of[d])).where()}")
+                lines.write("duplicates", d, rejected_line(rej, "rejected"))
+                reasons["duplicate"] += 1
+                if spec.strict:
+                    raise BuildError(f"{rej.message()} (--strict)")
+                if events is not None and events.on_rejection:
+                    events.on_rejection(rej)
+                dropped.pop(d, None)
+            status[dups] = _DUPLICATE
+            for name in (*DOCUMENT_STATS, "encoded"):
+                docs[name][dups] = NULL
+            docs["system"][dups] = 0
+            docs["absorbed"][dups] = 0
+    finally:
+        lines.close()
+    rejection_files = [spill_path(workdir, s.part.tag, stage) for s in parts
+                       for stage in (RejectionSpill.READ, RejectionSpill.TOKENS)]
+    rejection_files.append(spill_path(workdir, _TAG, "duplicates"))
+
+    kept = (status == _PACKED) | (status == _TRUNCATED)
+    kept_ids = np.flatnonzero(kept).astype(np.int64)
+    spilled = docs.pop("spilled").astype(bool)
+    spill_rank = np.cumsum(spilled) - 1
+    kept_len = docs["tokens"][kept_ids].astype(np.int64)
+    # a duplicate dropped here keeps its tokens in the spill: the parts' own columns hold their lengths
+    spilled_len = np.concatenate([s.docs.tokens[s.docs.spilled.astype(bool)] for s in parts]).astype(np.int64)
+    counts_by_input = [sum(s.input_records[k] for s in parts) for k in range(len(parts[0].part.inputs))]
+    formats = [next((s.formats[k] for s in parts if s.formats[k] is not None), None)
+               for k in range(len(counts_by_input))]
+    encoded = docs.pop("encoded")
+    system_codes = np.bincount(docs.pop("system"), minlength=len(SYSTEM_ACTIONS))
+    absorbed = int(docs.pop("absorbed").sum())
+    truncated = int((status == _TRUNCATED).sum())
+    dropped_turns: Counter[str] = Counter()
+    for c in dropped.values():
+        dropped_turns.update(c)
+    over = status == _OVERLONG
+    lost = int(encoded[over | (status == _NO_LOSS)].sum()) + int((encoded[status == _TRUNCATED] - spec.seq_len).sum())
+    _check_losses(
+        spec, records=len(status), kept=len(kept_ids), truncated=truncated, lost_tokens=lost,
+        kept_tokens=int(kept_len.sum()), overlong_dropped=int(over.sum()),
+        longest_dropped=int(encoded[over].max()) if over.any() else 0, reasons=reasons,
+        max_rejected=max_rejected, events=events,
+    )
+
+    if events is not None:
+        events.progress("packing", 0, 1)
+    order, row_offsets = rows_from_bins(pack(kept_len, spec.seq_len, packing))
+    if events is not None:
+        events.progress("packing", 1, 1)
+    return Combined(
+        docs=docs, files=files, inputs=list(zip(counts_by_input, formats, strict=True)), kept_ids=kept_ids,
+        kept_len=kept_len, spill_index=spill_rank[kept_ids], spilled_len=spilled_len,
+        tags=[s.part.tag for s in parts], order=order, row_offsets=row_offsets, rejection_files=rejection_files,
+        replaced=replaced, rejection_lines=n_lines, duplicates=len(dups), truncated=truncated,
+        dropped_turns=dict(sorted(dropped_turns.items())),
+        system_policy={SYSTEM_ACTIONS[c]: int(n) for c, n in enumerate(system_codes) if c and n},
+        absorbed=absorbed, loader_difference=next((s.loader_difference for s in parts if s.part.first_doc_id == 0),
+                                                  None),
+    )
+
+
+def _check_losses(
+    spec: MapSpec, *, records: int, kept: int, truncated: int, lost_tokens: int, kept_tokens: int,
+    overlong_dropped: int, longest_dropped: int, reasons: Counter[str], max_rejected: float | None,
+    events,  # type: ignore[no-untyped-def]
+) -> None:
+    """Say what rejection and truncation took; fail past ``max_rejected``; point at the way out."""
+    n, seq_len = records, spec.seq_len
+    rejected = n - kept  # truncated documents are kept
+    lost_records = rejected + truncated
+    record_share = lost_records / n if n else 0.0
+    token_share = lost_tokens / (kept_tokens + lost_tokens) if lost_tokens else 0.0
+    hints = []
+    if overlong_dropped:
+        hints.append(f"{overlong_dropped:,} records are longer than --seq-len {seq_len} (the longest "
+                     f"has {longest_dropped:,} tokens): raise --seq-len, or --overlong truncate keeps their "
+                     f"first {seq_len} tokens")
+    if reasons["overlong_no_loss"]:
+        hints.append(f"{reasons['overlong_no_loss']:,} records have no response in their first {seq_len} "
+                     "tokens, so truncating them leaves nothing to learn: raise --seq-len")
+    hint = "; ".join(hints)
+    if not kept:
+        detail = ", ".join(f"{k}: {v}" for k, v in reasons.most_common() if v) or "the inputs hold no records"
+        raise BuildError(f"no record could be packed ({n} read; {detail})" + (f"; {hint}" if hint else ""))
+    limit = WARN_LOST_SHARE if max_rejected is None else max_rejected
+    what = ""
+    if max(record_share, token_share) > limit:
+        what = (f"{rejected:,} of {n:,} records rejected and {truncated:,} truncated ({record_share:.1%}), "
+                f"{lost_tokens:,} of their tokens not packed ({token_share:.1%} of those counted)")
+    if what and max_rejected is not None:
+        raise BuildError(f"{what}: more than --max-rejected {max_rejected}; nothing was written"
+                         + (f"; {hint}" if hint else ""))
+    if events is not None:
+        if hint:
+            events.notice(hint)
+        if what:
+            events.notice(f"{what}; the reasons are in rejected.jsonl; --max-rejected FRACTION fails such a build")

@@ -1,0 +1,580 @@
+"""Reading input files into JSON values: bytes in, one value per record out.
+
+:class:`FileValues` reads one input file and yields its records, in file order,
+as the values :mod:`json` decodes them to (a Parquet row as a dict), or a
+:class:`BadValue` in place of a record it could not decode: the rejection reason
+and where in the file it broke. On the way it works out the container, strips a
+BOM, refuses what is not UTF-8 JSON or Parquet, counts the bytes read (the
+build's progress) and hashes them (the manifest's sha256). It knows nothing of
+record formats: :mod:`packer.formats` turns the values into conversations.
+
+Worked example, a JSON array cut short in its third record::
+
+    >>> import hashlib, os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "cut.json")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write('[{"a": 1},\\n {"b": [2, 3]},\\n {"c"')
+    >>> values = FileValues(path)
+    >>> for v in values:
+    ...     print((v.reason, v.detail) if isinstance(v, BadValue) else v)
+    {'a': 1}
+    {'b': [2, 3]}
+    ('malformed_json', "line 3 column 6: Expecting ':' delimiter; the rest of the file could not be read")
+    >>> values.sha256 == hashlib.sha256(open(path, "rb").read()).hexdigest(), values.consumed.n
+    (True, 32)
+
+The file starts with ``[``, so it is a JSON array; decoding it whole fails, so it
+is decoded element by element: the two complete records come out as they are,
+and the break becomes ONE bad value that says where (line 3, column 6, counted
+as an editor does) and ends the file. All 32 bytes were read and hashed.
+
+Containers (by extension, then by content)
+    ``.jsonl`` / ``.ndjson``: JSON Lines; blank lines are skipped and are not
+    records; a broken line is a ``malformed_json`` value, an undecodable one
+    ``invalid_utf8``, and reading goes on. ``.json``: an array (``[``) is streamed and
+    parsed record by record (memory: a chunk plus a record, whatever the file's
+    size), so a truncated or broken array keeps every complete record
+    before the break and ends with ONE ``malformed_json`` value (a trailing
+    comma too); an object (``{``) is one record if the whole file is one JSON
+    value, else the file is read as JSON Lines. ``.parquet``: one record per row.
+    Other extensions are sniffed (``PAR1`` magic, ``[``, ``{``). A UTF-8 BOM is
+    ignored. A missing, empty, UTF-16, non-JSON or (array/object) non-UTF-8
+    file, a directory, is a :class:`~packer.records.BuildError`: one line that
+    names the file, the line and column where there is one, and the way out (what
+    a file that is not JSON starts with and what packer reads: :data:`SUPPORTED`).
+    Line and column count characters from 1, as an editor does. An empty array,
+    JSON Lines file or Parquet file yields no values; :attr:`FileValues.empty`
+    says how to report that.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import io
+import json
+import os
+import re
+import stat
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from .options import FORMATS
+from .records import BuildError
+
+__all__ = ["RECORD_FORMATS", "SUPPORTED", "BadValue", "FileValues", "file_size"]
+
+_BOM = b"\xef\xbb\xbf"
+_JSONL_SUFFIXES = (".jsonl", ".ndjson")
+_PARQUET_BATCH_ROWS = 2048
+#: JSON whitespace, the same pattern the json module uses between values
+_WS = re.compile(r"[ \t\n\r]*")
+_WS_BYTES = re.compile(rb"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+#: bytes read at a time from a JSON array file
+_JSON_CHUNK = 1 << 23
+#: characters of one unfinished array element after which it counts as broken, not unfinished
+_MAX_RECORD_CHARS = 1 << 26
+#: bytes of JSON Lines read at a time (the reader's progress moves a block at a time)
+_JSONL_BLOCK = 1 << 20
+#: check_inputs (``head_only``) reads a file this much at a time: it needs the first records, not the first megabytes
+_CHECK_CHUNK = 1 << 16
+
+#: what each record format's records hold, for the messages that list them (here: a file that is not JSON is
+#: told what packer reads, record formats included)
+_FORMAT_KEYS = {
+    "alpaca": "instruction/input/output",
+    "sharegpt": "conversations of {from, value}",
+    "messages": "OpenAI role/content",
+}
+RECORD_FORMATS = ", ".join(f"{name} ({_FORMAT_KEYS[name]})" for name in FORMATS)
+SUPPORTED = (
+    f"supported: JSON (an array of records, or one object), JSON Lines, Parquet; record formats {RECORD_FORMATS}"
+)
+
+
+class BadValue:
+    """A record the file could not decode, in its place: ``reason`` (``malformed_json``, ``invalid_utf8``) and
+    ``detail`` (where, and what broke) become its Rejection."""
+
+    __slots__ = ("detail", "reason")
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+
+
+def _line_col(text: str, pos: int, before: tuple[int, int] = (0, 0)) -> str:
+    """``"line L column C"`` of a str position, numbered as json's errors are; ``before`` is (newlines,
+    characters after the last of them) of text that preceded ``text`` in the file."""
+    line = before[0] + text.count("\n", 0, pos) + 1
+    nl = text.rfind("\n", 0, pos)
+    column = pos - nl if nl >= 0 else before[1] + pos + 1
+    return f"line {line} column {column}"
+
+
+class _Consumed:
+    """The bytes of one file read so far: their count (the reader's progress) and, unless ``hashing`` is
+    off (check_inputs reads only a file's beginning), their sha256."""
+
+    __slots__ = ("hasher", "n")
+
+    def __init__(self, hashing: bool = True) -> None:
+        self.hasher = hashlib.sha256() if hashing else None
+        self.n = 0
+
+    def update(self, raw: bytes) -> None:
+        if self.hasher is not None:
+            self.hasher.update(raw)
+        self.n += len(raw)
+
+    def read_to(self, f: BinaryIO, end: int) -> None:
+        """Read ``f`` up to byte ``end`` (-1: to its end) into the hash; without one, only count up to ``end``."""
+        if self.hasher is None:
+            self.n = max(self.n, end)
+            return
+        while end < 0 or self.n < end:
+            raw = f.read(1 << 20 if end < 0 else min(1 << 20, end - self.n))
+            if not raw:
+                return
+            self.update(raw)
+
+    def hexdigest(self) -> str:
+        return self.hasher.hexdigest() if self.hasher is not None else ""
+
+
+def _jsonl_values(f: BinaryIO, consumed: _Consumed | None, block: int = 0) -> Iterator[object]:
+    """Values of a JSON Lines stream; one per non-blank line. Lines come about ``block`` bytes
+    (default _JSONL_BLOCK) at a time, so that ``consumed`` counts a block, not a line, at a time
+    (each line is hashed as it is reached).
+
+    ``{"a": 1}\\n\\n{"b"\\n`` -> ``{"a": 1}``, then BadValue(malformed_json, "line 3 column 5: ...")
+    """
+    hasher = consumed.hasher if consumed is not None else None
+    lineno = offset = 0
+    while lines := f.readlines(block or _JSONL_BLOCK):
+        if consumed is not None:
+            consumed.n += sum(map(len, lines))
+        for raw in lines:
+            lineno += 1
+            if hasher is not None:
+                hasher.update(raw)
+            line = raw[3:] if lineno == 1 and raw.startswith(_BOM) else raw
+            start, offset = offset, offset + len(raw)
+            if not line.strip():
+                continue
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                at = start + len(raw) - len(line) + e.start
+                yield BadValue("invalid_utf8", f"line {lineno}: invalid UTF-8 at byte {at} of the file")
+                continue
+            try:
+                yield json.loads(text)
+            except json.JSONDecodeError as e:
+                yield BadValue("malformed_json", f"line {lineno} {_line_error(text, e)}")
+            except RecursionError:
+                yield BadValue("malformed_json", f"line {lineno}: nested too deeply")
+
+
+def _line_error(text: str, error: json.JSONDecodeError) -> str:
+    """``"column C: message"`` of the JSON error in one line of JSON Lines (C counts characters from 1).
+
+    json numbers a position past the line break as the next line's column 1, and a record cut short
+    fails only there: such an error is decoded again without the break, for the column where the
+    line ends (or, for an unfinished string, where the string starts).
+    """
+    body = text.rstrip("\r\n")
+    if error.pos >= len(body):
+        try:
+            json.loads(body)
+        except json.JSONDecodeError as e:
+            error = e
+        except RecursionError:
+            pass
+    return f"column {min(error.pos, len(body)) + 1}: {error.msg}"
+
+
+class _TextWindow:
+    """The text of a UTF-8 file, decoded a chunk at a time, for a JSON array of any size.
+
+    Memory is about one chunk plus the largest record (at most twice a record
+    longer than a chunk), where decoding the whole file would hold all of it as
+    one str (4 bytes a character once a single emoji is in it). ``text`` is the
+    window: positions are indices into it, and the methods that read on
+    (:meth:`skip_ws`, :meth:`decode`) drop what lies before the position they
+    are given and return positions in the new window. :meth:`where` names a
+    position's line and column in the whole file, numbered as json's errors
+    are. Every byte read goes into ``consumed``, ``chunk`` bytes at a time.
+    """
+
+    def __init__(self, f: BinaryIO, path: str, consumed: _Consumed, head: bytes, fed: int, chunk: int) -> None:
+        self._f, self._path, self._consumed, self._chunk = f, path, consumed, chunk
+        self._dec = codecs.getincrementaldecoder("utf-8")()
+        self._fed = fed  # bytes of the file before ``head`` (a BOM)
+        self._dropped = 0  # characters dropped from the front
+        self.text = ""
+        self.eof = False
+        self._feed(head, final=False)
+
+    def _feed(self, raw: bytes, final: bool, asked: int = 0) -> None:
+        try:
+            text = self._dec.decode(raw, final)
+        except UnicodeDecodeError as e:
+            at = self._fed - len(self._dec.getstate()[0]) + e.start
+            raise BuildError(f"{self._path}: invalid UTF-8 at byte {at}; the file must be UTF-8") from None
+        self._fed += len(raw)
+        self.text += text
+        self.eof = final
+        self._short = len(raw) < (asked or self._chunk)
+
+    def _more(self, pos: int) -> int:
+        """Drop ``text[:pos]``, append the next chunk; the new ``pos``, or -1 at the end of the file.
+
+        A record longer than a chunk is parsed again after each read: reading as much as the
+        window holds (doubling it) keeps that linear in the record's length, not quadratic.
+        """
+        if self.eof:
+            return -1
+        self._dropped += pos
+        self.text = self.text[pos:]
+        asked = max(self._chunk, len(self.text))
+        raw = self._f.read(asked)
+        self._consumed.update(raw)
+        self._feed(raw, not raw, asked)
+        return 0
+
+    def at_end(self) -> bool:
+        """Whether the window holds the rest of the file. After a short read (the file ended, as
+        far as a regular file tells) one more read makes sure; a full chunk is not the end."""
+        if not self.eof and self._short:
+            raw = self._f.read(self._chunk)
+            self._consumed.update(raw)
+            self._feed(raw, final=not raw)
+        return self.eof
+
+    def where(self, pos: int) -> str:
+        """``"line L column C"`` of ``text[pos]`` in the whole file (reads the file again: errors only)."""
+        before = _prefix_lines(self._path, self._dropped) if self._dropped else (0, 0)
+        return _line_col(self.text, pos, before)
+
+    def skip_ws(self, pos: int) -> int:
+        while True:
+            pos = _WS.match(self.text, pos).end()
+            if pos < len(self.text):
+                return pos
+            more = self._more(pos)
+            if more < 0:
+                return pos
+            pos = more
+
+    def decode(self, pos: int) -> tuple[object, int]:
+        """The JSON value at ``pos`` and where it ends, reading on while it is unfinished."""
+        while True:
+            try:
+                value, end = _DECODER.raw_decode(self.text, pos)
+            except json.JSONDecodeError:
+                # unfinished (it goes on in the next chunk) or broken: only more text tells
+                if len(self.text) - pos > _MAX_RECORD_CHARS:
+                    raise json.JSONDecodeError(
+                        f"no complete record within {_MAX_RECORD_CHARS:,} characters", self.text, pos
+                    ) from None
+                more = self._more(pos)
+                if more < 0:
+                    raise
+                pos = more
+                continue
+            if end == len(self.text) and not self.eof:
+                pos = self._more(pos)  # a bare number or literal may go on in the next chunk
+                continue
+            return value, end
+
+    def finish(self) -> None:
+        """Read (and hash) what is left of the file."""
+        while raw := self._f.read(self._chunk):
+            self._consumed.update(raw)
+
+
+def _prefix_lines(path: str, chars: int) -> tuple[int, int]:
+    """Newlines in the first ``chars`` characters of a UTF-8 file (BOM skipped), and the characters after
+    the last of them."""
+    lines = col = 0
+    dec = codecs.getincrementaldecoder("utf-8-sig")()
+    with open(path, "rb") as f:
+        while chars > 0:
+            raw = f.read(_JSON_CHUNK)
+            if not raw:
+                break
+            text = dec.decode(raw)[:chars]
+            chars -= len(text)
+            newlines = text.count("\n")
+            lines += newlines
+            col = len(text) - text.rfind("\n") - 1 if newlines else col + len(text)
+    return lines, col
+
+
+def _json_array_values(win: _TextWindow, pos: int) -> Iterator[object]:
+    """Elements of the JSON array opening at ``win.text[pos] == "["``, decoded one
+    at a time so that a break keeps every complete element before it.
+
+    ``[{"a": 1}, {"b": 2}, {"c"`` -> two values, then one BadValue(malformed_json)
+    """
+    if win.at_end():
+        # the whole file is in the window (a small file): one decode of the whole array is about twice
+        # as fast as one per element; a broken array is read element by element, to keep the good ones
+        try:
+            values, end = _DECODER.raw_decode(win.text, pos)
+        except (json.JSONDecodeError, RecursionError):
+            pass
+        else:
+            if _WS.match(win.text, end).end() == len(win.text):
+                values.reverse()
+                while values:  # let go of each record once it is handed on
+                    yield values.pop()
+                return
+    pos = win.skip_ws(pos + 1)
+    if win.text.startswith("]", pos):
+        yield from _after_array(win, pos + 1)
+        return
+    while True:
+        try:
+            value, pos = win.decode(pos)
+        except json.JSONDecodeError as e:
+            yield _broken(f"{win.where(e.pos)}: {e.msg}")
+            return
+        except RecursionError:
+            yield _broken(f"{win.where(pos)}: nested too deeply")
+            return
+        yield value
+        pos = win.skip_ws(pos)
+        sep = win.text[pos : pos + 1]
+        if sep == ",":
+            pos = win.skip_ws(pos + 1)
+            if win.text.startswith("]", pos):
+                yield BadValue("malformed_json", f"{win.where(pos)}: trailing comma before ']'")
+                return
+        elif sep == "]":
+            yield from _after_array(win, pos + 1)
+            return
+        elif pos >= len(win.text):
+            yield _broken(f"{win.where(pos)}: the file ends before the array's closing ']'")
+            return
+        else:
+            yield _broken(f"{win.where(pos)}: expecting ',' or ']' after a record")
+            return
+
+
+def _broken(where: str) -> BadValue:
+    return BadValue("malformed_json", f"{where}; the rest of the file could not be read")
+
+
+def _after_array(win: _TextWindow, pos: int) -> Iterator[BadValue]:
+    pos = win.skip_ws(pos)
+    if pos < len(win.text):
+        yield _broken(f"{win.where(pos)}: extra data after the array's closing ']'")
+
+
+def _first_lines(data: bytes, n: int, pos: int = 0) -> list[bytes]:
+    """The first ``n`` non-blank lines of ``data[pos:]`` (without copying the rest)."""
+    lines: list[bytes] = []
+    while pos < len(data) and len(lines) < n:
+        nl = data.find(b"\n", pos)
+        nl = len(data) if nl < 0 else nl
+        if data[pos:nl].strip():
+            lines.append(data[pos:nl])
+        pos = nl + 1
+    return lines
+
+
+def _parses_alone(line: bytes) -> bool:
+    try:
+        json.loads(line.decode("utf-8"))
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return False
+    return True
+
+
+def _object_file_values(path: str, data: bytes, start: int, skipped: int) -> Iterator[object]:
+    """A file starting with ``{``: one JSON object, or JSON Lines.
+
+    JSON Lines wins when the whole file is not one value and one of its first
+    two lines is a JSON value by itself; otherwise it is a broken single object
+    (a pretty-printed record never has a complete value on a line of its own).
+    """
+    error = ""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        error = f"invalid UTF-8 at byte {skipped + e.start}"
+    else:
+        try:
+            value, end = _DECODER.raw_decode(text, start)
+        except json.JSONDecodeError as e:
+            error = f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
+        except RecursionError:
+            error = "invalid JSON: nested too deeply"
+        else:
+            end = _WS.match(text, end).end()
+            if end == len(text):
+                yield value
+                return
+            error = f"invalid JSON at {_line_col(text, end)}: extra data after the first value"
+        del text
+    if any(_parses_alone(line) for line in _first_lines(data, 2, start)):
+        yield from _jsonl_values(io.BytesIO(data), None)
+        return
+    raise BuildError(f"{path}: {error} (neither one JSON object nor JSON Lines)")
+
+
+def _json_file_values(
+    path: str, f: BinaryIO, consumed: _Consumed, chunk: int, head_only: bool = False
+) -> Iterator[object]:
+    """Values of a ``.json`` (or sniffed) file: an array streamed, anything else read whole (with
+    ``head_only``, JSON Lines are streamed too)."""
+    head = b""
+    while True:  # up to the first character that is not blank (and past a BOM)
+        raw = f.read(chunk)
+        consumed.update(raw)
+        head += raw
+        skipped = 3 if head.startswith(_BOM) else 0
+        start = _WS_BYTES.match(head, skipped).end()
+        if not raw or (len(head) >= 3 and start < len(head)):
+            break
+    first = head[start : start + 1]
+    if not first:
+        raise BuildError(f"{path}: empty file, no records")
+    if first == b"[":
+        win = _TextWindow(f, path, consumed, head[skipped:], skipped, chunk)
+        del head
+        yield from _json_array_values(win, start - skipped)
+        win.finish()
+        return
+    if first != b"{":
+        raise BuildError(_not_json(path, head[start : start + 256]))
+    if head_only and _line_parses_alone(f, start, len(head)):
+        # the reader reads such a file as JSON Lines or (nothing but blanks after that line) as the one
+        # object of that line: the same values either way, and JSON Lines need not be read to the end
+        f.seek(skipped)
+        yield from _jsonl_values(f, consumed, chunk)
+        return
+    rest = f.read()
+    consumed.update(rest)
+    data = head[skipped:] + rest
+    del head, rest
+    yield from _object_file_values(path, data, start - skipped, skipped)
+
+
+def _line_parses_alone(f: BinaryIO, start: int, end: int) -> bool:
+    """Whether the line at byte ``start`` of ``f`` is a JSON value by itself; leaves ``f`` at ``end``."""
+    f.seek(start)
+    alone = _parses_alone(f.readline())
+    f.seek(end)
+    return alone
+
+
+def _not_json(path: str, start: bytes) -> str:
+    """The message for a file that is neither JSON nor Parquet; ``start``: its first bytes that are not blank."""
+    return f"{path}: not JSON, JSON Lines or Parquet: it starts with {_shown(start)}; {SUPPORTED}"
+
+
+def _shown(data: bytes, n: int = 40) -> str:
+    """The first ``n`` characters of ``data`` as printable text on one line: ``'instruction,input\\nhi...'``."""
+    text = data[: 4 * n].decode("utf-8", "replace")
+    return repr(text[:n]) + ("..." if len(text) > n else "")
+
+
+def _check_encoding(path: str, start: bytes) -> None:
+    """BuildError for a file in UTF-16: a byte order mark, or an ASCII character next to a NUL (UTF-8
+    JSON never starts with a NUL; a gzip or zip header has no ASCII-NUL pair there)."""
+    utf16 = start.startswith((b"\xff\xfe", b"\xfe\xff")) or (
+        len(start) >= 2 and ((0 < start[0] < 0x80 and start[1] == 0) or (start[0] == 0 and 0 < start[1] < 0x80))
+    )
+    if utf16:
+        raise BuildError(f"{path}: the file is UTF-16 encoded; convert it to UTF-8 (e.g. iconv -f UTF-16 -t UTF-8)")
+
+
+def _parquet_values(path: str, consumed: _Consumed) -> Iterator[object]:
+    """Rows of a Parquet file. pyarrow reads the file its own way, so once the rows of a row group
+    are out the file is hashed (and counted as read) up to that group's share of its size."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+        meta = pf.metadata
+        groups = [(meta.row_group(i).num_rows, meta.row_group(i).total_byte_size) for i in range(meta.num_row_groups)]
+        total = sum(b for _, b in groups) or 1
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            rows = group = done = 0  # rows out; groups, and their bytes, all out
+            for batch in pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS):
+                yield from batch.to_pylist()
+                rows += batch.num_rows
+                while group < len(groups) and rows >= groups[group][0]:
+                    rows -= groups[group][0]
+                    done += groups[group][1]
+                    group += 1
+                    consumed.read_to(f, size * done // total)
+            consumed.read_to(f, -1)
+    except (pa.ArrowException, OSError) as e:  # ArrowException: bad file; OSError: unreadable
+        raise BuildError(f"{path}: not a readable Parquet file: {e}") from None
+
+
+class FileValues:
+    """Iterate the raw values (or BadValue) of one file; ``sha256`` is set once the
+    iteration is exhausted, ``empty`` says how to report a file with no values,
+    ``consumed.n`` counts the bytes read so far. ``head_only`` (check_inputs) hashes
+    nothing and reads a small chunk at a time."""
+
+    def __init__(self, path: str, head_only: bool = False) -> None:
+        self.path = path
+        self.sha256 = ""
+        self.empty = "empty file, no records"
+        self.consumed = _Consumed(hashing=not head_only)
+        self._head_only = head_only
+
+    def __iter__(self) -> Generator[object, None, None]:
+        try:
+            yield from self._values()
+        except FileNotFoundError:
+            raise BuildError(f"{self.path}: no such file") from None
+        except OSError as e:
+            raise BuildError(f"{self.path}: cannot read: {e.strerror or e}") from None
+
+    def _values(self) -> Iterator[object]:
+        path = self.path
+        suffix = Path(path).suffix.lower()
+        with open(path, "rb") as f:
+            magic = f.read(4)
+            f.seek(0)
+            jsonl = suffix in _JSONL_SUFFIXES
+            if jsonl or not (suffix == ".parquet" or magic == b"PAR1"):
+                _check_encoding(path, magic)
+                if jsonl:  # streamed: JSON Lines files may be larger than memory
+                    yield from _jsonl_values(f, self.consumed, _CHECK_CHUNK if self._head_only else _JSONL_BLOCK)
+                else:
+                    self.empty = "no records (an empty JSON array)"
+                    chunk = _CHECK_CHUNK if self._head_only else _JSON_CHUNK
+                    yield from _json_file_values(path, f, self.consumed, chunk, self._head_only)
+                self.sha256 = self.consumed.hexdigest()
+                return
+        self.empty = "no records (the Parquet file has no rows)"
+        yield from _parquet_values(path, self.consumed)
+        self.sha256 = self.consumed.hexdigest()
+
+
+def file_size(path: str) -> int:
+    """The size of the file at ``path``; BuildError when it is missing, unreadable, a directory or not a regular
+    file (the reader checks every path before it reads the first)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise BuildError(f"{path}: no such file") from None
+    except OSError as e:  # e.g. a directory on the way that may not be searched
+        raise BuildError(f"{path}: cannot read: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise BuildError(f"{path}: is a directory; give the data files in it, not the directory")
+    if not stat.S_ISREG(st.st_mode):
+        raise BuildError(f"{path}: not a regular file (a pipe, socket or device); give a data file")
+    return st.st_size

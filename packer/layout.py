@@ -1,0 +1,172 @@
+"""The layout of a build output: its file names, its manifest, and finding a row in it.
+
+Every reader of an output folder (the dataset, ``show``, ``inspect``, ``verify``) and the
+build itself take these names and checks from here, so they agree::
+
+    out/
+      manifest.json        what was built, from what, and every file's size and sha256
+      shard-00000.arrow    packed rows (schema: packer.shards)
+      shard-00001.arrow
+      documents.arrow      one row per input record: where it went, or why it was rejected
+      rejected.jsonl       one line per rejected or truncated record
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # pyarrow.fs is imported by whoever passes one
+    import pyarrow.fs as pafs
+
+FORMAT_NAME = "packer-shards"
+FORMAT_VERSION = 1
+SHARD_PATTERN = "shard-{:05d}.arrow"
+DOCUMENTS_FILE = "documents.arrow"
+REJECTED_FILE = "rejected.jsonl"
+MANIFEST_FILE = "manifest.json"
+
+
+def file_sha256(path: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> str:
+    """The sha256 of a file, local or on a pyarrow filesystem (read in 4 MiB blocks)."""
+    h = hashlib.sha256()
+    if filesystem is None:
+        with open(Path(path), "rb") as f:
+            while block := f.read(1 << 22):
+                h.update(block)
+    else:
+        with filesystem.open_input_stream(os.fspath(path)) as s:
+            while block := s.read(1 << 22):
+                h.update(block)
+    return h.hexdigest()
+
+
+#: manifest ``format.version`` values this packer reads
+SUPPORTED_VERSIONS: frozenset[int] = frozenset({FORMAT_VERSION})
+
+
+class ShardError(ValueError):
+    """A build output that cannot be read as its manifest describes (the message names the file)."""
+
+
+class MissingShardError(ShardError, FileNotFoundError):
+    """The manifest, or a shard it lists, does not exist."""
+
+
+# -- the manifest ---------------------------------------------------------------------------------
+
+
+def _manifest_path(output: str | os.PathLike, filesystem: pafs.FileSystem | None) -> str:
+    join = os.path.join if filesystem is None else posixpath.join  # pyarrow paths use "/" everywhere
+    return join(os.fspath(output), MANIFEST_FILE)
+
+
+def _load_manifest(output: str | os.PathLike, filesystem: pafs.FileSystem | None) -> dict:
+    """The parsed manifest of ``output`` if it is a packer output of any version; else :class:`ShardError`."""
+    root = os.fspath(output)
+    where = _manifest_path(output, filesystem)
+    try:
+        if filesystem is None:
+            with open(where, "rb") as f:
+                data = f.read()
+        else:
+            with filesystem.open_input_stream(where) as s:
+                data = s.read()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
+        raise MissingShardError(f"{root}: not a packer output: no {MANIFEST_FILE} (or its build did not finish)") from e
+    try:
+        manifest = json.loads(data)
+    except ValueError as e:
+        raise ShardError(f"{where}: not a packer output: not valid JSON ({e})") from e
+    fmt = manifest.get("format") if isinstance(manifest, dict) else None
+    name = fmt.get("name") if isinstance(fmt, dict) else None
+    if name != FORMAT_NAME:
+        raise ShardError(f"{where}: not a packer output: format {name!r} is not {FORMAT_NAME!r}")
+    return manifest
+
+
+def read_manifest(output: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> dict:
+    """The manifest of the build output ``output`` (a local folder, or a folder within ``filesystem``).
+
+    Raises :class:`MissingShardError` (a ``FileNotFoundError``) when there is no manifest, and
+    :class:`ShardError` (a ``ValueError``) when it is not a packer manifest or of a version this packer
+    does not read; the message names the path and says which::
+
+        shards: not a packer output: no manifest.json (or its build did not finish)
+        shards/manifest.json: not a packer output: not valid JSON (Expecting value: line 1 column 1 (char 0))
+        shards/manifest.json: not a packer output: format 'other' is not 'packer-shards'
+        shards/manifest.json: packer-shards version 99; this packer reads version 1 (rebuild the shards, ...)
+    """
+    manifest = _load_manifest(output, filesystem)
+    version = manifest["format"].get("version")
+    if version not in SUPPORTED_VERSIONS:
+        where = _manifest_path(output, filesystem)
+        readable = ", ".join(str(v) for v in sorted(SUPPORTED_VERSIONS))
+        raise ShardError(
+            f"{where}: {FORMAT_NAME} version {version!r}; this packer reads version {readable} "
+            "(rebuild the shards, or use the packer that wrote them)"
+        )
+    return manifest
+
+
+def manifest_or_none(output: str | os.PathLike) -> dict | None:
+    """The manifest of the local folder ``output`` if it is a packer output (of any version), else None.
+
+    How a build tells its own earlier output, which it may replace, from a folder of the user's.
+    """
+    try:
+        return _load_manifest(output, None)
+    except (ShardError, OSError):
+        return None
+
+
+# -- finding a row --------------------------------------------------------------------------------
+
+
+def row_starts(row_counts: Sequence[int]) -> np.ndarray:
+    """The first global row of each part (shard, or record batch) and, last, the total: the cumulative
+    sum of ``row_counts`` after a 0.
+
+    >>> row_starts([3, 0, 2]).tolist()
+    [0, 3, 3, 5]
+    """
+    starts = np.zeros(len(row_counts) + 1, dtype=np.int64)
+    np.cumsum(row_counts, out=starts[1:])
+    return starts
+
+
+def locate_row(starts: np.ndarray, row: int, where: str = "the output") -> tuple[int, int]:
+    """``(part, row within it)`` of global row ``row``, parts having the :func:`row_starts` ``starts``; a
+    negative ``row`` counts from the end. Empty parts are skipped. An ``IndexError`` says how many rows
+    ``where`` has.
+
+    >>> starts = row_starts([3, 0, 2])                # shard 0: rows 0-2, shard 1 empty, shard 2: rows 3-4
+    >>> locate_row(starts, 3), locate_row(starts, -1)
+    ((2, 0), (2, 1))
+    >>> locate_row(starts, 5)
+    Traceback (most recent call last):
+    IndexError: row 5 out of range: the output has 5 rows (rows 0..4)
+    """
+    total = int(starts[-1])
+    index = row + total if row < 0 else row
+    if not 0 <= index < total:
+        have = f"rows 0..{total - 1}" if total else "no rows"
+        raise IndexError(f"row {row} out of range: {where} has {total} rows ({have})")
+    part = int(np.searchsorted(starts, index, side="right")) - 1
+    return part, index - int(starts[part])
+
+
+def write_atomic(path: Path, write) -> None:  # type: ignore[no-untyped-def]
+    """Run ``write(tmp_path)``, fsync, then rename onto ``path``."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

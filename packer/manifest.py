@@ -1,0 +1,125 @@
+"""The manifest of a build: what was built, from what, with which options, and every file's checksum.
+
+``manifest.json`` is written last (:func:`write_manifest`), so an output with
+a manifest is complete; a rebuild with the same :func:`build key <up_to_date>`
+is a no-op. Its fields are described in ``schemas/manifest.schema.json``::
+
+    {"format": {"name": "packer-shards", "version": 1}, "seq_len": 4096,
+     "counts": {"records": 191, "packed": 185, "truncated": 0, "rejected": {"empty_output": 6}, ...},
+     "tokens": {"total": 20480, "per_role": {...}, "loss": {"instruction_tuning": 9140, ...}},
+     "shards": [{"file": "shard-00000.arrow", "rows": 6, "tokens": 20480, "bytes": ..., "sha256": ...}], ...}
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import roles as R
+from ._version import __version__
+from .combine import Combined
+from .layout import (
+    DOCUMENTS_FILE,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    REJECTED_FILE,
+    file_sha256,
+    write_atomic,
+)
+from .loader import TokenizerInfo
+from .pack import efficiency, lower_bound
+from .templates import ChatTemplate
+from .write import Written
+
+
+def up_to_date(out: Path, manifest: dict, key: dict) -> bool:
+    """Whether ``manifest`` describes a complete output built with the same key.
+
+    Re-running the same command then succeeds without --overwrite; other
+    options still need it.
+    """
+    if manifest.get("build_key") != key:
+        return False
+    for shard in manifest.get("shards", []):
+        path = out / shard["file"]
+        if not path.is_file() or path.stat().st_size != shard["bytes"]:
+            return False
+    return True
+
+
+def make_manifest(
+    out: Path, c: Combined, w: Written, *, tok: TokenizerInfo, tpl: ChatTemplate, key: dict, inputs: list[str],
+    strategy_table: dict[str, tuple[str, ...]], seq_len: int, packing: str, overlong: str, seconds: float,
+) -> dict:
+    """The manifest of the output in ``out`` (its files written)."""
+    rejected = c.rejected()
+    n_rows = len(c.row_offsets) - 1
+    role_counts = w.totals.role_counts
+    if w.totals.total != c.tokens:
+        raise RuntimeError(f"internal error: {w.totals.total} tokens written, {c.tokens} kept")
+    manifest = {
+        "format": {"name": FORMAT_NAME, "version": FORMAT_VERSION},
+        "packer_version": __version__,
+        "seq_len": seq_len,
+        "tokenizer": {
+            "source": tok.source,
+            "sha256": tok.sha256,
+            "vocab_size": tok.vocab_size,
+            "bos_token": tok.bos_token,
+            "eos_token": tok.eos_token,
+            "pad_token": tok.pad_token,
+            "bos_id": tok.token_id(tok.bos_token),
+            "eos_id": tok.token_id(tok.eos_token),
+            "pad_id": tok.token_id(tok.pad_token),
+            "loader": tok.loader,
+            "transformers_version": tok.transformers_version,
+            "loader_difference": c.loader_difference,
+        },
+        "template": {"name": tpl.name, "sha256": tpl.sha256, "source": tpl.source, "system": tpl.system,
+                     "refuses_system": tpl.refuses_system},
+        "packing": {
+            "algorithm": packing,
+            "rows": n_rows,
+            "lower_bound_rows": lower_bound(c.kept_len, seq_len),
+            "efficiency": efficiency(c.kept_len, n_rows, seq_len),
+            "overlong": overlong,
+        },
+        "roles": dict(R.ROLES),
+        "strategies": {k: list(v) for k, v in strategy_table.items()},
+        "inputs": [
+            {"path": path, "sha256": sha, "format": fmt, "records": records}
+            for path, sha, (records, fmt) in zip(inputs, key["inputs"], c.inputs, strict=True)
+        ],
+        "counts": {
+            "records": c.records,
+            "packed": len(c.kept_ids),
+            "truncated": c.truncated,
+            "rejected": dict(sorted(rejected.items())),
+            "dropped_turns": dict(sorted(c.dropped_turns.items())),
+            "system_policy": dict(sorted(c.system_policy.items())),
+            "duplicates": c.duplicates,
+        },
+        "tokens": {
+            "total": w.totals.total,
+            "per_role": {name: int(role_counts[code]) for name, code in R.ROLES.items()},
+            "loss": w.totals.loss(),
+            "control_absorbed_chars": c.absorbed,
+        },
+        "shards": [vars(s) for s in w.shards],
+        "documents": {"file": DOCUMENTS_FILE, "sha256": file_sha256(out / DOCUMENTS_FILE)},
+        "rejected": {"file": REJECTED_FILE, "records": w.rejection_lines},
+        "build_key": key,
+        "build_seconds": round(seconds, 3),
+    }
+    assert manifest["counts"]["records"] == manifest["counts"]["packed"] + sum(rejected.values())
+    return manifest
+
+
+def write_manifest(out: Path, manifest: dict) -> None:
+    """Write ``manifest.json`` (atomically: it marks the output complete)."""
+
+    def write(tmp: Path) -> None:
+        tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    write_atomic(out / MANIFEST_FILE, write)

@@ -1,0 +1,446 @@
+"""The map stage of a build: one part of the input -> its labelled tokens (spilled) and a summary.
+
+A part is a run of the input records: all of them, or a range, with the doc_id of
+its first record. Mapping it reads and checks each record, renders it with the
+chat template, tokenizes the rendered texts in a worker thread while the next
+batch is read and rendered, labels every token with its role, decides each
+document (kept, truncated, overlong, ...), appends the kept tokens to the
+part's spill files and the rejection lines to its rejection spill, and
+returns a :class:`PartSummary`: a few numbers per record. Nothing in it depends
+on another part, so parts can be mapped in any order, in any process
+(:class:`MapSpec` and :class:`Part` pickle), and :mod:`packer.combine` puts
+them together; a build of one part is the single-process build::
+
+    191 records of alpaca_demo.json + sharegpt_demo.json, in three parts:
+      Part(inputs, first_doc_id=0,   skip=0,   take=64, tag=0) -> doc_ids 0..63    .packer-spill-0-*
+      Part(inputs, first_doc_id=64,  skip=64,  take=64, tag=1) -> doc_ids 64..127  .packer-spill-1-*
+      Part(inputs, first_doc_id=128, skip=128,          tag=2) -> doc_ids 128..190 .packer-spill-2-*
+
+    PartSummary.docs (one row per record):
+      doc_id  status     turns  prompt_words  tokens  encoded  spilled  digest
+      0       packed     1      9             31      31       1        9f1c...
+      1       overlong   1      2300          -1      4702     0        03ab...
+
+Duplicates are found across parts by :mod:`packer.combine` from the digests;
+with ``dedupe`` a part skips a copy of a conversation it has already met itself
+(not tokenized, status ``duplicate``), and the rejection line of every
+duplicate is written there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter, deque
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import roles as R
+from .doctable import NULL, Columns, SeenTable
+from .formats import RecordReader
+from .loader import TokenizerInfo, load_tokenizer, loader_difference, loaders_may_differ
+from .outdir import checkpoint
+from .records import STATUS_CODE, BuildError, Conversation, Rejection, Source
+from .spill import RejectionSpill, TokenSpillWriter
+from .templates import ChatTemplate, Rendered
+from .tokenize import Labeller, TextBatch, char_codes
+
+_PACKED, _TRUNCATED, _DUPLICATE = STATUS_CODE["packed"], STATUS_CODE["truncated"], STATUS_CODE["duplicate"]
+_PROMPT_LUT = R.role_lut(R.PROMPT_ROLES)
+#: what a template's system policy did to a record (``Rendered.system``), coded per record
+SYSTEM_ACTIONS: tuple[str | None, ...] = (None, "merged", "dropped")
+_SYSTEM_CODE = {name: code for code, name in enumerate(SYSTEM_ACTIONS)}
+#: batches handed to the tokenizer thread and not yet taken back, beyond the one being labelled: the
+#: tokenizer encodes batch k+1 while this thread labels batch k and reads and renders batch k+2
+#: (an encoding takes ~150 bytes a token, so more in flight costs memory and gains nothing)
+_IN_FLIGHT = 1
+#: a batch is also cut at this many characters, so a few huge records cannot make it huge (2M characters:
+#: ~20 MB less peak memory than 4M on ShareGPT, no slower)
+_BATCH_CHARS = 1 << 21
+#: rendered texts of the build's first batch that the other tokenizer loader encodes too, to say whether
+#: the two differ
+_LOADER_SAMPLE = 64
+
+
+def resolve_template(name: str, tok: TokenizerInfo, *, system: str = "merge", assemble: bool = True) -> ChatTemplate:
+    """``auto``: the tokenizer's own chat template if it has one, else ``alpaca``."""
+    if name == "auto":
+        name = "tokenizer" if tok.chat_template else "alpaca"
+    try:
+        return ChatTemplate.named(name, tok, system=system, assemble=assemble)
+    except ValueError as e:
+        raise BuildError(str(e)) from None
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    """Everything mapping a part needs, as plain values (it pickles): a worker
+    process rebuilds the tokenizer and template from it (:meth:`load`)."""
+
+    tokenizer: str
+    tokenizer_sha256: str
+    tokenizer_loader: str = "file"
+    template: str = "auto"
+    system: str = "merge"
+    blank_turns: str = "reject"
+    fmt: str | None = None
+    seq_len: int = 4096
+    overlong: str = "drop"
+    strict: bool = False
+    dedupe: bool = False
+    #: assemble records of shapes proven to only paste their contents without Jinja (checked on a sample);
+    #: False after a :class:`~packer.templates.TemplateDrift`: every record rendered by Jinja
+    assemble: bool = True
+    batch_size: int = 512
+
+    def load(self) -> tuple[TokenizerInfo, ChatTemplate]:
+        """The tokenizer (the same file the build checked: its sha256 must match) and the template."""
+        tok = load_tokenizer(self.tokenizer, loader=self.tokenizer_loader)
+        if tok.sha256 != self.tokenizer_sha256:
+            raise BuildError(f"{self.tokenizer}: the tokenizer changed while the build ran")
+        return tok, self.chat_template(tok)
+
+    def chat_template(self, tok: TokenizerInfo) -> ChatTemplate:
+        return resolve_template(self.template, tok, system=self.system, assemble=self.assemble)
+
+
+@dataclass(frozen=True)
+class Part:
+    """Records ``skip .. skip + take`` of ``inputs`` read in order (``take=None``: to the end),
+    given doc_ids from ``first_doc_id``; ``tag`` names the part's spill files."""
+
+    inputs: tuple[str, ...]
+    first_doc_id: int = 0
+    skip: int = 0
+    take: int | None = None
+    tag: int = 0
+
+
+def split(inputs: Sequence[str], records: int, parts: int) -> list[Part]:
+    """``records`` records of ``inputs`` as ``parts`` ranges of near-equal size (the last ones may be empty)."""
+    size = -(-records // parts) if records else 0
+    return [Part(tuple(inputs), k * size, k * size, size, k) for k in range(parts)]
+
+
+@dataclass
+class PartSummary:
+    """What mapping a part found: one row of :attr:`docs` per record (row ``i`` is doc_id
+    ``first_doc_id + i``; NULL where documents.arrow has a null) and the part's spill."""
+
+    part: Part
+    #: input path per ``docs.file`` code
+    files: list[str]
+    #: per input (by its place in ``part.inputs``): records of it in this part, and its record format where
+    #: the part read it to its end (else None)
+    input_records: list[int]
+    formats: list[str | None]
+    docs: Columns
+    #: content turns dropped by a documented policy, per record that had any: doc_id -> reason -> count
+    dropped_turns: dict[int, dict[str, int]]
+    #: tokens in the part's spill (the ``spilled`` documents' ``tokens``, in doc_id order)
+    spilled_tokens: int
+    #: lines in the part's rejection spill
+    rejection_lines: int = 0
+    loader_difference: str | None = None
+    #: the template closed an assistant turn of a shape this part met with no special token
+    missing_end: bool = False
+    seconds: float = 0.0
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+
+def new_columns() -> Columns:
+    """The per-record columns of a part (see :class:`PartSummary`)."""
+    return Columns(
+        file=(np.int32, 0), record=(np.int64, 0), status=(np.uint8, 0),
+        turns=(np.int32, NULL), prompt_words=(np.int32, NULL), response_words=(np.int32, NULL),
+        tokens=(np.int32, NULL), prompt_tokens=(np.int32, NULL), response_tokens=(np.int32, NULL),
+        encoded=(np.int32, NULL), spilled=(np.uint8, 0), system=(np.uint8, 0), absorbed=(np.int32, 0),
+        has_digest=(np.uint8, 0), digest_hi=(np.int64, 0), digest_lo=(np.int64, 0),
+    )
+
+
+def words(conv: Conversation) -> tuple[int, int, int]:
+    """Prompt words, response words and turns: the IM paper's count (whitespace-split words of each
+    message, +1 per message)."""
+    prompt = response = turns = 0
+    for m in conv.messages:
+        n = len(m.content.split()) + len(m.input.split()) + 1
+        if m.role == "assistant":
+            response += n
+        else:
+            prompt += n
+        turns += m.role != "system"
+    return prompt, response, turns
+
+
+def digest(conv: Conversation) -> bytes:
+    """16 bytes naming a conversation (collisions are negligible, memory stays small)."""
+    # every part followed by a NUL, hashed in one call
+    text = "".join(f"{m.role}\x00{m.content}\x00{m.input}\x00" for m in conv.messages)
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def rejected_line(rej: Rejection, action: str) -> str:
+    """A line of rejected.jsonl: ``action`` is "rejected" or "truncated"."""
+    line = {
+        "doc_id": rej.source.doc_id, "input": rej.source.path, "record": rej.source.index,
+        "action": action, "reason": rej.reason, "detail": rej.detail,
+    }
+    return json.dumps(line, ensure_ascii=False) + "\n"
+
+
+@dataclass
+class _Pending:
+    """A batch handed to the tokenizer thread."""
+
+    encodings: Future
+    doc_ids: np.ndarray
+    batch: TextBatch
+
+
+class PartMapper:
+    """Maps one part (:meth:`run`); see the module's docstring.
+
+    ``tok``/``tpl``: the tokenizer and template already loaded for ``spec`` (the
+    single-process build passes its own), else loaded from the spec. ``events``:
+    a :class:`packer.build.BuildEvents` (progress, rejections), or None.
+    """
+
+    def __init__(
+        self, spec: MapSpec, part: Part, workdir: Path, *, tok: TokenizerInfo | None = None,
+        tpl: ChatTemplate | None = None, events=None,  # type: ignore[no-untyped-def]
+    ) -> None:
+        if tok is None:
+            tok, tpl = spec.load()
+        elif tpl is None:
+            tpl = spec.chat_template(tok)
+        assert tpl is not None
+        self.spec, self.part, self.out, self.tok, self.tpl, self.ev = spec, part, Path(workdir), tok, tpl, events
+        self.docs = new_columns()
+        self.files: dict[str, int] = {}
+        self.file_paths: list[str] = []
+        self.dropped: dict[int, dict[str, int]] = {}
+        self.reasons: Counter[str] = Counter()
+        # a part's own duplicates are not tokenized with --dedupe; combine finds those across parts
+        self.seen = SeenTable() if spec.dedupe else None
+        self.batch: list[tuple[int, Rendered]] = []
+        self.batch_chars = 0
+        self.pending: deque[_Pending] = deque()
+        self.labeller = Labeller(tok)
+        self.spilled_tokens = 0
+        # ids of the other tokenizer loader on the build's first batch, compared in a thread of its own where
+        # they may differ (importing transformers, and torch with it, costs a build ~5 s and ~240 MB)
+        self.loader_check: Future | None = None
+
+    # -- records ---------------------------------------------------------------
+
+    def _row(self, doc_id: int) -> int:
+        return doc_id - self.part.first_doc_id
+
+    def source(self, doc_id: int) -> Source:
+        i = self._row(doc_id)
+        return Source(doc_id, self.file_paths[self.docs.file[i]], int(self.docs.record[i]))
+
+    def reject(self, rej: Rejection, stage: str, action: str = "rejected") -> None:
+        """Every outcome other than "packed" goes here: a rejection, or a truncation (``action``)."""
+        i = self._row(rej.source.doc_id)
+        self.docs.status[i] = _TRUNCATED if action == "truncated" else STATUS_CODE[rej.reason]
+        self.reasons[rej.reason] += 1
+        self.rejections.write(stage, rej.source.doc_id, rejected_line(rej, action))
+        if action == "truncated":
+            return
+        if self.spec.strict:
+            if stage == RejectionSpill.READ:
+                # earlier records are still with the tokenizer: one of them may be the first failure
+                self.submit()
+                while self.pending:
+                    self.take()
+            raise BuildError(f"{rej.message()} (--strict)")
+        if self.ev is not None and self.ev.on_rejection:
+            self.ev.on_rejection(rej)
+
+    def add_record(self, item: Conversation | Rejection, doc_id: int) -> None:
+        src = item.source
+        if doc_id != self.part.first_doc_id + len(self.docs):  # the reader's contract; guard it
+            raise BuildError(f"{src.where()}: internal error: records out of order")
+        src = Source(doc_id, src.path, src.index)
+        f = self.files.get(src.path)
+        if f is None:
+            f = self.files[src.path] = len(self.file_paths)
+            self.file_paths.append(src.path)
+        i = self.docs.add(file=f, record=src.index)
+        if isinstance(item, Rejection):
+            self.reject(Rejection(src, item.reason, item.detail), RejectionSpill.READ)
+            return
+        if item.source.doc_id != doc_id:
+            item = Conversation(src, item.kind, item.messages, item.dropped_turns)
+        d = digest(item)
+        hi, lo = np.frombuffer(d, dtype="<i8").tolist()
+        self.docs.has_digest[i], self.docs.digest_hi[i], self.docs.digest_lo[i] = 1, hi, lo
+        if self.seen is not None:
+            first = self.seen.first(d, doc_id)
+            if first >= 0:
+                self.docs.status[i] = _DUPLICATE  # its line is written when the parts are combined
+                if self.spec.strict:
+                    self.reject(Rejection(src, "duplicate", f"same conversation as {self.source(first).where()}"),
+                                RejectionSpill.READ)
+                return
+        if item.dropped_turns:
+            self.dropped[doc_id] = dict(item.dropped_turns)
+        pw, rw, turns = words(item)
+        self.docs.prompt_words[i], self.docs.response_words[i], self.docs.turns[i] = pw, rw, turns
+        rendered = self.tpl.render(item)
+        if isinstance(rendered, Rejection):
+            self.reject(rendered, RejectionSpill.READ)
+            return
+        if rendered.system:
+            self.docs.system[i] = _SYSTEM_CODE[rendered.system]
+            if rendered.system == "dropped":  # not trained on, so not in the prompt's words either
+                self.docs.prompt_words[i] -= len(item.messages[0].content.split()) + 1
+        self.batch.append((doc_id, rendered))
+        self.batch_chars += len(rendered.text)
+        if len(self.batch) >= self.spec.batch_size or self.batch_chars >= _BATCH_CHARS:
+            self.submit()
+
+    # -- tokenizing ------------------------------------------------------------
+
+    def submit(self) -> None:
+        """Hand the batch to the tokenizer thread; take back what is done beyond _IN_FLIGHT."""
+        if self.batch:
+            rendered = [r for _, r in self.batch]
+            texts = [r.text for r in rendered]
+            batch = self.labeller.prepare([r.seg_lengths for r in rendered],
+                                          [char_codes(r.seg_roles, r.seg_last) for r in rendered], texts)
+            doc_ids = np.fromiter((d for d, _ in self.batch), dtype=np.int64, count=len(self.batch))
+            if self.loader_check is None and self.part.first_doc_id == 0 and loaders_may_differ(
+                self.tok, self.labeller.byte_lengths is not None
+            ):
+                self.loader_check = self.checker.submit(loader_difference, self.tok, texts[:_LOADER_SAMPLE])
+            self.pending.append(_Pending(self.pool.submit(self.labeller.encode, batch), doc_ids, batch))
+            self.batch = []
+            self.batch_chars = 0
+        while len(self.pending) > _IN_FLIGHT:
+            self.take()
+
+    def take(self) -> None:
+        """Label the oldest batch's tokens, decide each document, spill the kept tokens."""
+        p = self.pending.popleft()
+        checkpoint("tokens")
+        tb = self.labeller.label(p.batch, p.encodings.result())
+        rows = p.doc_ids - self.part.first_doc_id
+        if tb.doc_absorbed is not None:
+            self.docs.absorbed[rows] = tb.doc_absorbed
+        lengths = np.diff(tb.offsets)
+        self.docs.encoded[rows] = lengths
+        keep_len = lengths.copy()
+        seq_len = self.spec.seq_len
+        for k in np.flatnonzero(lengths > seq_len).tolist():
+            a, n = int(tb.offsets[k]), int(lengths[k])
+            src = self.source(int(p.doc_ids[k]))
+            keep_len[k] = 0
+            if self.spec.overlong == "drop":
+                self.reject(Rejection(src, "overlong", f"{n} tokens > seq_len {seq_len}"), RejectionSpill.TOKENS)
+            elif not np.isin(tb.roles[a : a + seq_len], (R.RESPONSE, R.END)).any():
+                self.reject(Rejection(src, "overlong_no_loss",
+                                      f"{n} tokens > seq_len {seq_len} and the first {seq_len} hold no response"),
+                            RejectionSpill.TOKENS)
+            else:
+                keep_len[k] = seq_len
+                self.reject(Rejection(src, "overlong", f"truncated from {n} to {seq_len} tokens"),
+                            RejectionSpill.TOKENS, action="truncated")
+        keep = keep_len > 0
+        if (keep_len == lengths).all():
+            ids, roles, last = tb.ids, tb.roles, tb.last
+        else:
+            pos = np.arange(len(tb.ids)) - np.repeat(tb.offsets[:-1], lengths)
+            sel = pos < np.repeat(keep_len, lengths)
+            ids, roles, last = tb.ids[sel], tb.roles[sel], tb.last[sel]
+        kept_rows, kept_len = rows[keep], keep_len[keep]
+        self.spill.append(ids, roles, last)
+        self.spilled_tokens += len(ids)
+        # per-document token stats now, while the tokens are at hand
+        ends = np.cumsum(kept_len)
+        starts = ends - kept_len
+        for col, is_col in (("prompt_tokens", _PROMPT_LUT[roles]),
+                            ("response_tokens", roles == R.RESPONSE)):
+            cum = np.zeros(len(roles) + 1, dtype=np.int64)
+            np.cumsum(is_col, out=cum[1:])
+            getattr(self.docs, col)[kept_rows] = cum[ends] - cum[starts]
+        self.docs.tokens[kept_rows] = kept_len
+        self.docs.spilled[kept_rows] = 1
+        status = self.docs.status
+        status[kept_rows] = np.where(status[kept_rows] == _TRUNCATED, _TRUNCATED, _PACKED)
+        if self.ev is not None:
+            if self.ev.on_records:
+                self.ev.on_records(self.part.first_doc_id + len(self.docs), self.spilled_tokens)
+            self.ev.progress("reading", self.reader.bytes_read, self.reader.total_bytes)
+
+    # -- the whole part --------------------------------------------------------
+
+    def run(self) -> PartSummary:
+        t0 = time.perf_counter()
+        spec, part = self.spec, self.part
+        reader = self.reader = RecordReader(list(part.inputs), spec.fmt, blank_turns=spec.blank_turns)
+        if self.ev is not None:
+            self.ev.progress("reading", 0, reader.total_bytes)
+        self.spill = TokenSpillWriter(self.out, part.tag)
+        self.rejections = RejectionSpill(self.out, part.tag)
+        stop = None if part.take is None else part.skip + part.take
+        self.input_records = [0] * len(part.inputs)
+        difference = None
+        try:
+            self.checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="packer-loader-check")
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="packer-encode") as self.pool:
+                try:
+                    for item in reader:
+                        n = item.source.doc_id  # the reader counts the part's inputs from 0
+                        if n < part.skip:
+                            continue
+                        if stop is not None and n >= stop:
+                            break
+                        self.input_records[len(reader.inputs)] += 1  # files read to their end so far
+                        self.add_record(item, part.first_doc_id + n - part.skip)
+                    self.submit()
+                    while self.pending:
+                        self.take()
+                except BaseException:
+                    for p in self.pending:
+                        p.encodings.cancel()
+                    raise
+            difference = self.loader_check.result() if self.loader_check else None
+        finally:
+            self.checker.shutdown(wait=False, cancel_futures=True)
+            self.spill.close()
+            self.rejections.close()
+        if self.ev is not None:
+            self.ev.progress("reading", reader.total_bytes, reader.total_bytes)
+        self.docs.trim()
+        formats: list[str | None] = [i.format for i in reader.inputs]
+        formats += [None] * (len(part.inputs) - len(formats))
+        return PartSummary(
+            part, self.file_paths, self.input_records, formats, self.docs, self.dropped, self.spilled_tokens,
+            self.rejections.count, difference, self.tpl.missing_end, time.perf_counter() - t0, self.reasons,
+        )
+
+
+def map_part(
+    spec: MapSpec, part: Part, workdir: str | Path, *, tok: TokenizerInfo | None = None,
+    tpl: ChatTemplate | None = None, events=None,  # type: ignore[no-untyped-def]
+) -> PartSummary:
+    """Map one part into ``workdir`` (its spill files are tagged ``part.tag``); see the module's docstring.
+
+    Raises :class:`~packer.templates.TemplateDrift` when the template's assembly is found wrong:
+    the build then maps every part again with ``assemble=False``.
+    """
+    return PartMapper(spec, part, Path(workdir), tok=tok, tpl=tpl, events=events).run()
+
+
+__all__ = ["MapSpec", "Part", "PartMapper", "PartSummary", "map_part", "resolve_template", "split"]

@@ -1,0 +1,153 @@
+"""The write stage of a build: packed rows -> shards, documents.arrow and rejected.jsonl.
+
+:func:`write_output` takes what :mod:`packer.combine` decided and writes, into
+the build's staging folder, the shards (a record batch at a time, each kept
+document's tokens read back from the parts' spill files), documents.arrow
+(one row per record, with where its tokens went) and rejected.jsonl (the
+parts' rejection lines merged in doc_id order), then deletes the spill. It
+also counts the tokens the shards hold, per role and per strategy, as they go
+by, for the manifest (:mod:`packer.manifest`)::
+
+    kept doc_ids [0, 1, 3]   lengths [5, 3, 4]   order [0, 2, 1]   row_offsets [0, 2, 3]   (seq_len 9)
+    shard-00000.arrow  row 0: docs 0, 3 (9 tokens)   row 1: doc 1 (3 tokens)
+    documents.arrow    doc 0: shard 0 row 0 offset 0   doc 1: shard 0 row 1 offset 0
+                       doc 2: rejected (no place)      doc 3: shard 0 row 0 offset 5
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from . import roles as R
+from .combine import DOCUMENT_STATS, Combined
+from .doctable import NULL
+from .layout import DOCUMENTS_FILE, REJECTED_FILE, write_atomic
+from .outdir import checkpoint
+from .records import STATUSES
+from .shards import ShardInfo, ShardWriter, write_documents
+from .spill import TokenSpillReader, remove_spill
+
+
+class TokenTotals:
+    """Token counts of the packed documents for the manifest, added as the shards are written."""
+
+    def __init__(self, strategy_table: dict[str, tuple[str, ...]]) -> None:
+        self.strategy_table = strategy_table
+        self.role_counts = np.zeros(R.N_ROLES, dtype=np.int64)
+        self.luts = {name: R.role_lut(names) for name, names in strategy_table.items()}
+        # last-turn strategies need the flag, so they cannot be derived from role counts
+        self.last_loss = {name: 0 for name in strategy_table if name in R.LAST_TURN_STRATEGIES}
+
+    def add(self, roles: np.ndarray, last: np.ndarray) -> None:
+        self.role_counts += np.bincount(roles, minlength=R.N_ROLES)[: R.N_ROLES]
+        for name in self.last_loss:
+            self.last_loss[name] += int(np.count_nonzero(self.luts[name][roles] & last))
+
+    @property
+    def total(self) -> int:
+        return int(self.role_counts.sum())
+
+    def loss(self) -> dict[str, int]:
+        out = {}
+        for name in self.strategy_table:
+            per_role = int(self.role_counts[self.luts[name][: R.N_ROLES]].sum())
+            out[name] = self.last_loss[name] if name in self.last_loss else per_role
+        return out
+
+
+@dataclass
+class Written:
+    """What the write stage wrote: the shards, the rejection lines, the token counts."""
+
+    shards: list[ShardInfo]
+    rejection_lines: int
+    totals: TokenTotals
+
+
+class _Counted:
+    """The token source of the shard writer: kept documents' tokens from the spill, counted as they go
+    ("writing" progress, :class:`TokenTotals`)."""
+
+    def __init__(self, source: TokenSpillReader, spill_index: np.ndarray, totals: TokenTotals, events) -> None:  # type: ignore[no-untyped-def]
+        self.source, self.spill_index, self.totals, self.events = source, spill_index, totals, events
+        self.total, self.done = len(spill_index), 0
+
+    def gather(self, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        checkpoint("writing")
+        ids, roles, last = self.source.gather(self.spill_index[docs])
+        self.totals.add(roles, last)
+        self.done += len(docs)
+        if self.events is not None:
+            self.events.progress("writing", self.done, self.total)
+        return ids, roles, last
+
+
+def _nullable(values: np.ndarray, type: pa.DataType = pa.int32()) -> Callable[[int, int], pa.Array]:  # noqa: B008
+    """An integer column of documents.arrow, NULL -> null (stored as 0, as pyarrow stores a None)."""
+
+    def chunk(a: int, b: int) -> pa.Array:
+        v = values[a:b]
+        null = v == NULL
+        return pa.array(np.where(null, 0, v).astype(type.to_pandas_dtype()), type=type, mask=null)
+
+    return chunk
+
+
+def write_output(
+    out: Path, c: Combined, strategy_table: dict[str, tuple[str, ...]], *, shard_bytes: int,
+    events=None,  # type: ignore[no-untyped-def]
+) -> Written:
+    """Write the shards, documents.arrow and rejected.jsonl of ``c`` into ``out``; see the module's docstring."""
+    totals = TokenTotals(strategy_table)
+    writer = ShardWriter(out, strategy_table, shard_bytes)
+    tokens = TokenSpillReader(out, c.spilled_len, c.tags)
+    try:
+        w_shard, w_row, w_off = writer.write(_Counted(tokens, c.spill_index, totals, events), c.kept_len,
+                                             c.kept_ids, c.order, c.row_offsets)
+    finally:
+        tokens.close()
+    remove_spill(out, tokens_only=True)
+
+    n = c.records
+    where = {}
+    for name, values in (("shard", w_shard), ("row", w_row), ("offset", w_off)):
+        col = np.full(n, NULL, dtype=np.int32)
+        col[c.kept_ids] = values
+        where[name] = col
+    del w_shard, w_row, w_off
+    docs = c.docs
+    paths = pa.array(c.files, type=pa.string())
+    statuses = pa.array(STATUSES, type=pa.string())
+    write_documents(
+        out / DOCUMENTS_FILE,
+        {
+            "doc_id": lambda a, b: pa.array(np.arange(a, b, dtype=np.int64)),
+            "input": lambda a, b: paths.take(pa.array(docs["file"][a:b])),
+            "record": lambda a, b: pa.array(docs["record"][a:b], type=pa.int64()),
+            "status": lambda a, b: statuses.take(pa.array(docs["status"][a:b])),
+            **{name: _nullable(col) for name, col in where.items()},
+            **{name: _nullable(docs[name]) for name in DOCUMENT_STATS},
+            "duplicate_of": _nullable(docs["duplicate_of"], pa.int64()),
+        },
+        n_rows=n,
+    )
+
+    lines = 0
+
+    def write_rejected(tmp: Path) -> None:
+        nonlocal lines
+        with open(tmp, "w", encoding="utf-8") as f:
+            for line in c.rejected_lines():
+                f.write(line)
+                lines += 1
+
+    write_atomic(out / REJECTED_FILE, write_rejected)
+    remove_spill(out)
+    if lines != c.rejection_lines:
+        raise RuntimeError(f"internal error: {lines} rejection lines written, {c.rejection_lines} expected")
+    return Written(writer.shards, lines, totals)

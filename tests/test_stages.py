@@ -1,0 +1,88 @@
+"""The build as three stages (map a part, gather, write): the output must not depend on how the input
+is split into parts, and a part can be mapped from a pickled spec alone, as another process would."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from packer import BuildError, build
+from packer.part import MapSpec, Part, map_part, split
+
+from .helpers import DEMO_TOKENIZER, EXAMPLES, output_files
+
+BAD = Path(__file__).parent / "bad_inputs"
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory) -> list[Path]:
+    """Demo records with copies far apart (they land in different parts), overlong records, bad records."""
+    d = tmp_path_factory.mktemp("stages")
+    records = json.loads((EXAMPLES / "alpaca_demo.json").read_text())
+    long = {**records[3], "output": " ".join([records[3]["output"]] * 60)}
+    first = d / "first.jsonl"
+    first.write_text("".join(json.dumps(r) + "\n" for r in [*records[:40], long, records[5], "not an object"]))
+    last = d / "last.json"
+    last.write_text(json.dumps([records[5], long, *records[40:80], records[0], {"instruction": "x", "output": ""}]))
+    return [first, EXAMPLES / "sharegpt_demo.json", BAD / "wrong_types.jsonl", last, BAD / "duplicates.jsonl"]
+
+
+CONFIGS = {
+    "defaults": {},
+    "dedupe-truncate": {"dedupe": True, "overlong": "truncate", "seq_len": 200},
+    "drop-small-batches": {"seq_len": 200, "batch_size": 3, "packing": "ffd"},
+}
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_any_number_of_parts_gives_the_same_bytes(mixed, tmp_path, demo_tok, config):
+    kwargs = {"seq_len": 512, **CONFIGS[config]}
+    one = build(mixed, tmp_path / "p1", tokenizer=demo_tok, **kwargs)
+    assert one["counts"]["duplicates"] >= 3 and sum(one["counts"]["rejected"].values()) >= 5
+    if kwargs.get("dedupe"):
+        assert one["counts"]["rejected"]["duplicate"] == one["counts"]["duplicates"]
+        assert one["counts"]["truncated"] >= 2
+    expected = output_files(tmp_path / "p1")
+    for parts in (3, 7):
+        m = build(mixed, tmp_path / f"p{parts}", tokenizer=demo_tok, parts=parts, **kwargs)
+        assert {k: v for k, v in m.items() if k != "build_seconds"} == {
+            k: v for k, v in one.items() if k != "build_seconds"
+        }
+        assert output_files(tmp_path / f"p{parts}") == expected, f"{parts} parts"
+
+
+def test_a_part_maps_from_its_pickled_spec_alone(mixed, tmp_path, demo_tok):
+    # what a worker process gets: the spec and the part, as bytes; it loads the tokenizer and template itself
+    spec = MapSpec(tokenizer=str(DEMO_TOKENIZER), tokenizer_sha256=demo_tok.sha256, seq_len=256, dedupe=True)
+    names = [str(p) for p in mixed]
+    parts = split(names, 150, 3)
+    assert [(p.first_doc_id, p.take) for p in parts] == [(0, 50), (50, 50), (100, 50)]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    here = map_part(spec, parts[1], tmp_path / "a", tok=demo_tok)
+    there = map_part(*pickle.loads(pickle.dumps((spec, parts[1]))), tmp_path / "b")
+    assert len(here) == len(there) == 50 and here.part.first_doc_id == 50
+    for name in ("status", "tokens", "prompt_words", "digest_hi", "spilled"):
+        assert np.array_equal(getattr(here.docs, name), getattr(there.docs, name)), name
+    for f in sorted(p.name for p in (tmp_path / "a").iterdir()):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    assert {p.name for p in (tmp_path / "a").iterdir()} >= {".packer-spill-1-ids", ".packer-spill-1-roles"}
+
+
+def test_a_changed_tokenizer_is_refused_by_the_part(tmp_path, demo_tok):
+    spec = MapSpec(tokenizer=str(DEMO_TOKENIZER), tokenizer_sha256="0" * 64)
+    with pytest.raises(BuildError, match="tokenizer changed"):
+        map_part(spec, Part((str(EXAMPLES / "alpaca_demo.json"),)), tmp_path)
+
+
+def test_strict_fails_on_a_duplicate_in_another_part(tmp_path, demo_tok):
+    records = json.loads((EXAMPLES / "alpaca_demo.json").read_text())[:10]
+    path = tmp_path / "in.json"
+    path.write_text(json.dumps([*records, records[2]]))
+    for parts in (1, 2):
+        with pytest.raises(BuildError, match=r"record 10: duplicate: same conversation as .*record 2 \(--strict\)"):
+            build([path], tmp_path / f"o{parts}", tokenizer=demo_tok, dedupe=True, strict=True, parts=parts)
