@@ -1,8 +1,8 @@
 """``packer build`` as a Python API: records -> segments -> tokens -> rows -> shards.
 
     >>> from packer import build
-    >>> manifest = build(["data.json"], "shards/", tokenizer="path/to/model", seq_len=4096)
-    >>> manifest["counts"]
+    >>> manifest = build(["data.json"], "shards/", tokenizer="path/to/model", seq_len=4096)  # doctest: +SKIP
+    >>> manifest["counts"]                                                                  # doctest: +SKIP
     {'records': 1000, 'packed': 997, 'truncated': 0, 'rejected': {'empty_output': 3}, ...}
 
 Every input record ends up in the shards or in ``rejected.jsonl`` with its

@@ -19,7 +19,7 @@ here is by doc_id, and the parts' own decisions do not depend on other parts.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from .options import WARN_LOST_SHARE
 from .pack import pack, rows_from_bins
 from .part import SYSTEM_ACTIONS, MapSpec, PartSummary, rejected_line
 from .records import STATUS_CODE, STATUSES, BuildError, Rejection, Source
-from .spill import RejectionSpill, spill_path
+from .spill import RejectionSpill, merged_lines, spill_path
 
 _PACKED, _TRUNCATED, _DUPLICATE = STATUS_CODE["packed"], STATUS_CODE["truncated"], STATUS_CODE["duplicate"]
 _OVERLONG, _NO_LOSS = STATUS_CODE["overlong"], STATUS_CODE["overlong_no_loss"]
@@ -84,10 +84,8 @@ class Combined:
         counts = np.bincount(self.docs["status"], minlength=len(STATUSES))
         return {STATUSES[c]: int(n) for c, n in enumerate(counts) if n and c not in (_PACKED, _TRUNCATED)}
 
-    def rejected_lines(self):  # type: ignore[no-untyped-def]
+    def rejected_lines(self) -> Iterator[str]:
         """rejected.jsonl's lines in doc_id order (the last file holds the duplicates' lines)."""
-        from .spill import merged_lines
-
         last = len(self.rejection_files) - 1
         replaced = self.replaced
         return merged_lines(self.rejection_files, lambda k, d: k != last and bool(replaced[d]))

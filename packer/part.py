@@ -122,9 +122,18 @@ class Part:
 
 
 def split(inputs: Sequence[str], records: int, parts: int) -> list[Part]:
-    """``records`` records of ``inputs`` as ``parts`` ranges of near-equal size (the last ones may be empty)."""
-    size = -(-records // parts) if records else 0
-    return [Part(tuple(inputs), k * size, k * size, size, k) for k in range(parts)]
+    """``records`` records of ``inputs`` as at most ``parts`` ranges of near-equal size, none empty
+    (one part, reading everything, where there are no records).
+
+        >>> [(p.first_doc_id, p.take) for p in split(["a.json"], 10, 3)]
+        [(0, 4), (4, 4), (8, 2)]
+        >>> [(p.first_doc_id, p.take) for p in split(["a.json"], 2, 5)]
+        [(0, 1), (1, 1)]
+    """
+    if records <= 0 or parts <= 1:
+        return [Part(tuple(inputs))]
+    size = -(-records // parts)
+    return [Part(tuple(inputs), a, a, min(size, records - a), k) for k, a in enumerate(range(0, records, size))]
 
 
 @dataclass

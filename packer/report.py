@@ -12,7 +12,7 @@ Lengths count per packed example: ``prompt`` = system + instruction + input,
 (whitespace-split words of each message, +1 per message)::
 
     >>> r = inspect("shards/")                                     # doctest: +SKIP
-    >>> r["words"]["prompt"]["mean"], r["words"]["response"]["mean"], r["words"]["ratio_of_means"]
+    >>> r["words"]["prompt"]["mean"], r["words"]["response"]["mean"], r["words"]["ratio_of_means"]  # doctest: +SKIP
     (41.72, 442.75, 0.094)                                          # LIMA, as the paper's Table 5
 """
 

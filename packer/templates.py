@@ -204,11 +204,16 @@ class ChatTemplate:
     """A Jinja chat template that renders :class:`Conversation` records into
     role-labelled text.
 
-    >>> from packer.tokenize import load_tokenizer
-    >>> tpl = ChatTemplate.named("chatml", load_tokenizer("packer/demo_tokenizer"))
-    >>> r = tpl.render(conversation)             # doctest: +SKIP
+    >>> from packer.loader import load_tokenizer
+    >>> from packer.options import DEMO_TOKENIZER
+    >>> from packer.records import Conversation, Message, Source
+    >>> tpl = ChatTemplate.named("chatml", load_tokenizer(DEMO_TOKENIZER))
+    >>> turns = (Message("user", "Hi"), Message("assistant", "Hello!"))
+    >>> r = tpl.render(Conversation(Source(0, "data.json", 0), "messages", turns))
     >>> r.text
     '<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\nHello!<|im_end|>\\n'
+    >>> [R.ROLE_NAMES[c] for c in r.seg_roles]
+    ['special', 'marker', 'instruction', 'special', 'marker', 'special', 'marker', 'response', 'end', 'marker']
 
     ``assemble`` (default True): records of shapes the template only pastes or
     trims into are put together without running Jinja (see :mod:`packer.assembly`);

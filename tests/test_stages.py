@@ -86,3 +86,14 @@ def test_strict_fails_on_a_duplicate_in_another_part(tmp_path, demo_tok):
     for parts in (1, 2):
         with pytest.raises(BuildError, match=r"record 10: duplicate: same conversation as .*record 2 \(--strict\)"):
             build([path], tmp_path / f"o{parts}", tokenizer=demo_tok, dedupe=True, strict=True, parts=parts)
+
+
+def test_more_parts_than_records(tmp_path, demo_tok):
+    records = json.loads((EXAMPLES / "alpaca_demo.json").read_text())[:2]
+    path = tmp_path / "two.json"
+    path.write_text(json.dumps(records))
+    build([path], tmp_path / "p1", tokenizer=demo_tok)
+    m = build([path], tmp_path / "p5", tokenizer=demo_tok, parts=5)
+    assert m["counts"]["packed"] == 2
+    assert output_files(tmp_path / "p5") == output_files(tmp_path / "p1")
+    assert [(p.first_doc_id, p.take) for p in split([str(path)], 2, 5)] == [(0, 1), (1, 1)]
