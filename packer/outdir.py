@@ -266,12 +266,19 @@ PHASES = ("tokens", "packed", "writing", "manifest", "swap", "swapped")
 
 
 def checkpoint(phase: str) -> None:
-    """Where the crash tests kill a build: ``PACKER_TEST_KILL_AT=phase`` sends this process SIGKILL there
-    (the first time it gets there; see :data:`PHASES`).
+    """Where the crash tests stop a build: ``PACKER_TEST_KILL_AT=phase`` sends this process SIGKILL there
+    (the first time it gets there; see :data:`PHASES`); ``PACKER_TEST_PAUSE_AT=phase`` creates the file
+    ``PACKER_TEST_PAUSED`` names and waits there (up to a minute) for the test's Ctrl-C or SIGTERM.
 
-    Timing a kill by phase rather than by a sleep hits the same moment however busy the machine is.
+    Timing a signal by phase rather than by a sleep hits the same moment however busy the machine is.
     """
     if os.environ.get("PACKER_TEST_KILL_AT") == phase:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("PACKER_TEST_PAUSE_AT") == phase:
+        import time
+
+        os.environ.pop("PACKER_TEST_PAUSE_AT")  # once
+        Path(os.environ["PACKER_TEST_PAUSED"]).touch()
+        time.sleep(60)

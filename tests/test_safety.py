@@ -204,19 +204,23 @@ def slow_input(tmp_path_factory) -> Path:
                                                    (signal.SIGTERM, 143, "terminated")])
 def test_ctrl_c_and_sigterm_leave_the_old_output(old_output, tmp_path, slow_input, sig, code, word):
     before = tree(old_output)
+    paused = tmp_path / "paused"
+    # the build waits in its first batch of tokens (a checkpoint) for the signal: no race with a fast machine
+    env = {**os.environ, "PACKER_TEST_PAUSE_AT": "tokens", "PACKER_TEST_PAUSED": str(paused)}
     proc = subprocess.Popen([sys.executable, "-c", CLI, "build", str(slow_input), "-o", str(old_output),
                              "--overwrite", "--tokenizer", str(DEMO_TOKENIZER), "--seq-len", "512", "-q"],
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 60
-    while not [p for p in tmp_path.iterdir() if p.name.startswith(".out.packer-staging-")]:
-        assert time.monotonic() < deadline and proc.poll() is None, "the build never started"
+    while not paused.exists():
+        assert time.monotonic() < deadline and proc.poll() is None, "the build never reached its first tokens"
         time.sleep(0.02)
-    time.sleep(0.3)  # into the reading
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".out.packer-staging-")]
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == code, stderr
     assert stderr.strip() == f"{word}: nothing was written; {old_output} is as it was before this build"
     assert tree(old_output) == before
+    paused.unlink()  # the test's own
     no_strays(tmp_path, "out")
 
 
