@@ -200,6 +200,11 @@ def slow_input(tmp_path_factory) -> Path:
     return demo_variants(tmp_path_factory.mktemp("slow") / "slow.jsonl", 300)
 
 
+def _default_sigint() -> None:
+    # a test run in the background (nohup, `&`) starts with SIGINT ignored, and a child would inherit that
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize(("sig", "code", "word"), [(signal.SIGINT, 130, "interrupted"),
                                                    (signal.SIGTERM, 143, "terminated")])
 def test_ctrl_c_and_sigterm_leave_the_old_output(old_output, tmp_path, slow_input, sig, code, word):
@@ -209,7 +214,7 @@ def test_ctrl_c_and_sigterm_leave_the_old_output(old_output, tmp_path, slow_inpu
     env = {**os.environ, "PACKER_TEST_PAUSE_AT": "tokens", "PACKER_TEST_PAUSED": str(paused)}
     proc = subprocess.Popen([sys.executable, "-c", CLI, "build", str(slow_input), "-o", str(old_output),
                              "--overwrite", "--tokenizer", str(DEMO_TOKENIZER), "--seq-len", "512", "-q"],
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_default_sigint)
     deadline = time.monotonic() + 60
     while not paused.exists():
         assert time.monotonic() < deadline and proc.poll() is None, "the build never reached its first tokens"
