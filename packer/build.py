@@ -35,13 +35,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import roles as R
-from .combine import combine
-from .formats import RecordReader, check_inputs
+from .combine import EvalSplit, combine
+from .formats import RecordReader, check_columns, check_inputs
+from .jsonvalues import expand_inputs
 from .layout import file_sha256
 from .manifest import make_manifest, up_to_date, write_manifest
 from .options import (
@@ -93,6 +94,7 @@ def build(
     tokenizer: str | os.PathLike | TokenizerInfo,
     template: str = "auto",
     fmt: str | None = None,
+    columns: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
     seq_len: int = 4096,
     strategies: Sequence[str] = (),
     packing: str = "bfd",
@@ -107,11 +109,18 @@ def build(
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     batch_size: int = 512,
     parts: int = 1,
+    eval_fraction: float | None = None,
+    eval_records: int | None = None,
+    seed: int = 0,
     events: BuildEvents | None = None,
 ) -> dict:
     """Build packed shards from instruction data; return the manifest.
 
-    ``strategies`` adds user strategies (``"name=role,role"``) to the
+    ``columns`` maps the fields of the record formats onto your column names
+    (``{"instruction": "question", "output": "answer"}``; ``role`` / ``content``
+    for a conversation's turns; a dotted name is a path into nested objects):
+    every input is read through it, a record missing a mapped column is
+    rejected (``missing_field``). ``strategies`` adds user strategies (``"name=role,role"``) to the
     built-in ones. ``overlong``: a document longer than ``seq_len`` is
     dropped (``drop``) or cut to ``seq_len`` tokens (``truncate``; a cut
     document left with no response token is rejected as ``overlong_no_loss``).
@@ -122,6 +131,10 @@ def build(
     it the build warns past :data:`~packer.options.WARN_LOST_SHARE`).
     ``parts``: map the input as this many ranges of records, one after the
     other (:mod:`packer.part`); the output is the same for any number.
+    ``eval_fraction`` (in (0, 1)) or ``eval_records`` (N): hold out that share
+    of the packable records (by a hash of ``(seed, doc_id)``, so within
+    sampling error) or exactly N of them as an ``eval`` split, packed into
+    shards of its own (:mod:`packer.combine`; ``PackedDataset(out, split="eval")``).
     ``output`` is replaced only if it is empty, a packer output built with
     the same key (then nothing is done) or, with ``overwrite``, any packer
     output; a folder holding anything else is refused.
@@ -147,17 +160,24 @@ def build(
         raise BuildError(f"parts must be at least 1, not {parts}")
     if max_rejected is not None and not 0 <= max_rejected <= 1:
         raise BuildError(f"--max-rejected is a fraction from 0 to 1, not {max_rejected}")
+    eval_split = None
+    if eval_fraction is not None or eval_records is not None:
+        eval_split = EvalSplit(eval_fraction, eval_records, seed)
+        eval_split.check()
     try:
         strategy_table = R.strategy_table(strategies)
     except ValueError as e:
         raise BuildError(str(e)) from None
-    check_inputs([str(p) for p in inputs], fmt)
+    column_map = check_columns(columns)
+    inputs = expand_inputs(inputs)  # a datasets save_to_disk folder: its data files
+    check_inputs(inputs, fmt, column_map)
     target = check_target(output, inputs)
     tok = tokenizer if isinstance(tokenizer, TokenizerInfo) else load_tokenizer(tokenizer, loader=tokenizer_loader)
     tpl = resolve_template(template, tok, system=system)
     key = {
         "inputs": [file_sha256(p) for p in inputs],
         "format": fmt,
+        **({"columns": dict(column_map)} if column_map else {}),
         "tokenizer": tok.sha256,
         "tokenizer_loader": [tok.loader, tok.transformers_version],
         "template": tpl.sha256,
@@ -169,6 +189,7 @@ def build(
         "overlong": overlong,
         "dedupe": dedupe,
         "shard_bytes": shard_bytes,
+        **({"eval": eval_split.key()} if eval_split is not None else {}),
     }
     if target.manifest is not None and not overwrite:
         if up_to_date(target.path, target.manifest, key):
@@ -180,8 +201,8 @@ def build(
 
     spec = MapSpec(
         tokenizer=tok.source, tokenizer_sha256=tok.sha256, tokenizer_loader=tok.loader, template=template,
-        system=system, blank_turns=blank_turns, fmt=fmt, seq_len=seq_len, overlong=overlong, strict=strict,
-        dedupe=dedupe, batch_size=max(1, batch_size),
+        system=system, blank_turns=blank_turns, fmt=fmt, columns=column_map, seq_len=seq_len, overlong=overlong,
+        strict=strict, dedupe=dedupe, batch_size=max(1, batch_size),
     )
     names = [str(p) for p in inputs]
     staging = Staging(target)
@@ -189,14 +210,14 @@ def build(
         ev.on_start()
     try:
         if parts > 1:
-            n_records = sum(1 for _ in RecordReader(names, fmt, blank_turns=blank_turns))
+            n_records = sum(1 for _ in RecordReader(names, fmt, blank_turns=blank_turns, columns=column_map))
             todo = split(names, n_records, parts)
         else:
             todo = [Part(tuple(names))]
         summaries, tpl = _map(todo, spec, staging.path, tok, tpl, ev)
         manifest = _gather_and_write(summaries, spec, staging.path, tok=tok, tpl=tpl, key=key, inputs=names,
                                      strategy_table=strategy_table, packing=packing, max_rejected=max_rejected,
-                                     shard_bytes=shard_bytes, events=ev, t0=t0)
+                                     eval_split=eval_split, shard_bytes=shard_bytes, events=ev, t0=t0)
         staging.commit()
         return manifest
     except BaseException:
@@ -223,10 +244,11 @@ def _map(
 def _gather_and_write(
     summaries: Sequence[PartSummary], spec: MapSpec, workdir: Path, *, tok: TokenizerInfo, tpl: ChatTemplate,
     key: dict, inputs: list[str], strategy_table: dict[str, tuple[str, ...]], packing: str,
-    max_rejected: float | None, shard_bytes: int, events: BuildEvents, t0: float,
+    max_rejected: float | None, eval_split: EvalSplit | None, shard_bytes: int, events: BuildEvents, t0: float,
 ) -> dict:
     """The gather and write stages: combine the parts, pack, write every file, the manifest last."""
-    c = combine(summaries, spec, workdir, packing=packing, max_rejected=max_rejected, events=events)
+    c = combine(summaries, spec, workdir, packing=packing, max_rejected=max_rejected, eval_split=eval_split,
+                events=events)
     if c.loader_difference:
         events.notice(f"the other tokenizer loader gives other ids: {c.loader_difference}; these shards "
                       f"follow --tokenizer-loader {tok.loader}: train and serve with the same")
@@ -240,6 +262,10 @@ def _gather_and_write(
     manifest = make_manifest(workdir, c, written, tok=tok, tpl=tpl, key=key, inputs=inputs,
                              strategy_table=strategy_table, seq_len=spec.seq_len, packing=packing,
                              overlong=spec.overlong, seconds=time.perf_counter() - t0)
+    # the column map the inputs were read through, beside them ({} for none)
+    at = list(manifest).index("inputs") + 1
+    items = list(manifest.items())
+    manifest = dict([*items[:at], ("columns", dict(spec.columns)), *items[at:]])
     checkpoint("manifest")
     write_manifest(workdir, manifest)
     return manifest

@@ -181,7 +181,8 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 
 @main.command("build")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(),
+                callback=lambda ctx, param, value: _inputs(value))
 @click.option(
     "-o", "--output", default="shards", show_default=True, type=click.Path(file_okay=False),
     help="output folder: created, or replaced if it holds a packer output (see --overwrite); "
@@ -215,6 +216,11 @@ def _raise_terminated(signum: int, frame: object) -> None:
 @click.option(
     "--format", "fmt", default=None, type=click.Choice(FORMATS), help="input format [default: detected per file]"
 )
+@click.option(
+    "--columns", default=None, metavar="FIELD=COLUMN,...", callback=lambda ctx, param, value: _columns(value),
+    help="read your column names as the formats' fields, e.g. instruction=question,output=answer or "
+    "messages=conversation.turns,role=from,content=text (a dotted name is a path into nested objects)",
+)
 @click.option("--seq-len", default=DEFAULT_SEQ_LEN, show_default=True, type=click.IntRange(min=2))
 @click.option(
     "--strategy", "strategies", multiple=True, metavar="NAME=ROLE,...",
@@ -242,11 +248,21 @@ def _raise_terminated(signum: int, frame: object) -> None:
 @click.option(
     "--dedupe", is_flag=True, help="reject exact duplicate conversations after the first (else: kept, counted)"
 )
+@click.option(
+    "--eval-fraction", type=float, default=None, metavar="F",
+    help="hold out this share (0 < F < 1) of the packable records as an eval split, chosen by record from "
+    "--seed: PackedDataset(out, split='eval')",
+)
+@click.option("--eval-records", type=int, default=None, metavar="N",
+              help="hold out exactly N packable records as the eval split (instead of --eval-fraction)")
+@click.option("--seed", type=int, default=0, show_default=True, help="which records the eval split holds")
 @click.option("-q", "--quiet", is_flag=True, help="no progress, no per-record messages")
 @_debug_option
-def build_cmd(inputs, output, tokenizer, tokenizer_loader, template, system, blank_turns, fmt, seq_len, strategies,
-              packing, overlong, max_rejected, shard_size, overwrite, strict, dedupe, quiet) -> None:
-    """Pack INPUTS (JSON, JSONL or Parquet; Alpaca, ShareGPT or messages) into the folder OUTPUT."""
+def build_cmd(inputs, output, tokenizer, tokenizer_loader, template, system, blank_turns, fmt, columns, seq_len,
+              strategies, packing, overlong, max_rejected, shard_size, overwrite, strict, dedupe, eval_fraction,
+              eval_records, seed, quiet) -> None:
+    """Pack INPUTS (JSON, JSONL, Parquet, HF datasets; Alpaca, ShareGPT, messages, prompt/completion or text) into
+    the folder OUTPUT."""
     io = _io()
     demo = tokenizer is None
     if demo:
@@ -282,16 +298,41 @@ def build_cmd(inputs, output, tokenizer, tokenizer_loader, template, system, bla
     try:
         with progress:
             manifest = build(
-                list(inputs), output, tokenizer=tokenizer, template=template, fmt=fmt, seq_len=seq_len,
+                list(inputs), output, tokenizer=tokenizer, template=template, fmt=fmt, columns=columns, seq_len=seq_len,
                 strategies=strategies, packing=packing, overlong=overlong, max_rejected=max_rejected,
                 tokenizer_loader=tokenizer_loader, system=system, blank_turns=blank_turns,
                 overwrite=overwrite, strict=strict, dedupe=dedupe, shard_bytes=shard_size * 2**20, events=events,
+                eval_fraction=eval_fraction, eval_records=eval_records, seed=seed,
             )
     except KeyboardInterrupt as e:
         _stopped(e, f"nothing was written; {output} is as it was before this build")
     finally:
         signal.signal(signal.SIGTERM, previous)
     _print_summary(io, manifest, output, template, demo=Path(tokenizer) == DEMO_TOKENIZER)
+
+
+def _inputs(paths: tuple[str, ...]) -> tuple[str, ...]:
+    """The inputs; a folder is a usage error (exit 2) unless HF datasets wrote it (save_to_disk's state.json, or
+    a DatasetDict's dataset_dict.json, which the build refuses naming its splits)."""
+    for p in paths:
+        hf = any(os.path.isfile(os.path.join(p, name)) for name in ("state.json", "dataset_dict.json"))
+        if os.path.isdir(p) and not hf:
+            raise click.BadParameter(f"{p}: is a directory; give the data files in it, or a folder written by HF "
+                                     "datasets' save_to_disk (with state.json)", param_hint="INPUTS")
+    return paths
+
+
+def _columns(value: str | None) -> tuple[tuple[str, str], ...] | None:
+    """``--columns`` as (field, column) pairs; a wrong one is a usage error (exit 2)."""
+    if value is None:
+        return None
+    from .formats import parse_columns
+    from .records import BuildError
+
+    try:
+        return parse_columns(value)
+    except BuildError as e:
+        raise click.BadParameter(str(e).removeprefix("--columns").lstrip(": "), param_hint="--columns") from None
 
 
 def _progress(io: _IO, quiet: bool) -> tuple[Any, Any]:
@@ -356,6 +397,10 @@ def _print_summary(io: _IO, m: dict, output: str, template: str, *, demo: bool) 
     table.add_row("rows", f"{p['rows']:,} x {m['seq_len']} (lower bound {p['lower_bound_rows']:,})")
     table.add_row("packing efficiency", f"{p['efficiency']:.4f}")
     table.add_row("shards", f"{len(m['shards'])}")
+    if m.get("eval"):
+        e = m["eval"]
+        table.add_row("eval split", f"{e['documents']:,} documents, {e['packing']['rows']:,} rows, "
+                      f"{e['tokens']['total']:,} tokens, {len(e['shards'])} shards")
     table.add_row("time", f"{m['build_seconds']:.2f} s")
     io.out.print(table)
     if n_rejected or c["truncated"]:
@@ -423,17 +468,19 @@ def verify_cmd(output, no_hashes) -> None:
 @main.command("show")
 @click.argument("output", type=click.Path(file_okay=False))
 @click.option("--row", default=0, show_default=True, type=int, help="row across all shards (negative: from the end)")
+@click.option("--split", default="train", show_default=True, type=click.Choice(["train", "eval"]),
+              help="show a row of the held-out eval split (built with --eval-fraction/--eval-records)")
 @click.option(
     "--strategy", default="instruction_tuning", show_default=True, help="strategy whose loss tokens are marked"
 )
 @click.option("--tokenizer", default=None, type=click.Path(), help="tokenizer to decode with [default: the manifest's]")
 @_debug_option
-def show_cmd(output, row, strategy, tokenizer) -> None:
+def show_cmd(output, row, split, strategy, tokenizer) -> None:
     """The tokens of one packed row, coloured by role; loss tokens underlined."""
     from .show import show_row
 
     io = _io()
     try:
-        show_row(output, row, strategy, tokenizer=tokenizer, console=io.out)
+        show_row(output, row, strategy, tokenizer=tokenizer, console=io.out, split=split)
     except (FileNotFoundError, IndexError, ValueError, OSError) as e:
         io.fail(str(e))

@@ -56,8 +56,19 @@ documents leak silently; pass ``use_cache=False``. Even then that mask is N*N ov
 and older versions do not do it. ``collate_4d`` depends on none of this.
 
 The outputs hold only what HF causal LMs accept as keyword arguments, plus ``loss_weights`` (float32,
-present when the items have it; 0 at padding): pop it before ``model(**batch)`` and weight the per-token
-loss with it yourself. ``seq_lens`` is consumed, not passed on. Signatures are ``functools.partial``
+present when the items have it; 0 at padding): pop it, and ``labels``, before ``model(**batch)`` and weight
+the per-token loss with :func:`weighted_loss` (or use :class:`packer.hf.PackerTrainer`). ``seq_lens`` is
+consumed, not passed on.
+
+**The weights cannot be dropped silently.** In a weighted batch ``labels`` is a :class:`WeightedLabels`, a
+tensor that behaves as the plain int64 labels it holds except that it refuses to be the target of an
+unweighted loss: ``F.cross_entropy``/``F.nll_loss`` with a reduction other than ``"none"``, or a
+``gather``/``take_along_dim`` index (label smoothing, fused log-prob heads) raise :class:`LossWeightsIgnored`.
+That is what the model's own loss does when a stock HF ``Trainer`` (``remove_unused_columns`` either way),
+TRL's ``SFTTrainer`` or a hand loop passes the batch on without the weights, so the first step fails
+instead of training prompt tokens at weight 1. A per-token ``F.cross_entropy(..., reduction="none")`` (the
+start of every weighted loss) is allowed; :func:`weighted_loss` and ``labels.as_subclass(torch.Tensor)``
+take the plain labels. Signatures are ``functools.partial``
 friendly::
 
     DataLoader(ds, batch_size=8, collate_fn=partial(collate_4d, pad_id=manifest["tokenizer"]["pad_id"]))
@@ -67,14 +78,142 @@ friendly::
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 IGNORE_INDEX = -100
 
-__all__ = ["IGNORE_INDEX", "collate_4d", "collate_flat", "collate_padded", "collator_for"]
+__all__ = [
+    "IGNORE_INDEX",
+    "LossWeightsIgnored",
+    "WeightedLabels",
+    "collate_4d",
+    "collate_flat",
+    "collate_padded",
+    "collator_for",
+    "weighted_loss",
+]
+
+# --------------------------------------------------------------------------------------------------------------
+# the guard: labels of a weighted batch refuse an unweighted loss
+
+_IGNORED_HOW = (
+    "this batch has loss_weights (PackedDataset(prompt_loss_weight=..., normalize=...)) but its labels went into "
+    "{what}, which ignores them: every token with a label would train at weight 1. "
+    "With the Hugging Face Trainer use packer.hf.PackerTrainer (TRL: packer.hf.PackerSFTTrainer), which keeps "
+    "loss_weights and weights the loss; in your own loop pop 'labels' and 'loss_weights' from the batch before "
+    "model(**batch) and use packer.collate.weighted_loss(logits, labels, weights). "
+    "Or build the dataset without prompt_loss_weight/normalize."
+)
+
+
+class LossWeightsIgnored(RuntimeError):
+    """The labels of a batch with ``loss_weights`` went into a loss that does not use the weights."""
+
+
+def _bound(func: Callable, args: tuple, kwargs: dict) -> dict[str, Any]:
+    try:
+        return inspect.signature(func).bind(*args, **kwargs).arguments
+    except (TypeError, ValueError):  # a builtin without a signature, or an unusual call: judge by position
+        return {}
+
+
+def _check_use(func: Callable, args: tuple, kwargs: dict) -> None:
+    if func in (F.cross_entropy, F.nll_loss):
+        bound = _bound(func, args, kwargs)
+        target = bound.get("target", args[1] if len(args) > 1 else None)
+        reduction = bound.get("reduction", "mean")
+        if bound.get("reduce") is False or bound.get("size_average") is False:
+            reduction = "none" if bound.get("reduce") is False else "sum"
+        if isinstance(target, WeightedLabels) and reduction != "none":
+            raise LossWeightsIgnored(_IGNORED_HOW.format(what=f"{func.__name__}(reduction={reduction!r})"))
+    elif func in (torch.gather, torch.Tensor.gather, torch.take_along_dim, torch.Tensor.take_along_dim):
+        index = kwargs.get("index", kwargs.get("indices"))
+        if index is None:
+            index = next((a for a in args[1:] if isinstance(a, torch.Tensor)), None)
+        if isinstance(index, WeightedLabels):
+            raise LossWeightsIgnored(_IGNORED_HOW.format(what=f"the index of {func.__name__} (a log-prob gather)"))
+
+
+def _plain_unless_labels(value: Any) -> Any:
+    # only integer results stay guarded (slices, shifts, moves, masked copies of the labels); masks, counts
+    # cast to float and anything computed with logits go on as plain tensors
+    if isinstance(value, WeightedLabels):
+        if value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool:
+            return value.as_subclass(torch.Tensor)
+        return value
+    if isinstance(value, tuple | list):
+        return type(value)(_plain_unless_labels(v) for v in value)
+    return value
+
+
+class WeightedLabels(torch.Tensor):
+    """The ``labels`` of a batch that has ``loss_weights``: plain labels that refuse an unweighted loss.
+
+    Every operation works as on a plain tensor; integer results (slices, ``.to(device)``, ``F.pad``,
+    ``torch.where``) stay guarded. Used as the target of ``F.cross_entropy``/``F.nll_loss`` with a
+    reduction other than ``"none"``, or as the index of ``gather``/``take_along_dim``, it raises
+    :class:`LossWeightsIgnored`. ``labels.as_subclass(torch.Tensor)`` is the plain tensor.
+
+    >>> labels = WeightedLabels.of(torch.tensor([[-100, 5, 6]]))
+    >>> logits = torch.zeros(1, 3, 8)
+    >>> F.cross_entropy(logits[0], labels[0], reduction="none").tolist()[1:]  # per token: allowed
+    [2.079441547393799, 2.079441547393799]
+    >>> F.cross_entropy(logits[0], labels[0])
+    Traceback (most recent call last):
+    ...
+    packer.collate.LossWeightsIgnored: this batch has loss_weights ...
+    """
+
+    @staticmethod
+    def of(labels: torch.Tensor) -> WeightedLabels:
+        return labels if isinstance(labels, WeightedLabels) else labels.as_subclass(WeightedLabels)
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        _check_use(func, args, kwargs)
+        return _plain_unless_labels(super().__torch_function__(func, types, args, kwargs))
+
+    def __reduce_ex__(self, protocol):
+        # across DataLoader worker processes: rebuilt as the plain tensor, then guarded again
+        return _rebuild_weighted_labels, (self.as_subclass(torch.Tensor),)
+
+
+def _rebuild_weighted_labels(labels: torch.Tensor) -> WeightedLabels:
+    return WeightedLabels.of(labels)
+
+
+def weighted_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    weights: torch.Tensor,
+    num_items: torch.Tensor | float | None = None,
+) -> torch.Tensor:
+    """``sum(w * token cross-entropy) / sum(w)``: the loss of a batch with ``loss_weights``.
+
+    ``logits`` [B, T, V] (or [1, N, V] after :func:`collate_flat`), ``labels`` and ``weights`` as collated
+    (unshifted: logits at ``t`` predict the label at ``t + 1``). ``num_items``: the normaliser to divide by
+    instead of this batch's ``sum(w)``, e.g. the sum of the weights over all micro-batches of a gradient
+    accumulation step and all ranks. A batch without a positive weight gives 0, not NaN.
+    """
+    labels = labels.as_subclass(torch.Tensor)
+    per_token = F.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(),
+        labels[:, 1:].flatten().to(logits.device),
+        reduction="none",
+        ignore_index=IGNORE_INDEX,
+    )
+    w = weights[:, 1:].flatten().to(per_token)
+    total = (per_token * w).sum()
+    if num_items is None:
+        return total / w.sum().clamp_min(1e-12)
+    return total / torch.as_tensor(num_items, dtype=total.dtype, device=total.device).clamp_min(1e-12)
+
 
 Item = Mapping[str, Any]
 
@@ -121,6 +260,12 @@ def _rows(items: Sequence[Item]) -> list[dict[str, torch.Tensor]]:
     weighted = sum("loss_weights" in r for r in rows)
     if weighted not in (0, len(rows)):
         raise ValueError("some items have 'loss_weights' and some do not")
+    if not weighted and any(isinstance(r["labels"], WeightedLabels) for r in rows):
+        # a weighted PackedDataset's items, stripped of their weights on the way (the HF Trainer's
+        # remove_unused_columns=True removes every key the model's forward does not take, per item)
+        raise LossWeightsIgnored(
+            _IGNORED_HOW.format(what="a collator without their loss_weights (dropped from the items before it)")
+        )
     return rows
 
 
@@ -154,6 +299,8 @@ def _padded(
         for key in ("input_ids", "labels", "position_ids", "loss_weights"):
             if key in out:
                 out[key][i, :n] = r[key]
+    if "loss_weights" in out:
+        out["labels"] = WeightedLabels.of(out["labels"])
     return out, length
 
 
@@ -237,6 +384,7 @@ def collate_flat(items: Sequence[Item]) -> dict[str, torch.Tensor | int]:
     out.update(cu_seq_lens_q=cu, cu_seq_lens_k=cu.clone(), max_length_q=longest, max_length_k=longest)
     if "loss_weights" in rows[0]:
         out["loss_weights"] = torch.cat([r["loss_weights"] for r in rows]).unsqueeze(0)
+        out["labels"] = WeightedLabels.of(out["labels"])
     return out
 
 

@@ -12,12 +12,25 @@ truncation cost (failing past ``max_rejected``) and packs the kept documents::
                        status       = [packed, packed, duplicate, overlong]
                        kept doc_ids = [0, 1]   spill index = [0, 1]   (doc 2's tokens stay unread)
 
+With an eval split (:class:`EvalSplit`), the kept documents are then dealt to
+``train`` or ``eval`` by record, before packing, and each split is packed on its
+own. A record's split is drawn from a 64-bit hash of ``(seed, g)``, ``g`` the
+doc_id of the first copy of its conversation (itself, unless it is an exact
+duplicate), so every copy of a conversation lands in the same split::
+
+    kept doc_ids   [0, 1, 2, 4]     duplicate_of [-1, -1, 0, -1]   ->  g = [0, 1, 0, 4]
+    fraction 0.25: eval where hash(seed, g) < 0.25 * 2**64      (each record independently)
+    records 2:     eval = the 2 smallest (hash(seed, g), doc_id)  (exactly 2; copies adjacent)
+
+Rejected records never go to eval; they stay in rejected.jsonl and documents.arrow.
+
 The result is the same for any split of the input into parts: every decision
 here is by doc_id, and the parts' own decisions do not depend on other parts.
 """
 
 from __future__ import annotations
 
+import numbers
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -38,6 +51,95 @@ _OVERLONG, _NO_LOSS = STATUS_CODE["overlong"], STATUS_CODE["overlong_no_loss"]
 DOCUMENT_STATS = ("tokens", "turns", "prompt_tokens", "response_tokens", "prompt_words", "response_words")
 #: the tag of the spill file of duplicates' rejection lines
 _TAG = "combined"
+_U64 = (1 << 64) - 1
+
+
+@dataclass(frozen=True)
+class EvalSplit:
+    """A held-out eval split: ``fraction`` of the kept records (by hash, so within sampling error), or
+    exactly ``records`` of them; ``seed`` picks which."""
+
+    fraction: float | None = None
+    records: int | None = None
+    seed: int = 0
+
+    def check(self) -> None:
+        """A :class:`BuildError` (one line) for values no build can use; the record count is checked later."""
+        if self.fraction is not None and self.records is not None:
+            raise BuildError("give --eval-fraction or --eval-records, not both")
+        if self.fraction is not None and (not isinstance(self.fraction, numbers.Real)
+                                          or isinstance(self.fraction, bool) or not 0 < self.fraction < 1):
+            raise BuildError(f"--eval-fraction is a fraction between 0 and 1 (both excluded), not {self.fraction}")
+        if self.records is not None and (not isinstance(self.records, numbers.Integral)
+                                         or isinstance(self.records, bool) or self.records < 1):
+            raise BuildError(f"--eval-records is a number of records, at least 1, not {self.records!r}")
+        if not isinstance(self.seed, numbers.Integral) or isinstance(self.seed, bool):
+            raise BuildError(f"--seed is an integer, not {self.seed!r}")
+
+    def key(self) -> dict:
+        """Its part of the build key (and of the manifest)."""
+        return {"fraction": None if self.fraction is None else float(self.fraction),
+                "records": None if self.records is None else int(self.records), "seed": int(self.seed)}
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, elementwise over uint64 (wrapping)."""
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def split_hash(doc_ids: np.ndarray, seed: int) -> np.ndarray:
+    """A uint64 hash of each ``(seed, doc_id)``: uniform, and the same whatever else is in the input.
+
+    >>> split_hash(np.array([0, 1]), 0).tolist() == split_hash(np.array([5, 0, 1]), 0)[1:].tolist()
+    True
+    """
+    with np.errstate(over="ignore"):
+        s = _mix(np.array([int(seed) & _U64], dtype=np.uint64))
+        return _mix(np.asarray(doc_ids).astype(np.uint64) ^ s)
+
+
+def assign_eval(kept_ids: np.ndarray, duplicate_of: np.ndarray, split: EvalSplit) -> tuple[np.ndarray, int]:
+    """Which kept documents go to eval (a mask over ``kept_ids``), and how many conversations end up with
+    copies in both splits (only where ``split.records`` cuts a group of exact duplicates).
+
+    Raises :class:`BuildError` when ``records`` leaves no record to train on.
+    """
+    n = len(kept_ids)
+    group = np.where(duplicate_of[kept_ids] == NULL, kept_ids, duplicate_of[kept_ids])
+    h = split_hash(group, split.seed)
+    if split.records is not None:
+        if split.records >= n:
+            raise BuildError(f"--eval-records {split.records}: only {n:,} records can be packed, and at least one "
+                             f"must stay for training (choose at most {n - 1:,}); nothing was written")
+        in_eval = np.zeros(n, dtype=bool)
+        in_eval[np.lexsort((kept_ids, h))[: split.records]] = True
+    else:
+        assert split.fraction is not None
+        in_eval = h < np.uint64(min(int(split.fraction * 2.0**64), _U64))
+        if in_eval.all():
+            raise BuildError(f"--eval-fraction {split.fraction}: every one of the {n:,} packable records fell "
+                             "into eval, none is left for training; lower the fraction; nothing was written")
+    leaked = len(np.intersect1d(group[in_eval], group[~in_eval]))
+    return in_eval, leaked
+
+
+@dataclass
+class SplitRows:
+    """One split's packing: its documents (positions in :attr:`Combined.kept_ids`), in row order, and
+    where each row starts in that order."""
+
+    name: str
+    order: np.ndarray
+    row_offsets: np.ndarray
+    #: the split's documents, positions in the kept arrays, in doc_id order
+    members: np.ndarray
+
+    @property
+    def rows(self) -> int:
+        return len(self.row_offsets) - 1
 
 
 @dataclass
@@ -49,16 +151,15 @@ class Combined:
     files: list[str]
     #: per input, in the order given: (records, format)
     inputs: list[tuple[int, str | None]]
-    #: the kept documents in doc_id order: doc_id, length, and place among the spilled documents
+    #: the kept documents (both splits) in doc_id order: doc_id, length, and place among the spilled documents
     kept_ids: np.ndarray
     kept_len: np.ndarray
     spill_index: np.ndarray
     #: tokens of every spilled document, in spill order, and the parts' tags (spill files)
     spilled_len: np.ndarray
     tags: list[int]
-    #: the packing: kept documents in row order, and where each row starts in it
-    order: np.ndarray
-    row_offsets: np.ndarray
+    #: the packing of each split: ``train`` first, then ``eval`` when there is an eval split
+    splits: list[SplitRows]
     #: the rejection spill files, and a mask of the doc_ids whose lines in the parts' files are
     #: replaced by a duplicate's (read by :meth:`rejected_lines`)
     rejection_files: list[Path]
@@ -70,6 +171,25 @@ class Combined:
     system_policy: dict[str, int]
     absorbed: int
     loader_difference: str | None
+    #: the eval split asked for, and conversations with exact copies in both splits (see :func:`assign_eval`)
+    eval_split: EvalSplit | None = None
+    eval_leaked: int = 0
+
+    @property
+    def order(self) -> np.ndarray:
+        """The train split's documents in row order (positions in the kept arrays)."""
+        return self.splits[0].order
+
+    @property
+    def row_offsets(self) -> np.ndarray:
+        return self.splits[0].row_offsets
+
+    def split_of(self) -> np.ndarray:
+        """Per kept document (in :attr:`kept_ids` order), the index of its split in :attr:`splits`."""
+        out = np.zeros(len(self.kept_ids), dtype=np.int8)
+        for k, s in enumerate(self.splits):
+            out[s.members] = k
+        return out
 
     @property
     def records(self) -> int:
@@ -110,7 +230,8 @@ def _duplicate_of(has: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray
 
 def combine(
     summaries: Sequence[PartSummary], spec: MapSpec, workdir: Path, *, packing: str,
-    max_rejected: float | None = None, events=None,  # type: ignore[no-untyped-def]
+    max_rejected: float | None = None, eval_split: EvalSplit | None = None,
+    events=None,  # type: ignore[no-untyped-def]
 ) -> Combined:
     """Join the parts, decide duplicates, check the losses, pack; see the module's docstring."""
     parts = sorted(summaries, key=lambda s: s.part.first_doc_id)
@@ -204,20 +325,38 @@ def combine(
         max_rejected=max_rejected, events=events,
     )
 
+    leaked = 0
+    if eval_split is None:
+        groups = [("train", np.arange(len(kept_ids), dtype=np.int64))]
+    else:
+        in_eval, leaked = assign_eval(kept_ids, dup_of, eval_split)
+        groups = [("train", np.flatnonzero(~in_eval)), ("eval", np.flatnonzero(in_eval))]
+        if events is not None:
+            if not in_eval.any():
+                events.notice(f"--eval-fraction {eval_split.fraction}: none of the {len(kept_ids):,} packable "
+                              "records fell into eval; the eval split is empty: raise the fraction, or use "
+                              "--eval-records N")
+            if leaked:
+                events.notice(f"{leaked:,} conversations have exact copies in both train and eval (--eval-records "
+                              "cut a group of duplicates); --dedupe rejects the copies")
     if events is not None:
         events.progress("packing", 0, 1)
-    order, row_offsets = rows_from_bins(pack(kept_len, spec.seq_len, packing))
+    splits = []
+    for name, members in groups:
+        local, row_offsets = rows_from_bins(pack(kept_len[members], spec.seq_len, packing))
+        splits.append(SplitRows(name, members[local].astype(np.int64), row_offsets, members))
     if events is not None:
         events.progress("packing", 1, 1)
     return Combined(
         docs=docs, files=files, inputs=list(zip(counts_by_input, formats, strict=True)), kept_ids=kept_ids,
         kept_len=kept_len, spill_index=spill_rank[kept_ids], spilled_len=spilled_len,
-        tags=[s.part.tag for s in parts], order=order, row_offsets=row_offsets, rejection_files=rejection_files,
+        tags=[s.part.tag for s in parts], splits=splits, rejection_files=rejection_files,
         replaced=replaced, rejection_lines=n_lines, duplicates=len(dups), truncated=truncated,
         dropped_turns=dict(sorted(dropped_turns.items())),
         system_policy={SYSTEM_ACTIONS[c]: int(n) for c, n in enumerate(system_codes) if c and n},
         absorbed=absorbed, loader_difference=next((s.loader_difference for s in parts if s.part.first_doc_id == 0),
                                                   None),
+        eval_split=eval_split, eval_leaked=leaked,
     )
 
 

@@ -30,7 +30,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from . import roles as R
 from .items import IGNORE_INDEX, NORMALIZE_MODES, ItemSpec, make_item
-from .layout import SUPPORTED_VERSIONS, MissingShardError, ShardError, read_manifest
+from .layout import SUPPORTED_VERSIONS, MissingShardError, ShardError, read_manifest, split_shards
 from .rows import ShardReader, check_shards, open_root
 from .shards import mask_column
 
@@ -111,6 +111,9 @@ class PackedDataset(IterableDataset):
         verify: also check each shard's sha256 against the manifest (reads every byte once).
         filesystem: a ``pyarrow.fs.FileSystem`` in which ``output`` is a path.
         return_doc_ids: add ``doc_ids`` to each item.
+        split: ``"train"`` (the output's rows to train on) or ``"eval"``: the held-out rows of an output
+            built with ``--eval-fraction``/``--eval-records`` (no document is in both); ``ShardError`` if
+            it has none. For evaluation, ``shuffle=False`` reads them in shard order.
 
     Errors: a missing manifest or shard raises :class:`MissingShardError`; a manifest of another format or
     version, a shard whose size (or, with ``verify``, sha256) differs from the manifest, raise
@@ -119,11 +122,16 @@ class PackedDataset(IterableDataset):
     **Loss in a training step.** Labels are unshifted, so logits at ``t`` predict the label at ``t + 1``::
 
         weights = batch.pop("loss_weights")              # [B, T]; 0 at padding
+        labels = batch.pop("labels")                      # or the model computes its own unweighted loss
         logits = model(**batch).logits                    # [B, T, V]
-        per_token = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(),
+        per_token = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
                                     reduction="none", ignore_index=-100)
         w = weights[:, 1:].flatten()
-        loss = (per_token * w).sum() / w.sum()
+        loss = (per_token * w).sum() / w.sum()            # = packer.collate.weighted_loss(logits, labels, weights)
+
+    In a weighted item ``labels`` is a :class:`packer.collate.WeightedLabels`: it raises
+    ``LossWeightsIgnored`` in an unweighted loss (the model's own, a stock HF ``Trainer`` dropping the
+    weights), so the weights are never ignored silently. With the HF Trainer use :mod:`packer.hf`.
 
     With ``normalize="sequence"`` every document with loss contributes weights summing to 1, so ``w.sum()``
     is the number of such documents and ``loss`` is the mean of the per-document mean losses (what
@@ -176,10 +184,13 @@ class PackedDataset(IterableDataset):
         verify: bool = False,
         filesystem: pafs.FileSystem | None = None,
         return_doc_ids: bool = False,
+        split: str = "train",
     ) -> None:
         super().__init__()
         self._fs, self._root = open_root(output, filesystem)
         self.manifest: dict = read_manifest(self._root, self._fs)
+        self.split = split
+        self._shards: list[dict] = split_shards(self.manifest, split, self._root)
         self.strategies: list[str] = list(self.manifest["strategies"])
         self.strategy: str | frozenset[str] = self._resolve_strategy(strategy)
         if prompt_loss_weight is not None and not 0.0 <= float(prompt_loss_weight) <= 1.0:
@@ -188,7 +199,7 @@ class PackedDataset(IterableDataset):
             raise ValueError(f"normalize {normalize!r} is not one of None, {', '.join(map(repr, NORMALIZE_MODES))}")
         if batch_size < 1:
             raise ValueError(f"batch_size {batch_size} is not >= 1")
-        check_shards(self._fs, self._root, self.manifest["shards"], verify)
+        check_shards(self._fs, self._root, self._shards, verify)
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.rank, self.world_size = _resolve_rank(rank, world_size)
@@ -227,8 +238,8 @@ class PackedDataset(IterableDataset):
 
     @property
     def num_rows(self) -> int:
-        """Rows in the whole output (all ranks)."""
-        return sum(int(s["rows"]) for s in self.manifest["shards"])
+        """Rows in the whole split (all ranks)."""
+        return sum(int(s["rows"]) for s in self._shards)
 
     def __len__(self) -> int:
         """Rows this rank reads per epoch."""
@@ -273,7 +284,7 @@ class PackedDataset(IterableDataset):
         # opened per process: memory maps and file handles are never pickled into workers
         if self._reader is None or self._reader_pid != os.getpid():
             mask = mask_column(self.strategy) if isinstance(self.strategy, str) else None
-            self._reader = ShardReader(self._fs, self._root, self.manifest["shards"], mask)
+            self._reader = ShardReader(self._fs, self._root, self._shards, mask)
             self._reader_pid = os.getpid()
         return self._reader
 
@@ -332,6 +343,7 @@ class PackedDataset(IterableDataset):
 
     def _identity(self) -> dict[str, Any]:
         return {
+            "split": self.split,
             "seed": self.seed,
             "shuffle": self.shuffle,
             "num_rows": self.num_rows,
@@ -409,6 +421,6 @@ class PackedDataset(IterableDataset):
 
     def __repr__(self) -> str:
         return (
-            f"PackedDataset({self._root!r}, strategy={self.strategy!r}, rows={self.num_rows}, "
+            f"PackedDataset({self._root!r}, split={self.split!r}, strategy={self.strategy!r}, rows={self.num_rows}, "
             f"rank={self.rank}/{self.world_size}, shuffle={self.shuffle}, seed={self.seed})"
         )

@@ -1,8 +1,9 @@
 """Record formats: JSON values in, conversations out.
 
-Each record that :mod:`packer.jsonvalues` reads from a file is in one of three
-record formats, alpaca, sharegpt or messages: this module tells which from its
-keys, checks its fields' types, maps its roles onto system / user / assistant,
+Each record that :mod:`packer.jsonvalues` reads from a file is in one of five
+record formats, alpaca, sharegpt, messages, prompt_completion or text: this
+module tells which from its keys (after the column map, if any, renamed them),
+checks its fields' types, maps its roles onto system / user / assistant,
 applies the turn policies, and gives a :class:`~packer.records.Conversation`, or
 a :class:`~packer.records.Rejection` with the reason.
 
@@ -68,6 +69,23 @@ Normalisation policy (roles are only system / user / assistant)
         -> assistant (a function call is the model's output); observation, tool,
         function -> user (a tool result is context the model reads); system ->
         system.
+    prompt_completion (TRL's prompt-completion)
+        ``prompt`` and ``completion`` (or, without ``completion``, ``response``:
+        ``{prompt, response}`` files such as llm-foundry's are this format, so they
+        build as they are). Two strings -> ``user(prompt) assistant(completion)``,
+        the same messages as an Alpaca record without input; two lists of
+        ``{"role", "content"}`` messages (conversational) -> the prompt's messages
+        then the completion's, read as a ``messages`` record (turns numbered across
+        both). Anything else is ``wrong_type``; a blank completion or an empty
+        completion list ``empty_output``, a blank string prompt ``empty_turn``.
+        Assistant turns inside a conversational prompt are assistant turns like
+        any other (``last_turn`` trains on the last one only).
+    text (TRL's language modelling)
+        ``text``: a string, a whole document; one assistant message that the
+        template does not render: the document is the text followed by the
+        tokenizer's EOS token (:meth:`packer.templates.ChatTemplate.render`).
+        Detected last, so a record with ``text`` and another format's keys is of
+        that format. Blank -> ``empty_output``.
     messages
         ``messages``: ``[{"role", "content"}]``; roles system, user, assistant,
         developer -> system, tool and function -> user. ``content`` is a string
@@ -104,16 +122,29 @@ Normalisation policy (roles are only system / user / assistant)
     Alpaca records are not changed by it (a blank output or instruction leaves
     nothing to learn: ``empty_output`` / ``empty_turn`` as before).
     Content is never stripped or otherwise edited.
+
+Column map (``columns=``, ``--columns instruction=question,output=answer``)
+    Maps a field of the record formats (:data:`TOP_FIELDS`; ``role`` / ``content``,
+    or ShareGPT's ``from`` / ``value``, for the keys of a conversation's turns)
+    onto the name of the column that holds it in the input. Every record of every
+    input is read through it before its format is detected: a copy with each
+    mapped field set from its column (a dotted name not in the record is a path
+    into nested objects: ``messages=conversation.turns``) and the columns read
+    dropped; a record that lacks a mapped column is ``missing_field``, naming the
+    column, the field and the keys it has. A map naming a field no format has is
+    a BuildError before anything is read (:func:`check_columns`). Without a map
+    the reader does nothing more per record.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from .jsonvalues import RECORD_FORMATS, SUPPORTED, BadValue, FileValues, file_size
+from .jsonvalues import RECORD_FORMATS, SUPPORTED, BadValue, FileValues, expand_inputs, file_size
 from .options import BLANK_TURN_POLICIES, FORMATS
 from .records import BuildError, Conversation, Message, MessageRole, Rejection, Source
 
@@ -157,12 +188,15 @@ class InputSummary:
 
 
 def detect_format(record: dict) -> str | None:
-    """The format a record's keys say it is in, or None.
+    """The format a record's keys say it is in, or None (the first that applies: ``conversations``,
+    ``messages``, ``instruction`` + ``output``, ``prompt`` + ``completion`` or ``response``, ``text``).
 
     >>> detect_format({"instruction": "Add 2 and 3.", "input": "", "output": "5"})
     'alpaca'
     >>> detect_format({"conversations": []}), detect_format({"prompt": "x"})
     ('sharegpt', None)
+    >>> detect_format({"prompt": "x", "response": "y"}), detect_format({"text": "A document."})
+    ('prompt_completion', 'text')
     """
     if not isinstance(record, dict):
         return None
@@ -172,6 +206,10 @@ def detect_format(record: dict) -> str | None:
         return "messages"
     if "instruction" in record and "output" in record:
         return "alpaca"
+    if "prompt" in record and ("completion" in record or "response" in record):
+        return "prompt_completion"
+    if "text" in record:
+        return "text"
     return None
 
 
@@ -261,16 +299,29 @@ def _parse_alpaca(record: dict, drop_blank: bool = False) -> tuple[tuple[Message
 _Turn = tuple[MessageRole, object, int, str]
 
 
-def _map_roles(
-    turns: list, role_keys: tuple[str, str], content_keys: tuple[str, str], roles: dict[str, MessageRole]
-) -> list[_Turn]:
+@dataclass(frozen=True, slots=True)
+class TurnKeys:
+    """The keys of a turn's role and content: each the usual one and the one also accepted; ``note`` says,
+    in a missing key's message, which the column map set (``--columns role=speaker``)."""
+
+    role: tuple[str, str]
+    content: tuple[str, str]
+    note: str = ""
+
+
+_SHAREGPT_KEYS = TurnKeys(("from", "role"), ("value", "content"))
+_MESSAGES_KEYS = TurnKeys(("role", "from"), ("content", "value"))
+
+
+def _map_roles(turns: list, keys: TurnKeys, roles: dict[str, MessageRole]) -> list[_Turn]:
+    role_keys, content_keys = keys.role, keys.content
     out: list[_Turn] = []
     for i, turn in enumerate(turns):
         if not isinstance(turn, dict):
             raise _Reject("wrong_type", f"turn {i} is {_type_name(turn)}, expected an object")
         key = role_keys[0] if role_keys[0] in turn or role_keys[1] not in turn else role_keys[1]
         if key not in turn:
-            raise _Reject("missing_field", f"turn {i} has no {role_keys[0]!r} (keys: {_keys(turn)})")
+            raise _Reject("missing_field", f"turn {i} has no {role_keys[0]!r}{keys.note} (keys: {_keys(turn)})")
         name = turn[key]
         if not isinstance(name, str):
             raise _Reject("wrong_type", f"turn {i}: {key!r} is {_type_name(name)}, expected a string")
@@ -279,7 +330,8 @@ def _map_roles(
             raise _Reject("unknown_role", f"turn {i} has role {name!r}; known: {', '.join(roles)}")
         ckey = content_keys[0] if content_keys[0] in turn or content_keys[1] not in turn else content_keys[1]
         if ckey not in turn:
-            raise _Reject("missing_field", f"turn {i} ({name}) has no {content_keys[0]!r}")
+            raise _Reject("missing_field",
+                          f"turn {i} ({name}) has no {content_keys[0]!r}{keys.note} (keys: {_keys(turn)})")
         out.append((role, turn[ckey], i, name))
     return out
 
@@ -366,12 +418,7 @@ def _content_text(content: object, i: int, name: str) -> str:
 
 
 def _conversation(
-    record: dict,
-    field: str,
-    role_keys: tuple[str, str],
-    content_keys: tuple[str, str],
-    roles: dict[str, MessageRole],
-    drop_blank: bool = False,
+    record: dict, field: str, keys: TurnKeys, roles: dict[str, MessageRole], drop_blank: bool = False
 ) -> tuple[tuple[Message, ...], dict[str, int]]:
     if field not in record:
         raise _Reject("missing_field", f"no {field!r} field (keys: {_keys(record)})")
@@ -380,7 +427,14 @@ def _conversation(
         raise _Reject("wrong_type", f"{field!r} is {_type_name(turns)}, expected an array")
     if not turns:
         raise _Reject("empty_conversation", f"{field!r} is an empty list")
-    kept, dropped = _drop_turns(_map_roles(turns, role_keys, content_keys, roles))
+    return _turn_messages(turns, keys, roles, drop_blank)
+
+
+def _turn_messages(
+    turns: list, keys: TurnKeys, roles: dict[str, MessageRole], drop_blank: bool
+) -> tuple[tuple[Message, ...], dict[str, int]]:
+    """The messages of a list of turns, the turn policies applied (module docstring)."""
+    kept, dropped = _drop_turns(_map_roles(turns, keys, roles))
     if drop_blank:
         return _drop_blank_turns(kept, dropped)
     messages = []
@@ -393,15 +447,16 @@ def _conversation(
     return tuple(messages), dropped
 
 
-def _parse_sharegpt(record: dict, drop_blank: bool = False) -> tuple[tuple[Message, ...], dict[str, int]]:
+def _parse_sharegpt(
+    record: dict, drop_blank: bool = False, keys: TurnKeys = _SHAREGPT_KEYS
+) -> tuple[tuple[Message, ...], dict[str, int]]:
     """Messages of a ShareGPT record (raises _Reject).
 
     >>> _parse_sharegpt({"conversations": [{"from": "gpt", "value": "...rest"},
     ...     {"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]})[1]
     {'leading_assistant': 1}
     """
-    messages, dropped = _conversation(record, "conversations", ("from", "role"), ("value", "content"), _SHAREGPT_ROLES,
-                                      drop_blank)
+    messages, dropped = _conversation(record, "conversations", keys, _SHAREGPT_ROLES, drop_blank)
     system = record.get("system")
     if system is not None and not isinstance(system, str):
         raise _Reject("wrong_type", f"'system' is {_type_name(system)}, expected a string")
@@ -410,21 +465,179 @@ def _parse_sharegpt(record: dict, drop_blank: bool = False) -> tuple[tuple[Messa
     return messages, dropped
 
 
-def _parse_messages(record: dict, drop_blank: bool = False) -> tuple[tuple[Message, ...], dict[str, int]]:
+def _parse_messages(
+    record: dict, drop_blank: bool = False, keys: TurnKeys = _MESSAGES_KEYS
+) -> tuple[tuple[Message, ...], dict[str, int]]:
     """Messages of an OpenAI-style ``messages`` record (raises _Reject).
 
     >>> _parse_messages({"messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]},
     ...     {"role": "assistant", "content": "Hello"}]})[0][0]
     Message(role='user', content='Hi', input='')
     """
-    return _conversation(record, "messages", ("role", "from"), ("content", "value"), _MESSAGES_ROLES, drop_blank)
+    return _conversation(record, "messages", keys, _MESSAGES_ROLES, drop_blank)
 
 
-_PARSERS: dict[str, Callable[[dict, bool], tuple[tuple[Message, ...], dict[str, int]]]] = {
+def _parse_prompt_completion(
+    record: dict, drop_blank: bool = False, keys: TurnKeys = _MESSAGES_KEYS
+) -> tuple[tuple[Message, ...], dict[str, int]]:
+    """Messages of a TRL prompt-completion record (raises _Reject): two strings (``response`` is taken
+    for a missing ``completion``) -> ``user(prompt) assistant(completion)``; two lists of messages
+    (conversational) -> the prompt's messages then the completion's, as a ``messages`` record.
+
+    >>> _parse_prompt_completion({"prompt": "Add 2 and 3.", "response": "5"})[0]
+    (Message(role='user', content='Add 2 and 3.', input=''), Message(role='assistant', content='5', input=''))
+    """
+    if "prompt" not in record:
+        raise _Reject("missing_field", f"no 'prompt' field (keys: {_keys(record)})")
+    name = "completion" if "completion" in record or "response" not in record else "response"
+    if name not in record:
+        raise _Reject("missing_field", f"no 'completion' (or 'response') field (keys: {_keys(record)})")
+    prompt, completion = record["prompt"], record[name]
+    if isinstance(prompt, str) and isinstance(completion, str):
+        if _blank(completion):
+            raise _Reject("empty_output", f"{name!r} is {'empty' if not completion else 'only whitespace'}")
+        if _blank(prompt):
+            raise _Reject("empty_turn", f"'prompt' is {'empty' if not prompt else 'only whitespace'}")
+        return (Message("user", prompt), Message("assistant", completion)), {}
+    if isinstance(prompt, list) and isinstance(completion, list):
+        if not completion:
+            raise _Reject("empty_output", f"{name!r} is an empty list")
+        return _turn_messages(prompt + completion, keys, _MESSAGES_ROLES, drop_blank)
+    raise _Reject("wrong_type", f"'prompt' is {_type_name(prompt)} and {name!r} {_type_name(completion)}: expected "
+                  "two strings, or two arrays of messages (conversational)")
+
+
+def _parse_text(record: dict, drop_blank: bool = False) -> tuple[tuple[Message, ...], dict[str, int]]:
+    """The one message of a plain-text document (raises _Reject): all of it is what the model learns
+    (the template renders it without a chat template, followed by the EOS token).
+
+    >>> _parse_text({"text": "The cat sat."})[0]
+    (Message(role='assistant', content='The cat sat.', input=''),)
+    """
+    text = record.get("text")
+    if not isinstance(text, str):
+        if "text" not in record:
+            raise _Reject("missing_field", f"no 'text' field (keys: {_keys(record)})")
+        raise _Reject("wrong_type", f"'text' is {_type_name(text)}, expected a string")
+    if _blank(text):
+        raise _Reject("empty_output", f"'text' is {'empty' if not text else 'only whitespace'}")
+    return (Message("assistant", text),), {}
+
+
+_Parser = Callable[[dict, bool], tuple[tuple[Message, ...], dict[str, int]]]
+_PARSERS: dict[str, _Parser] = {
     "alpaca": _parse_alpaca,
     "sharegpt": _parse_sharegpt,
     "messages": _parse_messages,
+    "prompt_completion": _parse_prompt_completion,
+    "text": _parse_text,
 }
+#: the formats whose records hold turns (the column map's ``role`` / ``content`` apply to them)
+_TURN_FORMATS = ("sharegpt", "messages", "prompt_completion")
+
+
+# --------------------------------------------------------------------------- the column map
+
+#: the fields of the record formats a column map may name (targets): top-level ones, and the keys of a turn
+TOP_FIELDS: tuple[str, ...] = (
+    "instruction", "input", "output", "system", "conversations", "messages", "prompt", "completion", "text",
+)
+#: a turn's keys (``from`` / ``value`` are ShareGPT's names for the same two)
+TURN_FIELDS: dict[str, str] = {"role": "role", "content": "content", "from": "role", "value": "content"}
+
+
+def parse_columns(text: str) -> tuple[tuple[str, str], ...]:
+    """``--columns instruction=question,output=answer`` as pairs (checked by :func:`check_columns`).
+
+    >>> parse_columns("instruction=question, output=answer")
+    (('instruction', 'question'), ('output', 'answer'))
+    """
+    pairs = []
+    for item in text.split(","):
+        target, eq, source = item.partition("=")
+        if not eq:
+            raise BuildError(f"--columns: {item.strip()!r} is not FIELD=COLUMN (e.g. --columns instruction=question,"
+                             "output=answer)")
+        pairs.append((target.strip(), source.strip()))
+    return check_columns(pairs)
+
+
+def check_columns(columns: object) -> tuple[tuple[str, str], ...]:
+    """A column map (``{field: your column}``, or pairs) as sorted pairs; BuildError, before anything is
+    read, for a field no record format has, a field named twice or an empty name.
+
+    >>> check_columns({"output": "answer", "instruction": "question"})
+    (('instruction', 'question'), ('output', 'answer'))
+    """
+    if columns is None:
+        return ()
+    items = list(columns.items()) if isinstance(columns, Mapping) else list(columns)  # type: ignore[call-overload]
+    pairs: list[tuple[str, str]] = []
+    seen: dict[str, str] = {}
+    for item in items:
+        if not (isinstance(item, tuple | list) and len(item) == 2 and all(isinstance(x, str) for x in item)):
+            raise BuildError(f"columns: {item!r} is not a (field, column) pair of strings")
+        target, source = item
+        if not target or not source or "" in source.split("."):
+            raise BuildError(f"--columns {target}={source}: a field and a column name are both needed")
+        if target not in TOP_FIELDS and target not in TURN_FIELDS:
+            hint = f"; did you mean {source}={target}?" if source in TOP_FIELDS or source in TURN_FIELDS else ""
+            raise BuildError(
+                f"--columns {target}={source}: no record format has a field {target!r}; map your column onto one of "
+                f"{', '.join(TOP_FIELDS)} (or role, content for the keys of a conversation's turns), as FIELD=COLUMN"
+                f"{hint}")
+        what = TURN_FIELDS.get(target, target)
+        if what in seen:
+            raise BuildError(f"--columns: the {what!r} field is mapped twice ({seen[what]} and {target}={source})")
+        seen[what] = f"{target}={source}"
+        pairs.append((target, source))
+    return tuple(sorted(pairs))
+
+
+_MISSING = object()
+
+
+class _ColumnMap:
+    """Applies a column map to one record: a copy with each mapped field set from its column (a dotted
+    column name not in the record is a path into nested objects), the columns read removed unless a
+    field of that name is mapped too; a record without a mapped column becomes a ``missing_field``
+    BadValue. Only a build with a column map pays for it."""
+
+    def __init__(self, columns: tuple[tuple[str, str], ...]) -> None:
+        top = [(t, s) for t, s in columns if t in TOP_FIELDS]
+        self.top = [(t, s, tuple(s.split("."))) for t, s in top]
+        targets = {t for t, _ in top}
+        self.drop = tuple(s for _, s in top if s not in targets)
+        turn = {TURN_FIELDS[t]: s for t, s in columns if t in TURN_FIELDS}
+        self.turn_parsers: dict[str, _Parser] = {}
+        if turn:
+            note = ", ".join(f"{k}={v}" for k, v in sorted(turn.items()))
+            for fmt, keys in (("sharegpt", _SHAREGPT_KEYS), ("messages", _MESSAGES_KEYS),
+                              ("prompt_completion", _MESSAGES_KEYS)):
+                role = (turn["role"],) * 2 if "role" in turn else keys.role
+                content = (turn["content"],) * 2 if "content" in turn else keys.content
+                mapped = TurnKeys(role, content, f", which --columns {note} names")
+                self.turn_parsers[fmt] = functools.partial(_PARSERS[fmt], keys=mapped)  # type: ignore[assignment]
+
+    def __call__(self, value: object) -> object:
+        if not isinstance(value, dict):
+            return value
+        out = dict(value)
+        for target, source, path in self.top:
+            got = value.get(source, _MISSING)
+            if got is _MISSING and len(path) > 1:
+                got = value
+                for name in path:
+                    got = got.get(name, _MISSING) if isinstance(got, dict) else _MISSING
+                    if got is _MISSING:
+                        break
+            if got is _MISSING:
+                return BadValue("missing_field", f"no {source!r} column, which --columns {target}={source} reads as "
+                                f"{target!r} (keys: {_keys(value)})")
+            out[target] = got
+        for source in self.drop:
+            out.pop(source, None)
+        return out
 
 
 # --------------------------------------------------------------------------- the reader
@@ -452,9 +665,13 @@ class RecordReader:
 
     def __init__(
         self, paths: Sequence[str | os.PathLike], fmt: str | None = None, *, first_doc_id: int = 0,
-        blank_turns: str = "reject",
+        blank_turns: str = "reject", columns: object = None,
     ) -> None:
         self.paths, self._sizes = _input_files(paths, fmt)
+        #: the column map (field, column) pairs, checked; () for none
+        self.columns = check_columns(columns)
+        self._remap = _ColumnMap(self.columns) if self.columns else None
+        self._parsers = {**_PARSERS, **self._remap.turn_parsers} if self._remap else _PARSERS
         if blank_turns not in BLANK_TURN_POLICIES:
             raise BuildError(f"unknown --blank-turns {blank_turns!r}; choose {'|'.join(BLANK_TURN_POLICIES)}")
         self.fmt = fmt
@@ -495,7 +712,7 @@ class RecordReader:
         fmt: str | None = None
         pending: list[object] = []  # values before the file's format is known
         count = 0
-        for value in values:
+        for value in values if self._remap is None else map(self._remap, values):
             if fmt is None:
                 fmt = _format_of(value, self.fmt)
                 if fmt is None:
@@ -523,7 +740,7 @@ class RecordReader:
             if found is not None and found != fmt:
                 return Rejection(source, "format_mismatch", f"the record is {found} but its file is {fmt}")
         try:
-            messages, dropped = _PARSERS[fmt](value, self._drop_blank)
+            messages, dropped = self._parsers[fmt](value, self._drop_blank)
         except _Reject as r:
             return Rejection(source, r.reason, r.detail)
         for i, m in enumerate(messages):
@@ -557,11 +774,13 @@ def _undetected(path: str, values: list[object], empty: str) -> str:
     if not good:
         first = values[0]
         detail = first.detail if isinstance(first, BadValue) else ""
+        if isinstance(first, BadValue) and first.reason == "missing_field":  # the column map's
+            return f"{path}: no record has the columns the column map names: record 0 has {detail}"
         return f"{path}: no record could be read, is it JSON? ({detail}); {SUPPORTED}"
     first_dict = next((v for v in good if isinstance(v, dict)), None)
     seen = f"keys: {_keys(first_dict)}" if first_dict is not None else "no record is a JSON object"
     return (f"{path}: cannot detect the format ({seen}); the record formats are {RECORD_FORMATS}; "
-            f"--format {'|'.join(FORMATS)} forces one")
+            f"--format {'|'.join(FORMATS)} forces one; --columns FIELD=COLUMN,... maps your names onto their fields")
 
 
 def _input_files(paths: Sequence[str | os.PathLike], fmt: str | None) -> tuple[list[str], list[int]]:
@@ -569,11 +788,11 @@ def _input_files(paths: Sequence[str | os.PathLike], fmt: str | None) -> tuple[l
     that is missing or not a file."""
     if fmt is not None and fmt not in FORMATS:
         raise BuildError(f"unknown format {fmt!r}; use --format {'|'.join(FORMATS)}")
-    names = [os.fspath(p) if isinstance(p, os.PathLike) else str(p) for p in paths]
+    names = expand_inputs(paths)
     return names, [file_size(p) for p in names]
 
 
-def check_inputs(paths: Sequence[str | os.PathLike], fmt: str | None = None) -> list[str]:
+def check_inputs(paths: Sequence[str | os.PathLike], fmt: str | None = None, columns: object = None) -> list[str]:
     """The format of each input, from the beginning of each file: the check a build runs before it
     creates or touches any output.
 
@@ -589,14 +808,17 @@ def check_inputs(paths: Sequence[str | os.PathLike], fmt: str | None = None) -> 
     ['alpaca', 'sharegpt']
     """
     names, _ = _input_files(paths, fmt)
-    return [_first_format(path, fmt) for path in names]
+    pairs = check_columns(columns)
+    remap = _ColumnMap(pairs) if pairs else None
+    return [_first_format(path, fmt, remap) for path in names]
 
 
-def _first_format(path: str, fmt: str | None) -> str:
+def _first_format(path: str, fmt: str | None, remap: _ColumnMap | None = None) -> str:
     """The format the first values of a file settle, read as RecordReader reads them (see check_inputs)."""
     values = FileValues(path, head_only=True)
     pending: list[object] = []
-    items = iter(values)
+    raw = iter(values)
+    items = raw if remap is None else map(remap, raw)
     try:
         for value in items:
             found = _format_of(value, fmt)
@@ -606,5 +828,5 @@ def _first_format(path: str, fmt: str | None) -> str:
             if len(pending) >= _CHECK_RECORDS or values.consumed.n > _CHECK_BYTES:
                 break
     finally:
-        items.close()  # closes the file
+        raw.close()  # closes the file
     raise BuildError(_undetected(path, pending, values.empty))

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .collate import IGNORE_INDEX
+from .collate import IGNORE_INDEX, WeightedLabels
 from .rows import Row
 
 __all__ = ["IGNORE_INDEX", "NORMALIZE_MODES", "ItemSpec", "make_item"]
@@ -83,6 +83,8 @@ def make_item(row: Row, spec: ItemSpec) -> dict[str, torch.Tensor]:
     item["seq_lens"] = torch.from_numpy(row.seq_lens.astype(np.int32))  # a copy: the view is read-only
     if spec.weighted:
         item["loss_weights"] = torch.from_numpy(weights.astype(np.float32))
+        # labels that refuse an unweighted loss (see packer.collate.WeightedLabels): the weights cannot be lost
+        item["labels"] = WeightedLabels.of(item["labels"])
     if spec.return_doc_ids:
         item["doc_ids"] = torch.from_numpy(row.doc_ids.astype(np.int64))
     return item

@@ -37,7 +37,11 @@ Containers (by extension, then by content)
     before the break and ends with ONE ``malformed_json`` value (a trailing
     comma too); an object (``{``) is one record if the whole file is one JSON
     value, else the file is read as JSON Lines. ``.parquet``: one record per row.
-    Other extensions are sniffed (``PAR1`` magic, ``[``, ``{``). A UTF-8 BOM is
+    ``.arrow``: an Arrow IPC stream (an HF ``datasets`` cache file, or a data file of
+    a ``save_to_disk`` folder) or IPC file, one record per row, read a record batch at
+    a time; a folder written by ``Dataset.save_to_disk`` (``state.json``) stands for
+    its data files, in order (:func:`expand_inputs`).
+    Other extensions are sniffed (``PAR1``, Arrow magic, ``[``, ``{``). A UTF-8 BOM is
     ignored. A missing, empty, UTF-16, non-JSON or (array/object) non-UTF-8
     file, a directory, is a :class:`~packer.records.BuildError`: one line that
     names the file, the line and column where there is one, and the way out (what
@@ -56,17 +60,20 @@ import json
 import os
 import re
 import stat
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from .options import FORMATS
 from .records import BuildError
 
-__all__ = ["RECORD_FORMATS", "SUPPORTED", "BadValue", "FileValues", "file_size"]
+__all__ = ["RECORD_FORMATS", "SUPPORTED", "BadValue", "FileValues", "expand_inputs", "file_size"]
 
 _BOM = b"\xef\xbb\xbf"
 _JSONL_SUFFIXES = (".jsonl", ".ndjson")
+#: how an Arrow IPC stream (what HF datasets writes) and an Arrow IPC file begin
+_ARROW_STREAM_MAGIC = b"\xff\xff\xff\xff"
+_ARROW_FILE_MAGIC = b"ARROW1"
 _PARQUET_BATCH_ROWS = 2048
 #: JSON whitespace, the same pattern the json module uses between values
 _WS = re.compile(r"[ \t\n\r]*")
@@ -87,10 +94,13 @@ _FORMAT_KEYS = {
     "alpaca": "instruction/input/output",
     "sharegpt": "conversations of {from, value}",
     "messages": "OpenAI role/content",
+    "prompt_completion": "prompt/completion or prompt/response",
+    "text": "text",
 }
 RECORD_FORMATS = ", ".join(f"{name} ({_FORMAT_KEYS[name]})" for name in FORMATS)
 SUPPORTED = (
-    f"supported: JSON (an array of records, or one object), JSON Lines, Parquet; record formats {RECORD_FORMATS}"
+    "supported: JSON (an array of records, or one object), JSON Lines, Parquet, Arrow (HF datasets: a "
+    f"save_to_disk folder or a cache .arrow file); record formats {RECORD_FORMATS}"
 )
 
 
@@ -474,8 +484,9 @@ def _line_parses_alone(f: BinaryIO, start: int, end: int) -> bool:
 
 
 def _not_json(path: str, start: bytes) -> str:
-    """The message for a file that is neither JSON nor Parquet; ``start``: its first bytes that are not blank."""
-    return f"{path}: not JSON, JSON Lines or Parquet: it starts with {_shown(start)}; {SUPPORTED}"
+    """The message for a file that is neither JSON, Parquet nor Arrow; ``start``: its first bytes that are not
+    blank."""
+    return f"{path}: not JSON, JSON Lines, Parquet or Arrow: it starts with {_shown(start)}; {SUPPORTED}"
 
 
 def _shown(data: bytes, n: int = 40) -> str:
@@ -521,6 +532,32 @@ def _parquet_values(path: str, consumed: _Consumed) -> Iterator[object]:
         raise BuildError(f"{path}: not a readable Parquet file: {e}") from None
 
 
+def _arrow_values(path: str, consumed: _Consumed) -> Iterator[object]:
+    """Rows of an Arrow IPC stream (HF datasets' ``.arrow`` files) or IPC file, a record batch at a time
+    from a memory map (never the whole table); the file is hashed (and counted as read) up to the end
+    of each batch once its rows are out."""
+    import pyarrow as pa
+
+    try:
+        with pa.memory_map(path) as src, open(path, "rb") as f:
+            size = src.size()
+            if src.read(len(_ARROW_FILE_MAGIC)) == _ARROW_FILE_MAGIC:
+                reader = pa.ipc.open_file(src)
+                n = reader.num_record_batches
+                batches = ((reader.get_batch(i), size * (i + 1) // n) for i in range(n))
+            else:
+                src.seek(0)
+                stream = pa.ipc.open_stream(src)
+                batches = ((batch, src.tell()) for batch in stream)
+            for batch, end in batches:
+                for start in range(0, batch.num_rows, _PARQUET_BATCH_ROWS):
+                    yield from batch.slice(start, _PARQUET_BATCH_ROWS).to_pylist()
+                consumed.read_to(f, min(end, size))
+            consumed.read_to(f, -1)
+    except (pa.ArrowException, OSError) as e:  # ArrowException: bad file; OSError: unreadable
+        raise BuildError(f"{path}: not a readable Arrow file (an IPC stream, as HF datasets writes): {e}") from None
+
+
 class FileValues:
     """Iterate the raw values (or BadValue) of one file; ``sha256`` is set once the
     iteration is exhausted, ``empty`` says how to report a file with no values,
@@ -549,6 +586,12 @@ class FileValues:
             magic = f.read(4)
             f.seek(0)
             jsonl = suffix in _JSONL_SUFFIXES
+            arrow = not jsonl and (suffix == ".arrow" or magic in (_ARROW_STREAM_MAGIC, _ARROW_FILE_MAGIC[:4]))
+            if arrow:
+                self.empty = "no records (the Arrow file has no rows)"
+                yield from _arrow_values(path, self.consumed)
+                self.sha256 = self.consumed.hexdigest()
+                return
             if jsonl or not (suffix == ".parquet" or magic == b"PAR1"):
                 _check_encoding(path, magic)
                 if jsonl:  # streamed: JSON Lines files may be larger than memory
@@ -574,7 +617,47 @@ def file_size(path: str) -> int:
     except OSError as e:  # e.g. a directory on the way that may not be searched
         raise BuildError(f"{path}: cannot read: {e.strerror or e}") from None
     if stat.S_ISDIR(st.st_mode):
-        raise BuildError(f"{path}: is a directory; give the data files in it, not the directory")
+        raise BuildError(f"{path}: is a directory; give the data files in it, or a folder written by HF datasets' "
+                         "save_to_disk (with state.json)")
     if not stat.S_ISREG(st.st_mode):
         raise BuildError(f"{path}: not a regular file (a pipe, socket or device); give a data file")
     return st.st_size
+
+
+def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """The input paths as strings, a folder written by HF ``datasets``' ``Dataset.save_to_disk`` replaced by
+    its data files (``data-00000-of-0000N.arrow``, in the order its ``state.json`` lists them), so that
+    every message names the file and the record. A ``DatasetDict``'s folder is a BuildError that names its
+    splits; any other folder is left for :func:`file_size` to refuse.
+
+    >>> expand_inputs(["data.json"])
+    ['data.json']
+    """
+    out: list[str] = []
+    for p in paths:
+        path = os.fspath(p) if isinstance(p, os.PathLike) else str(p)
+        if not os.path.isdir(path):
+            out.append(path)
+            continue
+        state = os.path.join(path, "state.json")
+        if os.path.isfile(state):
+            try:
+                with open(state, encoding="utf-8") as f:
+                    files = [d["filename"] for d in json.load(f)["_data_files"]]
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise BuildError(f"{state}: not a state.json HF datasets' save_to_disk writes ({e!r})") from None
+            if not files:
+                raise BuildError(f"{path}: the dataset folder lists no data files in state.json")
+            out.extend(os.path.join(path, name) for name in files)
+            continue
+        splits_file = os.path.join(path, "dataset_dict.json")
+        if os.path.isfile(splits_file):
+            try:
+                with open(splits_file, encoding="utf-8") as f:
+                    splits = [str(s) for s in json.load(f)["splits"]]
+            except (OSError, ValueError, KeyError, TypeError):
+                splits = sorted(e.name for e in os.scandir(path) if e.is_dir())
+            raise BuildError(f"{path}: holds a DatasetDict (splits: {', '.join(splits)}); give one split's folder, "
+                             f"e.g. {os.path.join(path, splits[0] if splits else 'train')}")
+        out.append(path)
+    return out

@@ -7,8 +7,13 @@ build itself take these names and checks from here, so they agree::
       manifest.json        what was built, from what, and every file's size and sha256
       shard-00000.arrow    packed rows (schema: packer.shards)
       shard-00001.arrow
-      documents.arrow      one row per input record: where it went, or why it was rejected
+      eval-shard-00000.arrow  packed rows of the held-out eval split (only with --eval-*)
+      documents.arrow      one row per input record: where it went (split, shard, row), or why it was rejected
       rejected.jsonl       one line per rejected or truncated record
+
+An output has one or two splits (:data:`SPLITS`): ``train``, whose shards are the manifest's
+``shards``, and, when built with an eval split, ``eval``, whose shards are ``manifest["eval"]["shards"]``
+(:func:`split_shards`); both are described by the one manifest and the one documents.arrow.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ if TYPE_CHECKING:  # pyarrow.fs is imported by whoever passes one
 FORMAT_NAME = "packer-shards"
 FORMAT_VERSION = 1
 SHARD_PATTERN = "shard-{:05d}.arrow"
+EVAL_SHARD_PATTERN = "eval-shard-{:05d}.arrow"
+#: the splits of an output: rows to train on, and the held-out eval rows (``build(eval_fraction=...)``)
+SPLITS: tuple[str, ...] = ("train", "eval")
 DOCUMENTS_FILE = "documents.arrow"
 REJECTED_FILE = "rejected.jsonl"
 MANIFEST_FILE = "manifest.json"
@@ -125,6 +133,32 @@ def manifest_or_none(output: str | os.PathLike) -> dict | None:
         return _load_manifest(output, None)
     except (ShardError, OSError):
         return None
+
+
+def shard_pattern(split: str) -> str:
+    """The file name pattern of ``split``'s shards."""
+    return {"train": SHARD_PATTERN, "eval": EVAL_SHARD_PATTERN}[split]
+
+
+def split_shards(manifest: dict, split: str = "train", where: str = "the output") -> list[dict]:
+    """The shard entries (``file``, ``rows``, ``bytes``, ``sha256``...) of ``split`` in ``manifest``.
+
+    ``ValueError`` for a split that is not one of :data:`SPLITS`; :class:`ShardError` (a ``ValueError``)
+    when the output was built without an eval split and ``split="eval"``.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose {' or '.join(SPLITS)}")
+    if split == "train":
+        return manifest["shards"]
+    held_out = manifest.get("eval")
+    if not held_out:
+        raise ShardError(f"{where}: has no eval split (build it with --eval-fraction F or --eval-records N)")
+    return held_out["shards"]
+
+
+def output_splits(manifest: dict) -> list[str]:
+    """The splits ``manifest`` describes: ``["train"]`` or ``["train", "eval"]``."""
+    return [s for s in SPLITS if s == "train" or manifest.get("eval")]
 
 
 # -- finding a row --------------------------------------------------------------------------------

@@ -8,6 +8,12 @@ is a no-op. Its fields are described in ``schemas/manifest.schema.json``::
      "counts": {"records": 191, "packed": 185, "truncated": 0, "rejected": {"empty_output": 6}, ...},
      "tokens": {"total": 20480, "per_role": {...}, "loss": {"instruction_tuning": 9140, ...}},
      "shards": [{"file": "shard-00000.arrow", "rows": 6, "tokens": 20480, "bytes": ..., "sha256": ...}], ...}
+
+``counts`` are of all records; ``packing``, ``tokens`` and ``shards`` describe the train split. With an
+eval split, ``eval`` describes its options and its documents, rows, tokens and shards the same way::
+
+    "eval": {"fraction": 0.05, "records": null, "seed": 0, "documents": 9, "leaked_duplicates": 0,
+             "packing": {...}, "tokens": {...}, "shards": [{"file": "eval-shard-00000.arrow", ...}]}
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from pathlib import Path
 
 from . import roles as R
 from ._version import __version__
-from .combine import Combined
+from .combine import Combined, SplitRows
 from .layout import (
     DOCUMENTS_FILE,
     FORMAT_NAME,
@@ -25,12 +31,14 @@ from .layout import (
     MANIFEST_FILE,
     REJECTED_FILE,
     file_sha256,
+    output_splits,
+    split_shards,
     write_atomic,
 )
 from .loader import TokenizerInfo
 from .pack import efficiency, lower_bound
 from .templates import ChatTemplate
-from .write import Written
+from .write import TokenTotals, Written
 
 
 def up_to_date(out: Path, manifest: dict, key: dict) -> bool:
@@ -41,7 +49,7 @@ def up_to_date(out: Path, manifest: dict, key: dict) -> bool:
     """
     if manifest.get("build_key") != key:
         return False
-    for shard in manifest.get("shards", []):
+    for shard in (s for split in output_splits(manifest) for s in split_shards(manifest, split)):
         path = out / shard["file"]
         if not path.is_file() or path.stat().st_size != shard["bytes"]:
             return False
@@ -54,10 +62,20 @@ def make_manifest(
 ) -> dict:
     """The manifest of the output in ``out`` (its files written)."""
     rejected = c.rejected()
-    n_rows = len(c.row_offsets) - 1
-    role_counts = w.totals.role_counts
-    if w.totals.total != c.tokens:
-        raise RuntimeError(f"internal error: {w.totals.total} tokens written, {c.tokens} kept")
+    written = sum(t.total for t in w.split_totals.values())
+    if written != c.tokens:
+        raise RuntimeError(f"internal error: {written} tokens written, {c.tokens} kept")
+    train = c.splits[0]
+    held_out = {}
+    if c.eval_split is not None:
+        held_out["eval"] = {
+            **c.eval_split.key(),
+            "documents": len(c.splits[1].members),
+            "leaked_duplicates": c.eval_leaked,
+            "packing": _packing(c, c.splits[1], seq_len),
+            "tokens": _tokens(w.split_totals["eval"]),
+            "shards": [vars(s) for s in w.split_shards["eval"]],
+        }
     manifest = {
         "format": {"name": FORMAT_NAME, "version": FORMAT_VERSION},
         "packer_version": __version__,
@@ -78,13 +96,7 @@ def make_manifest(
         },
         "template": {"name": tpl.name, "sha256": tpl.sha256, "source": tpl.source, "system": tpl.system,
                      "refuses_system": tpl.refuses_system},
-        "packing": {
-            "algorithm": packing,
-            "rows": n_rows,
-            "lower_bound_rows": lower_bound(c.kept_len, seq_len),
-            "efficiency": efficiency(c.kept_len, n_rows, seq_len),
-            "overlong": overlong,
-        },
+        "packing": {"algorithm": packing, **_packing(c, train, seq_len), "overlong": overlong},
         "roles": dict(R.ROLES),
         "strategies": {k: list(v) for k, v in strategy_table.items()},
         "inputs": [
@@ -100,20 +112,27 @@ def make_manifest(
             "system_policy": dict(sorted(c.system_policy.items())),
             "duplicates": c.duplicates,
         },
-        "tokens": {
-            "total": w.totals.total,
-            "per_role": {name: int(role_counts[code]) for name, code in R.ROLES.items()},
-            "loss": w.totals.loss(),
-            "control_absorbed_chars": c.absorbed,
-        },
+        "tokens": {**_tokens(w.totals), "control_absorbed_chars": c.absorbed},
         "shards": [vars(s) for s in w.shards],
         "documents": {"file": DOCUMENTS_FILE, "sha256": file_sha256(out / DOCUMENTS_FILE)},
         "rejected": {"file": REJECTED_FILE, "records": w.rejection_lines},
+        **held_out,
         "build_key": key,
         "build_seconds": round(seconds, 3),
     }
     assert manifest["counts"]["records"] == manifest["counts"]["packed"] + sum(rejected.values())
     return manifest
+
+
+def _packing(c: Combined, split: SplitRows, seq_len: int) -> dict:
+    lengths = c.kept_len[split.members]
+    return {"rows": split.rows, "lower_bound_rows": lower_bound(lengths, seq_len),
+            "efficiency": efficiency(lengths, split.rows, seq_len)}
+
+
+def _tokens(totals: TokenTotals) -> dict:
+    return {"total": totals.total, "per_role": {name: int(totals.role_counts[code]) for name, code in R.ROLES.items()},
+            "loss": totals.loss()}
 
 
 def write_manifest(out: Path, manifest: dict) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 #: record formats of the inputs (see :mod:`packer.formats`)
-FORMATS: tuple[str, ...] = ("alpaca", "sharegpt", "messages")
+FORMATS: tuple[str, ...] = ("alpaca", "sharegpt", "messages", "prompt_completion", "text")
 #: bin-packing algorithms (see :mod:`packer.pack`)
 ALGORITHMS: tuple[str, ...] = ("bfd", "ffd", "nextfit")
 #: what happens to a record longer than ``seq_len``

@@ -38,15 +38,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .layout import DOCUMENTS_FILE, MANIFEST_FILE, REJECTED_FILE, SHARD_PATTERN, manifest_or_none
+from .layout import DOCUMENTS_FILE, EVAL_SHARD_PATTERN, MANIFEST_FILE, REJECTED_FILE, SHARD_PATTERN, manifest_or_none
 from .records import BuildError
 
 #: present in a directory while packer writes it; a directory holding it and no manifest is a dead build
 INCOMPLETE_MARKER = ".packer-incomplete"
 _FIXED_NAMES = frozenset({MANIFEST_FILE, DOCUMENTS_FILE, REJECTED_FILE, INCOMPLETE_MARKER})
-# shards, the temporary names of write_atomic, spill files and in-place staging folders (".packer-*")
+# shards of both splits, the temporary names of write_atomic, spill files and in-place staging folders
+# (".packer-*")
 _OUTPUT_NAMES = "|".join(
-    [re.escape(SHARD_PATTERN).replace(re.escape("{:05d}"), r"\d{5,}")]
+    [re.escape(pattern).replace(re.escape("{:05d}"), r"\d{5,}") for pattern in (SHARD_PATTERN, EVAL_SHARD_PATTERN)]
     + [re.escape(name) for name in (MANIFEST_FILE, DOCUMENTS_FILE, REJECTED_FILE)]
 )
 _PACKER_NAME = re.compile(rf"({_OUTPUT_NAMES})(\.tmp)?|\.packer-.+")

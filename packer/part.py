@@ -89,6 +89,8 @@ class MapSpec:
     system: str = "merge"
     blank_turns: str = "reject"
     fmt: str | None = None
+    #: the column map: (record format field, the input's column) pairs, sorted (see packer.formats.check_columns)
+    columns: tuple[tuple[str, str], ...] = ()
     seq_len: int = 4096
     overlong: str = "drop"
     strict: bool = False
@@ -397,7 +399,8 @@ class PartMapper:
     def run(self) -> PartSummary:
         t0 = time.perf_counter()
         spec, part = self.spec, self.part
-        reader = self.reader = RecordReader(list(part.inputs), spec.fmt, blank_turns=spec.blank_turns)
+        reader = self.reader = RecordReader(list(part.inputs), spec.fmt, blank_turns=spec.blank_turns,
+                                            columns=spec.columns)
         if self.ev is not None:
             self.ev.progress("reading", 0, reader.total_bytes)
         self.spill = TokenSpillWriter(self.out, part.tag)

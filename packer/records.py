@@ -67,7 +67,9 @@ class Source:
 @dataclass(frozen=True, slots=True)
 class Conversation:
     source: Source
-    kind: Literal["alpaca", "sharegpt", "messages"]
+    #: the record format; ``"text"`` is a plain document (one assistant message, rendered without a chat
+    #: template: :meth:`packer.templates.ChatTemplate.render`)
+    kind: Literal["alpaca", "sharegpt", "messages", "prompt_completion", "text"]
     messages: tuple[Message, ...]
     #: turns a documented policy dropped (e.g. leading assistant turns): reason -> count
     dropped_turns: dict[str, int] = field(default_factory=dict)

@@ -104,7 +104,8 @@ def _recommendation(n_examples: int, ratio_of_means: float | None) -> dict:
 
 
 def _packed_columns(out: Path) -> Callable[..., np.ndarray]:
-    """``col(name, dtype=float64)``: a column of documents.arrow over the packed (and truncated) records.
+    """``col(name, dtype=float64)``: a column of documents.arrow over the packed (and truncated) records
+    of the train split (all of them in an output without an eval split, or written before there was one).
 
     The file is memory-mapped and only the columns asked for are read, as numpy arrays, with no Python
     object a record: at 10M records this is seconds and a few hundred MB (``benchmarks/bench_inspect.py``).
@@ -114,6 +115,8 @@ def _packed_columns(out: Path) -> Callable[..., np.ndarray]:
     packed = pc.is_in(docs.column("status"), value_set=pa.array(["packed", "truncated"])).to_numpy(
         zero_copy_only=False
     )
+    if "split" in docs.column_names:
+        packed &= pc.fill_null(pc.equal(docs.column("split"), "train"), False).to_numpy(zero_copy_only=False)
 
     def col(name: str, dtype: type = np.float64) -> np.ndarray:
         return docs.column(name).to_numpy(zero_copy_only=False)[packed].astype(dtype)
@@ -121,8 +124,23 @@ def _packed_columns(out: Path) -> Callable[..., np.ndarray]:
     return col
 
 
+def _splits(m: dict) -> dict:
+    """Documents, rows and tokens of each split; ``eval`` is None in an output without one."""
+    held_out = m.get("eval")
+    out: dict = {"train": {"documents": m["counts"]["packed"] - (held_out["documents"] if held_out else 0),
+                           "rows": m["packing"]["rows"], "tokens": m["tokens"]["total"]}, "eval": None}
+    if held_out:
+        out["eval"] = {"documents": held_out["documents"], "rows": held_out["packing"]["rows"],
+                       "tokens": held_out["tokens"]["total"], "fraction": held_out["fraction"],
+                       "records": held_out["records"], "seed": held_out["seed"],
+                       "leaked_duplicates": held_out["leaked_duplicates"]}
+    return out
+
+
 def inspect(output: str | os.PathLike) -> dict:
     """The report of a build output as a JSON-ready dict (``schemas/report.schema.json``).
+
+    Lengths, tokens, loss shares and packing are the train split's; ``splits`` counts both.
 
     Raises :class:`packer.layout.MissingShardError` (a ``FileNotFoundError``) or
     :class:`packer.layout.ShardError` (a ``ValueError``) when ``output`` is not a packer output.
@@ -159,6 +177,7 @@ def inspect(output: str | os.PathLike) -> dict:
             "dropped_turns": c.get("dropped_turns", {}),
             "system_policy": c.get("system_policy", {}),
         },
+        "splits": _splits(m),
         "tokens": {
             "total": tokens,
             "per_role": per_role,
@@ -228,7 +247,12 @@ def print_report(r: dict, console) -> None:  # type: ignore[no-untyped-def]
         t.add_row(f"system message {what}", f"{n:,}")
     for reason, n in rec["dropped_turns"].items():
         t.add_row(f"turns dropped: {reason}", f"{n:,}")
+    for name, sp in r["splits"].items():
+        if r["splits"]["eval"] is not None and sp is not None:
+            t.add_row(f"{name} split", f"{sp['documents']:,} documents, {sp['rows']:,} rows, {sp['tokens']:,} tokens")
     console.print(t)
+    if r["splits"]["eval"] is not None:
+        console.print("the tables below are of the train split", markup=False)
 
     t = Table(title="Loss tokens per strategy", title_justify="left")
     for h in ("strategy", "roles with loss", "loss tokens", "share"):
@@ -360,6 +384,15 @@ def _sample_rows_html(out: Path, m: dict, strategy: str, n_rows: int) -> str:
     return "".join(blocks)
 
 
+def _splits_html(r: dict) -> str:
+    held_out = r["splits"]["eval"]
+    if held_out is None:
+        return ""
+    parts = [f"{name}: {sp['documents']:,} documents, {sp['rows']:,} rows, {sp['tokens']:,} tokens"
+             for name, sp in r["splits"].items()]
+    return f"<p>splits: {html.escape('; '.join(parts))} (the figures below are the train split's)</p>"
+
+
 def render_html(
     r: dict, output: str | os.PathLike, *, strategy: str = "instruction_tuning", sample_rows: int = 3
 ) -> str:
@@ -401,6 +434,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} td:first-child{{
 <h2>Recommendation</h2><p>{esc(r["recommendation"]["text"])}</p>
 <h2>Records</h2><p>read {rec["read"]:,}, packed {rec["packed"]:,} ({rec["truncated"]:,} truncated),
 rejected {rec["rejected_total"]:,} (listed in {esc(rec["rejected_file"])})</p><ul>{rejected}</ul>
+{_splits_html(r)}
 <h2>Loss-token share per strategy</h2>
 {_svg_bars(list(strategies), [100 * s["share"] for s in strategies.values()], unit="%")}
 <h2>Lengths per example</h2>

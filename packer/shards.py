@@ -28,7 +28,15 @@ import numpy as np
 import pyarrow as pa
 
 from . import roles as R
-from .layout import DOCUMENTS_FILE, FORMAT_NAME, FORMAT_VERSION, SHARD_PATTERN, file_sha256, write_atomic
+from .layout import (
+    DOCUMENTS_FILE,
+    EVAL_SHARD_PATTERN,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    SHARD_PATTERN,
+    file_sha256,
+    write_atomic,
+)
 
 #: rows per Arrow record batch: small enough to stream, big enough to amortise
 BATCH_ROWS = 1024
@@ -53,7 +61,8 @@ DOCUMENT_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
     "input": (pa.string(), "input file the record came from"),
     "record": (pa.int64(), "record index within its input file"),
     "status": (pa.string(), "'packed', 'truncated' or the rejection reason"),
-    "shard": (pa.int32(), "shard number the document was packed into (null if rejected)"),
+    "split": (pa.string(), "'train' or 'eval': the split a packed or truncated record went to (null if rejected)"),
+    "shard": (pa.int32(), "shard number, within its split's shards, the document was packed into (null if rejected)"),
     "row": (pa.int32(), "row within that shard"),
     "offset": (pa.int32(), "first token of the document within the row"),
     "tokens": (pa.int32(), "tokens of the document as packed"),
@@ -92,6 +101,7 @@ def describe() -> dict:
         "version": FORMAT_VERSION,
         "shard": {
             "file": SHARD_PATTERN.replace("{:05d}", "NNNNN"),
+            "eval_file": EVAL_SHARD_PATTERN.replace("{:05d}", "NNNNN"),
             "columns": cols(SHARD_COLUMNS),
             "mask_columns": {
                 "name": "mask_<strategy>",
@@ -151,8 +161,11 @@ class ShardWriter:
     one record batch, whatever the size of the shard or of the whole output.
     """
 
-    def __init__(self, out: Path, strategies: Mapping[str, Sequence[str]], max_bytes: int) -> None:
+    def __init__(
+        self, out: Path, strategies: Mapping[str, Sequence[str]], max_bytes: int, pattern: str = SHARD_PATTERN
+    ) -> None:
         self.out = out
+        self.pattern = pattern
         self.strategies = dict(strategies)
         self.schema = shard_schema(list(self.strategies))
         self.max_bytes = max_bytes
@@ -212,7 +225,7 @@ class ShardWriter:
         return pa.RecordBatch.from_arrays(cols, schema=self.schema), len(ids)
 
     def _write_shard(self, number, r0, r1, tokens, doc_lengths, doc_ids, order, row_offsets, where) -> None:
-        path = self.out / SHARD_PATTERN.format(number)
+        path = self.out / self.pattern.format(number)
         n_tokens = 0
 
         def write(tmp: Path) -> None:

@@ -38,7 +38,7 @@ from rich.text import Text
 from tokenizers import Tokenizer
 
 from . import roles as R
-from .layout import DOCUMENTS_FILE, locate_row, read_manifest, row_starts
+from .layout import DOCUMENTS_FILE, locate_row, read_manifest, row_starts, split_shards
 from .loader import TokenizerInfo, load_tokenizer
 from .shards import mask_column
 
@@ -60,7 +60,7 @@ HEADER_STYLE = Style(bold=True)
 VISIBLE = {"\n": "↵\n", "\t": "→", "\r": "␍"}
 
 
-def load_row(output: str | os.PathLike, row: int) -> dict:
+def load_row(output: str | os.PathLike, row: int, split: str = "train") -> dict:
     """One packed row of a build output, by its global index across the shards
     (in manifest order; a negative index counts from the end).
 
@@ -68,13 +68,15 @@ def load_row(output: str | os.PathLike, row: int) -> dict:
     ``seq_lens``, ``doc_ids``, ``mask_<strategy>``...) and where it lives:
     ``row`` (global index), ``rows`` (rows in the output), ``shard`` (file
     name) and ``shard_row`` (row within that shard). Raises ``IndexError``
-    saying how many rows exist when ``row`` is out of range.
+    saying how many rows exist when ``row`` is out of range. ``split="eval"``: a row of the held-out
+    eval split.
     """
     out = Path(output)
     manifest = read_manifest(out)
-    starts = row_starts([int(s["rows"]) for s in manifest["shards"]])
-    k, local = locate_row(starts, row, str(out))
-    shard = manifest["shards"][k]
+    shards = split_shards(manifest, split, str(out))
+    starts = row_starts([int(s["rows"]) for s in shards])
+    k, local = locate_row(starts, row, str(out) if split == "train" else f"the eval split of {out}")
+    shard = shards[k]
     with pa.memory_map(str(out / shard["file"])) as source:
         reader = ipc.open_file(source)
         batches = [reader.get_batch(b) for b in range(reader.num_record_batches)]
@@ -211,8 +213,9 @@ def show_row(
     *,
     tokenizer: str | os.PathLike | TokenizerInfo | Tokenizer | None = None,
     console: Console | None = None,
+    split: str = "train",
 ) -> None:
-    """Print the tokens of one packed row, coloured by role, loss tokens marked.
+    """Print the tokens of one packed row (of ``split``), coloured by role, loss tokens marked.
 
     ``tokenizer`` overrides the manifest's tokenizer source (when it moved);
     if none can be loaded, token ids are shown instead, with a note. On a
@@ -226,7 +229,7 @@ def show_row(
     strategies = manifest.get("strategies", {})
     if strategy not in strategies:
         raise ValueError(f"unknown strategy {strategy!r}; this output has: {', '.join(strategies)}")
-    data = load_row(out, row)
+    data = load_row(out, row, split)
     if mask_column(strategy) not in data:
         raise ValueError(f"strategy {strategy!r} has no {mask_column(strategy)} column in {data['shard']}")
     ids, role_codes, mask = data["input_ids"], data["roles"], data[mask_column(strategy)].astype(bool)

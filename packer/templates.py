@@ -36,6 +36,11 @@ user``, what ``apply_chat_template`` renders for that merged conversation; the
 system characters keep the ``system`` role and the separator is template text
 (``marker``). ``Rendered.system`` says what was done ("merged", "dropped", or
 None). A template that takes system messages renders them as it does.
+
+Plain-text documents (records of the ``text`` format, TRL's language-modelling
+data) are not rendered by the template at all: the document is its text followed
+by the tokenizer's EOS token (after BOS where the tokenizer adds one), the text
+``response`` and the EOS ``end``.
 """
 
 from __future__ import annotations
@@ -271,6 +276,10 @@ class ChatTemplate:
         #: set once a learnt shape closes an assistant turn with no special token
         self.missing_end = False
         self._refuses_system: bool | None = None
+        # a plain-text document (Conversation kind "text") is the text and the EOS token, after BOS where the
+        # tokenizer adds one (what tokenizing it with the tokenizer's special tokens gives, as TRL does)
+        self._text_bos = tok.bos_token if tok.add_bos and tok.bos_token else ""
+        self._text_eos = tok.eos_token or ""
 
     @classmethod
     def named(cls, name: str, tok: TokenizerInfo, *, system: str = "merge", assemble: bool = True) -> ChatTemplate:
@@ -459,6 +468,8 @@ class ChatTemplate:
                         f"turn {i} ({m.role}) contains the control token {tok!r}; "
                         "it would be read as a control token, not text",
                     )
+        if conv.kind == "text":
+            return self._render_text(conv)
         st = self._structure(conv)
         if isinstance(st, str):
             return Rejection(conv.source, "template_error", f"template {self.name!r}: {st}")
@@ -504,6 +515,24 @@ class ChatTemplate:
             )
         lengths, roles, last, _ = _segments(st, [b - a for a, b in spans])
         return Rendered(text=text, seg_lengths=lengths, seg_roles=roles, seg_last=last, system=action)
+
+
+    def _render_text(self, conv: Conversation) -> Rendered:
+        """A plain-text document without a chat template: [BOS] text EOS, the text ``response`` and the EOS
+        ``end`` (the final turn's), so every strategy with loss on the response trains on all of it. A
+        tokenizer with no EOS token leaves the document without an end (:attr:`missing_end`)."""
+        text = conv.messages[0].content
+        segs = [(len(self._text_bos), R.SPECIAL, False), (len(text), R.RESPONSE, True),
+                (len(self._text_eos), R.END, True)]
+        segs = [seg for seg in segs if seg[0]]
+        if not self._text_eos:
+            self.missing_end = True
+        return Rendered(
+            text=self._text_bos + text + self._text_eos,
+            seg_lengths=np.array([n for n, _, _ in segs], dtype=np.int64),
+            seg_roles=np.array([r for _, r, _ in segs], dtype=np.uint8),
+            seg_last=np.array([last for _, _, last in segs], dtype=bool),
+        )
 
 
 def _segments(st: _Structure, slot_lengths: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -5,7 +5,9 @@ the data keeps its promises: roles are known codes; each mask equals its
 strategy's role set (``last_turn``: a subset of it); ``seq_lens`` sum to the
 row length; no row is over ``seq_len``; every packed document appears exactly
 once across shards, as ``documents.arrow`` says; counts and token totals agree
-with the manifest.
+with the manifest. An output with an eval split is checked split by split: each
+split's shards hold exactly the documents ``documents.arrow`` puts in that split,
+and no document is in both.
 
 :func:`check_output` returns a :class:`VerifyResult`: the problems found and
 what was checked (for the command's success line); :func:`verify` returns the
@@ -28,7 +30,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from . import roles as R
-from .layout import DOCUMENTS_FILE, REJECTED_FILE, ShardError, file_sha256, read_manifest
+from .layout import DOCUMENTS_FILE, REJECTED_FILE, ShardError, file_sha256, output_splits, read_manifest, split_shards
 from .shards import mask_column, shard_schema
 
 
@@ -133,13 +135,14 @@ def check_output(output: str | os.PathLike, *, hashes: bool = True) -> VerifyRes
     documents and tokens were checked. ``hashes=False`` skips the sha256 of
     the files (sizes are still compared with the manifest)."""
     problems: list[str] = []
-    seen: list[np.ndarray] = []
-    per_role = np.zeros(R.N_ROLES, dtype=np.int64)
+    seen: dict[str, list[np.ndarray]] = {}
+    per_role: dict[str, np.ndarray] = {}
     n_shards = n_rows = 0
 
     def result() -> VerifyResult:
-        documents = sum(len(d) for d in seen)
-        return VerifyResult(problems, n_shards, n_rows, documents, int(per_role.sum()), hashes)
+        documents = sum(len(d) for ds in seen.values() for d in ds)
+        tokens = sum(int(r.sum()) for r in per_role.values())
+        return VerifyResult(problems, n_shards, n_rows, documents, tokens, hashes)
 
     out = Path(output)
     try:
@@ -148,7 +151,10 @@ def check_output(output: str | os.PathLike, *, hashes: bool = True) -> VerifyRes
         problems.append(str(e))
         return result()
 
-    for shard in m["shards"]:
+    splits = output_splits(m)
+    for split in splits:
+        seen[split], per_role[split] = [], np.zeros(R.N_ROLES, dtype=np.int64)
+    for split, shard in [(name, s) for name in splits for s in split_shards(m, name)]:
         path = out / shard["file"]
         if not path.is_file():
             problems.append(f"{shard['file']}: missing")
@@ -162,8 +168,8 @@ def check_output(output: str | os.PathLike, *, hashes: bool = True) -> VerifyRes
             continue
         checked = _check_shard(path, m, problems)
         if checked is not None:
-            seen.append(checked[0])
-            per_role += checked[1]
+            seen[split].append(checked[0])
+            per_role[split] += checked[1]
             n_rows += checked[2]
             n_shards += 1
 
@@ -176,17 +182,27 @@ def check_output(output: str | os.PathLike, *, hashes: bool = True) -> VerifyRes
         return result()
     docs = ipc.open_file(docs_path).read_all()
     status = np.asarray(docs.column("status").to_pylist(), dtype=object)
-    packed_ids = docs.column("doc_id").to_numpy()[np.isin(status, ["packed", "truncated"])]
-    all_seen = np.concatenate(seen) if seen else np.zeros(0, dtype=np.int64)
+    is_packed = np.isin(status, ["packed", "truncated"])
+    doc_ids = docs.column("doc_id").to_numpy()
+    packed_ids = doc_ids[is_packed]
+    # outputs written before the eval split have no split column: every packed document is train's
+    split_col = (np.asarray(docs.column("split").to_pylist(), dtype=object) if "split" in docs.column_names
+                 else np.where(is_packed, "train", None))
+    all_seen = np.concatenate([d for ds in seen.values() for d in ds] or [np.zeros(0, dtype=np.int64)])
     uniq, counts = np.unique(all_seen, return_counts=True)
     if (counts > 1).any():
-        problems.append(f"documents packed more than once: {uniq[counts > 1][:10].tolist()}")
-    if not problems and not np.array_equal(np.sort(packed_ids), uniq):
-        missing = np.setdiff1d(packed_ids, uniq)[:10].tolist()
-        extra = np.setdiff1d(uniq, packed_ids)[:10].tolist()
-        problems.append(
-            f"shards and {DOCUMENTS_FILE} disagree: packed but absent {missing}, present but not packed {extra}"
-        )
+        problems.append(f"documents packed more than once (in one split or both): {uniq[counts > 1][:10].tolist()}")
+    if (is_packed != np.isin(split_col, splits)).any():
+        bad = doc_ids[is_packed != np.isin(split_col, splits)][:10].tolist()
+        problems.append(f"{DOCUMENTS_FILE}: documents whose split does not match their status: {bad}")
+    for split in splits if not problems else ():
+        got = np.sort(np.concatenate(seen.get(split) or [np.zeros(0, dtype=np.int64)]))
+        expected = doc_ids[split_col == split]
+        if not np.array_equal(expected, got):
+            missing = np.setdiff1d(expected, got)[:10].tolist()
+            extra = np.setdiff1d(got, expected)[:10].tolist()
+            problems.append(f"{split} shards and {DOCUMENTS_FILE} disagree: in the split but absent {missing}, "
+                            f"present but not in the split {extra}")
 
     c = m["counts"]
     if c["records"] != c["packed"] + sum(c["rejected"].values()):
@@ -195,10 +211,14 @@ def check_output(output: str | os.PathLike, *, hashes: bool = True) -> VerifyRes
         problems.append(f"{DOCUMENTS_FILE} has {len(status)} rows, the manifest counts {c['records']} records")
     if len(packed_ids) != c["packed"]:
         problems.append(f"{DOCUMENTS_FILE} has {len(packed_ids)} packed, the manifest counts {c['packed']}")
-    if not problems:
-        recount = {name: int(per_role[code]) for name, code in R.ROLES.items()}
-        if recount != m["tokens"]["per_role"]:
-            problems.append(f"tokens per role in the shards {recount} differ from the manifest")
+    if m.get("eval") and int((split_col == "eval").sum()) != m["eval"]["documents"]:
+        problems.append(f"{DOCUMENTS_FILE} has {int((split_col == 'eval').sum())} eval documents, the manifest "
+                        f"counts {m['eval']['documents']}")
+    for split in splits if not problems else ():
+        recount = {name: int(per_role[split][code]) for name, code in R.ROLES.items()}
+        tokens = m["tokens"] if split == "train" else m["eval"]["tokens"]
+        if recount != tokens["per_role"]:
+            problems.append(f"tokens per role in the {split} shards {recount} differ from the manifest")
     rejected = out / REJECTED_FILE
     if not rejected.is_file():
         problems.append(f"{REJECTED_FILE}: missing")

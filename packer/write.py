@@ -10,8 +10,11 @@ by, for the manifest (:mod:`packer.manifest`)::
 
     kept doc_ids [0, 1, 3]   lengths [5, 3, 4]   order [0, 2, 1]   row_offsets [0, 2, 3]   (seq_len 9)
     shard-00000.arrow  row 0: docs 0, 3 (9 tokens)   row 1: doc 1 (3 tokens)
-    documents.arrow    doc 0: shard 0 row 0 offset 0   doc 1: shard 0 row 1 offset 0
-                       doc 2: rejected (no place)      doc 3: shard 0 row 0 offset 5
+    documents.arrow    doc 0: train shard 0 row 0 offset 0   doc 1: train shard 0 row 1 offset 0
+                       doc 2: rejected (no place)            doc 3: train shard 0 row 0 offset 5
+
+With an eval split, its rows go to ``eval-shard-NNNNN.arrow`` (numbered from 0), written after the
+train shards, and documents.arrow's ``split`` column says which split's shard a document is in.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import pyarrow as pa
 from . import roles as R
 from .combine import DOCUMENT_STATS, Combined
 from .doctable import NULL
-from .layout import DOCUMENTS_FILE, REJECTED_FILE, write_atomic
+from .layout import DOCUMENTS_FILE, REJECTED_FILE, shard_pattern, write_atomic
 from .outdir import checkpoint
 from .records import STATUSES
 from .shards import ShardInfo, ShardWriter, write_documents
@@ -62,11 +65,22 @@ class TokenTotals:
 
 @dataclass
 class Written:
-    """What the write stage wrote: the shards, the rejection lines, the token counts."""
+    """What the write stage wrote: the shards and token counts of each split (train first), the rejection
+    lines."""
 
-    shards: list[ShardInfo]
+    split_shards: dict[str, list[ShardInfo]]
     rejection_lines: int
-    totals: TokenTotals
+    split_totals: dict[str, TokenTotals]
+
+    @property
+    def shards(self) -> list[ShardInfo]:
+        """The train split's shards."""
+        return self.split_shards["train"]
+
+    @property
+    def totals(self) -> TokenTotals:
+        """The train split's token counts."""
+        return self.split_totals["train"]
 
 
 class _Counted:
@@ -75,7 +89,7 @@ class _Counted:
 
     def __init__(self, source: TokenSpillReader, spill_index: np.ndarray, totals: TokenTotals, events) -> None:  # type: ignore[no-untyped-def]
         self.source, self.spill_index, self.totals, self.events = source, spill_index, totals, events
-        self.total, self.done = len(spill_index), 0
+        self.total, self.done = len(spill_index), 0  # one count over all splits: set totals per split
 
     def gather(self, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         checkpoint("writing")
@@ -103,26 +117,30 @@ def write_output(
     events=None,  # type: ignore[no-untyped-def]
 ) -> Written:
     """Write the shards, documents.arrow and rejected.jsonl of ``c`` into ``out``; see the module's docstring."""
-    totals = TokenTotals(strategy_table)
-    writer = ShardWriter(out, strategy_table, shard_bytes)
+    n = c.records
+    where = {name: np.full(n, NULL, dtype=np.int32) for name in ("shard", "row", "offset")}
+    split_col = np.full(n, NULL, dtype=np.int32)
+    split_col[c.kept_ids] = c.split_of()
+    shards: dict[str, list[ShardInfo]] = {}
+    totals: dict[str, TokenTotals] = {}
     tokens = TokenSpillReader(out, c.spilled_len, c.tags)
+    counted = _Counted(tokens, c.spill_index, TokenTotals(strategy_table), events)
     try:
-        w_shard, w_row, w_off = writer.write(_Counted(tokens, c.spill_index, totals, events), c.kept_len,
-                                             c.kept_ids, c.order, c.row_offsets)
+        for split in c.splits:
+            counted.totals = totals[split.name] = TokenTotals(strategy_table)
+            writer = ShardWriter(out, strategy_table, shard_bytes, shard_pattern(split.name))
+            placed = writer.write(counted, c.kept_len, c.kept_ids, split.order, split.row_offsets)
+            for name, values in zip(("shard", "row", "offset"), placed, strict=True):
+                where[name][c.kept_ids[split.members]] = values[split.members]
+            shards[split.name] = writer.shards
     finally:
         tokens.close()
     remove_spill(out, tokens_only=True)
 
-    n = c.records
-    where = {}
-    for name, values in (("shard", w_shard), ("row", w_row), ("offset", w_off)):
-        col = np.full(n, NULL, dtype=np.int32)
-        col[c.kept_ids] = values
-        where[name] = col
-    del w_shard, w_row, w_off
     docs = c.docs
     paths = pa.array(c.files, type=pa.string())
     statuses = pa.array(STATUSES, type=pa.string())
+    split_names = pa.array([s.name for s in c.splits], type=pa.string())
     write_documents(
         out / DOCUMENTS_FILE,
         {
@@ -130,6 +148,7 @@ def write_output(
             "input": lambda a, b: paths.take(pa.array(docs["file"][a:b])),
             "record": lambda a, b: pa.array(docs["record"][a:b], type=pa.int64()),
             "status": lambda a, b: statuses.take(pa.array(docs["status"][a:b])),
+            "split": lambda a, b: split_names.take(_nullable(split_col)(a, b)),
             **{name: _nullable(col) for name, col in where.items()},
             **{name: _nullable(docs[name]) for name in DOCUMENT_STATS},
             "duplicate_of": _nullable(docs["duplicate_of"], pa.int64()),
@@ -150,4 +169,4 @@ def write_output(
     remove_spill(out)
     if lines != c.rejection_lines:
         raise RuntimeError(f"internal error: {lines} rejection lines written, {c.rejection_lines} expected")
-    return Written(writer.shards, lines, totals)
+    return Written(shards, lines, totals)

@@ -46,6 +46,19 @@ EXPECTED = {
     ),
     "mixed_formats.jsonl": (3, 1, {"format_mismatch": 2}, [(1, "sharegpt"), (2, "messages")]),
     "duplicates.jsonl": (4, 4, {}, []),
+    "prompt_completion_bad.jsonl": (
+        7, 2, {"missing_field": 2, "wrong_type": 1, "empty_output": 2},
+        [(1, "no 'completion' (or 'response') field (keys: prompt)"),
+         (2, "'prompt' is a string and 'completion' an array"), (3, "'completion' is only whitespace"),
+         (4, "'completion' is an empty list"), (5, "turn 1 (assistant) has no 'content' (keys: role)")],
+    ),
+    "text_bad.jsonl": (
+        6, 2, {"wrong_type": 2, "empty_output": 1, "missing_field": 1},
+        [(1, "'text' is a number"), (2, "'text' is only whitespace"), (3, "'text' is null"),
+         (4, "no 'text' field (keys: body)")],
+    ),
+    # an Arrow IPC stream, as HF datasets writes (two record batches): rows are records, named by file and row
+    "hf_stream.arrow": (3, 2, {"empty_output": 1}, [(1, "turn 1 (assistant) is empty")]),
 }
 
 
@@ -98,13 +111,15 @@ def test_duplicates_are_kept_and_counted_or_rejected_with_dedupe(tmp_path, demo_
 
 
 SUPPORTED = (
-    "supported: JSON (an array of records, or one object), JSON Lines, Parquet; record formats "
-    "alpaca (instruction/input/output), sharegpt (conversations of {from, value}), messages (OpenAI role/content)"
+    "supported: JSON (an array of records, or one object), JSON Lines, Parquet, Arrow (HF datasets: a save_to_disk "
+    "folder or a cache .arrow file); record formats alpaca (instruction/input/output), sharegpt (conversations of "
+    "{from, value}), messages (OpenAI role/content), prompt_completion (prompt/completion or prompt/response), "
+    "text (text)"
 )
 
 
 def not_json(start: str) -> str:
-    return f"not JSON, JSON Lines or Parquet: it starts with {start}; {SUPPORTED}"
+    return f"not JSON, JSON Lines, Parquet or Arrow: it starts with {start}; {SUPPORTED}"
 
 
 #: file -> the whole message of the build's failure, after the file's path

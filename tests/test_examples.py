@@ -55,3 +55,23 @@ def test_train_hf_trainer_with_loss_weights(tmp_path):
               "--prompt-loss-weight", "0.1", "--normalize", "sequence")
     first, last = first_last(out)
     assert last < first, out
+
+
+def test_train_hf_stock_trainer_refuses_weights(tmp_path):
+    pytest.importorskip("transformers", reason="transformers not installed (extra packer[hf])")
+    pytest.importorskip("accelerate", reason="accelerate not installed (extra packer[hf])")
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "train_hf.py"), "--data", str(tmp_path / "shards"), "--steps", "4",
+         "--output-dir", str(tmp_path / "trainer"), "--prompt-loss-weight", "0.1", "--stock-trainer", "--workers", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode != 0 and "LossWeightsIgnored" in done.stderr, done.stderr[-4000:]
+
+
+def test_train_trl_sft_trainer_on_shards(tmp_path):
+    pytest.importorskip("trl", reason="trl not installed (extra packer[test])")
+    out = run(str(EXAMPLES / "train_trl.py"), "--data", str(tmp_path / "shards"), "--steps", "10",
+              "--output-dir", str(tmp_path / "trl"), "--prompt-loss-weight", "0.1", "--normalize", "sequence",
+              timeout=600)
+    first, last = first_last(out)
+    assert last < first, out

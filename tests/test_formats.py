@@ -19,12 +19,17 @@ from packer.records import BuildError, Conversation, Message, Rejection
 ALPACA = {"instruction": "Add 2 and 3.", "input": "", "output": "5"}
 SHAREGPT = {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}]}
 MESSAGES = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
+PROMPT_COMPLETION = {"prompt": "Hi", "completion": "Hello!"}
+TEXT = {"text": "Hello!"}
 EXPECTED = {
     "alpaca": (Message("user", "Add 2 and 3."), Message("assistant", "5")),
     "sharegpt": (Message("user", "Hi"), Message("assistant", "Hello!")),
     "messages": (Message("user", "Hi"), Message("assistant", "Hello!")),
+    "prompt_completion": (Message("user", "Hi"), Message("assistant", "Hello!")),
+    "text": (Message("assistant", "Hello!"),),
 }
-RECORDS = {"alpaca": ALPACA, "sharegpt": SHAREGPT, "messages": MESSAGES}
+RECORDS = {"alpaca": ALPACA, "sharegpt": SHAREGPT, "messages": MESSAGES, "prompt_completion": PROMPT_COMPLETION,
+           "text": TEXT}
 
 SHARED = Path(__file__).parents[1].parent / "shared" / "data"
 
@@ -100,7 +105,11 @@ def test_detect_format() -> None:
     assert detect_format(SHAREGPT) == "sharegpt"
     assert detect_format(MESSAGES) == "messages"
     assert detect_format({"instruction": "x"}) is None
-    assert detect_format({"prompt": "x", "response": "y"}) is None
+    assert detect_format({"prompt": "x", "response": "y"}) == "prompt_completion"
+    assert detect_format({"prompt": [], "completion": []}) == "prompt_completion"
+    assert detect_format({"text": "x", "label": 1}) == "text"
+    assert detect_format({"instruction": "x", "output": "y", "text": "z"}) == "alpaca"
+    assert detect_format({"prompt": "x"}) is None and detect_format({"prompt": "x", "chosen": "y"}) is None
 
 
 def test_fmt_override_parses_every_record_as_that_format(tmp_path: Path) -> None:
@@ -117,8 +126,8 @@ def test_unknown_fmt_is_a_build_error(tmp_path: Path) -> None:
 
 
 def test_undetectable_file_is_a_build_error(tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "pr.jsonl", [{"prompt": "a", "response": "b"}] * 2)
-    with pytest.raises(BuildError, match=r"pr\.jsonl: cannot detect the format \(keys: prompt, response\); "):
+    path = write_jsonl(tmp_path / "pr.jsonl", [{"question": "a", "answer": "b"}] * 2)
+    with pytest.raises(BuildError, match=r"pr\.jsonl: cannot detect the format \(keys: question, answer\); "):
         read(path)
     assert len(read(path, fmt="alpaca")) == 2  # forcing a format reads it (as missing_field rejections)
 
@@ -708,8 +717,11 @@ def test_shared_data() -> None:
     v3 = Counter(r.reason for r in rejections["sharegpt_v3_unfiltered_cleaned_split_first3000.json"])
     assert v3["empty_conversation"] == 21
 
-    with pytest.raises(BuildError, match="cannot detect the format"):
-        read(SHARED / "prompt_response_dolly_hhrlhf_train_small.jsonl")
+    # {prompt, response}: the prompt-completion format, the response its completion
+    reader = RecordReader([SHARED / "prompt_response_dolly_hhrlhf_train_small.jsonl"])
+    items = list(reader)
+    assert reader.inputs[0].format == "prompt_completion" and len(items) == 1000
+    assert all(isinstance(i, Conversation) and [m.role for m in i.messages] == ["user", "assistant"] for i in items)
 
 
 # -- JSON arrays are decoded a window at a time -------------------------------------------------------
@@ -806,13 +818,18 @@ def test_json_array_record_too_long_to_wait_for(tmp_path: Path, monkeypatch) -> 
 
 # -- messages that say what to do next (issue 11) -----------------------------------------------------
 
-SUPPORTED = (
-    "supported: JSON (an array of records, or one object), JSON Lines, Parquet; record formats "
-    "alpaca (instruction/input/output), sharegpt (conversations of {from, value}), messages (OpenAI role/content)"
+_FORMAT_LIST = (
+    "alpaca (instruction/input/output), sharegpt (conversations of {from, value}), messages (OpenAI role/content), "
+    "prompt_completion (prompt/completion or prompt/response), text (text)"
 )
+SUPPORTED = (
+    "supported: JSON (an array of records, or one object), JSON Lines, Parquet, Arrow (HF datasets: a save_to_disk "
+    f"folder or a cache .arrow file); record formats {_FORMAT_LIST}"
+)
+NOT_JSON = "not JSON, JSON Lines, Parquet or Arrow: it starts with"
 RECORD_FORMATS = (
-    "the record formats are alpaca (instruction/input/output), sharegpt (conversations of {from, value}), "
-    "messages (OpenAI role/content); --format alpaca|sharegpt|messages forces one"
+    f"the record formats are {_FORMAT_LIST}; --format alpaca|sharegpt|messages|prompt_completion|text forces one; "
+    "--columns FIELD=COLUMN,... maps your names onto their fields"
 )
 
 
@@ -829,19 +846,17 @@ def error_of(path: Path, fmt: str | None = None) -> str:
 
 def test_a_csv_file_says_what_it_starts_with_and_what_is_supported(tmp_path: Path) -> None:
     path = write(tmp_path / "data.csv", "instruction,input,output\nhi,,yo\n")
-    assert error_of(path) == (
-        f"{path}: not JSON, JSON Lines or Parquet: it starts with 'instruction,input,output\\nhi,,yo\\n'; {SUPPORTED}"
-    )
+    assert error_of(path) == f"{path}: {NOT_JSON} 'instruction,input,output\\nhi,,yo\\n'; {SUPPORTED}"
     path = write(tmp_path / "long.txt", "  \n" + "é" * 50)  # blanks skipped, text shortened
-    assert error_of(path) == f"{path}: not JSON, JSON Lines or Parquet: it starts with '{'é' * 40}'...; {SUPPORTED}"
+    assert error_of(path) == f"{path}: {NOT_JSON} '{'é' * 40}'...; {SUPPORTED}"
     path = write(tmp_path / "data.bin", b"\x1f\x8b\x08\x00\xff")  # gzip: no bytes repr, one line
     shown = "'\\x1f\ufffd\\x08\\x00\ufffd'"
-    assert error_of(path) == f"{path}: not JSON, JSON Lines or Parquet: it starts with {shown}; {SUPPORTED}"
+    assert error_of(path) == f"{path}: {NOT_JSON} {shown}; {SUPPORTED}"
 
 
 def test_undetectable_format_lists_the_formats_and_the_way_out(tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "pr.jsonl", [{"prompt": "a", "response": "b"}] * 2)
-    assert error_of(path) == f"{path}: cannot detect the format (keys: prompt, response); {RECORD_FORMATS}"
+    path = write_jsonl(tmp_path / "pr.jsonl", [{"question": "a", "answer": "b"}] * 2)
+    assert error_of(path) == f"{path}: cannot detect the format (keys: question, answer); {RECORD_FORMATS}"
     path = write_array(tmp_path / "n.json", [1, 2])
     assert error_of(path) == f"{path}: cannot detect the format (no record is a JSON object); {RECORD_FORMATS}"
 
@@ -1004,14 +1019,16 @@ def test_check_inputs_paths(tmp_path: Path) -> None:
     missing = tmp_path / "nope.json"
     for paths, message in [
         ([good, missing], f"{missing}: no such file"),
-        ([good, tmp_path], f"{tmp_path}: is a directory; give the data files in it, not the directory"),
+        ([good, tmp_path], f"{tmp_path}: is a directory; give the data files in it, or a folder written by HF "
+                           "datasets' save_to_disk (with state.json)"),
         ([Path(os.devnull)], f"{os.devnull}: not a regular file (a pipe, socket or device); give a data file"),
     ]:
         for call in (RecordReader, check_inputs):
             with pytest.raises(BuildError) as err:
                 call(paths)
             assert str(err.value) == message
-    with pytest.raises(BuildError, match=r"^unknown format 'vicuna'; use --format alpaca\|sharegpt\|messages$"):
+    formats = r"alpaca\|sharegpt\|messages\|prompt_completion\|text"
+    with pytest.raises(BuildError, match=rf"^unknown format 'vicuna'; use --format {formats}$"):
         check_inputs([good], "vicuna")
 
 

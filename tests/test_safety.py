@@ -161,7 +161,7 @@ def failing_rebuilds(tmp_path: Path) -> dict[str, list[str]]:
     csv = tmp_path / "a.csv"
     csv.write_text("instruction,input,output\nhi,,yo\n")
     unknown = tmp_path / "qa.jsonl"
-    unknown.write_text('{"prompt": "a", "response": "b"}\n')
+    unknown.write_text('{"question": "a", "answer": "b"}\n')
     jsonl = tmp_path / "bad.jsonl"
     jsonl.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "a"}\n')
     return {
