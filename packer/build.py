@@ -6,7 +6,7 @@
     {'records': 1000, 'packed': 997, 'truncated': 0, 'rejected': {'empty_output': 3}, ...}
 
 Every input record ends up in the shards or in ``rejected.jsonl`` with its
-reason: ``records == packed + sum(rejected.values())``.
+reason: ``records == packed + sum(rejected.values())`` (``+ unsampled`` with a mixture, ``mix``).
 
 Output is atomic and nothing of the user's is lost: the build writes into a
 staging directory beside the target and swaps it in when the manifest is
@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import roles as R
-from .combine import EvalSplit, combine
+from .combine import EvalSplit, Mix, combine
 from .formats import RecordReader, check_columns, check_inputs
 from .jsonvalues import expand_inputs
 from .layout import file_sha256
@@ -112,6 +112,7 @@ def build(
     eval_fraction: float | None = None,
     eval_records: int | None = None,
     seed: int = 0,
+    mix: Sequence[float] | None = None,
     events: BuildEvents | None = None,
 ) -> dict:
     """Build packed shards from instruction data; return the manifest.
@@ -135,6 +136,9 @@ def build(
     of the packable records (by a hash of ``(seed, doc_id)``, so within
     sampling error) or exactly N of them as an ``eval`` split, packed into
     shards of its own (:mod:`packer.combine`; ``PackedDataset(out, split="eval")``).
+    ``mix``: one weight ``w >= 0`` per input, in order: each record of that input is packed ``floor(w)``
+    times, plus once more with probability ``frac(w)`` (by a hash of ``(seed, doc_id)``); a record used 0
+    times is ``unsampled`` (:class:`packer.combine.Mix`; the manifest's ``mix``).
     ``output`` is replaced only if it is empty, a packer output built with
     the same key (then nothing is done) or, with ``overwrite``, any packer
     output; a folder holding anything else is refused.
@@ -164,11 +168,18 @@ def build(
     if eval_fraction is not None or eval_records is not None:
         eval_split = EvalSplit(eval_fraction, eval_records, seed)
         eval_split.check()
+    mixture = None
+    if mix is not None:
+        mixture = Mix(tuple(mix), seed)
+        mixture.check(len(inputs))
     try:
         strategy_table = R.strategy_table(strategies)
     except ValueError as e:
         raise BuildError(str(e)) from None
     column_map = check_columns(columns)
+    if mixture is not None:  # a datasets save_to_disk folder: its data files, each with the folder's weight
+        expanded = [expand_inputs([p]) for p in inputs]
+        mixture = Mix(tuple(w for w, files in zip(mixture.weights, expanded, strict=True) for _ in files), seed)
     inputs = expand_inputs(inputs)  # a datasets save_to_disk folder: its data files
     check_inputs(inputs, fmt, column_map)
     target = check_target(output, inputs)
@@ -190,6 +201,7 @@ def build(
         "dedupe": dedupe,
         "shard_bytes": shard_bytes,
         **({"eval": eval_split.key()} if eval_split is not None else {}),
+        **({"mix": mixture.key()} if mixture is not None else {}),
     }
     if target.manifest is not None and not overwrite:
         if up_to_date(target.path, target.manifest, key):
@@ -217,7 +229,7 @@ def build(
         summaries, tpl = _map(todo, spec, staging.path, tok, tpl, ev)
         manifest = _gather_and_write(summaries, spec, staging.path, tok=tok, tpl=tpl, key=key, inputs=names,
                                      strategy_table=strategy_table, packing=packing, max_rejected=max_rejected,
-                                     eval_split=eval_split, shard_bytes=shard_bytes, events=ev, t0=t0)
+                                     eval_split=eval_split, mix=mixture, shard_bytes=shard_bytes, events=ev, t0=t0)
         staging.commit()
         return manifest
     except BaseException:
@@ -245,10 +257,11 @@ def _gather_and_write(
     summaries: Sequence[PartSummary], spec: MapSpec, workdir: Path, *, tok: TokenizerInfo, tpl: ChatTemplate,
     key: dict, inputs: list[str], strategy_table: dict[str, tuple[str, ...]], packing: str,
     max_rejected: float | None, eval_split: EvalSplit | None, shard_bytes: int, events: BuildEvents, t0: float,
+    mix: Mix | None = None,
 ) -> dict:
     """The gather and write stages: combine the parts, pack, write every file, the manifest last."""
     c = combine(summaries, spec, workdir, packing=packing, max_rejected=max_rejected, eval_split=eval_split,
-                events=events)
+                mix=mix, events=events)
     if c.loader_difference:
         events.notice(f"the other tokenizer loader gives other ids: {c.loader_difference}; these shards "
                       f"follow --tokenizer-loader {tok.loader}: train and serve with the same")

@@ -255,15 +255,24 @@ def _raise_terminated(signum: int, frame: object) -> None:
 )
 @click.option("--eval-records", type=int, default=None, metavar="N",
               help="hold out exactly N packable records as the eval split (instead of --eval-fraction)")
-@click.option("--seed", type=int, default=0, show_default=True, help="which records the eval split holds")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="which records the eval split holds and a mixture (--mix) samples")
+@click.option("--mix", "mix", is_flag=True,
+              help="the INPUTS are PATH:WEIGHT (--mix a.jsonl:1.0 b.json:0.3): each record of an input is packed "
+              "floor(WEIGHT) times, plus once with probability frac(WEIGHT) (by --seed)")
 @click.option("-q", "--quiet", is_flag=True, help="no progress, no per-record messages")
 @_debug_option
 def build_cmd(inputs, output, tokenizer, tokenizer_loader, template, system, blank_turns, fmt, columns, seq_len,
               strategies, packing, overlong, max_rejected, shard_size, overwrite, strict, dedupe, eval_fraction,
-              eval_records, seed, quiet) -> None:
+              eval_records, seed, mix, quiet) -> None:
     """Pack INPUTS (JSON, JSONL, Parquet, HF datasets; Alpaca, ShareGPT, messages, prompt/completion or text) into
     the folder OUTPUT."""
     io = _io()
+    weights = None
+    if mix:
+        inputs, weights = _mix_inputs(io, inputs)
+    else:
+        _no_weights(io, inputs)
     demo = tokenizer is None
     if demo:
         if not (DEMO_TOKENIZER / "tokenizer.json").is_file():
@@ -302,13 +311,54 @@ def build_cmd(inputs, output, tokenizer, tokenizer_loader, template, system, bla
                 strategies=strategies, packing=packing, overlong=overlong, max_rejected=max_rejected,
                 tokenizer_loader=tokenizer_loader, system=system, blank_turns=blank_turns,
                 overwrite=overwrite, strict=strict, dedupe=dedupe, shard_bytes=shard_size * 2**20, events=events,
-                eval_fraction=eval_fraction, eval_records=eval_records, seed=seed,
+                eval_fraction=eval_fraction, eval_records=eval_records, seed=seed, mix=weights,
             )
     except KeyboardInterrupt as e:
         _stopped(e, f"nothing was written; {output} is as it was before this build")
     finally:
         signal.signal(signal.SIGTERM, previous)
     _print_summary(io, manifest, output, template, demo=Path(tokenizer) == DEMO_TOKENIZER)
+
+
+def _split_weight(arg: str) -> tuple[str, str] | None:
+    """``PATH:WEIGHT`` -> (PATH, WEIGHT), or None where ``arg`` has no ``:`` or is an existing path."""
+    path, colon, weight = arg.rpartition(":")
+    if not colon or not path or os.path.exists(arg):
+        return None
+    return path, weight
+
+
+def _mix_inputs(io: _IO, args: tuple[str, ...]) -> tuple[tuple[str, ...], list[float]]:
+    """``--mix``'s INPUTS, each PATH:WEIGHT, as paths and weights; a wrong one is one line (exit 2)."""
+    paths, weights = [], []
+    for arg in args:
+        pair = _split_weight(arg)
+        if pair is None:
+            io.fail(f"--mix: {arg} has no weight; with --mix give every input as PATH:WEIGHT "
+                    "(e.g. --mix a.jsonl:1.0 b.json:0.3), not plain inputs beside it", 2)
+        path, text = pair  # type: ignore[misc]
+        try:
+            w = float(text)
+        except ValueError:
+            w = float("nan")
+        if not (w >= 0 and w != float("inf")):
+            io.fail(f"--mix: the weight {text!r} given to {path} is not a number >= 0 (1.0 = every record once)", 2)
+        paths.append(path)
+        weights.append(w)
+    try:
+        _inputs(tuple(paths))
+    except click.BadParameter as e:
+        io.fail(f"--mix: {e.message}", 2)
+    return tuple(paths), weights
+
+
+def _no_weights(io: _IO, args: tuple[str, ...]) -> None:
+    """Inputs given as PATH:WEIGHT without --mix: one line saying to add it (exit 2)."""
+    for arg in args:
+        pair = _split_weight(arg)
+        if pair is not None and os.path.exists(pair[0]):
+            io.fail(f"{arg}: no such input; to weight inputs give --mix before them (--mix {arg} ...), "
+                    "every input as PATH:WEIGHT", 2)
 
 
 def _inputs(paths: tuple[str, ...]) -> tuple[str, ...]:
@@ -390,6 +440,11 @@ def _print_summary(io: _IO, m: dict, output: str, template: str, *, demo: bool) 
     if c.get("duplicates"):
         how = " (rejected)" if "duplicate" in c["rejected"] else " (kept; documents.arrow: duplicate_of)"
         table.add_row("exact duplicates", f"{c['duplicates']:,}{how}")
+    if "unsampled" in c:
+        table.add_row("unsampled (--mix)", f"{c['unsampled']:,}")
+    for src in (m.get("mix") or {}).get("inputs", ()):
+        table.add_row(f"  mix {Path(src['path']).name} x{src['weight']:g}",
+                      f"{src['documents']:,} docs, {src['token_share']:.1%} of tokens")
     table.add_row("tokens", f"{t['total']:,}")
     for name, n in t["loss"].items():
         share = n / t["total"] if t["total"] else 0.0

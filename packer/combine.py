@@ -24,6 +24,15 @@ duplicate), so every copy of a conversation lands in the same split::
 
 Rejected records never go to eval; they stay in rejected.jsonl and documents.arrow.
 
+With a mixture (:class:`Mix`, one weight ``w`` per input), each kept record is then used
+``floor(w)`` times, plus once more where another 64-bit hash of ``(seed, doc_id)`` falls under
+``frac(w)``; a record used 0 times becomes ``unsampled`` (not a rejection), one used ``k > 1`` times is
+packed as ``k`` documents (the kept arrays repeat it: its spilled tokens are read ``k`` times). The eval
+split is drawn among the sampled records, and all copies of a record go to its split::
+
+    kept doc_ids [0, 1, 2]   inputs [0, 0, 1]   weights [1.0, 2.5]
+    copies       [1, 1, 3]   ->  kept doc_ids [0, 1, 2, 2, 2]    (doc 2 drew its extra copy)
+
 The result is the same for any split of the input into parts: every decision
 here is by doc_id, and the parts' own decisions do not depend on other parts.
 """
@@ -42,11 +51,12 @@ from .doctable import NULL
 from .options import WARN_LOST_SHARE
 from .pack import pack, rows_from_bins
 from .part import SYSTEM_ACTIONS, MapSpec, PartSummary, rejected_line
-from .records import STATUS_CODE, STATUSES, BuildError, Rejection, Source
+from .records import STATUS_CODE, STATUSES, UNSAMPLED, BuildError, Rejection, Source
 from .spill import RejectionSpill, merged_lines, spill_path
 
 _PACKED, _TRUNCATED, _DUPLICATE = STATUS_CODE["packed"], STATUS_CODE["truncated"], STATUS_CODE["duplicate"]
 _OVERLONG, _NO_LOSS = STATUS_CODE["overlong"], STATUS_CODE["overlong_no_loss"]
+_UNSAMPLED = STATUS_CODE[UNSAMPLED]
 #: the per-record columns that documents.arrow has (the rest of a part's columns are for this stage)
 DOCUMENT_STATS = ("tokens", "turns", "prompt_tokens", "response_tokens", "prompt_words", "response_words")
 #: the tag of the spill file of duplicates' rejection lines
@@ -80,6 +90,45 @@ class EvalSplit:
         """Its part of the build key (and of the manifest)."""
         return {"fraction": None if self.fraction is None else float(self.fraction),
                 "records": None if self.records is None else int(self.records), "seed": int(self.seed)}
+
+
+@dataclass(frozen=True)
+class Mix:
+    """A data mixture: one weight per input (in the order given), ``seed`` shared with the eval split."""
+
+    weights: tuple[float, ...]
+    seed: int = 0
+
+    def check(self, n_inputs: int) -> None:
+        """A :class:`BuildError` (one line) for weights no build can use."""
+        if len(self.weights) != n_inputs:
+            raise BuildError(f"--mix gives {len(self.weights)} weights for {n_inputs} inputs: give one weight per "
+                             "input, in order")
+        for w in self.weights:
+            if (not isinstance(w, numbers.Real) or isinstance(w, bool) or not np.isfinite(float(w))
+                    or float(w) < 0):
+                raise BuildError(f"--mix weight {w!r}: a weight is a finite number >= 0 (1 = every record once)")
+        if not isinstance(self.seed, numbers.Integral) or isinstance(self.seed, bool):
+            raise BuildError(f"--seed is an integer, not {self.seed!r}")
+
+    def key(self) -> dict:
+        """Its part of the build key."""
+        return {"weights": [float(w) for w in self.weights], "seed": int(self.seed)}
+
+    def copies(self, doc_ids: np.ndarray, input_of: np.ndarray) -> np.ndarray:
+        """How many times each record ``doc_ids`` (of inputs ``input_of``) is used."""
+        w = np.asarray(self.weights, dtype=np.float64)[input_of]
+        whole = np.floor(w)
+        frac = w - whole
+        with np.errstate(over="ignore"):
+            h = _mix(split_hash(doc_ids, self.seed) ^ np.uint64(_MIX_SALT))
+        # frac * 2**64 as an exact threshold: h < t  <=>  h / 2**64 < frac (for frac in [0, 1))
+        extra = h < np.array([min(int(f * 2.0**64), _U64) for f in frac.tolist()], dtype=np.uint64)
+        return whole.astype(np.int64) + extra.astype(np.int64)
+
+
+#: decorrelates the mixture's draw from the eval split's (both hash (seed, doc_id))
+_MIX_SALT = 0x6D69782D73616C74
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -152,6 +201,7 @@ class Combined:
     #: per input, in the order given: (records, format)
     inputs: list[tuple[int, str | None]]
     #: the kept documents (both splits) in doc_id order: doc_id, length, and place among the spilled documents
+    #: (with a mixture, a record used k times is k adjacent kept documents)
     kept_ids: np.ndarray
     kept_len: np.ndarray
     spill_index: np.ndarray
@@ -174,6 +224,11 @@ class Combined:
     #: the eval split asked for, and conversations with exact copies in both splits (see :func:`assign_eval`)
     eval_split: EvalSplit | None = None
     eval_leaked: int = 0
+    #: the mixture asked for, and per record how many times it is packed (``None`` without a mixture)
+    mix: Mix | None = None
+    copies: np.ndarray | None = None
+    #: per record, the index of its input (in the order given)
+    input_of: np.ndarray | None = None
 
     @property
     def order(self) -> np.ndarray:
@@ -196,19 +251,55 @@ class Combined:
         return len(self.docs["status"])
 
     @property
+    def packed(self) -> int:
+        """Records packed (or truncated), each counted once however many copies a mixture made."""
+        if self.copies is None:
+            return len(self.kept_ids)
+        return int(np.count_nonzero(self.copies))
+
+    @property
+    def unsampled(self) -> int:
+        return int(np.count_nonzero(self.docs["status"] == _UNSAMPLED))
+
+    def first_copies(self) -> np.ndarray:
+        """A mask over the kept documents: the first of each record's copies (all of them without a mixture)."""
+        first = np.ones(len(self.kept_ids), dtype=bool)
+        first[1:] = self.kept_ids[1:] != self.kept_ids[:-1]
+        return first
+
+    def mix_counts(self, split: SplitRows) -> list[tuple[int, int]]:
+        """Per input: (documents, tokens) a split packs, copies included."""
+        assert self.input_of is not None
+        n = len(self.inputs)
+        src = self.input_of[self.kept_ids[split.members]]
+        docs = np.bincount(src, minlength=n)
+        tokens = np.bincount(src, weights=self.kept_len[split.members], minlength=n)
+        return [(int(d), int(t)) for d, t in zip(docs.tolist(), tokens.tolist(), strict=True)]
+
+    @property
     def tokens(self) -> int:
         return int(self.kept_len.sum())
 
     def rejected(self) -> dict[str, int]:
         """Records rejected, per reason (sorted)."""
         counts = np.bincount(self.docs["status"], minlength=len(STATUSES))
-        return {STATUSES[c]: int(n) for c, n in enumerate(counts) if n and c not in (_PACKED, _TRUNCATED)}
+        return {STATUSES[c]: int(n) for c, n in enumerate(counts) if n and c not in (_PACKED, _TRUNCATED, _UNSAMPLED)}
 
     def rejected_lines(self) -> Iterator[str]:
         """rejected.jsonl's lines in doc_id order (the last file holds the duplicates' lines)."""
         last = len(self.rejection_files) - 1
         replaced = self.replaced
         return merged_lines(self.rejection_files, lambda k, d: k != last and bool(replaced[d]))
+
+
+def _expand(members: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Positions ``members`` of records used ``k`` times each -> the positions of all their copies, when
+    record ``i``'s copies are the ``k[i]`` adjacent positions from ``sum(k[:i])``."""
+    start = np.cumsum(k) - k
+    n = k[members]
+    first = np.repeat(start[members], n)
+    within = np.arange(int(n.sum()), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
+    return (first + within).astype(np.int64)
 
 
 def _duplicate_of(has: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
@@ -230,7 +321,7 @@ def _duplicate_of(has: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray
 
 def combine(
     summaries: Sequence[PartSummary], spec: MapSpec, workdir: Path, *, packing: str,
-    max_rejected: float | None = None, eval_split: EvalSplit | None = None,
+    max_rejected: float | None = None, eval_split: EvalSplit | None = None, mix: Mix | None = None,
     events=None,  # type: ignore[no-untyped-def]
 ) -> Combined:
     """Join the parts, decide duplicates, check the losses, pack; see the module's docstring."""
@@ -325,6 +416,18 @@ def combine(
         max_rejected=max_rejected, events=events,
     )
 
+    input_of = copies = None
+    if mix is not None:
+        input_of = np.repeat(np.arange(len(counts_by_input), dtype=np.int64), counts_by_input)
+        k = mix.copies(kept_ids, input_of[kept_ids])
+        status[kept_ids[k == 0]] = _UNSAMPLED
+        copies = np.zeros(len(status), dtype=np.int64)
+        copies[kept_ids] = k
+        kept_ids, k = kept_ids[k > 0], k[k > 0]
+        truncated = int((status == _TRUNCATED).sum())
+        if not len(kept_ids):
+            raise BuildError(f"--mix {' '.join(f'{w:g}' for w in mix.weights)}: no record was sampled (every "
+                             "weight 0, or too small for these inputs); nothing was written")
     leaked = 0
     if eval_split is None:
         groups = [("train", np.arange(len(kept_ids), dtype=np.int64))]
@@ -339,8 +442,13 @@ def combine(
             if leaked:
                 events.notice(f"{leaked:,} conversations have exact copies in both train and eval (--eval-records "
                               "cut a group of duplicates); --dedupe rejects the copies")
+    if copies is not None:  # each record k times, adjacent: positions in kept_ids -> positions in the copies
+        k = copies[kept_ids]
+        groups = [(name, _expand(members, k)) for name, members in groups]
+        kept_ids = np.repeat(kept_ids, k)
     if events is not None:
         events.progress("packing", 0, 1)
+    kept_len = docs["tokens"][kept_ids].astype(np.int64)
     splits = []
     for name, members in groups:
         local, row_offsets = rows_from_bins(pack(kept_len[members], spec.seq_len, packing))
@@ -356,7 +464,7 @@ def combine(
         system_policy={SYSTEM_ACTIONS[c]: int(n) for c, n in enumerate(system_codes) if c and n},
         absorbed=absorbed, loader_difference=next((s.loader_difference for s in parts if s.part.first_doc_id == 0),
                                                   None),
-        eval_split=eval_split, eval_leaked=leaked,
+        eval_split=eval_split, eval_leaked=leaked, mix=mix, copies=copies, input_of=input_of,
     )
 
 

@@ -14,6 +14,13 @@ eval split, ``eval`` describes its options and its documents, rows, tokens and s
 
     "eval": {"fraction": 0.05, "records": null, "seed": 0, "documents": 9, "leaked_duplicates": 0,
              "packing": {...}, "tokens": {...}, "shards": [{"file": "eval-shard-00000.arrow", ...}]}
+
+With a mixture (``--mix``), ``counts.unsampled`` counts the records it used 0 times
+(``records == packed + sum(rejected) + unsampled``; ``packed`` counts records, not copies) and ``mix``
+describes the train split by input, copies included::
+
+    "mix": {"seed": 0, "inputs": [{"path": "a.jsonl", "weight": 1.0, "records": 100, "documents": 98,
+                                   "tokens": 9000, "token_share": 0.6}, ...]}
 """
 
 from __future__ import annotations
@@ -105,23 +112,37 @@ def make_manifest(
         ],
         "counts": {
             "records": c.records,
-            "packed": len(c.kept_ids),
+            "packed": c.packed,
             "truncated": c.truncated,
             "rejected": dict(sorted(rejected.items())),
             "dropped_turns": dict(sorted(c.dropped_turns.items())),
             "system_policy": dict(sorted(c.system_policy.items())),
             "duplicates": c.duplicates,
+            **({"unsampled": c.unsampled} if c.mix is not None else {}),
         },
         "tokens": {**_tokens(w.totals), "control_absorbed_chars": c.absorbed},
         "shards": [vars(s) for s in w.shards],
         "documents": {"file": DOCUMENTS_FILE, "sha256": file_sha256(out / DOCUMENTS_FILE)},
         "rejected": {"file": REJECTED_FILE, "records": w.rejection_lines},
         **held_out,
+        **({"mix": _mix(c, inputs)} if c.mix is not None else {}),
         "build_key": key,
         "build_seconds": round(seconds, 3),
     }
-    assert manifest["counts"]["records"] == manifest["counts"]["packed"] + sum(rejected.values())
+    counts = manifest["counts"]
+    assert counts["records"] == counts["packed"] + sum(rejected.values()) + counts.get("unsampled", 0)
     return manifest
+
+
+def _mix(c: Combined, inputs: list[str]) -> dict:
+    """The manifest's ``mix``: per input, its weight and what the train split packs of it."""
+    assert c.mix is not None
+    counts = c.mix_counts(c.splits[0])
+    total = sum(t for _, t in counts)
+    return {"seed": int(c.mix.seed), "inputs": [
+        {"path": path, "weight": float(w), "records": records, "documents": d, "tokens": t,
+         "token_share": round(t / total, 6) if total else 0.0}
+        for path, w, (records, _), (d, t) in zip(inputs, c.mix.weights, c.inputs, counts, strict=True)]}
 
 
 def _packing(c: Combined, split: SplitRows, seq_len: int) -> dict:

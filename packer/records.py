@@ -35,9 +35,11 @@ REASONS: dict[str, str] = {
     "overlong_no_loss": "truncated to seq_len, nothing of the response was left",
     "duplicate": "the same conversation as an earlier record (with --dedupe)",
 }
+#: a record a mixture (``--mix``) used 0 times: not a rejection (not in rejected.jsonl), counted on its own
+UNSAMPLED = "unsampled"
 #: the values of documents.arrow's ``status`` column, coded in a build by their place here
 #: ("" only while a record is not decided yet)
-STATUSES: tuple[str, ...] = ("", "packed", "truncated", *REASONS)
+STATUSES: tuple[str, ...] = ("", "packed", "truncated", *REASONS, UNSAMPLED)
 STATUS_CODE: dict[str, int] = {name: code for code, name in enumerate(STATUSES)}
 
 

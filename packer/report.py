@@ -127,7 +127,9 @@ def _packed_columns(out: Path) -> Callable[..., np.ndarray]:
 def _splits(m: dict) -> dict:
     """Documents, rows and tokens of each split; ``eval`` is None in an output without one."""
     held_out = m.get("eval")
-    out: dict = {"train": {"documents": m["counts"]["packed"] - (held_out["documents"] if held_out else 0),
+    train_docs = (sum(i["documents"] for i in m["mix"]["inputs"]) if m.get("mix")
+                  else m["counts"]["packed"] - (held_out["documents"] if held_out else 0))
+    out: dict = {"train": {"documents": train_docs,
                            "rows": m["packing"]["rows"], "tokens": m["tokens"]["total"]}, "eval": None}
     if held_out:
         out["eval"] = {"documents": held_out["documents"], "rows": held_out["packing"]["rows"],
@@ -176,8 +178,11 @@ def inspect(output: str | os.PathLike) -> dict:
             "rejected_file": str(out / REJECTED_FILE),
             "dropped_turns": c.get("dropped_turns", {}),
             "system_policy": c.get("system_policy", {}),
+            "unsampled": c.get("unsampled", 0),
         },
         "splits": _splits(m),
+        # a mixture (--mix): per input, the train split's documents (copies included) and share of its tokens
+        "mix": m.get("mix"),
         "tokens": {
             "total": tokens,
             "per_role": per_role,
@@ -250,7 +255,17 @@ def print_report(r: dict, console) -> None:  # type: ignore[no-untyped-def]
     for name, sp in r["splits"].items():
         if r["splits"]["eval"] is not None and sp is not None:
             t.add_row(f"{name} split", f"{sp['documents']:,} documents, {sp['rows']:,} rows, {sp['tokens']:,} tokens")
+    if r["records"].get("unsampled"):
+        t.add_row("unsampled (--mix)", f"{r['records']['unsampled']:,}")
     console.print(t)
+    if r.get("mix"):
+        t = Table(title=f"Mixture (train split, seed {r['mix']['seed']})", title_justify="left")
+        for h in ("input", "weight", "records", "documents", "tokens", "token share"):
+            t.add_column(h, justify="left" if h == "input" else "right")
+        for i in r["mix"]["inputs"]:
+            t.add_row(i["path"], f"{i['weight']:g}", f"{i['records']:,}", f"{i['documents']:,}", f"{i['tokens']:,}",
+                      f"{i['token_share']:.1%}")
+        console.print(t)
     if r["splits"]["eval"] is not None:
         console.print("the tables below are of the train split", markup=False)
 

@@ -60,7 +60,7 @@ DOCUMENT_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
     "doc_id": (pa.int64(), "record index counted across all inputs in the order given"),
     "input": (pa.string(), "input file the record came from"),
     "record": (pa.int64(), "record index within its input file"),
-    "status": (pa.string(), "'packed', 'truncated' or the rejection reason"),
+    "status": (pa.string(), "'packed', 'truncated', the rejection reason, or 'unsampled' (a mixture used it 0 times)"),
     "split": (pa.string(), "'train' or 'eval': the split a packed or truncated record went to (null if rejected)"),
     "shard": (pa.int32(), "shard number, within its split's shards, the document was packed into (null if rejected)"),
     "row": (pa.int32(), "row within that shard"),
@@ -72,7 +72,11 @@ DOCUMENT_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
     "prompt_words": (pa.int32(), "whitespace-split words of system and user messages, +1 per message"),
     "response_words": (pa.int32(), "whitespace-split words of assistant messages, +1 per message"),
     "duplicate_of": (pa.int64(), "doc_id of the first record with the same conversation (null if none before it)"),
+    "copies": (pa.int32(), "only in outputs built with a mixture (--mix): times the record is packed (0: not "
+               "packed; shard/row/offset name the first copy)"),
 }
+#: the columns of documents.arrow that only some outputs have
+OPTIONAL_DOCUMENT_COLUMNS = ("copies",)
 
 
 def mask_column(strategy: str) -> str:
@@ -86,8 +90,10 @@ def shard_schema(strategies: Sequence[str]) -> pa.Schema:
     return pa.schema(fields, metadata={"format": FORMAT_NAME, "version": str(FORMAT_VERSION)})
 
 
-def documents_schema() -> pa.Schema:
-    return pa.schema([pa.field(n, t) for n, (t, _) in DOCUMENT_COLUMNS.items()])
+def documents_schema(names: Sequence[str] | None = None) -> pa.Schema:
+    """documents.arrow's schema: every column, less the optional ones not in ``names``."""
+    return pa.schema([pa.field(n, t) for n, (t, _) in DOCUMENT_COLUMNS.items()
+                      if n not in OPTIONAL_DOCUMENT_COLUMNS or (names is not None and n in names)])
 
 
 def describe() -> dict:
@@ -259,7 +265,7 @@ def write_documents(
     :data:`DOCUMENT_BATCH_ROWS` rows at a time, so a function column is never
     whole in memory.
     """
-    schema = documents_schema()
+    schema = documents_schema(list(columns))
     n = len(columns["doc_id"]) if n_rows is None else n_rows  # type: ignore[arg-type]
 
     def chunk(name: str, a: int, b: int) -> pa.Array:

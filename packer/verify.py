@@ -7,7 +7,8 @@ row length; no row is over ``seq_len``; every packed document appears exactly
 once across shards, as ``documents.arrow`` says; counts and token totals agree
 with the manifest. An output with an eval split is checked split by split: each
 split's shards hold exactly the documents ``documents.arrow`` puts in that split,
-and no document is in both.
+and no document is in both. An output built with a mixture (the manifest's ``mix``) holds a record
+as many times as documents.arrow's ``copies`` says, all in one split.
 
 :func:`check_output` returns a :class:`VerifyResult`: the problems found and
 what was checked (for the command's success line); :func:`verify` returns the
@@ -188,16 +189,33 @@ def check_output(output: str | os.PathLike, *, hashes: bool = True) -> VerifyRes
     # outputs written before the eval split have no split column: every packed document is train's
     split_col = (np.asarray(docs.column("split").to_pylist(), dtype=object) if "split" in docs.column_names
                  else np.where(is_packed, "train", None))
+    copies = None
+    if m.get("mix") is not None:
+        if "copies" not in docs.column_names:
+            problems.append(f"{DOCUMENTS_FILE}: no copies column, though the manifest describes a mixture")
+            return result()
+        copies = docs.column("copies").to_numpy(zero_copy_only=False).astype(np.int64)
+        if ((copies > 0) != is_packed).any():
+            bad = doc_ids[(copies > 0) != is_packed][:10].tolist()
+            problems.append(f"{DOCUMENTS_FILE}: documents whose copies do not match their status: {bad}")
     all_seen = np.concatenate([d for ds in seen.values() for d in ds] or [np.zeros(0, dtype=np.int64)])
     uniq, counts = np.unique(all_seen, return_counts=True)
-    if (counts > 1).any():
+    if copies is None and (counts > 1).any():
         problems.append(f"documents packed more than once (in one split or both): {uniq[counts > 1][:10].tolist()}")
+    elif copies is not None:
+        known = np.isin(uniq, doc_ids)
+        wrong = uniq[~known | (counts != copies[np.searchsorted(doc_ids, uniq).clip(0, len(doc_ids) - 1)])]
+        if len(wrong):
+            problems.append(f"documents packed another number of times than {DOCUMENTS_FILE}'s copies says: "
+                            f"{wrong[:10].tolist()}")
     if (is_packed != np.isin(split_col, splits)).any():
         bad = doc_ids[is_packed != np.isin(split_col, splits)][:10].tolist()
         problems.append(f"{DOCUMENTS_FILE}: documents whose split does not match their status: {bad}")
     for split in splits if not problems else ():
         got = np.sort(np.concatenate(seen.get(split) or [np.zeros(0, dtype=np.int64)]))
         expected = doc_ids[split_col == split]
+        if copies is not None:
+            expected = np.repeat(expected, copies[split_col == split])
         if not np.array_equal(expected, got):
             missing = np.setdiff1d(expected, got)[:10].tolist()
             extra = np.setdiff1d(got, expected)[:10].tolist()
@@ -205,20 +223,30 @@ def check_output(output: str | os.PathLike, *, hashes: bool = True) -> VerifyRes
                             f"present but not in the split {extra}")
 
     c = m["counts"]
-    if c["records"] != c["packed"] + sum(c["rejected"].values()):
-        problems.append(f"manifest counts: records {c['records']} != packed {c['packed']} + rejected")
+    if c["records"] != c["packed"] + sum(c["rejected"].values()) + c.get("unsampled", 0):
+        problems.append(f"manifest counts: records {c['records']} != packed {c['packed']} + rejected + unsampled")
+    if len(status) == c["records"] and int((status == "unsampled").sum()) != c.get("unsampled", 0):
+        problems.append(f"{DOCUMENTS_FILE} has {int((status == 'unsampled').sum())} unsampled, the manifest "
+                        f"counts {c.get('unsampled', 0)}")
     if len(status) != c["records"]:
         problems.append(f"{DOCUMENTS_FILE} has {len(status)} rows, the manifest counts {c['records']} records")
     if len(packed_ids) != c["packed"]:
         problems.append(f"{DOCUMENTS_FILE} has {len(packed_ids)} packed, the manifest counts {c['packed']}")
-    if m.get("eval") and int((split_col == "eval").sum()) != m["eval"]["documents"]:
-        problems.append(f"{DOCUMENTS_FILE} has {int((split_col == 'eval').sum())} eval documents, the manifest "
-                        f"counts {m['eval']['documents']}")
+    n_eval = int((split_col == "eval").sum() if copies is None else copies[split_col == "eval"].sum())
+    if m.get("eval") and n_eval != m["eval"]["documents"]:
+        problems.append(f"{DOCUMENTS_FILE} has {n_eval} eval documents, the manifest counts {m['eval']['documents']}")
     for split in splits if not problems else ():
         recount = {name: int(per_role[split][code]) for name, code in R.ROLES.items()}
         tokens = m["tokens"] if split == "train" else m["eval"]["tokens"]
         if recount != tokens["per_role"]:
             problems.append(f"tokens per role in the {split} shards {recount} differ from the manifest")
+    if m.get("mix") is not None and not problems:
+        in_mix = sum(i["documents"] for i in m["mix"]["inputs"])
+        if in_mix != int(sum(len(d) for d in seen.get("train", []))):
+            problems.append(f"manifest mix: {in_mix} documents, the train shards hold "
+                            f"{sum(len(d) for d in seen.get('train', []))}")
+        if sum(i["tokens"] for i in m["mix"]["inputs"]) != m["tokens"]["total"]:
+            problems.append("manifest mix: tokens per input do not sum to the train split's tokens")
     rejected = out / REJECTED_FILE
     if not rejected.is_file():
         problems.append(f"{REJECTED_FILE}: missing")

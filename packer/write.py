@@ -15,6 +15,10 @@ by, for the manifest (:mod:`packer.manifest`)::
 
 With an eval split, its rows go to ``eval-shard-NNNNN.arrow`` (numbered from 0), written after the
 train shards, and documents.arrow's ``split`` column says which split's shard a document is in.
+
+With a mixture, a record packed ``k`` times is ``k`` documents in the shards (its doc_id ``k`` times in
+their ``doc_ids``); documents.arrow's shard/row/offset name its first copy (the first in shard, row,
+offset order) and its ``copies`` column, present only then, says ``k`` (0 for a record not packed).
 """
 
 from __future__ import annotations
@@ -130,8 +134,16 @@ def write_output(
             counted.totals = totals[split.name] = TokenTotals(strategy_table)
             writer = ShardWriter(out, strategy_table, shard_bytes, shard_pattern(split.name))
             placed = writer.write(counted, c.kept_len, c.kept_ids, split.order, split.row_offsets)
+            members = split.members
+            if c.copies is not None:  # the first copy of each record, in shard, row, offset order
+                s_, r_, o_ = (v[members] for v in placed)
+                by = np.lexsort((o_, r_, s_, c.kept_ids[members]))
+                ids = c.kept_ids[members][by]
+                first = np.ones(len(ids), dtype=bool)
+                first[1:] = ids[1:] != ids[:-1]
+                members = members[by[first]]
             for name, values in zip(("shard", "row", "offset"), placed, strict=True):
-                where[name][c.kept_ids[split.members]] = values[split.members]
+                where[name][c.kept_ids[members]] = values[members]
             shards[split.name] = writer.shards
     finally:
         tokens.close()
@@ -152,6 +164,8 @@ def write_output(
             **{name: _nullable(col) for name, col in where.items()},
             **{name: _nullable(docs[name]) for name in DOCUMENT_STATS},
             "duplicate_of": _nullable(docs["duplicate_of"], pa.int64()),
+            **({"copies": lambda a, b: pa.array(copies[a:b].astype(np.int32), type=pa.int32())}
+               if (copies := c.copies) is not None else {}),
         },
         n_rows=n,
     )

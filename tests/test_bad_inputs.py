@@ -66,7 +66,7 @@ def check(out: Path, path: Path, m: dict, expected: tuple) -> None:
     records, packed, reasons, lines = expected
     c = m["counts"]
     assert (c["records"], c["packed"], c["rejected"]) == (records, packed, reasons)
-    assert c["records"] == c["packed"] + sum(c["rejected"].values())
+    assert c["records"] == c["packed"] + sum(c["rejected"].values()) + c.get("unsampled", 0)
     rejected = [json.loads(x) for x in (out / "rejected.jsonl").read_text().splitlines()]
     assert [r["record"] for r in rejected] == [i for i, _ in lines]
     for r, (_, words) in zip(rejected, lines, strict=True):

@@ -45,7 +45,7 @@ def test_manifest_valid_and_counts_add_up(demo_build):
     jsonschema.validate(m, SCHEMA)
     assert json.loads((out / "manifest.json").read_text()) == m
     c = m["counts"]
-    assert c["records"] == c["packed"] + sum(c["rejected"].values())
+    assert c["records"] == c["packed"] + sum(c["rejected"].values()) + c.get("unsampled", 0)
     assert c["records"] == sum(i["records"] for i in m["inputs"])
     assert {i["format"] for i in m["inputs"]} == {"alpaca", "sharegpt"}
     assert not (out / INCOMPLETE_MARKER).exists()
