@@ -181,8 +181,12 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 
 @main.command("build")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(),
-                callback=lambda ctx, param, value: _inputs(value))
+@click.argument("inputs", nargs=-1, type=click.Path(), callback=lambda ctx, param, value: _inputs(value))
+@click.option(
+    "--recipe", type=click.Path(dir_okay=False), default=None, metavar="RECIPE.toml",
+    help="read the inputs (with weights, columns) and options from a TOML recipe file, in place of INPUTS; "
+    "options given beside it override the recipe's",
+)
 @click.option(
     "-o", "--output", default="shards", show_default=True, type=click.Path(file_okay=False),
     help="output folder: created, or replaced if it holds a packer output (see --overwrite); "
@@ -262,17 +266,27 @@ def _raise_terminated(signum: int, frame: object) -> None:
               "floor(WEIGHT) times, plus once with probability frac(WEIGHT) (by --seed)")
 @click.option("-q", "--quiet", is_flag=True, help="no progress, no per-record messages")
 @_debug_option
-def build_cmd(inputs, output, tokenizer, tokenizer_loader, template, system, blank_turns, fmt, columns, seq_len,
-              strategies, packing, overlong, max_rejected, shard_size, overwrite, strict, dedupe, eval_fraction,
-              eval_records, seed, mix, quiet) -> None:
+def build_cmd(inputs, recipe, output, tokenizer, tokenizer_loader, template, system, blank_turns, fmt, columns,
+              seq_len, strategies, packing, overlong, max_rejected, shard_size, overwrite, strict, dedupe,
+              eval_fraction, eval_records, seed, mix, quiet) -> None:
     """Pack INPUTS (JSON, JSONL, Parquet, HF datasets; Alpaca, ShareGPT, messages, prompt/completion or text) into
     the folder OUTPUT."""
     io = _io()
-    weights = None
-    if mix:
-        inputs, weights = _mix_inputs(io, inputs)
+    opts = dict(output=output, tokenizer=tokenizer, tokenizer_loader=tokenizer_loader, template=template,
+                system=system, blank_turns=blank_turns, fmt=fmt, columns=columns, seq_len=seq_len,
+                strategies=strategies, packing=packing, overlong=overlong, max_rejected=max_rejected,
+                shard_bytes=shard_size * 2**20, overwrite=overwrite, strict=strict, dedupe=dedupe,
+                eval_fraction=eval_fraction, eval_records=eval_records, seed=seed, mix=None)
+    if recipe is not None:
+        inputs, opts = _with_recipe(io, recipe, inputs, mix, opts)
+    elif not inputs:
+        ctx = click.get_current_context()
+        raise click.MissingParameter(ctx=ctx, param=next(p for p in ctx.command.params if p.name == "inputs"))
+    elif mix:
+        inputs, opts["mix"] = _mix_inputs(io, inputs)
     else:
         _no_weights(io, inputs)
+    output, tokenizer, template = opts["output"], opts["tokenizer"], opts["template"]
     demo = tokenizer is None
     if demo:
         if not (DEMO_TOKENIZER / "tokenizer.json").is_file():
@@ -306,18 +320,38 @@ def build_cmd(inputs, output, tokenizer, tokenizer_loader, template, system, bla
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         with progress:
-            manifest = build(
-                list(inputs), output, tokenizer=tokenizer, template=template, fmt=fmt, columns=columns, seq_len=seq_len,
-                strategies=strategies, packing=packing, overlong=overlong, max_rejected=max_rejected,
-                tokenizer_loader=tokenizer_loader, system=system, blank_turns=blank_turns,
-                overwrite=overwrite, strict=strict, dedupe=dedupe, shard_bytes=shard_size * 2**20, events=events,
-                eval_fraction=eval_fraction, eval_records=eval_records, seed=seed, mix=weights,
-            )
+            manifest = build(list(inputs), events=events, **{**opts, "tokenizer": tokenizer})
     except KeyboardInterrupt as e:
         _stopped(e, f"nothing was written; {output} is as it was before this build")
     finally:
         signal.signal(signal.SIGTERM, previous)
     _print_summary(io, manifest, output, template, demo=Path(tokenizer) == DEMO_TOKENIZER)
+
+
+def _with_recipe(io: _IO, recipe: str, inputs: tuple[str, ...], mix: bool,
+                 opts: dict[str, Any]) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The inputs and build options of ``--recipe``: the recipe's, overridden by the options given on the command
+    line beside it; INPUTS or --mix beside it, or a mistake in it, is one line (exit 2)."""
+    from click.core import ParameterSource
+
+    from .recipe import RecipeError, load_recipe
+
+    if inputs or mix:
+        io.fail(f"--recipe {recipe}: give the inputs (and their weights) in the recipe's [[inputs]] tables, "
+                f"not as {'--mix' if mix else 'INPUTS'} beside it", 2)
+    try:
+        kwargs = load_recipe(recipe)
+    except RecipeError as e:
+        io.fail(str(e), 2)
+    paths = tuple(kwargs.pop("inputs"))
+    try:
+        _inputs(paths)
+    except click.BadParameter as e:
+        io.fail(f"{recipe}: inputs: {e.message}", 2)
+    ctx = click.get_current_context()
+    given = {"shard_bytes" if name == "shard_size" else name for name in ctx.params
+             if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+    return paths, {**opts, **kwargs, **{k: v for k, v in opts.items() if k in given}}
 
 
 def _split_weight(arg: str) -> tuple[str, str] | None:
