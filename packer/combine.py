@@ -224,11 +224,15 @@ class Combined:
     #: the eval split asked for, and conversations with exact copies in both splits (see :func:`assign_eval`)
     eval_split: EvalSplit | None = None
     eval_leaked: int = 0
-    #: the mixture asked for, and per record how many times it is packed (``None`` without a mixture)
+    #: the mixture asked for, and per record how many documents it is packed as: its copies times its pieces
+    #: (``None`` without a mixture or a split record)
     mix: Mix | None = None
     copies: np.ndarray | None = None
     #: per record, the index of its input (in the order given)
     input_of: np.ndarray | None = None
+    #: ``--overlong split``: records packed as several documents (pieces), and the pieces they make
+    split: int = 0
+    split_pieces: int = 0
 
     @property
     def order(self) -> np.ndarray:
@@ -345,7 +349,7 @@ def combine(
     def cat(name: str) -> np.ndarray:
         return np.concatenate([getattr(s.docs, name) for s in parts])
 
-    docs = {name: cat(name) for name in ("record", "status", *DOCUMENT_STATS, "encoded", "spilled", "system",
+    docs = {name: cat(name) for name in ("record", "status", *DOCUMENT_STATS, "encoded", "spilled", "pieces", "system",
                                           "absorbed", "has_digest", "digest_hi", "digest_lo")}
     docs["file"] = np.concatenate(file_col)
     docs["duplicate_of"] = dup_of = _duplicate_of(docs.pop("has_digest"), docs.pop("digest_hi"),
@@ -367,7 +371,8 @@ def combine(
     try:
         if spec.dedupe and len(dups):
             replaced[dups] = status[dups] != _DUPLICATE  # a part decided these: their lines go
-            n_lines += len(dups) - int((replaced[dups] & (status[dups] != _PACKED)).sum())
+            had_line = (status[dups] != _PACKED) | (docs["pieces"][dups] > 1)  # a split record has a line
+            n_lines += len(dups) - int((replaced[dups] & had_line).sum())
             for d in dups.tolist():
                 if replaced[d] and status[d] != _PACKED:  # a truncation counted as "overlong"
                     reasons["overlong" if status[d] == _TRUNCATED else STATUSES[status[d]]] -= 1
@@ -392,11 +397,13 @@ def combine(
 
     kept = (status == _PACKED) | (status == _TRUNCATED)
     kept_ids = np.flatnonzero(kept).astype(np.int64)
-    spilled = docs.pop("spilled").astype(bool)
-    spill_rank = np.cumsum(spilled) - 1
+    docs.pop("spilled")
+    # a record's first document in the spill (a split record spills its pieces, adjacent)
+    pieces = docs.pop("pieces").astype(np.int64)
+    spill_start = np.cumsum(pieces) - pieces
     kept_len = docs["tokens"][kept_ids].astype(np.int64)
-    # a duplicate dropped here keeps its tokens in the spill: the parts' own columns hold their lengths
-    spilled_len = np.concatenate([s.docs.tokens[s.docs.spilled.astype(bool)] for s in parts]).astype(np.int64)
+    # a duplicate dropped here keeps its tokens in the spill: the parts hold every spilled document's length
+    spilled_len = np.concatenate([s.spilled_lens for s in parts]).astype(np.int64)
     counts_by_input = [sum(s.input_records[k] for s in parts) for k in range(len(parts[0].part.inputs))]
     formats = [next((s.formats[k] for s in parts if s.formats[k] is not None), None)
                for k in range(len(counts_by_input))]
@@ -442,13 +449,23 @@ def combine(
             if leaked:
                 events.notice(f"{leaked:,} conversations have exact copies in both train and eval (--eval-records "
                               "cut a group of duplicates); --dedupe rejects the copies")
-    if copies is not None:  # each record k times, adjacent: positions in kept_ids -> positions in the copies
-        k = copies[kept_ids]
+    n_pieces = pieces[kept_ids]
+    split_records = int((n_pieces > 1).sum())
+    split_pieces = int(n_pieces[n_pieces > 1].sum())
+    spill_index = spill_start[kept_ids]
+    if copies is not None or split_records:
+        # each record k times (copies x pieces), adjacent: positions in kept_ids -> positions in the documents
+        k = n_pieces if copies is None else copies[kept_ids] * n_pieces
         groups = [(name, _expand(members, k)) for name, members in groups]
+        within = np.arange(int(k.sum()), dtype=np.int64) - np.repeat(np.cumsum(k) - k, k)
+        spill_index = np.repeat(spill_index, k) + within % np.repeat(n_pieces, k)
+        if copies is None:
+            copies = np.zeros(len(status), dtype=np.int64)
+        copies[kept_ids] = k
         kept_ids = np.repeat(kept_ids, k)
     if events is not None:
         events.progress("packing", 0, 1)
-    kept_len = docs["tokens"][kept_ids].astype(np.int64)
+    kept_len = spilled_len[spill_index]
     splits = []
     for name, members in groups:
         local, row_offsets = rows_from_bins(pack(kept_len[members], spec.seq_len, packing))
@@ -457,7 +474,7 @@ def combine(
         events.progress("packing", 1, 1)
     return Combined(
         docs=docs, files=files, inputs=list(zip(counts_by_input, formats, strict=True)), kept_ids=kept_ids,
-        kept_len=kept_len, spill_index=spill_rank[kept_ids], spilled_len=spilled_len,
+        kept_len=kept_len, spill_index=spill_index, spilled_len=spilled_len,
         tags=[s.part.tag for s in parts], splits=splits, rejection_files=rejection_files,
         replaced=replaced, rejection_lines=n_lines, duplicates=len(dups), truncated=truncated,
         dropped_turns=dict(sorted(dropped_turns.items())),
@@ -465,6 +482,7 @@ def combine(
         absorbed=absorbed, loader_difference=next((s.loader_difference for s in parts if s.part.first_doc_id == 0),
                                                   None),
         eval_split=eval_split, eval_leaked=leaked, mix=mix, copies=copies, input_of=input_of,
+        split=split_records, split_pieces=split_pieces,
     )
 
 

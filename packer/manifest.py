@@ -119,6 +119,7 @@ def make_manifest(
             "system_policy": dict(sorted(c.system_policy.items())),
             "duplicates": c.duplicates,
             **({"unsampled": c.unsampled} if c.mix is not None else {}),
+            **({"split": c.split, "split_pieces": c.split_pieces} if overlong == "split" else {}),
         },
         "tokens": {**_tokens(w.totals), "control_absorbed_chars": c.absorbed},
         "shards": [vars(s) for s in w.shards],

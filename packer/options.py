@@ -14,7 +14,7 @@ FORMATS: tuple[str, ...] = ("alpaca", "sharegpt", "messages", "prompt_completion
 #: bin-packing algorithms (see :mod:`packer.pack`)
 ALGORITHMS: tuple[str, ...] = ("bfd", "ffd", "nextfit")
 #: what happens to a record longer than ``seq_len``
-OVERLONG_POLICIES: tuple[str, ...] = ("drop", "truncate")
+OVERLONG_POLICIES: tuple[str, ...] = ("drop", "truncate", "split")
 #: built-in chat templates; :data:`packer.templates.BUILTIN_TEMPLATES` holds their Jinja source
 TEMPLATES: tuple[str, ...] = ("alpaca", "chatml", "llama3", "tulu", "mistral")
 #: ``--template`` values: the tokenizer's own, the tokenizer's own else alpaca, or a built-in one

@@ -155,6 +155,9 @@ class PartSummary:
     dropped_turns: dict[int, dict[str, int]]
     #: tokens in the part's spill (the ``spilled`` documents' ``tokens``, in doc_id order)
     spilled_tokens: int
+    #: tokens of every document in the part's spill, in spill order (a record split by ``--overlong split``
+    #: spills ``pieces`` documents, adjacent)
+    spilled_lens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     #: lines in the part's rejection spill
     rejection_lines: int = 0
     loader_difference: str | None = None
@@ -173,7 +176,8 @@ def new_columns() -> Columns:
         file=(np.int32, 0), record=(np.int64, 0), status=(np.uint8, 0),
         turns=(np.int32, NULL), prompt_words=(np.int32, NULL), response_words=(np.int32, NULL),
         tokens=(np.int32, NULL), prompt_tokens=(np.int32, NULL), response_tokens=(np.int32, NULL),
-        encoded=(np.int32, NULL), spilled=(np.uint8, 0), system=(np.uint8, 0), absorbed=(np.int32, 0),
+        encoded=(np.int32, NULL), spilled=(np.uint8, 0), pieces=(np.int32, 0), system=(np.uint8, 0),
+        absorbed=(np.int32, 0),
         has_digest=(np.uint8, 0), digest_hi=(np.int64, 0), digest_lo=(np.int64, 0),
     )
 
@@ -200,7 +204,7 @@ def digest(conv: Conversation) -> bytes:
 
 
 def rejected_line(rej: Rejection, action: str) -> str:
-    """A line of rejected.jsonl: ``action`` is "rejected" or "truncated"."""
+    """A line of rejected.jsonl: ``action`` is "rejected", "truncated" or "split"."""
     line = {
         "doc_id": rej.source.doc_id, "input": rej.source.path, "record": rej.source.index,
         "action": action, "reason": rej.reason, "detail": rej.detail,
@@ -247,6 +251,9 @@ class PartMapper:
         self.pending: deque[_Pending] = deque()
         self.labeller = Labeller(tok)
         self.spilled_tokens = 0
+        self.spilled_lens: list[np.ndarray] = []
+        #: with --overlong split, the conversations in flight (to split the overlong ones at their turns)
+        self.convs: dict[int, Conversation] = {}
         # ids of the other tokenizer loader on the build's first batch, compared in a thread of its own where
         # they may differ (importing transformers, and torch with it, costs a build ~5 s and ~240 MB)
         self.loader_check: Future | None = None
@@ -261,8 +268,11 @@ class PartMapper:
         return Source(doc_id, self.file_paths[self.docs.file[i]], int(self.docs.record[i]))
 
     def reject(self, rej: Rejection, stage: str, action: str = "rejected") -> None:
-        """Every outcome other than "packed" goes here: a rejection, or a truncation (``action``)."""
+        """Every outcome other than "packed" goes here: a rejection, or a truncation or split (``action``)."""
         i = self._row(rej.source.doc_id)
+        if action == "split":  # packed as several documents: listed, not a loss
+            self.rejections.write(stage, rej.source.doc_id, rejected_line(rej, action))
+            return
         self.docs.status[i] = _TRUNCATED if action == "truncated" else STATUS_CODE[rej.reason]
         self.reasons[rej.reason] += 1
         self.rejections.write(stage, rej.source.doc_id, rejected_line(rej, action))
@@ -317,6 +327,8 @@ class PartMapper:
             if rendered.system == "dropped":  # not trained on, so not in the prompt's words either
                 self.docs.prompt_words[i] -= len(item.messages[0].content.split()) + 1
         self.batch.append((doc_id, rendered))
+        if self.spec.overlong == "split":
+            self.convs[doc_id] = item
         self.batch_chars += len(rendered.text)
         if len(self.batch) >= self.spec.batch_size or self.batch_chars >= _BATCH_CHARS:
             self.submit()
@@ -353,11 +365,21 @@ class PartMapper:
         self.docs.encoded[rows] = lengths
         keep_len = lengths.copy()
         seq_len = self.spec.seq_len
+        pieces: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
         for k in np.flatnonzero(lengths > seq_len).tolist():
             a, n = int(tb.offsets[k]), int(lengths[k])
             src = self.source(int(p.doc_ids[k]))
             keep_len[k] = 0
-            if self.spec.overlong == "drop":
+            if self.spec.overlong == "split":
+                got = self.split_record(self.convs[int(p.doc_ids[k])], src)
+                if isinstance(got, Rejection):
+                    self.reject(got, RejectionSpill.TOKENS)
+                else:
+                    pieces[k] = got
+                    self.reject(Rejection(src, "overlong", f"split {n} tokens into {len(got)} documents of "
+                                          f"{', '.join(str(len(g[0])) for g in got)} tokens"),
+                                RejectionSpill.TOKENS, action="split")
+            elif self.spec.overlong == "drop":
                 self.reject(Rejection(src, "overlong", f"{n} tokens > seq_len {seq_len}"), RejectionSpill.TOKENS)
             elif not np.isin(tb.roles[a : a + seq_len], (R.RESPONSE, R.END)).any():
                 self.reject(Rejection(src, "overlong_no_loss",
@@ -374,9 +396,9 @@ class PartMapper:
             pos = np.arange(len(tb.ids)) - np.repeat(tb.offsets[:-1], lengths)
             sel = pos < np.repeat(keep_len, lengths)
             ids, roles, last = tb.ids[sel], tb.roles[sel], tb.last[sel]
+        for d in p.doc_ids.tolist():
+            self.convs.pop(d, None)
         kept_rows, kept_len = rows[keep], keep_len[keep]
-        self.spill.append(ids, roles, last)
-        self.spilled_tokens += len(ids)
         # per-document token stats now, while the tokens are at hand
         ends = np.cumsum(kept_len)
         starts = ends - kept_len
@@ -387,12 +409,92 @@ class PartMapper:
             getattr(self.docs, col)[kept_rows] = cum[ends] - cum[starts]
         self.docs.tokens[kept_rows] = kept_len
         self.docs.spilled[kept_rows] = 1
+        self.docs.pieces[kept_rows] = 1
+        spilled_lens = kept_len.astype(np.int64)
+        if pieces:  # the split records' pieces, in their doc_id's place among the kept documents
+            seg: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+            seg_lens: list[int] = []
+            at = 0
+            for k in range(len(rows)):
+                if k in pieces:
+                    seg.extend(pieces[k])
+                    seg_lens.extend(len(g[0]) for g in pieces[k])
+                    r = int(rows[k])
+                    self.docs.tokens[r] = sum(len(g[0]) for g in pieces[k])
+                    self.docs.prompt_tokens[r] = sum(int(_PROMPT_LUT[g[1]].sum()) for g in pieces[k])
+                    self.docs.response_tokens[r] = sum(int((g[1] == R.RESPONSE).sum()) for g in pieces[k])
+                    self.docs.spilled[r] = 1
+                    self.docs.pieces[r] = len(pieces[k])
+                elif keep[k]:
+                    b = int(ends[at])
+                    seg.append((ids[b - int(kept_len[at]) : b], roles[b - int(kept_len[at]) : b],
+                                last[b - int(kept_len[at]) : b]))
+                    seg_lens.append(int(kept_len[at]))
+                    at += 1
+            ids, roles, last = (np.concatenate([g[j] for g in seg]) if seg else x[:0]
+                                for j, x in enumerate((ids, roles, last)))
+            spilled_lens = np.array(seg_lens, dtype=np.int64)
+            kept_rows = rows[keep | np.isin(np.arange(len(rows)), list(pieces))]
+        self.spill.append(ids, roles, last)
+        self.spilled_tokens += len(ids)
+        self.spilled_lens.append(spilled_lens)
         status = self.docs.status
         status[kept_rows] = np.where(status[kept_rows] == _TRUNCATED, _TRUNCATED, _PACKED)
         if self.ev is not None:
             if self.ev.on_records:
                 self.ev.on_records(self.part.first_doc_id + len(self.docs), self.spilled_tokens)
             self.ev.progress("reading", self.reader.bytes_read, self.reader.total_bytes)
+
+    def split_record(
+        self, conv: Conversation, src: Source,
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]] | Rejection:
+        """``--overlong split``: the conversation as consecutive chunks of whole exchanges (the turns up to and
+        including an assistant turn; turns after the last one join the last exchange), each chunk as many
+        exchanges as fit in ``seq_len``, a leading system message at the head of every chunk; each chunk is
+        rendered and tokenized as a conversation of its own. Its (ids, roles, last) per chunk, or a rejection
+        (``overlong``) where one exchange alone is longer than ``seq_len``."""
+        msgs = conv.messages
+        head = msgs[:1] if msgs and msgs[0].role == "system" else ()
+        exchanges: list[tuple] = []
+        cur: list = []
+        for m in msgs[len(head):]:
+            cur.append(m)
+            if m.role == "assistant":
+                exchanges.append(tuple(cur))
+                cur = []
+        if cur:
+            if not exchanges:
+                return Rejection(src, "overlong", "no assistant turn to split the conversation at")
+            exchanges[-1] += tuple(cur)
+        seq_len = self.spec.seq_len
+
+        def tokens(a: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | Rejection:
+            sub = Conversation(src, conv.kind, head + tuple(m for ex in exchanges[a:b] for m in ex))
+            r = self.tpl.render(sub)
+            if isinstance(r, Rejection):
+                return r
+            batch = self.labeller.prepare([r.seg_lengths], [char_codes(r.seg_roles, r.seg_last)], [r.text])
+            tb = self.labeller.label(batch, self.labeller.encode(batch))
+            return tb.ids, tb.roles, tb.last
+
+        out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        a = 0
+        while a < len(exchanges):
+            best = tokens(a, a + 1)
+            if isinstance(best, Rejection):
+                return best
+            if len(best[0]) > seq_len:
+                return Rejection(src, "overlong", f"exchange {a + 1} alone is {len(best[0])} tokens > seq_len "
+                                 f"{seq_len}, so the conversation cannot be split at its turns")
+            b = a + 1
+            while b < len(exchanges):
+                t = tokens(a, b + 1)
+                if isinstance(t, Rejection) or len(t[0]) > seq_len:
+                    break
+                best, b = t, b + 1
+            out.append(best)
+            a = b
+        return out
 
     # -- the whole part --------------------------------------------------------
 
@@ -439,6 +541,7 @@ class PartMapper:
         formats += [None] * (len(part.inputs) - len(formats))
         return PartSummary(
             part, self.file_paths, self.input_records, formats, self.docs, self.dropped, self.spilled_tokens,
+            np.concatenate(self.spilled_lens) if self.spilled_lens else np.zeros(0, dtype=np.int64),
             self.rejections.count, difference, self.tpl.missing_end, time.perf_counter() - t0, self.reasons,
         )
 

@@ -8,7 +8,8 @@ once across shards, as ``documents.arrow`` says; counts and token totals agree
 with the manifest. An output with an eval split is checked split by split: each
 split's shards hold exactly the documents ``documents.arrow`` puts in that split,
 and no document is in both. An output built with a mixture (the manifest's ``mix``) holds a record
-as many times as documents.arrow's ``copies`` says, all in one split.
+as many times as documents.arrow's ``copies`` says, all in one split; so does an output with
+records split by ``--overlong split`` (their pieces).
 
 :func:`check_output` returns a :class:`VerifyResult`: the problems found and
 what was checked (for the command's success line); :func:`verify` returns the
@@ -190,7 +191,8 @@ def check_output(output: str | os.PathLike, *, hashes: bool = True) -> VerifyRes
     split_col = (np.asarray(docs.column("split").to_pylist(), dtype=object) if "split" in docs.column_names
                  else np.where(is_packed, "train", None))
     copies = None
-    if m.get("mix") is not None:
+    # a mixture's copies, and a split record's pieces (--overlong split): documents per record
+    if m.get("mix") is not None or "copies" in docs.column_names:
         if "copies" not in docs.column_names:
             problems.append(f"{DOCUMENTS_FILE}: no copies column, though the manifest describes a mixture")
             return result()

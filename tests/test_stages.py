@@ -35,6 +35,7 @@ CONFIGS = {
     "defaults": {},
     "dedupe-truncate": {"dedupe": True, "overlong": "truncate", "seq_len": 200},
     "drop-small-batches": {"seq_len": 200, "batch_size": 3, "packing": "ffd"},
+    "dedupe-split": {"dedupe": True, "overlong": "split", "seq_len": 200, "batch_size": 5},
 }
 
 
@@ -45,7 +46,10 @@ def test_any_number_of_parts_gives_the_same_bytes(mixed, tmp_path, demo_tok, con
     assert one["counts"]["duplicates"] >= 3 and sum(one["counts"]["rejected"].values()) >= 5
     if kwargs.get("dedupe"):
         assert one["counts"]["rejected"]["duplicate"] == one["counts"]["duplicates"]
+    if kwargs.get("overlong") == "truncate":
         assert one["counts"]["truncated"] >= 2
+    if kwargs.get("overlong") == "split":
+        assert one["counts"]["split"] >= 1
     expected = output_files(tmp_path / "p1")
     for parts in (3, 7):
         m = build(mixed, tmp_path / f"p{parts}", tokenizer=demo_tok, parts=parts, **kwargs)
