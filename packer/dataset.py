@@ -85,7 +85,9 @@ class PackedDataset(IterableDataset):
             ``FileSystem.from_uri`` understands (``s3://...``), or a path within ``filesystem``.
         strategy: the name of a strategy of the manifest (``ds.strategies``; its ``mask_<name>`` column is
             read), or a collection of role names, the mask then computed from ``roles`` (``last_turn``
-            is only available by name).
+            is only available by name). Under every strategy but ``full``, role sets included, tokens of
+            messages marked untrained (``"weight": 0`` / ``"training": false``; the shards' ``trainable``
+            column) get no label and no weight.
         shuffle: shuffle the global row order with a permutation seeded by ``(seed, epoch)``;
             ``False`` reads the rows in shard order.
         seed: the shuffle seed; the same on every rank.
@@ -211,6 +213,7 @@ class PackedDataset(IterableDataset):
             prompt_loss_weight=None if prompt_loss_weight is None else float(prompt_loss_weight),
             normalize=normalize,
             return_doc_ids=bool(return_doc_ids),
+            flagged=self.strategy not in R.UNFLAGGED_STRATEGIES,
         )
         # [epoch, consumed flag per worker] in shared memory: a DataLoader's workers hold copies of
         # the dataset, and persistent ones would otherwise never see set_epoch
@@ -284,7 +287,10 @@ class PackedDataset(IterableDataset):
         # opened per process: memory maps and file handles are never pickled into workers
         if self._reader is None or self._reader_pid != os.getpid():
             mask = mask_column(self.strategy) if isinstance(self.strategy, str) else None
-            self._reader = ShardReader(self._fs, self._root, self._shards, mask)
+            # the trainable column matters where labels or weights come from roles, not a mask column
+            spec = self._spec
+            trainable = spec.flagged and (spec.role_lut is not None or spec.prompt_loss_weight is not None)
+            self._reader = ShardReader(self._fs, self._root, self._shards, mask, trainable)
             self._reader_pid = os.getpid()
         return self._reader
 

@@ -139,6 +139,7 @@ Column map (``columns=``, ``--columns instruction=question,output=answer``)
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -146,7 +147,7 @@ from dataclasses import dataclass
 
 from .jsonvalues import RECORD_FORMATS, SUPPORTED, BadValue, FileValues, expand_inputs, file_size
 from .options import BLANK_TURN_POLICIES, FORMATS
-from .records import BuildError, Conversation, Message, MessageRole, Rejection, Source
+from .records import BuildError, Conversation, Message, MessageRole, Rejection, Source, ToolCall
 
 #: check_inputs gives up on settling a file's format after this many values or bytes
 _CHECK_RECORDS = 1000
@@ -162,18 +163,20 @@ _SHAREGPT_ROLES: dict[str, MessageRole] = {
     "bard": "assistant",
     "system": "system",
     "function_call": "assistant",
-    "observation": "user",
-    "tool": "user",
-    "function": "user",
+    "observation": "tool",
+    "tool": "tool",
+    "function": "tool",
 }
 _MESSAGES_ROLES: dict[str, MessageRole] = {
     "system": "system",
     "developer": "system",
     "user": "user",
     "assistant": "assistant",
-    "tool": "user",
-    "function": "user",
+    "tool": "tool",
+    "function": "tool",
 }
+#: ShareGPT turn roles whose value is a function call (JSON ``{"name", "arguments"}``, or a list of them)
+_CALL_ROLES = frozenset({"function_call"})
 
 
 @dataclass(slots=True)
@@ -295,8 +298,8 @@ def _parse_alpaca(record: dict, drop_blank: bool = False) -> tuple[tuple[Message
     return (Message("system", system), user, assistant), {}
 
 
-#: a turn after role mapping: (role, raw content, turn number, role name as written)
-_Turn = tuple[MessageRole, object, int, str]
+#: a turn after role mapping: (role, raw content, turn number, role name as written, the turn's object)
+_Turn = tuple[MessageRole, object, int, str, dict]
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,9 +333,12 @@ def _map_roles(turns: list, keys: TurnKeys, roles: dict[str, MessageRole]) -> li
             raise _Reject("unknown_role", f"turn {i} has role {name!r}; known: {', '.join(roles)}")
         ckey = content_keys[0] if content_keys[0] in turn or content_keys[1] not in turn else content_keys[1]
         if ckey not in turn:
+            if role == "assistant" and "tool_calls" in turn:  # OpenAI: a call with no content key at all
+                out.append((role, None, i, name, turn))
+                continue
             raise _Reject("missing_field",
                           f"turn {i} ({name}) has no {content_keys[0]!r}{keys.note} (keys: {_keys(turn)})")
-        out.append((role, turn[ckey], i, name))
+        out.append((role, turn[ckey], i, name, turn))
     return out
 
 
@@ -343,15 +349,20 @@ def _drop_turns(turns: list[_Turn]) -> tuple[list[_Turn], dict[str, int]]:
     ``{"leading_assistant": 1, "trailing_non_assistant": 1}``
     """
     first_user = next((k for k, t in enumerate(turns) if t[0] == "user"), len(turns))
-    head = [t for t in turns[:first_user] if t[0] != "assistant"]
+    # an assistant turn before the first user turn answers nothing here, and a tool result then
+    # answers a call that is not here either
+    head = [t for t in turns[:first_user] if t[0] != "assistant" and t[0] != "tool"]
+    leading_tools = sum(t[0] == "tool" for t in turns[:first_user])
     rest = turns[first_user:]
     last = next((k for k in range(len(rest) - 1, -1, -1) if rest[k][0] == "assistant"), -1)
     if last < 0:
         names = ", ".join(t[3] for t in turns[:10]) + (", ..." if len(turns) > 10 else "")
         raise _Reject("no_assistant_turn", f"no assistant turn after a user turn (roles: {names})")
     dropped: dict[str, int] = {}
-    if first_user > len(head):
-        dropped["leading_assistant"] = first_user - len(head)
+    if first_user > len(head) + leading_tools:
+        dropped["leading_assistant"] = first_user - len(head) - leading_tools
+    if leading_tools:
+        dropped["leading_tool_result"] = leading_tools
     if last < len(rest) - 1:
         dropped["trailing_non_assistant"] = len(rest) - 1 - last
     return head + rest[: last + 1], dropped
@@ -363,15 +374,15 @@ def _drop_blank_turns(kept: list[_Turn], dropped: dict[str, int]) -> tuple[tuple
     roles ``user assistant user("") assistant user assistant("")`` -> ``user assistant``,
     ``{"blank_turn": 4}``; ``user user(" ") assistant`` -> ``user assistant``, ``{"blank_turn": 1}``
     """
-    texts = [_content_text(content, i, name) for _, content, i, name in kept]
-    blank = [_blank(t) for t in texts]
+    msgs = [_turn_message(t) for t in kept]
+    blank = [_blank_message(m) for m in msgs]
     if not any(blank):
-        return tuple(Message(t[0], text) for t, text in zip(kept, texts, strict=True)), dropped
+        return _checked(tuple(msgs), [t[2] for t in kept]), dropped
     drop = [False] * len(kept)
     # runs of consecutive user turns and of assistant turns (system turns stand apart); after
     # _drop_turns they alternate, a user run first and an assistant run last
     runs: list[list[int]] = []
-    for k, (role, _, _, _) in enumerate(kept):
+    for k, (role, _, _, _, _) in enumerate(kept):
         if role == "system":
             drop[k] = blank[k]  # nothing answers a system turn
         elif runs and kept[runs[-1][0]][0] == role:
@@ -382,7 +393,11 @@ def _drop_blank_turns(kept: list[_Turn], dropped: dict[str, int]) -> tuple[tuple
         if all(blank[k] for k in run):
             # nothing said: the run goes with the one answering it (a user run's next run) or the one it
             # answers (an assistant run's previous run)
-            partner = runs[r + 1] if kept[run[0]][0] == "user" else runs[r - 1]
+            if kept[run[0]][0] == "user":  # the answer: every run up to the next user run (calls, results)
+                nxt = next((j for j in range(r + 1, len(runs)) if kept[runs[j][0]][0] == "user"), len(runs))
+                partner = [k for j in range(r + 1, nxt) for k in runs[j]]
+            else:
+                partner = runs[r - 1]
             for k in (*run, *partner):
                 drop[k] = True
         else:  # a message split in two: the rest of the run still says it, the answer still answers it
@@ -397,7 +412,7 @@ def _drop_blank_turns(kept: list[_Turn], dropped: dict[str, int]) -> tuple[tuple
     dropped = {**dropped, "blank_turn": dropped.get("blank_turn", 0) + len(kept) - len(left)}
     if last < len(left) - 1:
         dropped["trailing_non_assistant"] = dropped.get("trailing_non_assistant", 0) + len(left) - 1 - last
-    return tuple(Message(kept[k][0], texts[k]) for k in left[: last + 1]), dropped
+    return _checked(tuple(msgs[k] for k in left[: last + 1]), [kept[k][2] for k in left[: last + 1]]), dropped
 
 
 def _content_text(content: object, i: int, name: str) -> str:
@@ -438,13 +453,174 @@ def _turn_messages(
     if drop_blank:
         return _drop_blank_turns(kept, dropped)
     messages = []
-    for role, content, i, name in kept:
+    for turn in kept:
+        m = _turn_message(turn)
+        if _blank_message(m):
+            reason = "empty_output" if m.role == "assistant" else "empty_turn"
+            text = m.content
+            raise _Reject(reason, f"turn {turn[2]} ({turn[3]}) is {'empty' if not text else 'only whitespace'}")
+        messages.append(m)
+    return _checked(tuple(messages), [t[2] for t in kept]), dropped
+
+
+# --------------------------------------------------------------------------- tools, reasoning, weights
+
+#: the keys of a plain turn: anything more is looked at by _turn_extras
+_PLAIN_KEYS = 2
+
+
+def _blank_message(m: Message) -> bool:
+    """Whether a message says nothing: a tool result may be empty (the tool returned nothing), an
+    assistant message with tool calls has said something."""
+    return m.role != "tool" and not m.tool_calls and _blank(m.content)
+
+
+def _turn_message(turn: _Turn) -> Message:
+    """The Message of a kept turn: its content as text, and, where the turn has more keys than role and
+    content, its reasoning, tool calls, tool-result fields and training flag (raises _Reject)."""
+    role, content, i, name, obj = turn
+    call = role == "assistant" and name.lower() in _CALL_ROLES
+    if content is None and role == "assistant" and (call or obj.get("tool_calls")):
+        text = ""
+    elif call:
+        text = ""
+    else:
         text = _content_text(content, i, name)
-        if _blank(text):
-            reason = "empty_output" if role == "assistant" else "empty_turn"
-            raise _Reject(reason, f"turn {i} ({name}) is {'empty' if not text else 'only whitespace'}")
-        messages.append(Message(role, text))
-    return tuple(messages), dropped
+    if len(obj) <= _PLAIN_KEYS and not call:
+        return Message(role, text)
+    trained = _trained(obj, i, name)
+    if role == "assistant":
+        calls = _sharegpt_calls(content, i) if call else _openai_calls(obj.get("tool_calls"), i)
+        reasoning = obj.get("reasoning_content")
+        if reasoning is not None and not isinstance(reasoning, str):
+            raise _Reject("wrong_type", f"turn {i} ({name}): 'reasoning_content' is {_type_name(reasoning)}, "
+                          "expected a string")
+        return Message(role, text, reasoning=reasoning or None, tool_calls=calls, trained=trained)
+    if role == "tool":
+        ids = []
+        for key in ("tool_call_id", "name"):
+            value = obj.get(key)
+            if value is not None and not isinstance(value, str):
+                raise _Reject("wrong_type", f"turn {i} ({name}): {key!r} is {_type_name(value)}, expected a string")
+            ids.append(value)
+        return Message(role, text, tool_call_id=ids[0], name=ids[1], trained=trained)
+    return Message(role, text, trained=trained)
+
+
+def _trained(obj: dict, i: int, name: str) -> bool:
+    """False for a turn marked ``"weight": 0`` (OpenAI's fine-tuning format) or ``"training": false``
+    (Axolotl's); a weight other than 0 or 1, a flag not a boolean, or the two disagreeing is ``bad_weight``."""
+    weight, training = obj.get("weight"), obj.get("training")
+    if weight is None and training is None:
+        return True
+    if weight is not None and (isinstance(weight, bool) or not isinstance(weight, int | float) or weight not in (0, 1)):
+        raise _Reject("bad_weight", f"turn {i} ({name}): 'weight' is {weight!r}, expected 0 or 1")
+    if training is not None and not isinstance(training, bool):
+        raise _Reject("bad_weight", f"turn {i} ({name}): 'training' is {_type_name(training)}, expected true or false")
+    if weight is not None and training is not None and bool(weight) != training:
+        raise _Reject("bad_weight", f"turn {i} ({name}): 'weight' {weight!r} and 'training' {training} disagree")
+    return bool(weight) if weight is not None else bool(training)
+
+
+def _json_object(value: object, what: str) -> dict:
+    """``value`` as a JSON object: an object, or a string holding one (raises ``bad_tool_call``)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as e:
+            raise _Reject("bad_tool_call", f"{what} is not JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise _Reject("bad_tool_call", f"{what} is {_type_name(value)}, expected a JSON object")
+    return value
+
+
+def _tool_call(call: object, where: str) -> ToolCall:
+    """One call: OpenAI's ``{"id", "type", "function": {"name", "arguments"}}`` or a flat
+    ``{"name", "arguments"}`` (glaive, LLaMA-Factory); ``arguments`` an object or a JSON string of one."""
+    if not isinstance(call, dict):
+        raise _Reject("bad_tool_call", f"{where} is {_type_name(call)}, expected an object")
+    fn = call.get("function", call)
+    if not isinstance(fn, dict):
+        raise _Reject("bad_tool_call", f"{where}: 'function' is {_type_name(fn)}, expected an object")
+    name = fn.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise _Reject("bad_tool_call", f"{where} has no function name")
+    args = fn.get("arguments", {})
+    args = _json_object(args, f"{where} ({name}): 'arguments'")
+    cid = call.get("id")
+    if cid is not None and not isinstance(cid, str):
+        raise _Reject("bad_tool_call", f"{where} ({name}): 'id' is {_type_name(cid)}, expected a string")
+    return ToolCall(name, args, cid)
+
+
+def _openai_calls(calls: object, i: int) -> tuple[ToolCall, ...]:
+    if calls is None:
+        return ()
+    if not isinstance(calls, list):
+        raise _Reject("bad_tool_call", f"turn {i}: 'tool_calls' is {_type_name(calls)}, expected an array")
+    return tuple(_tool_call(c, f"turn {i}: tool call {k}") for k, c in enumerate(calls))
+
+
+def _sharegpt_calls(value: object, i: int) -> tuple[ToolCall, ...]:
+    """A ShareGPT ``function_call`` turn's value: a call (JSON ``{"name", "arguments"}``) or a list of them."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as e:
+            raise _Reject("bad_tool_call", f"turn {i} (function_call): the value is not JSON ({e})") from None
+    calls = value if isinstance(value, list) else [value]
+    if not calls:
+        raise _Reject("bad_tool_call", f"turn {i} (function_call): an empty list of calls")
+    return tuple(_tool_call(c, f"turn {i} (function_call)" + (f" call {k}" if len(calls) > 1 else ""))
+                 for k, c in enumerate(calls))
+
+
+def _checked(messages: tuple[Message, ...], turns: Sequence[int]) -> tuple[Message, ...]:
+    """Checks across messages (raises _Reject; ``turns``: each message's turn number in the record): every
+    tool result follows an assistant message with tool calls (other tool results between), and some
+    assistant turn is trained."""
+    prev: Message | None = None
+    at = -1
+    untrained = False
+    for k, m in enumerate(messages):
+        if m.role == "tool":
+            if prev is None or not prev.tool_calls:
+                after = "no turn" if prev is None else f"turn {turns[at]} ({prev.role})"
+                raise _Reject("orphan_tool_result", f"turn {turns[k]} (tool) follows {after}, which makes no tool "
+                              "call")
+        else:
+            prev, at = m, k
+        untrained = untrained or not m.trained
+    if untrained and not any(m.trained for m in messages if m.role == "assistant"):
+        raise _Reject("no_trained_turn", "every assistant turn is marked weight 0 / training false: nothing to "
+                      "learn under any strategy but full")
+    return messages
+
+
+def _tools(record: dict) -> tuple[dict, ...]:
+    """A record's tool definitions (raises ``bad_tools``): a list of objects, or a JSON string of one
+    (glaive's ShareGPT ``tools``); a definition without ``type`` (a bare ``{"name", "description",
+    "parameters"}``) is wrapped as ``{"type": "function", "function": ...}``, OpenAI's shape."""
+    tools = record.get("tools")
+    if tools is None or tools == "":
+        return ()
+    if isinstance(tools, str):
+        try:
+            tools = json.loads(tools)
+        except ValueError as e:
+            raise _Reject("bad_tools", f"'tools' is not JSON ({e})") from None
+    if not isinstance(tools, list):
+        raise _Reject("bad_tools", f"'tools' is {_type_name(tools)}, expected an array of tool definitions")
+    out = []
+    for k, tool in enumerate(tools):
+        if not isinstance(tool, dict):
+            raise _Reject("bad_tools", f"tool {k} is {_type_name(tool)}, expected an object")
+        if "type" not in tool and "function" not in tool:
+            if not isinstance(tool.get("name"), str):
+                raise _Reject("bad_tools", f"tool {k} has no 'type' and no 'name' (keys: {_keys(tool)})")
+            tool = {"type": "function", "function": tool}
+        out.append(tool)
+    return tuple(out)
 
 
 def _parse_sharegpt(
@@ -540,7 +716,7 @@ _TURN_FORMATS = ("sharegpt", "messages", "prompt_completion")
 
 #: the fields of the record formats a column map may name (targets): top-level ones, and the keys of a turn
 TOP_FIELDS: tuple[str, ...] = (
-    "instruction", "input", "output", "system", "conversations", "messages", "prompt", "completion", "text",
+    "instruction", "input", "output", "system", "conversations", "messages", "prompt", "completion", "text", "tools",
 )
 #: a turn's keys (``from`` / ``value`` are ShareGPT's names for the same two)
 TURN_FIELDS: dict[str, str] = {"role": "role", "content": "content", "from": "role", "value": "content"}
@@ -741,10 +917,12 @@ class RecordReader:
                 return Rejection(source, "format_mismatch", f"the record is {found} but its file is {fmt}")
         try:
             messages, dropped = self._parsers[fmt](value, self._drop_blank)
+            tools = _tools(value) if "tools" in value and fmt in _TOOL_FORMATS else ()
         except _Reject as r:
             return Rejection(source, r.reason, r.detail)
         for i, m in enumerate(messages):
-            for value in (m.content, m.input):
+            texts = (m.content, m.input) if m.role in ("user", "system") and not m.reasoning else _texts(m)
+            for value in texts:
                 # JSON's \ud800 escapes decode to lone surrogates, which have no UTF-8 form:
                 # the tokenizer cannot take them
                 bad = None if value.isascii() else _SURROGATE_RE.search(value)
@@ -752,10 +930,25 @@ class RecordReader:
                     return Rejection(source, "invalid_utf8",
                                      f"turn {i} ({m.role}) holds a lone surrogate {bad.group(0)!a} "
                                      f"at character {bad.start()}, which has no UTF-8 form")
-        return Conversation(source, fmt, messages, dropped)  # type: ignore[arg-type]
+        if tools:
+            bad = _SURROGATE_RE.search(json.dumps(tools, ensure_ascii=False))
+            if bad is not None:
+                return Rejection(source, "invalid_utf8", f"'tools' holds a lone surrogate {bad.group(0)!a}, which "
+                                 "has no UTF-8 form")
+        return Conversation(source, fmt, messages, dropped, tools)  # type: ignore[arg-type]
 
 
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
+#: the record formats whose records may carry ``tools``
+_TOOL_FORMATS = frozenset({"sharegpt", "messages", "prompt_completion"})
+
+
+def _texts(m: Message) -> tuple[str, ...]:
+    """Every text of a message the template may render (for the lone-surrogate check)."""
+    out = [m.content, m.input, m.reasoning or "", m.tool_call_id or "", m.name or ""]
+    for c in m.tool_calls:
+        out += [c.name, c.id or "", json.dumps(c.arguments, ensure_ascii=False)]
+    return tuple(out)
 
 
 def _format_of(value: object, fmt: str | None) -> str | None:

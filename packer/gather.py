@@ -43,10 +43,10 @@ class ArrayTokens:
 
     ids: np.ndarray
     roles: np.ndarray
-    last: np.ndarray
+    flags: np.ndarray  # uint8 (packer.roles.LAST_FLAG | UNTRAINED_FLAG), or bool: the last-turn flag
     starts: np.ndarray
     lengths: np.ndarray
 
     def gather(self, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         idx = gather_index(self.starts[docs], self.lengths[docs])
-        return self.ids[idx], self.roles[idx], self.last[idx]
+        return self.ids[idx], self.roles[idx], self.flags[idx]

@@ -48,6 +48,9 @@ class ItemSpec:
     prompt_loss_weight: float | None
     normalize: str | None
     return_doc_ids: bool
+    #: tokens of messages marked untrained (``Row.trainable`` False) get no loss or weight; False only
+    #: for the ``full`` strategy, which trains on every token
+    flagged: bool = True
 
     @property
     def weighted(self) -> bool:
@@ -61,12 +64,18 @@ def make_item(row: Row, spec: ItemSpec) -> dict[str, torch.Tensor]:
     n = len(ids)
     loss = spec.role_lut[row.roles] if spec.role_lut is not None else row.mask
     assert loss is not None
+    untrained = row.trainable is not None and spec.flagged and not row.trainable.all()
+    if untrained and spec.role_lut is not None:
+        loss &= row.trainable  # a mask column already leaves them out
     position_ids = np.arange(n, dtype=np.int64) - np.repeat(starts, lens)
     item: dict[str, torch.Tensor] = {}
     if spec.weighted:
         weights = loss.astype(np.float64)
         if spec.prompt_loss_weight is not None:
-            weights[spec.prompt_lut[row.roles]] = spec.prompt_loss_weight
+            prompt = spec.prompt_lut[row.roles]
+            if untrained:
+                prompt &= row.trainable
+            weights[prompt] = spec.prompt_loss_weight
         weights[starts] = 0.0  # a document's first token is predicted from the previous document
         if spec.normalize == "sequence":
             totals = np.add.reduceat(weights, starts)

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pyarrow.fs is imported by whoever passes one
     import pyarrow.fs as pafs
 
 FORMAT_NAME = "packer-shards"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SHARD_PATTERN = "shard-{:05d}.arrow"
 EVAL_SHARD_PATTERN = "eval-shard-{:05d}.arrow"
 #: the splits of an output: rows to train on, and the held-out eval rows (``build(eval_fraction=...)``)
@@ -57,7 +57,7 @@ def file_sha256(path: str | os.PathLike, filesystem: pafs.FileSystem | None = No
 
 
 #: manifest ``format.version`` values this packer reads
-SUPPORTED_VERSIONS: frozenset[int] = frozenset({FORMAT_VERSION})
+SUPPORTED_VERSIONS: frozenset[int] = frozenset({1, FORMAT_VERSION})
 
 
 class ShardError(ValueError):
@@ -110,7 +110,7 @@ def read_manifest(output: str | os.PathLike, filesystem: pafs.FileSystem | None 
         shards: not a packer output: no manifest.json (or its build did not finish)
         shards/manifest.json: not a packer output: not valid JSON (Expecting value: line 1 column 1 (char 0))
         shards/manifest.json: not a packer output: format 'other' is not 'packer-shards'
-        shards/manifest.json: packer-shards version 99; this packer reads version 1 (rebuild the shards, ...)
+        shards/manifest.json: packer-shards version 99; this packer reads version 1, 2 (rebuild the shards, ...)
     """
     manifest = _load_manifest(output, filesystem)
     version = manifest["format"].get("version")

@@ -154,7 +154,9 @@ def _packing(c: Combined, split: SplitRows, seq_len: int) -> dict:
 
 def _tokens(totals: TokenTotals) -> dict:
     return {"total": totals.total, "per_role": {name: int(totals.role_counts[code]) for name, code in R.ROLES.items()},
-            "loss": totals.loss()}
+            "loss": totals.loss(), "untrained": int(totals.untrained_counts.sum()),
+            "untrained_per_role": {name: int(totals.untrained_counts[code]) for name, code in R.ROLES.items()
+                                   if totals.untrained_counts[code]}}
 
 
 def write_manifest(out: Path, manifest: dict) -> None:

@@ -52,6 +52,8 @@ from .tokenize import Labeller, TextBatch, char_codes
 
 _PACKED, _TRUNCATED, _DUPLICATE = STATUS_CODE["packed"], STATUS_CODE["truncated"], STATUS_CODE["duplicate"]
 _PROMPT_LUT = R.role_lut(R.PROMPT_ROLES)
+#: what the model writes in an assistant turn: a truncated record keeping none of it has no loss
+_ASSISTANT_LUT = R.role_lut(R.ASSISTANT_ROLES)
 #: what a template's system policy did to a record (``Rendered.system``), coded per record
 SYSTEM_ACTIONS: tuple[str | None, ...] = (None, "merged", "dropped")
 _SYSTEM_CODE = {name: code for code, name in enumerate(SYSTEM_ACTIONS)}
@@ -188,6 +190,8 @@ def words(conv: Conversation) -> tuple[int, int, int]:
     prompt = response = turns = 0
     for m in conv.messages:
         n = len(m.content.split()) + len(m.input.split()) + 1
+        if m.reasoning:
+            n += len(m.reasoning.split())
         if m.role == "assistant":
             response += n
         else:
@@ -200,6 +204,11 @@ def digest(conv: Conversation) -> bytes:
     """16 bytes naming a conversation (collisions are negligible, memory stays small)."""
     # every part followed by a NUL, hashed in one call
     text = "".join(f"{m.role}\x00{m.content}\x00{m.input}\x00" for m in conv.messages)
+    if conv.tools or any(m.reasoning is not None or m.tool_calls or m.role == "tool" or not m.trained
+                         for m in conv.messages):
+        # what else tells two conversations apart (plain ones keep the digest they always had)
+        text += json.dumps([[m.reasoning, [c.as_dict() for c in m.tool_calls], m.tool_call_id, m.name, m.trained]
+                            for m in conv.messages] + [list(conv.tools)], ensure_ascii=False, sort_keys=True)
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
@@ -341,7 +350,8 @@ class PartMapper:
             rendered = [r for _, r in self.batch]
             texts = [r.text for r in rendered]
             batch = self.labeller.prepare([r.seg_lengths for r in rendered],
-                                          [char_codes(r.seg_roles, r.seg_last) for r in rendered], texts)
+                                          [char_codes(r.seg_roles, r.seg_last, r.seg_train) for r in rendered],
+                                          texts)
             doc_ids = np.fromiter((d for d, _ in self.batch), dtype=np.int64, count=len(self.batch))
             if self.loader_check is None and self.part.first_doc_id == 0 and loaders_may_differ(
                 self.tok, self.labeller.byte_lengths is not None
@@ -381,7 +391,7 @@ class PartMapper:
                                 RejectionSpill.TOKENS, action="split")
             elif self.spec.overlong == "drop":
                 self.reject(Rejection(src, "overlong", f"{n} tokens > seq_len {seq_len}"), RejectionSpill.TOKENS)
-            elif not np.isin(tb.roles[a : a + seq_len], (R.RESPONSE, R.END)).any():
+            elif not _ASSISTANT_LUT[tb.roles[a : a + seq_len]].any():
                 self.reject(Rejection(src, "overlong_no_loss",
                                       f"{n} tokens > seq_len {seq_len} and the first {seq_len} hold no response"),
                             RejectionSpill.TOKENS)
@@ -391,11 +401,11 @@ class PartMapper:
                             RejectionSpill.TOKENS, action="truncated")
         keep = keep_len > 0
         if (keep_len == lengths).all():
-            ids, roles, last = tb.ids, tb.roles, tb.last
+            ids, roles, last = tb.ids, tb.roles, tb.flags
         else:
             pos = np.arange(len(tb.ids)) - np.repeat(tb.offsets[:-1], lengths)
             sel = pos < np.repeat(keep_len, lengths)
-            ids, roles, last = tb.ids[sel], tb.roles[sel], tb.last[sel]
+            ids, roles, last = tb.ids[sel], tb.roles[sel], tb.flags[sel]
         for d in p.doc_ids.tolist():
             self.convs.pop(d, None)
         kept_rows, kept_len = rows[keep], keep_len[keep]
@@ -457,9 +467,11 @@ class PartMapper:
         head = msgs[:1] if msgs and msgs[0].role == "system" else ()
         exchanges: list[tuple] = []
         cur: list = []
-        for m in msgs[len(head):]:
+        rest = msgs[len(head):]
+        for k, m in enumerate(rest):
             cur.append(m)
-            if m.role == "assistant":
+            # an exchange ends at an assistant turn, but not between a tool call and its results
+            if m.role == "assistant" and (k + 1 == len(rest) or rest[k + 1].role != "tool"):
                 exchanges.append(tuple(cur))
                 cur = []
         if cur:
@@ -469,13 +481,14 @@ class PartMapper:
         seq_len = self.spec.seq_len
 
         def tokens(a: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | Rejection:
-            sub = Conversation(src, conv.kind, head + tuple(m for ex in exchanges[a:b] for m in ex))
+            sub = Conversation(src, conv.kind, head + tuple(m for ex in exchanges[a:b] for m in ex), tools=conv.tools)
             r = self.tpl.render(sub)
             if isinstance(r, Rejection):
                 return r
-            batch = self.labeller.prepare([r.seg_lengths], [char_codes(r.seg_roles, r.seg_last)], [r.text])
+            batch = self.labeller.prepare([r.seg_lengths], [char_codes(r.seg_roles, r.seg_last, r.seg_train)],
+                                          [r.text])
             tb = self.labeller.label(batch, self.labeller.encode(batch))
-            return tb.ids, tb.roles, tb.last
+            return tb.ids, tb.roles, tb.flags
 
         out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         a = 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-MessageRole = Literal["system", "user", "assistant"]
+MessageRole = Literal["system", "user", "assistant", "tool"]
 
 #: Rejection reason codes (stable: they appear in manifests and rejected.jsonl).
 REASONS: dict[str, str] = {
@@ -34,6 +34,11 @@ REASONS: dict[str, str] = {
     "overlong": "longer than seq_len (with --overlong drop)",
     "overlong_no_loss": "truncated to seq_len, nothing of the response was left",
     "duplicate": "the same conversation as an earlier record (with --dedupe)",
+    "bad_tool_call": "a tool call has no function name, or arguments that are not a JSON object",
+    "bad_tools": "the tool definitions are not a list of objects (or a JSON string of one)",
+    "orphan_tool_result": "a tool result follows no assistant message with tool calls",
+    "bad_weight": "a message's weight is not 0 or 1, or its training flag not a boolean",
+    "no_trained_turn": "every assistant turn is marked untrained (weight 0 / training false)",
 }
 #: a record a mixture (``--mix``) used 0 times: not a rejection (not in rejected.jsonl), counted on its own
 UNSAMPLED = "unsampled"
@@ -44,13 +49,52 @@ STATUS_CODE: dict[str, int] = {name: code for code, name in enumerate(STATUSES)}
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One function call of an assistant message, as chat templates get it (OpenAI's shape, the
+    ``arguments`` a JSON object, parsed where the record held a JSON string)::
+
+        {"type": "function", "id": "call_1", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}
+    """
+
+    name: str
+    arguments: dict
+    id: str | None = None
+
+    def as_dict(self) -> dict:
+        out: dict = {"type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+        if self.id is not None:
+            out["id"] = self.id
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """One turn. ``input`` is Alpaca's ``input`` field, set only on the user
-    message of Alpaca records (templates render it with the ``input`` role)."""
+    message of Alpaca records (templates render it with the ``input`` role).
+
+    ``reasoning`` is an assistant's ``reasoning_content`` (None: none given); ``tool_calls`` an
+    assistant's function calls; ``tool_call_id`` / ``name`` a ``tool`` message's (None: not given);
+    ``trained`` is False for a message marked ``"weight": 0`` or ``"training": false``, whose tokens get
+    no loss under any strategy but ``full``.
+    """
 
     role: MessageRole
     content: str
     input: str = ""
+    reasoning: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+    trained: bool = True
+
+    def __repr__(self) -> str:
+        # the fields a plain turn has, then only those of the others that are set
+        extra = "".join(f", {k}={getattr(self, k)!r}" for k in ("reasoning", "tool_calls", "tool_call_id", "name",
+                                                                 "trained") if getattr(self, k) != _DEFAULTS[k])
+        return f"Message(role={self.role!r}, content={self.content!r}, input={self.input!r}{extra})"
+
+
+_DEFAULTS = {"reasoning": None, "tool_calls": (), "tool_call_id": None, "name": None, "trained": True}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +119,9 @@ class Conversation:
     messages: tuple[Message, ...]
     #: turns a documented policy dropped (e.g. leading assistant turns): reason -> count
     dropped_turns: dict[str, int] = field(default_factory=dict)
+    #: the tool definitions the record offers the model (OpenAI's ``tools``: a tuple of JSON objects,
+    #: rendered by the template into the prompt with the ``system`` role); () for none
+    tools: tuple[dict, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,9 @@ INSTRUCTION = 5
 INPUT = 6
 RESPONSE = 7
 END = 8
+TOOL_CALL = 9
+REASONING = 10
+TOOL = 11
 
 #: role name -> code, in code order (code 0, padding, is never stored)
 ROLES: Mapping[str, int] = MappingProxyType(
@@ -38,10 +41,13 @@ ROLES: Mapping[str, int] = MappingProxyType(
         "input": INPUT,
         "response": RESPONSE,
         "end": END,
+        "tool_call": TOOL_CALL,
+        "reasoning": REASONING,
+        "tool": TOOL,
     }
 )
 ROLE_NAMES: Mapping[int, str] = MappingProxyType({v: k for k, v in ROLES.items()})
-#: the number of role codes, padding's 0 included (9; one more than ``len(ROLES)``): the length of an
+#: the number of role codes, padding's 0 included (12; one more than ``len(ROLES)``): the length of an
 #: array indexed by role code, such as a count per role, ``np.bincount(roles, minlength=N_ROLES)``
 N_ROLES = max(ROLES.values()) + 1
 
@@ -50,9 +56,11 @@ N_ROLES = max(ROLES.values()) + 1
 #: added token the tokenizer flags special): it is ``end`` if it covers a
 #: character of an end-of-turn token, else ``special``, whatever content it
 #: absorbed (see CONTROL_TOKEN_RULE).
-PRECEDENCE: tuple[int, ...] = (RESPONSE, END, INPUT, INSTRUCTION, SYSTEM, BOILERPLATE, MARKER, SPECIAL)
+PRECEDENCE: tuple[int, ...] = (
+    RESPONSE, TOOL_CALL, REASONING, END, TOOL, INPUT, INSTRUCTION, SYSTEM, BOILERPLATE, MARKER, SPECIAL,
+)
 #: the roles of message content (what a control token never takes)
-CONTENT_ROLES: tuple[str, ...] = ("system", "instruction", "input", "response")
+CONTENT_ROLES: tuple[str, ...] = ("system", "instruction", "input", "response", "tool_call", "reasoning", "tool")
 CONTROL_TOKEN_RULE = (
     "a control token (an added token the tokenizer flags special) is 'end' if it covers a character of an "
     "end-of-turn token, else 'special', whatever content it absorbed (a Phi-3 '<|assistant|>' that swallows "
@@ -61,21 +69,36 @@ CONTROL_TOKEN_RULE = (
 )
 
 #: strategy name -> roles with loss. ``last_turn`` is special: its roles are
-#: further limited to the final assistant turn of each document.
+#: further limited to the final assistant turn of each document. Every strategy but ``full`` also
+#: leaves out the tokens of messages marked untrained (``"weight": 0``, ``"training": false``).
+#: Tool results (``tool``) are what a tool returned, not what the model should write: only ``full``
+#: puts loss on them. ``answer_only`` is instruction tuning without the reasoning.
 BUILTIN_STRATEGIES: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
         "full": tuple(ROLES),
-        "instruction_modelling": ("boilerplate", "system", "instruction", "input", "response", "end"),
-        "boilerplate_masked": ("system", "instruction", "input", "response", "end"),
-        "instruction_tuning": ("response", "end"),
-        "last_turn": ("response", "end"),
+        "instruction_modelling": (
+            "boilerplate", "system", "instruction", "input", "response", "end", "tool_call", "reasoning",
+        ),
+        "boilerplate_masked": ("system", "instruction", "input", "response", "end", "tool_call", "reasoning"),
+        "instruction_tuning": ("response", "end", "tool_call", "reasoning"),
+        "last_turn": ("response", "end", "tool_call", "reasoning"),
+        "answer_only": ("response", "end", "tool_call"),
     }
 )
+#: the one strategy that ignores per-message training flags (``"weight": 0`` / ``"training": false``)
+UNFLAGGED_STRATEGIES = frozenset({"full"})
 #: strategies whose loss is restricted to the final assistant turn
 LAST_TURN_STRATEGIES = frozenset({"last_turn"})
 
 #: roles counted as the prompt of an example (the paper's "instruction")
 PROMPT_ROLES: tuple[str, ...] = ("system", "instruction", "input")
+#: roles of what the model writes in an assistant turn (its loss under instruction tuning)
+ASSISTANT_ROLES: tuple[str, ...] = ("response", "tool_call", "reasoning", "end")
+
+#: per-token flag bits that travel with the roles through a build (spill files, :mod:`packer.gather`):
+#: the token is in the document's final assistant turn; the token belongs to a message marked untrained
+LAST_FLAG = 1
+UNTRAINED_FLAG = 2
 
 
 def role_codes(names: Iterable[str]) -> tuple[int, ...]:

@@ -29,7 +29,7 @@ import pyarrow.fs as pafs
 import pyarrow.ipc as ipc
 
 from .layout import MANIFEST_FILE, MissingShardError, ShardError, file_sha256, locate_row, row_starts
-from .shards import SHARD_COLUMNS
+from .shards import ADDED_IN, SHARD_COLUMNS
 
 __all__ = ["REMOTE_BATCH_CACHE", "Row", "ShardReader", "check_shards", "open_root"]
 
@@ -83,9 +83,8 @@ class _Batch:
     seq_off: np.ndarray
     doc_ids: np.ndarray
     doc_off: np.ndarray
-    mask_bits: np.ndarray | None  # the bool child's bit-packed data buffer
-    mask_bit0: int  # bit offset of the child's first value
-    mask_off: np.ndarray | None
+    mask: _Bits | None  # the strategy's mask column
+    trainable: _Bits | None  # the trainable column, where wanted and the shard has one
 
 
 def _list_views(batch: pa.RecordBatch, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -94,22 +93,36 @@ def _list_views(batch: pa.RecordBatch, name: str) -> tuple[np.ndarray, np.ndarra
     return arr.values.to_numpy(zero_copy_only=True), arr.offsets.to_numpy(zero_copy_only=True)
 
 
-def _batch_views(batch: pa.RecordBatch, mask_name: str | None) -> _Batch:
+@dataclass(frozen=True)
+class _Bits:
+    """A list<bool> column of a record batch, bit-packed as Arrow keeps it: unpacked one row at a time,
+    instead of expanding a whole batch (to_numpy copies) for every randomly accessed row."""
+
+    bits: np.ndarray  # the bool child's data buffer
+    bit0: int  # bit offset of the child's first value
+    off: np.ndarray  # the list offsets
+
+    @classmethod
+    def of(cls, batch: pa.RecordBatch, name: str) -> _Bits:
+        arr = batch.column(name)
+        child = arr.values
+        data = child.buffers()[1]
+        bits = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+        return cls(bits, child.offset, arr.offsets.to_numpy(zero_copy_only=True))
+
+    def row(self, i: int, n: int) -> np.ndarray:
+        a = self.bit0 + int(self.off[i])
+        return _unpack_bits(self.bits, a, a + n)
+
+
+def _batch_views(batch: pa.RecordBatch, mask_name: str | None, trainable: bool) -> _Batch:
     ids, ids_off = _list_views(batch, "input_ids")
     roles, roles_off = _list_views(batch, "roles")
     seq_lens, seq_off = _list_views(batch, "seq_lens")
     doc_ids, doc_off = _list_views(batch, "doc_ids")
-    bits, bit0, mask_off = None, 0, None
-    if mask_name is not None:
-        arr = batch.column(mask_name)
-        child = arr.values
-        data = child.buffers()[1]
-        # Arrow booleans are bit-packed: keep the raw bytes and unpack one row at a time, instead of
-        # expanding a whole batch (to_numpy copies) for every randomly accessed row
-        bits = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
-        bit0 = child.offset
-        mask_off = arr.offsets.to_numpy(zero_copy_only=True)
-    return _Batch(ids, ids_off, roles, roles_off, seq_lens, seq_off, doc_ids, doc_off, bits, bit0, mask_off)
+    mask = _Bits.of(batch, mask_name) if mask_name is not None else None
+    train = _Bits.of(batch, "trainable") if trainable and "trainable" in batch.schema.names else None
+    return _Batch(ids, ids_off, roles, roles_off, seq_lens, seq_off, doc_ids, doc_off, mask, train)
 
 
 @dataclass(frozen=True)
@@ -119,6 +132,9 @@ class Row:
     mask: np.ndarray | None  # bool [T], the strategy's mask column when the strategy is a name
     seq_lens: np.ndarray  # int32 [D]
     doc_ids: np.ndarray  # int64 [D]
+    #: bool [T]: False in messages marked untrained; None where not read, or the shard (format version 1)
+    #: has no such column (every token trainable)
+    trainable: np.ndarray | None = None
 
 
 def _unpack_bits(bits: np.ndarray, start: int, stop: int) -> np.ndarray:
@@ -133,11 +149,15 @@ class ShardReader:
     over the shards' row counts, then over that shard's record batches' row counts.
     """
 
-    def __init__(self, fs: pafs.FileSystem, root: str, shards: list[dict], mask_name: str | None) -> None:
+    def __init__(
+        self, fs: pafs.FileSystem, root: str, shards: list[dict], mask_name: str | None, trainable: bool = False
+    ) -> None:
         self._fs = fs
         self._root = root
         self._shards = shards
         self._mask_name = mask_name
+        #: read the ``trainable`` column (where a shard has one) into ``Row.trainable``
+        self._trainable = trainable
         self._local = isinstance(fs, pafs.LocalFileSystem)
         self._shard_starts = row_starts([int(s["rows"]) for s in shards])
         self._files: list[tuple[ipc.RecordBatchFileReader, np.ndarray] | None] = [None] * len(shards)
@@ -157,7 +177,8 @@ class ShardReader:
             reader = ipc.open_file(source)
         except (pa.ArrowInvalid, OSError) as e:
             raise ShardError(f"{path}: not a readable Arrow IPC file: {e}") from e
-        needed = [*SHARD_COLUMNS, *([self._mask_name] if self._mask_name else [])]
+        # columns a newer format added are read where a shard has them (an older one is all trainable)
+        needed = [*(c for c in SHARD_COLUMNS if c not in ADDED_IN), *([self._mask_name] if self._mask_name else [])]
         absent = [c for c in needed if c not in reader.schema.names]
         if absent:
             raise ShardError(f"{path}: no column {', '.join(absent)} (columns: {', '.join(reader.schema.names)})")
@@ -173,7 +194,7 @@ class ShardReader:
         views = self._batches.get(key)
         if views is None:
             reader, _ = self._open(k)
-            views = _batch_views(reader.get_batch(b), self._mask_name)
+            views = _batch_views(reader.get_batch(b), self._mask_name, self._trainable)
             self._batches[key] = views
             if not self._local and len(self._batches) > REMOTE_BATCH_CACHE:
                 self._batches.popitem(last=False)
@@ -189,10 +210,8 @@ class ShardReader:
         v = self._batch(k, b)
         a, z = int(v.ids_off[i]), int(v.ids_off[i + 1])
         ra = int(v.roles_off[i])
-        mask = None
-        if v.mask_bits is not None and v.mask_off is not None:
-            ma = int(v.mask_off[i])
-            mask = _unpack_bits(v.mask_bits, v.mask_bit0 + ma, v.mask_bit0 + ma + (z - a))
+        mask = v.mask.row(i, z - a) if v.mask is not None else None
+        trainable = v.trainable.row(i, z - a) if v.trainable is not None else None
         sa, sz = int(v.seq_off[i]), int(v.seq_off[i + 1])
         da, dz = int(v.doc_off[i]), int(v.doc_off[i + 1])
-        return Row(v.ids[a:z], v.roles[ra : ra + (z - a)], mask, v.seq_lens[sa:sz], v.doc_ids[da:dz])
+        return Row(v.ids[a:z], v.roles[ra : ra + (z - a)], mask, v.seq_lens[sa:sz], v.doc_ids[da:dz], trainable)

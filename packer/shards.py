@@ -5,6 +5,7 @@ One row is one packed sequence of at most ``seq_len`` tokens:
     input_ids : [  1,  12,  40,   2,  77 |   1,  19,   2,  31 ]
     roles     : [spe, ins, res, end, mar | spe, ins, res, end ]   (uint8 codes)
     seq_lens  : [5, 4]             doc_ids : [17, 3]
+    trainable : [1, 1, 1, 1, 1 | 1, 1, 1, 1]   (0 in messages marked "weight": 0)
     mask_instruction_tuning : [0, 0, 1, 1, 0 | 0, 0, 1, 1]
     mask_instruction_modelling : [0, 1, 1, 1, 0 | 0, 1, 1, 1]
 
@@ -53,8 +54,16 @@ SHARD_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
         pa.list_(pa.int64()),
         "record index (across all inputs) of each document; see documents.arrow",
     ),
+    "trainable": (
+        pa.list_(pa.bool_()),
+        "false where the token belongs to a message marked untrained (\"weight\": 0 or \"training\": false): no "
+        "loss under any strategy but full, role sets chosen at load time included (format version 2; a version 1 "
+        "shard has no such column: every token trainable)",
+    ),
 }
 MASK_TYPE = pa.list_(pa.bool_())
+#: shard columns that shards of an older format version lack: name -> the version that added it
+ADDED_IN: dict[str, int] = {"trainable": 2}
 
 DOCUMENT_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
     "doc_id": (pa.int64(), "record index counted across all inputs in the order given"),
@@ -83,11 +92,11 @@ def mask_column(strategy: str) -> str:
     return f"mask_{strategy}"
 
 
-def shard_schema(strategies: Sequence[str]) -> pa.Schema:
-    """The Arrow schema of a shard holding the given strategies' masks."""
-    fields = [pa.field(n, t, nullable=False) for n, (t, _) in SHARD_COLUMNS.items()]
+def shard_schema(strategies: Sequence[str], version: int = FORMAT_VERSION) -> pa.Schema:
+    """The Arrow schema of a shard of format ``version`` holding the given strategies' masks."""
+    fields = [pa.field(n, t, nullable=False) for n, (t, _) in SHARD_COLUMNS.items() if ADDED_IN.get(n, 1) <= version]
     fields += [pa.field(mask_column(s), MASK_TYPE, nullable=False) for s in strategies]
-    return pa.schema(fields, metadata={"format": FORMAT_NAME, "version": str(FORMAT_VERSION)})
+    return pa.schema(fields, metadata={"format": FORMAT_NAME, "version": str(version)})
 
 
 def documents_schema(names: Sequence[str] | None = None) -> pa.Schema:
@@ -124,14 +133,21 @@ def describe() -> dict:
 
 
 def strategy_masks(
-    roles: np.ndarray, last: np.ndarray, strategies: Mapping[str, Sequence[str]]
+    roles: np.ndarray, flags: np.ndarray, strategies: Mapping[str, Sequence[str]]
 ) -> dict[str, np.ndarray]:
-    """Boolean mask per strategy for a flat run of tokens."""
+    """Boolean mask per strategy for a flat run of tokens; ``flags`` holds :data:`packer.roles.LAST_FLAG`
+    and :data:`packer.roles.UNTRAINED_FLAG` bits (a bool array: the last-turn flag alone)."""
+    flags = np.asarray(flags).astype(np.uint8)
+    last = (flags & R.LAST_FLAG).astype(bool)
+    trainable = (flags & R.UNTRAINED_FLAG) == 0
+    untrained = not trainable.all()
     out = {}
     for name, role_names in strategies.items():
         mask = R.role_lut(role_names)[roles]
         if name in R.LAST_TURN_STRATEGIES:
             mask &= last
+        if untrained and name not in R.UNFLAGGED_STRATEGIES:
+            mask &= trainable
         out[name] = mask
     return out
 
@@ -153,7 +169,8 @@ class TokenSource(Protocol):
     """Where a :class:`ShardWriter` gets the tokens of packed documents."""
 
     def gather(self, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(ids, roles, last)`` of documents ``docs``, concatenated in that order."""
+        """``(ids, roles, flags)`` of documents ``docs``, concatenated in that order (flags:
+        :data:`packer.roles.LAST_FLAG` | :data:`packer.roles.UNTRAINED_FLAG`)."""
         ...
 
 
@@ -175,8 +192,8 @@ class ShardWriter:
         self.strategies = dict(strategies)
         self.schema = shard_schema(list(self.strategies))
         self.max_bytes = max_bytes
-        # bytes per token on disk: id, role, and one bit per mask
-        self._token_bytes = 4 + 1 + len(self.strategies) / 8
+        # bytes per token on disk: id, role, and one bit per mask and for trainable
+        self._token_bytes = 4 + 1 + (len(self.strategies) + 1) / 8
         self.shards: list[ShardInfo] = []
 
     def write(
@@ -211,7 +228,7 @@ class ShardWriter:
         docs = order[row_offsets[b0] : row_offsets[b1]]
         doc_off = row_offsets[b0 : b1 + 1] - row_offsets[b0]
         lens = doc_lengths[docs]
-        ids, r, last = tokens.gather(docs)
+        ids, r, flags = tokens.gather(docs)
         tok_cum = np.zeros(len(lens) + 1, dtype=np.int64)
         np.cumsum(lens, out=tok_cum[1:])
         tok_off = tok_cum[doc_off]
@@ -225,8 +242,9 @@ class ShardWriter:
             _list_array(tok_off, pa.array(r, type=pa.uint8())),
             _list_array(doc_off, pa.array(lens.astype(np.int32), type=pa.int32())),
             _list_array(doc_off, pa.array(doc_ids[docs].astype(np.int64), type=pa.int64())),
+            _list_array(tok_off, pa.array((np.asarray(flags) & R.UNTRAINED_FLAG) == 0, type=pa.bool_())),
         ]
-        for mask in strategy_masks(r, last, self.strategies).values():
+        for mask in strategy_masks(r, flags, self.strategies).values():
             cols.append(_list_array(tok_off, pa.array(mask, type=pa.bool_())))
         return pa.RecordBatch.from_arrays(cols, schema=self.schema), len(ids)
 

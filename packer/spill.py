@@ -12,7 +12,7 @@ with the part's number; tokens, in the order its documents were kept (= doc_id
 order)::
 
     .packer-spill-0-ids    int32 per token
-    .packer-spill-0-roles  uint8 per token: role code | last-turn flag << 4
+    .packer-spill-0-roles  uint8 per token: role code | flags << 4 (packer.roles.LAST_FLAG, UNTRAINED_FLAG)
 
 The parts' files read as one run in part order: spilled document ``k`` owns
 tokens ``starts[k] : starts[k] + lengths[k]`` of it, with ``starts`` the
@@ -63,9 +63,9 @@ class TokenSpillWriter:
         self._roles = open(self.paths[1], "wb")
         self.tokens = 0
 
-    def append(self, ids: np.ndarray, roles: np.ndarray, last: np.ndarray) -> None:
+    def append(self, ids: np.ndarray, roles: np.ndarray, flags: np.ndarray) -> None:
         self._ids.write(np.ascontiguousarray(ids, dtype=np.int32).tobytes())
-        packed = roles.astype(np.uint8) | (last.astype(np.uint8) << _LAST_SHIFT)
+        packed = roles.astype(np.uint8) | (flags.astype(np.uint8) << _LAST_SHIFT)
         self._roles.write(packed.tobytes())
         self.tokens += len(ids)
 
@@ -78,7 +78,7 @@ class TokenSpillReader:
     """Tokens of documents by document index, read from the spill files of
     parts ``tags`` (in that order) holding ``lengths`` tokens a document.
 
-    ``gather(docs)`` returns ``(ids, roles, last)`` of the documents ``docs``
+    ``gather(docs)`` returns ``(ids, roles, flags)`` of the documents ``docs``
     concatenated in that order; memory is what that returns, whatever the size
     of the files. It reads with ``preadv`` into a buffer of its own, not through
     a memory map: packed rows pick documents from all over the file, and the
@@ -116,7 +116,7 @@ class TokenSpillReader:
         docs = np.asarray(docs, dtype=np.int64)
         lens = self.lengths[docs]
         if not len(docs):
-            return np.zeros(0, np.int32), np.zeros(0, np.uint8), np.zeros(0, bool)
+            return np.zeros(0, np.int32), np.zeros(0, np.uint8), np.zeros(0, np.uint8)
         # sort by place in the file and merge neighbours into runs, one read per run
         order = np.argsort(self.starts[docs], kind="stable")
         s = self.starts[docs][order]
@@ -138,7 +138,7 @@ class TokenSpillReader:
         pos[order] = run_buf[run_of] + (s - run_start[run_of])
         idx = gather_index(pos, lens)
         packed = packed[idx]
-        return ids[idx], packed & _ROLE_MASK, (packed >> _LAST_SHIFT).astype(bool)
+        return ids[idx], packed & _ROLE_MASK, packed >> _LAST_SHIFT
 
     def _read(self, start: int, n: int, ids: np.ndarray, packed: np.ndarray) -> None:
         """Tokens ``start : start + n`` of the parts' run into ``ids``/``packed`` (a read may span parts)."""

@@ -74,6 +74,16 @@ _ALPACA_PREAMBLE_INPUT = (
     "Write a response that appropriately completes the request."
 )
 
+_TOOLS_PREAMBLE = (
+    "# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\\n<tools>"
+)
+_TOOLS_POSTAMBLE = (
+    "\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments within "
+    "<tool_call></tool_call> XML tags:\\n<tool_call>\\n{\"name\": <function-name>, \"arguments\": "
+    "<args-json-object>}\\n</tool_call>"
+)
+
 #: Built-in templates (Jinja, HF chat-template conventions). ``add_bos_token``
 #: is true where the tokenizer expects a BOS. Only ``alpaca`` renders Alpaca's
 #: ``input`` field itself; the others see it appended to the instruction.
@@ -91,8 +101,21 @@ BUILTIN_TEMPLATES: dict[str, str] = {
         "{% elif not loop.first %}{{ m.content + '\\n\\n' }}{% endif %}"
         "{% endfor %}"
     ),
+    # tools as Qwen2.5 and Hermes render them (a system block listing each tool's JSON; calls as
+    # <tool_call> JSON); a tool result is a ``tool`` turn; reasoning a <think> block before the content
     "chatml": (
-        "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endfor %}"
+        "{% if tools %}{{ '<|im_start|>system\\n' }}"
+        "{% if messages[0].role == 'system' %}{{ messages[0].content + '\\n\\n' }}{% endif %}"
+        "{{ '" + _TOOLS_PREAMBLE + "' }}{% for tool in tools %}{{ '\\n' + tool | tojson }}{% endfor %}"
+        "{{ '" + _TOOLS_POSTAMBLE + "<|im_end|>\\n' }}{% endif %}"
+        "{% for m in messages %}{% if not (tools and loop.first and m.role == 'system') %}"
+        "{% if m.tool_calls or m.reasoning_content %}{{ '<|im_start|>' + m.role + '\\n' }}"
+        "{% if m.reasoning_content %}{{ '<think>\\n' + m.reasoning_content + '\\n</think>\\n\\n' }}{% endif %}"
+        "{{ m.content }}{% for c in m.tool_calls %}{% if m.content or not loop.first %}{{ '\\n' }}{% endif %}"
+        "{{ '<tool_call>\\n{\"name\": \"' + c.function.name + '\", \"arguments\": ' + c.function.arguments | tojson"
+        " + '}\\n</tool_call>' }}{% endfor %}{{ '<|im_end|>\\n' }}"
+        "{% else %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endif %}"
+        "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
     ),
     "llama3": (
         "{{ bos_token }}{% for m in messages %}"
@@ -123,7 +146,9 @@ BUILTIN_TEMPLATES: dict[str, str] = {
 assert tuple(BUILTIN_TEMPLATES) == TEMPLATES, "options.TEMPLATES and BUILTIN_TEMPLATES differ"
 TEMPLATE_NAMES: tuple[str, ...] = (*BUILTIN_TEMPLATES, "tokenizer")
 
-_SLOT_ROLE = {"system": R.SYSTEM, "user": R.INSTRUCTION, "assistant": R.RESPONSE}
+_SLOT_ROLE = {"system": R.SYSTEM, "user": R.INSTRUCTION, "assistant": R.RESPONSE, "tool": R.TOOL}
+#: the roles of what an assistant message writes (pieces of template text between two of its slots take one)
+_ASSISTANT_SLOT_ROLES = frozenset({R.RESPONSE, R.REASONING, R.TOOL_CALL})
 _PLACEHOLDER = "PKRSLOT{}Z"
 _PLACEHOLDER_RE = re.compile(r"PKRSLOT(\d+)Z")
 _INPUT_SEPARATOR = "\n\n"  # between instruction and input when a template has no input field
@@ -147,7 +172,61 @@ def _raise(message: str) -> None:
 
 
 def _tojson(x: object, ensure_ascii: bool = False, indent: int | None = None, separators=None, sort_keys=False):  # type: ignore[no-untyped-def]
-    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    # transformers' tojson, and the way JSON slots (tool definitions, a call's arguments) are traced
+    if isinstance(x, _JsonSlot):
+        return x.placeholder
+    out = json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    if isinstance(x, _Tagged):
+        x.seen.append(out)
+    return out
+
+
+_JSON_LOOK = ("the template reads inside a JSON value (a tool definition or a call's arguments); packer can tell "
+              "such a value from template text only where the template writes it whole with tojson")
+
+
+class _JsonSlot(dict):
+    """A JSON value (a tool definition, a call's arguments) in a placeholder render: ``tojson`` writes its
+    placeholder; any look inside it fails the render, since text a template writes from a value's keys
+    could not be told from template text."""
+
+    def __init__(self, placeholder: str) -> None:
+        super().__init__()
+        self.placeholder = placeholder
+
+    def _refuse(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise jinja2.TemplateError(_JSON_LOOK)
+
+    __getitem__ = __iter__ = __len__ = __contains__ = get = items = keys = values = _refuse  # type: ignore[assignment]
+
+    def __bool__(self) -> bool:
+        return True
+
+
+class _Tagged(dict):
+    """A JSON value in a real render: what ``tojson`` wrote of it is kept in :attr:`seen`, the slot's text."""
+
+    def __init__(self, value: dict) -> None:
+        super().__init__(value)
+        self.seen: list[str] = []
+
+
+def _json_field(field: str) -> bool:
+    """Whether a slot field holds a JSON value (written by the template's tojson)."""
+    return field.startswith("tools.") or field.endswith(".arguments")
+
+
+def _field_role(field: str, message_role: str) -> int:
+    """The role of a slot's characters."""
+    if field == "input":
+        return R.INPUT
+    if field == "reasoning":
+        return R.REASONING
+    if field.startswith("tools."):
+        return R.SYSTEM
+    if field.startswith("call"):
+        return R.TOOL_CALL
+    return _SLOT_ROLE[message_role]
 
 
 def _environment() -> ImmutableSandboxedEnvironment:
@@ -172,14 +251,19 @@ class Rendered:
     seg_last: np.ndarray  # bool
     #: what the system policy did to this record's system message: "merged", "dropped", or None (nothing)
     system: str | None = None
+    #: bool per segment, False in messages marked untrained (``"weight": 0``); None: all trained
+    seg_train: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
 class _Slot:
-    message: int
-    field: str  # "content" | "input" | "reasoning"
+    message: int  # -1 for the record's tool definitions
+    #: "content" | "input" | "reasoning" | "tools.K" | "callK.name" | "callK.arguments" | "callK.id" |
+    #: "tool_call_id" | "name" (a tool result's)
+    field: str
     role: int
     last: bool
+    train: bool = True
 
 
 @dataclass
@@ -189,8 +273,8 @@ class _Structure:
     pattern: re.Pattern[str]
     fixed: tuple[str, ...]
     slots: tuple[_Slot, ...]
-    #: per fixed piece: (relative start, length, role, last) segments
-    pieces: tuple[tuple[tuple[int, int, int, bool], ...], ...]
+    #: per fixed piece: (relative start, length, role, last, train) segments
+    pieces: tuple[tuple[tuple[int, int, int, bool, bool], ...], ...]
     #: set when the template only pastes (or trims) the contents of this shape: see :mod:`packer.assembly`
     assembly: _Assembly | None = None
 
@@ -202,7 +286,13 @@ class _Structure:
         return _directed_match(text, self.fixed, values)
 
     def segments(self, slot_lengths: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        return _segments(self, slot_lengths)
+        lengths, roles, last, _train, slot_segs = _segments(self, slot_lengths)
+        return lengths, roles, last, slot_segs
+
+    @property
+    def untrained(self) -> bool:
+        """Whether some segment belongs to a message marked untrained (such shapes are never assembled)."""
+        return any(not seg[4] for piece in self.pieces for seg in piece) or any(not s.train for s in self.slots)
 
 
 class ChatTemplate:
@@ -343,6 +433,9 @@ class ChatTemplate:
         for i, m in enumerate(messages):
             if i < skip:
                 continue
+            if m.reasoning is not None or m.tool_calls or m.role == "tool":
+                out.append(self._tool_dict(i, m, fill))
+                continue
             think = _split_think(m) if m.role == "assistant" else None
             if think is not None:
                 # reasoning templates (Qwen3) move or drop the <think> block: give
@@ -362,29 +455,74 @@ class ChatTemplate:
             out.append(d)
         return out
 
-    def _render(self, messages: list[dict]) -> str:
+    @staticmethod
+    def _tool_dict(i: int, m: Message, fill: Fill) -> dict:
+        """The dict of a message with reasoning, tool calls, or a tool result, as transformers' templates
+        read them: ``reasoning_content``, OpenAI's ``tool_calls``, a tool message's ``tool_call_id``/``name``;
+        each value a slot of its own."""
+        d: dict = {"role": m.role, "content": fill(i, "content", m.content) if m.content else ""}
+        if m.reasoning is not None:
+            d["reasoning_content"] = fill(i, "reasoning", m.reasoning)
+        if m.tool_calls:
+            calls = []
+            for k, c in enumerate(m.tool_calls):
+                call: dict = {}
+                if c.id is not None:
+                    call["id"] = fill(i, f"call{k}.id", c.id)
+                call["type"] = "function"
+                call["function"] = {"name": fill(i, f"call{k}.name", c.name),
+                                    "arguments": fill(i, f"call{k}.arguments", c.arguments)}  # type: ignore[arg-type]
+                calls.append(call)
+            d["tool_calls"] = calls
+        if m.tool_call_id is not None:
+            d["tool_call_id"] = fill(i, "tool_call_id", m.tool_call_id)
+        if m.name is not None:
+            d["name"] = fill(i, "name", m.name)
+        return d
+
+    @staticmethod
+    def _tool_list(tools: Sequence[dict], fill: Fill) -> list | None:
+        """The record's tool definitions as the template's ``tools`` (None: none, as transformers passes)."""
+        return [fill(-1, f"tools.{k}", t) for k, t in enumerate(tools)] if tools else None  # type: ignore[arg-type]
+
+    def _render(self, messages: list[dict], tools: list | None = None) -> str:
+        if tools:
+            return self._template.render(messages=messages, **{**self._vars, "tools": tools})
         return self._template.render(messages=messages, **self._vars)
 
     def _structure(self, conv: Conversation) -> _Structure | str:
-        key = tuple(
-            (m.role, bool(m.content), bool(m.input), _think_shape(m) if m.role == "assistant" else None)
-            for m in conv.messages
-        )
+        key = (*(_message_shape(m) for m in conv.messages), len(conv.tools))
         hit = self._structures.get(key)
         if hit is None:
-            hit = self._learn(conv.messages)
+            hit = self._learn(conv.messages, conv.tools)
             self._structures[key] = hit
         return hit
 
-    def _learn(self, messages: Sequence[Message]) -> _Structure | str:
+    @property
+    def generation_prompt(self) -> str | None:
+        """What the template writes to open an assistant turn (``add_generation_prompt``), found once by
+        rendering a user message with and without it; None where that tells nothing."""
+        if not hasattr(self, "_generation_prompt"):
+            user = [{"role": "user", "content": "Hi"}]
+            try:
+                bare = self._render(user)
+                opened = self._template.render(messages=user, **{**self._vars, "add_generation_prompt": True})
+            except jinja2.TemplateError:
+                opened = bare = ""
+            grown = opened.startswith(bare) and len(opened) > len(bare)
+            self._generation_prompt = opened[len(bare):] if grown else None
+        return self._generation_prompt
+
+    def _learn(self, messages: Sequence[Message], tools: Sequence[dict] = ()) -> _Structure | str:
         names: list[tuple[int, str]] = []
 
-        def fill(i: int, field: str, _value: str) -> str:
+        def fill(i: int, field: str, value: object) -> object:
             names.append((i, field))
-            return _PLACEHOLDER.format(len(names) - 1)
+            placeholder = _PLACEHOLDER.format(len(names) - 1)
+            return _JsonSlot(placeholder) if _json_field(field) else placeholder
 
         try:
-            text = self._render(self._message_dicts(messages, fill))
+            text = self._render(self._message_dicts(messages, fill), self._tool_list(tools, fill))  # type: ignore[arg-type]
         except jinja2.TemplateError as e:
             return str(e)
         last_assistant = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
@@ -394,25 +532,34 @@ class ChatTemplate:
         for m in _PLACEHOLDER_RE.finditer(text):
             fixed.append(text[pos : m.start()])
             i, field = names[int(m.group(1))]
-            role = R.INPUT if field == "input" else _SLOT_ROLE[messages[i].role]
-            slots.append(_Slot(i, field, role, i == last_assistant))
+            role = _field_role(field, messages[i].role if i >= 0 else "system")
+            slots.append(_Slot(i, field, role, i == last_assistant, i < 0 or messages[i].trained))
             pos = m.end()
         fixed.append(text[pos:])
+        dropped = _dropped(names, slots, messages)
+        if dropped:
+            return f"the template does not render {dropped}; {_TOOL_TEMPLATES}"
+        gp = self.generation_prompt
         pieces = []
         for k, piece in enumerate(fixed):
             after = slots[k - 1] if k > 0 else None
             before = slots[k] if k < len(slots) else None
-            if after is not None and before is not None and after.role == before.role == R.RESPONSE:
-                if after.message == before.message:
-                    # text the template keeps inside one assistant turn (<think> tags) is the response
-                    pieces.append(((0, len(piece), R.RESPONSE, after.last),) if piece else ())
-                    continue
-            end_of = after if after is not None and after.role == R.RESPONSE else None
-            tail: tuple[int, int, int, bool] | None = None
+            if (after is not None and before is not None and after.message == before.message >= 0
+                    and after.role in _ASSISTANT_SLOT_ROLES and before.role in _ASSISTANT_SLOT_ROLES):
+                pieces.append(_inner_piece(piece, after, before))
+                continue
+            end_of = after if after is not None and after.role in (R.RESPONSE, R.TOOL_CALL) else None
+            tail: tuple[int, int, int, bool, bool] | None = None
             if before is not None and before.field == "reasoning" and "<think>" in piece:
-                # the model writes its own opening <think>: it is part of the response
+                # the model writes its own opening <think>: it is part of its reasoning
                 cut = piece.rindex("<think>")
-                tail = (cut, len(piece) - cut, R.RESPONSE, before.last)
+                tail = (cut, len(piece) - cut, R.REASONING, before.last, before.train)
+                piece = piece[:cut]
+            elif before is not None and before.role == R.TOOL_CALL:
+                # the opening of a call (``<tool_call>\n{"name": "``) is what the model writes after the
+                # turn's header: what follows the generation prompt, else the last control token
+                cut = _call_start(piece, gp, self._special_re)
+                tail = (cut, len(piece) - cut, R.TOOL_CALL, before.last, before.train) if cut < len(piece) else None
                 piece = piece[:cut]
             segs = self._label_fixed(piece, end_of)
             if tail is not None:
@@ -422,19 +569,27 @@ class ChatTemplate:
             pieces.append(tuple(segs))
         pattern = re.compile("(.*?)".join(re.escape(p) for p in fixed), re.DOTALL)
         st = _Structure(pattern, tuple(fixed), tuple(slots), tuple(pieces))
-        st.assembly = probe(lambda fill: self._render(self._message_dicts(messages, fill)), st, self._prober)
+        if not any(_json_field(f) for _, f in names) and not st.untrained:
+            st.assembly = probe(lambda fill: self._render(self._message_dicts(messages, fill)), st, self._prober)
         return st
 
-    def _label_fixed(self, piece: str, end_of: _Slot | None) -> list[tuple[int, int, int, bool]]:
-        """Segments of a fixed piece; ``end_of`` is the assistant slot it follows."""
-        segs: list[tuple[int, int, int, bool]] = []
+    def _label_fixed(self, piece: str, end_of: _Slot | None) -> list[tuple[int, int, int, bool, bool]]:
+        """Segments of a fixed piece; ``end_of`` is the assistant slot it follows. After a tool call, the
+        text before the first control token closes the call (``}\n</tool_call>``): the call's."""
+        segs: list[tuple[int, int, int, bool, bool]] = []
         pos = 0
         matches = list(self._special_re.finditer(piece)) if self._special_re else []
         for j, m in enumerate(matches):
-            segs.extend(_label_text(piece[pos : m.start()], pos))
-            is_end = end_of is not None and j == 0 and not piece[: m.start()].strip()
+            head = piece[pos : m.start()]
+            if j == 0 and end_of is not None and end_of.role == R.TOOL_CALL and head.strip():
+                segs.append((0, len(head), R.TOOL_CALL, end_of.last, end_of.train))
+                head = ""
+            segs.extend(_label_text(head, pos))
+            is_end = end_of is not None and j == 0 and (not piece[: m.start()].strip() or end_of.role == R.TOOL_CALL)
             role = R.END if is_end else R.SPECIAL
-            segs.append((m.start(), m.end() - m.start(), role, bool(is_end and end_of.last)))
+            train = end_of.train if is_end and end_of is not None else True
+            segs.append((m.start(), m.end() - m.start(), role, bool(is_end and end_of is not None and end_of.last),
+                         train))
             pos = m.end()
         segs.extend(_label_text(piece[pos:], pos))
         return segs
@@ -459,7 +614,8 @@ class ChatTemplate:
         for i, m in enumerate(conv.messages):
             if action == "dropped" and i == 0:
                 continue  # not rendered: a control token in it does no harm
-            for value in (m.content, m.input):
+            plain = m.reasoning is None and not m.tool_calls and m.role != "tool"
+            for value in (m.content, m.input) if plain else _message_texts(m):
                 tok = self._special_in(value)
                 if tok is not None:
                     return Rejection(
@@ -468,6 +624,11 @@ class ChatTemplate:
                         f"turn {i} ({m.role}) contains the control token {tok!r}; "
                         "it would be read as a control token, not text",
                     )
+        if conv.tools:
+            tok = self._special_in(json.dumps(conv.tools, ensure_ascii=False))
+            if tok is not None:
+                return Rejection(conv.source, "special_token_in_content",
+                                 f"'tools' contains the control token {tok!r}; it would be read as a control token")
         if conv.kind == "text":
             return self._render_text(conv)
         st = self._structure(conv)
@@ -482,14 +643,16 @@ class ChatTemplate:
                 if not checked(conv.source.doc_id):
                     asm.unchecked += 1
                     return Rendered(assembled, lengths, asm.seg_roles, asm.seg_last, system=action)
-        values: dict[tuple[int, str], str] = {}
+        values: dict[tuple[int, str], object] = {}
 
-        def keep(i: int, field: str, value: str) -> str:
+        def keep(i: int, field: str, value: object) -> object:
+            if _json_field(field):
+                value = _Tagged(value)  # type: ignore[arg-type]
             values[(i, field)] = value
             return value
 
         try:
-            text = self._render(self._message_dicts(conv.messages, keep))
+            text = self._render(self._message_dicts(conv.messages, keep), self._tool_list(conv.tools, keep))  # type: ignore[arg-type]
         except jinja2.TemplateError as e:  # pragma: no cover - structure render would have raised
             return Rejection(conv.source, "template_error", f"template {self.name!r}: {e}")
         if assembled is not None and assembled != text:
@@ -497,7 +660,10 @@ class ChatTemplate:
                 f"{conv.source.where()}: template {self.name!r} renders this record otherwise than the "
                 "contents pasted into its fixed text, as records of the same shape are assembled"
             )
-        slot_values = [values[(slot.message, slot.field)] for slot in st.slots]
+        slot_values = _slot_texts(st.slots, values)
+        if slot_values is None:
+            return Rejection(conv.source, "template_error", f"template {self.name!r} writes a tool definition or "
+                             "a call's arguments otherwise than with tojson; cannot tell them from template text")
         spans = _directed_match(text, st.fixed, slot_values)
         if spans is None:
             # the template changed a value beyond trimming: find the slots by the
@@ -513,8 +679,9 @@ class ChatTemplate:
                 f"template {self.name!r} renders fixed text that depends on this record's content; "
                 "cannot tell content from template text",
             )
-        lengths, roles, last, _ = _segments(st, [b - a for a, b in spans])
-        return Rendered(text=text, seg_lengths=lengths, seg_roles=roles, seg_last=last, system=action)
+        lengths, roles, last, train, _ = _segments(st, [b - a for a, b in spans])
+        return Rendered(text=text, seg_lengths=lengths, seg_roles=roles, seg_last=last, system=action,
+                        seg_train=None if train.all() else train)
 
 
     def _render_text(self, conv: Conversation) -> Rendered:
@@ -535,25 +702,135 @@ class ChatTemplate:
         )
 
 
-def _segments(st: _Structure, slot_lengths: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Lengths (int64), roles (uint8) and last-turn flags (bool) of a shape's segments in text order,
-    the slots given their lengths; and the index of each slot's segment."""
+def _segments(
+    st: _Structure, slot_lengths: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Lengths (int64), roles (uint8), last-turn flags (bool) and training flags (bool) of a shape's
+    segments in text order, the slots given their lengths; and the index of each slot's segment."""
     lengths: list[int] = []
     codes: list[int] = []
     last: list[bool] = []
+    train: list[bool] = []
     slot_segs: list[int] = []
     for k, piece in enumerate(st.pieces):
-        for _rel, n, role, is_last in piece:
+        for _rel, n, role, is_last, is_trained in piece:
             lengths.append(n)
             codes.append(role)
             last.append(is_last)
+            train.append(is_trained)
         if k < len(st.slots):
             slot_segs.append(len(lengths))
             lengths.append(slot_lengths[k])
             codes.append(st.slots[k].role)
             last.append(st.slots[k].last)
+            train.append(st.slots[k].train)
     return (np.asarray(lengths, dtype=np.int64), np.asarray(codes, dtype=np.uint8), np.asarray(last, dtype=bool),
-            np.asarray(slot_segs, dtype=np.int64))
+            np.asarray(train, dtype=bool), np.asarray(slot_segs, dtype=np.int64))
+
+
+def _message_shape(m: Message) -> tuple:
+    """What of a message decides its render's fixed text (the key of a learnt shape)."""
+    if m.reasoning is None and not m.tool_calls and m.role != "tool" and m.trained:
+        return (m.role, bool(m.content), bool(m.input), _think_shape(m) if m.role == "assistant" else None)
+    return (m.role, bool(m.content), bool(m.input), None if m.reasoning is not None else _think_shape(m),
+            m.reasoning is not None, tuple(c.id is not None for c in m.tool_calls), m.tool_call_id is not None,
+            m.name is not None, m.trained)
+
+
+def _message_texts(m: Message) -> tuple[str, ...]:
+    """Every text of a message a template may render."""
+    out = [m.content, m.input, m.reasoning or "", m.tool_call_id or "", m.name or ""]
+    for c in m.tool_calls:
+        out += [c.name, c.id or "", json.dumps(c.arguments, ensure_ascii=False)]
+    return tuple(out)
+
+
+#: which templates render tools, named in the message of a record whose tools a template would drop
+_TOOL_TEMPLATES = ("templates that render tools, tool calls and tool results: --template chatml, or --template "
+                   "tokenizer with a model whose own template does (Qwen2.5, Qwen3, ...); reasoning: chatml, Qwen3")
+
+
+def _dropped(names: Sequence[tuple[int, str]], slots: Sequence[_Slot], messages: Sequence[Message]) -> str | None:
+    """What of a record's tools, tool calls, tool results or reasoning a template leaves out, or None.
+    Call ids and tool names may be left out (bookkeeping); reasoning may be left out of some turns (Qwen3
+    keeps only the last exchange's) but not all."""
+    shown = {(s.message, s.field) for s in slots}
+    for i, field in names:
+        if (i, field) in shown:
+            continue
+        if field.startswith("tools."):
+            return "the record's tool definitions"
+        if field.endswith((".name", ".arguments")):
+            return f"the tool calls of turn {i}"
+        if field == "content" and messages[i].role == "tool":
+            return f"the tool result of turn {i}"
+    reasoning = [i for i, f in names if f == "reasoning"]
+    if reasoning and not any(s.field == "reasoning" for s in slots):
+        return f"the reasoning of turn {reasoning[-1]}"
+    return None
+
+
+def _inner_piece(piece: str, after: _Slot, before: _Slot) -> tuple[tuple[int, int, int, bool, bool], ...]:
+    """Template text between two slots of one assistant message (``</think>`` tags, a call's
+    ``", "arguments": ``): the model writes it, so it takes their roles. After the reasoning it is
+    reasoning up to the end of ``</think>``; next to a tool call, the call's; else the response's."""
+    if not piece:
+        return ()
+    if after.role == before.role:
+        return ((0, len(piece), after.role, after.last, after.train),)
+    if after.role == R.REASONING:
+        end = piece.find("</think>")
+        cut = len(piece) if end < 0 else end + len("</think>")
+        segs = [(0, cut, R.REASONING, after.last, after.train)]
+        if cut < len(piece):
+            segs.append((cut, len(piece) - cut, before.role, before.last, before.train))
+        return tuple(segs)
+    role = R.TOOL_CALL if R.TOOL_CALL in (after.role, before.role) else before.role
+    return ((0, len(piece), role, after.last, after.train),)
+
+
+def _call_start(piece: str, generation_prompt: str | None, special_re: re.Pattern[str] | None) -> int:
+    """Where, in the template text before a turn's first tool call, the model's own writing begins:
+    after the generation prompt (``<|im_start|>assistant\n``) where the piece holds it, else after its
+    last control token and the whitespace after it."""
+    if generation_prompt:
+        at = piece.rfind(generation_prompt)
+        if at >= 0:
+            return at + len(generation_prompt)
+        # Qwen2.5 writes "<|im_start|>assistant" and then "\n<tool_call>": the prompt less its whitespace
+        bare = generation_prompt.rstrip()
+        at = piece.rfind(bare) if bare else -1
+        if at >= 0:
+            cut = at + len(bare)
+            return cut + len(piece[cut:]) - len(piece[cut:].lstrip())
+    cut = 0
+    if special_re is not None:
+        for m in special_re.finditer(piece):
+            cut = m.end()
+    header = _ASSISTANT_HEADER_RE.match(piece, cut)  # "assistant\n" after "<|im_start|>"
+    return header.end() if header else cut + len(piece[cut:]) - len(piece[cut:].lstrip())
+
+
+_ASSISTANT_HEADER_RE = re.compile(r"\s*assistant\b[^\S\n]*:?\s*")
+
+
+def _slot_texts(slots: Sequence[_Slot], values: dict[tuple[int, str], object]) -> list[str] | None:
+    """The text of each slot in a real render: a string value as it is, a JSON value as the template's
+    tojson wrote it (its n-th writing for its n-th slot); None where a JSON value was not so written."""
+    out: list[str] = []
+    used: dict[tuple[int, str], int] = {}
+    for slot in slots:
+        key = (slot.message, slot.field)
+        value = values[key]
+        if isinstance(value, _Tagged):
+            n = used.get(key, 0)
+            used[key] = n + 1
+            if n >= len(value.seen):
+                return None
+            out.append(value.seen[n])
+        else:
+            out.append(value)  # type: ignore[arg-type]
+    return out
 
 
 def _candidates(value: str) -> list[str]:
@@ -599,9 +876,15 @@ def _directed_match(text: str, fixed: Sequence[str], values: Sequence[str]) -> l
 
 
 def _slot_value(m: Message, field: str) -> str:
-    # the value _message_dicts fills a slot with
+    # the value _message_dicts fills a slot with (shapes with tool calls or tools are never assembled)
     if field == "input":
         return m.input
+    if field == "tool_call_id":
+        return m.tool_call_id or ""
+    if field == "name":
+        return m.name or ""
+    if m.reasoning is not None:
+        return m.reasoning if field == "reasoning" else m.content
     think = _split_think(m) if m.role == "assistant" else None
     if think is not None:
         return think[0] if field == "reasoning" else think[1]
@@ -627,10 +910,10 @@ def _think_shape(m: Message) -> tuple[bool, bool] | None:
 _LINE_RE = re.compile(r"[^\n]*\n*")
 
 
-def _label_text(text: str, base: int) -> list[tuple[int, int, int, bool]]:
+def _label_text(text: str, base: int) -> list[tuple[int, int, int, bool, bool]]:
     # template text between special tokens: prose lines are boilerplate,
     # everything else (role names, headers, separators, newlines) is marker
-    segs: list[tuple[int, int, int, bool]] = []
+    segs: list[tuple[int, int, int, bool, bool]] = []
     for m in _LINE_RE.finditer(text):
         line = m.group(0)
         if not line:
@@ -638,8 +921,8 @@ def _label_text(text: str, base: int) -> list[tuple[int, int, int, bool]]:
         body = line.rstrip("\n")
         role = R.BOILERPLATE if len(body.split()) >= BOILERPLATE_MIN_WORDS else R.MARKER
         if role == R.BOILERPLATE and len(body) < len(line):
-            segs.append((base + m.start(), len(body), role, False))
-            segs.append((base + m.start() + len(body), len(line) - len(body), R.MARKER, False))
+            segs.append((base + m.start(), len(body), role, False, True))
+            segs.append((base + m.start() + len(body), len(line) - len(body), R.MARKER, False, True))
         else:
-            segs.append((base + m.start(), len(line), role, False))
+            segs.append((base + m.start(), len(line), role, False, True))
     return segs

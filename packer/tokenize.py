@@ -64,9 +64,14 @@ for _code in R.PRECEDENCE:
     _UNRANK[_RANK[_code]] = _code
 
 
-def char_codes(role_codes: np.ndarray, last: np.ndarray) -> np.ndarray:
-    """Per-segment value for :func:`token_roles`: rank*2 + last-turn flag."""
-    return (_RANK[role_codes].astype(np.uint8) << 1) | last.astype(np.uint8)
+def char_codes(role_codes: np.ndarray, last: np.ndarray, train: np.ndarray | None = None) -> np.ndarray:
+    """Per-segment value for :func:`token_roles`: rank*4 + flags (:data:`packer.roles.LAST_FLAG`, and
+    :data:`packer.roles.UNTRAINED_FLAG` where ``train`` is False), so the highest value among a token's
+    characters is its role's, and among those of one role, untrained wins over trained."""
+    codes = (_RANK[role_codes].astype(np.uint8) << 2) | last.astype(np.uint8)
+    if train is not None:
+        codes |= (~train.astype(bool)).astype(np.uint8) << 1
+    return codes
 
 
 @njit(nogil=True)
@@ -111,13 +116,13 @@ def _control_values(
         rank = special_rank
         n = 0
         for j in range(starts[t], ends[t]):
-            r = chars[j] >> 1
+            r = chars[j] >> 2
             if r == end_rank:
                 rank = end_rank
             if content[r]:
                 n += 1
         absorbed[k] = n
-        values[t] = (rank << 1) | (values[t] & 1)
+        values[t] = (rank << 2) | (values[t] & 3)
 
 
 def token_roles(
@@ -142,14 +147,16 @@ def token_roles(
         raise ValueError("starts and ends differ in shape")
     if chars.dtype != np.uint8:
         raise ValueError("chars must be uint8")
-    codes, last, absorbed = _token_roles(chars, starts, ends, control)
-    return codes, last, int(absorbed.sum())
+    codes, flags, absorbed = _token_roles(chars, starts, ends, control)
+    return codes, (flags & R.LAST_FLAG).astype(bool), int(absorbed.sum())
 
 
 def _token_roles(
     chars: np.ndarray, starts: np.ndarray, ends: np.ndarray, control: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`token_roles`, with the content characters absorbed per token (int64, 0 but at control tokens)."""
+    """:func:`token_roles` with the flags (uint8: :data:`packer.roles.LAST_FLAG` |
+    :data:`packer.roles.UNTRAINED_FLAG`) of each token, and the content characters absorbed per token
+    (int64, 0 but at control tokens)."""
     starts, ends = starts.astype(np.int64), ends.astype(np.int64)
     v = _token_values(chars, starts, ends)
     absorbed = np.zeros(starts.shape[0], dtype=np.int64)
@@ -162,24 +169,31 @@ def _token_roles(
             _control_values(chars, starts, ends, v, tokens, int(_RANK[R.END]), int(_RANK[R.SPECIAL]),
                             _CONTENT_RANKS, at)
             absorbed[tokens] = at
-    codes = _UNRANK[v >> 1]
+    codes = _UNRANK[v >> 2]
     if v.size and (codes == 0).any():
         raise ValueError("a token covers no character of any segment")
-    return codes, (v & 1).astype(bool), absorbed
+    return codes, v & 3, absorbed
 
 
 @dataclass
 class TokenizedBatch:
     """Documents of one batch, flat: document ``k`` owns tokens
-    ``offsets[k]:offsets[k+1]`` of ``ids``, ``roles`` and ``last``."""
+    ``offsets[k]:offsets[k+1]`` of ``ids``, ``roles`` and ``flags``."""
 
     ids: np.ndarray  # int32
     roles: np.ndarray  # uint8
-    last: np.ndarray  # bool: token belongs to the final assistant turn
+    #: uint8: LAST_FLAG where the token belongs to the final assistant turn, UNTRAINED_FLAG where to a
+    #: message marked untrained (packer.roles)
+    flags: np.ndarray
     offsets: np.ndarray  # int64, len = documents + 1
     #: per document, the characters of content that control tokens absorbed (see :func:`token_roles`);
     #: None where none were
     doc_absorbed: np.ndarray | None = None
+
+    @property
+    def last(self) -> np.ndarray:
+        """bool: the token belongs to the final assistant turn."""
+        return (self.flags & R.LAST_FLAG).astype(bool)
 
     @property
     def absorbed(self) -> int:
@@ -383,10 +397,11 @@ def label_by_bytes(
     if (width <= 0).any() or not np.array_equal(cum[offsets[1:]] - cum[offsets[:-1]], text_bytes):
         return None
     starts, ends = cum[:-1], cum[1:]
-    roles, last, absorbed = token_roles(values, starts, ends, _control(ids, control))
-    if absorbed:
+    roles, flags, absorbed = _token_roles(values, starts.astype(np.int64), ends.astype(np.int64),
+                                          _control(ids, control))
+    if absorbed.any():
         return None
-    return TokenizedBatch(ids=ids, roles=roles, last=last, offsets=offsets)
+    return TokenizedBatch(ids=ids, roles=roles, flags=flags, offsets=offsets)
 
 
 def label_by_offsets(
@@ -410,12 +425,12 @@ def label_by_offsets(
     else:
         spans = np.zeros((0, 2), np.int64)
     spans += np.repeat(np.asarray(text_starts, dtype=np.int64), counts)[:, None]
-    roles, last, absorbed = _token_roles(chars, spans[:, 0], spans[:, 1], _control(ids, control))
+    roles, flags, absorbed = _token_roles(chars, spans[:, 0], spans[:, 1], _control(ids, control))
     doc_absorbed = None
     if absorbed.any():
         doc_absorbed = np.bincount(np.repeat(np.arange(len(counts)), counts), weights=absorbed,
                                    minlength=len(counts)).astype(np.int64)
-    return TokenizedBatch(ids=ids, roles=roles, last=last, offsets=offsets, doc_absorbed=doc_absorbed)
+    return TokenizedBatch(ids=ids, roles=roles, flags=flags, offsets=offsets, doc_absorbed=doc_absorbed)
 
 
 def batch_chars(seg_lengths: list[np.ndarray], seg_values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -452,7 +467,7 @@ class Labeller:
 
         >>> lab = Labeller(load_tokenizer("packer/demo_tokenizer"))   # doctest: +SKIP
         >>> tb = lab([rendered])                                       # doctest: +SKIP
-        >>> tb.ids, tb.roles, tb.last, tb.offsets                      # doctest: +SKIP
+        >>> tb.ids, tb.roles, tb.flags, tb.offsets                     # doctest: +SKIP
 
     :meth:`prepare` and :meth:`label` run on the caller's thread, :meth:`encode`
     may run on another (the tokenizer releases the GIL). A byte-level BPE
@@ -494,6 +509,6 @@ class Labeller:
 
     def __call__(self, rendered: list) -> TokenizedBatch:
         """Encode and label rendered documents (:class:`packer.templates.Rendered`) in this thread."""
-        values = [char_codes(r.seg_roles, r.seg_last) for r in rendered]
+        values = [char_codes(r.seg_roles, r.seg_last, r.seg_train) for r in rendered]
         batch = self.prepare([r.seg_lengths for r in rendered], values, [r.text for r in rendered])
         return self.label(batch, self.encode(batch))

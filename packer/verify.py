@@ -93,7 +93,8 @@ def _check_shard(path: Path, m: dict, problems: list[str]) -> tuple[np.ndarray, 
         problems.append(f"{path.name}: not a readable Arrow IPC file: {e}")
         return None
     strategies = m["strategies"]
-    if not table.schema.equals(shard_schema(list(strategies)), check_metadata=False):
+    version = int(m["format"]["version"])
+    if not table.schema.equals(shard_schema(list(strategies), version), check_metadata=False):
         problems.append(f"{path.name}: schema differs from the one the manifest's strategies imply")
         return None
     roles, tok_off = _flat(table, "roles")
@@ -121,6 +122,8 @@ def _check_shard(path: Path, m: dict, problems: list[str]) -> tuple[np.ndarray, 
             problems.append(f"{path.name}: {column} differs in length from the rows")
             continue
         expected = np.isin(roles, R.role_codes(role_names))
+        if "trainable" in table.schema.names and name not in R.UNFLAGGED_STRATEGIES:
+            expected &= _flat(table, "trainable")[0]
         ok = (mask <= expected).all() if name in R.LAST_TURN_STRATEGIES else np.array_equal(mask, expected)
         if not ok:
             problems.append(f"{path.name}: {column} does not match roles {', '.join(role_names)}")

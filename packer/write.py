@@ -46,14 +46,20 @@ class TokenTotals:
     def __init__(self, strategy_table: dict[str, tuple[str, ...]]) -> None:
         self.strategy_table = strategy_table
         self.role_counts = np.zeros(R.N_ROLES, dtype=np.int64)
+        #: tokens of messages marked untrained, per role
+        self.untrained_counts = np.zeros(R.N_ROLES, dtype=np.int64)
         self.luts = {name: R.role_lut(names) for name, names in strategy_table.items()}
         # last-turn strategies need the flag, so they cannot be derived from role counts
         self.last_loss = {name: 0 for name in strategy_table if name in R.LAST_TURN_STRATEGIES}
 
-    def add(self, roles: np.ndarray, last: np.ndarray) -> None:
+    def add(self, roles: np.ndarray, flags: np.ndarray) -> None:
         self.role_counts += np.bincount(roles, minlength=R.N_ROLES)[: R.N_ROLES]
+        untrained = (flags & R.UNTRAINED_FLAG) != 0
+        if untrained.any():
+            self.untrained_counts += np.bincount(roles[untrained], minlength=R.N_ROLES)[: R.N_ROLES]
+        last = (flags & R.LAST_FLAG) != 0
         for name in self.last_loss:
-            self.last_loss[name] += int(np.count_nonzero(self.luts[name][roles] & last))
+            self.last_loss[name] += int(np.count_nonzero(self.luts[name][roles] & last & ~untrained))
 
     @property
     def total(self) -> int:
@@ -62,7 +68,8 @@ class TokenTotals:
     def loss(self) -> dict[str, int]:
         out = {}
         for name in self.strategy_table:
-            per_role = int(self.role_counts[self.luts[name][: R.N_ROLES]].sum())
+            counts = self.role_counts if name in R.UNFLAGGED_STRATEGIES else self.role_counts - self.untrained_counts
+            per_role = int(counts[self.luts[name][: R.N_ROLES]].sum())
             out[name] = self.last_loss[name] if name in self.last_loss else per_role
         return out
 
@@ -97,12 +104,12 @@ class _Counted:
 
     def gather(self, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         checkpoint("writing")
-        ids, roles, last = self.source.gather(self.spill_index[docs])
-        self.totals.add(roles, last)
+        ids, roles, flags = self.source.gather(self.spill_index[docs])
+        self.totals.add(roles, flags)
         self.done += len(docs)
         if self.events is not None:
             self.events.progress("writing", self.done, self.total)
-        return ids, roles, last
+        return ids, roles, flags
 
 
 def _nullable(values: np.ndarray, type: pa.DataType = pa.int32()) -> Callable[[int, int], pa.Array]:  # noqa: B008

@@ -59,6 +59,29 @@ EXPECTED = {
     ),
     # an Arrow IPC stream, as HF datasets writes (two record batches): rows are records, named by file and row
     "hf_stream.arrow": (3, 2, {"empty_output": 1}, [(1, "turn 1 (assistant) is empty")]),
+    # tool calls (issue 15). Record 1 is a good tool-call record, but the default template here (the demo
+    # tokenizer's own ChatML, which knows no tools) would drop its calls: template_error naming chatml
+    "tool_calls_bad.jsonl": (
+        8, 1, {"template_error": 1, "bad_tool_call": 3, "bad_tools": 2, "orphan_tool_result": 1},
+        [(1, "does not render the tool calls of turn 1; templates that render tools"),
+         (2, "tool call 0 (get_weather): 'arguments' is not JSON"), (3, "tool call 0 has no function name"),
+         (4, "'arguments' is an array, expected a JSON object"),
+         (5, "'tools' is an object, expected an array of tool definitions"), (6, "'tools' is not JSON"),
+         (7, "turn 1 (tool) follows turn 0 (user), which makes no tool call")],
+    ),
+    "tool_sharegpt_bad.jsonl": (
+        7, 1, {"template_error": 1, "bad_tool_call": 3, "bad_tools": 1, "orphan_tool_result": 1},
+        [(1, "--template chatml"), (2, "turn 1 (function_call): the value is not JSON"),
+         (3, "turn 1 (function_call) has no function name"), (4, "turn 1 (function_call): an empty list of calls"),
+         (5, "'tools' is an object, expected an array"),
+         (6, "turn 1 (tool) follows turn 0 (user), which makes no tool call")],
+    ),
+    "weight_bad.jsonl": (
+        7, 2, {"bad_weight": 4, "no_trained_turn": 1},
+        [(2, "turn 1 (assistant): 'weight' is 2, expected 0 or 1"), (3, "'weight' is True, expected 0 or 1"),
+         (4, "'training' is a string, expected true or false"), (5, "'weight' 0 and 'training' True disagree"),
+         (6, "every assistant turn is marked weight 0 / training false")],
+    ),
 }
 
 

@@ -102,8 +102,8 @@ def test_token_spill_round_trip(tmp_path, cuts):
     rng = np.random.default_rng(0)
     lengths = rng.integers(0, 50, 300)
     ids = rng.integers(0, 1 << 31, int(lengths.sum()), dtype=np.int64).astype(np.int32)
-    roles = rng.integers(1, 9, len(ids)).astype(np.uint8)
-    last = rng.random(len(ids)) < 0.5
+    roles = rng.integers(1, 12, len(ids)).astype(np.uint8)  # every role code
+    last = rng.integers(0, 4, len(ids)).astype(np.uint8)  # flags: last turn, untrained, both, neither
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     bounds = [0, *cuts, 300]
     for tag, (d0, d1) in enumerate(itertools.pairwise(bounds)):

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from packer.formats import FORMATS, InputSummary, RecordReader, check_inputs, detect_format
-from packer.records import BuildError, Conversation, Message, Rejection
+from packer.records import BuildError, Conversation, Message, Rejection, ToolCall
 
 ALPACA = {"instruction": "Add 2 and 3.", "input": "", "output": "5"}
 SHAREGPT = {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}]}
@@ -167,10 +167,6 @@ def test_not_an_object(tmp_path: Path) -> None:
         ("bing", "assistant"),
         ("bard", "assistant"),
         ("system", "system"),
-        ("function_call", "assistant"),
-        ("observation", "user"),
-        ("tool", "user"),
-        ("function", "user"),
         ("Human", "user"),  # role names are matched case-insensitively
         ("GPT", "assistant"),
     ],
@@ -191,7 +187,24 @@ def test_sharegpt_tool_calling(tmp_path: Path) -> None:
         ("gpt", "It is 21 degrees."),
         tools="[]",
     )
-    assert roles(one(record, tmp_path)) == ["user", "assistant", "user", "assistant"]
+    item = one(record, tmp_path)
+    assert roles(item) == ["user", "assistant", "tool", "assistant"]
+    call = item.messages[1]
+    assert call.content == "" and call.tool_calls == (ToolCall("weather", {"city": "Paris"}),)
+    assert item.messages[2].content == '{"temp": 21}' and item.tools == ()
+
+
+@pytest.mark.parametrize("name", ["observation", "tool", "function", "Observation"])
+def test_sharegpt_tool_result_roles(tmp_path: Path, name: str) -> None:
+    call = ("function_call", '[{"name": "f", "arguments": "{}"}, {"name": "g", "arguments": {"x": 1}}]')
+    item = one(sharegpt(("human", "q"), call, (name, "r"), ("gpt", "a"), tools='[{"name": "f"}]'), tmp_path)
+    assert roles(item) == ["user", "assistant", "tool", "assistant"]
+    assert [c.name for c in item.messages[1].tool_calls] == ["f", "g"]  # a list of calls: parallel calls
+    assert item.tools == ({"type": "function", "function": {"name": "f"}},)  # glaive's bare definition, wrapped
+    # a result with no call before it says nothing a template can place
+    detail = rejected(one(sharegpt(("human", "q"), ("gpt", "a"), (name, "r"), ("gpt", "b")), tmp_path),
+                      "orphan_tool_result").detail
+    assert "turn 2 (tool) follows turn 1 (assistant), which makes no tool call" in detail
 
 
 def test_sharegpt_top_level_system_and_role_content_keys(tmp_path: Path) -> None:
@@ -284,7 +297,7 @@ def test_messages_roles(tmp_path: Path) -> None:
             {"role": "developer", "content": "d"},
             {"role": "system", "content": "s"},
             {"role": "user", "content": "u"},
-            {"role": "assistant", "content": "call"},
+            {"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "f", "arguments": "{}"}}]},
             {"role": "tool", "content": "result"},
             {"role": "function", "content": "result2"},
             {"role": "assistant", "content": "a"},
@@ -295,8 +308,8 @@ def test_messages_roles(tmp_path: Path) -> None:
         "system",
         "user",
         "assistant",
-        "user",
-        "user",
+        "tool",
+        "tool",
         "assistant",
     ]
 
@@ -1152,3 +1165,17 @@ def error_of_check(path: Path) -> str:
     with pytest.raises(BuildError) as err:
         check_inputs([path])
     return str(err.value)
+
+
+def test_tool_turns_under_the_turn_policies(tmp_path: Path) -> None:
+    call = {"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "f", "arguments": {}}}]}
+    lead = one({"messages": [{"role": "tool", "content": "r"}, {"role": "user", "content": "q"},
+                             {"role": "assistant", "content": "a"}]}, tmp_path)
+    assert roles(lead) == ["user", "assistant"] and lead.dropped_turns == {"leading_tool_result": 1}
+    # a blank question goes with its whole answer: the call, its result and the reply
+    blank = {"messages": [{"role": "user", "content": " "}, call, {"role": "tool", "content": "r"},
+                          {"role": "assistant", "content": "ans"}, {"role": "user", "content": "q2"},
+                          {"role": "assistant", "content": "a2"}]}
+    kept = RecordReader([write_jsonl(tmp_path / "b.jsonl", [blank])], blank_turns="drop")
+    (item,) = kept
+    assert roles(item) == ["user", "assistant"] and item.dropped_turns == {"blank_turn": 4}
