@@ -107,3 +107,32 @@ def test_parts_do_not_change_a_split_build(inputs, tmp_path, demo_tok):
     build([inputs, inputs], tmp_path / "p3", dedupe=True, parts=3, **kw)
     assert output_files(tmp_path / "p1") == output_files(tmp_path / "p3")
     assert verify(tmp_path / "p3") == []
+
+
+def test_a_split_keeps_each_tool_call_with_its_results_and_the_tools(tmp_path, demo_tok):
+    # exchanges of a question, a call, its result and the answer: a piece never starts at a tool result
+    # (its call in the piece before), and every piece is rendered with the record's tool definitions
+    tools = [{"type": "function", "function": {"name": "lookup", "description": "look a word up"}}]
+    messages = []
+    for k in range(12):
+        call = {"type": "function", "function": {"name": "lookup", "arguments": {"word": f"word{k}"}}}
+        messages += [{"role": "user", "content": f"What does word{k} mean? " + "Tell me more. " * 4},
+                     {"role": "assistant", "content": None, "tool_calls": [call]},
+                     {"role": "tool", "content": f"word{k} means thing {k}."},
+                     {"role": "assistant", "content": f"It means thing {k}. " * 3}]
+    path = tmp_path / "tools.jsonl"
+    path.write_text(json.dumps({"messages": messages, "tools": tools}) + "\n")
+    out = tmp_path / "out"
+    m = build([path], out, tokenizer=demo_tok, template="chatml", seq_len=2 * SEQ_LEN, overlong="split")
+    assert verify(out) == [] and m["counts"]["packed"] == 1
+    pieces = [(ids, roles) for _, ids, roles in shard_docs(out)]
+    assert len(pieces) >= 3
+    text = [demo_tok.tokenizer.decode(ids.tolist(), skip_special_tokens=False) for ids, _ in pieces]
+    assert sum(t.count('{"name": "lookup", "arguments"') for t in text) == 12
+    assert all(t.count('<tools>\n{"type": "function"') == 1 for t in text)
+    for t, (_, roles) in zip(text, pieces, strict=True):
+        # each result follows its own call in the same piece
+        for k in range(12):
+            if f"word{k} means" in t:
+                assert t.index(f'"word": "word{k}"') < t.index(f"word{k} means")
+        assert (roles == R.TOOL).any() and (roles == R.TOOL_CALL).any()
