@@ -241,8 +241,10 @@ def check_output(output: str | os.PathLike, *, hashes: bool = True) -> VerifyRes
     if m.get("eval") and n_eval != m["eval"]["documents"]:
         problems.append(f"{DOCUMENTS_FILE} has {n_eval} eval documents, the manifest counts {m['eval']['documents']}")
     for split in splits if not problems else ():
-        recount = {name: int(per_role[split][code]) for name, code in R.ROLES.items()}
         tokens = m["tokens"] if split == "train" else m["eval"]["tokens"]
+        # an older format's manifest lists the roles it had (version 1: none of tool_call, reasoning, tool)
+        recount = {name: int(per_role[split][code]) for name, code in R.ROLES.items()
+                   if name in tokens["per_role"] or per_role[split][code]}
         if recount != tokens["per_role"]:
             problems.append(f"tokens per role in the {split} shards {recount} differ from the manifest")
     if m.get("mix") is not None and not problems:

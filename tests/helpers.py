@@ -66,3 +66,35 @@ def demo_variants(path: Path, copies: int) -> Path:
             for r in records:
                 f.write(json.dumps({**r, "instruction": f"{r['instruction']} (variant {k})"}) + "\n")
     return path
+
+
+def as_version_1(src: Path, dst: Path) -> Path:
+    """A copy of output ``src`` as packer wrote it before format version 2 (issue 15): shards without the
+    ``trainable`` column and the ``answer_only`` mask, a manifest without the untrained counts or the roles
+    tool_call, reasoning and tool (``src`` must have none of them), sizes and sha256 of the new files."""
+    import shutil
+
+    import pyarrow as pa
+
+    shutil.copytree(src, dst)
+    m = json.loads((dst / "manifest.json").read_text())
+    new_roles = ("tool_call", "reasoning", "tool")
+    assert all(m["tokens"]["per_role"][k] == 0 for k in new_roles) and not m["tokens"].get("untrained")
+    m["format"]["version"] = 1
+    m["strategies"].pop("answer_only", None)
+    m["roles"] = {k: v for k, v in m["roles"].items() if k not in new_roles}
+    for tokens in (m["tokens"], *([m["eval"]["tokens"]] if m.get("eval") else [])):
+        for k in ("untrained", "untrained_per_role"):
+            tokens.pop(k, None)
+        tokens["per_role"] = {k: v for k, v in tokens["per_role"].items() if k not in new_roles}
+        tokens["loss"].pop("answer_only", None)
+    for shard in m["shards"] + (m.get("eval") or {}).get("shards", []):
+        path = dst / shard["file"]
+        table = ipc.open_file(path).read_all().drop_columns(["trainable", "mask_answer_only"])
+        table = table.replace_schema_metadata({**table.schema.metadata, b"version": b"1"})
+        with pa.OSFile(str(path), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        shard["bytes"] = path.stat().st_size
+        shard["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (dst / "manifest.json").write_text(json.dumps(m, indent=2))
+    return dst
