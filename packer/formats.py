@@ -921,8 +921,8 @@ class RecordReader:
         except _Reject as r:
             return Rejection(source, r.reason, r.detail)
         for i, m in enumerate(messages):
-            texts = (m.content, m.input) if m.role in ("user", "system") and not m.reasoning else _texts(m)
-            for value in texts:
+            plain = m.reasoning is None and not m.tool_calls and m.role != "tool"
+            for value in (m.content, m.input) if plain else _texts(m):
                 # JSON's \ud800 escapes decode to lone surrogates, which have no UTF-8 form:
                 # the tokenizer cannot take them
                 bad = None if value.isascii() else _SURROGATE_RE.search(value)

@@ -67,7 +67,9 @@ class ToolCall:
         return out
 
 
-@dataclass(frozen=True, slots=True)
+# not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__, 3-4x slower, and
+# readers make one per turn; treat it as read-only all the same
+@dataclass(slots=True)
 class Message:
     """One turn. ``input`` is Alpaca's ``input`` field, set only on the user
     message of Alpaca records (templates render it with the ``input`` role).
