@@ -8,6 +8,13 @@ column in every shard, so the choice is made at training time.
     roles  : special marker instruction special marker special marker response end marker
     IT mask: 0       0      0           0       0      0       0      1        1   0
     IM mask: 0       0      1           0       0      0       0      1        1   0
+
+An assistant turn that reasons and calls a tool, and the tool's result (Qwen3's template)::
+
+    text       : <think>\nlook it up\n</think>  \n\n<tool_call>\n{"name": "f", ...}\n</tool_call>  <|im_end|> ... sunny
+    roles      : reasoning ................  tool_call ............................  end        ... tool
+    IT mask    : 1                           1                                       1              0
+    answer_only: 0                           1                                       1              0
 """
 
 from __future__ import annotations
