@@ -156,7 +156,10 @@ def _tokens(totals: TokenTotals) -> dict:
     return {"total": totals.total, "per_role": {name: int(totals.role_counts[code]) for name, code in R.ROLES.items()},
             "loss": totals.loss(), "untrained": int(totals.untrained_counts.sum()),
             "untrained_per_role": {name: int(totals.untrained_counts[code]) for name, code in R.ROLES.items()
-                                   if totals.untrained_counts[code]}}
+                                   if totals.untrained_counts[code]},
+            "last_turn_loss_per_role": {strategy: {name: int(counts[code]) for name, code in R.ROLES.items()
+                                                   if counts[code]}
+                                        for strategy, counts in totals.last_loss_per_role.items()}}
 
 
 def write_manifest(out: Path, manifest: dict) -> None:

@@ -54,6 +54,8 @@ _PACKED, _TRUNCATED, _DUPLICATE = STATUS_CODE["packed"], STATUS_CODE["truncated"
 _PROMPT_LUT = R.role_lut(R.PROMPT_ROLES)
 #: what the model writes in an assistant turn: a truncated record keeping none of it has no loss
 _ASSISTANT_LUT = R.role_lut(R.ASSISTANT_ROLES)
+#: what documents.arrow counts as a document's response: what the assistant writes, its end tokens aside
+_WRITTEN_LUT = R.role_lut(("response", "tool_call", "reasoning"))
 #: what a template's system policy did to a record (``Rendered.system``), coded per record
 SYSTEM_ACTIONS: tuple[str | None, ...] = (None, "merged", "dropped")
 _SYSTEM_CODE = {name: code for code, name in enumerate(SYSTEM_ACTIONS)}
@@ -413,7 +415,7 @@ class PartMapper:
         ends = np.cumsum(kept_len)
         starts = ends - kept_len
         for col, is_col in (("prompt_tokens", _PROMPT_LUT[roles]),
-                            ("response_tokens", roles == R.RESPONSE)):
+                            ("response_tokens", _WRITTEN_LUT[roles])):
             cum = np.zeros(len(roles) + 1, dtype=np.int64)
             np.cumsum(is_col, out=cum[1:])
             getattr(self.docs, col)[kept_rows] = cum[ends] - cum[starts]
@@ -432,7 +434,7 @@ class PartMapper:
                     r = int(rows[k])
                     self.docs.tokens[r] = sum(len(g[0]) for g in pieces[k])
                     self.docs.prompt_tokens[r] = sum(int(_PROMPT_LUT[g[1]].sum()) for g in pieces[k])
-                    self.docs.response_tokens[r] = sum(int((g[1] == R.RESPONSE).sum()) for g in pieces[k])
+                    self.docs.response_tokens[r] = sum(int(_WRITTEN_LUT[g[1]].sum()) for g in pieces[k])
                     self.docs.spilled[r] = 1
                     self.docs.pieces[r] = len(pieces[k])
                 elif keep[k]:

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
+from . import roles as R
 from .layout import DOCUMENTS_FILE, REJECTED_FILE, read_manifest
 from .shards import mask_column
 
@@ -46,6 +47,10 @@ SMALL_DATASET = 20_000
 LONG_PROMPT_RATIO = 1.0
 #: histogram of per-example prompt/response ratios: log2 bins
 RATIO_BINS = [2.0**k for k in range(-8, 9)]
+#: roles whose loss the report breaks out per strategy: what an agent writes besides its answer (calls,
+#: reasoning) and what tools return. Whether a strategy trains on them moves its loss far more than the
+#: prompt/response figures say, and plain instruction data has none of them.
+TOOL_ROLES: tuple[str, ...] = ("tool_call", "reasoning", "tool")
 
 
 def _summary(values: np.ndarray) -> dict:
@@ -124,6 +129,50 @@ def _packed_columns(out: Path) -> Callable[..., np.ndarray]:
     return col
 
 
+def _role_loss(strategy: str, roles: tuple[str, ...] | list[str], role: str, per_role: dict, untrained: dict,
+               last_turn: dict) -> int | None:
+    """Loss tokens of ``role`` under ``strategy``, from the manifest's counts; None where they cannot tell.
+
+    A strategy puts loss on every token of its roles, less the tokens of messages marked untrained (all but
+    ``full``). A last-turn strategy keeps only the final assistant turn: its split by role is the manifest's
+    ``tokens.last_turn_loss_per_role`` (``last_turn``); an output without it (format version 1) leaves it
+    unknown unless it is 0 (reading every shard to find it would cost a full pass over the data, and
+    ``inspect`` reads only the manifest and documents.arrow).
+    """
+    if role not in roles:
+        return 0
+    n = per_role.get(role, 0)  # an output built before the role existed has none
+    if strategy not in R.UNFLAGGED_STRATEGIES:
+        n -= untrained.get(role, 0)
+    if n and strategy in R.LAST_TURN_STRATEGIES:
+        split = last_turn.get(strategy)  # the manifest's split by role (outputs since format version 2)
+        return None if split is None else int(split.get(role, 0))
+    return n
+
+
+def _tool_roles(strategy: str, roles: list[str], loss: int, per_role: dict, untrained: dict,
+                last_turn: dict) -> dict:
+    """Per role of :data:`TOOL_ROLES`: its loss tokens under ``strategy`` and their share of its loss."""
+    out = {}
+    for role in TOOL_ROLES:
+        n = _role_loss(strategy, roles, role, per_role, untrained, last_turn)
+        share = None if n is None else round(n / loss, 6) if loss else 0.0
+        out[role] = {"loss_tokens": n, "share": share}
+    return out
+
+
+def _untrained(tokens: dict) -> dict:
+    """Tokens of messages marked untrained (``"weight": 0`` / ``"training": false``), as the manifest counts
+    them (0 in an output built before such marks were read)."""
+    n = int(tokens.get("untrained", 0))
+    total = tokens["total"]
+    return {
+        "untrained": n,
+        "untrained_per_role": {k: int(v) for k, v in tokens.get("untrained_per_role", {}).items() if v},
+        "untrained_share": round(n / total, 6) if total else 0.0,
+    }
+
+
 def _splits(m: dict) -> dict:
     """Documents, rows and tokens of each split; ``eval`` is None in an output without one."""
     held_out = m.get("eval")
@@ -152,8 +201,11 @@ def inspect(output: str | os.PathLike) -> dict:
     col = _packed_columns(out)
     tokens, per_role = m["tokens"]["total"], m["tokens"]["per_role"]
     loss = m["tokens"]["loss"]
+    untrained = _untrained(m["tokens"])
     strategies = {
-        name: {"roles": roles, "loss_tokens": loss[name], "share": round(loss[name] / tokens, 6) if tokens else 0.0}
+        name: {"roles": roles, "loss_tokens": loss[name], "share": round(loss[name] / tokens, 6) if tokens else 0.0,
+               "tool_roles": _tool_roles(name, roles, loss[name], per_role, untrained["untrained_per_role"],
+                                         m["tokens"].get("last_turn_loss_per_role", {}))}
         for name, roles in m["strategies"].items()
     }
     # documents per row: a row is (shard, row in shard); count the documents of each row that has any
@@ -187,6 +239,9 @@ def inspect(output: str | os.PathLike) -> dict:
             "total": tokens,
             "per_role": per_role,
             "per_role_share": {k: round(v / tokens, 6) if tokens else 0.0 for k, v in per_role.items()},
+            **untrained,
+            # tokens of the roles that tools and reasoning bring; all 0 in plain instruction data
+            "tool_roles": {role: int(per_role.get(role, 0)) for role in TOOL_ROLES},
             **_lengths(col("prompt_tokens"), col("response_tokens")),
         },
         "words": words,
@@ -202,7 +257,7 @@ def inspect(output: str | os.PathLike) -> dict:
         "multi_turn": {
             "turns": _summary(turns),
             "multi_turn_examples": int((turns > 2).sum()),
-            # of the response + end tokens, the share in each document's final assistant turn
+            # of instruction_tuning's loss tokens (the assistant turns), the share in each document's final one
             "last_turn_loss_share": round(loss["last_turn"] / it_loss, 6) if it_loss and "last_turn" in loss else None,
         },
         "recommendation": _recommendation(n_examples, words["ratio_of_means"]),
@@ -275,14 +330,25 @@ def print_report(r: dict, console) -> None:  # type: ignore[no-untyped-def]
     for name, s in r["strategies"].items():
         t.add_row(name, ", ".join(s["roles"]), f"{s['loss_tokens']:,}", f"{s['share']:.1%}")
     console.print(t)
+    _print_tool_roles(r, console)
 
+    untrained = r["tokens"]["untrained_per_role"]
     t = Table(title=f"Tokens per role (total {r['tokens']['total']:,})", title_justify="left")
     t.add_column("role")
     t.add_column("tokens", justify="right")
     t.add_column("share", justify="right")
+    if untrained:
+        t.add_column("untrained", justify="right")
     for name, n in r["tokens"]["per_role"].items():
-        t.add_row(name, f"{n:,}", f"{r['tokens']['per_role_share'][name]:.1%}")
+        cells = [name, f"{n:,}", f"{r['tokens']['per_role_share'][name]:.1%}"]
+        t.add_row(*cells, *([f"{untrained.get(name, 0):,}"] if untrained else []))
     console.print(t)
+    if r["tokens"]["untrained"]:
+        console.print(
+            f"untrained: {r['tokens']['untrained']:,} tokens ({r['tokens']['untrained_share']:.1%}) are in messages "
+            "marked \"weight\": 0 / \"training\": false; they carry no loss under any strategy but "
+            f"{', '.join(sorted(R.UNFLAGGED_STRATEGIES))}", markup=False, soft_wrap=True,
+        )
 
     t = Table(title="Per example: prompt (system+instruction+input) vs response", title_justify="left")
     for h in ("unit", "", "mean", "median", "p10", "p90"):
@@ -331,6 +397,33 @@ def print_report(r: dict, console) -> None:  # type: ignore[no-untyped-def]
     console.print(f"[bold]Recommendation:[/] {r['recommendation']['text']}", soft_wrap=True)
 
 
+def _tool_role_cell(entry: dict) -> str:
+    n = entry["loss_tokens"]
+    return "n/a" if n is None else f"{n:,} ({entry['share']:.1%})" if n else "-"
+
+
+def _print_tool_roles(r: dict, console) -> None:  # type: ignore[no-untyped-def]
+    """Loss tokens of tool calls, reasoning and tool results per strategy, and their share of its loss; only
+    for an output that has such tokens (a plain instruction data set would get a table of zeros)."""
+    from rich.table import Table
+
+    present = [role for role, n in r["tokens"]["tool_roles"].items() if n]
+    if not present:
+        return
+    t = Table(title="Tool calls, reasoning, tool results: loss tokens", title_justify="left",
+              caption="in brackets: the share of the strategy's loss; in a header: all tokens of the role",
+              caption_justify="left")
+    t.add_column("strategy")
+    for role in present:
+        t.add_column(f"{role} ({r['tokens']['tool_roles'][role]:,})", justify="right")
+    for name, s in r["strategies"].items():
+        t.add_row(name, *(_tool_role_cell(s["tool_roles"][role]) for role in present))
+    console.print(t)
+    if any(s["tool_roles"][role]["loss_tokens"] is None for s in r["strategies"].values() for role in present):
+        console.print("n/a: the manifest keeps only the total of a last-turn strategy, not its split by role",
+                      markup=False, soft_wrap=True)
+
+
 def _ratio_label(x: float) -> str:
     return f"{x:g}" if x >= 1 else f"1/{1 / x:g}"
 
@@ -340,6 +433,7 @@ def _ratio_label(x: float) -> str:
 ROLE_COLOURS = {
     "special": "#9e9e9e", "marker": "#5c6bc0", "boilerplate": "#ab47bc", "system": "#f9a825",
     "instruction": "#00897b", "input": "#43a047", "response": "#1e88e5", "end": "#e53935",
+    "tool_call": "#d81b60", "reasoning": "#6d4c41", "tool": "#ef6c00",
 }
 
 
@@ -384,6 +478,8 @@ def _sample_rows_html(out: Path, m: dict, strategy: str, n_rows: int) -> str:
     blocks = []
     for i, row in enumerate(table):
         spans, pos = [], 0
+        # a shard of format version 1 has no trainable column: every token trainable
+        trainable = row.get("trainable") or [True] * len(row["input_ids"])
         for length, doc_id in zip(row["seq_lens"], row["doc_ids"], strict=True):
             spans.append(f'<div class="doc">document {doc_id}</div>')
             for j in range(pos, pos + length):
@@ -392,11 +488,35 @@ def _sample_rows_html(out: Path, m: dict, strategy: str, n_rows: int) -> str:
                 )
                 role = names.get(row["roles"][j], "?")
                 loss = " loss" if row[mask_column(strategy)][j] else ""
+                untrained = "" if trainable[j] else " untrained"
                 text = html.escape(piece).replace("\n", "↵<br>")
-                spans.append(f'<span class="r-{role}{loss}" title="{role}">{text}</span>')
+                spans.append(f'<span class="r-{role}{loss}{untrained}" title="{role}">{text}</span>')
             pos += length
         blocks.append(f"<h3>row {i}</h3><div class='row'>{''.join(spans)}</div>")
     return "".join(blocks)
+
+
+def _tool_roles_html(r: dict) -> str:
+    """The tool-call, reasoning and tool-result loss per strategy, and the untrained tokens; "" for an
+    output that has none of them."""
+    esc = html.escape
+    parts = []
+    present = [role for role, n in r["tokens"]["tool_roles"].items() if n]
+    if present:
+        head = "".join(f"<th>{esc(role)} ({r['tokens']['tool_roles'][role]:,})</th>" for role in present)
+        body = "".join(
+            f"<tr><td>{esc(name)}</td>"
+            + "".join(f"<td>{esc(_tool_role_cell(s['tool_roles'][role]))}</td>" for role in present) + "</tr>"
+            for name, s in r["strategies"].items()
+        )
+        parts.append("<h2>Tool calls, reasoning, tool results</h2><p>loss tokens per strategy (share of its "
+                     f"loss)</p><table><tr><th>strategy</th>{head}</tr>{body}</table>")
+    if r["tokens"]["untrained"]:
+        per_role = ", ".join(f"{esc(k)} {v:,}" for k, v in r["tokens"]["untrained_per_role"].items())
+        parts.append(f"<p>untrained: {r['tokens']['untrained']:,} tokens ({r['tokens']['untrained_share']:.1%}; "
+                     f"{per_role}) in messages marked weight 0 / training false: no loss under any strategy but "
+                     f"{esc(', '.join(sorted(R.UNFLAGGED_STRATEGIES)))} (struck through below)</p>")
+    return "".join(parts)
 
 
 def _splits_html(r: dict) -> str:
@@ -442,6 +562,7 @@ body{{font-family:sans-serif;max-width:980px;margin:2em auto;color:#222}} table{
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} td:first-child{{text-align:left}}
 .row{{font-family:monospace;white-space:pre-wrap;border:1px solid #ddd;padding:8px;line-height:1.6}}
 .doc{{background:#eee;font-size:11px;margin-top:4px}} .loss{{text-decoration:underline;background:#fff3c4}}
+.untrained{{text-decoration:line-through}} .loss.untrained{{text-decoration:underline line-through}}
 {style}
 </style></head><body>
 <h1>packer inspect</h1>
@@ -452,6 +573,7 @@ rejected {rec["rejected_total"]:,} (listed in {esc(rec["rejected_file"])})</p><u
 {_splits_html(r)}
 <h2>Loss-token share per strategy</h2>
 {_svg_bars(list(strategies), [100 * s["share"] for s in strategies.values()], unit="%")}
+{_tool_roles_html(r)}
 <h2>Lengths per example</h2>
 <table><tr><th>length</th><th>mean</th><th>median</th><th>p10</th><th>p90</th></tr>{rows_html}</table>
 <p>prompt/response ratio of means: {r["words"]["ratio_of_means"]} (words), {r["tokens"]["ratio_of_means"]} (tokens)</p>

@@ -77,7 +77,7 @@ DOCUMENT_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
     "tokens": (pa.int32(), "tokens of the document as packed"),
     "turns": (pa.int32(), "messages other than system"),
     "prompt_tokens": (pa.int32(), "tokens with role system, instruction or input"),
-    "response_tokens": (pa.int32(), "tokens with role response"),
+    "response_tokens": (pa.int32(), "tokens with role response, tool_call or reasoning (what the assistant writes)"),
     "prompt_words": (pa.int32(), "whitespace-split words of system and user messages, +1 per message"),
     "response_words": (pa.int32(), "whitespace-split words of assistant messages, +1 per message"),
     "duplicate_of": (pa.int64(), "doc_id of the first record with the same conversation (null if none before it)"),

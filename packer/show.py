@@ -42,7 +42,9 @@ from .layout import DOCUMENTS_FILE, locate_row, read_manifest, row_starts, split
 from .loader import TokenizerInfo, load_tokenizer
 from .shards import mask_column
 
-#: role name -> rich style of its tokens
+#: role name -> rich style of its tokens. What the assistant writes besides its answer is bold like the
+#: answer (a call) or italic (its reasoning, as thought is often set); a tool's result gets a colour of
+#: its own, near no other role's (256-colour orange; a 16-colour terminal shows the nearest it has).
 ROLE_STYLES: dict[str, str] = {
     "special": "dim",
     "marker": "bright_blue",
@@ -52,9 +54,14 @@ ROLE_STYLES: dict[str, str] = {
     "input": "green",
     "response": "bold",
     "end": "red",
+    "tool_call": "bold bright_magenta",
+    "reasoning": "italic",
+    "tool": "dark_orange",
 }
 #: added to the role style of a token that carries loss
 LOSS_STYLE = Style(underline=True, bgcolor="grey23")
+#: added to the style of a token of a message marked untrained ("weight": 0 / "training": false)
+UNTRAINED_STYLE = Style(strike=True)
 HEADER_STYLE = Style(bold=True)
 #: how invisible characters are shown (a newline keeps a real newline after its mark)
 VISIBLE = {"\n": "↵\n", "\t": "→", "\r": "␍"}
@@ -234,6 +241,7 @@ def show_row(
         raise ValueError(f"strategy {strategy!r} has no {mask_column(strategy)} column in {data['shard']}")
     ids, role_codes, mask = data["input_ids"], data["roles"], data[mask_column(strategy)].astype(bool)
     seq_lens, doc_ids = data["seq_lens"], data["doc_ids"]
+    trainable = row_trainable(data)
     names = {int(v): k for k, v in manifest.get("roles", R.ROLES).items()}
     tok, notes = _tokenizer(manifest, tokenizer)
     if tok is not None:
@@ -245,7 +253,8 @@ def show_row(
 
     for note in notes:
         console.out(f"note: {note}", highlight=False)
-    _legend(console, plain, data, manifest, strategy, int(mask.sum()), len(ids), tok is not None)
+    _legend(console, plain, data, manifest, strategy, int(mask.sum()), len(ids), tok is not None,
+            int((~trainable).sum()))
     pos = 0
     for length, doc_id in zip(seq_lens.tolist(), doc_ids.tolist(), strict=True):
         header = _header(doc_id, length, docs.get(doc_id))
@@ -259,12 +268,20 @@ def show_row(
             for j in span:
                 role = names.get(int(role_codes[j]), "?")
                 style = Style.parse(ROLE_STYLES.get(role, "none"))
-                body.append(texts[j], style=style + LOSS_STYLE if mask[j] else style)
+                style = style + LOSS_STYLE if mask[j] else style
+                body.append(texts[j], style=style if trainable[j] else style + UNTRAINED_STYLE)
             console.print(body, soft_wrap=True, end="")
         last = texts[pos + length - 1] if length else "\n"
         if not last.endswith("\n"):
             console.out("", highlight=False)
         pos += length
+
+
+def row_trainable(data: dict) -> np.ndarray:
+    """The row's ``trainable`` column as bool; all True for a shard of format version 1, which has none."""
+    if "trainable" in data:
+        return data["trainable"].astype(bool)
+    return np.ones(len(data["input_ids"]), dtype=bool)
 
 
 def _plain_runs(span: range, texts: list[str], role_codes: np.ndarray, mask: np.ndarray, names: dict) -> str:
@@ -280,7 +297,7 @@ def _plain_runs(span: range, texts: list[str], role_codes: np.ndarray, mask: np.
 
 
 def _legend(console: Console, plain: bool, data: dict, manifest: dict, strategy: str, loss: int, length: int,
-            decoded: bool) -> None:
+            decoded: bool, untrained: int) -> None:
     docs = len(data["seq_lens"])
     console.out(
         f"row {data['row']} of {data['rows']} ({data['shard']} row {data['shard_row']}) · "
@@ -290,7 +307,12 @@ def _legend(console: Console, plain: bool, data: dict, manifest: dict, strategy:
     roles = ", ".join(manifest["strategies"][strategy])
     if strategy in R.LAST_TURN_STRATEGIES:
         roles += " (final assistant turn only)"
-    console.out(f"strategy {strategy}: loss on {roles} · {loss} of {length} tokens carry loss", highlight=False)
+    line = f"strategy {strategy}: loss on {roles} · {loss} of {length} tokens carry loss"
+    if untrained:
+        # said only where there are some, so the line of a row without any keeps its form
+        flags = "full ignores the marks" if strategy in R.UNFLAGGED_STRATEGIES else "no loss on them"
+        line += f" · {untrained} in messages marked untrained ({flags})"
+    console.out(line, highlight=False)
     marks = "↵ newline, → tab" if decoded else "token ids, not text"
     if plain:
         console.out(f"runs: [role+] loss, [role-] no loss · roles: {' '.join(ROLE_STYLES)} · {marks}", highlight=False)
@@ -301,5 +323,8 @@ def _legend(console: Console, plain: bool, data: dict, manifest: dict, strategy:
         legend.append(" ")
     legend.append("· loss: ")
     legend.append("underlined on grey", style=LOSS_STYLE)
+    if untrained:
+        legend.append(" · untrained: ")
+        legend.append("struck through", style=UNTRAINED_STYLE)
     legend.append(f" · {marks}")
     console.print(legend, soft_wrap=True)

@@ -49,8 +49,9 @@ class TokenTotals:
         #: tokens of messages marked untrained, per role
         self.untrained_counts = np.zeros(R.N_ROLES, dtype=np.int64)
         self.luts = {name: R.role_lut(names) for name, names in strategy_table.items()}
-        # last-turn strategies need the flag, so they cannot be derived from role counts
-        self.last_loss = {name: 0 for name in strategy_table if name in R.LAST_TURN_STRATEGIES}
+        # last-turn strategies need the flag, so they cannot be derived from role counts: their loss per role
+        self.last_loss_per_role = {name: np.zeros(R.N_ROLES, dtype=np.int64)
+                                   for name in strategy_table if name in R.LAST_TURN_STRATEGIES}
 
     def add(self, roles: np.ndarray, flags: np.ndarray) -> None:
         self.role_counts += np.bincount(roles, minlength=R.N_ROLES)[: R.N_ROLES]
@@ -58,8 +59,9 @@ class TokenTotals:
         if untrained.any():
             self.untrained_counts += np.bincount(roles[untrained], minlength=R.N_ROLES)[: R.N_ROLES]
         last = (flags & R.LAST_FLAG) != 0
-        for name in self.last_loss:
-            self.last_loss[name] += int(np.count_nonzero(self.luts[name][roles] & last & ~untrained))
+        for name, counts in self.last_loss_per_role.items():
+            sel = self.luts[name][roles] & last & ~untrained
+            counts += np.bincount(roles[sel], minlength=R.N_ROLES)[: R.N_ROLES]
 
     @property
     def total(self) -> int:
@@ -70,7 +72,8 @@ class TokenTotals:
         for name in self.strategy_table:
             counts = self.role_counts if name in R.UNFLAGGED_STRATEGIES else self.role_counts - self.untrained_counts
             per_role = int(counts[self.luts[name][: R.N_ROLES]].sum())
-            out[name] = self.last_loss[name] if name in self.last_loss else per_role
+            last = self.last_loss_per_role.get(name)
+            out[name] = int(last.sum()) if last is not None else per_role
         return out
 
 

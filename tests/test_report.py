@@ -1,5 +1,7 @@
 """`packer inspect`: report numbers on small hand-checked builds, the JSON
-schema, the HTML file, and the paper's LIMA figures on the real data."""
+schema, the HTML file, and the paper's LIMA figures on the real data; the loss on
+tool calls, reasoning and tool results per strategy and the untrained tokens, against
+the shards, and an output of format version 1 (no trainable column, no such counts)."""
 
 from __future__ import annotations
 
@@ -10,14 +12,16 @@ import subprocess
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from packer import build
+from packer import roles as R
 from packer.cli import main
-from packer.report import inspect, render_html
+from packer.report import ROLE_COLOURS, TOOL_ROLES, inspect, render_html
 
-from .helpers import ROOT, SHARED_DATA, SHARED_TOKENIZERS, need_shared
+from .helpers import ROOT, SHARED_DATA, SHARED_TOKENIZERS, as_version_1, need_shared, read_documents
 
 SCHEMA = json.loads((ROOT / "schemas" / "report.schema.json").read_text())
 
@@ -145,3 +149,134 @@ def test_lima_figures_match_the_paper(tmp_path):
     assert round(w["prompt"]["mean"], 2) == 41.72
     assert round(w["response"]["mean"], 2) == 442.75
     assert round(w["ratio_of_means"], 3) == 0.094
+
+
+# -- tool calls, reasoning, tool results; untrained messages (issue 15) -----------------------------
+
+WEATHER_CALL = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+#: OpenAI messages: a call with reasoning, its result and the answer; a turn marked weight 0, then one trained
+TOOL_RECORDS = [
+    {"messages": [
+        {"role": "system", "content": "use tools"},
+        {"role": "user", "content": "weather in Paris?"},
+        {"role": "assistant", "content": None, "reasoning_content": "I should call the tool",
+         "tool_calls": [WEATHER_CALL]},
+        {"role": "tool", "content": "sunny 21C"},
+        {"role": "assistant", "content": "It is sunny and 21C."},
+    ]},
+    {"messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "bad answer", "weight": 0},
+        {"role": "user", "content": "again"},
+        {"role": "assistant", "content": "good answer", "training": True},
+    ]},
+]
+
+
+@pytest.fixture(scope="module")
+def tools(tmp_path_factory, demo_tok) -> Path:
+    d = tmp_path_factory.mktemp("report_tools")
+    (d / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in TOOL_RECORDS))
+    build([d / "t.jsonl"], d / "out", tokenizer=demo_tok, seq_len=256, template="chatml",
+          strategies=["calls_only=tool_call"])
+    return d / "out"
+
+
+#: a sample-row token of the HTML page marked untrained
+UNTRAINED_SPAN = re.compile(r'<span class="r-[a-z_]+( loss)? untrained"')
+
+
+def shard_counts(out: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """From the shards: per strategy, its loss tokens per role code; the untrained tokens per role code."""
+    strategies = json.loads((out / "manifest.json").read_text())["strategies"]
+    loss = {name: np.zeros(R.N_ROLES, np.int64) for name in strategies}
+    untrained = np.zeros(R.N_ROLES, np.int64)
+    for doc in read_documents(out).values():
+        roles = doc["roles"].astype(np.int64)
+        for name in strategies:
+            loss[name] += np.bincount(roles[doc[f"mask_{name}"].astype(bool)], minlength=R.N_ROLES)
+        untrained += np.bincount(roles[~doc["trainable"].astype(bool)], minlength=R.N_ROLES)
+    return loss, untrained
+
+
+def test_tool_role_loss_per_strategy_matches_the_shards(tools):
+    r = inspect(tools)
+    loss, _ = shard_counts(tools)
+    assert all(r["tokens"]["tool_roles"][role] > 0 for role in TOOL_ROLES), "the record has every such role"
+    assert r["tokens"]["tool_roles"] == {role: r["tokens"]["per_role"][role] for role in TOOL_ROLES}
+    for name, s in r["strategies"].items():
+        assert set(s["tool_roles"]) == set(TOOL_ROLES)
+        for role in TOOL_ROLES:
+            entry, truth = s["tool_roles"][role], int(loss[name][R.ROLES[role]])
+            assert entry["loss_tokens"] == truth, (name, role)  # last_turn too: the manifest splits it by role
+            assert entry["share"] == pytest.approx(truth / s["loss_tokens"], abs=1e-6)
+    # what each strategy trains: tool results only under full, reasoning not under answer_only
+    by = {name: {role: e["loss_tokens"] for role, e in s["tool_roles"].items()} for name, s in r["strategies"].items()}
+    assert by["full"] == r["tokens"]["tool_roles"]
+    assert by["instruction_tuning"]["tool"] == 0 and by["instruction_tuning"]["tool_call"] > 0
+    assert by["answer_only"]["reasoning"] == 0 and by["answer_only"]["tool_call"] > 0
+    assert by["calls_only"] == {"tool_call": r["tokens"]["tool_roles"]["tool_call"], "reasoning": 0, "tool": 0}
+    assert r["strategies"]["calls_only"]["tool_roles"]["tool_call"]["share"] == 1.0
+    # the final turn of the first record is a plain answer: last_turn puts no loss on the result
+    assert by["last_turn"]["tool"] == 0 and by["last_turn"]["tool_call"] == int(loss["last_turn"][R.TOOL_CALL])
+
+
+def test_untrained_tokens_match_the_shards(tools):
+    r = inspect(tools)
+    _, untrained = shard_counts(tools)
+    t = r["tokens"]
+    assert t["untrained"] == int(untrained.sum()) > 0
+    assert t["untrained_per_role"] == {R.ROLE_NAMES[c]: int(n) for c, n in enumerate(untrained) if n}
+    assert set(t["untrained_per_role"]) <= {"response", "end"}
+    assert t["untrained_share"] == pytest.approx(t["untrained"] / t["total"], abs=1e-6)
+    # a flagged strategy leaves them out, full keeps them
+    per_role = t["per_role"]
+    assert r["strategies"]["full"]["loss_tokens"] == t["total"]
+    it = r["strategies"]["instruction_tuning"]
+    assert it["loss_tokens"] == sum(per_role[k] for k in it["roles"]) - t["untrained"]
+
+
+def test_tool_and_untrained_figures_in_json_text_and_html(tools, tmp_path):
+    res = CliRunner().invoke(main, ["inspect", str(tools), "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    jsonschema.validate(report, SCHEMA)
+    assert report["strategies"]["answer_only"]["tool_roles"]["reasoning"] == {"loss_tokens": 0, "share": 0.0}
+    res = CliRunner().invoke(main, ["inspect", str(tools), "--html", str(tmp_path / "r.html")], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    text = res.stdout
+    assert "Tool calls, reasoning, tool results: loss tokens" in text
+    r = inspect(tools)
+    n = r["strategies"]["instruction_tuning"]["tool_roles"]["tool_call"]
+    row = next(line for line in text.splitlines() if "│ instruction_tuning " in line and "(" in line)
+    assert f"{n['loss_tokens']:,} ({n['share']:.1%})" in row
+    assert re.search(rf"untrained: {r['tokens']['untrained']} tokens .* no loss under any strategy but full", text)
+    page = (tmp_path / "r.html").read_text()
+    assert "<h2>Tool calls, reasoning, tool results</h2>" in page and "untrained:" in page
+    assert all(f'class="r-{role}' in page for role in TOOL_ROLES) and UNTRAINED_SPAN.search(page)
+
+
+def test_plain_output_has_no_tool_or_untrained_lines(small):
+    r = inspect(small[0])
+    assert r["tokens"]["tool_roles"] == {role: 0 for role in TOOL_ROLES}
+    assert r["tokens"]["untrained"] == 0 and r["tokens"]["untrained_per_role"] == {}
+    assert all(e == {"loss_tokens": 0, "share": 0.0} for s in r["strategies"].values()
+               for e in s["tool_roles"].values())
+    res = CliRunner().invoke(main, ["inspect", str(small[0])])
+    assert "Tool calls, reasoning" not in res.stdout and "untrained" not in res.stdout
+
+
+def test_version_1_output(small, tmp_path):
+    out = as_version_1(small[0], tmp_path / "v1")
+    r = inspect(out)
+    jsonschema.validate(r, SCHEMA)
+    assert r["tokens"]["untrained"] == 0 and r["tokens"]["untrained_per_role"] == {}
+    assert r["tokens"]["tool_roles"] == {role: 0 for role in TOOL_ROLES}
+    assert r["strategies"]["instruction_tuning"] == inspect(small[0])["strategies"]["instruction_tuning"]
+    page = render_html(r, out)
+    assert 'class="r-response loss"' in page and not UNTRAINED_SPAN.search(page)
+
+
+def test_one_html_colour_per_role():
+    assert list(ROLE_COLOURS) == list(R.ROLES)
+    assert len(set(ROLE_COLOURS.values())) == len(R.ROLES)

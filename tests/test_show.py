@@ -1,4 +1,6 @@
-"""`packer show`: one packed row, coloured by role and loss, or plain in a pipe."""
+"""`packer show`: one packed row, coloured by role and loss, or plain in a pipe; tool calls,
+reasoning and tool results in colours of their own, tokens of untrained messages struck through,
+and a row of format version 1 (no trainable column)."""
 
 from __future__ import annotations
 
@@ -18,9 +20,18 @@ from rich.text import Text
 
 from packer import build
 from packer import roles as R
-from packer.show import LOSS_STYLE, ROLE_STYLES, load_row, show_row, token_texts, visible
+from packer.show import (
+    LOSS_STYLE,
+    ROLE_STYLES,
+    UNTRAINED_STYLE,
+    load_row,
+    row_trainable,
+    show_row,
+    token_texts,
+    visible,
+)
 
-from .helpers import DEMO_TOKENIZER, EXAMPLES
+from .helpers import DEMO_TOKENIZER, EXAMPLES, as_version_1
 
 DEMO_INPUTS = [EXAMPLES / "alpaca_demo.json", EXAMPLES / "sharegpt_demo.json"]
 STRATEGIES = ["instruction_tuning", "instruction_modelling", "last_turn", "prompt"]
@@ -161,7 +172,7 @@ def test_token_texts_join_to_each_document(out, manifest, tok):
             pos += n
 
 
-def test_plain_headers_legend_and_text(out, tok, documents, sample_rows):
+def test_plain_headers_legend_and_text(out, tok, documents, sample_rows, manifest):
     for r in sample_rows:
         row = load_row(out, r)
         text = plain(out, r)
@@ -169,8 +180,9 @@ def test_plain_headers_legend_and_text(out, tok, documents, sample_rows):
         legend, headers, docs = parse_plain(text)
         mask = row["mask_instruction_tuning"]
         assert legend[0].startswith(f"row {r} of {row['rows']} ({row['shard']} row {row['shard_row']})")
+        roles = ", ".join(manifest["strategies"]["instruction_tuning"])
         assert legend[1] == (
-            f"strategy instruction_tuning: loss on response, end · {mask.sum()} of {len(mask)} tokens carry loss"
+            f"strategy instruction_tuning: loss on {roles} · {mask.sum()} of {len(mask)} tokens carry loss"
         )
         assert "[role+] loss, [role-] no loss" in legend[2] and all(name in legend[2] for name in R.ROLES)
         seq_lens, doc_ids = row["seq_lens"].tolist(), row["doc_ids"].tolist()
@@ -209,7 +221,7 @@ def ansi(style: Style) -> str:
 
 
 @pytest.mark.parametrize("strategy", ["instruction_tuning", "last_turn"])
-def test_colour_marks_roles_and_loss_tokens_only(out, tok, documents, sample_rows, strategy):
+def test_colour_marks_roles_and_loss_tokens_only(out, tok, documents, sample_rows, strategy, manifest):
     for r in sample_rows:
         row = load_row(out, r)
         raw = colour(out, r, strategy)
@@ -217,7 +229,7 @@ def test_colour_marks_roles_and_loss_tokens_only(out, tok, documents, sample_row
         text = Text.from_ansi(raw)
         plain_text = text.plain
         mask = row[f"mask_{strategy}"]
-        assert f"strategy {strategy}: loss on response, end" in plain_text
+        assert f"strategy {strategy}: loss on {', '.join(manifest['strategies'][strategy])}" in plain_text
         assert f"{mask.sum()} of {len(mask)} tokens carry loss" in plain_text
         doc_headers = [header(d, n, documents) for d, n in zip(row["doc_ids"], row["seq_lens"], strict=True)]
         assert [line for line in plain_text.splitlines() if line.startswith("── doc")] == doc_headers
@@ -274,3 +286,87 @@ def test_one_style_per_role():
     assert list(ROLE_STYLES) == list(R.ROLES)
     assert len({ansi(Style.parse(s)) for s in ROLE_STYLES.values()}) == len(R.ROLES)
     assert all(ansi(Style.parse(s) + LOSS_STYLE) != ansi(Style.parse(s)) for s in ROLE_STYLES.values())
+
+
+# -- tool calls, reasoning, tool results; untrained messages (issue 15) -----------------------------
+
+#: OpenAI messages: a call with reasoning, its result and the answer; then a turn marked weight 0 and one trained
+TOOL_RECORDS = [
+    {"messages": [
+        {"role": "user", "content": "weather in Paris?"},
+        {"role": "assistant", "content": None, "reasoning_content": "call the tool",
+         "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+        {"role": "tool", "content": "sunny 21C"},
+        {"role": "assistant", "content": "It is sunny."},
+    ]},
+    {"messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "bad answer", "weight": 0},
+        {"role": "user", "content": "again"},
+        {"role": "assistant", "content": "good answer"},
+    ]},
+]
+TOOL_STRATEGIES = ["instruction_tuning", "answer_only", "full"]
+
+
+@pytest.fixture(scope="module")
+def tools(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("show_tools")
+    (d / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in TOOL_RECORDS))
+    build([d / "t.jsonl"], d / "out", tokenizer=DEMO_TOKENIZER, seq_len=256, template="chatml")
+    return d / "out"
+
+
+def test_tool_roles_in_plain_runs(tools, tok):
+    row = load_row(tools, 0)
+    assert {R.ROLES[k] for k in ("tool_call", "reasoning", "tool")} <= set(row["roles"].tolist())
+    texts = [visible(t) for t in token_texts(tok, row["input_ids"], row["seq_lens"])]
+    for strategy in TOOL_STRATEGIES:
+        text = plain(tools, 0, strategy)
+        legend, _, docs = parse_plain(text)
+        untrained = int((~row["trainable"]).sum())
+        assert untrained > 0
+        assert legend[1].endswith(f" · {untrained} in messages marked untrained "
+                                  + ("(full ignores the marks)" if strategy == "full" else "(no loss on them)"))
+        pos = 0
+        for n, runs in zip(row["seq_lens"].tolist(), docs, strict=True):
+            span = slice(pos, pos + n)
+            assert runs == expected_runs(row["roles"][span], row[f"mask_{strategy}"][span], texts[span])
+            pos += n
+    runs = {(role, loss) for doc in parse_plain(plain(tools, 0, "answer_only"))[2] for role, loss, _ in doc}
+    assert {("tool_call", True), ("reasoning", False), ("tool", False)} <= runs
+
+
+@pytest.mark.parametrize("strategy", TOOL_STRATEGIES)
+def test_colour_of_tool_roles_and_untrained_tokens(tools, tok, strategy):
+    row = load_row(tools, 0)
+    text = Text.from_ansi(colour(tools, 0, strategy))
+    lines = text.split("\n")
+    assert "untrained: struck through" in lines[2].plain
+    body = [line for line in lines[3:] if not line.plain.startswith("── doc")]
+    got = [(ch, ansi(s)) for line in body for ch, s in zip(line.plain, char_styles(line), strict=True)]
+    texts = [visible(t) for t in token_texts(tok, row["input_ids"], row["seq_lens"])]
+    mask, trainable = row[f"mask_{strategy}"].astype(bool), row["trainable"].astype(bool)
+    want = []
+    for t, code, loss, trained in zip(texts, row["roles"].tolist(), mask, trainable, strict=True):
+        style = Style.parse(ROLE_STYLES[R.ROLE_NAMES[code]]) + (LOSS_STYLE if loss else Style.null())
+        style += Style.null() if trained else UNTRAINED_STYLE
+        want += [(ch, ansi(style)) for ch in t if ch != "\n"]
+    assert got == want
+    struck = "".join(ch for line in body for ch, s in zip(line.plain, char_styles(line), strict=True) if s.strike)
+    assert struck == "".join(t for t, trained in zip(texts, trainable, strict=True) if not trained).replace("\n", "")
+    assert "bad answer" in struck and "good answer" not in struck
+
+
+def test_row_of_format_version_1_is_all_trainable(out, tmp_path):
+    old = as_version_1(out, tmp_path / "v1")
+    row = load_row(old, 0)
+    assert "trainable" not in row and row_trainable(row).tolist() == [True] * len(row["input_ids"])
+    assert plain(old, 0) == plain(out, 0)
+    assert "untrained" not in Text.from_ansi(colour(old, 0)).plain
+
+
+def test_untrained_style_shows_on_every_role_style():
+    for s in ROLE_STYLES.values():
+        for base in (Style.parse(s), Style.parse(s) + LOSS_STYLE):
+            assert ansi(base + UNTRAINED_STYLE) != ansi(base)
