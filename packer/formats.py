@@ -522,13 +522,20 @@ def _trained(obj: dict, i: int, name: str) -> bool:
     return bool(weight) if weight is not None else bool(training)
 
 
+def _decoded(value: object, reason: str, what: str) -> object:
+    """``value``, or the JSON a string ``value`` holds (tool data often comes JSON-encoded); raises _Reject
+    ``reason`` naming ``what`` where the string is not JSON."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError as e:
+        raise _Reject(reason, f"{what} is not JSON ({e})") from None
+
+
 def _json_object(value: object, what: str) -> dict:
     """``value`` as a JSON object: an object, or a string holding one (raises ``bad_tool_call``)."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError as e:
-            raise _Reject("bad_tool_call", f"{what} is not JSON ({e})") from None
+    value = _decoded(value, "bad_tool_call", what)
     if not isinstance(value, dict):
         raise _Reject("bad_tool_call", f"{what} is {_type_name(value)}, expected a JSON object")
     return value
@@ -563,11 +570,7 @@ def _openai_calls(calls: object, i: int) -> tuple[ToolCall, ...]:
 
 def _sharegpt_calls(value: object, i: int) -> tuple[ToolCall, ...]:
     """A ShareGPT ``function_call`` turn's value: a call (JSON ``{"name", "arguments"}``) or a list of them."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError as e:
-            raise _Reject("bad_tool_call", f"turn {i} (function_call): the value is not JSON ({e})") from None
+    value = _decoded(value, "bad_tool_call", f"turn {i} (function_call): the value")
     calls = value if isinstance(value, list) else [value]
     if not calls:
         raise _Reject("bad_tool_call", f"turn {i} (function_call): an empty list of calls")
@@ -604,11 +607,7 @@ def _tools(record: dict) -> tuple[dict, ...]:
     tools = record.get("tools")
     if tools is None or tools == "":
         return ()
-    if isinstance(tools, str):
-        try:
-            tools = json.loads(tools)
-        except ValueError as e:
-            raise _Reject("bad_tools", f"'tools' is not JSON ({e})") from None
+    tools = _decoded(tools, "bad_tools", "'tools'")
     if not isinstance(tools, list):
         raise _Reject("bad_tools", f"'tools' is {_type_name(tools)}, expected an array of tool definitions")
     out = []
