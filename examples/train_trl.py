@@ -75,6 +75,8 @@ def main() -> None:
         report_to=[],
         dataloader_num_workers=args.workers,
         use_cpu=not torch.cuda.is_available(),
+        # SFTConfig defaults to bf16, which a CPU runs ~8x slower than float32 (its matmuls are not native)
+        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
         seed=args.seed,
     )
     trainer = PackerSFTTrainer(
