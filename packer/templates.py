@@ -278,6 +278,13 @@ class _Structure:
     #: set when the template only pastes (or trims) the contents of this shape: see :mod:`packer.assembly`
     assembly: _Assembly | None = None
 
+    def __post_init__(self) -> None:
+        #: some segment belongs to a message marked untrained (such shapes are never assembled)
+        self.untrained = any(not seg[4] for piece in self.pieces for seg in piece) or any(
+            not s.train for s in self.slots)
+        #: some slot holds a JSON value (tool definitions, a call's arguments; never assembled)
+        self.has_json = any(_json_field(s.field) for s in self.slots)
+
     @property
     def slot_keys(self) -> tuple[tuple[int, str], ...]:
         return tuple((s.message, s.field) for s in self.slots)
@@ -288,11 +295,6 @@ class _Structure:
     def segments(self, slot_lengths: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         lengths, roles, last, _train, slot_segs = _segments(self, slot_lengths)
         return lengths, roles, last, slot_segs
-
-    @property
-    def untrained(self) -> bool:
-        """Whether some segment belongs to a message marked untrained (such shapes are never assembled)."""
-        return any(not seg[4] for piece in self.pieces for seg in piece) or any(not s.train for s in self.slots)
 
 
 class ChatTemplate:
@@ -660,7 +662,8 @@ class ChatTemplate:
                 f"{conv.source.where()}: template {self.name!r} renders this record otherwise than the "
                 "contents pasted into its fixed text, as records of the same shape are assembled"
             )
-        slot_values = _slot_texts(st.slots, values)
+        slot_values = (_slot_texts(st.slots, values) if st.has_json
+                       else [values[(slot.message, slot.field)] for slot in st.slots])
         if slot_values is None:
             return Rejection(conv.source, "template_error", f"template {self.name!r} writes a tool definition or "
                              "a call's arguments otherwise than with tojson; cannot tell them from template text")
@@ -680,8 +683,8 @@ class ChatTemplate:
                 "cannot tell content from template text",
             )
         lengths, roles, last, train, _ = _segments(st, [b - a for a, b in spans])
-        return Rendered(text=text, seg_lengths=lengths, seg_roles=roles, seg_last=last, system=action,
-                        seg_train=None if train.all() else train)
+        return Rendered(text=text, seg_lengths=lengths, seg_roles=roles, seg_last=last, system=action,  # type: ignore[arg-type]
+                        seg_train=train if st.untrained else None)
 
 
     def _render_text(self, conv: Conversation) -> Rendered:
@@ -707,25 +710,33 @@ def _segments(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Lengths (int64), roles (uint8), last-turn flags (bool) and training flags (bool) of a shape's
     segments in text order, the slots given their lengths; and the index of each slot's segment."""
-    lengths: list[int] = []
-    codes: list[int] = []
-    last: list[bool] = []
-    train: list[bool] = []
-    slot_segs: list[int] = []
-    for k, piece in enumerate(st.pieces):
-        for _rel, n, role, is_last, is_trained in piece:
-            lengths.append(n)
-            codes.append(role)
-            last.append(is_last)
-            train.append(is_trained)
-        if k < len(st.slots):
-            slot_segs.append(len(lengths))
-            lengths.append(slot_lengths[k])
-            codes.append(st.slots[k].role)
-            last.append(st.slots[k].last)
-            train.append(st.slots[k].train)
-    return (np.asarray(lengths, dtype=np.int64), np.asarray(codes, dtype=np.uint8), np.asarray(last, dtype=bool),
-            np.asarray(train, dtype=bool), np.asarray(slot_segs, dtype=np.int64))
+    static = st.__dict__.get("_static")
+    if static is None:  # what every record of the shape shares, found once
+        lengths: list[int] = []
+        codes: list[int] = []
+        last: list[bool] = []
+        train: list[bool] = []
+        slot_segs: list[int] = []
+        for k, piece in enumerate(st.pieces):
+            for _rel, n, role, is_last, is_trained in piece:
+                lengths.append(n)
+                codes.append(role)
+                last.append(is_last)
+                train.append(is_trained)
+            if k < len(st.slots):
+                slot_segs.append(len(lengths))
+                lengths.append(0)
+                codes.append(st.slots[k].role)
+                last.append(st.slots[k].last)
+                train.append(st.slots[k].train)
+        static = (np.asarray(lengths, dtype=np.int64), np.asarray(codes, dtype=np.uint8),
+                  np.asarray(last, dtype=bool), np.asarray(train, dtype=bool), np.asarray(slot_segs, dtype=np.int64))
+        for a in static:
+            a.flags.writeable = False  # shared by the shape's records
+        st.__dict__["_static"] = static
+    out = static[0].copy()
+    out[static[4]] = slot_lengths
+    return out, static[1], static[2], static[3], static[4]
 
 
 def _message_shape(m: Message) -> tuple:
