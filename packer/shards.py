@@ -81,8 +81,8 @@ DOCUMENT_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
     "prompt_words": (pa.int32(), "whitespace-split words of system and user messages, +1 per message"),
     "response_words": (pa.int32(), "whitespace-split words of assistant messages, +1 per message"),
     "duplicate_of": (pa.int64(), "doc_id of the first record with the same conversation (null if none before it)"),
-    "copies": (pa.int32(), "only in outputs built with a mixture (--mix): times the record is packed (0: not "
-               "packed; shard/row/offset name the first copy)"),
+    "copies": (pa.int32(), "only in outputs built with a mixture (--mix) or records split by --overlong split: "
+               "documents the record is packed as (copies x pieces; 0: not packed; shard/row/offset name the first)"),
 }
 #: the columns of documents.arrow that only some outputs have
 OPTIONAL_DOCUMENT_COLUMNS = ("copies",)
