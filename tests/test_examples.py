@@ -38,19 +38,19 @@ def test_import_packer_does_not_import_torch():
     run("-c", code)
 
 
-def test_train_torch_loss_goes_down(tmp_path):
+def test_train_torch_loss_goes_down(tmp_path, demo_output):
     pytest.importorskip("torch")
-    out = run(str(EXAMPLES / "train_torch.py"), "--data", str(tmp_path / "shards"), "--steps", "40",
+    out = run(str(EXAMPLES / "train_torch.py"), "--data", str(demo_output), "--steps", "40",
               "--log-every", "10", "--strategy", "instruction_modelling")
     first, last = first_last(out)
     # from about ln(2048) = 7.6 for a random model: 40 steps on the demo rows learn the common tokens
     assert last < first - 1.0, out
 
 
-def test_train_hf_trainer_with_loss_weights(tmp_path):
+def test_train_hf_trainer_with_loss_weights(tmp_path, demo_output):
     pytest.importorskip("transformers", reason="transformers not installed (extra packer[hf])")
     pytest.importorskip("accelerate", reason="accelerate not installed (extra packer[hf])")
-    out = run(str(EXAMPLES / "train_hf.py"), "--data", str(tmp_path / "shards"), "--steps", "24",
+    out = run(str(EXAMPLES / "train_hf.py"), "--data", str(demo_output), "--steps", "12",
               "--output-dir", str(tmp_path / "trainer"), "--strategy", "instruction_tuning",
               "--prompt-loss-weight", "0.1", "--normalize", "sequence")
     first, last = first_last(out)
@@ -58,6 +58,7 @@ def test_train_hf_trainer_with_loss_weights(tmp_path):
 
 
 def test_train_hf_stock_trainer_refuses_weights(tmp_path):
+    # the one example run that builds its demo shards itself (the others train on the session's demo build)
     pytest.importorskip("transformers", reason="transformers not installed (extra packer[hf])")
     pytest.importorskip("accelerate", reason="accelerate not installed (extra packer[hf])")
     done = subprocess.run(
@@ -68,9 +69,9 @@ def test_train_hf_stock_trainer_refuses_weights(tmp_path):
     assert done.returncode != 0 and "LossWeightsIgnored" in done.stderr, done.stderr[-4000:]
 
 
-def test_train_trl_sft_trainer_on_shards(tmp_path):
+def test_train_trl_sft_trainer_on_shards(tmp_path, demo_output):
     pytest.importorskip("trl", reason="trl not installed (extra packer[test])")
-    out = run(str(EXAMPLES / "train_trl.py"), "--data", str(tmp_path / "shards"), "--steps", "10",
+    out = run(str(EXAMPLES / "train_trl.py"), "--data", str(demo_output), "--steps", "10",
               "--output-dir", str(tmp_path / "trl"), "--prompt-loss-weight", "0.1", "--normalize", "sequence",
               timeout=600)
     first, last = first_last(out)
