@@ -53,9 +53,25 @@ def tiny_llama(manifest: dict, seed: int = 0) -> transformers.PreTrainedModel:
     return transformers.LlamaForCausalLM._from_config(config, attn_implementation="sdpa")
 
 
-def make_trainer(model, dataset: PackedDataset, args: argparse.Namespace, *, stock: bool = False):
-    """The Trainer of this example: ``PackerTrainer`` with the collator for the model's attention."""
-    training_args = transformers.TrainingArguments(
+def model_and_dataset(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The tiny model and the shards' ``PackedDataset`` (built first where missing), as the options say."""
+    manifest = ensure_demo_shards(args.data)
+    model = tiny_llama(manifest, args.seed)
+    print(f"model: {model.num_parameters() / 1e6:.2f}M parameters; strategy {args.strategy}")
+    dataset = PackedDataset(
+        args.data,
+        strategy=args.strategy,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        prompt_loss_weight=args.prompt_loss_weight,
+        normalize=args.normalize,
+    )
+    return model, dataset
+
+
+def training_kwargs(args: argparse.Namespace) -> dict:
+    """The ``TrainingArguments`` of this example (TRL's ``SFTConfig`` takes them too)."""
+    return dict(
         output_dir=str(args.output_dir),
         max_steps=args.steps,  # an IterableDataset has no length the Trainer could count epochs with
         per_device_train_batch_size=args.batch_size,
@@ -70,6 +86,11 @@ def make_trainer(model, dataset: PackedDataset, args: argparse.Namespace, *, sto
         use_cpu=not torch.cuda.is_available(),
         seed=args.seed,
     )
+
+
+def make_trainer(model, dataset: PackedDataset, args: argparse.Namespace, *, stock: bool = False):
+    """The Trainer of this example: ``PackerTrainer`` with the collator for the model's attention."""
+    training_args = transformers.TrainingArguments(**training_kwargs(args))
     trainer_class = transformers.Trainer if stock else PackerTrainer
     return trainer_class(
         model=model,
@@ -99,17 +120,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    manifest = ensure_demo_shards(args.data)
-    model = tiny_llama(manifest, args.seed)
-    print(f"model: {model.num_parameters() / 1e6:.2f}M parameters; strategy {args.strategy}")
-    dataset = PackedDataset(
-        args.data,
-        strategy=args.strategy,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        prompt_loss_weight=args.prompt_loss_weight,
-        normalize=args.normalize,
-    )
+    model, dataset = model_and_dataset(args)
     trainer = make_trainer(model, dataset, args, stock=args.stock_trainer)
     result = trainer.train()
     logged = [h["loss"] for h in trainer.state.log_history if "loss" in h]

@@ -24,11 +24,9 @@ from pathlib import Path
 
 import torch
 import transformers
-from train_hf import tiny_llama  # the sibling examples (python puts examples/ on sys.path)
-from train_torch import ensure_demo_shards
+from train_hf import model_and_dataset, training_kwargs  # a sibling example (python puts examples/ on sys.path)
 from trl import SFTConfig
 
-from packer.dataset import PackedDataset
 from packer.hf import PackerSFTTrainer, as_hf_iterable, packer_collator
 from packer.options import DEMO_TOKENIZER
 
@@ -40,6 +38,7 @@ def main() -> None:
     ap.add_argument("--strategy", default="instruction_tuning", help="loss-mask strategy of the shards")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--grad-accum", type=int, default=1)
     ap.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
@@ -49,41 +48,20 @@ def main() -> None:
     ap.add_argument("--output-dir", type=Path, default=HERE.parent / "build" / "train-trl")
     args = ap.parse_args()
 
-    manifest = ensure_demo_shards(args.data)
-    model = tiny_llama(manifest, args.seed)
-    print(f"model: {model.num_parameters() / 1e6:.2f}M parameters; strategy {args.strategy}")
-    dataset = PackedDataset(
-        args.data,
-        strategy=args.strategy,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        prompt_loss_weight=args.prompt_loss_weight,
-        normalize=args.normalize,
-    )
+    model, dataset = model_and_dataset(args)
     config = SFTConfig(
-        output_dir=str(args.output_dir),
+        **training_kwargs(args),
         dataset_kwargs={"skip_prepare_dataset": True},  # already tokenized, packed and masked
         packing=False,
         padding_free=False,
-        max_steps=args.steps,  # an iterable dataset has no length
-        per_device_train_batch_size=args.batch_size,
-        learning_rate=args.lr,
-        warmup_steps=max(1, args.steps // 20),
-        lr_scheduler_type="cosine",
-        logging_steps=max(1, args.steps // 10),
-        save_strategy="no",
-        report_to=[],
-        dataloader_num_workers=args.workers,
-        use_cpu=not torch.cuda.is_available(),
         # SFTConfig defaults to bf16, which a CPU runs ~8x slower than float32 (its matmuls are not native)
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
-        seed=args.seed,
     )
     trainer = PackerSFTTrainer(
         model=model,
         args=config,
         train_dataset=as_hf_iterable(dataset, num_workers=args.workers),
-        data_collator=packer_collator(model, pad_id=manifest["tokenizer"]["pad_id"]),
+        data_collator=packer_collator(model, pad_id=dataset.manifest["tokenizer"]["pad_id"]),
         # TRL wants a tokenizer (it saves it with the model); it tokenizes nothing here
         processing_class=transformers.PreTrainedTokenizerFast(tokenizer_file=str(DEMO_TOKENIZER / "tokenizer.json")),
     )

@@ -465,7 +465,7 @@ def _turn_messages(
 
 # --------------------------------------------------------------------------- tools, reasoning, weights
 
-#: the keys of a plain turn: anything more is looked at by _turn_extras
+#: the keys of a plain turn (role and content): a turn with more is looked at for the fields below
 _PLAIN_KEYS = 2
 
 
@@ -480,12 +480,9 @@ def _turn_message(turn: _Turn) -> Message:
     content, its reasoning, tool calls, tool-result fields and training flag (raises _Reject)."""
     role, content, i, name, obj = turn
     call = role == "assistant" and name.lower() in _CALL_ROLES
-    if content is None and role == "assistant" and (call or obj.get("tool_calls")):
-        text = ""
-    elif call:
-        text = ""
-    else:
-        text = _content_text(content, i, name)
+    # a call's value is the call, and OpenAI's content of a message with calls may be null
+    calls_only = call or (content is None and role == "assistant" and obj.get("tool_calls"))
+    text = "" if calls_only else _content_text(content, i, name)
     if len(obj) <= _PLAIN_KEYS and not call:
         return Message(role, text)
     trained = _trained(obj, i, name)
@@ -920,8 +917,7 @@ class RecordReader:
         except _Reject as r:
             return Rejection(source, r.reason, r.detail)
         for i, m in enumerate(messages):
-            plain = m.reasoning is None and not m.tool_calls and m.role != "tool"
-            for value in (m.content, m.input) if plain else _texts(m):
+            for value in m.texts():
                 # JSON's \ud800 escapes decode to lone surrogates, which have no UTF-8 form:
                 # the tokenizer cannot take them
                 bad = None if value.isascii() else _SURROGATE_RE.search(value)
@@ -940,14 +936,6 @@ class RecordReader:
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 #: the record formats whose records may carry ``tools``
 _TOOL_FORMATS = frozenset({"sharegpt", "messages", "prompt_completion"})
-
-
-def _texts(m: Message) -> tuple[str, ...]:
-    """Every text of a message the template may render (for the lone-surrogate check)."""
-    out = [m.content, m.input, m.reasoning or "", m.tool_call_id or "", m.name or ""]
-    for c in m.tool_calls:
-        out += [c.name, c.id or "", json.dumps(c.arguments, ensure_ascii=False)]
-    return tuple(out)
 
 
 def _format_of(value: object, fmt: str | None) -> str | None:

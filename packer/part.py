@@ -206,8 +206,7 @@ def digest(conv: Conversation) -> bytes:
     """16 bytes naming a conversation (collisions are negligible, memory stays small)."""
     # every part followed by a NUL, hashed in one call
     text = "".join(f"{m.role}\x00{m.content}\x00{m.input}\x00" for m in conv.messages)
-    if conv.tools or any(m.reasoning is not None or m.tool_calls or m.role == "tool" or not m.trained
-                         for m in conv.messages):
+    if conv.tools or any(not m.plain or not m.trained for m in conv.messages):
         # what else tells two conversations apart (plain ones keep the digest they always had)
         text += json.dumps([[m.reasoning, [c.as_dict() for c in m.tool_calls], m.tool_call_id, m.name, m.trained]
                             for m in conv.messages] + [list(conv.tools)], ensure_ascii=False, sort_keys=True)

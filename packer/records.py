@@ -11,6 +11,7 @@ about it can name the file and the record number.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -88,6 +89,20 @@ class Message:
     tool_call_id: str | None = None
     name: str | None = None
     trained: bool = True
+
+    @property
+    def plain(self) -> bool:
+        """No reasoning, no tool calls, not a tool result: the text is ``content`` (and ``input``) alone."""
+        return self.reasoning is None and not self.tool_calls and self.role != "tool"
+
+    def texts(self) -> tuple[str, ...]:
+        """Every text of the message a template may render (for the checks on what content may hold)."""
+        if self.plain:
+            return (self.content, self.input)
+        out = [self.content, self.input, self.reasoning or "", self.tool_call_id or "", self.name or ""]
+        for c in self.tool_calls:
+            out += [c.name, c.id or "", json.dumps(c.arguments, ensure_ascii=False)]
+        return tuple(out)
 
     def __repr__(self) -> str:
         # the fields a plain turn has, then only those of the others that are set

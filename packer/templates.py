@@ -45,6 +45,7 @@ by the tokenizer's EOS token (after BOS where the tokenizer adds one), the text
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -435,7 +436,7 @@ class ChatTemplate:
         for i, m in enumerate(messages):
             if i < skip:
                 continue
-            if m.reasoning is not None or m.tool_calls or m.role == "tool":
+            if not m.plain:
                 out.append(self._tool_dict(i, m, fill))
                 continue
             think = _split_think(m) if m.role == "assistant" else None
@@ -500,20 +501,17 @@ class ChatTemplate:
             self._structures[key] = hit
         return hit
 
-    @property
+    @functools.cached_property
     def generation_prompt(self) -> str | None:
         """What the template writes to open an assistant turn (``add_generation_prompt``), found once by
         rendering a user message with and without it; None where that tells nothing."""
-        if not hasattr(self, "_generation_prompt"):
-            user = [{"role": "user", "content": "Hi"}]
-            try:
-                bare = self._render(user)
-                opened = self._template.render(messages=user, **{**self._vars, "add_generation_prompt": True})
-            except jinja2.TemplateError:
-                opened = bare = ""
-            grown = opened.startswith(bare) and len(opened) > len(bare)
-            self._generation_prompt = opened[len(bare):] if grown else None
-        return self._generation_prompt
+        user = [{"role": "user", "content": "Hi"}]
+        try:
+            bare = self._render(user)
+            opened = self._template.render(messages=user, **{**self._vars, "add_generation_prompt": True})
+        except jinja2.TemplateError:
+            return None
+        return opened[len(bare):] if opened.startswith(bare) and len(opened) > len(bare) else None
 
     def _learn(self, messages: Sequence[Message], tools: Sequence[dict] = ()) -> _Structure | str:
         names: list[tuple[int, str]] = []
@@ -571,7 +569,7 @@ class ChatTemplate:
             pieces.append(tuple(segs))
         pattern = re.compile("(.*?)".join(re.escape(p) for p in fixed), re.DOTALL)
         st = _Structure(pattern, tuple(fixed), tuple(slots), tuple(pieces))
-        if not any(_json_field(f) for _, f in names) and not st.untrained:
+        if not st.has_json and not st.untrained:  # (a JSON value filled but not shown was rejected above)
             st.assembly = probe(lambda fill: self._render(self._message_dicts(messages, fill)), st, self._prober)
         return st
 
@@ -584,7 +582,7 @@ class ChatTemplate:
         for j, m in enumerate(matches):
             head = piece[pos : m.start()]
             if j == 0 and end_of is not None and end_of.role == R.TOOL_CALL and head.strip():
-                segs.append((0, len(head), R.TOOL_CALL, end_of.last, end_of.train))
+                segs.append((pos, len(head), R.TOOL_CALL, end_of.last, end_of.train))
                 head = ""
             segs.extend(_label_text(head, pos))
             is_end = end_of is not None and j == 0 and (not piece[: m.start()].strip() or end_of.role == R.TOOL_CALL)
@@ -616,8 +614,7 @@ class ChatTemplate:
         for i, m in enumerate(conv.messages):
             if action == "dropped" and i == 0:
                 continue  # not rendered: a control token in it does no harm
-            plain = m.reasoning is None and not m.tool_calls and m.role != "tool"
-            for value in (m.content, m.input) if plain else _message_texts(m):
+            for value in m.texts():
                 tok = self._special_in(value)
                 if tok is not None:
                     return Rejection(
@@ -741,19 +738,11 @@ def _segments(
 
 def _message_shape(m: Message) -> tuple:
     """What of a message decides its render's fixed text (the key of a learnt shape)."""
-    if m.reasoning is None and not m.tool_calls and m.role != "tool" and m.trained:
+    if m.plain and m.trained:
         return (m.role, bool(m.content), bool(m.input), _think_shape(m) if m.role == "assistant" else None)
     return (m.role, bool(m.content), bool(m.input), None if m.reasoning is not None else _think_shape(m),
             m.reasoning is not None, tuple(c.id is not None for c in m.tool_calls), m.tool_call_id is not None,
             m.name is not None, m.trained)
-
-
-def _message_texts(m: Message) -> tuple[str, ...]:
-    """Every text of a message a template may render."""
-    out = [m.content, m.input, m.reasoning or "", m.tool_call_id or "", m.name or ""]
-    for c in m.tool_calls:
-        out += [c.name, c.id or "", json.dumps(c.arguments, ensure_ascii=False)]
-    return tuple(out)
 
 
 #: which templates render tools, named in the message of a record whose tools a template would drop
