@@ -23,8 +23,9 @@ import json, resource, subprocess, sys, time
 start = time.perf_counter()
 rc = subprocess.call(sys.argv[1:])
 wall = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(json.dumps({"rc": rc, "wall": wall, "maxrss_kib": peak}), file=sys.stderr)
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"rc": rc, "wall": wall, "maxrss_kib": usage.ru_maxrss, "cpu": usage.ru_utime + usage.ru_stime}),
+      file=sys.stderr)
 """
 
 
@@ -33,6 +34,8 @@ class Measured:
     seconds: float  # wall time of the child, start to exit (imports included)
     peak_rss_mb: float  # MB = 10**6 bytes
     stdout: str
+    #: user + system CPU seconds of the child and every descendant it waited for
+    cpu_seconds: float = 0.0
 
 
 def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> Measured:
@@ -48,4 +51,4 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> Measured:
         raise RuntimeError(f"{cmd[0]}: no measurement; stderr:\n{proc.stderr[-4000:]}") from None
     if report["rc"] != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({report['rc']}); stderr:\n{proc.stderr[-4000:]}")
-    return Measured(report["wall"], report["maxrss_kib"] * 1024 / 1e6, proc.stdout)
+    return Measured(report["wall"], report["maxrss_kib"] * 1024 / 1e6, proc.stdout, report.get("cpu", 0.0))

@@ -41,7 +41,8 @@ from pathlib import Path
 
 from . import roles as R
 from .combine import EvalSplit, Mix, combine
-from .formats import RecordReader, check_columns, check_inputs
+from .engine import ENGINES, Engine, LocalEngine, make_engine
+from .formats import check_columns, check_inputs
 from .jsonvalues import expand_inputs
 from .layout import file_sha256
 from .manifest import make_manifest, up_to_date, write_manifest
@@ -54,8 +55,10 @@ from .options import (
     SYSTEM_POLICIES,
     TEMPLATE_CHOICES,
 )
-from .outdir import Staging, check_target, checkpoint
-from .part import MapSpec, Part, PartSummary, map_part, resolve_template, split
+from .outdir import checkpoint
+from .part import MapSpec, Part, PartSummary, map_part, parts_of, resolve_template
+from .plan import DEFAULT_PART_BYTES, plan_inputs
+from .publish import check_output_target, make_staging
 from .records import BuildError, Rejection
 from .spill import remove_spill
 from .templates import ChatTemplate, TemplateDrift
@@ -108,7 +111,11 @@ def build(
     blank_turns: str = "reject",
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     batch_size: int = 512,
-    parts: int = 1,
+    workers: int = 1,
+    engine: str | Engine = "process",
+    part_bytes: int | None = None,
+    scratch: str | os.PathLike | None = None,
+    cuts: Mapping[int, Sequence[int]] | None = None,
     eval_fraction: float | None = None,
     eval_records: int | None = None,
     seed: int = 0,
@@ -130,8 +137,17 @@ def build(
     ``max_rejected``: fail, writing nothing, when more than this share of
     the records is rejected or truncated, or of their tokens is cut (without
     it the build warns past :data:`~packer.options.WARN_LOST_SHARE`).
-    ``parts``: map the input as this many ranges of records, one after the
-    other (:mod:`packer.part`); the output is the same for any number.
+    ``workers``: map the input's parts (and write the shards) in this many worker
+    processes; ``engine="ray"`` runs them on a Ray cluster instead (or pass an
+    :class:`~packer.engine.Engine` of your own; :mod:`packer.engine`).
+    The input is cut into parts of about ``part_bytes`` (default
+    :data:`~packer.plan.DEFAULT_PART_BYTES` when there is more than one worker, else one
+    part) or at the byte offsets ``cuts`` (input index -> offsets; for tests),
+    whatever the number of workers (:mod:`packer.plan`): the output is the same, byte
+    for byte, for any parts, workers and engine.
+    ``scratch``: the local folder an output URI (``s3://...``) is staged in (spill files, shards) before it
+    is uploaded, manifest last (:mod:`packer.publish`); default ``tempfile.gettempdir()``. A local output is
+    staged beside itself. Inputs may be URIs too (``s3://bucket/data/*.jsonl``; :mod:`packer.fsio`).
     ``eval_fraction`` (in (0, 1)) or ``eval_records`` (N): hold out that share
     of the packable records (by a hash of ``(seed, doc_id)``, so within
     sampling error) or exactly N of them as an ``eval`` split, packed into
@@ -160,8 +176,12 @@ def build(
                                  SYSTEM_POLICIES), ("--blank-turns", blank_turns, BLANK_TURN_POLICIES)):
         if value not in choices:
             raise BuildError(f"unknown {name} {value!r}; choose {'|'.join(choices)}")
-    if parts < 1:
-        raise BuildError(f"parts must be at least 1, not {parts}")
+    if workers < 1:
+        raise BuildError(f"--workers must be at least 1, not {workers}")
+    if isinstance(engine, str) and engine not in ENGINES:
+        raise BuildError(f"unknown engine {engine!r}; choose {'|'.join(ENGINES)}")
+    if part_bytes is not None and part_bytes < 1:
+        raise BuildError(f"--part-size must be at least 1 byte, not {part_bytes}")
     if max_rejected is not None and not 0 <= max_rejected <= 1:
         raise BuildError(f"--max-rejected is a fraction from 0 to 1, not {max_rejected}")
     eval_split = None
@@ -181,8 +201,8 @@ def build(
         expanded = [expand_inputs([p]) for p in inputs]
         mixture = Mix(tuple(w for w, files in zip(mixture.weights, expanded, strict=True) for _ in files), seed)
     inputs = expand_inputs(inputs)  # a datasets save_to_disk folder: its data files
-    check_inputs(inputs, fmt, column_map)
-    target = check_target(output, inputs)
+    formats = check_inputs(inputs, fmt, column_map)
+    target = check_output_target(output, inputs)  # object storage: a URI's target (packer.publish)
     tok = tokenizer if isinstance(tokenizer, TokenizerInfo) else load_tokenizer(tokenizer, loader=tokenizer_loader)
     tpl = resolve_template(template, tok, system=system)
     key = {
@@ -217,47 +237,85 @@ def build(
         strict=strict, dedupe=dedupe, batch_size=max(1, batch_size),
     )
     names = [str(p) for p in inputs]
-    staging = Staging(target)
+    staging = make_staging(target, scratch)  # object storage: staged under scratch, uploaded by commit()
     if ev.on_start:
         ev.on_start()
+    runner = make_engine(engine, workers) if isinstance(engine, str) else engine
     try:
-        if parts > 1:
-            n_records = sum(1 for _ in RecordReader(names, fmt, blank_turns=blank_turns, columns=column_map))
-            todo = split(names, n_records, parts)
+        if isinstance(runner, LocalEngine) and part_bytes is None and cuts is None:
+            todo = [Part(tuple(names))]  # the whole input as one part: nothing to count first
         else:
-            todo = [Part(tuple(names))]
-        summaries, tpl = _map(todo, spec, staging.path, tok, tpl, ev)
+            planned = plan_inputs(names, part_bytes or DEFAULT_PART_BYTES, cuts=cuts, scan=runner.map)
+            todo = parts_of(names, planned, formats)
+        summaries, tpl = _map(todo, spec, staging.path, tok, tpl, ev, runner)
         manifest = _gather_and_write(summaries, spec, staging.path, tok=tok, tpl=tpl, key=key, inputs=names,
                                      strategy_table=strategy_table, packing=packing, max_rejected=max_rejected,
-                                     eval_split=eval_split, mix=mixture, shard_bytes=shard_bytes, events=ev, t0=t0)
+                                     eval_split=eval_split, mix=mixture, shard_bytes=shard_bytes, events=ev, t0=t0,
+                                     engine=runner)
         staging.commit()
         return manifest
     except BaseException:
         staging.discard()
         raise
+    finally:
+        if isinstance(engine, str):  # an engine passed in is the caller's to close
+            runner.close()
 
 
 def _map(
-    parts: Sequence[Part], spec: MapSpec, workdir: Path, tok: TokenizerInfo, tpl: ChatTemplate, ev: BuildEvents
+    parts: Sequence[Part], spec: MapSpec, workdir: Path, tok: TokenizerInfo, tpl: ChatTemplate, ev: BuildEvents,
+    runner: Engine,
 ) -> tuple[list[PartSummary], ChatTemplate]:
-    """The map stage over ``parts``, in this process. A template found to assemble some record wrongly
+    """The map stage over ``parts``. A template found to assemble some record wrongly
     (:class:`TemplateDrift`) is one decision for the whole build: every part is mapped again with every
     record rendered by Jinja."""
     try:
-        return [map_part(spec, p, workdir, tok=tok, tpl=tpl, events=ev) for p in parts], tpl
+        return _map_with(parts, spec, workdir, tok, tpl, ev, runner), tpl
     except TemplateDrift as e:
         ev.notice(f"{e}; building again with every record rendered by the template")
         remove_spill(workdir)
         spec = replace(spec, assemble=False)
         exact = spec.chat_template(tok)
-        return [map_part(spec, p, workdir, tok=tok, tpl=exact, events=ev) for p in parts], exact
+        return _map_with(parts, spec, workdir, tok, exact, ev, runner), exact
+
+
+def _map_with(
+    parts: Sequence[Part], spec: MapSpec, workdir: Path, tok: TokenizerInfo, tpl: ChatTemplate, ev: BuildEvents,
+    runner: Engine,
+) -> list[PartSummary]:
+    if isinstance(runner, LocalEngine):  # here, with the build's tokenizer, template and events
+        out: list[PartSummary] = []
+        for p in parts:
+            if p.first_doc_id < 0:  # after a part whose records were not counted
+                p = replace(p, first_doc_id=out[-1].part.first_doc_id + len(out[-1]) if out else 0)
+            out.append(map_part(spec, p, workdir, tok=tok, tpl=tpl, events=ev))
+        return out
+    # elsewhere: progress as parts finish; their first rejections said in input order once all are done
+    total = sum(p.nbytes for p in parts)
+    done = [0, 0, 0]  # bytes, records, tokens
+
+    def on_done(i: int, s: PartSummary) -> None:
+        done[0] += parts[i].nbytes
+        done[1] += len(s)
+        done[2] += s.spilled_tokens
+        if ev.on_records:
+            ev.on_records(done[1], done[2])
+        ev.progress("reading", done[0], total)
+
+    ev.progress("reading", 0, total)
+    summaries = runner.map(map_part, [(spec, p, str(workdir)) for p in parts], on_done)
+    if ev.on_rejection:
+        for s in summaries:
+            for rej in s.echo:
+                ev.on_rejection(rej)
+    return summaries
 
 
 def _gather_and_write(
     summaries: Sequence[PartSummary], spec: MapSpec, workdir: Path, *, tok: TokenizerInfo, tpl: ChatTemplate,
     key: dict, inputs: list[str], strategy_table: dict[str, tuple[str, ...]], packing: str,
     max_rejected: float | None, eval_split: EvalSplit | None, shard_bytes: int, events: BuildEvents, t0: float,
-    mix: Mix | None = None,
+    mix: Mix | None = None, engine: Engine | None = None,
 ) -> dict:
     """The gather and write stages: combine the parts, pack, write every file, the manifest last."""
     c = combine(summaries, spec, workdir, packing=packing, max_rejected=max_rejected, eval_split=eval_split,
@@ -271,7 +329,7 @@ def _gather_and_write(
             "the 'end' role is empty, so no strategy teaches the model to stop"
         )
     checkpoint("packed")
-    written = write_output(workdir, c, strategy_table, shard_bytes=shard_bytes, events=events)
+    written = write_output(workdir, c, strategy_table, shard_bytes=shard_bytes, events=events, engine=engine)
     manifest = make_manifest(workdir, c, written, tok=tok, tpl=tpl, key=key, inputs=inputs,
                              strategy_table=strategy_table, seq_len=spec.seq_len, packing=packing,
                              overlong=spec.overlong, seconds=time.perf_counter() - t0)

@@ -29,6 +29,7 @@ from .options import (
     DEFAULT_SEQ_LEN,
     DEFAULT_SHARD_BYTES,
     DEMO_TOKENIZER,
+    ENGINES,
     FORMATS,
     LOADERS,
     OVERLONG_POLICIES,
@@ -264,11 +265,23 @@ def _raise_terminated(signum: int, frame: object) -> None:
 @click.option("--mix", "mix", is_flag=True,
               help="the INPUTS are PATH:WEIGHT (--mix a.jsonl:1.0 b.json:0.3): each record of an input is packed "
               "floor(WEIGHT) times, plus once with probability frac(WEIGHT) (by --seed)")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), metavar="N",
+              help="map the input and write the shards in N worker processes (all cores: --workers $(nproc)); the "
+              "output is the same, byte for byte, for any N")
+@click.option("--engine", default="process", show_default=True, type=click.Choice(ENGINES),
+              help="who runs the workers: processes on this machine, or a Ray cluster (pip install 'packer[ray]'; "
+              "RAY_ADDRESS names the cluster)")
+@click.option("--part-size", default=None, type=click.IntRange(min=1), metavar="MiB",
+              help="cut the input into parts of about this size, whatever --workers [default: 64 with more than one "
+              "worker or Ray, else one part]")
+@click.option("--scratch", default=None, type=click.Path(file_okay=False), metavar="DIR",
+              help="local folder an output URI (-o s3://bucket/shards) is built in before it is uploaded, manifest "
+              "last [default: the system's temporary folder]")
 @click.option("-q", "--quiet", is_flag=True, help="no progress, no per-record messages")
 @_debug_option
 def build_cmd(inputs, recipe, output, tokenizer, tokenizer_loader, template, system, blank_turns, fmt, columns,
               seq_len, strategies, packing, overlong, max_rejected, shard_size, overwrite, strict, dedupe,
-              eval_fraction, eval_records, seed, mix, quiet) -> None:
+              eval_fraction, eval_records, seed, mix, workers, engine, part_size, scratch, quiet) -> None:
     """Pack INPUTS (JSON, JSONL, Parquet, HF datasets; Alpaca, ShareGPT, messages, prompt/completion or text) into
     the folder OUTPUT."""
     io = _io()
@@ -276,7 +289,8 @@ def build_cmd(inputs, recipe, output, tokenizer, tokenizer_loader, template, sys
                 system=system, blank_turns=blank_turns, fmt=fmt, columns=columns, seq_len=seq_len,
                 strategies=strategies, packing=packing, overlong=overlong, max_rejected=max_rejected,
                 shard_bytes=shard_size * 2**20, overwrite=overwrite, strict=strict, dedupe=dedupe,
-                eval_fraction=eval_fraction, eval_records=eval_records, seed=seed, mix=None)
+                eval_fraction=eval_fraction, eval_records=eval_records, seed=seed, mix=None, workers=workers,
+                engine=engine, part_bytes=None if part_size is None else part_size * 2**20, scratch=scratch)
     if recipe is not None:
         inputs, opts = _with_recipe(io, recipe, inputs, mix, opts)
     elif not inputs:
@@ -306,7 +320,7 @@ def build_cmd(inputs, recipe, output, tokenizer, tokenizer_loader, template, sys
         if echoed <= MAX_ECHOED_REJECTIONS:
             io.say(f"rejected: {rej.message()}")
         elif echoed == MAX_ECHOED_REJECTIONS + 1:
-            io.say(f"... further rejections are not shown; {Path(output) / 'rejected.jsonl'} lists them all "
+            io.say(f"... further rejections are not shown; {_join(output, 'rejected.jsonl')} lists them all "
                    "once the build completes")
 
     progress, events = _progress(io, quiet)
@@ -445,6 +459,13 @@ def _progress(io: _IO, quiet: bool) -> tuple[Any, Any]:
     return progress, BuildEvents(on_records=on_records, on_progress=on_progress)
 
 
+def _join(output: str, name: str) -> str:
+    """A file of the output folder: a local path or within a URI (s3://bucket/out/rejected.jsonl)."""
+    from .fsio import join
+
+    return join(output, name)
+
+
 def _print_summary(io: _IO, m: dict, output: str, template: str, *, demo: bool) -> None:
     from rich.table import Table
 
@@ -493,7 +514,7 @@ def _print_summary(io: _IO, m: dict, output: str, template: str, *, demo: bool) 
     table.add_row("time", f"{m['build_seconds']:.2f} s")
     io.out.print(table)
     if n_rejected or c["truncated"]:
-        io.out.print(f"rejected and truncated records, with the reasons: {Path(output) / 'rejected.jsonl'}",
+        io.out.print(f"rejected and truncated records, with the reasons: {_join(output, 'rejected.jsonl')}",
                      markup=False, soft_wrap=True)
 
 

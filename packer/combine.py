@@ -313,7 +313,17 @@ def _duplicate_of(has: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray
     docs = np.flatnonzero(has)
     if not len(docs):
         return out
-    order = np.lexsort((docs, lo[docs], hi[docs]))  # by digest, then doc_id
+    # by digest, then doc_id: one argsort of the high halves (a three-key lexsort takes 10x as long: 35 s at
+    # 10M records), then the runs of equal high halves (the duplicates) sorted again by (low half, doc_id)
+    order = np.argsort(hi[docs])
+    h = hi[docs][order]
+    tie = np.zeros(len(h), dtype=bool)
+    tie[1:] = h[1:] == h[:-1]
+    tie[:-1] |= tie[1:]
+    if tie.any():
+        at = np.flatnonzero(tie)
+        sub = order[at]
+        order[at] = sub[np.lexsort((docs[sub], lo[docs][sub], hi[docs][sub]))]
     d, h, low = docs[order], hi[docs][order], lo[docs][order]
     new = np.ones(len(d), dtype=bool)
     new[1:] = (h[1:] != h[:-1]) | (low[1:] != low[:-1])

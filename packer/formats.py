@@ -145,7 +145,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from .jsonvalues import RECORD_FORMATS, SUPPORTED, BadValue, FileValues, expand_inputs, file_size
+from .jsonvalues import RECORD_FORMATS, SUPPORTED, BadValue, FileValues, Piece, expand_inputs, file_size
 from .options import BLANK_TURN_POLICIES, FORMATS
 from .records import BuildError, Conversation, Message, MessageRole, Rejection, Source, ToolCall
 
@@ -837,9 +837,19 @@ class RecordReader:
 
     def __init__(
         self, paths: Sequence[str | os.PathLike], fmt: str | None = None, *, first_doc_id: int = 0,
-        blank_turns: str = "reject", columns: object = None,
+        blank_turns: str = "reject", columns: object = None, piece: Piece | None = None,
+        file_format: str | None = None,
     ) -> None:
         self.paths, self._sizes = _input_files(paths, fmt)
+        #: read only this piece of the one input (a part of a parallel build), whose record format is
+        #: ``file_format`` (settled by the file's first records, which the piece may not hold)
+        self.piece = piece
+        self._file_format = file_format
+        if piece is not None:
+            if len(self.paths) != 1:
+                raise ValueError("a piece is a piece of one input")
+            if piece.kind in ("lines", "array"):
+                self._sizes = [piece.end - piece.start]
         #: the column map (field, column) pairs, checked; () for none
         self.columns = check_columns(columns)
         self._remap = _ColumnMap(self.columns) if self.columns else None
@@ -875,15 +885,15 @@ class RecordReader:
 
     def _all_files(self) -> Iterator[Conversation | Rejection]:
         for path, size in zip(self.paths, self._sizes, strict=True):
-            values = FileValues(path)
+            values = FileValues(path) if self.piece is None else FileValues(path, piece=self.piece)
             self._at = (self._at[0], values, size)
             yield from self._one_file(path, values)
             self._at = (self._at[0] + size, None, 0)
 
     def _one_file(self, path: str, values: FileValues) -> Iterator[Conversation | Rejection]:
-        fmt: str | None = None
+        fmt: str | None = self._file_format
         pending: list[object] = []  # values before the file's format is known
-        count = 0
+        count = values.piece.first_record
         for value in values if self._remap is None else map(self._remap, values):
             if fmt is None:
                 fmt = _format_of(value, self.fmt)
@@ -898,7 +908,7 @@ class RecordReader:
             count += 1
         if fmt is None:
             raise BuildError(_undetected(path, pending, values.empty))
-        self.inputs.append(InputSummary(path, values.sha256, fmt, count))
+        self.inputs.append(InputSummary(path, values.sha256, fmt, count - values.piece.first_record))
 
     def _record(self, value: object, fmt: str, path: str, index: int) -> Conversation | Rejection:
         source = Source(self.next_doc_id, path, index)

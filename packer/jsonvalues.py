@@ -61,13 +61,17 @@ import os
 import re
 import stat
 from collections.abc import Generator, Iterator, Sequence
-from pathlib import Path
+from dataclasses import dataclass
 from typing import BinaryIO
 
+from . import fsio
 from .options import FORMATS
 from .records import BuildError
 
-__all__ = ["RECORD_FORMATS", "SUPPORTED", "BadValue", "FileValues", "expand_inputs", "file_size"]
+__all__ = [
+    "RECORD_FORMATS", "SUPPORTED", "WHOLE", "BadValue", "FileValues", "Piece", "container", "expand_inputs",
+    "file_size",
+]
 
 _BOM = b"\xef\xbb\xbf"
 _JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -154,15 +158,17 @@ class _Consumed:
         return self.hasher.hexdigest() if self.hasher is not None else ""
 
 
-def _jsonl_values(f: BinaryIO, consumed: _Consumed | None, block: int = 0) -> Iterator[object]:
+def _jsonl_values(
+    f: BinaryIO, consumed: _Consumed | None, block: int = 0, lineno: int = 0, offset: int = 0
+) -> Iterator[object]:
     """Values of a JSON Lines stream; one per non-blank line. Lines come about ``block`` bytes
     (default _JSONL_BLOCK) at a time, so that ``consumed`` counts a block, not a line, at a time
-    (each line is hashed as it is reached).
+    (each line is hashed as it is reached). ``lineno``/``offset``: lines and bytes of the file before
+    the stream (a part of the file: messages name the file's line and byte).
 
     ``{"a": 1}\\n\\n{"b"\\n`` -> ``{"a": 1}``, then BadValue(malformed_json, "line 3 column 5: ...")
     """
     hasher = consumed.hasher if consumed is not None else None
-    lineno = offset = 0
     while lines := f.readlines(block or _JSONL_BLOCK):
         if consumed is not None:
             consumed.n += sum(map(len, lines))
@@ -311,7 +317,7 @@ def _prefix_lines(path: str, chars: int) -> tuple[int, int]:
     the last of them."""
     lines = col = 0
     dec = codecs.getincrementaldecoder("utf-8-sig")()
-    with open(path, "rb") as f:
+    with fsio.open_input(path) as f:
         while chars > 0:
             raw = f.read(_JSON_CHUNK)
             if not raw:
@@ -505,21 +511,26 @@ def _check_encoding(path: str, start: bytes) -> None:
         raise BuildError(f"{path}: the file is UTF-16 encoded; convert it to UTF-8 (e.g. iconv -f UTF-16 -t UTF-8)")
 
 
-def _parquet_values(path: str, consumed: _Consumed) -> Iterator[object]:
-    """Rows of a Parquet file. pyarrow reads the file its own way, so once the rows of a row group
-    are out the file is hashed (and counted as read) up to that group's share of its size."""
+def _parquet_values(path: str, consumed: _Consumed, row_groups: range | None = None) -> Iterator[object]:
+    """Rows of a Parquet file (of ``row_groups`` only, if given). pyarrow reads the file its own way,
+    so once the rows of a row group are out the file is hashed (and counted as read) up to that
+    group's share of its size."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(path)
+        source, filesystem = fsio.arrow_source(path)  # a URI: read through its pyarrow filesystem
+        pf = pq.ParquetFile(source, filesystem=filesystem)
         meta = pf.metadata
-        groups = [(meta.row_group(i).num_rows, meta.row_group(i).total_byte_size) for i in range(meta.num_row_groups)]
+        chosen = range(meta.num_row_groups) if row_groups is None else row_groups
+        groups = [(meta.row_group(i).num_rows, meta.row_group(i).total_byte_size) for i in chosen]
         total = sum(b for _, b in groups) or 1
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+        with fsio.open_input(path) as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(0)
             rows = group = done = 0  # rows out; groups, and their bytes, all out
-            for batch in pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS):
+            batches = pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS, row_groups=list(chosen))
+            for batch in batches:
                 yield from batch.to_pylist()
                 rows += batch.num_rows
                 while group < len(groups) and rows >= groups[group][0]:
@@ -534,12 +545,12 @@ def _parquet_values(path: str, consumed: _Consumed) -> Iterator[object]:
 
 def _arrow_values(path: str, consumed: _Consumed) -> Iterator[object]:
     """Rows of an Arrow IPC stream (HF datasets' ``.arrow`` files) or IPC file, a record batch at a time
-    from a memory map (never the whole table); the file is hashed (and counted as read) up to the end
-    of each batch once its rows are out."""
+    from a memory map (a URI: ranged reads; never the whole table); the file is hashed (and counted as
+    read) up to the end of each batch once its rows are out."""
     import pyarrow as pa
 
     try:
-        with pa.memory_map(path) as src, open(path, "rb") as f:
+        with fsio.open_arrow(path) as src, fsio.open_input(path) as f:
             size = src.size()
             if src.read(len(_ARROW_FILE_MAGIC)) == _ARROW_FILE_MAGIC:
                 reader = pa.ipc.open_file(src)
@@ -558,18 +569,89 @@ def _arrow_values(path: str, consumed: _Consumed) -> Iterator[object]:
         raise BuildError(f"{path}: not a readable Arrow file (an IPC stream, as HF datasets writes): {e}") from None
 
 
+@dataclass(frozen=True)
+class Piece:
+    """A part of one input file that a worker reads alone (:mod:`packer.plan` cuts them).
+
+    ``kind``: ``file`` (all of it), ``lines`` (the JSON Lines bytes ``start:end``, whole lines),
+    ``array`` (the elements of a JSON array that lie in bytes ``start:end``, from the first
+    element's first byte to the last one's last) or ``row_groups`` (Parquet row groups
+    ``start:end``). ``first_record``: the file's records before the piece; ``first_line``: its lines
+    before ``start`` (JSON Lines), so that a message names the record and line of the whole file.
+    """
+
+    kind: str = "file"
+    start: int = 0
+    end: int = -1
+    first_record: int = 0
+    first_line: int = 0
+
+
+#: all of a file
+WHOLE = Piece()
+
+
+class _Range(io.RawIOBase):
+    """Bytes ``start:end`` of a file as a stream, with ``head`` before them and ``tail`` after."""
+
+    def __init__(self, path: str, start: int, end: int, head: bytes = b"", tail: bytes = b"") -> None:
+        self._f = fsio.open_input(path)
+        self._f.seek(start)
+        self._left = end - start
+        self._extra = [head, tail]
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:  # type: ignore[no-untyped-def]
+        if self._extra[0]:
+            n = min(len(buf), len(self._extra[0]))
+            buf[:n] = self._extra[0][:n]
+            self._extra[0] = self._extra[0][n:]
+            return n
+        if self._left > 0:
+            n = self._f.readinto(memoryview(buf)[: min(len(buf), self._left)])
+            if n:
+                self._left -= n
+                return n
+            self._left = 0
+        n = min(len(buf), len(self._extra[1]))
+        buf[:n] = self._extra[1][:n]
+        self._extra[1] = self._extra[1][n:]
+        return n
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
+def container(path: str) -> str:
+    """How a file holds its records: ``jsonl``, ``json`` (an array or an object), ``parquet`` or ``arrow``;
+    decided as :class:`FileValues` decides (extension, then the first bytes)."""
+    suffix = fsio.suffix(path).lower()
+    if suffix in _JSONL_SUFFIXES:
+        return "jsonl"
+    with fsio.open_input(path, buffer_size=1 << 12) as f:  # a URI: one small ranged read
+        magic = f.read(4)
+    if suffix == ".arrow" or magic in (_ARROW_STREAM_MAGIC, _ARROW_FILE_MAGIC[:4]):
+        return "arrow"
+    return "parquet" if suffix == ".parquet" or magic == b"PAR1" else "json"
+
+
 class FileValues:
     """Iterate the raw values (or BadValue) of one file; ``sha256`` is set once the
     iteration is exhausted, ``empty`` says how to report a file with no values,
     ``consumed.n`` counts the bytes read so far. ``head_only`` (check_inputs) hashes
-    nothing and reads a small chunk at a time."""
+    nothing and reads a small chunk at a time. ``piece``: read only that part of the file
+    (hashing nothing: the build hashes whole files for its key)."""
 
-    def __init__(self, path: str, head_only: bool = False) -> None:
+    def __init__(self, path: str, head_only: bool = False, piece: Piece = WHOLE) -> None:
         self.path = path
         self.sha256 = ""
         self.empty = "empty file, no records"
-        self.consumed = _Consumed(hashing=not head_only)
+        self.consumed = _Consumed(hashing=not head_only and piece.kind == "file")
         self._head_only = head_only
+        self.piece = piece
 
     def __iter__(self) -> Generator[object, None, None]:
         try:
@@ -580,9 +662,21 @@ class FileValues:
             raise BuildError(f"{self.path}: cannot read: {e.strerror or e}") from None
 
     def _values(self) -> Iterator[object]:
-        path = self.path
-        suffix = Path(path).suffix.lower()
-        with open(path, "rb") as f:
+        path, piece = self.path, self.piece
+        if piece.kind == "lines":
+            with io.BufferedReader(_Range(path, piece.start, piece.end), _JSONL_BLOCK) as f:
+                yield from _jsonl_values(f, self.consumed, _JSONL_BLOCK, piece.first_line, piece.start)
+            return
+        if piece.kind == "array":  # checked whole by the plan: the elements, as an array of their own
+            with io.BufferedReader(_Range(path, piece.start, piece.end, b"[", b"]"), _JSON_CHUNK) as f:
+                win = _TextWindow(f, path, self.consumed, b"", 0, _JSON_CHUNK)
+                yield from _json_array_values(win, win.skip_ws(0))
+            return
+        if piece.kind == "row_groups":
+            yield from _parquet_values(path, self.consumed, range(piece.start, piece.end))
+            return
+        suffix = fsio.suffix(path).lower()
+        with fsio.open_input(path) as f:
             magic = f.read(4)
             f.seek(0)
             jsonl = suffix in _JSONL_SUFFIXES
@@ -609,7 +703,9 @@ class FileValues:
 
 def file_size(path: str) -> int:
     """The size of the file at ``path``; BuildError when it is missing, unreadable, a directory or not a regular
-    file (the reader checks every path before it reads the first)."""
+    file (the reader checks every path before it reads the first). ``path`` may be a URI (:mod:`packer.fsio`)."""
+    if fsio.is_uri(path):
+        return _uri_size(path)
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -624,11 +720,28 @@ def file_size(path: str) -> int:
     return st.st_size
 
 
+def _uri_size(uri: str) -> int:
+    """:func:`file_size` of a URI (one request to its filesystem)."""
+    try:
+        what, size = fsio.kind(uri)
+    except OSError as e:  # no credentials, no such bucket, the server said no
+        raise BuildError(f"{uri}: cannot read: {e}") from None
+    if what == "missing":
+        raise BuildError(f"{uri}: no such file")
+    if what == "dir":
+        raise BuildError(f"{uri}: is a directory; give the data files in it (a glob: {fsio.join(uri, '*.jsonl')}), "
+                         "or a folder written by HF datasets' save_to_disk (with state.json)")
+    if what != "file":
+        raise BuildError(f"{uri}: not a regular file; give a data file")
+    return size
+
+
 def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[str]:
     """The input paths as strings, a folder written by HF ``datasets``' ``Dataset.save_to_disk`` replaced by
     its data files (``data-00000-of-0000N.arrow``, in the order its ``state.json`` lists them), so that
     every message names the file and the record. A ``DatasetDict``'s folder is a BuildError that names its
-    splits; any other folder is left for :func:`file_size` to refuse.
+    splits; any other folder is left for :func:`file_size` to refuse. A URI (:mod:`packer.fsio`) with a
+    ``*`` in its path stands for the files it matches, sorted (``s3://bucket/data/*.jsonl``).
 
     >>> expand_inputs(["data.json"])
     ['data.json']
@@ -636,6 +749,9 @@ def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[str]:
     out: list[str] = []
     for p in paths:
         path = os.fspath(p) if isinstance(p, os.PathLike) else str(p)
+        if fsio.is_uri(path):
+            out.extend(_expand_uri(path))
+            continue
         if not os.path.isdir(path):
             out.append(path)
             continue
@@ -661,3 +777,28 @@ def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[str]:
                              f"e.g. {os.path.join(path, splits[0] if splits else 'train')}")
         out.append(path)
     return out
+
+
+def _expand_uri(uri: str) -> list[str]:
+    """:func:`expand_inputs` of one URI: the files a ``*`` pattern matches, or a save_to_disk folder's data
+    files (a DatasetDict's folder is left for :func:`file_size` to refuse as a directory)."""
+    try:
+        files = fsio.expand([uri])
+    except FileNotFoundError:
+        raise BuildError(f"{uri}: no file matches the pattern") from None
+    except OSError as e:
+        raise BuildError(f"{uri}: cannot list: {e}") from None
+    if files != [uri]:
+        return files
+    state = fsio.join(uri, "state.json")
+    try:
+        if fsio.kind(uri)[0] != "dir" or fsio.kind(state)[0] != "file":
+            return [uri]
+        names = [d["filename"] for d in json.loads(fsio.read_bytes(state))["_data_files"]]
+    except OSError:
+        return [uri]  # file_size says why
+    except (ValueError, KeyError, TypeError) as e:
+        raise BuildError(f"{state}: not a state.json HF datasets' save_to_disk writes ({e!r})") from None
+    if not names:
+        raise BuildError(f"{uri}: the dataset folder lists no data files in state.json")
+    return [fsio.join(uri, name) for name in names]

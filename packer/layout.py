@@ -43,8 +43,14 @@ MANIFEST_FILE = "manifest.json"
 
 
 def file_sha256(path: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> str:
-    """The sha256 of a file, local or on a pyarrow filesystem (read in 4 MiB blocks)."""
+    """The sha256 of a file, local, on a pyarrow filesystem, or a URI (:mod:`packer.fsio`; read in 4 MiB
+    blocks)."""
     h = hashlib.sha256()
+    if filesystem is None and isinstance(path, str) and "://" in path:
+        from .fsio import is_uri, resolve
+
+        if is_uri(path):
+            filesystem, path = resolve(path)
     if filesystem is None:
         with open(Path(path), "rb") as f:
             while block := f.read(1 << 22):

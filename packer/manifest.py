@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from . import fsio
 from . import roles as R
 from ._version import __version__
 from .combine import Combined, SplitRows
@@ -48,15 +49,18 @@ from .templates import ChatTemplate
 from .write import TokenTotals, Written
 
 
-def up_to_date(out: Path, manifest: dict, key: dict) -> bool:
+def up_to_date(out: Path | str, manifest: dict, key: dict) -> bool:
     """Whether ``manifest`` describes a complete output built with the same key.
 
     Re-running the same command then succeeds without --overwrite; other
-    options still need it.
+    options still need it. ``out`` may be a URI (:mod:`packer.fsio`).
     """
     if manifest.get("build_key") != key:
         return False
-    for shard in (s for split in output_splits(manifest) for s in split_shards(manifest, split)):
+    shards = [s for split in output_splits(manifest) for s in split_shards(manifest, split)]
+    if fsio.is_uri(out):
+        return fsio.sizes(str(out), [s["file"] for s in shards]) == [s["bytes"] for s in shards]
+    for shard in shards:
         path = out / shard["file"]
         if not path.is_file() or path.stat().st_size != shard["bytes"]:
             return False

@@ -35,3 +35,5 @@ LOADERS: tuple[str, ...] = ("file", "transformers")
 SYSTEM_POLICIES: tuple[str, ...] = ("merge", "drop", "reject")
 #: a blank turn inside a conversation: the record rejected, or the turn dropped with the turn that answers it
 BLANK_TURN_POLICIES: tuple[str, ...] = ("reject", "drop")
+#: who runs a build's workers (see :mod:`packer.engine`)
+ENGINES: tuple[str, ...] = ("process", "ray")

@@ -268,7 +268,8 @@ PHASES = ("tokens", "packed", "writing", "manifest", "swap", "swapped")
 
 def checkpoint(phase: str) -> None:
     """Where the crash tests stop a build: ``PACKER_TEST_KILL_AT=phase`` sends this process SIGKILL there
-    (the first time it gets there; see :data:`PHASES`); ``PACKER_TEST_PAUSE_AT=phase`` creates the file
+    (the first time it gets there; see :data:`PHASES`; with ``PACKER_TEST_KILL_ONCE=file``, only the first
+    process of a build's workers to create that file); ``PACKER_TEST_PAUSE_AT=phase`` creates the file
     ``PACKER_TEST_PAUSED`` names and waits there (up to a minute) for the test's Ctrl-C or SIGTERM.
 
     Timing a signal by phase rather than by a sleep hits the same moment however busy the machine is.
@@ -276,6 +277,12 @@ def checkpoint(phase: str) -> None:
     if os.environ.get("PACKER_TEST_KILL_AT") == phase:
         import signal
 
+        once = os.environ.get("PACKER_TEST_KILL_ONCE")  # a file: only the process that creates it dies
+        if once:
+            try:
+                os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return
         os.kill(os.getpid(), signal.SIGKILL)
     if os.environ.get("PACKER_TEST_PAUSE_AT") == phase:
         import time

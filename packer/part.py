@@ -1,20 +1,21 @@
 """The map stage of a build: one part of the input -> its labelled tokens (spilled) and a summary.
 
-A part is a run of the input records: all of them, or a range, with the doc_id of
-its first record. Mapping it reads and checks each record, renders it with the
+A part is all of the input (the single-process build) or a piece of one input
+file (:mod:`packer.plan`), with the doc_id of its first record. Mapping it reads
+and checks each record, renders it with the
 chat template, tokenizes the rendered texts in a worker thread while the next
 batch is read and rendered, labels every token with its role, decides each
 document (kept, truncated, overlong, ...), appends the kept tokens to the
 part's spill files and the rejection lines to its rejection spill, and
 returns a :class:`PartSummary`: a few numbers per record. Nothing in it depends
 on another part, so parts can be mapped in any order, in any process
-(:class:`MapSpec` and :class:`Part` pickle), and :mod:`packer.combine` puts
-them together; a build of one part is the single-process build::
+(:class:`MapSpec` and :class:`Part` pickle; :mod:`packer.engine` runs them), and
+:mod:`packer.combine` puts them together::
 
-    191 records of alpaca_demo.json + sharegpt_demo.json, in three parts:
-      Part(inputs, first_doc_id=0,   skip=0,   take=64, tag=0) -> doc_ids 0..63    .packer-spill-0-*
-      Part(inputs, first_doc_id=64,  skip=64,  take=64, tag=1) -> doc_ids 64..127  .packer-spill-1-*
-      Part(inputs, first_doc_id=128, skip=128,          tag=2) -> doc_ids 128..190 .packer-spill-2-*
+    191 records of alpaca_demo.json + sharegpt_demo.jsonl, in three parts:
+      Part(input=0, piece=array bytes 1..30k,   first_doc_id=0,   tag=0) -> doc_ids 0..63    .packer-spill-0-*
+      Part(input=0, piece=array bytes 30k..61k, first_doc_id=64,  tag=1) -> doc_ids 64..127  .packer-spill-1-*
+      Part(input=1, piece=lines bytes 0..40k,   first_doc_id=128, tag=2) -> doc_ids 128..190 .packer-spill-2-*
 
     PartSummary.docs (one row per record):
       doc_id  status     turns  prompt_words  tokens  encoded  spilled  digest
@@ -35,7 +36,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +44,10 @@ import numpy as np
 from . import roles as R
 from .doctable import NULL, Columns, SeenTable
 from .formats import RecordReader
+from .jsonvalues import WHOLE, Piece
 from .loader import TokenizerInfo, load_tokenizer, loader_difference, loaders_may_differ
 from .outdir import checkpoint
+from .plan import Planned
 from .records import STATUS_CODE, BuildError, Conversation, Rejection, Source
 from .spill import RejectionSpill, TokenSpillWriter
 from .templates import ChatTemplate, Rendered
@@ -117,29 +120,43 @@ class MapSpec:
 
 @dataclass(frozen=True)
 class Part:
-    """Records ``skip .. skip + take`` of ``inputs`` read in order (``take=None``: to the end),
-    given doc_ids from ``first_doc_id``; ``tag`` names the part's spill files."""
+    """What one part reads: every input in order (``input`` None: the single-process build, one part),
+    or a piece of input ``input`` (:mod:`packer.plan`), whose record format is ``fmt`` where the piece
+    may not start at the file's start. Its records get doc_ids from ``first_doc_id``; ``tag`` names its
+    spill files; ``records``, ``nbytes``: its records as counted by the plan (-1: not counted) and bytes."""
 
     inputs: tuple[str, ...]
+    input: int | None = None
+    piece: Piece = WHOLE
+    fmt: str | None = None
     first_doc_id: int = 0
-    skip: int = 0
-    take: int | None = None
     tag: int = 0
+    records: int = -1
+    nbytes: int = 0
+
+    @property
+    def paths(self) -> list[str]:
+        """The files the part reads."""
+        return list(self.inputs) if self.input is None else [self.inputs[self.input]]
 
 
-def split(inputs: Sequence[str], records: int, parts: int) -> list[Part]:
-    """``records`` records of ``inputs`` as at most ``parts`` ranges of near-equal size, none empty
-    (one part, reading everything, where there are no records).
+def parts_of(inputs: Sequence[str], planned: Sequence[Planned], formats: Sequence[str | None]) -> list[Part]:
+    """The parts of a plan (:func:`packer.plan.plan_inputs`), tagged in input order, each with its first doc_id
+    (-1 after a piece whose records were not counted: the build sets it when the parts before are mapped).
 
-        >>> [(p.first_doc_id, p.take) for p in split(["a.json"], 10, 3)]
-        [(0, 4), (4, 4), (8, 2)]
-        >>> [(p.first_doc_id, p.take) for p in split(["a.json"], 2, 5)]
-        [(0, 1), (1, 1)]
+        >>> from packer.plan import Planned
+        >>> pieces = [Planned(0, Piece("lines", 0, 9), 3, 9), Planned(0, Piece("lines", 9, 20), 2, 11)]
+        >>> ps = parts_of(["a.jsonl"], pieces, ["messages"])
+        >>> [(p.tag, p.first_doc_id, p.fmt, p.records) for p in ps]
+        [(0, 0, 'messages', 3), (1, 3, 'messages', 2)]
     """
-    if records <= 0 or parts <= 1:
-        return [Part(tuple(inputs))]
-    size = -(-records // parts)
-    return [Part(tuple(inputs), a, a, min(size, records - a), k) for k, a in enumerate(range(0, records, size))]
+    out = []
+    at = 0
+    for tag, pl in enumerate(planned):
+        out.append(Part(tuple(inputs), pl.input, pl.piece, None if pl.piece.kind == "file" else formats[pl.input],
+                        at, tag, pl.records, pl.nbytes))
+        at = at + pl.records if at >= 0 and pl.records >= 0 else -1
+    return out
 
 
 @dataclass
@@ -169,6 +186,8 @@ class PartSummary:
     missing_end: bool = False
     seconds: float = 0.0
     reasons: Counter[str] = field(default_factory=Counter)
+    #: the part's first rejections (:data:`ECHOED`), where it had no events to tell them to
+    echo: list[Rejection] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.docs)
@@ -222,6 +241,23 @@ def rejected_line(rej: Rejection, action: str) -> str:
     return json.dumps(line, ensure_ascii=False) + "\n"
 
 
+_LOADED: dict[MapSpec, tuple[TokenizerInfo, ChatTemplate]] = {}
+
+
+def _loaded(spec: MapSpec) -> tuple[TokenizerInfo, ChatTemplate]:
+    """The tokenizer and template of ``spec``, loaded once per worker process: a worker maps many parts.
+    Sharing them is safe: what a template learns of a shape (its assembly) depends on the shape alone."""
+    got = _LOADED.get(spec)
+    if got is None:
+        _LOADED.clear()
+        got = _LOADED[spec] = spec.load()
+    return got
+
+
+#: rejections a part keeps to be echoed by the build where its events do not reach (another process)
+ECHOED = 20
+
+
 @dataclass
 class _Pending:
     """A batch handed to the tokenizer thread."""
@@ -244,7 +280,7 @@ class PartMapper:
         tpl: ChatTemplate | None = None, events=None,  # type: ignore[no-untyped-def]
     ) -> None:
         if tok is None:
-            tok, tpl = spec.load()
+            tok, tpl = _loaded(spec)
         elif tpl is None:
             tpl = spec.chat_template(tok)
         assert tpl is not None
@@ -254,6 +290,7 @@ class PartMapper:
         self.file_paths: list[str] = []
         self.dropped: dict[int, dict[str, int]] = {}
         self.reasons: Counter[str] = Counter()
+        self.echo: list[Rejection] = []
         # a part's own duplicates are not tokenized with --dedupe; combine finds those across parts
         self.seen = SeenTable() if spec.dedupe else None
         self.batch: list[tuple[int, Rendered]] = []
@@ -297,6 +334,8 @@ class PartMapper:
             raise BuildError(f"{rej.message()} (--strict)")
         if self.ev is not None and self.ev.on_rejection:
             self.ev.on_rejection(rej)
+        elif len(self.echo) < ECHOED:
+            self.echo.append(rej)
 
     def add_record(self, item: Conversation | Rejection, doc_id: int) -> None:
         src = item.source
@@ -312,7 +351,7 @@ class PartMapper:
             self.reject(Rejection(src, item.reason, item.detail), RejectionSpill.READ)
             return
         if item.source.doc_id != doc_id:
-            item = Conversation(src, item.kind, item.messages, item.dropped_turns)
+            item = replace(item, source=src)  # every field kept (tools!)
         d = digest(item)
         hi, lo = np.frombuffer(d, dtype="<i8").tolist()
         self.docs.has_digest[i], self.docs.digest_hi[i], self.docs.digest_lo[i] = 1, hi, lo
@@ -515,13 +554,15 @@ class PartMapper:
     def run(self) -> PartSummary:
         t0 = time.perf_counter()
         spec, part = self.spec, self.part
-        reader = self.reader = RecordReader(list(part.inputs), spec.fmt, blank_turns=spec.blank_turns,
-                                            columns=spec.columns)
+        if part.first_doc_id < 0:
+            raise BuildError(f"internal error: part {part.tag} has no first doc_id")
+        reader = self.reader = RecordReader(part.paths, spec.fmt, blank_turns=spec.blank_turns, columns=spec.columns,
+                                            piece=None if part.input is None else part.piece,
+                                            file_format=part.fmt)
         if self.ev is not None:
             self.ev.progress("reading", 0, reader.total_bytes)
         self.spill = TokenSpillWriter(self.out, part.tag)
         self.rejections = RejectionSpill(self.out, part.tag)
-        stop = None if part.take is None else part.skip + part.take
         self.input_records = [0] * len(part.inputs)
         difference = None
         try:
@@ -529,13 +570,10 @@ class PartMapper:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="packer-encode") as self.pool:
                 try:
                     for item in reader:
-                        n = item.source.doc_id  # the reader counts the part's inputs from 0
-                        if n < part.skip:
-                            continue
-                        if stop is not None and n >= stop:
-                            break
-                        self.input_records[len(reader.inputs)] += 1  # files read to their end so far
-                        self.add_record(item, part.first_doc_id + n - part.skip)
+                        # the file being read: the part's one input, or the files read to their end so far
+                        self.input_records[len(reader.inputs) if part.input is None else part.input] += 1
+                        # the reader counts the part's records from 0
+                        self.add_record(item, part.first_doc_id + item.source.doc_id)
                     self.submit()
                     while self.pending:
                         self.take()
@@ -551,12 +589,17 @@ class PartMapper:
         if self.ev is not None:
             self.ev.progress("reading", reader.total_bytes, reader.total_bytes)
         self.docs.trim()
-        formats: list[str | None] = [i.format for i in reader.inputs]
-        formats += [None] * (len(part.inputs) - len(formats))
+        formats: list[str | None] = [None] * len(part.inputs)
+        for k, i in enumerate(reader.inputs):
+            formats[k if part.input is None else part.input] = i.format
+        if part.records >= 0 and len(self.docs) != part.records:
+            raise BuildError(f"{part.paths[0]}: {len(self.docs)} records read where {part.records} were counted "
+                             "before: did the file change while the build ran?")
         return PartSummary(
             part, self.file_paths, self.input_records, formats, self.docs, self.dropped, self.spilled_tokens,
             np.concatenate(self.spilled_lens) if self.spilled_lens else np.zeros(0, dtype=np.int64),
             self.rejections.count, difference, self.tpl.missing_end, time.perf_counter() - t0, self.reasons,
+            self.echo,
         )
 
 
@@ -572,4 +615,4 @@ def map_part(
     return PartMapper(spec, part, Path(workdir), tok=tok, tpl=tpl, events=events).run()
 
 
-__all__ = ["MapSpec", "Part", "PartMapper", "PartSummary", "map_part", "resolve_template", "split"]
+__all__ = ["MapSpec", "Part", "PartMapper", "PartSummary", "map_part", "parts_of", "resolve_template"]

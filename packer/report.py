@@ -28,8 +28,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
+from . import fsio
 from . import roles as R
-from .layout import DOCUMENTS_FILE, REJECTED_FILE, read_manifest
+from .layout import DOCUMENTS_FILE, MANIFEST_FILE, REJECTED_FILE, ShardError, read_manifest
 from .shards import mask_column
 
 REPORT_FORMAT = {"name": "packer-report", "version": 1}
@@ -188,6 +189,15 @@ def _splits(m: dict) -> dict:
     return out
 
 
+def _remote_manifest(uri: str) -> dict:
+    """The manifest of the output URI ``uri``; :func:`packer.layout.read_manifest`'s errors, naming the URI."""
+    fs, root = fsio.resolve(uri)
+    try:
+        return read_manifest(root, fs)
+    except ShardError as e:
+        raise type(e)(str(e).replace(root, uri.partition("?")[0].rstrip("/"), 1)) from None
+
+
 def inspect(output: str | os.PathLike) -> dict:
     """The report of a build output as a JSON-ready dict (``schemas/report.schema.json``).
 
@@ -195,7 +205,18 @@ def inspect(output: str | os.PathLike) -> dict:
 
     Raises :class:`packer.layout.MissingShardError` (a ``FileNotFoundError``) or
     :class:`packer.layout.ShardError` (a ``ValueError``) when ``output`` is not a packer output.
+
+    ``output`` may be a URI (``s3://bucket/shards``; :mod:`packer.fsio`): its manifest and documents.arrow
+    (all the report reads) are copied into a temporary local folder first.
     """
+    if fsio.is_uri(output):
+        uri = str(output)
+        _remote_manifest(uri)  # not a packer output: the error names the URI
+        with fsio.local_copy(uri, [MANIFEST_FILE, DOCUMENTS_FILE]) as local:
+            report = inspect(local)
+        report["output"] = uri
+        report["records"]["rejected_file"] = fsio.join(uri, REJECTED_FILE)
+        return report
     out = Path(output)
     m = read_manifest(out)
     col = _packed_columns(out)
@@ -532,7 +553,14 @@ def render_html(
     r: dict, output: str | os.PathLike, *, strategy: str = "instruction_tuning", sample_rows: int = 3
 ) -> str:
     """One self-contained HTML page: tables, length and ratio histograms (SVG),
-    loss-token share per strategy and sample rows coloured by role and loss."""
+    loss-token share per strategy and sample rows coloured by role and loss. ``output`` may be a URI: its
+    manifest, documents.arrow and first shard are copied into a temporary local folder first."""
+    if fsio.is_uri(output):
+        uri = str(output)
+        m = _remote_manifest(uri)
+        first = [s["file"] for s in m["shards"][:1]]
+        with fsio.local_copy(uri, [MANIFEST_FILE, DOCUMENTS_FILE, *first]) as local:
+            return render_html(r, local, strategy=strategy, sample_rows=sample_rows)
     out = Path(output)
     m = read_manifest(out)
     col = _packed_columns(out)

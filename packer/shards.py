@@ -205,26 +205,37 @@ class ShardWriter:
         row_offsets: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Write all rows; return per-document (shard, row, offset-in-row)."""
-        n_rows = len(row_offsets) - 1
         where = (
             np.full(len(doc_lengths), -1, dtype=np.int32),
             np.full(len(doc_lengths), -1, dtype=np.int32),
             np.full(len(doc_lengths), -1, dtype=np.int32),
         )
+        for number, (r0, r1) in enumerate(self.ranges(doc_lengths, order, row_offsets)):
+            info, rows, offsets = self.write_shard(number, r0, r1, tokens, doc_lengths, doc_ids, order, row_offsets)
+            docs = order[row_offsets[r0] : row_offsets[r1]]
+            where[0][docs], where[1][docs], where[2][docs] = number, rows, offsets
+            self.shards.append(info)
+        return where
+
+    def ranges(self, doc_lengths: np.ndarray, order: np.ndarray, row_offsets: np.ndarray) -> list[tuple[int, int]]:
+        """The rows ``(r0, r1)`` of each shard: as many rows as fit ``max_bytes`` (at least one), decided from
+        the documents' lengths alone, so shards can be written apart, in any order."""
+        n_rows = len(row_offsets) - 1
         row_tokens = np.add.reduceat(doc_lengths[order], row_offsets[:-1]) if n_rows else np.zeros(0, np.int64)
         row_docs = np.diff(row_offsets)
         row_bytes = row_tokens * self._token_bytes + row_docs * 12 + 16
+        out = []
         start = 0
         while start < n_rows:
             cum = np.cumsum(row_bytes[start:])
             stop = start + max(1, int(np.searchsorted(cum, self.max_bytes, side="right")))
-            self._write_shard(len(self.shards), start, stop, tokens, doc_lengths, doc_ids, order, row_offsets, where)
+            out.append((start, stop))
             start = stop
-        return where
+        return out
 
-    def _record_batch(self, number, r0, b0, b1, tokens, doc_lengths, doc_ids, order, row_offsets, where):
-        """Rows ``b0:b1`` (of the shard starting at row ``r0``) as one record batch."""
-        where_shard, where_row, where_off = where
+    def _record_batch(self, b0, b1, tokens, doc_lengths, doc_ids, order, row_offsets):
+        """Rows ``b0:b1`` as one record batch, its tokens, and per document (in row order) its row within
+        the batch and its offset in that row."""
         docs = order[row_offsets[b0] : row_offsets[b1]]
         doc_off = row_offsets[b0 : b1 + 1] - row_offsets[b0]
         lens = doc_lengths[docs]
@@ -232,11 +243,7 @@ class ShardWriter:
         tok_cum = np.zeros(len(lens) + 1, dtype=np.int64)
         np.cumsum(lens, out=tok_cum[1:])
         tok_off = tok_cum[doc_off]
-        # where each document landed, for documents.arrow
         local = np.repeat(np.arange(b1 - b0), np.diff(doc_off))
-        where_shard[docs] = number
-        where_row[docs] = b0 - r0 + local
-        where_off[docs] = tok_cum[:-1] - tok_off[local]
         cols = [
             _list_array(tok_off, pa.array(ids, type=pa.int32())),
             _list_array(tok_off, pa.array(r, type=pa.uint8())),
@@ -246,25 +253,34 @@ class ShardWriter:
         ]
         for mask in strategy_masks(r, flags, self.strategies).values():
             cols.append(_list_array(tok_off, pa.array(mask, type=pa.bool_())))
-        return pa.RecordBatch.from_arrays(cols, schema=self.schema), len(ids)
+        return pa.RecordBatch.from_arrays(cols, schema=self.schema), len(ids), local, tok_cum[:-1] - tok_off[local]
 
-    def _write_shard(self, number, r0, r1, tokens, doc_lengths, doc_ids, order, row_offsets, where) -> None:
+    def write_shard(
+        self, number: int, r0: int, r1: int, tokens: TokenSource, doc_lengths: np.ndarray, doc_ids: np.ndarray,
+        order: np.ndarray, row_offsets: np.ndarray,
+    ) -> tuple[ShardInfo, np.ndarray, np.ndarray]:
+        """Write rows ``r0:r1`` as shard ``number``; its info, and for each of its documents (in row order:
+        ``order[row_offsets[r0]:row_offsets[r1]]``) its row in the shard and its offset in the row."""
         path = self.out / self.pattern.format(number)
         n_tokens = 0
+        rows, offsets = [], []
 
         def write(tmp: Path) -> None:
             nonlocal n_tokens
             with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, self.schema) as writer:
                 for b0 in range(r0, r1, BATCH_ROWS):
                     b1 = min(r1, b0 + BATCH_ROWS)
-                    batch, n = self._record_batch(
-                        number, r0, b0, b1, tokens, doc_lengths, doc_ids, order, row_offsets, where
-                    )
+                    batch, n, local, off = self._record_batch(b0, b1, tokens, doc_lengths, doc_ids, order,
+                                                              row_offsets)
                     writer.write_batch(batch)
                     n_tokens += n
+                    rows.append((local + (b0 - r0)).astype(np.int32))
+                    offsets.append(off.astype(np.int32))
 
         write_atomic(path, write)
-        self.shards.append(ShardInfo(path.name, r1 - r0, n_tokens, path.stat().st_size, file_sha256(path)))
+        info = ShardInfo(path.name, r1 - r0, n_tokens, path.stat().st_size, file_sha256(path))
+        empty = np.zeros(0, np.int32)
+        return info, np.concatenate(rows) if rows else empty, np.concatenate(offsets) if offsets else empty
 
 
 #: rows per record batch of documents.arrow

@@ -24,13 +24,14 @@ problems only (an empty list means all is well).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from . import fsio
 from . import roles as R
 from .layout import DOCUMENTS_FILE, REJECTED_FILE, ShardError, file_sha256, output_splits, read_manifest, split_shards
 from .shards import mask_column, shard_schema
@@ -135,10 +136,26 @@ def verify(output: str | os.PathLike, *, hashes: bool = True) -> list[str]:
     return check_output(output, hashes=hashes).problems
 
 
+def _check_remote(uri: str, hashes: bool) -> VerifyResult:
+    """:func:`check_output` of an output URI, on a local copy of its files."""
+    try:
+        with fsio.local_copy(uri) as local:
+            result = check_output(local, hashes=hashes)
+    except OSError as e:  # credentials, the server, the network
+        return VerifyResult([f"{uri}: cannot read: {e}"], 0, 0, 0, 0, hashes)
+    return replace(result, problems=[p.replace(str(local), uri) for p in result.problems])
+
+
 def check_output(output: str | os.PathLike, *, hashes: bool = True) -> VerifyResult:
     """Check a build output: the problems found, and how many shards, rows,
     documents and tokens were checked. ``hashes=False`` skips the sha256 of
-    the files (sizes are still compared with the manifest)."""
+    the files (sizes are still compared with the manifest).
+
+    ``output`` may be a URI (``s3://bucket/shards``; :mod:`packer.fsio`): its files are copied into a
+    temporary local folder first, and checked there (the problems name the URI).
+    """
+    if fsio.is_uri(output):
+        return _check_remote(str(output), hashes)
     problems: list[str] = []
     seen: dict[str, list[np.ndarray]] = {}
     per_role: dict[str, np.ndarray] = {}

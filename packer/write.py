@@ -26,18 +26,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from . import roles as R
-from .combine import DOCUMENT_STATS, Combined
+from .combine import DOCUMENT_STATS, Combined, SplitRows
 from .doctable import NULL
 from .layout import DOCUMENTS_FILE, REJECTED_FILE, shard_pattern, write_atomic
 from .outdir import checkpoint
 from .records import STATUSES
 from .shards import ShardInfo, ShardWriter, write_documents
-from .spill import TokenSpillReader, remove_spill
+from .spill import TokenSpillReader, remove_spill, spill_path
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 
 class TokenTotals:
@@ -52,6 +56,13 @@ class TokenTotals:
         # last-turn strategies need the flag, so they cannot be derived from role counts: their loss per role
         self.last_loss_per_role = {name: np.zeros(R.N_ROLES, dtype=np.int64)
                                    for name in strategy_table if name in R.LAST_TURN_STRATEGIES}
+
+    def merge(self, other: TokenTotals) -> None:
+        """Add the counts of ``other`` (the same strategies: a shard written elsewhere)."""
+        self.role_counts += other.role_counts
+        self.untrained_counts += other.untrained_counts
+        for name, counts in self.last_loss_per_role.items():
+            counts += other.last_loss_per_role[name]
 
     def add(self, roles: np.ndarray, flags: np.ndarray) -> None:
         self.role_counts += np.bincount(roles, minlength=R.N_ROLES)[: R.N_ROLES]
@@ -126,9 +137,69 @@ def _nullable(values: np.ndarray, type: pa.DataType = pa.int32()) -> Callable[[i
     return chunk
 
 
+#: what a shard written elsewhere reads of the combined build (:func:`write_shard`), saved as .npy files
+_SHARED = ("kept_len", "kept_ids", "spill_index", "spilled_len", "order", "row_offsets")
+
+
+def _shared_path(out: Path, split: str, name: str) -> Path:
+    return spill_path(out, f"write-{split}", f"{name}.npy")
+
+
+def write_shard(
+    out: str, strategy_table: dict[str, tuple[str, ...]], shard_bytes: int, split: str, tags: list[int],
+    number: int, r0: int, r1: int,
+) -> tuple[ShardInfo, np.ndarray, np.ndarray, TokenTotals]:
+    """Write shard ``number`` (rows ``r0:r1``) of ``split`` in a worker: the task of a parallel write stage.
+    Reads the packing from the files :func:`write_output` saved beside the spill; returns the shard's info,
+    its documents' rows and offsets (:meth:`~packer.shards.ShardWriter.write_shard`) and its token counts."""
+    where = Path(out)
+    a = {name: np.load(_shared_path(where, split, name), mmap_mode="r") for name in _SHARED}
+    totals = TokenTotals(strategy_table)
+    tokens = TokenSpillReader(where, np.asarray(a["spilled_len"]), tags)
+    try:
+        writer = ShardWriter(where, strategy_table, shard_bytes, shard_pattern(split))
+        counted = _Counted(tokens, np.asarray(a["spill_index"]), totals, None)
+        info, rows, offsets = writer.write_shard(number, r0, r1, counted, a["kept_len"], a["kept_ids"], a["order"],
+                                                 a["row_offsets"])
+    finally:
+        tokens.close()
+    return info, rows, offsets, totals
+
+
+def _write_split(
+    out: Path, c: Combined, split: SplitRows, strategy_table: dict[str, tuple[str, ...]], shard_bytes: int,
+    engine: Engine, counted: _Counted,
+) -> tuple[list[ShardInfo], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """One split's shards, each written by a task of ``engine``."""
+    writer = ShardWriter(out, strategy_table, shard_bytes, shard_pattern(split.name))
+    ranges = writer.ranges(c.kept_len, split.order, split.row_offsets)
+    arrays = {"kept_len": c.kept_len, "kept_ids": c.kept_ids, "spill_index": c.spill_index,
+              "spilled_len": c.spilled_len, "order": split.order, "row_offsets": split.row_offsets}
+    for name in _SHARED:
+        np.save(_shared_path(out, split.name, name), np.ascontiguousarray(arrays[name]))
+    where = tuple(np.full(len(c.kept_len), -1, dtype=np.int32) for _ in range(3))
+
+    def on_done(k: int, result: tuple) -> None:
+        r0, r1 = ranges[k]
+        counted.done += int(split.row_offsets[r1] - split.row_offsets[r0])
+        if counted.events is not None:
+            counted.events.progress("writing", counted.done, counted.total)
+
+    calls = [(str(out), strategy_table, shard_bytes, split.name, c.tags, k, r0, r1) for k, (r0, r1) in
+             enumerate(ranges)]
+    shards = []
+    for k, (info, rows, offsets, totals) in enumerate(engine.map(write_shard, calls, on_done)):
+        r0, r1 = ranges[k]
+        docs = split.order[split.row_offsets[r0] : split.row_offsets[r1]]
+        where[0][docs], where[1][docs], where[2][docs] = k, rows, offsets
+        counted.totals.merge(totals)
+        shards.append(info)
+    return shards, where  # type: ignore[return-value]
+
+
 def write_output(
     out: Path, c: Combined, strategy_table: dict[str, tuple[str, ...]], *, shard_bytes: int,
-    events=None,  # type: ignore[no-untyped-def]
+    events=None, engine: Engine | None = None,  # type: ignore[no-untyped-def]
 ) -> Written:
     """Write the shards, documents.arrow and rejected.jsonl of ``c`` into ``out``; see the module's docstring."""
     n = c.records
@@ -142,8 +213,12 @@ def write_output(
     try:
         for split in c.splits:
             counted.totals = totals[split.name] = TokenTotals(strategy_table)
-            writer = ShardWriter(out, strategy_table, shard_bytes, shard_pattern(split.name))
-            placed = writer.write(counted, c.kept_len, c.kept_ids, split.order, split.row_offsets)
+            if engine is None or engine.workers == 1:
+                writer = ShardWriter(out, strategy_table, shard_bytes, shard_pattern(split.name))
+                placed = writer.write(counted, c.kept_len, c.kept_ids, split.order, split.row_offsets)
+                split_shards = writer.shards
+            else:
+                split_shards, placed = _write_split(out, c, split, strategy_table, shard_bytes, engine, counted)
             members = split.members
             if c.copies is not None:  # the first copy of each record, in shard, row, offset order
                 s_, r_, o_ = (v[members] for v in placed)
@@ -154,7 +229,7 @@ def write_output(
                 members = members[by[first]]
             for name, values in zip(("shard", "row", "offset"), placed, strict=True):
                 where[name][c.kept_ids[members]] = values[members]
-            shards[split.name] = writer.shards
+            shards[split.name] = split_shards
     finally:
         tokens.close()
     remove_spill(out, tokens_only=True)

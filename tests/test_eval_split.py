@@ -116,7 +116,7 @@ def test_eval_records_is_exact_and_the_smallest_hashes(tmp_path, demo_tok):
 @pytest.mark.parametrize("kwargs", [{"eval_fraction": 0.3}, {"eval_records": 25, "dedupe": True}])
 def test_one_or_three_parts_give_the_same_bytes(mixed, tmp_path, demo_tok, kwargs):  # noqa: F811
     one = build(mixed, tmp_path / "p1", tokenizer=demo_tok, seq_len=512, seed=3, **kwargs)
-    three = build(mixed, tmp_path / "p3", tokenizer=demo_tok, seq_len=512, seed=3, parts=3, **kwargs)
+    three = build(mixed, tmp_path / "p3", tokenizer=demo_tok, seq_len=512, seed=3, part_bytes=2_000, **kwargs)
     assert {k: v for k, v in one.items() if k != "build_seconds"} == {
         k: v for k, v in three.items() if k != "build_seconds"}
     assert output_files(tmp_path / "p3") == output_files(tmp_path / "p1")

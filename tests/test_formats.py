@@ -1061,7 +1061,7 @@ def test_check_inputs_unreadable_file_as_root_too(tmp_path: Path, monkeypatch, n
     """The same, with the refusal made up: root (as tests often run) may read any file."""
     import builtins
 
-    import packer.jsonvalues as jsonvalues
+    import packer.fsio as fsio  # the reader opens its files there
 
     path = write_jsonl(tmp_path / name, [ALPACA])
 
@@ -1070,7 +1070,7 @@ def test_check_inputs_unreadable_file_as_root_too(tmp_path: Path, monkeypatch, n
             raise PermissionError(13, "Permission denied", str(file))
         return builtins.open(file, *args, **kwargs)
 
-    monkeypatch.setattr(jsonvalues, "open", refuse, raising=False)
+    monkeypatch.setattr(fsio, "open", refuse, raising=False)
     assert error_of(path) == f"{path}: cannot read: Permission denied"
 
 

@@ -121,7 +121,7 @@ def test_same_seed_same_bytes_other_seed_other_sample(tmp_path, sources, demo_to
 
 def test_parts_do_not_change_the_output(tmp_path, sources, demo_tok, mixed_build):
     out, _ = mixed_build
-    build(sources, tmp_path / "p3", tokenizer=demo_tok, seq_len=512, shard_bytes=30_000, mix=WEIGHTS, parts=3)
+    build(sources, tmp_path / "p3", tokenizer=demo_tok, seq_len=512, shard_bytes=30_000, mix=WEIGHTS, part_bytes=2_000)
     assert output_files(tmp_path / "p3") == output_files(out)
 
 

@@ -104,7 +104,7 @@ def test_an_exchange_longer_than_seq_len_rejects_the_record(inputs, tmp_path, de
 def test_parts_do_not_change_a_split_build(inputs, tmp_path, demo_tok):
     kw = {"tokenizer": demo_tok, "seq_len": SEQ_LEN, "overlong": "split", "batch_size": 4}
     build([inputs, inputs], tmp_path / "p1", dedupe=True, **kw)
-    build([inputs, inputs], tmp_path / "p3", dedupe=True, parts=3, **kw)
+    build([inputs, inputs], tmp_path / "p3", dedupe=True, part_bytes=1_000, **kw)
     assert output_files(tmp_path / "p1") == output_files(tmp_path / "p3")
     assert verify(tmp_path / "p3") == []
 

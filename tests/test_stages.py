@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from packer import BuildError, build
-from packer.part import MapSpec, Part, map_part, split
+from packer.formats import check_inputs
+from packer.part import MapSpec, Part, map_part, parts_of
+from packer.plan import plan_inputs
 
 from .helpers import DEMO_TOKENIZER, EXAMPLES, output_files
 
@@ -51,25 +53,26 @@ def test_any_number_of_parts_gives_the_same_bytes(mixed, tmp_path, demo_tok, con
     if kwargs.get("overlong") == "split":
         assert one["counts"]["split"] >= 1
     expected = output_files(tmp_path / "p1")
-    for parts in (3, 7):
-        m = build(mixed, tmp_path / f"p{parts}", tokenizer=demo_tok, parts=parts, **kwargs)
+    for part_bytes in (5_000, 900):
+        m = build(mixed, tmp_path / f"p{part_bytes}", tokenizer=demo_tok, part_bytes=part_bytes, **kwargs)
         assert {k: v for k, v in m.items() if k != "build_seconds"} == {
             k: v for k, v in one.items() if k != "build_seconds"
         }
-        assert output_files(tmp_path / f"p{parts}") == expected, f"{parts} parts"
+        assert output_files(tmp_path / f"p{part_bytes}") == expected, f"parts of {part_bytes} bytes"
 
 
 def test_a_part_maps_from_its_pickled_spec_alone(mixed, tmp_path, demo_tok):
     # what a worker process gets: the spec and the part, as bytes; it loads the tokenizer and template itself
     spec = MapSpec(tokenizer=str(DEMO_TOKENIZER), tokenizer_sha256=demo_tok.sha256, seq_len=256, dedupe=True)
     names = [str(p) for p in mixed]
-    parts = split(names, 150, 3)
-    assert [(p.first_doc_id, p.take) for p in parts] == [(0, 50), (50, 50), (100, 50)]
+    parts = parts_of(names, plan_inputs(names, 20_000), check_inputs(names))
+    assert [p.first_doc_id for p in parts] == [0, 43, 70, 98, 107, 114, 158]
+    assert [p.piece.kind for p in parts] == ["lines", "array", "array", "array", "lines", "file", "lines"]
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     here = map_part(spec, parts[1], tmp_path / "a", tok=demo_tok)
     there = map_part(*pickle.loads(pickle.dumps((spec, parts[1]))), tmp_path / "b")
-    assert len(here) == len(there) == 50 and here.part.first_doc_id == 50
+    assert len(here) == len(there) == 27 and here.part.first_doc_id == 43
     for name in ("status", "tokens", "prompt_words", "digest_hi", "spilled"):
         assert np.array_equal(getattr(here.docs, name), getattr(there.docs, name)), name
     for f in sorted(p.name for p in (tmp_path / "a").iterdir()):
@@ -87,9 +90,10 @@ def test_strict_fails_on_a_duplicate_in_another_part(tmp_path, demo_tok):
     records = json.loads((EXAMPLES / "alpaca_demo.json").read_text())[:10]
     path = tmp_path / "in.json"
     path.write_text(json.dumps([*records, records[2]]))
-    for parts in (1, 2):
+    for part_bytes in (None, 700):
         with pytest.raises(BuildError, match=r"record 10: duplicate: same conversation as .*record 2 \(--strict\)"):
-            build([path], tmp_path / f"o{parts}", tokenizer=demo_tok, dedupe=True, strict=True, parts=parts)
+            build([path], tmp_path / f"o{part_bytes}", tokenizer=demo_tok, dedupe=True, strict=True,
+                  part_bytes=part_bytes)
 
 
 def test_more_parts_than_records(tmp_path, demo_tok):
@@ -97,7 +101,7 @@ def test_more_parts_than_records(tmp_path, demo_tok):
     path = tmp_path / "two.json"
     path.write_text(json.dumps(records))
     build([path], tmp_path / "p1", tokenizer=demo_tok)
-    m = build([path], tmp_path / "p5", tokenizer=demo_tok, parts=5)
+    m = build([path], tmp_path / "p5", tokenizer=demo_tok, part_bytes=1)
     assert m["counts"]["packed"] == 2
     assert output_files(tmp_path / "p5") == output_files(tmp_path / "p1")
-    assert [(p.first_doc_id, p.take) for p in split([str(path)], 2, 5)] == [(0, 1), (1, 1)]
+    assert [(p.piece.first_record, p.records) for p in plan_inputs([str(path)], 1)] == [(0, 1), (1, 1)]

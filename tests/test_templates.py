@@ -542,8 +542,8 @@ def test_a_drifting_template_is_caught_by_a_checked_record(demo_tok):
         assert late not in seen and out[late].text.endswith("short")
 
 
-@pytest.mark.parametrize("parts", [1, 3])
-def test_build_starts_over_with_jinja_after_a_drift(demo_tok, tmp_path, parts):
+@pytest.mark.parametrize("part_bytes", [None, 700])
+def test_build_starts_over_with_jinja_after_a_drift(demo_tok, tmp_path, part_bytes):
     # one decision for the whole build, however many parts the input is mapped in
     import json
 
@@ -565,7 +565,7 @@ def test_build_starts_over_with_jinja_after_a_drift(demo_tok, tmp_path, parts):
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     notices: list[str] = []
     m = build([data], tmp_path / "o", tokenizer=tok_dir, template="tokenizer", seq_len=512,
-              events=BuildEvents(on_notice=notices.append), parts=parts)
+              events=BuildEvents(on_notice=notices.append), part_bytes=part_bytes)
     assert sum("building again" in n for n in notices) == 1, notices
     # Jinja's render of the long record has other fixed text ("long"): not assembled, it is rejected
     assert m["counts"]["packed"] == len(rows) - 1 and m["counts"]["rejected"] == {"template_error": 1}

@@ -1,0 +1,207 @@
+"""An output on object storage: checked before the build, built on local scratch, uploaded after it.
+
+``build(..., output="s3://bucket/shards")`` (any URI :mod:`packer.fsio` reads) works as a local
+build does, with the staging folder on local disk instead of beside the target::
+
+    $TMPDIR (or --scratch DIR)/
+      .packer-staging-4242-x1y2/      this build (pid 4242): spill files, shards, documents, manifest
+    s3://bucket/shards/               the target: not written until the build is done
+
+    upload: put .packer-incomplete, delete the old manifest, delete the old output's other files
+            (packer's own only), upload every new file, the new manifest LAST, delete the marker
+
+Object storage has no rename, so the swap of a local build becomes this order: a reader that
+finds a manifest finds every file it lists (``PackedDataset`` checks sizes), and an upload cut
+short leaves no manifest and the marker, which the next build clears. As locally, a target
+holding anything packer did not write is refused before anything is built (and again before
+the upload), an up-to-date output is "nothing to do", and ``overwrite`` replaces a packer output.
+
+:func:`check_output_target` and :func:`make_staging` stand in for :func:`packer.outdir.check_target`
+and :class:`packer.outdir.Staging`, and give exactly those for a local output.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import fsio
+from .layout import MANIFEST_FILE, ShardError, _load_manifest
+from .outdir import INCOMPLETE_MARKER, Staging, Target, _pid_alive, check_target, checkpoint, is_packer_file
+from .records import BuildError
+
+__all__ = ["RemoteStaging", "RemoteTarget", "check_output_target", "make_staging", "upload"]
+
+#: local staging folders under the scratch directory: ``.packer-staging-<pid>-<random>``
+_SCRATCH_PREFIX = ".packer-staging-"
+_SCRATCH_NAME = re.compile(r"\.packer-staging-(\d+)-.+")
+#: files uploaded at once (the manifest waits for all of them)
+UPLOAD_THREADS = 8
+
+
+@dataclass(frozen=True)
+class RemoteTarget:
+    """What an output URI holds now (the counterpart of :class:`packer.outdir.Target`)."""
+
+    #: the output URI, as given
+    path: str
+    #: the manifest of a complete output there, or None
+    manifest: dict | None
+
+
+def check_output_target(output: str | os.PathLike, inputs: Sequence[str | os.PathLike]) -> Target | RemoteTarget:
+    """:func:`packer.outdir.check_target` for a local output; for a URI the same checks, on its filesystem:
+    refuse (touching nothing) an object where the folder should be, a folder holding an input or anything
+    packer did not write, a bucket that does not exist."""
+    if not fsio.is_uri(output):
+        return check_target(output, inputs)
+    uri = str(output)
+    try:
+        return _check_remote(uri, inputs)
+    except OSError as e:  # credentials, the server, the network
+        raise BuildError(f"{uri}: cannot look at the output there: {e}") from None
+
+
+def _check_remote(uri: str, inputs: Sequence[str | os.PathLike]) -> RemoteTarget:
+    fs, root = fsio.resolve(uri)
+    what, _ = fsio.kind(uri)
+    if what in ("file", "other"):
+        raise BuildError(f"{uri}: exists and is not a folder; name a new folder with -o")
+    scheme = uri.split("://", 1)[0].lower()
+    for p in inputs:
+        if fsio.is_uri(p) and str(p).split("://", 1)[0].lower() == scheme:
+            inner = fsio.resolve(str(p))[1]
+            if inner.startswith(root.rstrip("/") + "/"):
+                raise BuildError(f"{uri}: holds the input {p}; write the output to another folder with -o")
+    if what == "missing":
+        bucket = root.strip("/").split("/")[0]
+        if scheme in ("s3", "gs", "gcs") and bucket and fs.get_file_info(bucket).type.name == "NotFound":
+            raise BuildError(f"{uri}: the bucket {bucket!r} does not exist; create it, or name another with -o")
+        return RemoteTarget(uri, None)
+    children = fsio.list_dir(uri)
+    if not children:
+        return RemoteTarget(uri, None)
+    manifest = _manifest_or_none(uri)
+    foreign = _foreign(children, manifest)
+    if foreign is not None:
+        raise BuildError(
+            f"{uri}: holds {foreign[1]} {foreign[0]!r}, which packer did not write; packer replaces only its own "
+            "outputs: move it away, or write the output to another folder with -o"
+        )
+    incomplete = any(name == INCOMPLETE_MARKER for name, _ in children)
+    return RemoteTarget(uri, None if incomplete else manifest)
+
+
+def _manifest_or_none(uri: str) -> dict | None:
+    fs, root = fsio.resolve(uri)
+    try:
+        return _load_manifest(root, fs)
+    except (ShardError, OSError):
+        return None
+
+
+def _foreign(children: list[tuple[str, str]], manifest: dict | None) -> tuple[str, str] | None:
+    """(name, ``file`` | ``folder``) of the first entry packer did not write, or None (as
+    :func:`packer.outdir._foreign_child` decides for a local folder)."""
+    ours = manifest is not None or any(name == INCOMPLETE_MARKER for name, _ in children)
+    for name, what in children:
+        if not ours or not is_packer_file(name) or (what == "dir" and not name.startswith(".packer-")):
+            return name, "folder" if what == "dir" else "file"
+    return None
+
+
+def make_staging(target: Target | RemoteTarget, scratch: str | os.PathLike | None = None) -> Staging | RemoteStaging:
+    """Where the build writes: :class:`packer.outdir.Staging` beside a local target (``scratch`` unused), a
+    :class:`RemoteStaging` under ``scratch`` (default: ``tempfile.gettempdir()``) for an output URI."""
+    if isinstance(target, RemoteTarget):
+        return RemoteStaging(target, scratch)
+    return Staging(target)
+
+
+class RemoteStaging:
+    """A local folder under ``scratch`` the build writes into; :meth:`commit` uploads it to the target URI
+    (:func:`upload`), :meth:`discard` removes it. Staging folders of builds that were killed are removed
+    when the next one starts."""
+
+    def __init__(self, target: RemoteTarget, scratch: str | os.PathLike | None = None) -> None:
+        self.target = target
+        where = Path(scratch) if scratch is not None else Path(tempfile.gettempdir())
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+            for stale in where.iterdir():
+                m = _SCRATCH_NAME.fullmatch(stale.name)
+                if m and stale.is_dir() and not _pid_alive(int(m.group(1))):
+                    shutil.rmtree(stale, ignore_errors=True)
+            self.path = Path(tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-", dir=where))
+            (self.path / INCOMPLETE_MARKER).touch()
+        except OSError as e:
+            raise BuildError(f"--scratch {where}: cannot write there ({e.strerror or e}); the build stages its "
+                             "files there before uploading them") from None
+
+    def discard(self) -> None:
+        """Remove the local staging folder; the target stays as it was (or, after an upload cut short, without
+        a manifest and with the marker, for the next build to clear)."""
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def commit(self) -> None:
+        """Upload the finished build (its manifest is written) to the target, manifest last."""
+        if not (self.path / MANIFEST_FILE).is_file():
+            raise RuntimeError("commit before the manifest was written")
+        (self.path / INCOMPLETE_MARKER).unlink()
+        try:
+            upload(self.path, self.target.path)
+        except OSError as e:  # the network, the server, permissions: the target has no manifest now
+            raise BuildError(f"{self.target.path}: the upload failed ({e}); the output there is incomplete (no "
+                             "manifest) until a build completes") from None
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def upload(staged: str | os.PathLike, uri: str) -> None:
+    """Put the files of the local folder ``staged`` at the folder ``uri``: refuse if something packer did not
+    write appeared there, then mark it incomplete, delete the old manifest and the old output's other files
+    (packer's own only), upload every file, ``manifest.json`` last, and remove the mark."""
+    import pyarrow.fs as pafs
+
+    fs, root = fsio.resolve(uri)
+    local = pafs.LocalFileSystem()
+    staged = Path(staged)
+    names = sorted(p.name for p in staged.iterdir() if p.is_file() and p.name != INCOMPLETE_MARKER)
+    if MANIFEST_FILE not in names:
+        raise RuntimeError(f"{staged}: no {MANIFEST_FILE} to upload")
+    children = fsio.list_dir(uri)
+    foreign = _foreign(children, _manifest_or_none(uri)) if children else None
+    if foreign is not None:
+        raise BuildError(f"{uri}: {foreign[0]!r} appeared in the output folder during the build; the earlier "
+                         "output there is left as it was")
+    checkpoint("swap")
+
+    def at(name: str) -> str:
+        return posixpath.join(root, name)
+
+    def put(name: str) -> None:
+        pafs.copy_files(str(staged / name), at(name), source_filesystem=local, destination_filesystem=fs)
+
+    with fs.open_output_stream(at(INCOMPLETE_MARKER)):
+        pass
+    old = {name: what for name, what in children if name != INCOMPLETE_MARKER}
+    if MANIFEST_FILE in old:  # first: no manifest ever lists a mix of old and new files
+        fs.delete_file(at(MANIFEST_FILE))
+    for name, what in old.items():
+        if name == MANIFEST_FILE or name in names:  # a file of the new output replaces it
+            continue
+        if what == "dir":
+            fs.delete_dir(at(name))
+        else:
+            fs.delete_file(at(name))
+    with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
+        list(pool.map(put, [n for n in names if n != MANIFEST_FILE]))
+    checkpoint("swapped")
+    put(MANIFEST_FILE)
+    fs.delete_file(at(INCOMPLETE_MARKER))
