@@ -22,10 +22,12 @@ call (:mod:`packer.part` documents the data of each)::
     gather  packer.combine.combine(summaries, ...)     -> Combined       duplicates, losses, packing
     write   packer.write.write_output(...), then packer.manifest         shards, documents, rejections
 
-This function maps the input as one part (or ``parts`` ranges, one after the
-other) in this process, with the tokenizer encoding batch k+1 in a worker
-thread while this thread labels batch k; the output is the same for any
-number of parts and any batch size. Memory does not grow with the input
+By default this function maps the input as one part in this process, with
+the tokenizer encoding batch k+1 in a worker thread while this thread labels
+batch k; with ``workers`` (or ``part_bytes``) the input is cut into parts fixed
+by the input (:mod:`packer.plan`) and an engine (:mod:`packer.engine`) maps
+them and writes the shards. The output is the same for any parts, engine,
+worker count and batch size. Memory does not grow with the input
 beyond a few dozen bytes a record: tokens and rejection lines are spilled to
 files in the staging folder as each batch is done, and shards are written a
 record batch at a time from the spill.

@@ -66,8 +66,9 @@ def kill_input(tmp_path_factory) -> tuple[Path, dict[str, bytes], Path]:
 def test_killed_build_leaves_the_old_output_or_the_new_and_reruns(kill_input, tmp_path, rebuild):
     """SIGKILL at each phase of a build (a first build, or a rebuild over an older output), then the same command."""
     inp, expected, older = kill_input
-    # a first build has no half-done swap: it renames the staging folder in one step
-    phases = PHASES if rebuild else tuple(p for p in PHASES if p != "swapped")
+    # a first build has no half-done swap: it renames the staging folder in one step; before the swap every
+    # phase leaves the same (nothing at the target), so its first, last and the swap are enough
+    phases = PHASES if rebuild else ("tokens", "manifest", "swap")
     for phase in phases:
         out = tmp_path / f"kill-{phase}"
         if rebuild:

@@ -108,7 +108,7 @@ def test_a_killed_worker_is_replaced_and_its_part_mapped_again(inputs, tok, refe
     assert output_files(tmp_path / "out") == reference
 
 
-@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_random_cuts_give_the_same_bytes(inputs, tok, reference, tmp_path_factory, data):
     cuts = {i: data.draw(st.lists(st.integers(1, os.path.getsize(p) - 1), max_size=6), label=f"cuts {i}")
