@@ -54,6 +54,7 @@ from .options import (
     DEFAULT_SHARD_BYTES,
     LOADERS,
     OVERLONG_POLICIES,
+    PACK_SCOPES,
     SYSTEM_POLICIES,
     TEMPLATE_CHOICES,
 )
@@ -75,7 +76,8 @@ class BuildEvents:
     on_records: Callable[[int, int], None] | None = None  # (records read, tokens so far)
     on_rejection: Callable[[Rejection], None] | None = None
     on_notice: Callable[[str], None] | None = None
-    #: (phase, done, total): "reading" in bytes of input, then "packing", then "writing" in documents
+    #: (phase, done, total): "planning" (cutting the input into parts, with workers) and "reading" in bytes of
+    #: input, then "packing", then "writing" in documents
     on_progress: Callable[[str, int, int], None] | None = None
     #: every check passed and the build starts writing (its staging folder): a failure before is one error
     on_start: Callable[[], None] | None = None
@@ -118,6 +120,7 @@ def build(
     part_bytes: int | None = None,
     scratch: str | os.PathLike | None = None,
     cuts: Mapping[int, Sequence[int]] | None = None,
+    pack_scope: str = "global",
     eval_fraction: float | None = None,
     eval_records: int | None = None,
     seed: int = 0,
@@ -146,7 +149,9 @@ def build(
     :data:`~packer.plan.DEFAULT_PART_BYTES` when there is more than one worker, else one
     part) or at the byte offsets ``cuts`` (input index -> offsets; for tests),
     whatever the number of workers (:mod:`packer.plan`): the output is the same, byte
-    for byte, for any parts, workers and engine.
+    for byte, for any parts, workers and engine. ``pack_scope="part"``: pack each
+    part's documents alone (no row mixes parts; for inputs too large for one driver
+    to pack): the rows then depend on ``part_bytes``, never on the workers.
     ``scratch``: the local folder an output URI (``s3://...``) is staged in (spill files, shards) before it
     is uploaded, manifest last (:mod:`packer.publish`); default ``tempfile.gettempdir()``. A local output is
     staged beside itself. Inputs may be URIs too (``s3://bucket/data/*.jsonl``; :mod:`packer.fsio`).
@@ -182,6 +187,8 @@ def build(
         raise BuildError(f"--workers must be at least 1, not {workers}")
     if isinstance(engine, str) and engine not in ENGINES:
         raise BuildError(f"unknown engine {engine!r}; choose {'|'.join(ENGINES)}")
+    if pack_scope not in PACK_SCOPES:
+        raise BuildError(f"unknown --pack-scope {pack_scope!r}; choose {'|'.join(PACK_SCOPES)}")
     if part_bytes is not None and part_bytes < 1:
         raise BuildError(f"--part-size must be at least 1 byte, not {part_bytes}")
     if max_rejected is not None and not 0 <= max_rejected <= 1:
@@ -224,6 +231,10 @@ def build(
         "shard_bytes": shard_bytes,
         **({"eval": eval_split.key()} if eval_split is not None else {}),
         **({"mix": mixture.key()} if mixture is not None else {}),
+        # packing each part alone makes the rows depend on the parts: their size is part of the key then
+        **({"pack_scope": {"part_bytes": part_bytes or DEFAULT_PART_BYTES,
+                           "cuts": {str(k): sorted(v) for k, v in cuts.items()} if cuts is not None else None}}
+           if pack_scope == "part" else {}),
     }
     if target.manifest is not None and not overwrite:
         if up_to_date(target.path, target.manifest, key):
@@ -244,16 +255,17 @@ def build(
         ev.on_start()
     runner = make_engine(engine, workers) if isinstance(engine, str) else engine
     try:
-        if isinstance(runner, LocalEngine) and part_bytes is None and cuts is None:
+        if isinstance(runner, LocalEngine) and part_bytes is None and cuts is None and pack_scope == "global":
             todo = [Part(tuple(names))]  # the whole input as one part: nothing to count first
         else:
-            planned = plan_inputs(names, part_bytes or DEFAULT_PART_BYTES, cuts=cuts, scan=runner.map)
+            planned = plan_inputs(names, part_bytes or DEFAULT_PART_BYTES, cuts=cuts, scan=runner.map,
+                                  on_progress=lambda done, total: ev.progress("planning", done, total))
             todo = parts_of(names, planned, formats)
         summaries, tpl = _map(todo, spec, staging.path, tok, tpl, ev, runner)
         manifest = _gather_and_write(summaries, spec, staging.path, tok=tok, tpl=tpl, key=key, inputs=names,
                                      strategy_table=strategy_table, packing=packing, max_rejected=max_rejected,
                                      eval_split=eval_split, mix=mixture, shard_bytes=shard_bytes, events=ev, t0=t0,
-                                     engine=runner)
+                                     engine=runner, pack_scope=pack_scope)
         staging.commit()
         return manifest
     except BaseException:
@@ -317,11 +329,11 @@ def _gather_and_write(
     summaries: Sequence[PartSummary], spec: MapSpec, workdir: Path, *, tok: TokenizerInfo, tpl: ChatTemplate,
     key: dict, inputs: list[str], strategy_table: dict[str, tuple[str, ...]], packing: str,
     max_rejected: float | None, eval_split: EvalSplit | None, shard_bytes: int, events: BuildEvents, t0: float,
-    mix: Mix | None = None, engine: Engine | None = None,
+    mix: Mix | None = None, engine: Engine | None = None, pack_scope: str = "global",
 ) -> dict:
     """The gather and write stages: combine the parts, pack, write every file, the manifest last."""
-    c = combine(summaries, spec, workdir, packing=packing, max_rejected=max_rejected, eval_split=eval_split,
-                mix=mix, events=events)
+    c = combine(summaries, spec, workdir, packing=packing, pack_scope=pack_scope, max_rejected=max_rejected,
+                eval_split=eval_split, mix=mix, events=events)
     if c.loader_difference:
         events.notice(f"the other tokenizer loader gives other ids: {c.loader_difference}; these shards "
                       f"follow --tokenizer-loader {tok.loader}: train and serve with the same")

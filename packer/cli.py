@@ -33,6 +33,7 @@ from .options import (
     FORMATS,
     LOADERS,
     OVERLONG_POLICIES,
+    PACK_SCOPES,
     SYSTEM_POLICIES,
     TEMPLATE_CHOICES,
 )
@@ -277,11 +278,14 @@ def _raise_terminated(signum: int, frame: object) -> None:
 @click.option("--scratch", default=None, type=click.Path(file_okay=False), metavar="DIR",
               help="local folder an output URI (-o s3://bucket/shards) is built in before it is uploaded, manifest "
               "last [default: the system's temporary folder]")
+@click.option("--pack-scope", default="global", show_default=True, type=click.Choice(PACK_SCOPES),
+              help="global: pack all documents together; part: pack each part (--part-size) alone, no row mixing "
+              "parts (for inputs too large for one machine to pack)")
 @click.option("-q", "--quiet", is_flag=True, help="no progress, no per-record messages")
 @_debug_option
 def build_cmd(inputs, recipe, output, tokenizer, tokenizer_loader, template, system, blank_turns, fmt, columns,
               seq_len, strategies, packing, overlong, max_rejected, shard_size, overwrite, strict, dedupe,
-              eval_fraction, eval_records, seed, mix, workers, engine, part_size, scratch, quiet) -> None:
+              eval_fraction, eval_records, seed, mix, workers, engine, part_size, pack_scope, scratch, quiet) -> None:
     """Pack INPUTS (JSON, JSONL, Parquet, HF datasets; Alpaca, ShareGPT, messages, prompt/completion or text) into
     the folder OUTPUT."""
     io = _io()
@@ -290,7 +294,8 @@ def build_cmd(inputs, recipe, output, tokenizer, tokenizer_loader, template, sys
                 strategies=strategies, packing=packing, overlong=overlong, max_rejected=max_rejected,
                 shard_bytes=shard_size * 2**20, overwrite=overwrite, strict=strict, dedupe=dedupe,
                 eval_fraction=eval_fraction, eval_records=eval_records, seed=seed, mix=None, workers=workers,
-                engine=engine, part_bytes=None if part_size is None else part_size * 2**20, scratch=scratch)
+                engine=engine, part_bytes=None if part_size is None else part_size * 2**20, pack_scope=pack_scope,
+                scratch=scratch)
     if recipe is not None:
         inputs, opts = _with_recipe(io, recipe, inputs, mix, opts)
     elif not inputs:

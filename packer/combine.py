@@ -233,6 +233,8 @@ class Combined:
     #: ``--overlong split``: records packed as several documents (pieces), and the pieces they make
     split: int = 0
     split_pieces: int = 0
+    #: ``global``, or ``part``: each part of the input packed alone (``build(pack_scope="part")``)
+    pack_scope: str = "global"
 
     @property
     def order(self) -> np.ndarray:
@@ -336,9 +338,11 @@ def _duplicate_of(has: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray
 def combine(
     summaries: Sequence[PartSummary], spec: MapSpec, workdir: Path, *, packing: str,
     max_rejected: float | None = None, eval_split: EvalSplit | None = None, mix: Mix | None = None,
-    events=None,  # type: ignore[no-untyped-def]
+    events=None, pack_scope: str = "global",  # type: ignore[no-untyped-def]
 ) -> Combined:
-    """Join the parts, decide duplicates, check the losses, pack; see the module's docstring."""
+    """Join the parts, decide duplicates, check the losses, pack; see the module's docstring. ``pack_scope``:
+    ``global`` packs all documents of a split together; ``part`` packs each part's documents alone (rows never
+    mix parts), the rows of part 0 first."""
     parts = sorted(summaries, key=lambda s: s.part.first_doc_id)
     if not parts:
         raise BuildError("internal error: no part to combine")
@@ -477,7 +481,19 @@ def combine(
         events.progress("packing", 0, 1)
     kept_len = spilled_len[spill_index]
     splits = []
+    firsts = np.array([s.part.first_doc_id for s in parts], dtype=np.int64)
     for name, members in groups:
+        if pack_scope == "part":  # members are in doc_id order, so each part's are a run of them
+            part_of = np.searchsorted(firsts, kept_ids[members], side="right") - 1
+            cuts = np.flatnonzero(np.diff(part_of)) + 1
+            orders, offsets = [], [np.zeros(1, dtype=np.int64)]
+            for run in np.split(members, cuts) if len(members) else []:
+                local, ro = rows_from_bins(pack(kept_len[run], spec.seq_len, packing))
+                orders.append(run[local])
+                offsets.append(ro[1:] + offsets[-1][-1])
+            order = np.concatenate(orders) if orders else members[:0]
+            splits.append(SplitRows(name, order.astype(np.int64), np.concatenate(offsets), members))
+            continue
         local, row_offsets = rows_from_bins(pack(kept_len[members], spec.seq_len, packing))
         splits.append(SplitRows(name, members[local].astype(np.int64), row_offsets, members))
     if events is not None:
@@ -492,7 +508,7 @@ def combine(
         absorbed=absorbed, loader_difference=next((s.loader_difference for s in parts if s.part.first_doc_id == 0),
                                                   None),
         eval_split=eval_split, eval_leaked=leaked, mix=mix, copies=copies, input_of=input_of,
-        split=split_records, split_pieces=split_pieces,
+        split=split_records, split_pieces=split_pieces, pack_scope=pack_scope,
     )
 
 

@@ -131,8 +131,11 @@ class ProcessEngine:
                     except BrokenProcessPool as e:  # a worker died: every task still in the pool is lost
                         self.restarts += 1
                         if self.restarts > RETRIES:
-                            raise BuildError(f"a build worker died {self.restarts} times (killed, or out of "
-                                             f"memory?): {e}") from None
+                            raise BuildError(
+                                f"a build worker died {self.restarts} times (killed, or out of memory?), or could not "
+                                "start: a Python script that builds with workers must call build() under "
+                                f"`if __name__ == \"__main__\":` (workers are spawned and import the script): {e}"
+                            ) from None
                         lost = [i, *pending.values()]
                         pending.clear()
                         self._shutdown(cancel=True)

@@ -107,7 +107,8 @@ def make_manifest(
         },
         "template": {"name": tpl.name, "sha256": tpl.sha256, "source": tpl.source, "system": tpl.system,
                      "refuses_system": tpl.refuses_system},
-        "packing": {"algorithm": packing, **_packing(c, train, seq_len), "overlong": overlong},
+        "packing": {"algorithm": packing, **({"scope": "part"} if c.pack_scope == "part" else {}),
+                    **_packing(c, train, seq_len), "overlong": overlong},
         "roles": dict(R.ROLES),
         "strategies": {k: list(v) for k, v in strategy_table.items()},
         "inputs": [

@@ -35,5 +35,7 @@ LOADERS: tuple[str, ...] = ("file", "transformers")
 SYSTEM_POLICIES: tuple[str, ...] = ("merge", "drop", "reject")
 #: a blank turn inside a conversation: the record rejected, or the turn dropped with the turn that answers it
 BLANK_TURN_POLICIES: tuple[str, ...] = ("reject", "drop")
+#: what a build packs together: all documents of a split, or each part of the input alone
+PACK_SCOPES: tuple[str, ...] = ("global", "part")
 #: who runs a build's workers (see :mod:`packer.engine`)
 ENGINES: tuple[str, ...] = ("process", "ray")

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from . import fsio
@@ -98,6 +98,14 @@ def _count(path: str) -> int:
 
 
 def _jsonl_pieces(path: str, size: int, at: list[int]) -> list[tuple[Piece, int]]:
+    starts = _line_starts(path, size, at)
+    ends = [*starts[1:], size]
+    return _numbered(starts, ends, [_count_lines(path, a, b) for a, b in zip(starts, ends, strict=True)])
+
+
+def _line_starts(path: str, size: int, at: list[int]) -> list[int]:
+    """Where the JSON Lines pieces start: 0, and the first line start at or after each cut (a seek and a line
+    read per cut)."""
     starts = [0]
     with fsio.open_input(path) as f:
         for t in at:
@@ -107,10 +115,14 @@ def _jsonl_pieces(path: str, size: int, at: list[int]) -> list[tuple[Piece, int]
             f.readline()  # to the end of the line holding byte t - 1: the next line starts at or after t
             if f.tell() < size:
                 starts.append(f.tell())
+    return starts
+
+
+def _numbered(starts: list[int], ends: list[int], counts: list[tuple[int, int]]) -> list[tuple[Piece, int]]:
+    """JSON Lines pieces with their first record and line, from each piece's (lines, records)."""
     out = []
     lines = records = 0
-    for a, b in zip(starts, [*starts[1:], size], strict=True):
-        n_lines, n_records = _count_lines(path, a, b)
+    for a, b, (n_lines, n_records) in zip(starts, ends, counts, strict=True):
         out.append((Piece("lines", a, b, records, lines), n_records))
         lines += n_lines
         records += n_records
@@ -232,18 +244,53 @@ def _elements(win: _ByteWindow, pos: int, at: list[int]) -> list[tuple[Piece, in
 
 def plan_inputs(
     inputs: Sequence[str], part_bytes: int | None, *, cuts: Mapping[int, Sequence[int]] | None = None,
-    count: bool = True, scan=None,  # type: ignore[no-untyped-def]
+    count: bool = True, scan=None, on_progress: Callable[[int, int], None] | None = None,  # type: ignore[no-untyped-def]
 ) -> list[Planned]:
     """Every input's pieces in input order (see the module's docstring). ``cuts``: byte offsets per input index
-    (tests and experiments), instead of ``part_bytes``. ``scan``: runs ``scan_file`` over a list of argument
-    tuples and returns the results in order (an engine's ``map``; default: here, one after the other)."""
-    args = [(p, part_bytes, None if cuts is None else cuts.get(i, ()), count) for i, p in enumerate(inputs)]
-    results = scan(scan_file, args) if scan is not None else [scan_file(*a) for a in args]
+    (tests and experiments), instead of ``part_bytes``. ``scan``: runs a function over a list of argument
+    tuples and returns the results in order (an engine's ``map``, called as ``scan(fn, calls, on_done)``;
+    default: here, one after the other). ``on_progress(done, total)``: bytes of the inputs planned so far.
+
+    JSON Lines are cut here (a seek per cut) and counted a piece per task, so that one big file is counted by
+    every worker; every other file is scanned by a task of its own (:func:`scan_file`).
+    """
+    sizes = [fsio.size(p) for p in inputs]
+    total = sum(sizes)
+    done = [0]
+
+    def run(fn: Callable, calls: list[tuple], weights: list[int]) -> list:  # type: ignore[type-arg]
+        def on_done(k: int, _: object) -> None:
+            done[0] += weights[k]
+            if on_progress is not None:
+                on_progress(done[0], total)
+
+        if scan is None:
+            out = []
+            for k, c in enumerate(calls):
+                out.append(fn(*c))
+                on_done(k, None)
+            return out
+        return scan(fn, calls, on_done)
+
+    at = [_thresholds(sizes[i], part_bytes, None if cuts is None else cuts.get(i, ())) for i in range(len(inputs))]
+    lines = [container(p) == "jsonl" for p in inputs]
+    others = [i for i in range(len(inputs)) if not lines[i]]
+    found: dict[int, list[tuple[Piece, int]]] = dict(zip(others, run(
+        scan_file, [(inputs[i], part_bytes, None if cuts is None else cuts.get(i, ()), count) for i in others],
+        [sizes[i] for i in others]), strict=True))
+    ranges = []
+    for i in (i for i in range(len(inputs)) if lines[i]):
+        starts = _line_starts(inputs[i], sizes[i], at[i])
+        ranges += [(i, a, b) for a, b in zip(starts, [*starts[1:], sizes[i]], strict=True)]
+    counts = run(_count_lines, [(inputs[i], a, b) for i, a, b in ranges], [b - a for _, a, b in ranges])
+    for i in (i for i in range(len(inputs)) if lines[i]):
+        mine = [(a, b, c) for (j, a, b), c in zip(ranges, counts, strict=True) if j == i]
+        found[i] = _numbered([a for a, _, _ in mine], [b for _, b, _ in mine], [c for _, _, c in mine])
     out = []
-    for i, (path, pieces) in enumerate(zip(inputs, results, strict=True)):
-        size = fsio.size(path)
+    for i in range(len(inputs)):
+        pieces = found[i]
         for piece, n in pieces:
-            nbytes = piece.end - piece.start if piece.kind in ("lines", "array") else size // len(pieces)
+            nbytes = piece.end - piece.start if piece.kind in ("lines", "array") else sizes[i] // len(pieces)
             out.append(Planned(i, piece, n, nbytes))
     return out
 

@@ -51,7 +51,7 @@ def tok():
 
 
 @pytest.fixture(scope="module")
-def reference(inputs, tok, tmp_path_factory) -> dict[str, str]:
+def reference_out(inputs, tok, tmp_path_factory) -> Path:
     """Today's build: one process, the whole input as one part."""
     out = tmp_path_factory.mktemp("reference") / "out"
     m = build(inputs, out, tokenizer=tok, **OPTIONS)
@@ -59,7 +59,12 @@ def reference(inputs, tok, tmp_path_factory) -> dict[str, str]:
     # every outcome is here: bad records, duplicates, a truncation, an eval split
     assert c["duplicates"] >= 2 and c["truncated"] >= 1 and len(c["rejected"]) >= 3, c
     assert len(m["shards"]) >= 2
-    return output_files(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(reference_out) -> dict[str, str]:
+    return output_files(reference_out)
 
 
 def cuts_into(inputs: list[str], n: int, uneven: bool = False) -> dict[int, list[int]]:
@@ -147,3 +152,34 @@ def test_a_bad_record_names_the_same_line_in_any_part(inputs, tok, tmp_path):
 
 def test_the_engine_keeps_the_order_of_its_calls():
     assert LocalEngine().map(pow, [(2, 3), (3, 2)]) == [8, 9]
+
+
+def test_pack_scope_part_packs_each_part_alone(inputs, tok, reference_out, tmp_path):
+    import numpy as np
+    import pyarrow as pa
+
+    out = tmp_path / "scoped"
+    m = build(inputs, out, tokenizer=tok, pack_scope="part", part_bytes=40_000, **OPTIONS)
+    assert m["packing"]["scope"] == "part"
+    parts = parts_of(inputs, plan_inputs(inputs, 40_000), check_inputs(inputs))
+    firsts = np.array([p.first_doc_id for p in parts])
+    assert len(parts) >= 4
+    rows = 0
+    for shard in m["shards"]:
+        for doc_ids in pa.ipc.open_file(str(out / shard["file"])).read_all()["doc_ids"].to_pylist():
+            assert len(set(np.searchsorted(firsts, doc_ids, side="right") - 1)) == 1, "a row mixes parts"
+            rows += 1
+    assert rows == m["packing"]["rows"]
+    # the same records and tokens as the global packing, in more rows: each part's last rows are part-full
+    whole = json.loads((reference_out / "manifest.json").read_text())
+    assert m["counts"] == whole["counts"] and m["tokens"] == whole["tokens"]
+    assert whole["packing"]["rows"] < m["packing"]["rows"] <= whole["packing"]["rows"] + 2 * len(parts)
+    # the rows depend on the parts, so on --part-size: another size is another build, never "nothing to do"
+    with pytest.raises(BuildError, match="other inputs or options"):
+        build(inputs, out, tokenizer=tok, pack_scope="part", part_bytes=20_000, **OPTIONS)
+    pool = ProcessEngine(2)
+    try:
+        build(inputs, tmp_path / "pool", tokenizer=tok, engine=pool, pack_scope="part", part_bytes=40_000, **OPTIONS)
+    finally:
+        pool.close()
+    assert output_files(tmp_path / "pool") == output_files(out)
