@@ -308,6 +308,10 @@ def _expand(members: np.ndarray, k: np.ndarray) -> np.ndarray:
     return (first + within).astype(np.int64)
 
 
+#: buckets of the table that finds records whose digest may recur (16 MB of bools)
+_TABLE_BITS = 1 << 24
+
+
 def _duplicate_of(has: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     """Per record, the doc_id of the first record with the same digest, or NULL (the first itself,
     and records without a digest)."""
@@ -315,17 +319,23 @@ def _duplicate_of(has: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray
     docs = np.flatnonzero(has)
     if not len(docs):
         return out
-    # by digest, then doc_id: one argsort of the high halves (a three-key lexsort takes 10x as long: 35 s at
-    # 10M records), then the runs of equal high halves (the duplicates) sorted again by (low half, doc_id)
-    order = np.argsort(hi[docs])
-    h = hi[docs][order]
-    tie = np.zeros(len(h), dtype=bool)
-    tie[1:] = h[1:] == h[:-1]
-    tie[:-1] |= tie[1:]
-    if tie.any():
-        at = np.flatnonzero(tie)
-        sub = order[at]
-        order[at] = sub[np.lexsort((docs[sub], lo[docs][sub], hi[docs][sub]))]
+    # only records whose high half of the digest recurs can have a copy: find those with a sort of the values
+    # (an argsort, or a three-key lexsort, of every record takes 6-25x as long: 4.3 s / 35 s at 10M records),
+    # then sort just them by (digest, doc_id)
+    sorted_hi = np.sort(hi[docs])
+    recurring = np.unique(sorted_hi[1:][sorted_hi[1:] == sorted_hi[:-1]])
+    del sorted_hi
+    if not len(recurring):
+        return out
+    # a table of the recurring values' low bits picks the few records that may hold one (a gather, where a binary
+    # search of every record costs 2 s at 10M), then the exact check on those
+    table = np.zeros(_TABLE_BITS, dtype=bool)
+    table[recurring & (_TABLE_BITS - 1)] = True
+    docs = docs[table[hi[docs] & (_TABLE_BITS - 1)]]
+    at = np.searchsorted(recurring, hi[docs])
+    at[at == len(recurring)] = 0
+    docs = docs[recurring[at] == hi[docs]]
+    order = np.lexsort((docs, lo[docs], hi[docs]))
     d, h, low = docs[order], hi[docs][order], lo[docs][order]
     new = np.ones(len(d), dtype=bool)
     new[1:] = (h[1:] != h[:-1]) | (low[1:] != low[:-1])

@@ -205,21 +205,39 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-@pytest.mark.parametrize(("sig", "code", "word"), [(signal.SIGINT, 130, "interrupted"),
-                                                   (signal.SIGTERM, 143, "terminated")])
-def test_ctrl_c_and_sigterm_leave_the_old_output(old_output, tmp_path, slow_input, sig, code, word):
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.parametrize(("sig", "code", "word", "workers"), [
+    (signal.SIGINT, 130, "interrupted", 1), (signal.SIGTERM, 143, "terminated", 1),
+    (signal.SIGINT, 130, "interrupted", 2), (signal.SIGTERM, 143, "terminated", 2)])
+def test_ctrl_c_and_sigterm_leave_the_old_output(old_output, tmp_path, slow_input, sig, code, word, workers):
     before = tree(old_output)
     paused = tmp_path / "paused"
-    # the build waits in its first batch of tokens (a checkpoint) for the signal: no race with a fast machine
+    # the build waits in its first batch of tokens (a checkpoint; with workers, in a worker) for the signal: no
+    # race with a fast machine. The signal goes to the build alone, not to its workers (as `kill` does): the
+    # build stops them
     env = {**os.environ, "PACKER_TEST_PAUSE_AT": "tokens", "PACKER_TEST_PAUSED": str(paused)}
     proc = subprocess.Popen([sys.executable, "-c", CLI, "build", str(slow_input), "-o", str(old_output),
-                             "--overwrite", "--tokenizer", str(DEMO_TOKENIZER), "--seq-len", "512", "-q"],
+                             "--overwrite", "--tokenizer", str(DEMO_TOKENIZER), "--seq-len", "512", "-q",
+                             "--workers", str(workers), "--part-size", "1"],
                             stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_default_sigint)
     deadline = time.monotonic() + 60
     while not paused.exists():
         assert time.monotonic() < deadline and proc.poll() is None, "the build never reached its first tokens"
         time.sleep(0.02)
     assert [p for p in tmp_path.iterdir() if p.name.startswith(".out.packer-staging-")]
+    children = _children(proc.pid)
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == code, stderr
@@ -227,6 +245,10 @@ def test_ctrl_c_and_sigterm_leave_the_old_output(old_output, tmp_path, slow_inpu
     assert tree(old_output) == before
     paused.unlink()  # the test's own
     no_strays(tmp_path, "out")
+    time.sleep(0.5)
+    alive = [c for c in children if Path(f"/proc/{c}").exists()
+             and "spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")]
+    assert not alive, "a worker of the build runs on"
 
 
 @pytest.mark.parametrize("phase", ["swap", "swapped"])

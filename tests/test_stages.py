@@ -105,3 +105,24 @@ def test_more_parts_than_records(tmp_path, demo_tok):
     assert m["counts"]["packed"] == 2
     assert output_files(tmp_path / "p5") == output_files(tmp_path / "p1")
     assert [(p.piece.first_record, p.records) for p in plan_inputs([str(path)], 1)] == [(0, 1), (1, 1)]
+
+
+def test_duplicates_are_found_by_the_whole_digest():
+    """The duplicate search against a plain dictionary: digests whose halves collide (high halves equal, low
+    halves apart; high halves equal in their low 24 bits, the search's table) are told apart."""
+    from packer.combine import _duplicate_of
+    from packer.doctable import NULL
+
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        n = int(rng.integers(1, 80))
+        has = rng.integers(0, 2, n).astype(np.uint8)
+        hi = rng.integers(-3, 4, n).astype(np.int64) << 24  # equal low bits: the table cannot tell them apart
+        lo = rng.integers(0, 3, n).astype(np.int64)
+        first: dict[tuple[int, int], int] = {}
+        expected = np.full(n, NULL, dtype=np.int64)
+        for i in np.flatnonzero(has).tolist():
+            expected[i] = first.setdefault((int(hi[i]), int(lo[i])), i)
+            if expected[i] == i:
+                expected[i] = NULL
+        assert _duplicate_of(has, hi, lo).tolist() == expected.tolist()
