@@ -7,7 +7,7 @@ compared without ``build_seconds`` (a wall time) and ``packer_version``.
     git worktree add /tmp/old <commit> && (cd /tmp/old && python benchmarks/identity.py build /tmp/id-old)
     python benchmarks/identity.py build /tmp/id-new
     python benchmarks/identity.py compare /tmp/id-old /tmp/id-new
-    python benchmarks/identity.py build /tmp/id-parts --parts 5     # the same bytes from 5 parts
+    python benchmarks/identity.py build /tmp/id-pool --workers 2 --part-kb 64   # the same bytes from 2 workers
     python benchmarks/identity.py compare-columns /tmp/id-old /tmp/id-new   # across a format change
 
 Configurations that need ``../shared`` (real data and tokenizers) are skipped, named, where it is absent.
@@ -66,7 +66,7 @@ def configurations() -> dict[str, tuple[list[Path], dict]]:
     return out
 
 
-def build_all(dest: Path, only: list[str], parts: int = 1) -> int:
+def build_all(dest: Path, only: list[str], workers: int = 1, part_kb: int | None = None) -> int:
     from packer import BuildError, build
 
     dest = dest.resolve()
@@ -82,7 +82,8 @@ def build_all(dest: Path, only: list[str], parts: int = 1) -> int:
             continue
         t0 = time.perf_counter()
         try:
-            extra = {"parts": parts} if parts > 1 else {}  # the same bytes for any number of parts
+            # the same bytes for any workers and parts
+            extra = {"workers": workers, **({"part_bytes": part_kb << 10} if part_kb else {})}
             m = build(inputs, dest / name, **kwargs, **extra, overwrite=True)
         except BuildError as e:  # an input this packer cannot read yet: the failure is compared too
             (dest / name).mkdir(exist_ok=True)
@@ -167,7 +168,8 @@ def main() -> int:
     b = sub.add_parser("build")
     b.add_argument("dest", type=Path)
     b.add_argument("only", nargs="*")
-    b.add_argument("--parts", type=int, default=1, help="map the input in this many parts (packer.build's parts)")
+    b.add_argument("--workers", type=int, default=1, help="build with this many worker processes")
+    b.add_argument("--part-kb", type=int, default=None, help="cut the input into parts of this many KiB")
     c = sub.add_parser("compare")
     c.add_argument("a", type=Path)
     c.add_argument("b", type=Path)
@@ -176,7 +178,7 @@ def main() -> int:
     cc.add_argument("b", type=Path)
     args = ap.parse_args()
     if args.cmd == "build":
-        return build_all(args.dest, args.only, args.parts)
+        return build_all(args.dest, args.only, args.workers, args.part_kb)
     return compare(args.a, args.b) if args.cmd == "compare" else compare_columns(args.a, args.b)
 
 

@@ -12,7 +12,7 @@ on another part, so parts can be mapped in any order, in any process
 (:class:`MapSpec` and :class:`Part` pickle; :mod:`packer.engine` runs them), and
 :mod:`packer.combine` puts them together::
 
-    191 records of alpaca_demo.json + sharegpt_demo.jsonl, in three parts:
+    records of a.json (an array) and b.jsonl, in three parts (packer.plan):
       Part(input=0, piece=array bytes 1..30k,   first_doc_id=0,   tag=0) -> doc_ids 0..63    .packer-spill-0-*
       Part(input=0, piece=array bytes 30k..61k, first_doc_id=64,  tag=1) -> doc_ids 64..127  .packer-spill-1-*
       Part(input=1, piece=lines bytes 0..40k,   first_doc_id=128, tag=2) -> doc_ids 128..190 .packer-spill-2-*

@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+import jsonschema
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -161,6 +162,7 @@ def test_pack_scope_part_packs_each_part_alone(inputs, tok, reference_out, tmp_p
     out = tmp_path / "scoped"
     m = build(inputs, out, tokenizer=tok, pack_scope="part", part_bytes=40_000, **OPTIONS)
     assert m["packing"]["scope"] == "part"
+    jsonschema.validate(m, json.loads((Path(__file__).parents[1] / "schemas" / "manifest.schema.json").read_text()))
     parts = parts_of(inputs, plan_inputs(inputs, 40_000), check_inputs(inputs))
     firsts = np.array([p.first_doc_id for p in parts])
     assert len(parts) >= 4
@@ -183,3 +185,28 @@ def test_pack_scope_part_packs_each_part_alone(inputs, tok, reference_out, tmp_p
     finally:
         pool.close()
     assert output_files(tmp_path / "pool") == output_files(out)
+
+
+def test_parquet_row_groups_and_arrow_files_as_parts(tmp_path, demo_tok):
+    """Parquet cut at row groups, an Arrow file as one part, a JSON object file as one part: the same bytes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from packer.plan import scan_file
+
+    from .helpers import EXAMPLES
+
+    records = json.loads((EXAMPLES / "alpaca_demo.json").read_text())
+    table = pa.Table.from_pylist(records)
+    pq.write_table(table, tmp_path / "a.parquet", row_group_size=16)
+    with pa.OSFile(str(tmp_path / "b.arrow"), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table.slice(0, 40), max_chunksize=8)
+    (tmp_path / "c.json").write_text(json.dumps(records[7]))
+    inputs = [str(tmp_path / n) for n in ("a.parquet", "b.arrow", "c.json")]
+    pieces = scan_file(inputs[0], part_bytes=3_000)
+    assert len(pieces) > 3 and {p.kind for p, _ in pieces} == {"row_groups"}
+    assert sum(n for _, n in pieces) == len(records)
+    kw = {"tokenizer": demo_tok, "seq_len": 512, "dedupe": True}
+    build(inputs, tmp_path / "whole", **kw)
+    build(inputs, tmp_path / "parts", part_bytes=3_000, **kw)
+    assert output_files(tmp_path / "parts") == output_files(tmp_path / "whole")
