@@ -50,6 +50,7 @@ from .layout import file_sha256
 from .manifest import make_manifest, up_to_date, write_manifest
 from .options import (
     ALGORITHMS,
+    BACKENDS,
     BLANK_TURN_POLICIES,
     DEFAULT_SHARD_BYTES,
     LOADERS,
@@ -65,6 +66,7 @@ from .publish import check_output_target, make_staging
 from .records import BuildError, Rejection
 from .spill import remove_spill
 from .templates import ChatTemplate, TemplateDrift
+from .tiktoken_core import TokenizerDrift
 from .tokenize import TokenizerInfo, load_tokenizer
 from .write import write_output
 
@@ -121,6 +123,7 @@ def build(
     scratch: str | os.PathLike | None = None,
     cuts: Mapping[int, Sequence[int]] | None = None,
     pack_scope: str = "global",
+    tokenizer_backend: str = "tokenizers",
     eval_fraction: float | None = None,
     eval_records: int | None = None,
     seed: int = 0,
@@ -152,6 +155,10 @@ def build(
     for byte, for any parts, workers and engine. ``pack_scope="part"``: pack each
     part's documents alone (no row mixes parts; for inputs too large for one driver
     to pack): the rows then depend on ``part_bytes``, never on the workers.
+    ``tokenizer_backend="tiktoken"``: encode with the tiktoken core where the tokenizer
+    qualifies (:mod:`packer.tiktoken_core`; a BuildError where it does not), checking a
+    sample of records against ``tokenizers`` as it runs (any difference: the build starts
+    over with ``tokenizers``); the ids are the same, the manifest says ``tokenizer.backend``.
     ``scratch``: the local folder an output URI (``s3://...``) is staged in (spill files, shards) before it
     is uploaded, manifest last (:mod:`packer.publish`); default ``tempfile.gettempdir()``. A local output is
     staged beside itself. Inputs may be URIs too (``s3://bucket/data/*.jsonl``; :mod:`packer.fsio`).
@@ -187,6 +194,8 @@ def build(
         raise BuildError(f"--workers must be at least 1, not {workers}")
     if isinstance(engine, str) and engine not in ENGINES:
         raise BuildError(f"unknown engine {engine!r}; choose {'|'.join(ENGINES)}")
+    if tokenizer_backend not in BACKENDS:
+        raise BuildError(f"unknown --tokenizer-backend {tokenizer_backend!r}; choose {'|'.join(BACKENDS)}")
     if pack_scope not in PACK_SCOPES:
         raise BuildError(f"unknown --pack-scope {pack_scope!r}; choose {'|'.join(PACK_SCOPES)}")
     if part_bytes is not None and part_bytes < 1:
@@ -247,7 +256,7 @@ def build(
     spec = MapSpec(
         tokenizer=tok.source, tokenizer_sha256=tok.sha256, tokenizer_loader=tok.loader, template=template,
         system=system, blank_turns=blank_turns, fmt=fmt, columns=column_map, seq_len=seq_len, overlong=overlong,
-        strict=strict, dedupe=dedupe, batch_size=max(1, batch_size),
+        strict=strict, dedupe=dedupe, batch_size=max(1, batch_size), backend=tokenizer_backend,
     )
     names = [str(p) for p in inputs]
     staging = make_staging(target, scratch)  # object storage: staged under scratch, uploaded by commit()
@@ -261,7 +270,7 @@ def build(
             planned = plan_inputs(names, part_bytes or DEFAULT_PART_BYTES, cuts=cuts, scan=runner.map,
                                   on_progress=lambda done, total: ev.progress("planning", done, total))
             todo = parts_of(names, planned, formats)
-        summaries, tpl = _map(todo, spec, staging.path, tok, tpl, ev, runner)
+        summaries, tpl, spec = _map(todo, spec, staging.path, tok, tpl, ev, runner)
         manifest = _gather_and_write(summaries, spec, staging.path, tok=tok, tpl=tpl, key=key, inputs=names,
                                      strategy_table=strategy_table, packing=packing, max_rejected=max_rejected,
                                      eval_split=eval_split, mix=mixture, shard_bytes=shard_bytes, events=ev, t0=t0,
@@ -279,18 +288,26 @@ def build(
 def _map(
     parts: Sequence[Part], spec: MapSpec, workdir: Path, tok: TokenizerInfo, tpl: ChatTemplate, ev: BuildEvents,
     runner: Engine,
-) -> tuple[list[PartSummary], ChatTemplate]:
-    """The map stage over ``parts``. A template found to assemble some record wrongly
-    (:class:`TemplateDrift`) is one decision for the whole build: every part is mapped again with every
-    record rendered by Jinja."""
-    try:
-        return _map_with(parts, spec, workdir, tok, tpl, ev, runner), tpl
-    except TemplateDrift as e:
-        ev.notice(f"{e}; building again with every record rendered by the template")
+) -> tuple[list[PartSummary], ChatTemplate, MapSpec]:
+    """The map stage over ``parts``, and the template and spec that made it. A template found to assemble some
+    record wrongly (:class:`TemplateDrift`), or the tiktoken core found to encode a checked record otherwise
+    than ``tokenizers`` (:class:`TokenizerDrift`), is one decision for the whole build: every part is mapped
+    again with every record rendered by Jinja, or encoded by ``tokenizers``."""
+    while True:
+        try:
+            return _map_with(parts, spec, workdir, tok, tpl, ev, runner), tpl, spec
+        except TemplateDrift as e:
+            if not spec.assemble:
+                raise
+            ev.notice(f"{e}; building again with every record rendered by the template")
+            spec = replace(spec, assemble=False)
+            tpl = spec.chat_template(tok)
+        except TokenizerDrift as e:
+            if spec.backend == "tokenizers":
+                raise
+            ev.notice(f"{e}; building again with every record encoded by tokenizers")
+            spec = replace(spec, backend="tokenizers")
         remove_spill(workdir)
-        spec = replace(spec, assemble=False)
-        exact = spec.chat_template(tok)
-        return _map_with(parts, spec, workdir, tok, exact, ev, runner), exact
 
 
 def _map_with(
@@ -347,6 +364,8 @@ def _gather_and_write(
     manifest = make_manifest(workdir, c, written, tok=tok, tpl=tpl, key=key, inputs=inputs,
                              strategy_table=strategy_table, seq_len=spec.seq_len, packing=packing,
                              overlong=spec.overlong, seconds=time.perf_counter() - t0)
+    if spec.backend != "tokenizers":  # which core made the ids (absent: tokenizers)
+        manifest["tokenizer"]["backend"] = spec.backend
     # the column map the inputs were read through, beside them ({} for none)
     at = list(manifest).index("inputs") + 1
     items = list(manifest.items())

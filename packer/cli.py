@@ -25,6 +25,7 @@ import click
 from ._version import __version__
 from .options import (
     ALGORITHMS,
+    BACKENDS,
     BLANK_TURN_POLICIES,
     DEFAULT_SEQ_LEN,
     DEFAULT_SHARD_BYTES,
@@ -281,11 +282,15 @@ def _raise_terminated(signum: int, frame: object) -> None:
 @click.option("--pack-scope", default="global", show_default=True, type=click.Choice(PACK_SCOPES),
               help="global: pack all documents together; part: pack each part (--part-size) alone, no row mixing "
               "parts (for inputs too large for one machine to pack)")
+@click.option("--tokenizer-backend", default="tokenizers", show_default=True, type=click.Choice(BACKENDS),
+              help="who encodes: the tokenizers library, or tiktoken for a byte-level BPE tokenizer it provably "
+              "reproduces (Qwen, Llama 3, GPT-2; pip install tiktoken), checked against tokenizers on a sample")
 @click.option("-q", "--quiet", is_flag=True, help="no progress, no per-record messages")
 @_debug_option
 def build_cmd(inputs, recipe, output, tokenizer, tokenizer_loader, template, system, blank_turns, fmt, columns,
               seq_len, strategies, packing, overlong, max_rejected, shard_size, overwrite, strict, dedupe,
-              eval_fraction, eval_records, seed, mix, workers, engine, part_size, pack_scope, scratch, quiet) -> None:
+              eval_fraction, eval_records, seed, mix, workers, engine, part_size, pack_scope, scratch,
+              tokenizer_backend, quiet) -> None:
     """Pack INPUTS (JSON, JSONL, Parquet, HF datasets; Alpaca, ShareGPT, messages, prompt/completion or text) into
     the folder OUTPUT."""
     io = _io()
@@ -295,7 +300,7 @@ def build_cmd(inputs, recipe, output, tokenizer, tokenizer_loader, template, sys
                 shard_bytes=shard_size * 2**20, overwrite=overwrite, strict=strict, dedupe=dedupe,
                 eval_fraction=eval_fraction, eval_records=eval_records, seed=seed, mix=None, workers=workers,
                 engine=engine, part_bytes=None if part_size is None else part_size * 2**20, pack_scope=pack_scope,
-                scratch=scratch)
+                scratch=scratch, tokenizer_backend=tokenizer_backend)
     if recipe is not None:
         inputs, opts = _with_recipe(io, recipe, inputs, mix, opts)
     elif not inputs:

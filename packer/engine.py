@@ -59,8 +59,9 @@ class Engine(Protocol):
 def _fatal(e: BaseException) -> bool:
     """An error of the input or of the user's, which running the task again cannot mend."""
     from .templates import TemplateDrift
+    from .tiktoken_core import TokenizerDrift
 
-    return isinstance(e, (BuildError, TemplateDrift, KeyboardInterrupt, SystemExit, MemoryError))
+    return isinstance(e, (BuildError, TemplateDrift, TokenizerDrift, KeyboardInterrupt, SystemExit, MemoryError))
 
 
 class LocalEngine:

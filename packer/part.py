@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from . import roles as R
+from .assembly import checked
 from .doctable import NULL, Columns, SeenTable
 from .formats import RecordReader
 from .jsonvalues import WHOLE, Piece
@@ -51,7 +52,8 @@ from .plan import Planned
 from .records import STATUS_CODE, BuildError, Conversation, Rejection, Source
 from .spill import RejectionSpill, TokenSpillWriter
 from .templates import ChatTemplate, Rendered
-from .tokenize import Labeller, TextBatch, char_codes
+from .tiktoken_core import TokenizerDrift
+from .tokenize import Labeller, TextBatch, char_codes, encode_texts_fast
 
 _PACKED, _TRUNCATED, _DUPLICATE = STATUS_CODE["packed"], STATUS_CODE["truncated"], STATUS_CODE["duplicate"]
 _PROMPT_LUT = R.role_lut(R.PROMPT_ROLES)
@@ -106,6 +108,8 @@ class MapSpec:
     #: False after a :class:`~packer.templates.TemplateDrift`: every record rendered by Jinja
     assemble: bool = True
     batch_size: int = 512
+    #: who encodes: "tokenizers", or "tiktoken" (packer.tiktoken_core, checked on a sample as it runs)
+    backend: str = "tokenizers"
 
     def load(self) -> tuple[TokenizerInfo, ChatTemplate]:
         """The tokenizer (the same file the build checked: its sha256 must match) and the template."""
@@ -296,7 +300,7 @@ class PartMapper:
         self.batch: list[tuple[int, Rendered]] = []
         self.batch_chars = 0
         self.pending: deque[_Pending] = deque()
-        self.labeller = Labeller(tok)
+        self.labeller = Labeller(tok, spec.backend)
         self.spilled_tokens = 0
         self.spilled_lens: list[np.ndarray] = []
         #: with --overlong split, the conversations in flight (to split the overlong ones at their turns)
@@ -407,7 +411,10 @@ class PartMapper:
         """Label the oldest batch's tokens, decide each document, spill the kept tokens."""
         p = self.pending.popleft()
         checkpoint("tokens")
-        tb = self.labeller.label(p.batch, p.encodings.result())
+        encodings = p.encodings.result()
+        if self.labeller.core is not None and p.batch.by_bytes is not None:
+            self._verify(p, encodings)
+        tb = self.labeller.label(p.batch, encodings)
         rows = p.doc_ids - self.part.first_doc_id
         if tb.doc_absorbed is not None:
             self.docs.absorbed[rows] = tb.doc_absorbed
@@ -494,6 +501,17 @@ class PartMapper:
             if self.ev.on_records:
                 self.ev.on_records(self.part.first_doc_id + len(self.docs), self.spilled_tokens)
             self.ev.progress("reading", self.reader.bytes_read, self.reader.total_bytes)
+
+    def _verify(self, p: _Pending, encodings: list) -> None:
+        """The records of the batch that :func:`checked` picks, encoded by ``tokenizers`` too: the tiktoken core
+        must give the same ids (else :class:`TokenizerDrift`)."""
+        ks = [k for k, d in enumerate(p.doc_ids.tolist()) if checked(d)]
+        if not ks:
+            return
+        for k, e in zip(ks, encode_texts_fast(self.tok.tokenizer, [p.batch.texts[k] for k in ks]), strict=True):
+            if e.ids != list(encodings[k]):
+                raise TokenizerDrift(f"{self.source(int(p.doc_ids[k])).where()}: the tiktoken core gives other ids "
+                                     "than tokenizers for this record")
 
     def split_record(
         self, conv: Conversation, src: Source,

@@ -25,6 +25,7 @@ re-exported here.
 from __future__ import annotations
 
 import json
+import os
 import unicodedata
 from dataclasses import dataclass
 from itertools import chain
@@ -35,6 +36,7 @@ from tokenizers import Tokenizer
 from . import roles as R
 from .jit import njit
 from .loader import TokenizerInfo, load_tokenizer
+from .records import BuildError
 
 __all__ = [
     "ByteLengths",
@@ -314,7 +316,8 @@ def _flat_ids(encs: list) -> tuple[np.ndarray, np.ndarray]:
     offsets = np.zeros(len(encs) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     # one list for the batch: a numpy conversion per document costs more than the copy for short ones
-    ids = np.array(list(chain.from_iterable(e.ids for e in encs)), dtype=np.int32)
+    # tokenizers' Encoding objects, or lists of ids (the tiktoken core)
+    ids = np.array(list(chain.from_iterable(e if isinstance(e, list) else e.ids for e in encs)), dtype=np.int32)
     return ids, offsets
 
 
@@ -476,9 +479,21 @@ class Labeller:
     (then encoded again), from ``Encoding.offsets``.
     """
 
-    def __init__(self, tok: TokenizerInfo) -> None:
+    def __init__(self, tok: TokenizerInfo, backend: str = "tokenizers") -> None:
         self.tokenizer = tok.tokenizer
         self.byte_lengths = byte_lengths(tok.tokenizer)
+        #: backend "tiktoken": the tiktoken core (packer.tiktoken_core) encodes what is labelled from byte lengths
+        self.core = None
+        if backend == "tiktoken":
+            from .tiktoken_core import qualify
+
+            core = qualify(json.loads(tok.tokenizer.to_str()))
+            if isinstance(core, str) or self.byte_lengths is None:
+                raise BuildError(f"--tokenizer-backend tiktoken: {tok.source} does not qualify: "
+                                 f"{core if isinstance(core, str) else 'not labelled from byte lengths'}; "
+                                 "use --tokenizer-backend tokenizers")
+            self.core = core
+            self._threads = os.cpu_count() or 1
         # control tokens never take a content role; the content characters they absorbed are counted
         self.control = control_lut(tok)
 
@@ -494,8 +509,11 @@ class Labeller:
 
     def encode(self, batch: TextBatch) -> list:
         """The tokenizer's encodings of the batch (thread-safe)."""
-        encode = encode_texts if batch.by_bytes is None else encode_texts_fast
-        return encode(self.tokenizer, batch.texts)
+        if batch.by_bytes is None:
+            return encode_texts(self.tokenizer, batch.texts)
+        if self.core is not None:  # texts the byte-length path takes are NFC already
+            return self.core.encoding.encode_batch(batch.texts, num_threads=self._threads, allowed_special="all")
+        return encode_texts_fast(self.tokenizer, batch.texts)
 
     def label(self, batch: TextBatch, encodings: list) -> TokenizedBatch:
         """Role and last-turn flag of every token of ``encodings`` (from :meth:`encode`)."""
