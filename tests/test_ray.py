@@ -4,7 +4,6 @@ the module (starting Ray costs ~10 s, each stage's actor pool a few seconds)."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -13,12 +12,12 @@ import pytest
 from packer import BuildError, build
 from packer.engine import make_engine
 
-from .helpers import EXAMPLES, output_files
+from .helpers import output_files
+from .test_stages import mixed  # noqa: F401  (the fixture: duplicates in different parts, rejects)
 
 pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray", reason="ray[data] is not installed (pip install 'packer[ray]')")
 
-BAD = Path(__file__).parent / "bad_inputs"
 
 
 @pytest.fixture(scope="module")
@@ -46,19 +45,6 @@ def _fatal_at_one(log: str, x: int) -> int:
         raise BuildError("record 3: bad input")
     return x
 
-
-@pytest.fixture(scope="module")
-def mixed(tmp_path_factory) -> list[Path]:
-    """As in test_stages: demo records with copies far apart, overlong records, bad records, JSON Lines and
-    JSON arrays, so that the parts of a 20 kB split differ in records, rejections, duplicates and spills."""
-    d = tmp_path_factory.mktemp("ray_inputs")
-    records = json.loads((EXAMPLES / "alpaca_demo.json").read_text())
-    long = {**records[3], "output": " ".join([records[3]["output"]] * 60)}
-    first = d / "first.jsonl"
-    first.write_text("".join(json.dumps(r) + "\n" for r in [*records[:40], long, records[5], "not an object"]))
-    last = d / "last.json"
-    last.write_text(json.dumps([records[5], long, *records[40:80], records[0], {"instruction": "x", "output": ""}]))
-    return [first, EXAMPLES / "sharegpt_demo.json", BAD / "wrong_types.jsonl", last, BAD / "duplicates.jsonl"]
 
 
 def test_results_in_the_order_of_the_calls(cluster):
@@ -100,7 +86,7 @@ def test_without_ray_the_engine_says_how_to_get_it(monkeypatch):
         make_engine("ray", 2)
 
 
-def test_a_build_on_ray_is_the_single_process_build(cluster, mixed, tmp_path, demo_tok):
+def test_a_build_on_ray_is_the_single_process_build(cluster, mixed, tmp_path, demo_tok):  # noqa: F811
     # one build (a Ray Data job per stage costs seconds): duplicates across parts, a truncation, bad records
     options = {"dedupe": True, "overlong": "truncate"}
     plain = build(mixed, tmp_path / "plain", tokenizer=demo_tok, seq_len=512, **options)
