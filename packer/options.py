@@ -37,7 +37,8 @@ SYSTEM_POLICIES: tuple[str, ...] = ("merge", "drop", "reject")
 BLANK_TURN_POLICIES: tuple[str, ...] = ("reject", "drop")
 #: what a build packs together: all documents of a split, or each part of the input alone
 PACK_SCOPES: tuple[str, ...] = ("global", "part")
-#: who encodes the text: the tokenizers library, or the tiktoken core where a tokenizer qualifies
-BACKENDS: tuple[str, ...] = ("tokenizers", "tiktoken")
+#: who encodes the text: the tiktoken core where the tokenizer qualifies, else tokenizers (auto); or either, forced
+#: (tiktoken: an error where the tokenizer does not qualify)
+BACKENDS: tuple[str, ...] = ("auto", "tokenizers", "tiktoken")
 #: who runs a build's workers (see :mod:`packer.engine`)
 ENGINES: tuple[str, ...] = ("process", "ray")

@@ -54,6 +54,7 @@ from .spill import RejectionSpill, TokenSpillWriter
 from .templates import ChatTemplate, Rendered
 from .tiktoken_core import TokenizerDrift
 from .tokenize import Labeller, TextBatch, char_codes, encode_texts_fast
+from .words import count_words
 
 _PACKED, _TRUNCATED, _DUPLICATE = STATUS_CODE["packed"], STATUS_CODE["truncated"], STATUS_CODE["duplicate"]
 _PROMPT_LUT = R.role_lut(R.PROMPT_ROLES)
@@ -212,17 +213,16 @@ def new_columns() -> Columns:
 def words(conv: Conversation) -> tuple[int, int, int]:
     """Prompt words, response words and turns: the IM paper's count (whitespace-split words of each
     message, +1 per message)."""
-    prompt = response = turns = 0
+    prompt: list[str] = []
+    response: list[str] = []
+    turns = 0
     for m in conv.messages:
-        n = len(m.content.split()) + len(m.input.split()) + 1
-        if m.reasoning:
-            n += len(m.reasoning.split())
-        if m.role == "assistant":
-            response += n
-        else:
-            prompt += n
+        side = response if m.role == "assistant" else prompt
+        side += (m.content, m.input, m.reasoning or "")
         turns += m.role != "system"
-    return prompt, response, turns
+    # one count per side: texts joined by whitespace have the words of each
+    return (count_words("\n".join(prompt)) + len(prompt) // 3, count_words("\n".join(response)) + len(response) // 3,
+            turns)
 
 
 def digest(conv: Conversation) -> bytes:
@@ -401,7 +401,9 @@ class PartMapper:
                 self.tok, self.labeller.byte_lengths is not None
             ):
                 self.loader_check = self.checker.submit(loader_difference, self.tok, texts[:_LOADER_SAMPLE])
-            self.pending.append(_Pending(self.pool.submit(self.labeller.encode, batch), doc_ids, batch))
+            # the records checked against tokenizers (tiktoken core) are encoded by both on the tokenizer thread
+            picks = [k for k, d in enumerate(doc_ids.tolist()) if checked(d)] if self.labeller.core else []
+            self.pending.append(_Pending(self.pool.submit(self._encode, batch, picks), doc_ids, batch))
             self.batch = []
             self.batch_chars = 0
         while len(self.pending) > _IN_FLIGHT:
@@ -411,9 +413,9 @@ class PartMapper:
         """Label the oldest batch's tokens, decide each document, spill the kept tokens."""
         p = self.pending.popleft()
         checkpoint("tokens")
-        encodings = p.encodings.result()
-        if self.labeller.core is not None and p.batch.by_bytes is not None:
-            self._verify(p, encodings)
+        encodings, reference = p.encodings.result()
+        if reference:
+            self._verify(p, encodings, reference)
         tb = self.labeller.label(p.batch, encodings)
         rows = p.doc_ids - self.part.first_doc_id
         if tb.doc_absorbed is not None:
@@ -502,16 +504,24 @@ class PartMapper:
                 self.ev.on_records(self.part.first_doc_id + len(self.docs), self.spilled_tokens)
             self.ev.progress("reading", self.reader.bytes_read, self.reader.total_bytes)
 
-    def _verify(self, p: _Pending, encodings: list) -> None:
-        """The records of the batch that :func:`checked` picks, encoded by ``tokenizers`` too: the tiktoken core
-        must give the same ids (else :class:`TokenizerDrift`)."""
-        ks = [k for k, d in enumerate(p.doc_ids.tolist()) if checked(d)]
-        if not ks:
-            return
-        for k, e in zip(ks, encode_texts_fast(self.tok.tokenizer, [p.batch.texts[k] for k in ks]), strict=True):
-            if e.ids != list(encodings[k]):
-                raise TokenizerDrift(f"{self.source(int(p.doc_ids[k])).where()}: the tiktoken core gives other ids "
-                                     "than tokenizers for this record")
+    def _encode(self, batch: TextBatch, picks: list[int]) -> tuple[list | tuple, dict[int, list[int]]]:
+        """The batch's encodings, and (the tiktoken core) the ``picks`` encoded by ``tokenizers`` too: both on
+        the tokenizer thread, where the Rust calls release the GIL."""
+        encodings = self.labeller.encode(batch)
+        if not picks or batch.by_bytes is None or self.labeller.core is None:
+            return encodings, {}
+        reference = encode_texts_fast(self.tok.tokenizer, [batch.texts[k] for k in picks])
+        return encodings, {k: e.ids for k, e in zip(picks, reference, strict=True)}
+
+    def _verify(self, where: _Pending | Source, encodings: tuple, reference: dict[int, list[int]]) -> None:
+        """The texts :func:`checked` picked, as ``tokenizers`` encoded them: the tiktoken core must give the
+        same ids (else :class:`TokenizerDrift`); ``where``: the batch, or the record a split piece is of."""
+        ids, offsets = encodings
+        for k, want in reference.items():
+            if want != ids[offsets[k] : offsets[k + 1]].tolist():
+                src = where if isinstance(where, Source) else self.source(int(where.doc_ids[k]))
+                raise TokenizerDrift(f"{src.where()}: the tiktoken core gives other ids than tokenizers for this "
+                                     "record")
 
     def split_record(
         self, conv: Conversation, src: Source,
@@ -545,7 +555,11 @@ class PartMapper:
                 return r
             batch = self.labeller.prepare([r.seg_lengths], [char_codes(r.seg_roles, r.seg_last, r.seg_train)],
                                           [r.text])
-            tb = self.labeller.label(batch, self.labeller.encode(batch))
+            # a piece of a checked record is checked too (the tiktoken core)
+            encodings, reference = self._encode(batch, [0] if checked(src.doc_id) and self.labeller.core else [])
+            if reference:
+                self._verify(src, encodings, reference)
+            tb = self.labeller.label(batch, encodings)
             return tb.ids, tb.roles, tb.flags
 
         out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []

@@ -1,4 +1,4 @@
-"""tiktoken as a second BPE core, for the byte-level BPE tokenizers it provably reproduces (issue 17, first part).
+"""tiktoken as a second BPE core, for the byte-level BPE tokenizers it provably reproduces (issue 17).
 
 tiktoken encodes byte-level BPE 2-6x faster than ``tokenizers`` (issue 17's figures). A ``tokenizer.json``
 qualifies when the two are the same function of the text (:func:`qualify`; otherwise it says why not):
@@ -14,11 +14,17 @@ qualifies when the two are the same function of the text (:func:`qualify`; other
     added tokens  no strip or normalization flags (special or not, tiktoken matches them as they are)
 
 ``ignore_merges: true`` (Llama 3) is what tiktoken does: a piece that is a whole token is taken as it is.
-With ``false`` (GPT-2, Qwen) a whole-token piece is merged from its bytes; where the merges reach every
-token the two agree, which :attr:`Core.verify` marks. Every build with the core checks records against
+With ``false`` (GPT-2, Qwen) ``tokenizers`` merges a whole-token piece from its bytes; the two agree where the
+merges make every token whole (:func:`unreachable_tokens`, proven for GPT-2, Qwen2.5 and Qwen3 in the tests),
+which :attr:`Core.verify` flags as resting on the merges. Every build with the core checks records against
 ``tokenizers`` as it runs: the records :func:`packer.assembly.checked` picks by doc_id (the first 16, then
-about one in 32) are encoded by both, and any difference (:class:`TokenizerDrift`) sends the build back to
-``tokenizers`` for every record (``build(tokenizer_backend="tiktoken")``, opt-in for now: issue 17).
+about one in 32; a split record's pieces too) are encoded by both on the tokenizer thread, and any difference
+(:class:`TokenizerDrift`) sends the build back to ``tokenizers`` for every record. ``build`` takes the core by
+default where a tokenizer qualifies (``tokenizer_backend="auto"``).
+
+Speed: tiktoken's own ``encode_batch`` makes a Python call, and takes the GIL, per text; :meth:`Core.encode_flat`
+joins a thread's texts with a special token none of them holds and makes one call, which returns a numpy
+buffer (no list of ints per text): the build's main thread keeps the GIL for its own work.
 
     >>> core = qualify(json.load(open("qwen2.5-instruct/tokenizer.json")))   # doctest: +SKIP
     >>> core.encode_batch(["<|im_start|>user\\nHi<|im_end|>"])                 # doctest: +SKIP
@@ -28,10 +34,17 @@ about one in 32) are encoded by both, and any difference (:class:`TokenizerDrift
 from __future__ import annotations
 
 import json
+import os
 import unicodedata
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from functools import cache
+from itertools import repeat
+from operator import add, itemgetter, methodcaller
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 #: the pre-tokenizer regex ``ByteLevel(use_regex=True)`` applies (GPT-2's; tiktoken's r50k_base)
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -56,6 +69,19 @@ class TokenizerDrift(Exception):
     ids from the tiktoken core: the build maps every part again with ``tokenizers`` (:func:`packer.build`)."""
 
 
+def _joiners(special: dict[str, int]) -> list[tuple[str, int]]:
+    """The special tokens that can join texts into one call: no other special token overlaps one of them
+    (contains it, or starts with its end or ends with its start), so a match never spans a joint."""
+    out = []
+    for sep, i in special.items():
+        # (with s == sep: no border, so no match of the joiner starts inside another)
+        if all((s == sep or sep not in s) and not any(s.endswith(sep[:k]) or s.startswith(sep[-k:])
+                                                      for k in range(1, len(sep)))
+               for s in special):
+            out.append((sep, i))
+    return out
+
+
 @dataclass
 class Core:
     """A qualified tokenizer as tiktoken: ``encode_batch`` gives the ids ``tokenizers`` gives (with
@@ -65,11 +91,69 @@ class Core:
     encoding: Any
     nfc: bool
     verify: bool
+    #: bytes of each token id (int64; -1 for an id the tokenizer does not have): byte-length labelling's table
+    widths: np.ndarray
+    #: special tokens that may join texts (:func:`_joiners`), with their ids
+    joiners: list[tuple[str, int]] = field(default_factory=list)
 
     def encode_batch(self, texts: list[str], threads: int = 2) -> list[list[int]]:
+        """The ids of each text (NFC applied first where the tokenizer normalizes)."""
         if self.nfc:
             texts = [unicodedata.normalize("NFC", t) for t in texts]
-        return self.encoding.encode_batch(texts, num_threads=threads, allowed_special="all")
+        ids, offsets = self.encode_flat(texts, threads)
+        return [ids[a:b].tolist() for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)]
+
+    def encode_flat(self, texts: list[str], threads: int = 2) -> tuple[np.ndarray, np.ndarray]:
+        """The batch's ids end to end (int32) and where each text's start (int64, ``len(texts) + 1``); the
+        texts as the tokenizer sees them (NFC already where it normalizes).
+
+        tiktoken finds special tokens first and encodes the text between two of them on its own, so texts
+        joined by a special token that none of them holds encode as each text's ids with the joiner's id
+        between: one call per thread instead of one per text (each call takes the GIL twice, which a build's
+        main thread needs)::
+
+            "Hi" + "<|endoftext|>" + "Yo!"  ->  [13048, 151643, 64725, 0]  ->  [13048] [64725, 0]
+        """
+        if not texts:
+            return np.zeros(0, np.int32), np.zeros(1, np.int64)
+        n = max(1, min(threads, len(texts)))
+        # about equal characters per thread, texts kept in order
+        sizes = np.fromiter(map(len, texts), np.int64, len(texts))
+        cut = np.searchsorted(np.cumsum(sizes), np.arange(1, n) * (int(sizes.sum()) / n))
+        groups = [texts[a:b] for a, b in zip([0, *cut.tolist()], [*cut.tolist(), len(texts)], strict=True) if b > a]
+        if len(groups) == 1:
+            parts = [self._encode_group(groups[0])]
+        else:
+            parts = list(_pool(threads).map(self._encode_group, groups))
+        ids = np.concatenate([p[0] for p in parts])
+        counts = np.concatenate([p[1] for p in parts])
+        offsets = np.zeros(len(texts) + 1, np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        return ids, offsets
+
+    def _encode_group(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids without the joiners, tokens per text) of consecutive texts."""
+        for sep, sep_id in self.joiners:
+            if not any(sep in t for t in texts):
+                ids = self.encoding.encode_to_numpy(sep.join(texts), allowed_special="all").astype(np.int32)
+                at = np.flatnonzero(ids == sep_id)
+                if len(at) == len(texts) - 1:
+                    bounds = np.concatenate([[-1], at, [len(ids)]])
+                    return np.delete(ids, at), np.diff(bounds) - 1
+        # every joiner occurs in some text (or none is safe): one call per text
+        each = [self.encoding.encode_to_numpy(t, allowed_special="all").astype(np.int32) for t in texts]
+        return (np.concatenate(each) if each else np.zeros(0, np.int32),
+                np.fromiter(map(len, each), np.int64, len(each)))
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """One pool per process and width (the build calls encode_flat per batch: no thread start-up each time)."""
+    if threads not in _POOLS:
+        _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="packer-tiktoken")
+    return _POOLS[threads]
 
 
 def _pattern(pre: dict | None) -> str:
@@ -92,8 +176,32 @@ def _pattern(pre: dict | None) -> str:
     return split["pattern"]["Regex"]
 
 
-def _merges(model: dict) -> list[tuple[str, str]]:
-    return [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model.get("merges", [])]  # type: ignore[misc]
+def _merge_order(model: dict, vocab: dict[str, int]) -> bool | str:
+    """Whether two merges make the same token (a tie), or why the merges are not in vocabulary-id order.
+
+    Mapped in C over the whole list (Llama 3 has 280,000 merges: a Python loop takes half a second)."""
+    merges = model.get("merges", [])
+    if not merges:
+        return False
+    if isinstance(merges[0], str):  # legacy "a b" strings: split at the first space, as tokenizers does
+        parts = list(map(methodcaller("partition", " "), merges))
+        left, right = list(map(itemgetter(0), parts)), list(map(itemgetter(2), parts))
+    else:
+        left, right = list(map(itemgetter(0), merges)), list(map(itemgetter(1), merges))
+    made = np.array(list(map(vocab.get, map(add, left, right), repeat(-1))), dtype=np.int64)
+    known = (made >= 0) & np.fromiter(map(vocab.__contains__, left), bool, len(left)) & np.fromiter(
+        map(vocab.__contains__, right), bool, len(right))
+    if not known.all():
+        k = int(np.flatnonzero(~known)[0])
+        return f"merge {k} ({left[k]!r} {right[k]!r}) leaves the vocabulary"
+    step = np.diff(made)
+    if (step < 0).any():
+        k = int(np.flatnonzero(step < 0)[0]) + 1
+        return (f"merge {k} ({left[k]!r} {right[k]!r}) makes id {made[k]}, below the previous merge's {made[k - 1]}: "
+                "merge order is not id order")
+    # two merges that make the same token (Llama 3's runs of spaces) share tiktoken's rank: equal unless they
+    # overlap in one piece, so such a tokenizer is verified on the records
+    return bool((step == 0).any())
 
 
 def qualify(spec: dict) -> Core | str:
@@ -117,40 +225,145 @@ def qualify(spec: dict) -> Core | str:
         pattern = _pattern(spec.get("pre_tokenizer"))
     except ValueError as e:
         return str(e)
-    table = byte_decoder()
     vocab: dict[str, int] = model.get("vocab") or {}
-    try:
-        ranks = {bytes(table[c] for c in token): i for token, i in vocab.items()}
-    except KeyError as e:
-        return f"a vocabulary token holds {e.args[0]!r}, outside the byte-level alphabet"
+    # one translate per token (C speed): each alphabet character to the byte it spells, then latin-1 to bytes;
+    # a character outside the alphabet would pass through unchanged, so the alphabet is checked first
+    table = byte_decoder()
+    outside = set("".join(vocab)).difference(table)
+    if outside:
+        return f"a vocabulary token holds {min(outside)!r}, outside the byte-level alphabet"
+    spell = {ord(c): b for c, b in table.items()}
+    ranks = {token.translate(spell).encode("latin-1"): i for token, i in vocab.items()}
     if len(ranks) != len(vocab) or len(set(ranks.values())) != len(ranks):
         return "two vocabulary tokens share bytes or an id"
     if any(bytes([b]) not in ranks for b in range(256)):
         return "a single byte has no token"
-    last, tied = -1, False
-    for k, (a, b) in enumerate(_merges(model)):
-        i = vocab.get(a + b)
-        if i is None or a not in vocab or b not in vocab:
-            return f"merge {k} ({a!r} {b!r}) leaves the vocabulary"
-        if i < last:
-            return (f"merge {k} ({a!r} {b!r}) makes id {i}, below the previous merge's {last}: merge order is not "
-                    "id order")
-        # two merges that make the same token (Llama 3's runs of spaces) share tiktoken's rank: equal unless they
-        # overlap in one piece, so such a tokenizer is verified on the records
-        tied |= i == last
-        last = i
+    why = _merge_order(model, vocab)
+    if isinstance(why, str):
+        return why
+    tied = why
     special = {}
     for t in spec.get("added_tokens", []):
         if t.get("lstrip") or t.get("rstrip") or (t.get("normalized") and not t.get("special")) or t.get(
                 "single_word"):
             return f"added token {t['content']!r} strips, matches single words or is normalized"
         special[t["content"]] = t["id"]
-    ranks = {k: v for k, v in ranks.items() if v not in set(special.values())}
+    taken = set(special.values())
+    ranks = {k: v for k, v in ranks.items() if v not in taken}
     try:
         encoding = tiktoken.Encoding("packer", pat_str=pattern, mergeable_ranks=ranks, special_tokens=special)
     except Exception as e:  # a regex its engine does not compile
         return f"tiktoken refuses the tokenizer: {e}"
-    return Core(encoding, nfc, verify=tied or not model.get("ignore_merges", False))
+    size = max([*ranks.values(), *special.values()]) + 1
+    widths = np.full(size, -1, dtype=np.int64)
+    widths[np.fromiter(ranks.values(), np.int64, len(ranks))] = np.fromiter(map(len, ranks), np.int64, len(ranks))
+    for content, i in special.items():
+        widths[i] = len(content.encode("utf-8"))
+    return Core(encoding, nfc, verify=tied or not model.get("ignore_merges", False), widths=widths,
+                joiners=_joiners(special))
 
 
-__all__ = ["GPT2_PATTERN", "Core", "TokenizerDrift", "byte_decoder", "qualify"]
+def unreachable_tokens(spec: dict) -> list[str]:
+    """The vocabulary tokens (added ones aside) that ``tokenizers``' BPE, merging from bytes, does not make
+    whole: with ``ignore_merges: false`` such a token, met as a whole piece, is split by ``tokenizers`` and
+    taken whole by tiktoken. None for GPT-2, Qwen2.5 and Qwen3 (proven over their vocabularies in the tests,
+    ~2 s each, so not on every build: the records the build checks guard the rest); 588 for Llama 3, which
+    sets ``ignore_merges: true`` (the tiktoken semantics) for that reason."""
+    from tokenizers import Tokenizer
+
+    model = {**spec["model"], "ignore_merges": False}
+    bare = Tokenizer.from_str(json.dumps({"version": "1.0", "truncation": None, "padding": None, "added_tokens": [],
+                                          "normalizer": None, "pre_tokenizer": None, "post_processor": None,
+                                          "decoder": None, "model": model}))
+    added = {t["content"] for t in spec.get("added_tokens", [])}
+    tokens = [t for t in model["vocab"] if t not in added]
+    vocab = model["vocab"]
+    return [t for t, e in zip(tokens, bare.encode_batch(tokens, add_special_tokens=False), strict=True)
+            if e.ids != [vocab[t]]]
+
+
+#: bump when :func:`qualify`'s rules or the cached fields change: older cache files are then not read
+_CACHE_VERSION = 1
+_CORES: dict[tuple[str, str], Core | str] = {}
+
+
+def cache_dir() -> Path:
+    """Where qualified cores are kept between processes: ``$PACKER_CACHE_DIR``, else ``$XDG_CACHE_HOME/packer``,
+    else ``~/.cache/packer``."""
+    if os.environ.get("PACKER_CACHE_DIR"):
+        return Path(os.environ["PACKER_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "packer"
+
+
+def _cache_file(key: tuple[str, str]) -> Path:
+    return cache_dir() / f"tiktoken-core-v{_CACHE_VERSION}-{key[1]}-{key[0][:40]}.npz"
+
+
+def _save(path: Path, got: Core | str, pattern: str, ranks: dict[bytes, int], special: dict[str, int]) -> None:
+    """Keep a qualified core (or the reason a tokenizer does not qualify) for the next process; best effort: a
+    folder that cannot be written only means qualifying again."""
+    meta: dict[str, Any] = {"reason": got} if isinstance(got, str) else {
+        "pattern": pattern, "special": special, "nfc": got.nfc, "verify": got.verify, "joiners": got.joiners}
+    arrays: dict[str, np.ndarray] = {"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
+    if not isinstance(got, str):
+        arrays["blob"] = np.frombuffer(b"".join(ranks), np.uint8)
+        arrays["lengths"] = np.fromiter(map(len, ranks), np.int64, len(ranks))
+        arrays["ids"] = np.fromiter(ranks.values(), np.int64, len(ranks))
+        arrays["widths"] = got.widths
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)  # whole or not at all, for a process reading it at the same time
+    except OSError:
+        pass
+
+
+def _load(path: Path) -> Core | str | None:
+    """A kept core (no pickle: arrays and JSON only); None where there is none or it does not read."""
+    try:
+        import tiktoken
+
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(z["meta"].tobytes())
+            if "reason" in meta:
+                return str(meta["reason"])
+            blob, lengths, ids, widths = z["blob"].tobytes(), z["lengths"], z["ids"], z["widths"]
+        ends = np.cumsum(lengths).tolist()
+        starts = [0, *ends[:-1]]
+        ranks = {blob[a:b]: i for a, b, i in zip(starts, ends, ids.tolist(), strict=True)}
+        encoding = tiktoken.Encoding("packer", pat_str=meta["pattern"], mergeable_ranks=ranks,
+                                     special_tokens=meta["special"])
+        return Core(encoding, meta["nfc"], meta["verify"], widths, [tuple(j) for j in meta["joiners"]])
+    except Exception:  # missing, partial, from another version: qualify again
+        return None
+
+
+def core_of(tok: Any) -> Core | str:
+    """:func:`qualify` for a loaded tokenizer (:class:`packer.loader.TokenizerInfo`), kept per process and on
+    disk (:func:`cache_dir`, keyed by the tokenizer's sha256 and loader): qualifying reads the whole vocabulary
+    and merges (0.5-1.5 s for Qwen or Llama 3), loading a kept core takes ~0.2 s. A kept core is as trusted as
+    a fresh one: the build checks records against ``tokenizers`` either way."""
+    key = (tok.sha256, tok.loader)  # the digest names the file(s) and the loader the tokenizer came from
+    if key not in _CORES:
+        if len(_CORES) >= 4:
+            _CORES.clear()
+        path = _cache_file(key)
+        got = _load(path)
+        if got is None:
+            # the running tokenizer's own JSON (a transformers-loaded one may differ from the file)
+            spec = json.loads(tok.tokenizer.to_str())
+            got = qualify(spec)
+            if isinstance(got, str):
+                if got != "tiktoken is not installed":  # that one may change without the tokenizer changing
+                    _save(path, got, "", {}, {})
+            elif hasattr(got.encoding, "_mergeable_ranks"):  # what a kept core is made again from
+                enc = got.encoding
+                _save(path, got, enc._pat_str, enc._mergeable_ranks, enc._special_tokens)
+        _CORES[key] = got
+    return _CORES[key]
+
+
+__all__ = ["GPT2_PATTERN", "Core", "TokenizerDrift", "byte_decoder", "cache_dir", "core_of", "qualify",
+           "unreachable_tokens"]

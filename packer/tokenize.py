@@ -47,6 +47,7 @@ __all__ = [
     "byte_lengths",
     "byte_values",
     "char_codes",
+    "choose_backend",
     "control_lut",
     "encode_texts",
     "encode_texts_fast",
@@ -249,6 +250,10 @@ class ByteLengths:
         #: the tokenizer NFC-normalizes: texts must already be NFC
         self.nfc = nfc
 
+    def prefill(self, widths: np.ndarray) -> None:
+        """Take every token's bytes at once (the tiktoken core knows them all: no lookups as ids occur)."""
+        self._table = np.where(widths >= 0, widths, -2).astype(np.int64)
+
     def widths(self, ids: np.ndarray) -> np.ndarray:
         """Bytes of each token of ``ids`` (int64); -1 where unknown (the caller then uses offsets)."""
         if ids.size == 0:
@@ -311,7 +316,9 @@ def encode_texts_fast(tok: Tokenizer, texts: list[str]) -> list:
     return fast(texts, add_special_tokens=False)
 
 
-def _flat_ids(encs: list) -> tuple[np.ndarray, np.ndarray]:
+def _flat_ids(encs: list | tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(encs, tuple):  # the tiktoken core's batch, flat already (ids, offsets)
+        return encs
     counts = np.fromiter((len(e) for e in encs), dtype=np.int64, count=len(encs))
     offsets = np.zeros(len(encs) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
@@ -367,7 +374,7 @@ def byte_values(chars: np.ndarray, text_starts: np.ndarray, texts: list[str]) ->
 
 def control_lut(tok: TokenizerInfo) -> np.ndarray:
     """True at the id of every control token (an added token flagged special) of ``tok``."""
-    lut = np.zeros(tok.tokenizer.get_vocab_size(with_added_tokens=True) + 1, dtype=np.bool_)
+    lut = np.zeros(tok.vocab_size + 1, dtype=np.bool_)  # (get_vocab_size again would take 0.1 s)
     ids = [tok.tokenizer.token_to_id(t) for t in tok.special_tokens]
     lut[[i for i in ids if i is not None and i < len(lut)]] = True
     return lut
@@ -464,6 +471,25 @@ class TextBatch:
     by_bytes: tuple[np.ndarray, np.ndarray] | None
 
 
+def choose_backend(tok: TokenizerInfo, backend: str) -> str:
+    """Who encodes a build (:data:`packer.options.BACKENDS`): ``"tiktoken"`` where asked for or, with ``"auto"``,
+    where the tokenizer qualifies (:func:`packer.tiktoken_core.qualify`) and is labelled from byte lengths (the
+    path the core feeds); else ``"tokenizers"``. Forcing ``"tiktoken"`` on one that does not qualify is a
+    BuildError that says why."""
+    if backend == "tokenizers":
+        return backend
+    from .tiktoken_core import core_of
+
+    core = core_of(tok)
+    why = core if isinstance(core, str) else None if byte_lengths(tok.tokenizer) else "not labelled from byte lengths"
+    if why is None:
+        return "tiktoken"
+    if backend == "tiktoken":
+        raise BuildError(f"--tokenizer-backend tiktoken: {tok.source} does not qualify: {why}; "
+                         "use --tokenizer-backend tokenizers (or auto)")
+    return "tokenizers"
+
+
 class Labeller:
     """Tokenize rendered documents and give every token its role: the one path
     a build and the tests take.
@@ -485,14 +511,15 @@ class Labeller:
         #: backend "tiktoken": the tiktoken core (packer.tiktoken_core) encodes what is labelled from byte lengths
         self.core = None
         if backend == "tiktoken":
-            from .tiktoken_core import qualify
+            from .tiktoken_core import core_of
 
-            core = qualify(json.loads(tok.tokenizer.to_str()))
+            core = core_of(tok)
             if isinstance(core, str) or self.byte_lengths is None:
                 raise BuildError(f"--tokenizer-backend tiktoken: {tok.source} does not qualify: "
                                  f"{core if isinstance(core, str) else 'not labelled from byte lengths'}; "
                                  "use --tokenizer-backend tokenizers")
             self.core = core
+            self.byte_lengths.prefill(core.widths)
             self._threads = os.cpu_count() or 1
         # control tokens never take a content role; the content characters they absorbed are counted
         self.control = control_lut(tok)
@@ -507,12 +534,12 @@ class Labeller:
             by_bytes = byte_values(chars, starts, texts)
         return TextBatch(texts, chars, starts, by_bytes)
 
-    def encode(self, batch: TextBatch) -> list:
-        """The tokenizer's encodings of the batch (thread-safe)."""
+    def encode(self, batch: TextBatch) -> list | tuple[np.ndarray, np.ndarray]:
+        """The tokenizer's encodings of the batch (thread-safe); the tiktoken core's as (ids, offsets)."""
         if batch.by_bytes is None:
             return encode_texts(self.tokenizer, batch.texts)
         if self.core is not None:  # texts the byte-length path takes are NFC already
-            return self.core.encoding.encode_batch(batch.texts, num_threads=self._threads, allowed_special="all")
+            return self.core.encode_flat(batch.texts, self._threads)
         return encode_texts_fast(self.tokenizer, batch.texts)
 
     def label(self, batch: TextBatch, encodings: list) -> TokenizedBatch:

@@ -3,6 +3,7 @@ Plain helpers and paths are in tests/helpers.py."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,13 @@ import pytest
 from packer.tokenize import TokenizerInfo, load_tokenizer
 
 from .helpers import DEMO_BUILD_OPTIONS, DEMO_INPUTS, DEMO_TOKENIZER
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _packer_cache(tmp_path_factory) -> None:
+    """packer's cache of qualified tiktoken cores (:func:`packer.tiktoken_core.cache_dir`) in the run's own
+    folder, for the tests' subprocesses too: the tests neither read nor fill the user's ~/.cache."""
+    os.environ["PACKER_CACHE_DIR"] = str(tmp_path_factory.mktemp("packer_cache"))
 
 
 @pytest.fixture(scope="session")

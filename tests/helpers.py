@@ -45,16 +45,33 @@ def read_documents(out: Path) -> dict[int, dict[str, np.ndarray]]:
     return docs
 
 
+def _manifest_sha256(m: dict) -> str:
+    """The digest :func:`output_files` gives a manifest: its JSON without build_seconds (a wall time)."""
+    m = {k: v for k, v in m.items() if k != "build_seconds"}
+    return hashlib.sha256(json.dumps(m, sort_keys=True).encode()).hexdigest()
+
+
 def output_files(out: Path) -> dict[str, str]:
     """file name -> sha256 of every file of an output (the manifest without its build_seconds)."""
     files = {}
     for p in sorted(out.iterdir()):
-        data = p.read_bytes()
         if p.name == "manifest.json":
-            m = json.loads(data)
-            m.pop("build_seconds")
-            data = json.dumps(m, sort_keys=True).encode()
-        files[p.name] = hashlib.sha256(data).hexdigest()
+            files[p.name] = _manifest_sha256(json.loads(p.read_bytes()))
+        else:
+            files[p.name] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return files
+
+
+def outputs_less_backend(out: Path) -> dict[str, str]:
+    """:func:`output_files` with the manifest's ``tokenizer.backend`` left out of its digest, and that backend
+    under the key ``"backend"`` (``"tokenizers"`` where the manifest has none): a tiktoken build and a
+    tokenizers build of the same inputs give the same dict but for ``"backend"`` (issue 17). The output
+    is only read, never changed."""
+    files = output_files(out)
+    m = json.loads((out / "manifest.json").read_text())
+    backend = m["tokenizer"].pop("backend", "tokenizers")
+    files["manifest.json"] = _manifest_sha256(m)
+    files["backend"] = backend
     return files
 
 

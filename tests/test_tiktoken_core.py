@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import copy
 import json
+from itertools import pairwise
 
 import pytest
 
-from .helpers import SHARED, need_shared
+from .helpers import SHARED, need_shared, outputs_less_backend
 
 tiktoken = pytest.importorskip("tiktoken")
 
@@ -91,17 +92,6 @@ def test_each_disqualifying_property_is_refused(gpt2, change, reason):
     assert isinstance(got, str) and reason in got, got
 
 
-def _outputs_less_backend(out) -> dict[str, str]:
-    from .helpers import output_files
-
-    m = json.loads((out / "manifest.json").read_text())
-    backend = m["tokenizer"].pop("backend", "tokenizers")
-    (out / "manifest.json").write_text(json.dumps(m, indent=2))
-    files = output_files(out)
-    files["backend"] = backend
-    return files
-
-
 @pytest.fixture(scope="module")
 def data_inputs(tmp_path_factory) -> list[str]:
     """Slices of real data: a ShareGPT array (long turns, code), LIMA JSON Lines, Chinese Alpaca."""
@@ -120,12 +110,11 @@ def data_inputs(tmp_path_factory) -> list[str]:
 def test_a_build_with_the_tiktoken_core_is_the_tokenizers_build(data_inputs, tmp_path, name):
     from packer import build
 
-    kw = {"tokenizer": SHARED / "tokenizers" / name, "seq_len": 4096, "overlong": "truncate",
-          }
-    build(data_inputs, tmp_path / "hf", **kw)
+    kw = {"tokenizer": SHARED / "tokenizers" / name, "seq_len": 4096, "overlong": "truncate"}
+    build(data_inputs, tmp_path / "hf", tokenizer_backend="tokenizers", **kw)
     m = build(data_inputs, tmp_path / "tk", tokenizer_backend="tiktoken", **kw)
     assert m["tokenizer"]["backend"] == "tiktoken"
-    hf, tk = _outputs_less_backend(tmp_path / "hf"), _outputs_less_backend(tmp_path / "tk")
+    hf, tk = outputs_less_backend(tmp_path / "hf"), outputs_less_backend(tmp_path / "tk")
     assert (hf.pop("backend"), tk.pop("backend")) == ("tokenizers", "tiktoken")
     assert tk == hf
 
@@ -143,15 +132,18 @@ def test_a_tampered_core_is_caught_and_the_build_falls_back(data_inputs, tmp_pat
         def __init__(self, encoding) -> None:
             self.encoding = encoding
 
-        def encode_batch(self, texts, **kw):
-            out = self.encoding.encode_batch(texts, **kw)
-            return [[i + 1 if i == 13 else i for i in ids] for ids in out]  # "." -> another token
+        def encode_to_numpy(self, text, **kw):
+            ids = self.encoding.encode_to_numpy(text, **kw).copy()
+            ids[ids == 13] = 14  # "." -> another token
+            return ids
 
     def tampered(spec):
         core = real(spec)
         core.encoding = Tampered(core.encoding)
         return core
 
+    monkeypatch.setattr(tc, "_CORES", {})  # not the qualified core of an earlier test, nor a kept one
+    monkeypatch.setenv("PACKER_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(tc, "qualify", tampered)
     kw = {"tokenizer": SHARED / "tokenizers" / "qwen2.5-instruct", "seq_len": 4096, "overlong": "truncate"}
     notices: list[str] = []
@@ -159,8 +151,8 @@ def test_a_tampered_core_is_caught_and_the_build_falls_back(data_inputs, tmp_pat
               **kw)
     assert "backend" not in m["tokenizer"]
     assert any("tiktoken core gives other ids" in n and "encoded by tokenizers" in n for n in notices), notices
-    build(data_inputs, tmp_path / "hf", **kw)
-    assert _outputs_less_backend(tmp_path / "tk") == _outputs_less_backend(tmp_path / "hf")
+    build(data_inputs, tmp_path / "hf", tokenizer_backend="tokenizers", **kw)
+    assert outputs_less_backend(tmp_path / "tk") == outputs_less_backend(tmp_path / "hf")
 
 
 def test_a_tokenizer_that_does_not_qualify_is_refused_by_name(tmp_path):
@@ -170,3 +162,135 @@ def test_a_tokenizer_that_does_not_qualify_is_refused_by_name(tmp_path):
     with pytest.raises(BuildError, match=r"--tokenizer-backend tiktoken: .*llama-2.* does not qualify"):
         build([str(SHARED / "data" / "messages_lima.jsonl")], tmp_path / "o", tokenizer_backend="tiktoken",
               tokenizer=SHARED / "tokenizers" / "llama-2")
+
+
+def test_a_split_records_pieces_are_checked_too(data_inputs, tmp_path, monkeypatch):
+    """``--overlong split`` encodes each piece of a long record on its own: a checked record's pieces are checked
+    as well, so a core wrong only there is caught (the build starts over with tokenizers, same output)."""
+    import packer.tiktoken_core as tc
+    from packer import build
+    from packer.build import BuildEvents
+    from packer.part import PartMapper
+
+    splitting = []
+    real_qualify, real_split = tc.qualify, PartMapper.split_record
+
+    class WrongInPieces:  # wrong ids only while a record is being split
+        def __init__(self, encoding) -> None:
+            self.encoding = encoding
+
+        def encode_to_numpy(self, text, **kw):
+            ids = self.encoding.encode_to_numpy(text, **kw).copy()
+            if splitting:
+                ids[ids == 13] = 14
+            return ids
+
+    def tampered(spec):
+        core = real_qualify(spec)
+        core.encoding = WrongInPieces(core.encoding)
+        return core
+
+    def split_record(self, *args):  # type: ignore[no-untyped-def]
+        splitting.append(1)
+        try:
+            return real_split(self, *args)
+        finally:
+            splitting.pop()
+
+    monkeypatch.setattr(tc, "_CORES", {})
+    monkeypatch.setenv("PACKER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(tc, "qualify", tampered)
+    monkeypatch.setattr(PartMapper, "split_record", split_record)
+    kw = {"tokenizer": SHARED / "tokenizers" / "qwen2.5-instruct", "seq_len": 1024, "overlong": "split"}
+    notices: list[str] = []
+    m = build(data_inputs, tmp_path / "tk", tokenizer_backend="tiktoken", events=BuildEvents(on_notice=notices.append),
+              **kw)
+    assert "backend" not in m["tokenizer"]
+    assert any("tiktoken core gives other ids" in n for n in notices), notices
+    build(data_inputs, tmp_path / "hf", tokenizer_backend="tokenizers", **kw)
+    assert outputs_less_backend(tmp_path / "tk") == outputs_less_backend(tmp_path / "hf")
+
+
+def test_auto_takes_the_core_where_the_tokenizer_qualifies_and_tokenizers_elsewhere(tmp_path):
+    """The default backend: tiktoken for byte-level BPE it reproduces (the demo tokenizer, Llama 3), the library
+    for any other (Llama 2's SentencePiece-style BPE), with nothing to choose."""
+    from packer import build
+    from packer.options import DEMO_TOKENIZER
+
+    need_shared()
+    lima = tmp_path / "lima.jsonl"
+    lima.write_text("".join((SHARED / "data" / "messages_lima.jsonl").read_text().splitlines(True)[:10]))
+    for name, tok, backend in (("demo", DEMO_TOKENIZER, "tiktoken"),
+                               ("llama3", SHARED / "tokenizers" / "llama-3-8b-instruct", "tiktoken"),
+                               ("llama2", SHARED / "tokenizers" / "llama-2", "tokenizers")):
+        m = build([lima], tmp_path / name, tokenizer=tok, template="chatml", seq_len=4096)
+        assert m["tokenizer"].get("backend", "tokenizers") == backend, name
+
+
+def test_texts_are_joined_only_by_a_special_token_none_of_them_holds(gpt2):
+    """One tiktoken call per thread for many texts, joined by a special token: the ids are each text's own,
+    also where texts hold the joiner (then each text is encoded alone), are empty, or outnumber the threads."""
+    from tokenizers import Tokenizer
+
+    from packer.tiktoken_core import _joiners
+
+    core = qualify(gpt2)
+    assert not isinstance(core, str) and core.joiners == [("<|endoftext|>", 50256)]
+    hf = Tokenizer.from_str(json.dumps(gpt2))
+    for texts in (["Hi", "", "Yo!"], ["a<|endoftext|>b", "c"], [""], ["x"] * 7, ["<|endoftext|>"] * 3):
+        ids, offsets = core.encode_flat(texts, threads=3)
+        want = [e.ids for e in hf.encode_batch(texts, add_special_tokens=False)]
+        assert [ids[a:b].tolist() for a, b in pairwise(offsets)] == want, texts
+    # a special token that could form another across a joint is never a joiner
+    assert _joiners({"<a>": 1, "<a>x": 2, "<b>": 3, "y<c>": 4, "<c>": 5, "aa": 6}) == [("<b>", 3)]
+
+
+@pytest.mark.parametrize("name", ["gpt2", "qwen2.5-instruct"])  # ignore_merges false (Qwen3 has Qwen2.5's merges)
+def test_the_merges_make_every_token_whole_where_tokenizers_merges_whole_pieces(name):
+    """With ``ignore_merges: false`` tokenizers merges a piece that is a whole token from its bytes, tiktoken takes
+    it whole: the same where the merges make every token, proven here over the whole vocabulary."""
+    from packer.tiktoken_core import unreachable_tokens
+
+    need_shared()
+    spec = json.loads((SHARED / "tokenizers" / name / "tokenizer.json").read_text())
+    assert spec["model"].get("ignore_merges", False) is False
+    assert unreachable_tokens(spec) == []
+
+
+def test_a_qualified_core_is_kept_for_the_next_process(tmp_path, monkeypatch):
+    """Qualifying reads the whole vocabulary (~1 s for Llama 3): the core is kept on disk, keyed by the
+    tokenizer's sha256, and the next process loads it (same ids) without qualifying; a damaged file is
+    qualified again; a tokenizer that does not qualify is kept with its reason."""
+    import packer.tiktoken_core as tc
+    from packer.tokenize import load_tokenizer
+
+    need_shared()
+    monkeypatch.setenv("PACKER_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tc, "_CORES", {})
+    tok = load_tokenizer(SHARED / "tokenizers" / "qwen2.5-instruct")
+    fresh = tc.core_of(tok)
+    (kept,) = tmp_path.glob("tiktoken-core-*.npz")
+    assert not isinstance(fresh, str)
+
+    def no_qualify(spec):  # type: ignore[no-untyped-def]
+        raise AssertionError("qualified again")
+
+    monkeypatch.setattr(tc, "_CORES", {})  # as a new process
+    monkeypatch.setattr(tc, "qualify", no_qualify)
+    loaded = tc.core_of(tok)
+    texts = ["<|im_start|>user\nnaïve café 你好 🤖<|im_end|>\n", "  x\r\n12345 don't", ""]
+    assert not isinstance(loaded, str) and loaded.encode_batch(texts) == fresh.encode_batch(texts)
+    assert (loaded.verify, loaded.joiners, loaded.widths.tolist()) == (fresh.verify, fresh.joiners,
+                                                                       fresh.widths.tolist())
+
+    kept.write_bytes(kept.read_bytes()[:1000])  # damaged: qualified again
+    monkeypatch.setattr(tc, "_CORES", {})
+    monkeypatch.setattr(tc, "qualify", qualify)
+    again = tc.core_of(tok)
+    assert not isinstance(again, str) and again.encode_batch(texts) == fresh.encode_batch(texts)
+
+    llama2 = load_tokenizer(SHARED / "tokenizers" / "llama-2")
+    assert tc.core_of(llama2) == "BPE with byte_fallback"
+    monkeypatch.setattr(tc, "_CORES", {})
+    monkeypatch.setattr(tc, "qualify", no_qualify)
+    assert tc.core_of(llama2) == "BPE with byte_fallback"
