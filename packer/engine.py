@@ -88,9 +88,9 @@ def _init_worker(env: dict[str, str]) -> None:
 
 class ProcessEngine:
     """Tasks in ``workers`` spawned processes (no fork: the driver holds the tokenizer's threads). Each
-    worker's tokenizer gets ``cores // workers`` threads (at least one), so that the pool does not ask
-    for more threads than the machine has; the workers share numba's on-disk cache, so only the first
-    compiles a kernel."""
+    worker's tokenizer (tokenizers' Rust threads, or the tiktoken core's) gets ``cores // workers`` threads (at
+    least one), so that the pool does not ask for more threads than the machine has; the workers share numba's
+    on-disk cache, so only the first compiles a kernel."""
 
     def __init__(self, workers: int) -> None:
         if workers < 1:

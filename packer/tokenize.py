@@ -520,7 +520,9 @@ class Labeller:
                                  "use --tokenizer-backend tokenizers")
             self.core = core
             self.byte_lengths.prefill(core.widths)
-            self._threads = os.cpu_count() or 1
+            # the threads tokenizers would use: RAYON_NUM_THREADS where set (a build's workers share the cores)
+            self._threads = int(os.environ.get("RAYON_NUM_THREADS") or 0) or (
+                len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
         # control tokens never take a content role; the content characters they absorbed are counted
         self.control = control_lut(tok)
 
