@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import os
 import shutil
 import subprocess
@@ -176,7 +177,8 @@ def timed_build(
 ) -> tuple[float, float, dict]:
     """One build into a fresh directory (no "already built" shortcut): (wall s, CPU s of all threads, manifest)."""
     out = Path(tempfile.mkdtemp(prefix="build-", dir=work))
-    kw = {} if backend == "tokenizers" else {"tokenizer_backend": backend}  # older packers lack the argument
+    # every backend named (the default, auto, takes tiktoken where it can); a packer before issue 17 has no choice
+    kw = {"tokenizer_backend": backend} if "tokenizer_backend" in inspect.signature(build).parameters else {}
     try:
         start, cpu = time.perf_counter(), time.process_time()
         manifest = build([str(p) for p in paths], out, tokenizer=tok, seq_len=seq_len, batch_size=BUILD_BATCH, **kw)

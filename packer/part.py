@@ -391,22 +391,27 @@ class PartMapper:
     def submit(self) -> None:
         """Hand the batch to the tokenizer thread; take back what is done beyond _IN_FLIGHT."""
         if self.batch:
-            rendered = [r for _, r in self.batch]
-            texts = [r.text for r in rendered]
-            batch = self.labeller.prepare([r.seg_lengths for r in rendered],
-                                          [char_codes(r.seg_roles, r.seg_last, r.seg_train) for r in rendered],
-                                          texts)
-            doc_ids = np.fromiter((d for d, _ in self.batch), dtype=np.int64, count=len(self.batch))
+            texts = [r.text for _, r in self.batch]
             if self.loader_check is None and self.part.first_doc_id == 0 and loaders_may_differ(
                 self.tok, self.labeller.byte_lengths is not None
             ):
                 self.loader_check = self.checker.submit(loader_difference, self.tok, texts[:_LOADER_SAMPLE])
-            # the records checked against tokenizers (tiktoken core) are encoded by both on the tokenizer thread
-            picks = [k for k, d in enumerate(doc_ids.tolist()) if checked(d)] if self.labeller.core else []
-            self.pending.append(_Pending(self.pool.submit(self._encode, batch, picks), doc_ids, batch))
+            for a, b in self.labeller.runs(texts):
+                self._submit(self.batch[a:b], texts[a:b])
             self.batch = []
             self.batch_chars = 0
         while len(self.pending) > _IN_FLIGHT:
+            self.take()
+
+    def _submit(self, docs: list[tuple[int, Rendered]], texts: list[str]) -> None:
+        rendered = [r for _, r in docs]
+        batch = self.labeller.prepare([r.seg_lengths for r in rendered],
+                                      [char_codes(r.seg_roles, r.seg_last, r.seg_train) for r in rendered], texts)
+        doc_ids = np.fromiter((d for d, _ in docs), dtype=np.int64, count=len(docs))
+        # the records checked against tokenizers (tiktoken core) are encoded by both on the tokenizer thread
+        picks = [k for k, d in enumerate(doc_ids.tolist()) if checked(d)] if self.labeller.core else []
+        self.pending.append(_Pending(self.pool.submit(self._encode, batch, picks), doc_ids, batch))
+        while len(self.pending) > _IN_FLIGHT + 1:  # a batch cut in runs: still two in flight at most
             self.take()
 
     def take(self) -> None:

@@ -51,8 +51,14 @@ def _count_words(b: np.ndarray) -> int:
     return n
 
 
+#: below this many characters ``str.split`` is the faster (the kernel's call costs ~2 us; split ~1 us per 80)
+_SPLIT_BELOW = 256
+
+
 def count_words(text: str) -> int:
     """``len(text.split())``: the whitespace-separated words of ``text``."""
+    if len(text) < _SPLIT_BELOW:
+        return len(text.split())
     return int(_count_words(np.frombuffer(text.encode("utf-8", "surrogatepass"), np.uint8)))
 
 

@@ -39,6 +39,7 @@ from .helpers import (
     SHARED_TOKENIZERS,
     need_shared,
     output_files,
+    outputs_less_backend,
     read_documents,
 )
 
@@ -130,6 +131,43 @@ def test_nfc_tokenizer_on_text_not_in_nfc_takes_the_offsets_path(tmp_path):
         response = docs[k]["input_ids"][docs[k]["roles"] == 7]  # R.RESPONSE
         got = tok.tokenizer.decode(response.tolist())
         assert got == unicodedata.normalize("NFC", want)
+
+
+def test_a_text_not_in_nfc_sends_only_its_own_run_to_the_offsets_path(tmp_path, monkeypatch):
+    """One decomposed text in a batch: the batch is cut around it (:meth:`ByteLengths.runs`), so only that run is
+    encoded with offsets, the rest by byte widths (with the tiktoken core too); the output is the build whose
+    every token is placed by offsets."""
+    import packer.tokenize as T
+
+    tok = load_tokenizer(nfc_variant(tmp_path))
+    table = byte_lengths(tok.tokenizer)
+    assert table is not None
+    assert table.runs(["a", "b", "cafe\u0301", "d", "e\u0301", "o\u0301", "g"]) == [(0, 2), (2, 3), (3, 4), (4, 6),
+                                                                                    (6, 7)]
+    rows = [{"instruction": f"Spell {k}.", "output": "cafe\u0301" if k == 5 else f"café {k}"} for k in range(12)]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    paths: list[str] = []
+    real_bytes, real_offsets = T.label_by_bytes, T.label_by_offsets
+
+    def by_bytes(encs, *args):  # type: ignore[no-untyped-def]
+        paths.append(f"bytes {len(encs[1]) - 1 if isinstance(encs, tuple) else len(encs)}")
+        return real_bytes(encs, *args)
+
+    def by_offsets(encs, *args):  # type: ignore[no-untyped-def]
+        paths.append(f"offsets {len(encs)}")
+        return real_offsets(encs, *args)
+
+    monkeypatch.setattr(T, "label_by_bytes", by_bytes)
+    monkeypatch.setattr(T, "label_by_offsets", by_offsets)
+    m = build([data], tmp_path / "o", tokenizer=tok, template="chatml", seq_len=256)
+    assert m["tokenizer"]["backend"] == "tiktoken"
+    assert paths == ["bytes 5", "offsets 1", "bytes 6"]
+    monkeypatch.setattr(T, "byte_lengths", lambda t: None)  # every token placed by its offsets
+    build([data], tmp_path / "slow", tokenizer=tok, template="chatml", seq_len=256)
+    fast, slow = outputs_less_backend(tmp_path / "o"), outputs_less_backend(tmp_path / "slow")
+    assert (fast.pop("backend"), slow.pop("backend")) == ("tiktoken", "tokenizers")
+    assert fast == slow
 
 
 def test_tokenizers_that_rewrite_text_use_offsets(tmp_path):

@@ -8,7 +8,7 @@ import sys
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from packer.words import count_words
+from packer.words import _SPLIT_BELOW, count_words
 
 SPACES = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()]
 
@@ -16,7 +16,7 @@ SPACES = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()]
 @settings(deadline=None)  # the first example may compile the kernel
 @given(st.lists(st.sampled_from([*SPACES, "a", "é", "你", "🤖", "\x00", "\u200b", "\ud800", "xyz"]), max_size=30))
 def test_count_words_is_str_split(parts):
-    text = "".join(parts)
+    text = "".join(parts) * 20  # mostly past _SPLIT_BELOW: the kernel
     assert count_words(text) == len(text.split())
 
 
@@ -24,3 +24,5 @@ def test_count_words_is_str_split(parts):
 @given(st.text())
 def test_count_words_is_str_split_on_any_text(text):
     assert count_words(text) == len(text.split())
+    long = text * (_SPLIT_BELOW // max(1, len(text)) + 1)  # the kernel's side of the cut
+    assert count_words(long) == len(long.split())
