@@ -187,14 +187,14 @@ def timed_build(
         shutil.rmtree(out, ignore_errors=True)
 
 
-def profile_build(paths: list[Path], tok: TokenizerInfo, seq_len: int, work: Path, top: int) -> None:
+def profile_build(paths: list[Path], tok: TokenizerInfo, seq_len: int, work: Path, top: int, backend: str) -> None:
     """One build under pyinstrument; print the frames with the most self time (where the time is spent,
     not who called it), and save the full tree as text and HTML under ``work``."""
     from pyinstrument import Profiler
 
     profiler = Profiler(interval=0.001)
     profiler.start()
-    seconds, _, _ = timed_build(paths, tok, seq_len, work)
+    seconds, _, _ = timed_build(paths, tok, seq_len, work, backend)
     session = profiler.stop()
     self_time: dict[str, float] = defaultdict(float)
     stack = [profiler.last_session.root_frame()] if profiler.last_session else []
@@ -207,7 +207,8 @@ def profile_build(paths: list[Path], tok: TokenizerInfo, seq_len: int, work: Pat
         self_time[where] += frame.time - sum(c.time for c in frame.children if not c.is_synthetic)
         stack.extend(frame.children)
     total = session.duration
-    print(f"\npyinstrument, one build ({seconds:.2f} s; sampled {total:.2f} s); top {top} frames by self time:\n")
+    print(f"\npyinstrument, one build, backend {backend} ({seconds:.2f} s; sampled {total:.2f} s); top {top} frames by "
+          "self time:\n")
     print("| frame | self seconds | share |")
     print("|---|---|---|")
     for where, s in sorted(self_time.items(), key=lambda kv: -kv[1])[:top]:
@@ -231,7 +232,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench"), help="scratch space for outputs")
     parser.add_argument("--cli", action="store_true",
                         help="also time `packer build` in a fresh process (cold start included), per backend")
-    parser.add_argument("--profile", action="store_true", help="also profile one build of the first set")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile one build of the first set, with the last of --backends")
     parser.add_argument("--top", type=int, default=5, help="frames listed by --profile")
     args = parser.parse_args()
     if not DATA.is_dir():
@@ -289,7 +291,8 @@ def main() -> None:
     print("\n" + "\n".join(lines))
     if args.profile:
         first = next(iter(sets.values()))
-        profile_build(first, load_tokenizer(TOKENIZERS / args.tokenizers[0]), args.seq_len, args.work, args.top)
+        profile_build(first, load_tokenizer(TOKENIZERS / args.tokenizers[0]), args.seq_len, args.work, args.top,
+                      args.backends[-1])
 
 
 if __name__ == "__main__":

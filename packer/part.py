@@ -396,17 +396,18 @@ class PartMapper:
                 self.tok, self.labeller.byte_lengths is not None
             ):
                 self.loader_check = self.checker.submit(loader_difference, self.tok, texts[:_LOADER_SAMPLE])
-            for a, b in self.labeller.runs(texts):
-                self._submit(self.batch[a:b], texts[a:b])
+            for a, b, fits in self.labeller.runs(texts):
+                self._submit(self.batch[a:b], texts[a:b], fits)
             self.batch = []
             self.batch_chars = 0
         while len(self.pending) > _IN_FLIGHT:
             self.take()
 
-    def _submit(self, docs: list[tuple[int, Rendered]], texts: list[str]) -> None:
+    def _submit(self, docs: list[tuple[int, Rendered]], texts: list[str], fits: bool) -> None:
         rendered = [r for _, r in docs]
         batch = self.labeller.prepare([r.seg_lengths for r in rendered],
-                                      [char_codes(r.seg_roles, r.seg_last, r.seg_train) for r in rendered], texts)
+                                      [char_codes(r.seg_roles, r.seg_last, r.seg_train) for r in rendered], texts,
+                                      fits)
         doc_ids = np.fromiter((d for d, _ in docs), dtype=np.int64, count=len(docs))
         # the records checked against tokenizers (tiktoken core) are encoded by both on the tokenizer thread
         picks = [k for k, d in enumerate(doc_ids.tolist()) if checked(d)] if self.labeller.core else []

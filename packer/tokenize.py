@@ -280,15 +280,15 @@ class ByteLengths:
         """Whether the tokenizer sees these texts unchanged (no normalization to undo)."""
         return not self.nfc or all(t.isascii() or unicodedata.is_normalized("NFC", t) for t in texts)
 
-    def runs(self, texts: list[str]) -> list[tuple[int, int]]:
-        """``texts`` cut where :meth:`fits` changes, in order: ``(start, end)`` of each run. A text that is not
-        NFC then sends its own run to the offsets path, not its whole batch: 6 of ShareGPT 17k's 17,320 texts
+    def runs(self, texts: list[str]) -> list[tuple[int, int, bool]]:
+        """``texts`` cut where :meth:`fits` changes, in order: ``(start, end, fits)`` of each run. A text that is
+        not NFC then sends its own run to the offsets path, not its whole batch: 6 of ShareGPT 17k's 17,320 texts
         sent 4 of its 34 batches of 512 there (12% of the build's tokens on the slow path)."""
         if not self.nfc:
-            return [(0, len(texts))]
+            return [(0, len(texts), True)]
         fit = [t.isascii() or unicodedata.is_normalized("NFC", t) for t in texts]
         cuts = [k for k in range(1, len(fit)) if fit[k] != fit[k - 1]]
-        return list(zip([0, *cuts], [*cuts, len(texts)], strict=True))
+        return [(a, b, fit[a]) for a, b in zip([0, *cuts], [*cuts, len(texts)], strict=True)]
 
 
 def byte_lengths(tok: Tokenizer) -> ByteLengths | None:
@@ -536,20 +536,24 @@ class Labeller:
         # control tokens never take a content role; the content characters they absorbed are counted
         self.control = control_lut(tok)
 
-    def runs(self, texts: list[str]) -> list[tuple[int, int]]:
+    def runs(self, texts: list[str]) -> list[tuple[int, int, bool]]:
         """Where to cut a batch so that one text needing offsets does not take the others along
-        (:meth:`ByteLengths.runs`); one run where every batch takes one path."""
+        (:meth:`ByteLengths.runs`): ``(start, end, fits)``, ``fits`` to hand to :meth:`prepare`; one run where
+        every batch takes one path."""
         if self.byte_lengths is None or not texts:
-            return [(0, len(texts))]
+            return [(0, len(texts), self.byte_lengths is not None)]
         return self.byte_lengths.runs(texts)
 
-    def prepare(self, seg_lengths: list[np.ndarray], seg_values: list[np.ndarray], texts: list[str]) -> TextBatch:
-        """``seg_lengths[k]``/``seg_values[k]`` (:func:`char_codes`) tile text ``k``."""
+    def prepare(
+        self, seg_lengths: list[np.ndarray], seg_values: list[np.ndarray], texts: list[str], fits: bool | None = None,
+    ) -> TextBatch:
+        """``seg_lengths[k]``/``seg_values[k]`` (:func:`char_codes`) tile text ``k``; ``fits``: what :meth:`runs`
+        found of these texts (None: look)."""
         chars, starts = batch_chars(seg_lengths, seg_values)
         if chars.shape[0] != sum(len(t) for t in texts):
             raise ValueError("segments do not tile the rendered texts")
         by_bytes = None
-        if self.byte_lengths is not None and self.byte_lengths.fits(texts):
+        if self.byte_lengths is not None and (self.byte_lengths.fits(texts) if fits is None else fits):
             by_bytes = byte_values(chars, starts, texts)
         return TextBatch(texts, chars, starts, by_bytes)
 

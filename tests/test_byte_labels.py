@@ -142,8 +142,9 @@ def test_a_text_not_in_nfc_sends_only_its_own_run_to_the_offsets_path(tmp_path, 
     tok = load_tokenizer(nfc_variant(tmp_path))
     table = byte_lengths(tok.tokenizer)
     assert table is not None
-    assert table.runs(["a", "b", "cafe\u0301", "d", "e\u0301", "o\u0301", "g"]) == [(0, 2), (2, 3), (3, 4), (4, 6),
-                                                                                    (6, 7)]
+    runs = table.runs(["a", "b", "cafe\u0301", "d", "e\u0301", "o\u0301", "g"])
+    assert [(a, b) for a, b, _ in runs] == [(0, 2), (2, 3), (3, 4), (4, 6), (6, 7)]
+    assert [fits for _, _, fits in runs] == [True, False, True, False, True]
     rows = [{"instruction": f"Spell {k}.", "output": "cafe\u0301" if k == 5 else f"café {k}"} for k in range(12)]
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
