@@ -16,27 +16,31 @@ Worked example, a JSON array cut short in its third record::
     ...     _ = f.write('[{"a": 1},\\n {"b": [2, 3]},\\n {"c"')
     >>> values = FileValues(path)
     >>> for v in values:
-    ...     print((v.reason, v.detail) if isinstance(v, BadValue) else v)
+    ...     print(f"{v.reason}: {v.detail}" if isinstance(v, BadValue) else v)
     {'a': 1}
     {'b': [2, 3]}
-    ('malformed_json', "line 3 column 6: Expecting ':' delimiter; the rest of the file could not be read")
+    malformed_json: line 3 column 6: Expecting ':' delimiter; the file ends inside this record (4 bytes from its start)
     >>> values.sha256 == hashlib.sha256(open(path, "rb").read()).hexdigest(), values.consumed.n
     (True, 32)
 
 The file starts with ``[``, so it is a JSON array; decoding it whole fails, so it
 is decoded element by element: the two complete records come out as they are,
 and the break becomes ONE bad value that says where (line 3, column 6, counted
-as an editor does) and ends the file. All 32 bytes were read and hashed.
+as an editor does): the file ends inside that record. All 32 bytes were read and hashed.
 
 Containers (by extension, then by content)
     ``.jsonl`` / ``.ndjson``: JSON Lines; blank lines are skipped and are not
     records; a broken line is a ``malformed_json`` value, an undecodable one
     ``invalid_utf8``, and reading goes on. ``.json``: an array (``[``) is streamed and
     parsed record by record (memory: a chunk plus a record, whatever the file's
-    size), so a truncated or broken array keeps every complete record
-    before the break and ends with ONE ``malformed_json`` value (a trailing
-    comma too); an object (``{``) is one record if the whole file is one JSON
-    value, else the file is read as JSON Lines. ``.parquet``: one record per row.
+    size), so a truncated array keeps every complete record before the cut and
+    ends with ONE ``malformed_json`` value (a trailing comma too); after a broken
+    element the reader reads on at the next element it can verify
+    (:mod:`packer.resync`: the skipped bytes are ``malformed_json`` values, and
+    a stretch that may hide an unknown number of records is a BuildError, as is
+    more data after the closing ``]`` that may hold records); an object (``{``)
+    is one record if the whole file is one JSON value, else the file is read as
+    JSON Lines. ``.parquet``: one record per row.
     ``.arrow``: an Arrow IPC stream (an HF ``datasets`` cache file, or a data file of
     a ``save_to_disk`` folder) or IPC file, one record per row, read a record batch at
     a time; a folder written by ``Dataset.save_to_disk`` (``state.json``) stands for
@@ -60,7 +64,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -225,8 +229,16 @@ class _TextWindow:
     are. Every byte read goes into ``consumed``, ``chunk`` bytes at a time.
     """
 
-    def __init__(self, f: BinaryIO, path: str, consumed: _Consumed, head: bytes, fed: int, chunk: int) -> None:
+    def __init__(
+        self, f: BinaryIO, path: str, consumed: _Consumed, head: bytes, fed: int, chunk: int,
+        opener: Callable[[], BinaryIO] | None = None,
+    ) -> None:
         self._f, self._path, self._consumed, self._chunk = f, path, consumed, chunk
+        #: opens the bytes the window reads again, from their start (for messages and the resynchronisation
+        #: of a broken array: :mod:`packer.resync`)
+        self.opener = opener or (lambda: fsio.open_input(path))
+        # (characters, byte, lines, column) of the file before a point where() counted lines to
+        self._anchor = (0, 0, 0, 0)
         self._dec = codecs.getincrementaldecoder("utf-8")()
         self._fed = fed  # bytes of the file before ``head`` (a BOM)
         self._dropped = 0  # characters dropped from the front
@@ -271,9 +283,18 @@ class _TextWindow:
         return self.eof
 
     def where(self, pos: int) -> str:
-        """``"line L column C"`` of ``text[pos]`` in the whole file (reads the file again: errors only)."""
-        before = _prefix_lines(self._path, self._dropped) if self._dropped else (0, 0)
+        """``"line L column C"`` of ``text[pos]`` in the whole file (reads the file again, from where the last
+        call counted to: errors only)."""
+        before = (0, 0)
+        if self._dropped:
+            chars, byte, lines, col = self._anchor
+            before = _prefix_lines(self.opener, self._dropped - chars, byte, (lines, col))
+            self._anchor = (self._dropped, self.byte_offset(0), *before)
         return _line_col(self.text, pos, before)
+
+    def byte_offset(self, pos: int) -> int:
+        """The byte offset in the file of ``text[pos]`` (encodes the rest of the window: errors only)."""
+        return self._fed - len(self._dec.getstate()[0]) - len(self.text[pos:].encode("utf-8"))
 
     def skip_ws(self, pos: int) -> int:
         while True:
@@ -290,8 +311,11 @@ class _TextWindow:
         while True:
             try:
                 value, end = _DECODER.raw_decode(self.text, pos)
-            except json.JSONDecodeError:
-                # unfinished (it goes on in the next chunk) or broken: only more text tells
+            except json.JSONDecodeError as e:
+                # unfinished (it goes on in the next chunk) or broken: only more text tells, unless the
+                # error lies well before the end of the text
+                if definitive(e, self.text):
+                    raise
                 if len(self.text) - pos > _MAX_RECORD_CHARS:
                     raise json.JSONDecodeError(
                         f"no complete record within {_MAX_RECORD_CHARS:,} characters", self.text, pos
@@ -312,12 +336,15 @@ class _TextWindow:
             self._consumed.update(raw)
 
 
-def _prefix_lines(path: str, chars: int) -> tuple[int, int]:
-    """Newlines in the first ``chars`` characters of a UTF-8 file (BOM skipped), and the characters after
-    the last of them."""
-    lines = col = 0
-    dec = codecs.getincrementaldecoder("utf-8-sig")()
-    with fsio.open_input(path) as f:
+def _prefix_lines(
+    opener: Callable[[], BinaryIO], chars: int, start: int = 0, before: tuple[int, int] = (0, 0)
+) -> tuple[int, int]:
+    """Newlines in the first ``chars`` characters of a UTF-8 file (BOM skipped) from byte ``start`` (where
+    ``before`` were counted), and the characters after the last of them."""
+    lines, col = before
+    dec = codecs.getincrementaldecoder("utf-8-sig" if start == 0 else "utf-8")()
+    with opener() as f:
+        open_at(f, start)
         while chars > 0:
             raw = f.read(_JSON_CHUNK)
             if not raw:
@@ -330,7 +357,25 @@ def _prefix_lines(path: str, chars: int) -> tuple[int, int]:
     return lines, col
 
 
-def _json_array_values(win: _TextWindow, pos: int) -> Iterator[object]:
+def definitive(e: json.JSONDecodeError, text: str) -> bool:
+    """Whether a decode error of ``text`` stays whatever text follows: one well before its end (a literal,
+    number or escape the end cuts fails within a few characters of it), not a string that runs to the end."""
+    return e.pos + 16 < len(text) and not e.msg.startswith("Unterminated string")
+
+
+def open_at(f: BinaryIO, offset: int) -> None:
+    """Move ``f`` to byte ``offset``: a seek, or (a decompressed stream) reading up to it."""
+    if f.seekable():
+        f.seek(offset)
+        return
+    while offset > 0:
+        raw = f.read(min(offset, 1 << 20))
+        if not raw:
+            return
+        offset -= len(raw)
+
+
+def _json_array_values(win: _TextWindow, pos: int, resync: bool = True) -> Iterator[object]:
     """Elements of the JSON array opening at ``win.text[pos] == "["``, decoded one
     at a time so that a break keeps every complete element before it.
 
@@ -353,17 +398,22 @@ def _json_array_values(win: _TextWindow, pos: int) -> Iterator[object]:
     if win.text.startswith("]", pos):
         yield from _after_array(win, pos + 1)
         return
-    while True:
+    n = 0  # elements so far (records, and broken stretches)
+    while pos >= 0:
+        dropped = win._dropped
         try:
-            value, pos = win.decode(pos)
+            value, end = win.decode(pos)
         except json.JSONDecodeError as e:
-            yield _broken(f"{win.where(e.pos)}: {e.msg}")
-            return
+            pos -= win._dropped - dropped  # where the element starts in the window now
+            pos, n = yield from _skipped(win, pos, e.pos, e.msg, n, resync)
+            continue
         except RecursionError:
-            yield _broken(f"{win.where(pos)}: nested too deeply")
-            return
+            pos -= win._dropped - dropped
+            pos, n = yield from _skipped(win, pos, pos, "nested too deeply", n, resync)
+            continue
         yield value
-        pos = win.skip_ws(pos)
+        n += 1
+        pos = win.skip_ws(end)
         sep = win.text[pos : pos + 1]
         if sep == ",":
             pos = win.skip_ws(pos + 1)
@@ -377,18 +427,47 @@ def _json_array_values(win: _TextWindow, pos: int) -> Iterator[object]:
             yield _broken(f"{win.where(pos)}: the file ends before the array's closing ']'")
             return
         else:
-            yield _broken(f"{win.where(pos)}: expecting ',' or ']' after a record")
-            return
+            pos, n = yield from _skipped(win, pos, pos, "expecting ',' or ']' after a record", n, resync)
+
+
+def _skipped(
+    win: _TextWindow, start: int, error: int, msg: str, n: int, resync: bool
+) -> Generator[BadValue, None, tuple[int, int]]:
+    """The BadValues of a broken stretch of an array from ``win.text[start]`` (:func:`packer.resync.skip`);
+    where the array's next element starts (-1: none) and the elements counted so far."""
+    if not resync:  # a run of elements of a parallel build's plan: they parsed whole when the plan was made
+        raise BuildError(f"{win._path}: {msg} in a run of array elements that parsed whole when the build was "
+                         "planned; did the file change during the build?")
+    from .resync import skip  # a broken array only
+
+    bad, pos = skip(win, start, error, msg, n)
+    yield from bad
+    return pos, n + len(bad)
 
 
 def _broken(where: str) -> BadValue:
     return BadValue("malformed_json", f"{where}; the rest of the file could not be read")
 
 
+#: what a JSON value may start with: a stretch of text without any holds no record
+VALUE_START = re.compile(r'[\[{"\-0-9A-Za-z]')
+
+
 def _after_array(win: _TextWindow, pos: int) -> Iterator[BadValue]:
+    """Nothing but blanks may follow the array's closing ``]``: text that could hold records is a BuildError
+    (they would be lost unseen), other text one ``malformed_json`` value."""
     pos = win.skip_ws(pos)
-    if pos < len(win.text):
-        yield _broken(f"{win.where(pos)}: extra data after the array's closing ']'")
+    if pos >= len(win.text):
+        return
+    at = win.where(pos)
+    rest = win.text[pos:]
+    while len(rest) < 4096 and (more := win._more(pos)) >= 0:
+        pos, rest = more, win.text[more:]
+    if VALUE_START.search(rest):
+        raise BuildError(f"{win._path}: {at}: more data after the array's closing ']' (two arrays one after the "
+                         "other?), which may hold records; packer reads one array per file: split the file, "
+                         "or give the records as JSON Lines")
+    yield _broken(f"{at}: extra data after the array's closing ']'")
 
 
 def _first_lines(data: bytes, n: int, pos: int = 0) -> list[bytes]:
@@ -670,7 +749,7 @@ class FileValues:
         if piece.kind == "array":  # checked whole by the plan: the elements, as an array of their own
             with io.BufferedReader(_Range(path, piece.start, piece.end, b"[", b"]"), _JSON_CHUNK) as f:
                 win = _TextWindow(f, path, self.consumed, b"", 0, _JSON_CHUNK)
-                yield from _json_array_values(win, win.skip_ws(0))
+                yield from _json_array_values(win, win.skip_ws(0), resync=False)
             return
         if piece.kind == "row_groups":
             yield from _parquet_values(path, self.consumed, range(piece.start, piece.end))

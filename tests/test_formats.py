@@ -521,7 +521,7 @@ def test_truncated_json_array(tmp_path: Path) -> None:
     items = list(reader)
     assert [type(i) for i in items] == [Conversation, Conversation, Rejection]
     detail = rejected(items[2], "malformed_json").detail
-    assert "line " in detail and "column " in detail and "rest of the file could not be read" in detail
+    assert "line " in detail and "column " in detail and "the file ends inside this record" in detail
     assert items[2].source.index == 2 and reader.inputs[0].records == 3
 
 
@@ -542,7 +542,11 @@ def test_json_array_trailing_comma(tmp_path: Path) -> None:
 
 
 def test_json_array_extra_data_after_the_end(tmp_path: Path) -> None:
-    items = read(write(tmp_path / "x.json", "[" + json.dumps(ALPACA) + "] []"))
+    """Text after the array that may hold records (a second array) fails the build: they would be lost
+    unseen (issue 24); other text is one rejection."""
+    with pytest.raises(BuildError, match=r"x\.json: line 1 column \d+: more data after the array's closing"):
+        read(write(tmp_path / "x.json", "[" + json.dumps(ALPACA) + "] []"))
+    items = read(write(tmp_path / "y.json", "[" + json.dumps(ALPACA) + "] %"))
     assert "extra data" in rejected(items[1], "malformed_json").detail
 
 
