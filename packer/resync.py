@@ -162,6 +162,7 @@ class _Search:
         self.win, self.s = win, s
         self.comma = -1  # the comma before the element found
         self.capped = False  # gave up: no element within MAX_SKIP_CHARS
+        self.cut = False  # the element found is cut short by the end of the file
 
     def _extend(self) -> bool:
         win = self.win
@@ -228,7 +229,10 @@ class _Search:
             if _sequence_reaches(text, b + 1, s + c):
                 return False
             b = text.find("[", b + 1, s + c)
-        if end == _CUT or _goes_on(self.win, self.win.byte_offset(s + c)) == _END:
+        if end == _CUT:
+            self.cut = True
+            return True
+        if _goes_on(self.win, self.win.byte_offset(s + c)) == _END:
             return True
         ok, depth, _ = _lex(text, s, s + k)
         return ok and depth == 0
@@ -249,15 +253,19 @@ def skip(win: _TextWindow, start: int, error: int, msg: str, n: int) -> tuple[li
         resume = f"reading on at {win.where(s + c)}"
         if not clean and VALUE_START.search(text, s, s + search.comma):
             resume += " (the skipped text may hold more than one record: its brackets do not balance)"
-        return _pieces(win, s, s + c, commas if clean else [], where, resume), s + c
+        bad = _pieces(win, s, s + c, commas if clean else [], where, resume)
+        if not search.cut:
+            return bad, s + c
+        # the last element, cut short: the end of the file, which a search from it would take apart
+        size = win.byte_offset(len(text)) - win.byte_offset(s + c)
+        return [*bad, _ends_inside(_error(win, s + c), size)], -1
     tail = text[s:].rstrip(" \t\n\r")
     size = win.byte_offset(len(text)) - win.byte_offset(s)
     if not search.capped:
         if not tail:
             return [BadValue("malformed_json", f"{where}: the file ends before the array's closing ']'")], -1
         if search.value_end(0) == _CUT:
-            return [BadValue("malformed_json", f"{where}; the file ends inside this record ({size:,} bytes "
-                             "from its start)")], -1
+            return [_ends_inside(where, size)], -1
         closed = tail.endswith("]")
         ok, depth, commas = _lex(text, s, s + len(tail) - closed)
         if ok and (depth == 0 or not closed):
@@ -272,6 +280,10 @@ def skip(win: _TextWindow, start: int, error: int, msg: str, n: int) -> tuple[li
     raise BuildError(f"{win._path}: record {n} is not valid JSON ({where}), and {why}, which packer will not drop "
                      "unseen; fix the JSON there (python -m json.tool FILE names the first error), or give the "
                      "records as JSON Lines, where a broken line loses only itself")
+
+
+def _ends_inside(where: str, size: int) -> BadValue:
+    return BadValue("malformed_json", f"{where}; the file ends inside this record ({size:,} bytes from its start)")
 
 
 def _pieces(win: _TextWindow, s: int, stop: int, commas: list[int], where: str, last: str) -> list[BadValue]:
