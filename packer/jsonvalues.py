@@ -69,6 +69,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from . import fsio
+from .compressed import compression, inner_suffix, open_decompressed
 from .options import FORMATS
 from .records import BuildError
 
@@ -523,7 +524,8 @@ def _object_file_values(path: str, data: bytes, start: int, skipped: int) -> Ite
 
 
 def _json_file_values(
-    path: str, f: BinaryIO, consumed: _Consumed, chunk: int, head_only: bool = False
+    path: str, f: BinaryIO, consumed: _Consumed, chunk: int, head_only: bool = False,
+    opener: Callable[[], BinaryIO] | None = None,
 ) -> Iterator[object]:
     """Values of a ``.json`` (or sniffed) file: an array streamed, anything else read whole (with
     ``head_only``, JSON Lines are streamed too)."""
@@ -540,14 +542,14 @@ def _json_file_values(
     if not first:
         raise BuildError(f"{path}: empty file, no records")
     if first == b"[":
-        win = _TextWindow(f, path, consumed, head[skipped:], skipped, chunk)
+        win = _TextWindow(f, path, consumed, head[skipped:], skipped, chunk, opener)
         del head
         yield from _json_array_values(win, start - skipped)
         win.finish()
         return
     if first != b"{":
         raise BuildError(_not_json(path, head[start : start + 256]))
-    if head_only and _line_parses_alone(f, start, len(head)):
+    if head_only and f.seekable() and _line_parses_alone(f, start, len(head)):
         # the reader reads such a file as JSON Lines or (nothing but blanks after that line) as the one
         # object of that line: the same values either way, and JSON Lines need not be read to the end
         f.seek(skipped)
@@ -705,13 +707,17 @@ class _Range(io.RawIOBase):
 
 
 def container(path: str) -> str:
-    """How a file holds its records: ``jsonl``, ``json`` (an array or an object), ``parquet`` or ``arrow``;
-    decided as :class:`FileValues` decides (extension, then the first bytes)."""
+    """How a file holds its records: ``jsonl``, ``json`` (an array or an object), ``parquet``, ``arrow`` or
+    ``compressed`` (:mod:`packer.compressed`); decided as :class:`FileValues` decides (extension, then the first
+    bytes; compression by the first bytes alone)."""
     suffix = fsio.suffix(path).lower()
+    with fsio.open_input(path, buffer_size=1 << 12) as f:  # a URI: one small ranged read
+        magic = f.read(6)
+    if compression(magic):
+        return "compressed"  # read whole, as one part
     if suffix in _JSONL_SUFFIXES:
         return "jsonl"
-    with fsio.open_input(path, buffer_size=1 << 12) as f:  # a URI: one small ranged read
-        magic = f.read(4)
+    magic = magic[:4]
     if suffix == ".arrow" or magic in (_ARROW_STREAM_MAGIC, _ARROW_FILE_MAGIC[:4]):
         return "arrow"
     return "parquet" if suffix == ".parquet" or magic == b"PAR1" else "json"
@@ -756,8 +762,13 @@ class FileValues:
             return
         suffix = fsio.suffix(path).lower()
         with fsio.open_input(path) as f:
-            magic = f.read(4)
+            magic = f.read(6)
             f.seek(0)
+            codec = compression(magic)
+            if codec is not None:
+                yield from self._decompressed(f, codec)
+                return
+            magic = magic[:4]
             jsonl = suffix in _JSONL_SUFFIXES
             arrow = not jsonl and (suffix == ".arrow" or magic in (_ARROW_STREAM_MAGIC, _ARROW_FILE_MAGIC[:4]))
             if arrow:
@@ -777,6 +788,31 @@ class FileValues:
                 return
         self.empty = "no records (the Parquet file has no rows)"
         yield from _parquet_values(path, self.consumed)
+        self.sha256 = self.consumed.hexdigest()
+
+    def _decompressed(self, raw: BinaryIO, codec: str) -> Iterator[object]:
+        """Values of a compressed JSON or JSON Lines file (:mod:`packer.compressed`); its own bytes are hashed
+        and counted as they are read."""
+        path = self.path
+        f = open_decompressed(path, raw, codec, self.consumed)
+        inner = inner_suffix(path).lower()
+        start = f.peek(6)[:6]
+        if inner in (".parquet", ".arrow") or start[:4] in (b"PAR1", _ARROW_STREAM_MAGIC, _ARROW_FILE_MAGIC[:4]):
+            raise BuildError(f"{path}: compressed input ({codec}) holding a Parquet or Arrow file; decompress it "
+                             "first (Parquet compresses its columns itself)")
+        _check_encoding(path, start)
+        inside = _Consumed(hashing=False)  # the decompressed bytes: neither hashed nor counted
+        if inner in _JSONL_SUFFIXES:
+            yield from _jsonl_values(f, None, _CHECK_CHUNK if self._head_only else _JSONL_BLOCK)
+        else:
+            self.empty = "no records (an empty JSON array)"
+            chunk = _CHECK_CHUNK if self._head_only else _JSON_CHUNK
+
+            def reopen() -> BinaryIO:
+                return open_decompressed(path, fsio.open_input(path), codec, _Consumed(hashing=False))
+
+            yield from _json_file_values(path, f, inside, chunk, self._head_only, reopen)
+        f.raw.counted.drain()  # type: ignore[attr-defined]
         self.sha256 = self.consumed.hexdigest()
 
 

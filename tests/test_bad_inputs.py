@@ -23,6 +23,14 @@ CORPUS = Path(__file__).parent / "bad_inputs"
 EXPECTED = {
     "truncated.json": (2, 1, {"malformed_json": 1}, [(1, "line 1 column")]),
     "trailing_comma.json": (3, 2, {"malformed_json": 1}, [(2, "trailing comma")]),
+    # broken elements mid-array: reading goes on after each (issue 24); the nested look-alikes are no records
+    "broken_elements.json": (
+        5, 3, {"malformed_json": 2},
+        [(1, "line 8 column 24: Expecting ',' delimiter; skipped 212 bytes; reading on at line 14 column 1"),
+         (3, "line 20 column 3: Expecting ',' delimiter; skipped 57 bytes; reading on at line 22 column 1")],
+    ),
+    # gzip'd JSON Lines: read as the file it holds, same messages
+    "compressed.jsonl.gz": (3, 2, {"malformed_json": 1}, [(1, "line 2 column 44: Expecting value")]),
     "invalid_utf8.jsonl": (3, 2, {"invalid_utf8": 1}, [(1, "line 2")]),
     # a JSON escape of half a surrogate pair: valid JSON, no UTF-8 form (a whole pair is fine)
     "lone_surrogate.jsonl": (3, 2, {"invalid_utf8": 1}, [(1, "lone surrogate '\\ud83d' at character 15")]),
@@ -150,6 +158,16 @@ FAILS = {
     "empty.json": "empty file, no records",
     "not_json.txt": not_json(r"'instruction: Name a colour.\noutput: Blue'..."),
     "spreadsheet.csv": not_json(r"'instruction,input,output\nhi,,yo\n'"),
+    "broken_array_unknown.json": (
+        "record 0 is not valid JSON (line 2 column 21: Expecting ',' delimiter), and no later record of the array "
+        "could be told apart from it: the 91 bytes from there to the end of the file hold an unknown number of "
+        "records, which packer will not drop unseen; fix the JSON there (python -m json.tool FILE names the first "
+        "error), or give the records as JSON Lines, where a broken line loses only itself"
+    ),
+    "two_arrays.json": (
+        "line 2 column 1: more data after the array's closing ']' (two arrays one after the other?), which may hold "
+        "records; packer reads one array per file: split the file, or give the records as JSON Lines"
+    ),
 }
 
 

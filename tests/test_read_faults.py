@@ -1,18 +1,26 @@
 """Faults of the input files that used to lose records silently (issue 24): a JSON array with a broken
 element read on at the next element packer can verify (packer/resync.py), never at a nested object; what
-cannot be counted fails the build; the same records whatever the parts."""
+cannot be counted fails the build; the same records whatever the parts. Compressed inputs (gzip, bzip2,
+zstd, lz4) are read, giving the outputs of the plain file."""
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import hashlib
 import json
+import lzma
+import os
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.ipc as ipc
 import pytest
 from click.testing import CliRunner
 
 from packer import BuildError, build
 from packer.cli import main
-from packer.formats import check_inputs
+from packer.formats import RecordReader, check_inputs
 from packer.jsonvalues import BadValue, FileValues
 
 from .helpers import DEMO_TOKENIZER, output_files
@@ -192,3 +200,98 @@ def test_same_records_whatever_the_parts(tmp_path, demo_tok, broken_3000, cuts):
     build([broken_3000], tmp_path / "one", **opts)
     build([broken_3000], tmp_path / "cut", cuts={0: cuts}, workers=2 if len(cuts) == 1 else 1, **opts)
     assert output_files(tmp_path / "cut") == output_files(tmp_path / "one")
+
+
+# -- compressed inputs (issue 24, item 7) ---------------------------------------------------------------
+
+
+def _arrow_compress(codec: str):  # type: ignore[no-untyped-def]
+    def compress(data: bytes) -> bytes:
+        out = pa.BufferOutputStream()
+        with pa.CompressedOutputStream(out, codec) as s:
+            s.write(data)
+        return out.getvalue().to_pybytes()
+
+    return compress
+
+
+COMPRESS = {"gz": gzip.compress, "bz2": bz2.compress, "zst": _arrow_compress("zstd"), "lz4": _arrow_compress("lz4")}
+
+
+def _body(kind: str) -> bytes:
+    """120 records with faults: a broken line (JSON Lines) or a broken element (an array: read on past it)."""
+    recs = [json.dumps(rec(i) if i % 7 else {"instruction": "", "output": "x"}) for i in range(120)]
+    recs[50] = '{"instruction": "broken" "output": "x"}'
+    return ("\n".join(recs) + "\n" if kind == "jsonl" else "[\n" + ",\n".join(recs) + "\n]\n").encode()
+
+
+def _rows(out: Path, name: str, path: Path, plain: Path) -> str:
+    """documents.arrow or rejected.jsonl as text, the compressed input's path written as the plain one's."""
+    if name == "documents.arrow":
+        text = json.dumps(ipc.open_file(out / name).read_all().to_pylist(), sort_keys=True, default=str)
+    else:
+        text = (out / name).read_text()
+    return text.replace(str(path), str(plain))
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "json"])
+@pytest.mark.parametrize("ext", sorted(COMPRESS))
+def test_compressed_input_builds_the_same_outputs(tmp_path, demo_tok, kind, ext):
+    body = _body(kind)
+    plain = write(tmp_path, body.decode(), f"data.{kind}")
+    path = tmp_path / f"data.{kind}.{ext}"
+    path.write_bytes(COMPRESS[ext](body))
+    opts = {"tokenizer": demo_tok, "seq_len": 256, "shard_bytes": 20_000}
+    a = build([plain], tmp_path / "plain", **opts)
+    b = build([path], tmp_path / "packed", part_bytes=500, **opts)  # one part all the same
+    assert b["inputs"][0]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert a["counts"]["rejected"]["malformed_json"] == 1 and a["counts"]["records"] == 120
+    for m in (a, b):
+        for key in ("inputs", "documents", "build_key", "build_seconds"):
+            m.pop(key)
+    assert a == b
+    files = sorted(p.name for p in (tmp_path / "plain").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "packed").iterdir())
+    for name in files:
+        if name in ("documents.arrow", "rejected.jsonl"):
+            assert _rows(tmp_path / "packed", name, path, plain) == _rows(tmp_path / "plain", name, plain, plain)
+        elif name != "manifest.json":
+            assert (tmp_path / "packed" / name).read_bytes() == (tmp_path / "plain" / name).read_bytes(), name
+
+
+def test_compressed_file_under_a_plain_name_is_read(tmp_path, demo_tok, monkeypatch):
+    """A gzip file named data.json is told by its first bytes: the outputs are the plain file's bytes but for
+    the manifest's sha256 of the input (over the file's own bytes) and the build key."""
+    for d, data in (("plain", _body("json")), ("gz", gzip.compress(_body("json")))):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "data.json").write_bytes(data)
+        monkeypatch.chdir(tmp_path / d)
+        build(["data.json"], "out", tokenizer=demo_tok, seq_len=256)
+    plain, packed = output_files(tmp_path / "plain" / "out"), output_files(tmp_path / "gz" / "out")
+    assert plain.pop("manifest.json") != packed.pop("manifest.json") and plain == packed
+    assert check_inputs([tmp_path / "gz" / "data.json"]) == ["alpaca"]
+
+
+def test_compressed_progress_counts_the_file_bytes(tmp_path):
+    path = tmp_path / "data.jsonl.gz"
+    lines = (json.dumps({"instruction": os.urandom(24).hex(), "output": "x"}) for _ in range(30_000))
+    path.write_bytes(gzip.compress("\n".join(lines).encode()))
+    reader = RecordReader([path])
+    seen = [reader.bytes_read for i, _ in enumerate(reader) if i % 5000 == 0]
+    assert seen == sorted(seen) and 0 < seen[0] < seen[-1] < reader.total_bytes == path.stat().st_size
+    assert reader.bytes_read == reader.total_bytes and reader.inputs[0].records == 30_000
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (lzma.compress(b"[]"), r"compressed input \(xz\), which packer does not read; decompress it first"),
+    (b"PK\x03\x04" + b"\0" * 40, r"compressed input \(zip\), which packer does not read"),
+    (gzip.compress(os.urandom(5000).hex().encode())[:3000], r"compressed input \(gzip\) that cannot be "
+     r"decompressed: .*; is the file whole\?"),
+    (gzip.compress(b"PAR1" + b"\0" * 40), r"compressed input \(gzip\) holding a Parquet or Arrow file"),
+], ids=["xz", "zip", "gzip cut short", "gzip of Parquet"])
+def test_compressed_input_that_cannot_be_read(tmp_path, demo_tok, data, message):
+    path = tmp_path / "data.json"
+    path.write_bytes(data)
+    with pytest.raises(BuildError, match=f"^{path}: {message}"):
+        build([path], tmp_path / "o", tokenizer=demo_tok)
+    assert not (tmp_path / "o").exists()
