@@ -15,24 +15,25 @@ itself). ``c`` is where the array goes on if all of these hold:
 2. ``c`` cannot be an element of an array opened inside the stretch: for no ``[`` between ``s`` and
    ``c`` is the text up to ``c`` a run of whole values separated by commas (then the broken element
    may simply lack its closing brackets at the end of the file, and ``c`` be nested in it);
-3. and one of:
+3. and the run of values from ``c`` (values separated by commas, read on a second handle from ``c``'s
+   byte: only a broken file pays for it) either
 
-   a. from ``c`` on, the rest of the file parses as the array's remaining elements: values
-      separated by commas, then the closing ``]`` and nothing but blanks to the end of the file (a
-      nested ``c`` would meet the closing brackets of its container first: ``]`` or ``}`` followed by
-      more text), or the file ends inside them (a file cut short); or
-   b. the run from ``c`` breaks again (a second broken element), and the stretch ``s..k`` is
-      balanced: read leniently (a string runs from a quote to the next unescaped one, whatever it
-      holds), its brackets close exactly at ``k`` and never close more than they open, so ``k`` is a
-      comma at the array's own depth.
+   a. reaches the closing ``]`` with nothing but blanks after it to the end of the file, or the file
+      ends inside it (a file cut short): ``c`` is where the array goes on; or
+   b. meets a ``]`` with more text after it, or a ``}`` or ``:`` where the array would have ``,`` or
+      ``]``: the run is inside a value, so ``c`` and every candidate up to there are nested; or
+   c. breaks on a syntax error (a second broken element): ``c`` is where the array goes on if the
+      stretch ``s..k`` is balanced: read leniently (a string runs from a quote to the next unescaped
+      one, whatever it holds), its brackets close exactly at ``k`` and never close more than they
+      open, so ``k`` is a comma at the array's own depth. Where it is not, the values of the run cannot
+      be told apart from values nested in the broken element, and the build fails (below).
 
-The first candidate that passes is where the array goes on; checking 3a reads the rest of the file
-once more (on a second handle, from ``c``'s byte), which only a broken file pays. Where no candidate
-passes, the stretch runs to the end of the file: it is one cut record when the file ends inside the
-value at ``s`` (a truncated download), records told apart by their balanced brackets when it is
-balanced, no record when it holds nothing a value can start with; anything else holds an unknown
-number of records, and the build fails naming the place and the way out (fix it, or JSON Lines),
-as it does when no candidate passes within :data:`MAX_SKIP_CHARS` characters.
+The first candidate that passes is where the array goes on. Where none passes, the stretch runs to
+the end of the file: it is one cut record when the file ends inside the value at ``s`` (a truncated
+download), records told apart by their balanced brackets when it is balanced, no record when it holds
+nothing a value can start with. Anything else holds an unknown number of records, and the build fails
+naming the place and the way out (fix it, or JSON Lines), as it does when no candidate passes within
+:data:`MAX_SKIP_CHARS` characters (the window holds the stretch while it is searched).
 
 Each skipped stretch becomes ``malformed_json`` rejections: one per element its balanced brackets
 tell apart (two broken records side by side are two rejections), or one that says it may hold
@@ -43,9 +44,9 @@ the parts.
 
     [{"a": 1}, {"b": 2 "x": [{"c": 3}, {"d": 4}]}, {"e": 5}]
 
-``{"b"...`` breaks at ``"x"``; the candidates after it: ``{"c": 3}`` is the first value of the
-array opened at ``[`` (rule 2) and its run meets ``]`` then ``}`` (3a fails): nested; ``{"d": 4}``
-likewise; ``{"e": 5}`` is followed by ``]`` and the end of the file: the next record. Records
+``{"b"...`` breaks at ``"x"``; the candidates after it: ``{"d": 4}`` follows the run ``{"c": 3},``
+from the ``[`` (rule 2): nested; ``{"e": 5}`` is followed by ``]`` and the end of the file (3a): the
+next record. (``{"c": 3}`` follows ``: [``, no comma: no candidate.) Records
 ``{"a": 1}``, one rejection (skipped 37 bytes), ``{"e": 5}``.
 """
 
@@ -79,7 +80,13 @@ _CUT_TAIL = re.compile(
     r"|[.eE][+-]?|\\(?:u[0-9a-fA-F]{0,3})?"
 )
 _BROKEN, _CUT = -1, -2
-_END, _BREAK = "end", "break"
+#: how the run of elements from a candidate ends (:func:`_goes_on`)
+_END, _NESTED, _SYNTAX = "end", "nested", "syntax"
+
+
+class _Unknown(Exception):
+    """Values that parse as records follow the break, but none can be verified (rule 3b fails after a syntax
+    error in their run): how many records the stretch holds cannot be known."""
 
 
 def _cut(e: json.JSONDecodeError, text: str) -> bool:
@@ -126,9 +133,12 @@ def _sequence_reaches(text: str, pos: int, target: int) -> bool:
     return pos == target
 
 
-def _goes_on(win: _TextWindow, offset: int) -> str:
-    """How the array goes on from byte ``offset`` of the file (rule 3a): ``end`` (its closing ``]`` and blanks
-    to the end of the file, or the file ends inside it), or ``break``. Reads on a handle of its own."""
+def _goes_on(win: _TextWindow, offset: int) -> tuple[str, int]:
+    """How the run of the array's elements from byte ``offset`` of the file ends (rule 3a), and the characters
+    from ``offset`` to where it ends: ``end`` (the closing ``]`` and blanks to the end of the file, or the file
+    ends inside it), ``nested`` (a ``]`` with more text after it, a ``}`` or a ``:`` where the array would have
+    ``,`` or ``]``: the run is inside a value) or ``syntax`` (a broken element, or a missing comma). Reads on a
+    handle of its own."""
     with win.opener() as f:
         open_at(f, offset)
         w = _TextWindow(f, win._path, _Consumed(hashing=False), b"", offset, 1 << 16)
@@ -137,21 +147,22 @@ def _goes_on(win: _TextWindow, offset: int) -> str:
             try:
                 _, pos = w.decode(pos)
             except json.JSONDecodeError as e:
-                return _END if w.eof and _cut(e, w.text) else _BREAK
+                return (_END if w.eof and _cut(e, w.text) else _SYNTAX), w._dropped + e.pos
             except RecursionError:
-                return _BREAK
+                return _SYNTAX, w._dropped + pos
             pos = w.skip_ws(pos)
             sep = w.text[pos : pos + 1]
             if sep == ",":
                 pos = w.skip_ws(pos + 1)
                 if pos >= len(w.text):
-                    return _END
+                    return _END, w._dropped + pos
                 if not w.text.startswith("]", pos):
                     continue
                 sep = "]"  # a trailing comma: the reader rejects it, the array ends all the same
+            at = w._dropped + pos
             if sep == "]":
-                return _END if w.skip_ws(pos + 1) >= len(w.text) else _BREAK
-            return _END if not sep else _BREAK
+                return (_END if w.skip_ws(pos + 1) >= len(w.text) else _NESTED), at
+            return (_END if not sep else _NESTED if sep in "}:" else _SYNTAX), at
 
 
 class _Search:
@@ -199,7 +210,7 @@ class _Search:
             return end - self.s
 
     def next_element(self) -> int:
-        """Where the array goes on (rules 1-3), or -1."""
+        """Where the array goes on (rules 1-3), or -1; raises _Unknown."""
         r = 0
         while True:
             i = self.win.text.find(",", self.s + r)
@@ -210,12 +221,19 @@ class _Search:
                 continue
             k = i - self.s
             c = self.ws(k + 1)
-            if self.s + c < len(self.win.text) and self._passes(k, c):
+            r = k + 1
+            if self.s + c >= len(self.win.text):
+                continue
+            verdict = self._verdict(k, c)
+            if verdict is True:
                 self.comma = k
                 return c
-            r = k + 1
+            if verdict is not False:
+                r = max(r, verdict)  # every candidate up to there lies in the same nested run
 
-    def _passes(self, k: int, c: int) -> bool:
+    def _verdict(self, k: int, c: int) -> bool | int:
+        """True where the array goes on at ``c`` (after the comma at ``k``), False where not, or where the nested
+        run from ``c`` ends (no candidate before it can be the next element either)."""
         end = self.value_end(c)
         if end == _BROKEN:
             return False
@@ -232,10 +250,15 @@ class _Search:
         if end == _CUT:
             self.cut = True
             return True
-        if _goes_on(self.win, self.win.byte_offset(s + c)) == _END:
+        how, length = _goes_on(self.win, self.win.byte_offset(s + c))
+        if how == _END:
             return True
+        if how == _NESTED:
+            return c + length
         ok, depth, _ = _lex(text, s, s + k)
-        return ok and depth == 0
+        if ok and depth == 0:
+            return True
+        raise _Unknown
 
 
 def skip(win: _TextWindow, start: int, error: int, msg: str, n: int) -> tuple[list[BadValue], int]:
@@ -244,7 +267,13 @@ def skip(win: _TextWindow, start: int, error: int, msg: str, n: int) -> tuple[li
     file); BuildError where the stretch holds records that cannot be counted (see the module's rule)."""
     where = f"{win.where(error)}: {msg}"
     search = _Search(win, start)
-    c = search.next_element()
+    try:
+        c = search.next_element()
+    except _Unknown:
+        c, search.capped = -1, False
+        unknown = True
+    else:
+        unknown = False
     s = search.s
     text = win.text
     if c >= 0:
@@ -261,7 +290,7 @@ def skip(win: _TextWindow, start: int, error: int, msg: str, n: int) -> tuple[li
         return [*bad, _ends_inside(_error(win, s + c), size)], -1
     tail = text[s:].rstrip(" \t\n\r")
     size = win.byte_offset(len(text)) - win.byte_offset(s)
-    if not search.capped:
+    if not search.capped and not unknown:
         if not tail:
             return [BadValue("malformed_json", f"{where}: the file ends before the array's closing ']'")], -1
         if search.value_end(0) == _CUT:
@@ -274,9 +303,15 @@ def skip(win: _TextWindow, start: int, error: int, msg: str, n: int) -> tuple[li
         if not VALUE_START.search(tail, 0, len(tail) - closed):
             return [BadValue("malformed_json", f"{where}; skipped the {size:,} bytes to the end of the file, "
                              "which hold no record")], -1
-    why = (f"no record of the array could be found after it within {MAX_SKIP_CHARS:,} characters"
-           if search.capped else f"no later record of the array could be told apart from it: the {size:,} bytes "
-           "from there to the end of the file hold an unknown number of records")
+    if unknown:
+        why = ("values that parse as records follow it, but none can be told apart from a value nested in it "
+               "(their run breaks again, and the brackets before them do not balance): they are an unknown number "
+               "of records")
+    elif search.capped:
+        why = f"no record of the array could be found after it within {MAX_SKIP_CHARS:,} characters"
+    else:
+        why = (f"no later record of the array could be told apart from it: the {size:,} bytes "
+               "from there to the end of the file hold an unknown number of records")
     raise BuildError(f"{win._path}: record {n} is not valid JSON ({where}), and {why}, which packer will not drop "
                      "unseen; fix the JSON there (python -m json.tool FILE names the first error), or give the "
                      "records as JSON Lines, where a broken line loses only itself")

@@ -126,6 +126,11 @@ def test_windows_change_nothing(tmp_path, monkeypatch, chunk):
 
 
 UNKNOWN = {
+    # {"c": 3} and {"d": 4} parse, but their run breaks at the missing comma and the brackets before them do not
+    # balance: they may be values nested in the broken record
+    "records between a stray quote and a missing comma": (
+        f'[{r(0)}, {{"b": "it"s"}}, {{"c": 3}}, {{"d": 4}} {{"e": 5}}, {{"f": 6}}]'
+    ),
     # a stray quote: the brackets after it tell nothing, and nothing after it parses as the array's next element
     "stray quote": f'[{r(0)}, {{"instruction": "it"s", "output": "x"}}, {{"b" 2}}]',
     "two broken at the end, one with a stray quote": f'[{r(0)}, {{"b" 2, "c": "it"s"}}, {{"b" 3}}]',
@@ -135,12 +140,26 @@ UNKNOWN = {
 @pytest.mark.parametrize("name", sorted(UNKNOWN))
 def test_records_that_cannot_be_counted_fail_the_build(tmp_path, demo_tok, name):
     path = write(tmp_path, UNKNOWN[name])
-    message = rf"{path}: record 1 is not valid JSON \(line 1 column \d+: .*\), and no later record .* unknown number"
+    message = rf"{path}: record 1 is not valid JSON \(line 1 column \d+: .*\), and .* unknown number of records"
     with pytest.raises(BuildError, match=message + ".*JSON Lines"):
         list(FileValues(str(path)))
     with pytest.raises(BuildError, match=message):
         build([path], tmp_path / "o", tokenizer=demo_tok, seq_len=256)
     assert not (tmp_path / "o").exists()
+
+
+def test_a_nested_run_is_checked_once(tmp_path, monkeypatch):
+    """The candidates of one nested run share its verdict: the rest of the file is read again once for the run,
+    not once per look-alike in it (which would be quadratic)."""
+    import packer.resync as resync
+
+    calls = []
+    real = resync._goes_on
+    monkeypatch.setattr(resync, "_goes_on", lambda win, offset: calls.append(offset) or real(win, offset))
+    turns = ", ".join(r(100 + i) for i in range(300))
+    path = write(tmp_path, f'[{r(0)}, {{"turns": [{{"x" 1}}, {turns}], "n": 1}}, {r(2)}, {r(3)}]')
+    check(values(path), [0, "skipped", 2, 3])
+    assert len(calls) == 2
 
 
 def test_no_element_within_the_bound_fails(tmp_path, monkeypatch):
