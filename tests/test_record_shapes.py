@@ -4,7 +4,9 @@
   the system message the prompt; under a template that refuses a system turn (``--system merge``) the system
   text is the user turn, its tokens keeping the ``system`` role; a template that leaves the prompt out is a
   ``template_error``; ids equal transformers' ``apply_chat_template`` with every chat template in ../shared;
-- an assistant tool-call message without a ``content`` key: read as ``content: null``;
+- an assistant tool-call message without a ``content`` key: read as ``content: null``; tool-call arguments given
+  as a JSON string are parsed to an object (what transformers' templates expect: Qwen2.5's own would quote the
+  string a second time);
 - ``--leading-assistant drop|keep``: ``keep`` trains an assistant turn that opens a conversation (a greeting,
   an assistant-only conversation) where the template renders it; ``drop`` (default) is what it always was,
   and leaves the build key and manifest of earlier builds as they were;
@@ -331,6 +333,27 @@ def test_system_and_assistant_packs_with_every_chat_template(name, tmp_path):
     assert len(runs) == 1 and runs[0].strip().startswith(answer) and runs[0] != answer
 
 
+def test_qwen25_tool_call_without_content_and_string_arguments(tmp_path):
+    """With Qwen2.5's own template: a call message without content packs, its ids those of apply_chat_template
+    given content null and the arguments as an object; OpenAI's JSON-string arguments passed straight to
+    apply_chat_template would be quoted a second time (the README says why packer parses them)."""
+    need_shared()
+    tok_dir = SHARED_TOKENIZERS / "qwen2.5-instruct"
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}
+    turns = [{"role": "user", "content": "Weather in Oslo?"}, {"role": "assistant", "tool_calls": [call]},
+             {"role": "tool", "tool_call_id": "c1", "content": "12C"}, {"role": "assistant", "content": "12C."}]
+    m = build([jsonl(tmp_path / "in.jsonl", [{"messages": turns}])], tmp_path / "o", template="tokenizer",
+              tokenizer=load_tokenizer(tok_dir, loader=transformers_loader()), seq_len=1024,
+              tokenizer_backend="tokenizers")
+    assert m["counts"]["packed"] == 1
+    ids = read_documents(tmp_path / "o")[0]["input_ids"].tolist()
+    parsed = {**call, "function": {**call["function"], "arguments": {"city": "Oslo"}}}
+    assert ids == hf_ids(tok_dir, [turns[0], {"role": "assistant", "content": None, "tool_calls": [parsed]},
+                                   *turns[2:]])
+    assert ids != hf_ids(tok_dir, [turns[0], {"role": "assistant", "content": None, "tool_calls": [call]},
+                                   *turns[2:]])
+
+
 def test_a_template_that_drops_the_prompt_rejects_it(tmp_path, demo_tok):
     """The built-in mistral keeps a system message for the first instruction, which never comes here: the
     answer would train unprompted, so the record is a template_error; chatml renders it."""
@@ -377,6 +400,17 @@ def test_leading_assistant_keep_ids_equal_apply_chat_template(name, tmp_path):
         assert doc["input_ids"].tolist() == hf_ids(tok_dir, msgs)
         runs = loss_runs(doc, "instruction_tuning", lambda ids: tok.tokenizer.decode(ids, skip_special_tokens=True))
         assert [r.strip() for r in runs] == [x["content"] for x in msgs if x["role"] == "assistant"]
+
+
+@pytest.mark.parametrize("name", ["mistral-7b-instruct-v0.1", "gemma-2"])
+def test_leading_assistant_keep_where_the_template_cannot_render_it(name, tmp_path):
+    """Mistral's and Gemma's own templates want a user turn first: the record is a template_error, not dropped."""
+    need_shared()
+    path = jsonl(tmp_path / "in.jsonl", [{"messages": GREETING}, {"messages": GREETING[1:2]},
+                                         {"messages": GREETING[2:]}])
+    m = build([path], tmp_path / "o", tokenizer=SHARED_TOKENIZERS / name, template="tokenizer", seq_len=1024,
+              leading_assistant="keep", tokenizer_backend="tokenizers")
+    assert (m["counts"]["packed"], m["counts"]["rejected"]) == (1, {"template_error": 2})
 
 
 def test_default_policy_keeps_the_build_key(tmp_path, demo_tok):
