@@ -53,6 +53,7 @@ from .options import (
     BACKENDS,
     BLANK_TURN_POLICIES,
     DEFAULT_SHARD_BYTES,
+    LEADING_ASSISTANT_POLICIES,
     LOADERS,
     OVERLONG_POLICIES,
     PACK_SCOPES,
@@ -115,6 +116,7 @@ def build(
     tokenizer_loader: str = "file",
     system: str = "merge",
     blank_turns: str = "reject",
+    leading_assistant: str = "drop",
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     batch_size: int = 512,
     workers: int = 1,
@@ -142,6 +144,9 @@ def build(
     document left with no response token is rejected as ``overlong_no_loss``).
     Exact duplicate conversations are kept and counted (``counts.duplicates``);
     with ``dedupe`` every copy after the first is rejected as ``duplicate``.
+    ``leading_assistant``: an assistant turn opening a conversation (before any user turn) is dropped and
+    counted (``"drop"``), or kept and trained where the template renders it (``"keep"``); a conversation of
+    system and assistant messages only packs either way, its system message the prompt.
     ``max_rejected``: fail, writing nothing, when more than this share of
     the records is rejected or truncated, or of their tokens is cut (without
     it the build warns past :data:`~packer.options.WARN_LOST_SHARE`).
@@ -190,7 +195,8 @@ def build(
     if template not in TEMPLATE_CHOICES:
         raise BuildError(f"unknown template {template!r}; choose {'|'.join(TEMPLATE_CHOICES)}")
     for name, value, choices in (("--tokenizer-loader", tokenizer_loader, LOADERS), ("--system", system,
-                                 SYSTEM_POLICIES), ("--blank-turns", blank_turns, BLANK_TURN_POLICIES)):
+                                 SYSTEM_POLICIES), ("--blank-turns", blank_turns, BLANK_TURN_POLICIES),
+                                ("--leading-assistant", leading_assistant, LEADING_ASSISTANT_POLICIES)):
         if value not in choices:
             raise BuildError(f"unknown {name} {value!r}; choose {'|'.join(choices)}")
     if workers < 1:
@@ -236,6 +242,8 @@ def build(
         "template": tpl.sha256,
         "system": system,
         "blank_turns": blank_turns,
+        # a later option: in the key only where it is not its default, so earlier builds keep their key
+        **({"leading_assistant": leading_assistant} if leading_assistant != "drop" else {}),
         "seq_len": seq_len,
         "strategies": {k: list(v) for k, v in strategy_table.items()},
         "packing": packing,
@@ -259,8 +267,9 @@ def build(
 
     spec = MapSpec(
         tokenizer=tok.source, tokenizer_sha256=tok.sha256, tokenizer_loader=tok.loader, template=template,
-        system=system, blank_turns=blank_turns, fmt=fmt, columns=column_map, seq_len=seq_len, overlong=overlong,
-        strict=strict, dedupe=dedupe, batch_size=max(1, batch_size), backend=backend,
+        system=system, blank_turns=blank_turns, leading_assistant=leading_assistant, fmt=fmt, columns=column_map,
+        seq_len=seq_len, overlong=overlong, strict=strict, dedupe=dedupe, batch_size=max(1, batch_size),
+        backend=backend,
     )
     names = [str(p) for p in inputs]
     staging = make_staging(target, scratch)  # object storage: staged under scratch, uploaded by commit()

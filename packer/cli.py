@@ -32,6 +32,7 @@ from .options import (
     DEMO_TOKENIZER,
     ENGINES,
     FORMATS,
+    LEADING_ASSISTANT_POLICIES,
     LOADERS,
     OVERLONG_POLICIES,
     PACK_SCOPES,
@@ -221,6 +222,11 @@ def _raise_terminated(signum: int, frame: object) -> None:
     "it (counted in turns dropped)",
 )
 @click.option(
+    "--leading-assistant", default="drop", show_default=True, type=click.Choice(LEADING_ASSISTANT_POLICIES),
+    help="an assistant turn opening a conversation (before any user turn): drop it (counted in turns dropped), "
+    "or keep and train it where the template renders it",
+)
+@click.option(
     "--format", "fmt", default=None, type=click.Choice(FORMATS), help="input format [default: detected per file]"
 )
 @click.option(
@@ -288,15 +294,16 @@ def _raise_terminated(signum: int, frame: object) -> None:
               "library; tiktoken or tokenizers to force one")
 @click.option("-q", "--quiet", is_flag=True, help="no progress, no per-record messages")
 @_debug_option
-def build_cmd(inputs, recipe, output, tokenizer, tokenizer_loader, template, system, blank_turns, fmt, columns,
-              seq_len, strategies, packing, overlong, max_rejected, shard_size, overwrite, strict, dedupe,
+def build_cmd(inputs, recipe, output, tokenizer, tokenizer_loader, template, system, blank_turns, leading_assistant,
+              fmt, columns, seq_len, strategies, packing, overlong, max_rejected, shard_size, overwrite, strict, dedupe,
               eval_fraction, eval_records, seed, mix, workers, engine, part_size, pack_scope, scratch,
               tokenizer_backend, quiet) -> None:
     """Pack INPUTS (JSON, JSONL, Parquet, HF datasets; Alpaca, ShareGPT, messages, prompt/completion or text) into
     the folder OUTPUT."""
     io = _io()
     opts = dict(output=output, tokenizer=tokenizer, tokenizer_loader=tokenizer_loader, template=template,
-                system=system, blank_turns=blank_turns, fmt=fmt, columns=columns, seq_len=seq_len,
+                system=system, blank_turns=blank_turns, leading_assistant=leading_assistant, fmt=fmt,
+                columns=columns, seq_len=seq_len,
                 strategies=strategies, packing=packing, overlong=overlong, max_rejected=max_rejected,
                 shard_bytes=shard_size * 2**20, overwrite=overwrite, strict=strict, dedupe=dedupe,
                 eval_fraction=eval_fraction, eval_records=eval_records, seed=seed, mix=None, workers=workers,

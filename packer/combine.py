@@ -39,9 +39,11 @@ here is by doc_id, and the parts' own decisions do not depend on other parts.
 
 from __future__ import annotations
 
+import itertools
+import json
 import numbers
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -445,6 +447,7 @@ def combine(
         kept_tokens=int(kept_len.sum()), overlong_dropped=int(over.sum()),
         longest_dropped=int(encoded[over].max()) if over.any() else 0, reasons=reasons,
         max_rejected=max_rejected, events=events,
+        first_rejections=lambda: _first_rejections(rejection_files, replaced),
     )
 
     input_of = copies = None
@@ -522,12 +525,29 @@ def combine(
     )
 
 
+#: rejections a build that packs nothing names in its error (rejected.jsonl is not written then)
+FIRST_REJECTIONS = 3
+
+
+def _first_rejections(files: Sequence[Path], replaced: np.ndarray, n: int = FIRST_REJECTIONS) -> list[str]:
+    """The messages of the first ``n`` lines rejected.jsonl would have (file, record, reason, detail)."""
+    last = len(files) - 1
+    out = []
+    for line in itertools.islice(merged_lines(files, lambda k, d: k != last and bool(replaced[d])), n):
+        r = json.loads(line)
+        detail = r["detail"] if len(r["detail"]) <= 300 else r["detail"][:300] + "..."
+        out.append(f"{r['input']}: record {r['record']}: {r['reason']}: {detail}")
+    return out
+
+
 def _check_losses(
     spec: MapSpec, *, records: int, kept: int, truncated: int, lost_tokens: int, kept_tokens: int,
     overlong_dropped: int, longest_dropped: int, reasons: Counter[str], max_rejected: float | None,
     events,  # type: ignore[no-untyped-def]
+    first_rejections: Callable[[], list[str]] | None = None,
 ) -> None:
-    """Say what rejection and truncation took; fail past ``max_rejected``; point at the way out."""
+    """Say what rejection and truncation took; fail past ``max_rejected``; point at the way out. A build that
+    packs nothing fails naming its first rejections (``first_rejections``), since it writes no rejected.jsonl."""
     n, seq_len = records, spec.seq_len
     rejected = n - kept  # truncated documents are kept
     lost_records = rejected + truncated
@@ -544,7 +564,9 @@ def _check_losses(
     hint = "; ".join(hints)
     if not kept:
         detail = ", ".join(f"{k}: {v}" for k, v in reasons.most_common() if v) or "the inputs hold no records"
-        raise BuildError(f"no record could be packed ({n} read; {detail})" + (f"; {hint}" if hint else ""))
+        first = first_rejections() if first_rejections is not None and n else []
+        shown = f"; first rejected: {' | '.join(first)}" if first else ""
+        raise BuildError(f"no record could be packed ({n} read; {detail})" + (f"; {hint}" if hint else "") + shown)
     limit = WARN_LOST_SHARE if max_rejected is None else max_rejected
     what = ""
     if max(record_share, token_share) > limit:

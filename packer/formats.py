@@ -91,11 +91,24 @@ Normalisation policy (roles are only system / user / assistant)
         developer -> system, tool and function -> user. ``content`` is a string
         or an OpenAI list of ``{"type": "text", "text"}`` parts, joined without a
         separator (as HF chat templates concatenate them); other part types and
-        null content (e.g. assistant tool_calls) are ``wrong_type``.
+        null content are ``wrong_type``, but for an assistant message with
+        ``tool_calls``, whose content may be null or left out.
+        LLaMA-Factory's v1 records are this format too: content parts
+        ``{"type": "text" | "reasoning" | "tool_call", "value"}`` (the text parts
+        joined; a reasoning part is ``reasoning_content``, a tool_call part's
+        value, a JSON string of ``{"name", "arguments"}``, a call; both only in an
+        assistant message) and a per-message ``loss_weight`` 0.0 / 1.0, read as
+        ``weight`` where it is not what LLaMA-Factory gives that role anyway (1.0
+        an assistant's, 0.0 any other's); another value is ``bad_weight``.
     Both conversation formats, after role mapping:
         * assistant turns before the first user turn are dropped
           (``dropped_turns["leading_assistant"]``): ShareGPT dumps split long
-          chats into chunks that start mid-conversation with the model;
+          chats into chunks that start mid-conversation with the model; with
+          ``leading_assistant="keep"`` (``--leading-assistant keep``) they are
+          kept (and trained). A conversation with no user turn before its last
+          assistant turn, and a system turn before its first, keeps them either
+          way: its system message is the prompt (OpenAI's system + assistant
+          records);
         * turns after the last assistant turn are dropped
           (``dropped_turns["trailing_non_assistant"]``): nothing learns from them;
         * nothing left to learn -> ``no_assistant_turn``;
@@ -146,7 +159,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from .jsonvalues import RECORD_FORMATS, SUPPORTED, BadValue, FileValues, Piece, expand_inputs, file_size
-from .options import BLANK_TURN_POLICIES, FORMATS
+from .options import BLANK_TURN_POLICIES, FORMATS, LEADING_ASSISTANT_POLICIES
 from .records import BuildError, Conversation, Message, MessageRole, Rejection, Source, ToolCall
 
 #: check_inputs gives up on settling a file's format after this many values or bytes
@@ -342,25 +355,43 @@ def _map_roles(turns: list, keys: TurnKeys, roles: dict[str, MessageRole]) -> li
     return out
 
 
-def _drop_turns(turns: list[_Turn]) -> tuple[list[_Turn], dict[str, int]]:
+def _prompt_start(turns: list[_Turn], keep_leading: bool) -> int:
+    """Where a conversation's kept turns start, after its leading system turns: its first user turn; with
+    ``keep_leading`` its first user or assistant turn; without, its first assistant turn where no user turn
+    comes before its last one and a system turn comes before its first (OpenAI's system + assistant
+    records: the system message is the prompt)."""
+    first_user = next((k for k, t in enumerate(turns) if t[0] == "user"), len(turns))
+    first_assistant = next((k for k, t in enumerate(turns) if t[0] == "assistant"), len(turns))
+    if keep_leading:
+        return min(first_user, first_assistant)
+    if first_assistant < first_user and any(t[0] == "system" for t in turns[:first_assistant]):
+        last = max(k for k, t in enumerate(turns) if t[0] == "assistant")
+        if last < first_user:
+            return first_assistant
+    return first_user
+
+
+def _drop_turns(turns: list[_Turn], keep_leading: bool = False) -> tuple[list[_Turn], dict[str, int]]:
     """Apply the leading-assistant / trailing-turns policy (module docstring).
 
     roles ``assistant user assistant user`` -> ``user assistant``,
-    ``{"leading_assistant": 1, "trailing_non_assistant": 1}``
+    ``{"leading_assistant": 1, "trailing_non_assistant": 1}``; ``system assistant`` is kept as it is
     """
-    first_user = next((k for k, t in enumerate(turns) if t[0] == "user"), len(turns))
+    first = _prompt_start(turns, keep_leading)
     # an assistant turn before the first user turn answers nothing here, and a tool result then
-    # answers a call that is not here either
-    head = [t for t in turns[:first_user] if t[0] != "assistant" and t[0] != "tool"]
-    leading_tools = sum(t[0] == "tool" for t in turns[:first_user])
-    rest = turns[first_user:]
+    # answers a call that is not here either (``--leading-assistant keep`` keeps the assistant turns)
+    head = [t for t in turns[:first] if t[0] != "assistant" and t[0] != "tool"]
+    leading_tools = sum(t[0] == "tool" for t in turns[:first])
+    rest = turns[first:]
     last = next((k for k in range(len(rest) - 1, -1, -1) if rest[k][0] == "assistant"), -1)
     if last < 0:
         names = ", ".join(t[3] for t in turns[:10]) + (", ..." if len(turns) > 10 else "")
-        raise _Reject("no_assistant_turn", f"no assistant turn after a user turn (roles: {names})")
+        # (the words of earlier builds' rejected.jsonl kept, byte for byte)
+        what = "no assistant turn" if keep_leading else "no assistant turn after a user turn"
+        raise _Reject("no_assistant_turn", f"{what} (roles: {names})")
     dropped: dict[str, int] = {}
-    if first_user > len(head) + leading_tools:
-        dropped["leading_assistant"] = first_user - len(head) - leading_tools
+    if first > len(head) + leading_tools:
+        dropped["leading_assistant"] = first - len(head) - leading_tools
     if leading_tools:
         dropped["leading_tool_result"] = leading_tools
     if last < len(rest) - 1:
@@ -380,7 +411,8 @@ def _drop_blank_turns(kept: list[_Turn], dropped: dict[str, int]) -> tuple[tuple
         return _checked(tuple(msgs), [t[2] for t in kept]), dropped
     drop = [False] * len(kept)
     # runs of consecutive user turns and of assistant turns (system turns stand apart); after
-    # _drop_turns they alternate, a user run first and an assistant run last
+    # _drop_turns they alternate, a user run first (or an assistant run: a conversation a system
+    # message prompts, --leading-assistant keep) and an assistant run last
     runs: list[list[int]] = []
     for k, (role, _, _, _, _) in enumerate(kept):
         if role == "system":
@@ -396,8 +428,8 @@ def _drop_blank_turns(kept: list[_Turn], dropped: dict[str, int]) -> tuple[tuple
             if kept[run[0]][0] == "user":  # the answer: every run up to the next user run (calls, results)
                 nxt = next((j for j in range(r + 1, len(runs)) if kept[runs[j][0]][0] == "user"), len(runs))
                 partner = [k for j in range(r + 1, nxt) for k in runs[j]]
-            else:
-                partner = runs[r - 1]
+            else:  # (an opening assistant run answers nothing: it goes alone)
+                partner = runs[r - 1] if r else []
             for k in (*run, *partner):
                 drop[k] = True
         else:  # a message split in two: the rest of the run still says it, the answer still answers it
@@ -416,24 +448,56 @@ def _drop_blank_turns(kept: list[_Turn], dropped: dict[str, int]) -> tuple[tuple
 
 
 def _content_text(content: object, i: int, name: str) -> str:
-    """A turn's content as text: a string, or OpenAI text parts joined."""
+    """A turn's content as text: a string, or text parts joined."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        texts = []
-        for k, part in enumerate(content):
-            kind = part.get("type") if isinstance(part, dict) else None
-            text = part.get("text") if kind == "text" else None
-            if not isinstance(text, str):
-                what = f"type {kind!r}" if kind else _type_name(part)
-                raise _Reject("wrong_type", f"turn {i} ({name}): content part {k} is {what}, only text is supported")
-            texts.append(text)
-        return "".join(texts)
+        return _content_parts(content, i, name, False)[0]
     raise _Reject("wrong_type", f"turn {i} ({name}): content is {_type_name(content)}, expected a string")
 
 
+#: the content part types of LLaMA-Factory v1 an assistant message may hold beside text
+_V1_PARTS = ("reasoning", "tool_call")
+
+
+def _content_parts(
+    content: list, i: int, name: str, assistant: bool
+) -> tuple[str, str | None, tuple[ToolCall, ...]]:
+    """A turn's content given as typed parts: OpenAI's ``{"type": "text", "text"}`` or LLaMA-Factory v1's
+    ``{"type": "text" | "reasoning" | "tool_call", "value"}`` -> (the text parts joined without a separator,
+    as HF chat templates concatenate them; the reasoning, or None; the tool calls, in order). Reasoning and
+    tool calls only in an assistant turn; a ``tool_call`` part's value is a JSON string of ``{"name",
+    "arguments"}``; other part types are ``wrong_type``."""
+    texts: list[str] = []
+    reasoning: list[str] = []
+    calls: list[ToolCall] = []
+    for k, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        value = part.get("text", part.get("value")) if kind == "text" else None
+        if isinstance(value, str):
+            texts.append(value)
+            continue
+        value = part.get("value") if assistant and kind in _V1_PARTS else None
+        if kind == "reasoning" and isinstance(value, str):
+            reasoning.append(value)
+        elif kind == "tool_call" and value is not None:
+            where = f"turn {i}: tool call part {k}"
+            calls.append(_tool_call(_decoded(value, "bad_tool_call", f"{where}: the value"), where))
+        elif assistant and kind in _V1_PARTS:
+            raise _Reject("wrong_type", f"turn {i} ({name}): content part {k} ({kind}): 'value' is "
+                          f"{_type_name(value)}, expected a string")
+        else:  # (the words of earlier builds' rejected.jsonl kept)
+            what = f"type {kind!r}" if kind else _type_name(part)
+            where = " (reasoning and tool_call parts only in an assistant turn)" if kind in _V1_PARTS else ""
+            raise _Reject("wrong_type", f"turn {i} ({name}): content part {k} is {what}, only text is supported{where}")
+    if len(reasoning) > 1:
+        raise _Reject("wrong_type", f"turn {i} ({name}): {len(reasoning)} reasoning parts; give one")
+    return "".join(texts), reasoning[0] if reasoning else None, tuple(calls)
+
+
 def _conversation(
-    record: dict, field: str, keys: TurnKeys, roles: dict[str, MessageRole], drop_blank: bool = False
+    record: dict, field: str, keys: TurnKeys, roles: dict[str, MessageRole], drop_blank: bool = False,
+    keep_leading: bool = False,
 ) -> tuple[tuple[Message, ...], dict[str, int]]:
     if field not in record:
         raise _Reject("missing_field", f"no {field!r} field (keys: {_keys(record)})")
@@ -442,14 +506,14 @@ def _conversation(
         raise _Reject("wrong_type", f"{field!r} is {_type_name(turns)}, expected an array")
     if not turns:
         raise _Reject("empty_conversation", f"{field!r} is an empty list")
-    return _turn_messages(turns, keys, roles, drop_blank)
+    return _turn_messages(turns, keys, roles, drop_blank, keep_leading)
 
 
 def _turn_messages(
-    turns: list, keys: TurnKeys, roles: dict[str, MessageRole], drop_blank: bool
+    turns: list, keys: TurnKeys, roles: dict[str, MessageRole], drop_blank: bool, keep_leading: bool = False
 ) -> tuple[tuple[Message, ...], dict[str, int]]:
     """The messages of a list of turns, the turn policies applied (module docstring)."""
-    kept, dropped = _drop_turns(_map_roles(turns, keys, roles))
+    kept, dropped = _drop_turns(_map_roles(turns, keys, roles), keep_leading)
     if drop_blank:
         return _drop_blank_turns(kept, dropped)
     messages = []
@@ -480,18 +544,30 @@ def _turn_message(turn: _Turn) -> Message:
     content, its reasoning, tool calls, tool-result fields and training flag (raises _Reject)."""
     role, content, i, name, obj = turn
     call = role == "assistant" and name.lower() in _CALL_ROLES
-    # a call's value is the call, and OpenAI's content of a message with calls may be null
+    # a call's value is the call, and OpenAI's content of a message with calls may be null (or left out)
     calls_only = call or (content is None and role == "assistant" and obj.get("tool_calls"))
-    text = "" if calls_only else _content_text(content, i, name)
-    if len(obj) <= _PLAIN_KEYS and not call:
+    parts: tuple[str | None, tuple[ToolCall, ...]] = (None, ())  # LLaMA-Factory v1's reasoning, tool_call parts
+    if calls_only:
+        text = ""
+    elif type(content) is list:
+        text, *rest = _content_parts(content, i, name, role == "assistant")
+        parts = tuple(rest)  # type: ignore[assignment]
+    else:
+        text = _content_text(content, i, name)
+    if len(obj) <= _PLAIN_KEYS and not call and not calls_only and parts == (None, ()):
         return Message(role, text)
-    trained = _trained(obj, i, name)
+    trained = _trained(_loss_weight(obj, role, i, name), i, name)
     if role == "assistant":
         calls = _sharegpt_calls(content, i) if call else _openai_calls(obj.get("tool_calls"), i)
         reasoning = obj.get("reasoning_content")
         if reasoning is not None and not isinstance(reasoning, str):
             raise _Reject("wrong_type", f"turn {i} ({name}): 'reasoning_content' is {_type_name(reasoning)}, "
                           "expected a string")
+        if parts != (None, ()):
+            if (parts[0] is not None and reasoning) or (parts[1] and calls):
+                raise _Reject("wrong_type", f"turn {i} ({name}): reasoning or tool calls given both as content parts "
+                              "and as 'reasoning_content' / 'tool_calls'")
+            reasoning, calls = reasoning or parts[0], calls or parts[1]
         return Message(role, text, reasoning=reasoning or None, tool_calls=calls, trained=trained)
     if role == "tool":
         ids = []
@@ -517,6 +593,24 @@ def _trained(obj: dict, i: int, name: str) -> bool:
     if weight is not None and training is not None and bool(weight) != training:
         raise _Reject("bad_weight", f"turn {i} ({name}): 'weight' {weight!r} and 'training' {training} disagree")
     return bool(weight) if weight is not None else bool(training)
+
+
+def _loss_weight(obj: dict, role: str, i: int, name: str) -> dict:
+    """``obj``, with LLaMA-Factory v1's ``loss_weight`` read as ``weight`` (``bad_weight`` unless 0 or 1:
+    fractional weights are not carried). The weight LLaMA-Factory gives a message of that role anyway (1.0 an
+    assistant's, 0.0 any other's) is no flag, so v1 data packs as the same conversation without weights."""
+    lw = obj.get("loss_weight")
+    if lw is None:
+        return obj
+    if isinstance(lw, bool) or not isinstance(lw, int | float) or lw not in (0, 1):
+        raise _Reject("bad_weight", f"turn {i} ({name}): 'loss_weight' is {lw!r}, expected 0.0 or 1.0 (packer does "
+                      "not carry fractional weights)")
+    if (lw == 1) == (role == "assistant"):
+        return obj
+    weight = obj.get("weight")
+    if weight is not None and weight != lw:
+        raise _Reject("bad_weight", f"turn {i} ({name}): 'weight' {weight!r} and 'loss_weight' {lw!r} disagree")
+    return {**obj, "weight": int(lw)}
 
 
 def _decoded(value: object, reason: str, what: str) -> object:
@@ -620,7 +714,7 @@ def _tools(record: dict) -> tuple[dict, ...]:
 
 
 def _parse_sharegpt(
-    record: dict, drop_blank: bool = False, keys: TurnKeys = _SHAREGPT_KEYS
+    record: dict, drop_blank: bool = False, keys: TurnKeys = _SHAREGPT_KEYS, keep_leading: bool = False
 ) -> tuple[tuple[Message, ...], dict[str, int]]:
     """Messages of a ShareGPT record (raises _Reject).
 
@@ -628,7 +722,7 @@ def _parse_sharegpt(
     ...     {"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]})[1]
     {'leading_assistant': 1}
     """
-    messages, dropped = _conversation(record, "conversations", keys, _SHAREGPT_ROLES, drop_blank)
+    messages, dropped = _conversation(record, "conversations", keys, _SHAREGPT_ROLES, drop_blank, keep_leading)
     system = record.get("system")
     if system is not None and not isinstance(system, str):
         raise _Reject("wrong_type", f"'system' is {_type_name(system)}, expected a string")
@@ -638,7 +732,7 @@ def _parse_sharegpt(
 
 
 def _parse_messages(
-    record: dict, drop_blank: bool = False, keys: TurnKeys = _MESSAGES_KEYS
+    record: dict, drop_blank: bool = False, keys: TurnKeys = _MESSAGES_KEYS, keep_leading: bool = False
 ) -> tuple[tuple[Message, ...], dict[str, int]]:
     """Messages of an OpenAI-style ``messages`` record (raises _Reject).
 
@@ -646,11 +740,11 @@ def _parse_messages(
     ...     {"role": "assistant", "content": "Hello"}]})[0][0]
     Message(role='user', content='Hi', input='')
     """
-    return _conversation(record, "messages", keys, _MESSAGES_ROLES, drop_blank)
+    return _conversation(record, "messages", keys, _MESSAGES_ROLES, drop_blank, keep_leading)
 
 
 def _parse_prompt_completion(
-    record: dict, drop_blank: bool = False, keys: TurnKeys = _MESSAGES_KEYS
+    record: dict, drop_blank: bool = False, keys: TurnKeys = _MESSAGES_KEYS, keep_leading: bool = False
 ) -> tuple[tuple[Message, ...], dict[str, int]]:
     """Messages of a TRL prompt-completion record (raises _Reject): two strings (``response`` is taken
     for a missing ``completion``) -> ``user(prompt) assistant(completion)``; two lists of messages
@@ -674,7 +768,7 @@ def _parse_prompt_completion(
     if isinstance(prompt, list) and isinstance(completion, list):
         if not completion:
             raise _Reject("empty_output", f"{name!r} is an empty list")
-        return _turn_messages(prompt + completion, keys, _MESSAGES_ROLES, drop_blank)
+        return _turn_messages(prompt + completion, keys, _MESSAGES_ROLES, drop_blank, keep_leading)
     raise _Reject("wrong_type", f"'prompt' is {_type_name(prompt)} and {name!r} {_type_name(completion)}: expected "
                   "two strings, or two arrays of messages (conversational)")
 
@@ -838,7 +932,7 @@ class RecordReader:
     def __init__(
         self, paths: Sequence[str | os.PathLike], fmt: str | None = None, *, first_doc_id: int = 0,
         blank_turns: str = "reject", columns: object = None, piece: Piece | None = None,
-        file_format: str | None = None,
+        file_format: str | None = None, leading_assistant: str = "drop",
     ) -> None:
         self.paths, self._sizes = _input_files(paths, fmt)
         #: read only this piece of the one input (a part of a parallel build), whose record format is
@@ -856,6 +950,14 @@ class RecordReader:
         self._parsers = {**_PARSERS, **self._remap.turn_parsers} if self._remap else _PARSERS
         if blank_turns not in BLANK_TURN_POLICIES:
             raise BuildError(f"unknown --blank-turns {blank_turns!r}; choose {'|'.join(BLANK_TURN_POLICIES)}")
+        if leading_assistant not in LEADING_ASSISTANT_POLICIES:
+            raise BuildError(f"unknown --leading-assistant {leading_assistant!r}; choose "
+                             f"{'|'.join(LEADING_ASSISTANT_POLICIES)}")
+        #: an assistant turn opening a conversation: "drop" it (counted) or "keep" it (trained)
+        self.leading_assistant = leading_assistant
+        if leading_assistant == "keep":
+            self._parsers = {fmt: functools.partial(p, keep_leading=True) if fmt in _TURN_FORMATS else p
+                             for fmt, p in self._parsers.items()}  # type: ignore[misc]
         self.fmt = fmt
         #: a blank turn inside a conversation: "reject" the record, or "drop" the turn with its answer
         self.blank_turns = blank_turns

@@ -35,6 +35,9 @@ LOADERS: tuple[str, ...] = ("file", "transformers")
 SYSTEM_POLICIES: tuple[str, ...] = ("merge", "drop", "reject")
 #: a blank turn inside a conversation: the record rejected, or the turn dropped with the turn that answers it
 BLANK_TURN_POLICIES: tuple[str, ...] = ("reject", "drop")
+#: an assistant turn that opens a conversation (before any user turn; after the system message, if any): dropped
+#: and counted, or kept and trained where the template renders it
+LEADING_ASSISTANT_POLICIES: tuple[str, ...] = ("drop", "keep")
 #: what a build packs together: all documents of a split, or each part of the input alone
 PACK_SCOPES: tuple[str, ...] = ("global", "part")
 #: who encodes the text: the tiktoken core where the tokenizer qualifies, else tokenizers (auto); or either, forced

@@ -98,6 +98,8 @@ class MapSpec:
     template: str = "auto"
     system: str = "merge"
     blank_turns: str = "reject"
+    #: an assistant turn opening a conversation: "drop" it (counted) or "keep" it (options.LEADING_ASSISTANT_POLICIES)
+    leading_assistant: str = "drop"
     fmt: str | None = None
     #: the column map: (record format field, the input's column) pairs, sorted (see packer.formats.check_columns)
     columns: tuple[tuple[str, str], ...] = ()
@@ -595,6 +597,7 @@ class PartMapper:
         if part.first_doc_id < 0:
             raise BuildError(f"internal error: part {part.tag} has no first doc_id")
         reader = self.reader = RecordReader(part.paths, spec.fmt, blank_turns=spec.blank_turns, columns=spec.columns,
+                                            leading_assistant=spec.leading_assistant,
                                             piece=None if part.input is None else part.piece,
                                             file_format=part.fmt)
         if self.ev is not None:

@@ -34,7 +34,9 @@ the default), dropped (``"drop"``), or left to the template, which rejects the
 record (``"reject"``). Merging renders the user message ``system + "\\n\\n" +
 user``, what ``apply_chat_template`` renders for that merged conversation; the
 system characters keep the ``system`` role and the separator is template text
-(``marker``). ``Rendered.system`` says what was done ("merged", "dropped", or
+(``marker``); in a conversation with no user turn (system + assistant) the system
+message is rendered as the user message, its characters keeping the ``system``
+role. ``Rendered.system`` says what was done ("merged", "dropped", or
 None). A template that takes system messages renders them as it does.
 
 Plain-text documents (records of the ``text`` format, TRL's language-modelling
@@ -409,13 +411,13 @@ class ChatTemplate:
 
     def system_action(self, messages: Sequence[Message]) -> str | None:
         """What the system policy does to a conversation: ``"merged"`` (its leading system message goes in
-        front of the first user message), ``"dropped"``, or None (rendered as it is: no leading system
-        message, a template that takes one, or ``system="reject"``)."""
+        front of the first user message, or is the user message where there is none), ``"dropped"``, or None
+        (rendered as it is: no leading system message, a template that takes one, or ``system="reject"``)."""
         if self.system == "reject" or not messages or messages[0].role != "system" or not self.refuses_system:
             return None
         if self.system == "drop":
             return "dropped"
-        return "merged" if any(m.role == "user" for m in messages) else None
+        return "merged"
 
     # -- rendering ---------------------------------------------------------
 
@@ -426,9 +428,12 @@ class ChatTemplate:
             # the system message's slot goes in front of the first user message's content, so its
             # characters keep the system role and the separator is template text
             system = out.pop(0)["content"]
-            k = next(j for j, d in enumerate(out) if d["role"] == "user")
-            user = out[k]["content"]
-            out[k] = {**out[k], "content": system + SYSTEM_SEPARATOR + user if user else system}
+            k = next((j for j, d in enumerate(out) if d["role"] == "user"), None)
+            if k is None:  # a conversation the system message prompts: no user turn to merge into, it is one
+                out.insert(0, {"role": "user", "content": system})
+            else:
+                user = out[k]["content"]
+                out[k] = {**out[k], "content": system + SYSTEM_SEPARATOR + user if user else system}
         return out
 
     def _plain_dicts(self, messages: Sequence[Message], fill: Fill, skip: int = 0) -> list[dict]:
@@ -539,6 +544,9 @@ class ChatTemplate:
         dropped = _dropped(names, slots, messages)
         if dropped:
             return f"the template does not render {dropped}; {_TOOL_TEMPLATES}"
+        if _prompt_dropped(names, slots, messages):
+            return ("the template does not render the system message, the prompt of this conversation (it has no "
+                    "user turn); --template chatml, llama3, tulu or alpaca render it")
         gp = self.generation_prompt
         pieces = []
         for k, piece in enumerate(fixed):
@@ -768,6 +776,14 @@ def _dropped(names: Sequence[tuple[int, str]], slots: Sequence[_Slot], messages:
     if reasoning and not any(s.field == "reasoning" for s in slots):
         return f"the reasoning of turn {reasoning[-1]}"
     return None
+
+
+def _prompt_dropped(names: Sequence[tuple[int, str]], slots: Sequence[_Slot], messages: Sequence[Message]) -> bool:
+    """Whether the template leaves out the system message of a conversation with no user turn (the built-in
+    ``mistral`` keeps it for a first instruction that never comes): its answers would train unprompted."""
+    if not messages or messages[0].role != "system" or any(m.role == "user" for m in messages):
+        return False
+    return (0, "content") in names and not any(s.message == 0 and s.field == "content" for s in slots)
 
 
 def _inner_piece(piece: str, after: _Slot, before: _Slot) -> tuple[tuple[int, int, int, bool, bool], ...]:

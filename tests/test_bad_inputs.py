@@ -90,6 +90,16 @@ EXPECTED = {
          (4, "'training' is a string, expected true or false"), (5, "'weight' 0 and 'training' True disagree"),
          (6, "every assistant turn is marked weight 0 / training false")],
     ),
+    # LLaMA-Factory v1 (issue 25): typed content parts, loss_weight; records 0 and 6 (an untrained first answer) pack
+    "llamafactory_v1_bad.jsonl": (
+        7, 2, {"bad_weight": 1, "bad_tool_call": 1, "wrong_type": 2, "no_trained_turn": 1},
+        [(1, "'loss_weight' is 0.5, expected 0.0 or 1.0"), (2, "turn 1: tool call part 0: the value is not JSON"),
+         (3, "type 'reasoning', only text is supported (reasoning and tool_call parts only in an assistant turn)"),
+         (4, "type 'image_url', only text is supported"), (5, "every assistant turn is marked weight 0")],
+    ),
+    # a system message prompts an answer (issue 25): packed; an assistant turn alone is not (--leading-assistant
+    # keep packs it); a greeting before the first user turn is dropped and counted
+    "system_and_assistant.jsonl": (3, 2, {"no_assistant_turn": 1}, [(1, "no assistant turn after a user turn")]),
 }
 
 
@@ -128,6 +138,10 @@ def test_strict_fails_on_the_first(name, tmp_path, demo_tok):
 def test_turn_policies_are_counted(tmp_path, demo_tok):
     m = build([CORPUS / "ends_on_user.json"], tmp_path / "o", tokenizer=demo_tok)
     assert m["counts"]["dropped_turns"] == {"trailing_non_assistant": 1}
+    m = build([CORPUS / "system_and_assistant.jsonl"], tmp_path / "s", tokenizer=demo_tok)
+    assert m["counts"]["dropped_turns"] == {"leading_assistant": 1}
+    m = build([CORPUS / "system_and_assistant.jsonl"], tmp_path / "k", tokenizer=demo_tok, leading_assistant="keep")
+    assert (m["counts"]["packed"], m["counts"]["dropped_turns"]) == (3, {})
 
 
 def test_duplicates_are_kept_and_counted_or_rejected_with_dedupe(tmp_path, demo_tok):
