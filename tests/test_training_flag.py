@@ -264,3 +264,26 @@ def test_real_templates_force_exactly_the_content(tmp_path, name):
         assert doc["mask_instruction_tuning"].astype(bool)[forced].all()
     assert not docs[2]["forced"].any()
     assert verify(tmp_path / "o") == []
+
+
+
+def _same_shards_in_parts(single: Path, tmp_path: Path, name: str, **kw: object) -> None:
+    """The build of FLAGGED cut in parts (``kw``) writes the shards of ``single``, format version 3."""
+    path = write_jsonl(tmp_path / "f.jsonl", FLAGGED)
+    m = build([path], tmp_path / name, tokenizer=DEMO_TOKENIZER, template="chatml", seq_len=512,
+              strategies=[PROMPT_ONLY], **kw)  # type: ignore[arg-type]
+    assert m["format"]["version"] == 3 and m["tokens"]["forced"] > 0
+    # (documents.arrow and the manifest name the input's path, which differs)
+    shards = {k: v for k, v in output_files(single).items() if k.startswith("shard-")}
+    assert {k: v for k, v in output_files(tmp_path / name).items() if k.startswith("shard-")} == shards
+
+
+def test_parts_give_the_same_forced_output(flagged, tmp_path):
+    """The forced column is decided for the whole build (any part spilled a forced token), not per part."""
+    _same_shards_in_parts(flagged[1], tmp_path, "parts", part_bytes=300)
+
+
+@pytest.mark.slow
+def test_worker_processes_write_the_forced_column(flagged, tmp_path):
+    """Shards written by worker processes get the forced column too (the write tasks carry the version)."""
+    _same_shards_in_parts(flagged[1], tmp_path, "workers", workers=2, part_bytes=300)
