@@ -373,7 +373,8 @@ def _gather_and_write(
             "the 'end' role is empty, so no strategy teaches the model to stop"
         )
     checkpoint("packed")
-    written = write_output(workdir, c, strategy_table, shard_bytes=shard_bytes, events=events, engine=engine)
+    written = write_output(workdir, c, strategy_table, shard_bytes=shard_bytes, events=events, engine=engine,
+                           forced=any(s.forced_tokens for s in summaries))
     manifest = make_manifest(workdir, c, written, tok=tok, tpl=tpl, key=key, inputs=inputs,
                              strategy_table=strategy_table, seq_len=spec.seq_len, packing=packing,
                              overlong=spec.overlong, seconds=time.perf_counter() - t0)

@@ -87,7 +87,9 @@ class PackedDataset(IterableDataset):
             read), or a collection of role names, the mask then computed from ``roles`` (``last_turn``
             is only available by name). Under every strategy but ``full``, role sets included, tokens of
             messages marked untrained (``"weight": 0`` / ``"training": false``; the shards' ``trainable``
-            column) get no label and no weight.
+            column) get no label and no weight; the content of a message other than the assistant's
+            marked ``"training": true`` (the ``forced`` column, format version 3) gets loss under every
+            strategy, role sets included.
         shuffle: shuffle the global row order with a permutation seeded by ``(seed, epoch)``;
             ``False`` reads the rows in shard order.
         seed: the shuffle seed; the same on every rank.
@@ -104,7 +106,8 @@ class PackedDataset(IterableDataset):
             read once per epoch, only the order across workers differs.
         prompt_loss_weight: ``w`` in [0, 1]: adds ``loss_weights`` in which prompt tokens (roles
             system, instruction, input) weigh ``w`` whatever the strategy says, other tokens with loss
-            under the strategy weigh 1 and the rest 0. With ``instruction_tuning``, ``w = 0`` is
+            under the strategy weigh 1 and the rest 0; prompt tokens of a message marked
+            ``"training": true`` weigh 1, as a response does. With ``instruction_tuning``, ``w = 0`` is
             instruction tuning and ``w = 1`` is ``boilerplate_masked`` (instruction modelling without
             the template's fixed prose); between, it interpolates.
         normalize: ``"sequence"``: adds ``loss_weights`` divided by each document's total, so each
@@ -290,7 +293,9 @@ class PackedDataset(IterableDataset):
             # the trainable column matters where labels or weights come from roles, not a mask column
             spec = self._spec
             trainable = spec.flagged and (spec.role_lut is not None or spec.prompt_loss_weight is not None)
-            self._reader = ShardReader(self._fs, self._root, self._shards, mask, trainable)
+            # so does the forced column (a mask column has the forced tokens' loss already)
+            forced = spec.role_lut is not None or spec.prompt_loss_weight is not None
+            self._reader = ShardReader(self._fs, self._root, self._shards, mask, trainable, forced)
             self._reader_pid = os.getpid()
         return self._reader
 

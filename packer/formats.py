@@ -556,7 +556,11 @@ def _turn_message(turn: _Turn) -> Message:
         text = _content_text(content, i, name)
     if len(obj) <= _PLAIN_KEYS and not call and not calls_only and parts == (None, ()):
         return Message(role, text)
-    trained = _trained(_loss_weight(obj, role, i, name), i, name)
+    obj = _loss_weight(obj, role, i, name)
+    trained = _trained(obj, i, name)
+    # an explicit "training": true / "weight": 1 (v1's "loss_weight": 1.0) on another role's message overrides the
+    # role (Axolotl's message_field_training): its content gets loss under every strategy
+    forced = trained and role != "assistant" and (obj.get("weight") is not None or obj.get("training") is not None)
     if role == "assistant":
         calls = _sharegpt_calls(content, i) if call else _openai_calls(obj.get("tool_calls"), i)
         reasoning = obj.get("reasoning_content")
@@ -576,8 +580,8 @@ def _turn_message(turn: _Turn) -> Message:
             if value is not None and not isinstance(value, str):
                 raise _Reject("wrong_type", f"turn {i} ({name}): {key!r} is {_type_name(value)}, expected a string")
             ids.append(value)
-        return Message(role, text, tool_call_id=ids[0], name=ids[1], trained=trained)
-    return Message(role, text, trained=trained)
+        return Message(role, text, tool_call_id=ids[0], name=ids[1], trained=trained, forced=forced)
+    return Message(role, text, trained=trained, forced=forced)
 
 
 def _trained(obj: dict, i: int, name: str) -> bool:
@@ -672,7 +676,7 @@ def _sharegpt_calls(value: object, i: int) -> tuple[ToolCall, ...]:
 def _checked(messages: tuple[Message, ...], turns: Sequence[int]) -> tuple[Message, ...]:
     """Checks across messages (raises _Reject; ``turns``: each message's turn number in the record): every
     tool result follows an assistant message with tool calls (other tool results between), and some
-    assistant turn is trained."""
+    assistant turn is trained (or another message is marked ``"training": true``)."""
     prev: Message | None = None
     at = -1
     untrained = False
@@ -685,7 +689,8 @@ def _checked(messages: tuple[Message, ...], turns: Sequence[int]) -> tuple[Messa
         else:
             prev, at = m, k
         untrained = untrained or not m.trained
-    if untrained and not any(m.trained for m in messages if m.role == "assistant"):
+    if untrained and not any(m.trained for m in messages if m.role == "assistant") and not any(
+            m.forced for m in messages):
         raise _Reject("no_trained_turn", "every assistant turn is marked weight 0 / training false: nothing to "
                       "learn under any strategy but full")
     return messages

@@ -67,6 +67,10 @@ def make_item(row: Row, spec: ItemSpec) -> dict[str, torch.Tensor]:
     untrained = row.trainable is not None and spec.flagged and not row.trainable.all()
     if untrained and spec.role_lut is not None:
         loss &= row.trainable  # a mask column already leaves them out
+    # content of a message other than the assistant's marked "training": true: loss under every strategy
+    forced = row.forced if row.forced is not None and row.forced.any() else None
+    if forced is not None and spec.role_lut is not None:
+        loss |= forced  # a mask column has them already
     position_ids = np.arange(n, dtype=np.int64) - np.repeat(starts, lens)
     item: dict[str, torch.Tensor] = {}
     if spec.weighted:
@@ -75,6 +79,8 @@ def make_item(row: Row, spec: ItemSpec) -> dict[str, torch.Tensor]:
             prompt = spec.prompt_lut[row.roles]
             if untrained:
                 prompt &= row.trainable
+            if forced is not None:
+                prompt &= ~forced  # trained as a response is: weight 1
             weights[prompt] = spec.prompt_loss_weight
         weights[starts] = 0.0  # a document's first token is predicted from the previous document
         if spec.normalize == "sequence":

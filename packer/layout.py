@@ -32,7 +32,11 @@ if TYPE_CHECKING:  # pyarrow.fs is imported by whoever passes one
     import pyarrow.fs as pafs
 
 FORMAT_NAME = "packer-shards"
+#: the format version of a build output; one whose shards have the ``forced`` column (some message other
+#: than the assistant's marked ``"training": true``) is :data:`FORCED_VERSION`, so a packer that predates the
+#: column refuses it rather than reading role sets without it (every other output stays version 2, the same bytes)
 FORMAT_VERSION = 2
+FORCED_VERSION = 3
 SHARD_PATTERN = "shard-{:05d}.arrow"
 EVAL_SHARD_PATTERN = "eval-shard-{:05d}.arrow"
 #: the splits of an output: rows to train on, and the held-out eval rows (``build(eval_fraction=...)``)
@@ -63,7 +67,7 @@ def file_sha256(path: str | os.PathLike, filesystem: pafs.FileSystem | None = No
 
 
 #: manifest ``format.version`` values this packer reads
-SUPPORTED_VERSIONS: frozenset[int] = frozenset({1, FORMAT_VERSION})
+SUPPORTED_VERSIONS: frozenset[int] = frozenset({1, FORMAT_VERSION, FORCED_VERSION})
 
 
 class ShardError(ValueError):
@@ -116,7 +120,7 @@ def read_manifest(output: str | os.PathLike, filesystem: pafs.FileSystem | None 
         shards: not a packer output: no manifest.json (or its build did not finish)
         shards/manifest.json: not a packer output: not valid JSON (Expecting value: line 1 column 1 (char 0))
         shards/manifest.json: not a packer output: format 'other' is not 'packer-shards'
-        shards/manifest.json: packer-shards version 99; this packer reads version 1, 2 (rebuild the shards, ...)
+        shards/manifest.json: packer-shards version 99; this packer reads version 1, 2, 3 (rebuild the shards, ...)
     """
     manifest = _load_manifest(output, filesystem)
     version = manifest["format"].get("version")

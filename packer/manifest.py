@@ -35,7 +35,6 @@ from .combine import Combined, SplitRows
 from .layout import (
     DOCUMENTS_FILE,
     FORMAT_NAME,
-    FORMAT_VERSION,
     MANIFEST_FILE,
     REJECTED_FILE,
     file_sha256,
@@ -88,7 +87,7 @@ def make_manifest(
             "shards": [vars(s) for s in w.split_shards["eval"]],
         }
     manifest = {
-        "format": {"name": FORMAT_NAME, "version": FORMAT_VERSION},
+        "format": {"name": FORMAT_NAME, "version": w.version},
         "packer_version": __version__,
         "seq_len": seq_len,
         "tokenizer": {
@@ -162,6 +161,10 @@ def _tokens(totals: TokenTotals) -> dict:
             "loss": totals.loss(), "untrained": int(totals.untrained_counts.sum()),
             "untrained_per_role": {name: int(totals.untrained_counts[code]) for name, code in R.ROLES.items()
                                    if totals.untrained_counts[code]},
+            # only where some message other than the assistant's is marked "training": true (format version 3)
+            **({"forced": int(totals.forced_counts.sum()),
+                "forced_per_role": {name: int(totals.forced_counts[code]) for name, code in R.ROLES.items()
+                                    if totals.forced_counts[code]}} if totals.forced_counts.any() else {}),
             "last_turn_loss_per_role": {strategy: {name: int(counts[code]) for name, code in R.ROLES.items()
                                                    if counts[code]}
                                         for strategy, counts in totals.last_loss_per_role.items()}}

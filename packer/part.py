@@ -195,6 +195,9 @@ class PartSummary:
     reasons: Counter[str] = field(default_factory=Counter)
     #: the part's first rejections (:data:`ECHOED`), where it had no events to tell them to
     echo: list[Rejection] = field(default_factory=list)
+    #: spilled tokens of non-assistant messages marked ``"training": true`` (the shards then have a ``forced``
+    #: column: format version 3)
+    forced_tokens: int = 0
 
     def __len__(self) -> int:
         return len(self.docs)
@@ -235,6 +238,8 @@ def digest(conv: Conversation) -> bytes:
         # what else tells two conversations apart (plain ones keep the digest they always had)
         text += json.dumps([[m.reasoning, [c.as_dict() for c in m.tool_calls], m.tool_call_id, m.name, m.trained]
                             for m in conv.messages] + [list(conv.tools)], ensure_ascii=False, sort_keys=True)
+    if any(m.forced for m in conv.messages):  # a message marked "training": true trains: not the same record
+        text += "\x00forced:" + "".join("1" if m.forced else "0" for m in conv.messages)
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
@@ -304,6 +309,7 @@ class PartMapper:
         self.pending: deque[_Pending] = deque()
         self.labeller = Labeller(tok, spec.backend)
         self.spilled_tokens = 0
+        self.forced_tokens = 0
         self.spilled_lens: list[np.ndarray] = []
         #: with --overlong split, the conversations in flight (to split the overlong ones at their turns)
         self.convs: dict[int, Conversation] = {}
@@ -408,8 +414,8 @@ class PartMapper:
     def _submit(self, docs: list[tuple[int, Rendered]], texts: list[str], fits: bool) -> None:
         rendered = [r for _, r in docs]
         batch = self.labeller.prepare([r.seg_lengths for r in rendered],
-                                      [char_codes(r.seg_roles, r.seg_last, r.seg_train) for r in rendered], texts,
-                                      fits)
+                                      [char_codes(r.seg_roles, r.seg_last, r.seg_train, r.seg_forced)
+                                       for r in rendered], texts, fits)
         doc_ids = np.fromiter((d for d, _ in docs), dtype=np.int64, count=len(docs))
         # the records checked against tokenizers (tiktoken core) are encoded by both on the tokenizer thread
         picks = [k for k, d in enumerate(doc_ids.tolist()) if checked(d)] if self.labeller.core else []
@@ -504,6 +510,7 @@ class PartMapper:
             kept_rows = rows[keep | np.isin(np.arange(len(rows)), list(pieces))]
         self.spill.append(ids, roles, last)
         self.spilled_tokens += len(ids)
+        self.forced_tokens += int(np.count_nonzero(last & R.FORCED_FLAG))
         self.spilled_lens.append(spilled_lens)
         status = self.docs.status
         status[kept_rows] = np.where(status[kept_rows] == _TRUNCATED, _TRUNCATED, _PACKED)
@@ -561,8 +568,8 @@ class PartMapper:
             r = self.tpl.render(sub)
             if isinstance(r, Rejection):
                 return r
-            batch = self.labeller.prepare([r.seg_lengths], [char_codes(r.seg_roles, r.seg_last, r.seg_train)],
-                                          [r.text])
+            batch = self.labeller.prepare([r.seg_lengths],
+                                          [char_codes(r.seg_roles, r.seg_last, r.seg_train, r.seg_forced)], [r.text])
             # a piece of a checked record is checked too (the tiktoken core)
             encodings, reference = self._encode(batch, [0] if checked(src.doc_id) and self.labeller.core else [])
             if reference:
@@ -640,7 +647,7 @@ class PartMapper:
             part, self.file_paths, self.input_records, formats, self.docs, self.dropped, self.spilled_tokens,
             np.concatenate(self.spilled_lens) if self.spilled_lens else np.zeros(0, dtype=np.int64),
             self.rejections.count, difference, self.tpl.missing_end, time.perf_counter() - t0, self.reasons,
-            self.echo,
+            self.echo, forced_tokens=self.forced_tokens,
         )
 
 

@@ -78,7 +78,9 @@ class Message:
     ``reasoning`` is an assistant's ``reasoning_content`` (None: none given); ``tool_calls`` an
     assistant's function calls; ``tool_call_id`` / ``name`` a ``tool`` message's (None: not given);
     ``trained`` is False for a message marked ``"weight": 0`` or ``"training": false``, whose tokens get
-    no loss under any strategy but ``full``.
+    no loss under any strategy but ``full``. ``forced`` is True for a non-assistant message marked
+    ``"training": true`` / ``"weight": 1``: the flag overrides the role (Axolotl's
+    ``message_field_training``), so its content has loss under every strategy.
     """
 
     role: MessageRole
@@ -89,6 +91,7 @@ class Message:
     tool_call_id: str | None = None
     name: str | None = None
     trained: bool = True
+    forced: bool = False
 
     @property
     def plain(self) -> bool:
@@ -106,12 +109,12 @@ class Message:
 
     def __repr__(self) -> str:
         # the fields a plain turn has, then only those of the others that are set
-        extra = "".join(f", {k}={getattr(self, k)!r}" for k in ("reasoning", "tool_calls", "tool_call_id", "name",
-                                                                 "trained") if getattr(self, k) != _DEFAULTS[k])
+        extra = "".join(f", {k}={getattr(self, k)!r}" for k in _DEFAULTS if getattr(self, k) != _DEFAULTS[k])
         return f"Message(role={self.role!r}, content={self.content!r}, input={self.input!r}{extra})"
 
 
-_DEFAULTS = {"reasoning": None, "tool_calls": (), "tool_call_id": None, "name": None, "trained": True}
+_DEFAULTS = {"reasoning": None, "tool_calls": (), "tool_call_id": None, "name": None, "trained": True,
+             "forced": False}
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,17 +131,21 @@ def _packed_columns(out: Path) -> Callable[..., np.ndarray]:
 
 
 def _role_loss(strategy: str, roles: tuple[str, ...] | list[str], role: str, per_role: dict, untrained: dict,
-               last_turn: dict) -> int | None:
+               last_turn: dict, forced: dict | None = None) -> int | None:
     """Loss tokens of ``role`` under ``strategy``, from the manifest's counts; None where they cannot tell.
 
     A strategy puts loss on every token of its roles, less the tokens of messages marked untrained (all but
     ``full``). A last-turn strategy keeps only the final assistant turn: its split by role is the manifest's
     ``tokens.last_turn_loss_per_role`` (``last_turn``); an output without it (format version 1) leaves it
     unknown unless it is 0 (reading every shard to find it would cost a full pass over the data, and
-    ``inspect`` reads only the manifest and documents.arrow).
+    ``inspect`` reads only the manifest and documents.arrow). Tokens of messages other than the assistant's
+    marked ``"training": true`` (``forced``, per role) have loss under every strategy, whatever their role.
     """
     if role not in roles:
-        return 0
+        if strategy in R.LAST_TURN_STRATEGIES and forced and forced.get(role):
+            split = last_turn.get(strategy)
+            return None if split is None else int(split.get(role, 0))
+        return int((forced or {}).get(role, 0))
     n = per_role.get(role, 0)  # an output built before the role existed has none
     if strategy not in R.UNFLAGGED_STRATEGIES:
         n -= untrained.get(role, 0)
@@ -152,11 +156,11 @@ def _role_loss(strategy: str, roles: tuple[str, ...] | list[str], role: str, per
 
 
 def _tool_roles(strategy: str, roles: list[str], loss: int, per_role: dict, untrained: dict,
-                last_turn: dict) -> dict:
+                last_turn: dict, forced: dict | None = None) -> dict:
     """Per role of :data:`TOOL_ROLES`: its loss tokens under ``strategy`` and their share of its loss."""
     out = {}
     for role in TOOL_ROLES:
-        n = _role_loss(strategy, roles, role, per_role, untrained, last_turn)
+        n = _role_loss(strategy, roles, role, per_role, untrained, last_turn, forced)
         share = None if n is None else round(n / loss, 6) if loss else 0.0
         out[role] = {"loss_tokens": n, "share": share}
     return out
@@ -171,6 +175,18 @@ def _untrained(tokens: dict) -> dict:
         "untrained": n,
         "untrained_per_role": {k: int(v) for k, v in tokens.get("untrained_per_role", {}).items() if v},
         "untrained_share": round(n / total, 6) if total else 0.0,
+    }
+
+
+def _forced(tokens: dict) -> dict:
+    """Tokens of messages other than the assistant's marked ``"training": true`` (loss under every strategy),
+    as the manifest counts them (0 in an output without any: format version 1, 2)."""
+    n = int(tokens.get("forced", 0))
+    total = tokens["total"]
+    return {
+        "forced": n,
+        "forced_per_role": {k: int(v) for k, v in tokens.get("forced_per_role", {}).items() if v},
+        "forced_share": round(n / total, 6) if total else 0.0,
     }
 
 
@@ -223,10 +239,11 @@ def inspect(output: str | os.PathLike) -> dict:
     tokens, per_role = m["tokens"]["total"], m["tokens"]["per_role"]
     loss = m["tokens"]["loss"]
     untrained = _untrained(m["tokens"])
+    forced = _forced(m["tokens"])
     strategies = {
         name: {"roles": roles, "loss_tokens": loss[name], "share": round(loss[name] / tokens, 6) if tokens else 0.0,
                "tool_roles": _tool_roles(name, roles, loss[name], per_role, untrained["untrained_per_role"],
-                                         m["tokens"].get("last_turn_loss_per_role", {}))}
+                                         m["tokens"].get("last_turn_loss_per_role", {}), forced["forced_per_role"])}
         for name, roles in m["strategies"].items()
     }
     # documents per row: a row is (shard, row in shard); count the documents of each row that has any
@@ -261,6 +278,7 @@ def inspect(output: str | os.PathLike) -> dict:
             "per_role": per_role,
             "per_role_share": {k: round(v / tokens, 6) if tokens else 0.0 for k, v in per_role.items()},
             **untrained,
+            **forced,
             # tokens of the roles that tools and reasoning bring; all 0 in plain instruction data
             "tool_roles": {role: int(per_role.get(role, 0)) for role in TOOL_ROLES},
             **_lengths(col("prompt_tokens"), col("response_tokens")),
@@ -369,6 +387,13 @@ def print_report(r: dict, console) -> None:  # type: ignore[no-untyped-def]
             f"untrained: {r['tokens']['untrained']:,} tokens ({r['tokens']['untrained_share']:.1%}) are in messages "
             "marked \"weight\": 0 / \"training\": false; they carry no loss under any strategy but "
             f"{', '.join(sorted(R.UNFLAGGED_STRATEGIES))}", markup=False, soft_wrap=True,
+        )
+    if r["tokens"]["forced"]:
+        per_role = ", ".join(f"{k} {v:,}" for k, v in r["tokens"]["forced_per_role"].items())
+        console.print(
+            f"forced: {r['tokens']['forced']:,} tokens ({r['tokens']['forced_share']:.1%}; {per_role}) are in "
+            "messages other than the assistant's marked \"training\": true; they carry loss under every strategy",
+            markup=False, soft_wrap=True,
         )
 
     t = Table(title="Per example: prompt (system+instruction+input) vs response", title_justify="left")
@@ -537,6 +562,10 @@ def _tool_roles_html(r: dict) -> str:
         parts.append(f"<p>untrained: {r['tokens']['untrained']:,} tokens ({r['tokens']['untrained_share']:.1%}; "
                      f"{per_role}) in messages marked weight 0 / training false: no loss under any strategy but "
                      f"{esc(', '.join(sorted(R.UNFLAGGED_STRATEGIES)))} (struck through below)</p>")
+    if r["tokens"]["forced"]:
+        per_role = ", ".join(f"{esc(k)} {v:,}" for k, v in r["tokens"]["forced_per_role"].items())
+        parts.append(f"<p>forced: {r['tokens']['forced']:,} tokens ({r['tokens']['forced_share']:.1%}; {per_role}) "
+                     "in messages other than the assistant's marked training true: loss under every strategy</p>")
     return "".join(parts)
 
 

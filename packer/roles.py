@@ -92,7 +92,8 @@ BUILTIN_STRATEGIES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "answer_only": ("response", "end", "tool_call"),
     }
 )
-#: the one strategy that ignores per-message training flags (``"weight": 0`` / ``"training": false``)
+#: the one strategy that ignores per-message training flags (``"weight": 0`` / ``"training": false``;
+#: a ``"training": true`` on a non-assistant message needs no exception: ``full`` trains every token)
 UNFLAGGED_STRATEGIES = frozenset({"full"})
 #: strategies whose loss is restricted to the final assistant turn
 LAST_TURN_STRATEGIES = frozenset({"last_turn"})
@@ -103,9 +104,12 @@ PROMPT_ROLES: tuple[str, ...] = ("system", "instruction", "input")
 ASSISTANT_ROLES: tuple[str, ...] = ("response", "tool_call", "reasoning", "end")
 
 #: per-token flag bits that travel with the roles through a build (spill files, :mod:`packer.gather`):
-#: the token is in the document's final assistant turn; the token belongs to a message marked untrained
+#: the token is in the document's final assistant turn; the token belongs to a message marked untrained;
+#: the token is content of a non-assistant message marked ``"training": true`` / ``"weight": 1``
+#: (Axolotl's ``message_field_training``: the flag overrides the role, so it has loss under every strategy)
 LAST_FLAG = 1
 UNTRAINED_FLAG = 2
+FORCED_FLAG = 4
 
 
 def role_codes(names: Iterable[str]) -> tuple[int, ...]:

@@ -85,6 +85,7 @@ class _Batch:
     doc_off: np.ndarray
     mask: _Bits | None  # the strategy's mask column
     trainable: _Bits | None  # the trainable column, where wanted and the shard has one
+    forced: _Bits | None = None  # the forced column, where wanted and the shard has one (format version 3)
 
 
 def _list_views(batch: pa.RecordBatch, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -115,14 +116,15 @@ class _Bits:
         return _unpack_bits(self.bits, a, a + n)
 
 
-def _batch_views(batch: pa.RecordBatch, mask_name: str | None, trainable: bool) -> _Batch:
+def _batch_views(batch: pa.RecordBatch, mask_name: str | None, trainable: bool, forced: bool = False) -> _Batch:
     ids, ids_off = _list_views(batch, "input_ids")
     roles, roles_off = _list_views(batch, "roles")
     seq_lens, seq_off = _list_views(batch, "seq_lens")
     doc_ids, doc_off = _list_views(batch, "doc_ids")
     mask = _Bits.of(batch, mask_name) if mask_name is not None else None
     train = _Bits.of(batch, "trainable") if trainable and "trainable" in batch.schema.names else None
-    return _Batch(ids, ids_off, roles, roles_off, seq_lens, seq_off, doc_ids, doc_off, mask, train)
+    force = _Bits.of(batch, "forced") if forced and "forced" in batch.schema.names else None
+    return _Batch(ids, ids_off, roles, roles_off, seq_lens, seq_off, doc_ids, doc_off, mask, train, force)
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,9 @@ class Row:
     #: bool [T]: False in messages marked untrained; None where not read, or the shard (format version 1)
     #: has no such column (every token trainable)
     trainable: np.ndarray | None = None
+    #: bool [T]: True in the content of messages other than the assistant's marked ``"training": true``
+    #: (loss under every strategy); None where not read, or the shard (format version 1, 2) has no such column
+    forced: np.ndarray | None = None
 
 
 def _unpack_bits(bits: np.ndarray, start: int, stop: int) -> np.ndarray:
@@ -150,7 +155,8 @@ class ShardReader:
     """
 
     def __init__(
-        self, fs: pafs.FileSystem, root: str, shards: list[dict], mask_name: str | None, trainable: bool = False
+        self, fs: pafs.FileSystem, root: str, shards: list[dict], mask_name: str | None, trainable: bool = False,
+        forced: bool = False,
     ) -> None:
         self._fs = fs
         self._root = root
@@ -158,6 +164,8 @@ class ShardReader:
         self._mask_name = mask_name
         #: read the ``trainable`` column (where a shard has one) into ``Row.trainable``
         self._trainable = trainable
+        #: read the ``forced`` column (where a shard has one) into ``Row.forced``
+        self._forced = forced
         self._local = isinstance(fs, pafs.LocalFileSystem)
         self._shard_starts = row_starts([int(s["rows"]) for s in shards])
         self._files: list[tuple[ipc.RecordBatchFileReader, np.ndarray] | None] = [None] * len(shards)
@@ -194,7 +202,7 @@ class ShardReader:
         views = self._batches.get(key)
         if views is None:
             reader, _ = self._open(k)
-            views = _batch_views(reader.get_batch(b), self._mask_name, self._trainable)
+            views = _batch_views(reader.get_batch(b), self._mask_name, self._trainable, self._forced)
             self._batches[key] = views
             if not self._local and len(self._batches) > REMOTE_BATCH_CACHE:
                 self._batches.popitem(last=False)
@@ -212,6 +220,8 @@ class ShardReader:
         ra = int(v.roles_off[i])
         mask = v.mask.row(i, z - a) if v.mask is not None else None
         trainable = v.trainable.row(i, z - a) if v.trainable is not None else None
+        forced = v.forced.row(i, z - a) if v.forced is not None else None
         sa, sz = int(v.seq_off[i]), int(v.seq_off[i + 1])
         da, dz = int(v.doc_off[i]), int(v.doc_off[i + 1])
-        return Row(v.ids[a:z], v.roles[ra : ra + (z - a)], mask, v.seq_lens[sa:sz], v.doc_ids[da:dz], trainable)
+        return Row(v.ids[a:z], v.roles[ra : ra + (z - a)], mask, v.seq_lens[sa:sz], v.doc_ids[da:dz], trainable,
+                   forced)

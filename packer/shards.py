@@ -6,6 +6,7 @@ One row is one packed sequence of at most ``seq_len`` tokens:
     roles     : [spe, ins, res, end, mar | spe, ins, res, end ]   (uint8 codes)
     seq_lens  : [5, 4]             doc_ids : [17, 3]
     trainable : [1, 1, 1, 1, 1 | 1, 1, 1, 1]   (0 in messages marked "weight": 0)
+    forced    : [0, 1, 0, 0, 0 | 0, 0, 0, 0]   (only in format version 3: 1 in a user message marked "training": true)
     mask_instruction_tuning : [0, 0, 1, 1, 0 | 0, 0, 1, 1]
     mask_instruction_modelling : [0, 1, 1, 1, 0 | 0, 1, 1, 1]
 
@@ -32,6 +33,7 @@ from . import roles as R
 from .layout import (
     DOCUMENTS_FILE,
     EVAL_SHARD_PATTERN,
+    FORCED_VERSION,
     FORMAT_NAME,
     FORMAT_VERSION,
     SHARD_PATTERN,
@@ -60,10 +62,17 @@ SHARD_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
         "loss under any strategy but full, role sets chosen at load time included (format version 2; a version 1 "
         "shard has no such column: every token trainable)",
     ),
+    "forced": (
+        pa.list_(pa.bool_()),
+        "true where the token is content of a message other than the assistant's marked \"training\": true (or "
+        "\"weight\": 1): the flag overrides the role, so it has loss under every strategy, role sets chosen at load "
+        "time included; the template's markup around it has none (format version 3: only outputs with such a "
+        "message have this column and that version; the others are version 2, without it)",
+    ),
 }
 MASK_TYPE = pa.list_(pa.bool_())
 #: shard columns that shards of an older format version lack: name -> the version that added it
-ADDED_IN: dict[str, int] = {"trainable": 2}
+ADDED_IN: dict[str, int] = {"trainable": 2, "forced": FORCED_VERSION}
 
 DOCUMENT_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
     "doc_id": (pa.int64(), "record index counted across all inputs in the order given"),
@@ -113,7 +122,7 @@ def describe() -> dict:
 
     return {
         "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
+        "version": FORCED_VERSION,
         "shard": {
             "file": SHARD_PATTERN.replace("{:05d}", "NNNNN"),
             "eval_file": EVAL_SHARD_PATTERN.replace("{:05d}", "NNNNN"),
@@ -135,12 +144,15 @@ def describe() -> dict:
 def strategy_masks(
     roles: np.ndarray, flags: np.ndarray, strategies: Mapping[str, Sequence[str]]
 ) -> dict[str, np.ndarray]:
-    """Boolean mask per strategy for a flat run of tokens; ``flags`` holds :data:`packer.roles.LAST_FLAG`
-    and :data:`packer.roles.UNTRAINED_FLAG` bits (a bool array: the last-turn flag alone)."""
+    """Boolean mask per strategy for a flat run of tokens; ``flags`` holds :data:`packer.roles.LAST_FLAG`,
+    :data:`packer.roles.UNTRAINED_FLAG` and :data:`packer.roles.FORCED_FLAG` bits (a bool array: the last-turn
+    flag alone). A forced token has loss under every strategy, whatever its role and turn."""
     flags = np.asarray(flags).astype(np.uint8)
     last = (flags & R.LAST_FLAG).astype(bool)
     trainable = (flags & R.UNTRAINED_FLAG) == 0
     untrained = not trainable.all()
+    forced = (flags & R.FORCED_FLAG) != 0
+    any_forced = forced.any()
     out = {}
     for name, role_names in strategies.items():
         mask = R.role_lut(role_names)[roles]
@@ -148,6 +160,8 @@ def strategy_masks(
             mask &= last
         if untrained and name not in R.UNFLAGGED_STRATEGIES:
             mask &= trainable
+        if any_forced:
+            mask |= forced
         out[name] = mask
     return out
 
@@ -185,12 +199,15 @@ class ShardWriter:
     """
 
     def __init__(
-        self, out: Path, strategies: Mapping[str, Sequence[str]], max_bytes: int, pattern: str = SHARD_PATTERN
+        self, out: Path, strategies: Mapping[str, Sequence[str]], max_bytes: int, pattern: str = SHARD_PATTERN,
+        version: int = FORMAT_VERSION,
     ) -> None:
         self.out = out
         self.pattern = pattern
         self.strategies = dict(strategies)
-        self.schema = shard_schema(list(self.strategies))
+        #: FORCED_VERSION where the build has tokens of messages marked "training": true (a ``forced`` column)
+        self.version = version
+        self.schema = shard_schema(list(self.strategies), version)
         self.max_bytes = max_bytes
         # bytes per token on disk: id, role, and one bit per mask and for trainable
         self._token_bytes = 4 + 1 + (len(self.strategies) + 1) / 8
@@ -251,6 +268,8 @@ class ShardWriter:
             _list_array(doc_off, pa.array(doc_ids[docs].astype(np.int64), type=pa.int64())),
             _list_array(tok_off, pa.array((np.asarray(flags) & R.UNTRAINED_FLAG) == 0, type=pa.bool_())),
         ]
+        if self.version >= FORCED_VERSION:
+            cols.append(_list_array(tok_off, pa.array((np.asarray(flags) & R.FORCED_FLAG) != 0, type=pa.bool_())))
         for mask in strategy_masks(r, flags, self.strategies).values():
             cols.append(_list_array(tok_off, pa.array(mask, type=pa.bool_())))
         return pa.RecordBatch.from_arrays(cols, schema=self.schema), len(ids), local, tok_cum[:-1] - tok_off[local]

@@ -12,7 +12,7 @@ with the part's number; tokens, in the order its documents were kept (= doc_id
 order)::
 
     .packer-spill-0-ids    int32 per token
-    .packer-spill-0-roles  uint8 per token: role code | flags << 4 (packer.roles.LAST_FLAG, UNTRAINED_FLAG)
+    .packer-spill-0-roles  uint8 per token: role code | flags << 4 (packer.roles.LAST_FLAG, UNTRAINED_FLAG, FORCED_FLAG)
 
 The parts' files read as one run in part order: spilled document ``k`` owns
 tokens ``starts[k] : starts[k] + lengths[k]`` of it, with ``starts`` the

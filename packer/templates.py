@@ -256,6 +256,8 @@ class Rendered:
     system: str | None = None
     #: bool per segment, False in messages marked untrained (``"weight": 0``); None: all trained
     seg_train: np.ndarray | None = None
+    #: bool per segment, True in the content of non-assistant messages marked ``"training": true``; None: none
+    seg_forced: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -267,6 +269,8 @@ class _Slot:
     role: int
     last: bool
     train: bool = True
+    #: the slot is content of a non-assistant message marked ``"training": true`` (loss under every strategy)
+    forced: bool = False
 
 
 @dataclass
@@ -285,6 +289,9 @@ class _Structure:
         #: some segment belongs to a message marked untrained (such shapes are never assembled)
         self.untrained = any(not seg[4] for piece in self.pieces for seg in piece) or any(
             not s.train for s in self.slots)
+        #: some slot is content of a message marked ``"training": true`` that is not the assistant's (only
+        #: slots are: the template's markup around it stays without loss; never assembled either)
+        self.forced = any(s.forced for s in self.slots)
         #: some slot holds a JSON value (tool definitions, a call's arguments; never assembled)
         self.has_json = any(_json_field(s.field) for s in self.slots)
 
@@ -296,7 +303,7 @@ class _Structure:
         return _directed_match(text, self.fixed, values)
 
     def segments(self, slot_lengths: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        lengths, roles, last, _train, slot_segs = _segments(self, slot_lengths)
+        lengths, roles, last, _train, _forced, slot_segs = _segments(self, slot_lengths)
         return lengths, roles, last, slot_segs
 
 
@@ -538,7 +545,8 @@ class ChatTemplate:
             fixed.append(text[pos : m.start()])
             i, field = names[int(m.group(1))]
             role = _field_role(field, messages[i].role if i >= 0 else "system")
-            slots.append(_Slot(i, field, role, i == last_assistant, i < 0 or messages[i].trained))
+            slots.append(_Slot(i, field, role, i == last_assistant, i < 0 or messages[i].trained,
+                               i >= 0 and messages[i].forced))
             pos = m.end()
         fixed.append(text[pos:])
         dropped = _dropped(names, slots, messages)
@@ -577,7 +585,8 @@ class ChatTemplate:
             pieces.append(tuple(segs))
         pattern = re.compile("(.*?)".join(re.escape(p) for p in fixed), re.DOTALL)
         st = _Structure(pattern, tuple(fixed), tuple(slots), tuple(pieces))
-        if not st.has_json and not st.untrained:  # (a JSON value filled but not shown was rejected above)
+        # (a JSON value filled but not shown was rejected above)
+        if not st.has_json and not st.untrained and not st.forced:
             st.assembly = probe(lambda fill: self._render(self._message_dicts(messages, fill)), st, self._prober)
         return st
 
@@ -687,9 +696,9 @@ class ChatTemplate:
                 f"template {self.name!r} renders fixed text that depends on this record's content; "
                 "cannot tell content from template text",
             )
-        lengths, roles, last, train, _ = _segments(st, [b - a for a, b in spans])
+        lengths, roles, last, train, forced, _ = _segments(st, [b - a for a, b in spans])
         return Rendered(text=text, seg_lengths=lengths, seg_roles=roles, seg_last=last, system=action,  # type: ignore[arg-type]
-                        seg_train=train if st.untrained else None)
+                        seg_train=train if st.untrained else None, seg_forced=forced if st.forced else None)
 
 
     def _render_text(self, conv: Conversation) -> Rendered:
@@ -712,15 +721,17 @@ class ChatTemplate:
 
 def _segments(
     st: _Structure, slot_lengths: Sequence[int]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Lengths (int64), roles (uint8), last-turn flags (bool) and training flags (bool) of a shape's
-    segments in text order, the slots given their lengths; and the index of each slot's segment."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Lengths (int64), roles (uint8), last-turn flags (bool), training flags (bool) and forced-training
+    flags (bool) of a shape's segments in text order, the slots given their lengths; and the index of each
+    slot's segment."""
     static = st.__dict__.get("_static")
     if static is None:  # what every record of the shape shares, found once
         lengths: list[int] = []
         codes: list[int] = []
         last: list[bool] = []
         train: list[bool] = []
+        forced: list[bool] = []
         slot_segs: list[int] = []
         for k, piece in enumerate(st.pieces):
             for _rel, n, role, is_last, is_trained in piece:
@@ -728,29 +739,32 @@ def _segments(
                 codes.append(role)
                 last.append(is_last)
                 train.append(is_trained)
+                forced.append(False)
             if k < len(st.slots):
                 slot_segs.append(len(lengths))
                 lengths.append(0)
                 codes.append(st.slots[k].role)
                 last.append(st.slots[k].last)
                 train.append(st.slots[k].train)
+                forced.append(st.slots[k].forced)
         static = (np.asarray(lengths, dtype=np.int64), np.asarray(codes, dtype=np.uint8),
-                  np.asarray(last, dtype=bool), np.asarray(train, dtype=bool), np.asarray(slot_segs, dtype=np.int64))
+                  np.asarray(last, dtype=bool), np.asarray(train, dtype=bool), np.asarray(forced, dtype=bool),
+                  np.asarray(slot_segs, dtype=np.int64))
         for a in static:
             a.flags.writeable = False  # shared by the shape's records
         st.__dict__["_static"] = static
     out = static[0].copy()
-    out[static[4]] = slot_lengths
-    return out, static[1], static[2], static[3], static[4]
+    out[static[5]] = slot_lengths
+    return out, static[1], static[2], static[3], static[4], static[5]
 
 
 def _message_shape(m: Message) -> tuple:
     """What of a message decides its render's fixed text (the key of a learnt shape)."""
-    if m.plain and m.trained:
+    if m.plain and m.trained and not m.forced:
         return (m.role, bool(m.content), bool(m.input), _think_shape(m) if m.role == "assistant" else None)
     return (m.role, bool(m.content), bool(m.input), None if m.reasoning is not None else _think_shape(m),
             m.reasoning is not None, tuple(c.id is not None for c in m.tool_calls), m.tool_call_id is not None,
-            m.name is not None, m.trained)
+            m.name is not None, m.trained, m.forced)
 
 
 #: which templates render tools, named in the message of a record whose tools a template would drop

@@ -67,13 +67,23 @@ for _code in R.PRECEDENCE:
     _UNRANK[_RANK[_code]] = _code
 
 
-def char_codes(role_codes: np.ndarray, last: np.ndarray, train: np.ndarray | None = None) -> np.ndarray:
-    """Per-segment value for :func:`token_roles`: rank*4 + flags (:data:`packer.roles.LAST_FLAG`, and
-    :data:`packer.roles.UNTRAINED_FLAG` where ``train`` is False), so the highest value among a token's
-    characters is its role's, and among those of one role, untrained wins over trained."""
-    codes = (_RANK[role_codes].astype(np.uint8) << 2) | last.astype(np.uint8)
+#: bits of a character's value (:func:`char_codes`) below its role's rank: the per-token flags
+_FLAG_BITS = 3
+_FLAG_MASK = (1 << _FLAG_BITS) - 1
+
+
+def char_codes(
+    role_codes: np.ndarray, last: np.ndarray, train: np.ndarray | None = None, forced: np.ndarray | None = None
+) -> np.ndarray:
+    """Per-segment value for :func:`token_roles`: rank*8 + flags (:data:`packer.roles.LAST_FLAG`,
+    :data:`packer.roles.UNTRAINED_FLAG` where ``train`` is False, :data:`packer.roles.FORCED_FLAG` where
+    ``forced`` is True), so the highest value among a token's characters is its role's, and among those of
+    one role, forced wins over untrained, untrained over trained."""
+    codes = (_RANK[role_codes].astype(np.uint8) << _FLAG_BITS) | last.astype(np.uint8)
     if train is not None:
         codes |= (~train.astype(bool)).astype(np.uint8) << 1
+    if forced is not None:
+        codes |= forced.astype(np.uint8) << 2
     return codes
 
 
@@ -119,13 +129,14 @@ def _control_values(
         rank = special_rank
         n = 0
         for j in range(starts[t], ends[t]):
-            r = chars[j] >> 2
+            r = chars[j] >> 3
             if r == end_rank:
                 rank = end_rank
             if content[r]:
                 n += 1
         absorbed[k] = n
-        values[t] = (rank << 2) | (values[t] & 3)
+        # a control token is markup: it keeps the last-turn and untrained flags, never the forced one
+        values[t] = (rank << 3) | (values[t] & 3)
 
 
 def token_roles(
@@ -158,8 +169,8 @@ def _token_roles(
     chars: np.ndarray, starts: np.ndarray, ends: np.ndarray, control: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`token_roles` with the flags (uint8: :data:`packer.roles.LAST_FLAG` |
-    :data:`packer.roles.UNTRAINED_FLAG`) of each token, and the content characters absorbed per token
-    (int64, 0 but at control tokens)."""
+    :data:`packer.roles.UNTRAINED_FLAG` | :data:`packer.roles.FORCED_FLAG`) of each token, and the content
+    characters absorbed per token (int64, 0 but at control tokens)."""
     starts, ends = starts.astype(np.int64), ends.astype(np.int64)
     v = _token_values(chars, starts, ends)
     absorbed = np.zeros(starts.shape[0], dtype=np.int64)
@@ -172,10 +183,10 @@ def _token_roles(
             _control_values(chars, starts, ends, v, tokens, int(_RANK[R.END]), int(_RANK[R.SPECIAL]),
                             _CONTENT_RANKS, at)
             absorbed[tokens] = at
-    codes = _UNRANK[v >> 2]
+    codes = _UNRANK[v >> _FLAG_BITS]
     if v.size and (codes == 0).any():
         raise ValueError("a token covers no character of any segment")
-    return codes, v & 3, absorbed
+    return codes, v & _FLAG_MASK, absorbed
 
 
 @dataclass
@@ -186,7 +197,8 @@ class TokenizedBatch:
     ids: np.ndarray  # int32
     roles: np.ndarray  # uint8
     #: uint8: LAST_FLAG where the token belongs to the final assistant turn, UNTRAINED_FLAG where to a
-    #: message marked untrained (packer.roles)
+    #: message marked untrained, FORCED_FLAG where to the content of a non-assistant message marked
+    #: trained (packer.roles)
     flags: np.ndarray
     offsets: np.ndarray  # int64, len = documents + 1
     #: per document, the characters of content that control tokens absorbed (see :func:`token_roles`);
@@ -577,6 +589,6 @@ class Labeller:
 
     def __call__(self, rendered: list) -> TokenizedBatch:
         """Encode and label rendered documents (:class:`packer.templates.Rendered`) in this thread."""
-        values = [char_codes(r.seg_roles, r.seg_last, r.seg_train) for r in rendered]
+        values = [char_codes(r.seg_roles, r.seg_last, r.seg_train, r.seg_forced) for r in rendered]
         batch = self.prepare([r.seg_lengths for r in rendered], values, [r.text for r in rendered])
         return self.label(batch, self.encode(batch))

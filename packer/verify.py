@@ -86,6 +86,10 @@ def _flat(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
     return arr.flatten().to_numpy(zero_copy_only=False), arr.offsets.to_numpy()
 
 
+#: the roles a forced token may have: content of a message other than the assistant's
+_FORCED_ROLES = ("system", "instruction", "input", "tool")
+
+
 def _check_shard(path: Path, m: dict, problems: list[str]) -> tuple[np.ndarray, np.ndarray, int] | None:
     """Row invariants of one shard; returns (doc_ids, per-role token counts, rows)."""
     try:
@@ -116,6 +120,9 @@ def _check_shard(path: Path, m: dict, problems: list[str]) -> tuple[np.ndarray, 
         problems.append(f"{path.name}: {(~known).sum()} tokens with an unknown role code")
     if len(ids) and (ids < 0).any():
         problems.append(f"{path.name}: negative token ids")
+    forced = _flat(table, "forced")[0] if "forced" in table.schema.names else None
+    if forced is not None and not np.isin(roles[forced], R.role_codes(_FORCED_ROLES)).all():
+        problems.append(f"{path.name}: forced tokens outside the content of a message other than the assistant's")
     for name, role_names in strategies.items():
         column = mask_column(name)
         mask, off = _flat(table, column)
@@ -125,6 +132,8 @@ def _check_shard(path: Path, m: dict, problems: list[str]) -> tuple[np.ndarray, 
         expected = np.isin(roles, R.role_codes(role_names))
         if "trainable" in table.schema.names and name not in R.UNFLAGGED_STRATEGIES:
             expected &= _flat(table, "trainable")[0]
+        if forced is not None:
+            expected |= forced
         ok = (mask <= expected).all() if name in R.LAST_TURN_STRATEGIES else np.array_equal(mask, expected)
         if not ok:
             problems.append(f"{path.name}: {column} does not match roles {', '.join(role_names)}")

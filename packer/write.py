@@ -34,7 +34,7 @@ import pyarrow as pa
 from . import roles as R
 from .combine import DOCUMENT_STATS, Combined, SplitRows
 from .doctable import NULL
-from .layout import DOCUMENTS_FILE, REJECTED_FILE, shard_pattern, write_atomic
+from .layout import DOCUMENTS_FILE, FORCED_VERSION, FORMAT_VERSION, REJECTED_FILE, shard_pattern, write_atomic
 from .outdir import checkpoint
 from .records import STATUSES
 from .shards import ShardInfo, ShardWriter, write_documents
@@ -52,6 +52,8 @@ class TokenTotals:
         self.role_counts = np.zeros(R.N_ROLES, dtype=np.int64)
         #: tokens of messages marked untrained, per role
         self.untrained_counts = np.zeros(R.N_ROLES, dtype=np.int64)
+        #: tokens of non-assistant messages marked "training": true (loss under every strategy), per role
+        self.forced_counts = np.zeros(R.N_ROLES, dtype=np.int64)
         self.luts = {name: R.role_lut(names) for name, names in strategy_table.items()}
         # last-turn strategies need the flag, so they cannot be derived from role counts: their loss per role
         self.last_loss_per_role = {name: np.zeros(R.N_ROLES, dtype=np.int64)
@@ -61,6 +63,7 @@ class TokenTotals:
         """Add the counts of ``other`` (the same strategies: a shard written elsewhere)."""
         self.role_counts += other.role_counts
         self.untrained_counts += other.untrained_counts
+        self.forced_counts += other.forced_counts
         for name, counts in self.last_loss_per_role.items():
             counts += other.last_loss_per_role[name]
 
@@ -69,9 +72,12 @@ class TokenTotals:
         untrained = (flags & R.UNTRAINED_FLAG) != 0
         if untrained.any():
             self.untrained_counts += np.bincount(roles[untrained], minlength=R.N_ROLES)[: R.N_ROLES]
+        forced = (flags & R.FORCED_FLAG) != 0
+        if forced.any():
+            self.forced_counts += np.bincount(roles[forced], minlength=R.N_ROLES)[: R.N_ROLES]
         last = (flags & R.LAST_FLAG) != 0
         for name, counts in self.last_loss_per_role.items():
-            sel = self.luts[name][roles] & last & ~untrained
+            sel = self.luts[name][roles] & last & ~untrained | forced
             counts += np.bincount(roles[sel], minlength=R.N_ROLES)[: R.N_ROLES]
 
     @property
@@ -82,7 +88,9 @@ class TokenTotals:
         out = {}
         for name in self.strategy_table:
             counts = self.role_counts if name in R.UNFLAGGED_STRATEGIES else self.role_counts - self.untrained_counts
-            per_role = int(counts[self.luts[name][: R.N_ROLES]].sum())
+            lut = self.luts[name][: R.N_ROLES]
+            # forced tokens have loss whatever their role: those of the strategy's roles are counted already
+            per_role = int(counts[lut].sum()) + int(self.forced_counts[~lut].sum())
             last = self.last_loss_per_role.get(name)
             out[name] = int(last.sum()) if last is not None else per_role
         return out
@@ -96,6 +104,8 @@ class Written:
     split_shards: dict[str, list[ShardInfo]]
     rejection_lines: int
     split_totals: dict[str, TokenTotals]
+    #: the output's format version (:data:`~packer.layout.FORCED_VERSION` where the shards have ``forced``)
+    version: int = FORMAT_VERSION
 
     @property
     def shards(self) -> list[ShardInfo]:
@@ -147,7 +157,7 @@ def _shared_path(out: Path, split: str, name: str) -> Path:
 
 def write_shard(
     out: str, strategy_table: dict[str, tuple[str, ...]], shard_bytes: int, split: str, tags: list[int],
-    number: int, r0: int, r1: int,
+    number: int, r0: int, r1: int, version: int = FORMAT_VERSION,
 ) -> tuple[ShardInfo, np.ndarray, np.ndarray, TokenTotals]:
     """Write shard ``number`` (rows ``r0:r1``) of ``split`` in a worker: the task of a parallel write stage.
     Reads the packing from the files :func:`write_output` saved beside the spill; returns the shard's info,
@@ -157,7 +167,7 @@ def write_shard(
     totals = TokenTotals(strategy_table)
     tokens = TokenSpillReader(where, np.asarray(a["spilled_len"]), tags)
     try:
-        writer = ShardWriter(where, strategy_table, shard_bytes, shard_pattern(split))
+        writer = ShardWriter(where, strategy_table, shard_bytes, shard_pattern(split), version)
         counted = _Counted(tokens, np.asarray(a["spill_index"]), totals, None)
         info, rows, offsets = writer.write_shard(number, r0, r1, counted, a["kept_len"], a["kept_ids"], a["order"],
                                                  a["row_offsets"])
@@ -168,10 +178,10 @@ def write_shard(
 
 def _write_split(
     out: Path, c: Combined, split: SplitRows, strategy_table: dict[str, tuple[str, ...]], shard_bytes: int,
-    engine: Engine, counted: _Counted,
+    engine: Engine, counted: _Counted, version: int = FORMAT_VERSION,
 ) -> tuple[list[ShardInfo], tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """One split's shards, each written by a task of ``engine``."""
-    writer = ShardWriter(out, strategy_table, shard_bytes, shard_pattern(split.name))
+    writer = ShardWriter(out, strategy_table, shard_bytes, shard_pattern(split.name), version)
     ranges = writer.ranges(c.kept_len, split.order, split.row_offsets)
     arrays = {"kept_len": c.kept_len, "kept_ids": c.kept_ids, "spill_index": c.spill_index,
               "spilled_len": c.spilled_len, "order": split.order, "row_offsets": split.row_offsets}
@@ -185,7 +195,7 @@ def _write_split(
         if counted.events is not None:
             counted.events.progress("writing", counted.done, counted.total)
 
-    calls = [(str(out), strategy_table, shard_bytes, split.name, c.tags, k, r0, r1) for k, (r0, r1) in
+    calls = [(str(out), strategy_table, shard_bytes, split.name, c.tags, k, r0, r1, version) for k, (r0, r1) in
              enumerate(ranges)]
     shards = []
     for k, (info, rows, offsets, totals) in enumerate(engine.map(write_shard, calls, on_done)):
@@ -199,9 +209,12 @@ def _write_split(
 
 def write_output(
     out: Path, c: Combined, strategy_table: dict[str, tuple[str, ...]], *, shard_bytes: int,
-    events=None, engine: Engine | None = None,  # type: ignore[no-untyped-def]
+    events=None, engine: Engine | None = None, forced: bool = False,  # type: ignore[no-untyped-def]
 ) -> Written:
-    """Write the shards, documents.arrow and rejected.jsonl of ``c`` into ``out``; see the module's docstring."""
+    """Write the shards, documents.arrow and rejected.jsonl of ``c`` into ``out``; see the module's docstring.
+    ``forced``: the parts spilled tokens of messages marked ``"training": true`` that are not the assistant's,
+    so the shards get the ``forced`` column (format version 3)."""
+    version = FORCED_VERSION if forced else FORMAT_VERSION
     n = c.records
     where = {name: np.full(n, NULL, dtype=np.int32) for name in ("shard", "row", "offset")}
     split_col = np.full(n, NULL, dtype=np.int32)
@@ -214,11 +227,12 @@ def write_output(
         for split in c.splits:
             counted.totals = totals[split.name] = TokenTotals(strategy_table)
             if engine is None or engine.workers == 1:
-                writer = ShardWriter(out, strategy_table, shard_bytes, shard_pattern(split.name))
+                writer = ShardWriter(out, strategy_table, shard_bytes, shard_pattern(split.name), version)
                 placed = writer.write(counted, c.kept_len, c.kept_ids, split.order, split.row_offsets)
                 split_shards = writer.shards
             else:
-                split_shards, placed = _write_split(out, c, split, strategy_table, shard_bytes, engine, counted)
+                split_shards, placed = _write_split(out, c, split, strategy_table, shard_bytes, engine, counted,
+                                                    version)
             members = split.members
             if c.copies is not None:  # the first copy of each record, in shard, row, offset order
                 s_, r_, o_ = (v[members] for v in placed)
@@ -268,4 +282,4 @@ def write_output(
     remove_spill(out)
     if lines != c.rejection_lines:
         raise RuntimeError(f"internal error: {lines} rejection lines written, {c.rejection_lines} expected")
-    return Written(shards, lines, totals)
+    return Written(shards, lines, totals, version)

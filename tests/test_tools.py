@@ -192,7 +192,8 @@ def final_turn(roles: np.ndarray) -> np.ndarray:
 
 def check_masks(out: Path) -> int:
     """Each mask column is its strategy's role set on the roles, and the trainable column (but under
-    ``full``), and the final turn (``last_turn``); returns the number of documents checked."""
+    ``full``), and the final turn (``last_turn``), or the forced column (format version 3: under every
+    strategy); returns the number of documents checked."""
     m = json.loads((out / "manifest.json").read_text())
     assert set(R.BUILTIN_STRATEGIES) <= set(m["strategies"])
     docs = read_documents(out)
@@ -204,6 +205,8 @@ def check_masks(out: Path) -> int:
                 expected &= trainable
             if name in R.LAST_TURN_STRATEGIES:
                 expected &= final_turn(roles)
+            if "forced" in doc:
+                expected |= doc["forced"].astype(bool)
             assert np.array_equal(doc[f"mask_{name}"].astype(bool), expected), name
         assert doc["mask_full"].all()
     return len(docs)
@@ -488,7 +491,7 @@ WEIGHTED = [
     # 3: the last answer untrained: nothing left for last_turn
     {"messages": [{"role": "user", "content": "Name a fruit."}, {"role": "assistant", "content": "Apple."},
                   {"role": "user", "content": "Another?"}, {"role": "assistant", "content": "Pear.", "weight": 0}]},
-    # 4: all trained, flags given
+    # 4: all trained, flags given (the user's "training": true trains its content under every strategy: issue 25)
     {"messages": [{"role": "user", "content": "Name a tree.", "training": True},
                   {"role": "assistant", "content": "Oak.", "weight": 1}]},
     # 5: untrained reasoning and answer
@@ -574,16 +577,17 @@ def test_packed_dataset_gives_untrained_tokens_no_label(weighted_build, strategy
         ids = np.asarray(row["input_ids"])
         roles = np.asarray(row["roles"], dtype=np.uint8)
         trainable = np.asarray(row["trainable"], dtype=bool)
+        forced = np.asarray(row["forced"], dtype=bool)
         starts = np.cumsum(row["seq_lens"]) - np.asarray(row["seq_lens"])
         if isinstance(strategy, str):
             loss = np.asarray(row[f"mask_{strategy}"], dtype=bool)
         else:
-            loss = R.role_lut(strategy)[roles] & trainable
+            loss = R.role_lut(strategy)[roles] & trainable | forced
         if strategy != "full":
             assert not (loss & ~trainable).any()
         weights = loss.astype(np.float64)
         if prompt_loss_weight is not None:
-            weights[R.role_lut(R.PROMPT_ROLES)[roles] & trainable] = prompt_loss_weight
+            weights[R.role_lut(R.PROMPT_ROLES)[roles] & trainable & ~forced] = prompt_loss_weight
         weights[starts] = 0
         labels = np.where(weights > 0, ids, -100)
         assert item["labels"].tolist() == labels.tolist()
