@@ -51,6 +51,17 @@ RECORDS = 40
 #: (141), a system turn first (1160), the literal text "<|endoftext|>" (1835, 1836), a "bing" role (2260)
 EXTRA = {"sharegpt_v3_unfiltered_cleaned_split_first3000.json": (141, 1160, 1835, 1836, 2260)}
 BUILD = {"seq_len": 2048, "overlong": "truncate", "blank_turns": "drop"}
+#: keys of preference records (DPO pairs, KTO labels): packer does not read those files yet (issue 27), so they
+#: are no part of the SFT matrix
+PREFERENCE_KEYS = {"chosen", "rejected", "chosen_messages", "rejected_messages", "label"}
+
+
+def _first_record(path: Path) -> dict:
+    if path.suffix == ".jsonl":
+        with path.open(encoding="utf-8") as f:
+            return json.loads(f.readline())
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return data[0] if isinstance(data, list) else data
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +70,8 @@ def slices(tmp_path_factory) -> list[str]:
     a file holding one JSON object copied whole."""
     need_shared()
     out = tmp_path_factory.mktemp("matrix")
-    files = sorted(p for p in (SHARED / "data").iterdir() if p.suffix in (".json", ".jsonl"))
+    files = sorted(p for p in (SHARED / "data").iterdir() if p.suffix in (".json", ".jsonl")
+                   and not PREFERENCE_KEYS & set(_first_record(p)))
     assert len(files) >= 14, [p.name for p in files]
     paths = []
     for src in files:
