@@ -251,6 +251,9 @@ def _raise_terminated(signum: int, frame: object) -> None:
     help="approximate maximum shard size in MiB",
 )
 @click.option("--overwrite", is_flag=True, help="replace an earlier packer output in the output folder")
+@click.option("--wait", is_flag=True,
+              help="if another build is writing the output folder, wait for it to finish (then look again) "
+              "instead of failing")
 @click.option("--strict", is_flag=True, help="fail on the first rejected record")
 @click.option(
     "--dedupe", is_flag=True, help="reject exact duplicate conversations after the first (else: kept, counted)"
@@ -291,7 +294,7 @@ def _raise_terminated(signum: int, frame: object) -> None:
 def build_cmd(inputs, recipe, output, tokenizer, tokenizer_loader, template, system, blank_turns, fmt, columns,
               seq_len, strategies, packing, overlong, max_rejected, shard_size, overwrite, strict, dedupe,
               eval_fraction, eval_records, seed, mix, workers, engine, part_size, pack_scope, scratch,
-              tokenizer_backend, quiet) -> None:
+              tokenizer_backend, quiet, wait) -> None:
     """Pack INPUTS (JSON, JSONL, Parquet, HF datasets; Alpaca, ShareGPT, messages, prompt/completion or text) into
     the folder OUTPUT."""
     io = _io()
@@ -301,7 +304,7 @@ def build_cmd(inputs, recipe, output, tokenizer, tokenizer_loader, template, sys
                 shard_bytes=shard_size * 2**20, overwrite=overwrite, strict=strict, dedupe=dedupe,
                 eval_fraction=eval_fraction, eval_records=eval_records, seed=seed, mix=None, workers=workers,
                 engine=engine, part_bytes=None if part_size is None else part_size * 2**20, pack_scope=pack_scope,
-                scratch=scratch, tokenizer_backend=tokenizer_backend)
+                scratch=scratch, tokenizer_backend=tokenizer_backend, wait=wait)
     if recipe is not None:
         inputs, opts = _with_recipe(io, recipe, inputs, mix, opts)
     elif not inputs:

@@ -22,22 +22,34 @@ and :class:`packer.outdir.Staging`, and give exactly those for a local output.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import fsio
 from .layout import MANIFEST_FILE, ShardError, _load_manifest
-from .outdir import INCOMPLETE_MARKER, Staging, Target, _pid_alive, check_target, checkpoint, is_packer_file
+from .outdir import (
+    INCOMPLETE_MARKER,
+    Staging,
+    Target,
+    TargetLock,
+    check_target,
+    checkpoint,
+    hold_folder,
+    is_dead_staging,
+    is_packer_file,
+    release_folder,
+)
 from .records import BuildError
 
-__all__ = ["RemoteStaging", "RemoteTarget", "check_output_target", "make_staging", "upload"]
+__all__ = ["RemoteStaging", "RemoteTarget", "check_output_target", "hold_output", "make_staging", "upload"]
 
 #: local staging folders under the scratch directory: ``.packer-staging-<pid>-<random>``
 _SCRATCH_PREFIX = ".packer-staging-"
@@ -67,6 +79,20 @@ def check_output_target(output: str | os.PathLike, inputs: Sequence[str | os.Pat
         return _check_remote(uri, inputs)
     except OSError as e:  # credentials, the server, the network
         raise BuildError(f"{uri}: cannot look at the output there: {e}") from None
+
+
+@contextlib.contextmanager
+def hold_output(target: Target | RemoteTarget, output: str | os.PathLike, inputs: Sequence[str | os.PathLike], *,
+                wait: bool = False, on_wait: Callable[[str], None] | None = None) -> Iterator[Target | RemoteTarget]:
+    """Hold the lock of a local target (:class:`packer.outdir.TargetLock`) for the block, and give the target as it
+    is once the lock is held (another build may have changed it meanwhile). An output URI has no lock: object
+    storage has none, and pyarrow's filesystems cannot create an object only where there is none, so two builds
+    into one URI at once are not told apart (:func:`upload` notices one that finished first)."""
+    if isinstance(target, RemoteTarget):
+        yield target
+        return
+    with TargetLock(target.path, wait=wait, on_wait=on_wait, shown=str(output)):
+        yield check_target(output, inputs)
 
 
 def _check_remote(uri: str, inputs: Sequence[str | os.PathLike]) -> RemoteTarget:
@@ -137,9 +163,10 @@ class RemoteStaging:
             where.mkdir(parents=True, exist_ok=True)
             for stale in where.iterdir():
                 m = _SCRATCH_NAME.fullmatch(stale.name)
-                if m and stale.is_dir() and not _pid_alive(int(m.group(1))):
+                if m and is_dead_staging(stale, int(m.group(1))):
                     shutil.rmtree(stale, ignore_errors=True)
             self.path = Path(tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-", dir=where))
+            self._held = hold_folder(self.path)
             (self.path / INCOMPLETE_MARKER).touch()
         except OSError as e:
             raise BuildError(f"--scratch {where}: cannot write there ({e.strerror or e}); the build stages its "
@@ -148,6 +175,8 @@ class RemoteStaging:
     def discard(self) -> None:
         """Remove the local staging folder; the target stays as it was (or, after an upload cut short, without
         a manifest and with the marker, for the next build to clear)."""
+        release_folder(self._held)
+        self._held = None
         shutil.rmtree(self.path, ignore_errors=True)
 
     def commit(self) -> None:
@@ -156,16 +185,19 @@ class RemoteStaging:
             raise RuntimeError("commit before the manifest was written")
         (self.path / INCOMPLETE_MARKER).unlink()
         try:
-            upload(self.path, self.target.path)
+            upload(self.path, self.target.path, found=self.target.manifest)
         except OSError as e:  # the network, the server, permissions: the target has no manifest now
             raise BuildError(f"{self.target.path}: the upload failed ({e}); the output there is incomplete (no "
                              "manifest) until a build completes") from None
+        release_folder(self._held)
+        self._held = None
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def upload(staged: str | os.PathLike, uri: str) -> None:
+def upload(staged: str | os.PathLike, uri: str, found: dict | bool | None = False) -> None:
     """Put the files of the local folder ``staged`` at the folder ``uri``: refuse if something packer did not
-    write appeared there, then mark it incomplete, delete the old manifest and the old output's other files
+    write appeared there, or (``found``: the manifest there when the build looked, None for none) another build
+    wrote an output there meanwhile, then mark it incomplete, delete the old manifest and the old output's other files
     (packer's own only), upload every file, ``manifest.json`` last, and remove the mark."""
     import pyarrow.fs as pafs
 
@@ -176,10 +208,15 @@ def upload(staged: str | os.PathLike, uri: str) -> None:
     if MANIFEST_FILE not in names:
         raise RuntimeError(f"{staged}: no {MANIFEST_FILE} to upload")
     children = fsio.list_dir(uri)
-    foreign = _foreign(children, _manifest_or_none(uri)) if children else None
+    manifest = _manifest_or_none(uri) if children else None
+    foreign = _foreign(children, manifest) if children else None
     if foreign is not None:
         raise BuildError(f"{uri}: {foreign[0]!r} appeared in the output folder during the build; the earlier "
                          "output there is left as it was")
+    complete = manifest if not any(name == INCOMPLETE_MARKER for name, _ in children) else None
+    if found is not False and complete != found:
+        raise BuildError(f"{uri}: another build wrote an output there while this one ran; nothing of this build "
+                         "was uploaded (object storage has no lock: run one build of an output at a time)")
     checkpoint("swap")
 
     def at(name: str) -> str:

@@ -7,6 +7,7 @@ what happened, and the target is left as it was.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -40,6 +41,12 @@ def build_args(out: Path | str, *extra: str) -> list[str]:
 def slow_input(tmp_path_factory) -> Path:
     """A build that runs for a few seconds."""
     return demo_variants(tmp_path_factory.mktemp("slow") / "slow.jsonl", 300)
+
+
+@pytest.fixture(scope="module")
+def other_input(tmp_path_factory) -> Path:
+    """Inputs other than the demo's, for a build the test pauses (at a checkpoint: no need to be slow)."""
+    return demo_variants(tmp_path_factory.mktemp("other") / "other.jsonl", 2)
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, what: str, timeout: float = 90) -> None:
@@ -117,3 +124,128 @@ def test_sigkill_of_the_driver_ends_every_process_it_started(tmp_path, slow_inpu
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# -- 2. one build of a target at a time -------------------------------------------------------------------
+
+
+def _paused_build(out: str, cwd: Path, other_input: Path, paused: Path) -> subprocess.Popen:
+    """A build of ``other_input`` into ``out`` that stops in its first batch of tokens until ``paused`` is removed."""
+    env = {**os.environ, "PACKER_TEST_PAUSE_AT": "tokens", "PACKER_TEST_PAUSED": str(paused)}
+    proc = subprocess.Popen([sys.executable, "-c", CLI, "build", str(other_input), "-o", out, "--tokenizer",
+                             str(DEMO_TOKENIZER), "--seq-len", "512", "-q"], cwd=cwd, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    _wait_for(paused, proc, "its first tokens")
+    return proc
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["new folder", "in place"])
+def test_two_builds_into_one_folder_at_once_never_both_succeed(tmp_path, other_input, where):
+    from packer.verify import verify
+
+    here = tmp_path / "out"
+    out, cwd = (str(here), tmp_path) if where == "new folder" else (".", here)
+    here.mkdir(exist_ok=where == "in place")
+    paused = tmp_path / "paused"
+    first = _paused_build(out, cwd, other_input, paused)
+    try:
+        # a build of other inputs into the same folder while the first runs: one line, at once, nothing touched
+        second = cli("build", *build_args(out), cwd=cwd, timeout=120)
+        assert second.returncode == 1, second.stderr
+        assert second.stderr.strip() == (f"error: {out} is being built by process {first.pid}; add --wait to build "
+                                          "after it, or write to another folder with -o")
+    finally:
+        paused.unlink()
+    _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 0, stderr
+    assert verify(here) == []
+    assert json.loads((here / "manifest.json").read_text())["inputs"][0]["path"] == str(other_input)
+    # nothing left beside the output (the lock file is removed) or in it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert not [p.name for p in here.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.slow
+def test_wait_builds_after_the_build_under_way(tmp_path, other_input):
+    from packer.verify import verify
+
+    out = tmp_path / "out"
+    paused = tmp_path / "paused"
+    first = _paused_build(str(out), tmp_path, other_input, paused)
+    log = tmp_path / "second.log"
+    try:
+        with open(log, "w") as err:
+            second = subprocess.Popen([sys.executable, "-c", CLI, "build", *build_args(out, "--wait", "--overwrite")],
+                                      stderr=err, stdout=subprocess.DEVNULL, text=True)
+        deadline = time.monotonic() + 90
+        while "waiting for it to finish (--wait)" not in log.read_text():
+            assert second.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the second build never said it waits"
+            time.sleep(0.05)
+        assert f"{out} is being built by process {first.pid}" in log.read_text()
+        time.sleep(0.5)
+        assert second.poll() is None and first.poll() is None, "the second build did not wait"
+    finally:
+        paused.unlink()
+    assert first.wait(timeout=120) == 0
+    assert second.wait(timeout=120) == 0, log.read_text()
+    # the second build ran after the first, and replaced its output (--overwrite) with its own, whole
+    assert verify(out) == []
+    assert [i["path"] for i in json.loads((out / "manifest.json").read_text())["inputs"]] == list(map(str, DEMO_INPUTS))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "second.log"]
+
+
+def test_a_second_build_in_this_process_is_refused_while_the_first_holds_the_target(tmp_path, demo_tok):
+    from packer import build
+    from packer.outdir import TargetLock, check_target
+    from packer.records import BuildError
+
+    out = tmp_path / "out"
+    with TargetLock(out.resolve()) as lock:
+        assert lock.path == tmp_path / ".out.packer-lock"
+        with pytest.raises(BuildError, match=rf"^{out} is being built by process {os.getpid()}; add --wait"):
+            build(DEMO_INPUTS, out, tokenizer=demo_tok, seq_len=512)
+        assert check_target(out, []).manifest is None
+    assert not (tmp_path / ".out.packer-lock").exists() and not out.exists()
+    build(DEMO_INPUTS, out, tokenizer=demo_tok, seq_len=512)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_where_the_parent_cannot_be_written_the_lock_is_inside_and_ignored(tmp_path, demo_tok, monkeypatch):
+    import packer.outdir as od
+    from packer.records import BuildError
+
+    out = tmp_path / "mnt"
+    out.mkdir()
+    real = os.access
+    monkeypatch.setattr(od.os, "access", lambda p, mode: False if Path(p) == tmp_path else real(p, mode))
+    assert od.lock_path(out) == out / od.LOCK_NAME
+    with od.TargetLock(out):
+        assert (out / od.LOCK_NAME).read_text().split()[0] == str(os.getpid())
+        assert od.check_target(out, []).manifest is None  # the lock is neither a foreign file nor makes it non-empty
+        with pytest.raises(BuildError, match="is being built by process"):
+            od.TargetLock(out)
+    assert list(out.iterdir()) == []
+
+
+def test_a_live_builds_staging_folder_is_never_removed(tmp_path, demo_tok):
+    """A staging folder whose PID looks dead (a build in another PID namespace) but which its build holds."""
+    from packer import build
+    from packer.outdir import hold_folder, is_dead_staging, release_folder
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    pid = int(gone.stdout)
+    out = tmp_path / "out"
+    live = tmp_path / f".out.packer-staging-{pid}"
+    live.mkdir()
+    (live / "documents.arrow").write_bytes(b"being written")
+    held = hold_folder(live)
+    assert held is not None and not is_dead_staging(live, pid)
+    build(DEMO_INPUTS, out, tokenizer=demo_tok, seq_len=512)
+    assert (live / "documents.arrow").read_bytes() == b"being written"
+    release_folder(held)
+    assert is_dead_staging(live, pid)
+    build(DEMO_INPUTS, out, tokenizer=demo_tok, seq_len=512, overwrite=True)
+    assert not live.exists()
