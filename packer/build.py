@@ -59,7 +59,7 @@ from .options import (
     SYSTEM_POLICIES,
     TEMPLATE_CHOICES,
 )
-from .outdir import checkpoint
+from .outdir import checkpoint, disk_full
 from .part import MapSpec, Part, PartSummary, map_part, parts_of, resolve_template
 from .plan import DEFAULT_PART_BYTES, plan_inputs
 from .publish import check_output_target, hold_output, make_staging
@@ -287,8 +287,11 @@ def build(
                                          engine=runner, pack_scope=pack_scope)
             staging.commit()
             return manifest
-        except BaseException:
+        except BaseException as e:
+            full = disk_full(e, Path(staging.path), names, output, target.path)
             staging.discard()
+            if full is not None:
+                raise full from None
             raise
         finally:
             if isinstance(engine, str):  # an engine passed in is the caller's to close

@@ -345,12 +345,14 @@ def build_cmd(inputs, recipe, output, tokenizer, tokenizer_loader, template, sys
             "warning: no --tokenizer given: building with packer's tiny demo tokenizer (2,048 tokens, trained on "
             "the demo data), for trying packer out; its shards are useless for training a model. Pass "
             "--tokenizer <model folder> (with tokenizer.json) for real work.", style="bold yellow")
+    # "as it was" only of a folder that was there (a URI is not looked at for this)
+    as_it_was = f"; {output} is as it was before this build" if "://" in str(output) or os.path.lexists(output) else ""
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         with progress:
             manifest = build(list(inputs), events=events, **{**opts, "tokenizer": tokenizer})
     except KeyboardInterrupt as e:
-        _stopped(e, f"nothing was written; {output} is as it was before this build")
+        _stopped(e, f"nothing was written{as_it_was}")
     finally:
         signal.signal(signal.SIGTERM, previous)
     _print_summary(io, manifest, output, template, demo=Path(tokenizer) == DEMO_TOKENIZER)

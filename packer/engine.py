@@ -29,6 +29,7 @@ single-process build would have met first.
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
@@ -61,7 +62,9 @@ def _fatal(e: BaseException) -> bool:
     from .templates import TemplateDrift
     from .tiktoken_core import TokenizerDrift
 
-    return isinstance(e, (BuildError, TemplateDrift, TokenizerDrift, KeyboardInterrupt, SystemExit, MemoryError))
+    full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)  # a full disk stays full
+    return full or isinstance(e, (BuildError, TemplateDrift, TokenizerDrift, KeyboardInterrupt, SystemExit,
+                                  MemoryError))
 
 
 class LocalEngine:

@@ -312,6 +312,51 @@ def _holder(fd: int) -> str:
     return "another process"
 
 
+#: roughly the room a build needs, as a multiple of its inputs' size: the spilled tokens (6 bytes a token) and
+#: the shards (about as much again) side by side, at 2-4 bytes of input a token
+ROOM_PER_INPUT_BYTE = 3
+
+
+def disk_full(e: BaseException, staging: Path, inputs: Sequence[str], output: str | os.PathLike,
+              target: str | os.PathLike) -> BuildError | None:
+    """The error to raise for ``e`` where it is a full disk (or quota) met while writing into the staging folder
+    ``staging``: one line naming the file, the free space, what the build had written and about how much it
+    needs; None for any other error. ``target``: the resolved output (a local one that exists is "as it was")."""
+    if not isinstance(e, OSError) or e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    from . import fsio
+
+    existed = not fsio.is_uri(target) and os.path.lexists(target)
+    where = Path(e.filename) if isinstance(e.filename, (str, os.PathLike)) else staging
+    try:
+        free = shutil.disk_usage(staging if staging.exists() else staging.parent).free
+    except OSError:
+        free = None
+    written = sum(p.stat().st_size for p in staging.rglob("*") if p.is_file()) if staging.is_dir() else 0
+    size = 0
+    for p in inputs:
+        try:
+            size += fsio.size(p)
+        except OSError:
+            pass
+    what = "no space left on the device" if e.errno == errno.ENOSPC else "disk quota exceeded"
+    room = f"{_bytes(free)} free there" if free is not None else "the free space there unknown"
+    after = f"; {output} is as it was before this build" if existed else ""
+    return BuildError(
+        f"{where}: {what} while the build wrote it ({room}; the build had written {_bytes(written)} and needs "
+        f"roughly {_bytes(ROOM_PER_INPUT_BYTE * size)}, {ROOM_PER_INPUT_BYTE}x its inputs' {_bytes(size)}): free "
+        f"space on that disk, or build on another one (-o, or --scratch for an output URI); nothing was written{after}"
+    )
+
+
+def _bytes(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:,} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
 def _in_place(target: Path) -> bool:
     """Whether the target must be filled file by file rather than swapped as a directory."""
     if not target.is_dir():

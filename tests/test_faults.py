@@ -7,6 +7,7 @@ what happened, and the target is left as it was.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -249,3 +250,101 @@ def test_a_live_builds_staging_folder_is_never_removed(tmp_path, demo_tok):
     assert is_dead_staging(live, pid)
     build(DEMO_INPUTS, out, tokenizer=demo_tok, seq_len=512, overwrite=True)
     assert not live.exists()
+
+
+# -- 3. a full disk, a symbolic link packer did not make ---------------------------------------------------
+
+
+class _FullDisk:
+    """A file whose writes fail as on a full disk once ``limit`` bytes are written."""
+
+    def __init__(self, f, limit: int) -> None:  # type: ignore[no-untyped-def]
+        self._f, self._left = f, limit
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self._left:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._left -= len(data)
+        return self._f.write(data)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._f, name)
+
+
+@pytest.mark.parametrize("existed", [True, False])
+def test_a_full_disk_names_the_file_the_free_space_and_the_room_needed(tmp_path, demo_output, demo_tok, monkeypatch,
+                                                                        existed):
+    import builtins
+    import shutil
+
+    import packer.spill
+    from packer import build
+    from packer.records import BuildError
+
+    out = tmp_path / "out"
+    if existed:
+        shutil.copytree(demo_output, out)
+    before = tree(out) if existed else None
+
+    def full_after_a_while(path, mode="r", *args, **kw):  # type: ignore[no-untyped-def]
+        f = builtins.open(path, mode, *args, **kw)
+        return _FullDisk(f, 5_000) if str(path).endswith("-ids") else f
+
+    monkeypatch.setattr(packer.spill, "open", full_after_a_while, raising=False)
+    with pytest.raises(BuildError) as e:
+        build(DEMO_INPUTS, out, tokenizer=demo_tok, seq_len=512, overwrite=True, batch_size=16)
+    message = str(e.value)
+    staging = f"{tmp_path}/.out.packer-staging-{os.getpid()}/.packer-spill-0-ids"
+    assert message.startswith(f"{staging}: no space left on the device while the build wrote it ("), message
+    assert " free there; the build had written " in message and "and needs roughly " in message, message
+    assert "3x its inputs' 87.2 KB): free space on that disk, or build on another one" in message, message
+    assert message.endswith(f"nothing was written; {out} is as it was before this build" if existed else
+                            "nothing was written"), message
+    assert (tree(out) == before) if existed else not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["out"] if existed else [])
+
+
+@pytest.mark.parametrize("where", ["in place", "beside"])
+def test_a_symbolic_link_packer_did_not_make_is_refused_before_anything_is_touched(tmp_path, where):
+    here = tmp_path / "here"
+    here.mkdir()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine")
+    assert cli("build", *build_args("."), cwd=here).returncode == 0
+    if where == "in place":  # a link with a name only packer's staging folders have, inside the output
+        link = here / ".packer-staging-999999999"
+    else:  # beside the output, with the name of a dead build's staging folder of it
+        link = tmp_path / ".here.packer-staging-999999999"
+    link.symlink_to(mine)
+    before = tree(here)
+    res = cli("build", *build_args(".", "--seq-len", "256", "--overwrite"), cwd=here)
+    assert "Traceback" not in res.stderr and "rmtree" not in res.stderr, res.stderr
+    if where == "in place":
+        assert res.returncode == 1
+        assert res.stderr.strip() == ("error: .: holds symbolic link '.packer-staging-999999999', which packer did "
+                                      "not write; packer replaces only its own outputs: move it away, or write the "
+                                      "output to another folder with -o")
+        assert tree(here) == before
+    else:  # not the target's: left alone
+        assert res.returncode == 0, res.stderr
+    assert link.is_symlink() and (mine / "keep.txt").read_text() == "mine"
+
+
+# -- 4. what an interrupted build says ---------------------------------------------------------------------
+
+
+def test_an_interrupted_build_into_a_new_folder_does_not_call_it_as_it_was(tmp_path, other_input):
+    paused = tmp_path / "paused"
+    out = tmp_path / "new" / "out"
+    env = {**os.environ, "PACKER_TEST_PAUSE_AT": "tokens", "PACKER_TEST_PAUSED": str(paused)}
+    proc = subprocess.Popen([sys.executable, "-c", CLI, "build", str(other_input), "-o", str(out), "--tokenizer",
+                             str(DEMO_TOKENIZER), "--seq-len", "512", "-q"], stderr=subprocess.PIPE, text=True,
+                            env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    _wait_for(paused, proc, "its first tokens")
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert stderr.strip() == "interrupted: nothing was written"
+    paused.unlink()
+    assert list(tmp_path.iterdir()) == [], "the build left a folder (or its lock) behind"
