@@ -348,3 +348,20 @@ def test_an_interrupted_build_into_a_new_folder_does_not_call_it_as_it_was(tmp_p
     assert stderr.strip() == "interrupted: nothing was written"
     paused.unlink()
     assert list(tmp_path.iterdir()) == [], "the build left a folder (or its lock) behind"
+
+
+def test_wait_is_a_build_option_everywhere(tmp_path):
+    import inspect
+
+    from packer import build
+    from packer.cli import build_cmd
+    from packer.engine import _fatal
+    from packer.recipe import load_recipe
+
+    assert inspect.signature(build).parameters["wait"].default is False
+    assert "wait" in [p.name for p in build_cmd.params]
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('tokenizer = "t"\nwait = true\n[[inputs]]\npath = "a.jsonl"\n')
+    assert load_recipe(recipe)["wait"] is True
+    # a full disk stays full: a task that met it is not run again
+    assert _fatal(OSError(errno.ENOSPC, "No space left on device")) and not _fatal(OSError(errno.EIO, "I/O"))
