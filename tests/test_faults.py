@@ -304,6 +304,7 @@ def test_a_full_disk_names_the_file_the_free_space_and_the_room_needed(tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == (["out"] if existed else [])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["in place", "beside"])
 def test_a_symbolic_link_packer_did_not_make_is_refused_before_anything_is_touched(tmp_path, where):
     here = tmp_path / "here"

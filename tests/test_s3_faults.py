@@ -162,6 +162,7 @@ def test_a_manifest_that_cannot_be_read_is_not_called_missing(s3, proxy, old_rem
     assert _listing(s3, old_remote) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("method", "name", "says"), [
     ("PUT", "documents.arrow", "no manifest"),
     ("DELETE", ".packer-incomplete", "manifest.json is written"),
@@ -179,6 +180,7 @@ def test_a_failed_upload_says_which_request_failed_and_what_is_there(s3, proxy, 
     assert ("manifest.json" in _listing(s3, old_remote)) == (says != "no manifest")
 
 
+@pytest.mark.slow
 def test_verify_says_the_manifest_could_not_be_read(s3, proxy, old_remote):
     _fail(proxy, ("GET", f"/{old_remote}/manifest.json"))
     res = _cli("verify", _via(proxy, old_remote))
