@@ -60,10 +60,10 @@ from .options import (
     SYSTEM_POLICIES,
     TEMPLATE_CHOICES,
 )
-from .outdir import checkpoint
+from .outdir import checkpoint, disk_full
 from .part import MapSpec, Part, PartSummary, map_part, parts_of, resolve_template
 from .plan import DEFAULT_PART_BYTES, plan_inputs
-from .publish import check_output_target, make_staging
+from .publish import check_output_target, hold_output, make_staging
 from .records import BuildError, Rejection
 from .spill import remove_spill
 from .templates import ChatTemplate, TemplateDrift
@@ -130,6 +130,7 @@ def build(
     eval_records: int | None = None,
     seed: int = 0,
     mix: Sequence[float] | None = None,
+    wait: bool = False,
     events: BuildEvents | None = None,
 ) -> dict:
     """Build packed shards from instruction data; return the manifest.
@@ -180,6 +181,9 @@ def build(
     ``output`` is replaced only if it is empty, a packer output built with
     the same key (then nothing is done) or, with ``overwrite``, any packer
     output; a folder holding anything else is refused.
+    One build of an output at a time: while another process builds it, the build fails at once naming that
+    process, or with ``wait`` waits for it to finish and then looks at the output again (a local output; on
+    object storage no lock exists: :mod:`packer.publish`).
     """
     t0 = time.perf_counter()
     ev = events or BuildEvents()
@@ -230,72 +234,77 @@ def build(
     inputs = expand_inputs(inputs)  # a datasets save_to_disk folder: its data files
     formats = check_inputs(inputs, fmt, column_map)
     target = check_output_target(output, inputs)  # object storage: a URI's target (packer.publish)
-    tok = tokenizer if isinstance(tokenizer, TokenizerInfo) else load_tokenizer(tokenizer, loader=tokenizer_loader)
-    tpl = resolve_template(template, tok, system=system)
-    backend = choose_backend(tok, tokenizer_backend)
-    key = {
-        "inputs": [file_sha256(p) for p in inputs],
-        "format": fmt,
-        **({"columns": dict(column_map)} if column_map else {}),
-        "tokenizer": tok.sha256,
-        "tokenizer_loader": [tok.loader, tok.transformers_version],
-        "template": tpl.sha256,
-        "system": system,
-        "blank_turns": blank_turns,
-        # a later option: in the key only where it is not its default, so earlier builds keep their key
-        **({"leading_assistant": leading_assistant} if leading_assistant != "drop" else {}),
-        "seq_len": seq_len,
-        "strategies": {k: list(v) for k, v in strategy_table.items()},
-        "packing": packing,
-        "overlong": overlong,
-        "dedupe": dedupe,
-        "shard_bytes": shard_bytes,
-        **({"eval": eval_split.key()} if eval_split is not None else {}),
-        **({"mix": mixture.key()} if mixture is not None else {}),
-        # packing each part alone makes the rows depend on the parts: their size is part of the key then
-        **({"pack_scope": {"part_bytes": part_bytes or DEFAULT_PART_BYTES,
-                           "cuts": {str(k): sorted(v) for k, v in cuts.items()} if cuts is not None else None}}
-           if pack_scope == "part" else {}),
-    }
-    if target.manifest is not None and not overwrite:
-        if up_to_date(target.path, target.manifest, key):
-            if ev.on_notice:
-                ev.on_notice(f"{output}: already built from the same inputs and options; nothing to do")
-            return target.manifest
-        raise BuildError(f"{output}: holds an earlier packer output built from other inputs or options; "
-                         "add --overwrite to replace it, or write to another folder with -o")
+    # one build of a target at a time: the second fails naming the first, or waits for it (packer.outdir)
+    with hold_output(target, output, inputs, wait=wait, on_wait=ev.notice) as target:
+        tok = tokenizer if isinstance(tokenizer, TokenizerInfo) else load_tokenizer(tokenizer, loader=tokenizer_loader)
+        tpl = resolve_template(template, tok, system=system)
+        backend = choose_backend(tok, tokenizer_backend)
+        key = {
+            "inputs": [file_sha256(p) for p in inputs],
+            "format": fmt,
+            **({"columns": dict(column_map)} if column_map else {}),
+            "tokenizer": tok.sha256,
+            "tokenizer_loader": [tok.loader, tok.transformers_version],
+            "template": tpl.sha256,
+            "system": system,
+            "blank_turns": blank_turns,
+            # a later option: in the key only where it is not its default, so earlier builds keep their key
+            **({"leading_assistant": leading_assistant} if leading_assistant != "drop" else {}),
+            "seq_len": seq_len,
+            "strategies": {k: list(v) for k, v in strategy_table.items()},
+            "packing": packing,
+            "overlong": overlong,
+            "dedupe": dedupe,
+            "shard_bytes": shard_bytes,
+            **({"eval": eval_split.key()} if eval_split is not None else {}),
+            **({"mix": mixture.key()} if mixture is not None else {}),
+            # packing each part alone makes the rows depend on the parts: their size is part of the key then
+            **({"pack_scope": {"part_bytes": part_bytes or DEFAULT_PART_BYTES,
+                               "cuts": {str(k): sorted(v) for k, v in cuts.items()} if cuts is not None else None}}
+               if pack_scope == "part" else {}),
+        }
+        if target.manifest is not None and not overwrite:
+            if up_to_date(target.path, target.manifest, key):
+                if ev.on_notice:
+                    ev.on_notice(f"{output}: already built from the same inputs and options; nothing to do")
+                return target.manifest
+            raise BuildError(f"{output}: holds an earlier packer output built from other inputs or options; "
+                             "add --overwrite to replace it, or write to another folder with -o")
 
-    spec = MapSpec(
-        tokenizer=tok.source, tokenizer_sha256=tok.sha256, tokenizer_loader=tok.loader, template=template,
-        system=system, blank_turns=blank_turns, leading_assistant=leading_assistant, fmt=fmt, columns=column_map,
-        seq_len=seq_len, overlong=overlong, strict=strict, dedupe=dedupe, batch_size=max(1, batch_size),
-        backend=backend,
-    )
-    names = [str(p) for p in inputs]
-    staging = make_staging(target, scratch)  # object storage: staged under scratch, uploaded by commit()
-    if ev.on_start:
-        ev.on_start()
-    runner = make_engine(engine, workers) if isinstance(engine, str) else engine
-    try:
-        if isinstance(runner, LocalEngine) and part_bytes is None and cuts is None and pack_scope == "global":
-            todo = [Part(tuple(names))]  # the whole input as one part: nothing to count first
-        else:
-            planned = plan_inputs(names, part_bytes or DEFAULT_PART_BYTES, cuts=cuts, scan=runner.map,
-                                  on_progress=lambda done, total: ev.progress("planning", done, total))
-            todo = parts_of(names, planned, formats)
-        summaries, tpl, spec = _map(todo, spec, staging.path, tok, tpl, ev, runner)
-        manifest = _gather_and_write(summaries, spec, staging.path, tok=tok, tpl=tpl, key=key, inputs=names,
-                                     strategy_table=strategy_table, packing=packing, max_rejected=max_rejected,
-                                     eval_split=eval_split, mix=mixture, shard_bytes=shard_bytes, events=ev, t0=t0,
-                                     engine=runner, pack_scope=pack_scope)
-        staging.commit()
-        return manifest
-    except BaseException:
-        staging.discard()
-        raise
-    finally:
-        if isinstance(engine, str):  # an engine passed in is the caller's to close
-            runner.close()
+        spec = MapSpec(
+            tokenizer=tok.source, tokenizer_sha256=tok.sha256, tokenizer_loader=tok.loader, template=template,
+            system=system, blank_turns=blank_turns, leading_assistant=leading_assistant, fmt=fmt, columns=column_map,
+            seq_len=seq_len, overlong=overlong, strict=strict, dedupe=dedupe, batch_size=max(1, batch_size),
+            backend=backend,
+        )
+        names = [str(p) for p in inputs]
+        staging = make_staging(target, scratch)  # object storage: staged under scratch, uploaded by commit()
+        if ev.on_start:
+            ev.on_start()
+        runner = make_engine(engine, workers) if isinstance(engine, str) else engine
+        try:
+            if isinstance(runner, LocalEngine) and part_bytes is None and cuts is None and pack_scope == "global":
+                todo = [Part(tuple(names))]  # the whole input as one part: nothing to count first
+            else:
+                planned = plan_inputs(names, part_bytes or DEFAULT_PART_BYTES, cuts=cuts, scan=runner.map,
+                                      on_progress=lambda done, total: ev.progress("planning", done, total))
+                todo = parts_of(names, planned, formats)
+            summaries, tpl, spec = _map(todo, spec, staging.path, tok, tpl, ev, runner)
+            manifest = _gather_and_write(summaries, spec, staging.path, tok=tok, tpl=tpl, key=key, inputs=names,
+                                         strategy_table=strategy_table, packing=packing, max_rejected=max_rejected,
+                                         eval_split=eval_split, mix=mixture, shard_bytes=shard_bytes, events=ev, t0=t0,
+                                         engine=runner, pack_scope=pack_scope)
+            staging.commit()
+            return manifest
+        except BaseException as e:
+            full = disk_full(e, Path(staging.path), names, output, target.path)
+            staging.discard()
+            if full is not None:
+                raise full from None
+            raise
+        finally:
+            if isinstance(engine, str):  # an engine passed in is the caller's to close
+                runner.close()
 
 
 def _map(

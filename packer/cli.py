@@ -257,6 +257,9 @@ def _raise_terminated(signum: int, frame: object) -> None:
     help="approximate maximum shard size in MiB",
 )
 @click.option("--overwrite", is_flag=True, help="replace an earlier packer output in the output folder")
+@click.option("--wait", is_flag=True,
+              help="if another build is writing the output folder, wait for it to finish (then look again) "
+              "instead of failing")
 @click.option("--strict", is_flag=True, help="fail on the first rejected record")
 @click.option(
     "--dedupe", is_flag=True, help="reject exact duplicate conversations after the first (else: kept, counted)"
@@ -297,7 +300,7 @@ def _raise_terminated(signum: int, frame: object) -> None:
 def build_cmd(inputs, recipe, output, tokenizer, tokenizer_loader, template, system, blank_turns, leading_assistant,
               fmt, columns, seq_len, strategies, packing, overlong, max_rejected, shard_size, overwrite, strict, dedupe,
               eval_fraction, eval_records, seed, mix, workers, engine, part_size, pack_scope, scratch,
-              tokenizer_backend, quiet) -> None:
+              tokenizer_backend, quiet, wait) -> None:
     """Pack INPUTS (JSON, JSONL, Parquet, HF datasets; Alpaca, ShareGPT, messages, prompt/completion or text) into
     the folder OUTPUT."""
     io = _io()
@@ -308,7 +311,7 @@ def build_cmd(inputs, recipe, output, tokenizer, tokenizer_loader, template, sys
                 shard_bytes=shard_size * 2**20, overwrite=overwrite, strict=strict, dedupe=dedupe,
                 eval_fraction=eval_fraction, eval_records=eval_records, seed=seed, mix=None, workers=workers,
                 engine=engine, part_bytes=None if part_size is None else part_size * 2**20, pack_scope=pack_scope,
-                scratch=scratch, tokenizer_backend=tokenizer_backend)
+                scratch=scratch, tokenizer_backend=tokenizer_backend, wait=wait)
     if recipe is not None:
         inputs, opts = _with_recipe(io, recipe, inputs, mix, opts)
     elif not inputs:
@@ -349,12 +352,14 @@ def build_cmd(inputs, recipe, output, tokenizer, tokenizer_loader, template, sys
             "warning: no --tokenizer given: building with packer's tiny demo tokenizer (2,048 tokens, trained on "
             "the demo data), for trying packer out; its shards are useless for training a model. Pass "
             "--tokenizer <model folder> (with tokenizer.json) for real work.", style="bold yellow")
+    # "as it was" only of a folder that was there (a URI is not looked at for this)
+    as_it_was = f"; {output} is as it was before this build" if "://" in str(output) or os.path.lexists(output) else ""
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         with progress:
             manifest = build(list(inputs), events=events, **{**opts, "tokenizer": tokenizer})
     except KeyboardInterrupt as e:
-        _stopped(e, f"nothing was written; {output} is as it was before this build")
+        _stopped(e, f"nothing was written{as_it_was}")
     finally:
         signal.signal(signal.SIGTERM, previous)
     _print_summary(io, manifest, output, template, demo=Path(tokenizer) == DEMO_TOKENIZER)

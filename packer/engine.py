@@ -29,6 +29,7 @@ single-process build would have met first.
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
@@ -61,7 +62,9 @@ def _fatal(e: BaseException) -> bool:
     from .templates import TemplateDrift
     from .tiktoken_core import TokenizerDrift
 
-    return isinstance(e, (BuildError, TemplateDrift, TokenizerDrift, KeyboardInterrupt, SystemExit, MemoryError))
+    full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)  # a full disk stays full
+    return full or isinstance(e, (BuildError, TemplateDrift, TokenizerDrift, KeyboardInterrupt, SystemExit,
+                                  MemoryError))
 
 
 class LocalEngine:
@@ -82,15 +85,53 @@ class LocalEngine:
         pass
 
 
-def _init_worker(env: dict[str, str]) -> None:
+#: prctl(2) option: the signal this process gets when its parent dies (Linux)
+_PR_SET_PDEATHSIG = 1
+#: seconds between a worker's checks that the build that started it is still alive
+PARENT_POLL_S = 1.0
+
+
+def _init_worker(env: dict[str, str], parent: int) -> None:
     os.environ.update(env)
+    _die_with_parent(parent)
+
+
+def _die_with_parent(parent: int) -> None:
+    """End this worker when ``parent`` (the build) dies, even by SIGKILL, which lets it clean up nothing: a worker
+    blocked on the pool's pipes would otherwise wait for ever, holding its memory (and the resource tracker, which
+    exits when its last writer has gone). On Linux the kernel sends SIGKILL at once (``PR_SET_PDEATHSIG``); a
+    thread that sees this process's parent change covers the other systems (and a parent that died before the
+    prctl)."""
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (AttributeError, OSError):
+            pass
+
+    def watch() -> None:
+        import time
+
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)  # reparented: the build is gone, and nobody will read what this worker makes
+
+    threading.Thread(target=watch, name="packer-parent-watch", daemon=True).start()
 
 
 class ProcessEngine:
     """Tasks in ``workers`` spawned processes (no fork: the driver holds the tokenizer's threads). Each
     worker's tokenizer (tokenizers' Rust threads, or the tiktoken core's) gets ``cores // workers`` threads (at
     least one), so that the pool does not ask for more threads than the machine has; the workers share numba's
-    on-disk cache, so only the first compiles a kernel."""
+    on-disk cache, so only the first compiles a kernel. A worker ends when the build's process dies, even by
+    SIGKILL (:func:`_die_with_parent`); on Linux that signal comes when the thread that started the worker ends,
+    so a pool is used from the thread that made it, which outlives it (``build`` closes its pool before it
+    returns)."""
 
     def __init__(self, workers: int) -> None:
         if workers < 1:
@@ -105,7 +146,7 @@ class ProcessEngine:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_init_worker, initargs=(self._env,))
+                                             initializer=_init_worker, initargs=(self._env, os.getpid()))
         return self._pool
 
     def map(self, fn: Callable[..., Any], calls: Sequence[tuple], on_done: OnDone | None = None) -> list[Any]:

@@ -22,22 +22,38 @@ and :class:`packer.outdir.Staging`, and give exactly those for a local output.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import fsio
 from .layout import MANIFEST_FILE, ShardError, _load_manifest
-from .outdir import INCOMPLETE_MARKER, Staging, Target, _pid_alive, check_target, checkpoint, is_packer_file
+from .outdir import (
+    INCOMPLETE_MARKER,
+    Staging,
+    Target,
+    TargetLock,
+    check_target,
+    checkpoint,
+    hold_folder,
+    is_dead_staging,
+    is_packer_file,
+    release_folder,
+)
 from .records import BuildError
 
-__all__ = ["RemoteStaging", "RemoteTarget", "check_output_target", "make_staging", "upload"]
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
+
+__all__ = ["RemoteStaging", "RemoteTarget", "check_output_target", "hold_output", "make_staging", "upload"]
 
 #: local staging folders under the scratch directory: ``.packer-staging-<pid>-<random>``
 _SCRATCH_PREFIX = ".packer-staging-"
@@ -69,6 +85,20 @@ def check_output_target(output: str | os.PathLike, inputs: Sequence[str | os.Pat
         raise BuildError(f"{uri}: cannot look at the output there: {e}") from None
 
 
+@contextlib.contextmanager
+def hold_output(target: Target | RemoteTarget, output: str | os.PathLike, inputs: Sequence[str | os.PathLike], *,
+                wait: bool = False, on_wait: Callable[[str], None] | None = None) -> Iterator[Target | RemoteTarget]:
+    """Hold the lock of a local target (:class:`packer.outdir.TargetLock`) for the block, and give the target as it
+    is once the lock is held (another build may have changed it meanwhile). An output URI has no lock: object
+    storage has none, and pyarrow's filesystems cannot create an object only where there is none, so two builds
+    into one URI at once are not told apart (:func:`upload` notices one that finished first)."""
+    if isinstance(target, RemoteTarget):
+        yield target
+        return
+    with TargetLock(target.path, wait=wait, on_wait=on_wait, shown=str(output)):
+        yield check_target(output, inputs)
+
+
 def _check_remote(uri: str, inputs: Sequence[str | os.PathLike]) -> RemoteTarget:
     fs, root = fsio.resolve(uri)
     what, _ = fsio.kind(uri)
@@ -88,7 +118,7 @@ def _check_remote(uri: str, inputs: Sequence[str | os.PathLike]) -> RemoteTarget
     children = fsio.list_dir(uri)
     if not children:
         return RemoteTarget(uri, None)
-    manifest = _manifest_or_none(uri)
+    manifest = _manifest_or_none(uri, children)
     foreign = _foreign(children, manifest)
     if foreign is not None:
         raise BuildError(
@@ -99,12 +129,20 @@ def _check_remote(uri: str, inputs: Sequence[str | os.PathLike]) -> RemoteTarget
     return RemoteTarget(uri, None if incomplete else manifest)
 
 
-def _manifest_or_none(uri: str) -> dict | None:
+def _manifest_or_none(uri: str, children: list[tuple[str, str]]) -> dict | None:
+    """The packer manifest listed in ``children`` of ``uri``, or None where none is listed or it is not packer's.
+    A manifest that is there but cannot be read (the server failed) is a :class:`BuildError` saying so: taken for
+    missing, it would make the output look like files packer did not write."""
+    if (MANIFEST_FILE, "file") not in children:
+        return None
     fs, root = fsio.resolve(uri)
     try:
         return _load_manifest(root, fs)
-    except (ShardError, OSError):
+    except (ShardError, FileNotFoundError):
         return None
+    except OSError as e:
+        raise BuildError(f"{uri}: could not read {MANIFEST_FILE} there (the request failed: {e}); nothing was "
+                         "written: try again") from None
 
 
 def _foreign(children: list[tuple[str, str]], manifest: dict | None) -> tuple[str, str] | None:
@@ -137,9 +175,10 @@ class RemoteStaging:
             where.mkdir(parents=True, exist_ok=True)
             for stale in where.iterdir():
                 m = _SCRATCH_NAME.fullmatch(stale.name)
-                if m and stale.is_dir() and not _pid_alive(int(m.group(1))):
+                if m and is_dead_staging(stale, int(m.group(1))):
                     shutil.rmtree(stale, ignore_errors=True)
             self.path = Path(tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-", dir=where))
+            self._held = hold_folder(self.path)
             (self.path / INCOMPLETE_MARKER).touch()
         except OSError as e:
             raise BuildError(f"--scratch {where}: cannot write there ({e.strerror or e}); the build stages its "
@@ -148,6 +187,8 @@ class RemoteStaging:
     def discard(self) -> None:
         """Remove the local staging folder; the target stays as it was (or, after an upload cut short, without
         a manifest and with the marker, for the next build to clear)."""
+        release_folder(self._held)
+        self._held = None
         shutil.rmtree(self.path, ignore_errors=True)
 
     def commit(self) -> None:
@@ -156,52 +197,83 @@ class RemoteStaging:
             raise RuntimeError("commit before the manifest was written")
         (self.path / INCOMPLETE_MARKER).unlink()
         try:
-            upload(self.path, self.target.path)
-        except OSError as e:  # the network, the server, permissions: the target has no manifest now
-            raise BuildError(f"{self.target.path}: the upload failed ({e}); the output there is incomplete (no "
-                             "manifest) until a build completes") from None
+            upload(self.path, self.target.path, found=self.target.manifest)
+        except OSError as e:  # looking at the target before writing to it (a failed write is upload's BuildError)
+            raise BuildError(f"{self.target.path}: the upload failed: {e}; the output there is left as it "
+                             "was") from None
+        release_folder(self._held)
+        self._held = None
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def upload(staged: str | os.PathLike, uri: str) -> None:
+def upload(staged: str | os.PathLike, uri: str, found: dict | bool | None = False) -> None:
     """Put the files of the local folder ``staged`` at the folder ``uri``: refuse if something packer did not
-    write appeared there, then mark it incomplete, delete the old manifest and the old output's other files
+    write appeared there, or (``found``: the manifest there when the build looked, None for none) another build
+    wrote an output there meanwhile, then mark it incomplete, delete the old manifest and the old output's other files
     (packer's own only), upload every file, ``manifest.json`` last, and remove the mark."""
-    import pyarrow.fs as pafs
-
     fs, root = fsio.resolve(uri)
-    local = pafs.LocalFileSystem()
     staged = Path(staged)
     names = sorted(p.name for p in staged.iterdir() if p.is_file() and p.name != INCOMPLETE_MARKER)
     if MANIFEST_FILE not in names:
         raise RuntimeError(f"{staged}: no {MANIFEST_FILE} to upload")
     children = fsio.list_dir(uri)
-    foreign = _foreign(children, _manifest_or_none(uri)) if children else None
+    manifest = _manifest_or_none(uri, children)
+    foreign = _foreign(children, manifest) if children else None
     if foreign is not None:
         raise BuildError(f"{uri}: {foreign[0]!r} appeared in the output folder during the build; the earlier "
                          "output there is left as it was")
+    complete = manifest if not any(name == INCOMPLETE_MARKER for name, _ in children) else None
+    if found is not False and complete != found:
+        raise BuildError(f"{uri}: another build wrote an output there while this one ran; nothing of this build "
+                         "was uploaded (object storage has no lock: run one build of an output at a time)")
     checkpoint("swap")
+    _replace(fs, root, staged, names, {name: what for name, what in children if name != INCOMPLETE_MARKER}, uri)
+
+
+#: bytes an uploaded file is read and written at a time
+COPY_BYTES = 8 << 20
+
+
+def _replace(fs: pafs.FileSystem, root: str, staged: Path, names: list[str], old: dict[str, str], uri: str) -> None:
+    """The writing half of :func:`upload`. A request that fails is one :class:`BuildError` naming the request (as
+    the object store's client reports it) and what the target holds after it."""
+    state = "the output there is left as it was"
 
     def at(name: str) -> str:
         return posixpath.join(root, name)
 
     def put(name: str) -> None:
-        pafs.copy_files(str(staged / name), at(name), source_filesystem=local, destination_filesystem=fs)
+        out = fs.open_output_stream(at(name), compression=None)
+        try:
+            with open(staged / name, "rb") as src:
+                while chunk := src.read(COPY_BYTES):
+                    out.write(chunk)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                out.close()  # here, not when it is collected, where Arrow prints "Error ignored ..." to stderr
+            raise
+        out.close()  # the last part goes up here: its failure is raised, not printed
 
-    with fs.open_output_stream(at(INCOMPLETE_MARKER)):
-        pass
-    old = {name: what for name, what in children if name != INCOMPLETE_MARKER}
-    if MANIFEST_FILE in old:  # first: no manifest ever lists a mix of old and new files
-        fs.delete_file(at(MANIFEST_FILE))
-    for name, what in old.items():
-        if name == MANIFEST_FILE or name in names:  # a file of the new output replaces it
-            continue
-        if what == "dir":
-            fs.delete_dir(at(name))
-        else:
-            fs.delete_file(at(name))
-    with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
-        list(pool.map(put, [n for n in names if n != MANIFEST_FILE]))
-    checkpoint("swapped")
-    put(MANIFEST_FILE)
-    fs.delete_file(at(INCOMPLETE_MARKER))
+    try:
+        with fs.open_output_stream(at(INCOMPLETE_MARKER), compression=None):
+            pass
+        state = "the output there is marked incomplete (.packer-incomplete) until a build completes"
+        if MANIFEST_FILE in old:  # first: no manifest ever lists a mix of old and new files
+            fs.delete_file(at(MANIFEST_FILE))
+        state = "the output there is incomplete (no manifest) until a build completes"
+        for name, what in old.items():
+            if name == MANIFEST_FILE or name in names:  # a file of the new output replaces it
+                continue
+            if what == "dir":
+                fs.delete_dir(at(name))
+            else:
+                fs.delete_file(at(name))
+        with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
+            list(pool.map(put, [n for n in names if n != MANIFEST_FILE]))
+        checkpoint("swapped")
+        put(MANIFEST_FILE)
+        state = (f"the new output is there ({MANIFEST_FILE} is written), but still marked incomplete: delete "
+                 f"{INCOMPLETE_MARKER} there, or build again")
+        fs.delete_file(at(INCOMPLETE_MARKER))
+    except OSError as e:
+        raise BuildError(f"{uri}: the upload failed: {e}; {state}") from None

@@ -62,6 +62,7 @@ OPTIONS: dict[str, tuple[str, tuple[type, ...], tuple[str, ...] | None]] = {
     "max_rejected": ("max_rejected", (int, float), None),
     "shard_size": ("shard_bytes", (int,), None),
     "overwrite": ("overwrite", (bool,), None),
+    "wait": ("wait", (bool,), None),
     "strict": ("strict", (bool,), None),
     "dedupe": ("dedupe", (bool,), None),
     "eval_fraction": ("eval_fraction", (int, float), None),

@@ -64,14 +64,24 @@ class TokenSpillWriter:
         self.tokens = 0
 
     def append(self, ids: np.ndarray, roles: np.ndarray, flags: np.ndarray) -> None:
-        self._ids.write(np.ascontiguousarray(ids, dtype=np.int32).tobytes())
         packed = roles.astype(np.uint8) | (flags.astype(np.uint8) << _LAST_SHIFT)
-        self._roles.write(packed.tobytes())
+        for f, path, data in ((self._ids, self.paths[0], np.ascontiguousarray(ids, dtype=np.int32).tobytes()),
+                              (self._roles, self.paths[1], packed.tobytes())):
+            try:
+                f.write(data)
+            except OSError as e:  # a full disk: say which file (a file object's error names none)
+                raise OSError(e.errno, e.strerror, str(path)) from None
         self.tokens += len(ids)
 
     def close(self) -> None:
-        self._ids.close()
-        self._roles.close()
+        failed = None
+        for f, path in ((self._ids, self.paths[0]), (self._roles, self.paths[1])):
+            try:
+                f.close()  # writes what is buffered
+            except OSError as e:
+                failed = failed or OSError(e.errno, e.strerror, str(path))
+        if failed is not None:
+            raise failed
 
 
 class TokenSpillReader:
