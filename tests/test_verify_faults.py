@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from packer import build
 from packer.cli import main
 from packer.dataset import PackedDataset
-from packer.layout import ShardError, output_file
+from packer.layout import ShardError
 from packer.manifest import up_to_date
 from packer.report import inspect, render_html
 from packer.rows import ShardReader, open_root
@@ -217,6 +217,8 @@ def test_every_reader_refuses_a_shard_outside_the_folder(escaped):
 def test_the_rows_reader_refuses_a_name_from_a_manifest_it_did_not_check(outputs, tmp_path):
     """ShardReader and output_file take shard lists from any caller: a name leaving the folder is refused
     there too, locally and within a pyarrow filesystem."""
+    from packer.layout import output_file
+
     out = outputs["split"]
     m = json.loads((out / "manifest.json").read_text())
     shard = {**m["shards"][0], "file": f"../{out.name}/{m['shards'][0]['file']}"}
