@@ -14,6 +14,11 @@ build itself take these names and checks from here, so they agree::
 An output has one or two splits (:data:`SPLITS`): ``train``, whose shards are the manifest's
 ``shards``, and, when built with an eval split, ``eval``, whose shards are ``manifest["eval"]["shards"]``
 (:func:`split_shards`); both are described by the one manifest and the one documents.arrow.
+
+The manifest names its files (``shards[].file``, ``documents.file``...): every such name is a plain file name
+inside the output folder, which :func:`read_manifest` checks, and every reader opens the file through
+:func:`output_file`, which also refuses a symbolic link leading out of the folder. A manifest edited to read
+``../elsewhere/x.arrow`` or ``/etc/x`` is a broken output, never a way to read another folder's files.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import json
 import os
 import posixpath
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -124,14 +129,67 @@ def read_manifest(output: str | os.PathLike, filesystem: pafs.FileSystem | None 
     """
     manifest = _load_manifest(output, filesystem)
     version = manifest["format"].get("version")
+    where = _manifest_path(output, filesystem)
     if version not in SUPPORTED_VERSIONS:
-        where = _manifest_path(output, filesystem)
         readable = ", ".join(str(v) for v in sorted(SUPPORTED_VERSIONS))
         raise ShardError(
             f"{where}: {FORMAT_NAME} version {version!r}; this packer reads version {readable} "
             "(rebuild the shards, or use the packer that wrote them)"
         )
+    for name in manifest_files(manifest):
+        check_file_name(name, where)
     return manifest
+
+
+def manifest_files(manifest: dict) -> list[object]:
+    """Every file name ``manifest`` lists: the shards of both splits, documents.arrow, rejected.jsonl (as
+    written there, unchecked; entries of the wrong shape are left to the reader that needs them)."""
+    held_out = manifest.get("eval") if isinstance(manifest.get("eval"), dict) else {}
+    shards = [*(manifest.get("shards") or []), *(held_out.get("shards") or [])]
+    names: list[object] = [s.get("file") if isinstance(s, dict) else s for s in shards]
+    for key in ("documents", "rejected"):
+        if isinstance(manifest.get(key), dict) and "file" in manifest[key]:
+            names.append(manifest[key]["file"])
+    return names
+
+
+def check_file_name(name: object, where: str = "the manifest") -> str:
+    """``name`` if it is a plain file name inside the output folder, as packer writes them (``shard-00000.arrow``);
+    else :class:`ShardError` naming ``where``: an absolute path, ``..``, a folder separator (``/`` or ``\\``) or a
+    drive would read a file outside the output.
+
+    >>> check_file_name("shard-00000.arrow")
+    'shard-00000.arrow'
+    >>> check_file_name("../elsewhere/x.arrow", "out/manifest.json")  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    packer.layout.ShardError: out/manifest.json: lists file '../elsewhere/x.arrow', which is not a file ...
+    """
+    plain = (isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
+             and PureWindowsPath(name).name == name)
+    if not plain:
+        raise ShardError(f"{where}: lists file {name!r}, which is not a file name inside the output folder (an "
+                         "absolute path, '..' or a folder separator): the manifest was edited or damaged; packer "
+                         "reads no file outside the output: rebuild it")
+    return name  # type: ignore[return-value]
+
+
+def output_file(root: str | os.PathLike, name: object, filesystem: pafs.FileSystem | None = None) -> str:
+    """The path of the output's file ``name`` (a manifest's ``file``) in the folder ``root``, local or within
+    ``filesystem``: the one place a reader turns a manifest's name into a path.
+
+    :class:`ShardError` where ``name`` is not a plain file name (:func:`check_file_name`) or, on a local disk, the
+    file is a symbolic link that resolves outside ``root``: an output reads only its own files.
+    """
+    check_file_name(name, f"{os.fspath(root)}/{MANIFEST_FILE}")
+    local = filesystem is None or type(filesystem).__name__ == "LocalFileSystem"  # (no pyarrow.fs import here)
+    join = os.path.join if filesystem is None else posixpath.join  # pyarrow paths use "/" everywhere
+    path = join(os.fspath(root), str(name))
+    if local:
+        real_root, real = os.path.realpath(root), os.path.realpath(path)
+        if os.path.commonpath([real_root, real]) != real_root:
+            raise ShardError(f"{path}: a symbolic link to {real}, outside the output folder {root}: packer reads no "
+                             "file outside the output; put the file itself there, or rebuild the output")
+    return path
 
 
 def manifest_or_none(output: str | os.PathLike) -> dict | None:

@@ -37,7 +37,11 @@ from .layout import (
     FORMAT_NAME,
     MANIFEST_FILE,
     REJECTED_FILE,
+    ShardError,
+    check_file_name,
     file_sha256,
+    manifest_files,
+    output_file,
     output_splits,
     split_shards,
     write_atomic,
@@ -57,10 +61,15 @@ def up_to_date(out: Path | str, manifest: dict, key: dict) -> bool:
     if manifest.get("build_key") != key:
         return False
     shards = [s for split in output_splits(manifest) for s in split_shards(manifest, split)]
+    try:  # a manifest naming a file outside the output (edited) describes no output of ours
+        for name in manifest_files(manifest):
+            check_file_name(name)
+        paths = [Path(output_file(out, s["file"])) for s in shards] if not fsio.is_uri(out) else []
+    except ShardError:
+        return False
     if fsio.is_uri(out):
         return fsio.sizes(str(out), [s["file"] for s in shards]) == [s["bytes"] for s in shards]
-    for shard in shards:
-        path = out / shard["file"]
+    for path, shard in zip(paths, shards, strict=True):
         if not path.is_file() or path.stat().st_size != shard["bytes"]:
             return False
     return True

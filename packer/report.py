@@ -30,7 +30,15 @@ import pyarrow.ipc as ipc
 
 from . import fsio
 from . import roles as R
-from .layout import DOCUMENTS_FILE, MANIFEST_FILE, REJECTED_FILE, ShardError, read_manifest
+from .layout import (
+    DOCUMENTS_FILE,
+    MANIFEST_FILE,
+    REJECTED_FILE,
+    ShardError,
+    manifest_files,
+    output_file,
+    read_manifest,
+)
 from .shards import mask_column
 
 REPORT_FORMAT = {"name": "packer-report", "version": 1}
@@ -117,7 +125,7 @@ def _packed_columns(out: Path) -> Callable[..., np.ndarray]:
     object a record: at 10M records this is seconds and a few hundred MB (``benchmarks/bench_inspect.py``).
     """
     # not closed here: the columns read are views of the map, which lives as long as they do
-    docs = ipc.open_file(pa.memory_map(str(out / DOCUMENTS_FILE))).read_all()
+    docs = ipc.open_file(pa.memory_map(output_file(out, DOCUMENTS_FILE))).read_all()
     packed = pc.is_in(docs.column("status"), value_set=pa.array(["packed", "truncated"])).to_numpy(
         zero_copy_only=False
     )
@@ -235,6 +243,8 @@ def inspect(output: str | os.PathLike) -> dict:
         return report
     out = Path(output)
     m = read_manifest(out)
+    for name in manifest_files(m):  # the report describes these files: none may be a link out of the folder
+        output_file(out, name)
     col = _packed_columns(out)
     tokens, per_role = m["tokens"]["total"], m["tokens"]["per_role"]
     loss = m["tokens"]["loss"]
@@ -519,7 +529,7 @@ def _sample_rows_html(out: Path, m: dict, strategy: str, n_rows: int) -> str:
         tok = None
     if not m["shards"]:
         return ""
-    table = ipc.open_file(out / m["shards"][0]["file"]).read_all().slice(0, n_rows).to_pylist()
+    table = ipc.open_file(output_file(out, m["shards"][0]["file"])).read_all().slice(0, n_rows).to_pylist()
     names = {v: k for k, v in m["roles"].items()}
     blocks = []
     for i, row in enumerate(table):

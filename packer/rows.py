@@ -19,7 +19,6 @@ Turning a :class:`Row` into training tensors is :mod:`packer.items`' job.
 from __future__ import annotations
 
 import os
-import posixpath
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -28,7 +27,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.ipc as ipc
 
-from .layout import MANIFEST_FILE, MissingShardError, ShardError, file_sha256, locate_row, row_starts
+from .layout import MANIFEST_FILE, MissingShardError, ShardError, file_sha256, locate_row, output_file, row_starts
 from .shards import ADDED_IN, SHARD_COLUMNS
 
 __all__ = ["REMOTE_BATCH_CACHE", "Row", "ShardReader", "check_shards", "open_root"]
@@ -54,7 +53,7 @@ def open_root(output: str | os.PathLike, filesystem: pafs.FileSystem | None) -> 
 
 def check_shards(fs: pafs.FileSystem, root: str, shards: list[dict], verify: bool) -> None:
     """Every listed shard exists with its recorded size (and sha256 when ``verify``)."""
-    paths = [posixpath.join(root, s["file"]) for s in shards]
+    paths = [output_file(root, s["file"], fs) for s in shards]  # a name leaving the folder is refused
     for info, shard in zip(fs.get_file_info(paths), shards, strict=True):
         if info.type == pafs.FileType.NotFound:
             raise MissingShardError(f"{info.path}: shard listed in {MANIFEST_FILE} is missing")
@@ -176,7 +175,7 @@ class ShardReader:
         if opened is not None:
             return opened
         shard = self._shards[k]
-        path = posixpath.join(self._root, shard["file"])
+        path = output_file(self._root, shard["file"], self._fs)
         try:
             source = pa.memory_map(path, "r") if self._local else self._fs.open_input_file(path)
         except FileNotFoundError as e:

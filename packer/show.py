@@ -38,7 +38,7 @@ from rich.text import Text
 from tokenizers import Tokenizer
 
 from . import roles as R
-from .layout import DOCUMENTS_FILE, locate_row, read_manifest, row_starts, split_shards
+from .layout import DOCUMENTS_FILE, locate_row, output_file, read_manifest, row_starts, split_shards
 from .loader import TokenizerInfo, load_tokenizer
 from .shards import mask_column
 
@@ -84,7 +84,7 @@ def load_row(output: str | os.PathLike, row: int, split: str = "train") -> dict:
     starts = row_starts([int(s["rows"]) for s in shards])
     k, local = locate_row(starts, row, str(out) if split == "train" else f"the eval split of {out}")
     shard = shards[k]
-    with pa.memory_map(str(out / shard["file"])) as source:
+    with pa.memory_map(output_file(out, shard["file"])) as source:
         reader = ipc.open_file(source)
         batches = [reader.get_batch(b) for b in range(reader.num_record_batches)]
         try:
@@ -191,7 +191,7 @@ def _tokenizer(manifest: dict, override) -> tuple[Tokenizer | None, list[str]]: 
 
 
 def _documents(out: Path, doc_ids: Sequence[int]) -> dict[int, dict]:
-    path = out / DOCUMENTS_FILE
+    path = Path(output_file(out, DOCUMENTS_FILE))
     if not path.is_file():
         return {}
     with pa.memory_map(str(path)) as source:

@@ -34,6 +34,7 @@ buffer (no list of ints per text): the build's main thread keeps the GIL for its
 from __future__ import annotations
 
 import json
+import logging
 import os
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
@@ -71,13 +72,17 @@ class TokenizerDrift(Exception):
 
 def _joiners(special: dict[str, int]) -> list[tuple[str, int]]:
     """The special tokens that can join texts into one call: no other special token overlaps one of them
-    (contains it, or starts with its end or ends with its start), so a match never spans a joint."""
+    (contains it, or starts with its end or ends with its start), so a match never spans a joint.
+
+    A token's proper prefixes and suffixes are looked up in the sets of every token's suffixes and prefixes
+    (Llama 3's 256 special tokens: milliseconds, where comparing every pair at every length took 0.5 s)."""
+    # (with s == sep: no border, so no match of the joiner starts inside another)
+    suffixes = {s[-k:] for s in special for k in range(1, len(s) + 1)}
+    prefixes = {s[:k] for s in special for k in range(1, len(s) + 1)}
     out = []
     for sep, i in special.items():
-        # (with s == sep: no border, so no match of the joiner starts inside another)
-        if all((s == sep or sep not in s) and not any(s.endswith(sep[:k]) or s.startswith(sep[-k:])
-                                                      for k in range(1, len(sep)))
-               for s in special):
+        if (not any(sep[:k] in suffixes or sep[-k:] in prefixes for k in range(1, len(sep)))
+                and not any(s != sep and sep in s for s in special)):
             out.append((sep, i))
     return out
 
@@ -204,12 +209,20 @@ def _merge_order(model: dict, vocab: dict[str, int]) -> bool | str:
     return bool((step == 0).any())
 
 
-def qualify(spec: dict) -> Core | str:
-    """The tiktoken core of a ``tokenizer.json`` (parsed), or why it does not qualify (one line)."""
-    try:
-        import tiktoken
-    except ImportError:
-        return "tiktoken is not installed"
+@dataclass(frozen=True)
+class _Frame:
+    """What a qualifying tokenizer gives tiktoken besides its ranks: cheap to read from the loaded tokenizer, so
+    a kept core never holds it (:func:`_load`)."""
+
+    pattern: str
+    nfc: bool
+    special: dict[str, int]
+    ignore_merges: bool
+
+
+def _frame(spec: dict) -> _Frame | str:
+    """The frame of a tokenizer (``tokenizer.json`` parsed, or :func:`_frame_spec`'s part of it), or why it
+    does not qualify: the model's type and flags, the normalizer, the pre-tokenizer and the added tokens."""
     model = spec.get("model") or {}
     if model.get("type") != "BPE":
         return f"model {model.get('type')!r} is not BPE"
@@ -225,6 +238,40 @@ def qualify(spec: dict) -> Core | str:
         pattern = _pattern(spec.get("pre_tokenizer"))
     except ValueError as e:
         return str(e)
+    special = {}
+    for t in spec.get("added_tokens", []):
+        if t.get("lstrip") or t.get("rstrip") or (t.get("normalized") and not t.get("special")) or t.get(
+                "single_word"):
+            return f"added token {t['content']!r} strips, matches single words or is normalized"
+        special[t["content"]] = t["id"]
+    return _Frame(pattern, nfc, special, bool(model.get("ignore_merges", False)))
+
+
+def _frame_spec(tokenizer: Any) -> dict:
+    """The parts of a loaded ``tokenizers.Tokenizer``'s JSON that :func:`_frame` reads, without serialising its
+    vocabulary and merges (``to_str`` takes 0.3-0.4 s for Qwen2.5 or Llama 3; this, well under a millisecond)."""
+    model = tokenizer.model
+    flags = ("dropout", "continuing_subword_prefix", "end_of_word_suffix", "byte_fallback", "ignore_merges")
+    parts = {name: getattr(tokenizer, name) for name in ("normalizer", "pre_tokenizer")}
+    return {
+        "model": {"type": type(model).__name__, **{k: getattr(model, k, None) for k in flags}},
+        **{name: None if part is None else json.loads(part.__getstate__()) for name, part in parts.items()},
+        "added_tokens": [{"id": i, "content": t.content, "lstrip": t.lstrip, "rstrip": t.rstrip,
+                          "normalized": t.normalized, "special": t.special, "single_word": t.single_word}
+                         for i, t in sorted(tokenizer.get_added_tokens_decoder().items())],
+    }
+
+
+def qualify(spec: dict) -> Core | str:
+    """The tiktoken core of a ``tokenizer.json`` (parsed), or why it does not qualify (one line)."""
+    try:
+        import tiktoken  # noqa: F401  (only whether it is there)
+    except ImportError:
+        return "tiktoken is not installed"
+    frame = _frame(spec)
+    if isinstance(frame, str):
+        return frame
+    model = spec["model"]
     vocab: dict[str, int] = model.get("vocab") or {}
     # one translate per token (C speed): each alphabet character to the byte it spells, then latin-1 to bytes;
     # a character outside the alphabet would pass through unchanged, so the alphabet is checked first
@@ -241,25 +288,26 @@ def qualify(spec: dict) -> Core | str:
     why = _merge_order(model, vocab)
     if isinstance(why, str):
         return why
-    tied = why
-    special = {}
-    for t in spec.get("added_tokens", []):
-        if t.get("lstrip") or t.get("rstrip") or (t.get("normalized") and not t.get("special")) or t.get(
-                "single_word"):
-            return f"added token {t['content']!r} strips, matches single words or is normalized"
-        special[t["content"]] = t["id"]
-    taken = set(special.values())
+    taken = set(frame.special.values())
     ranks = {k: v for k, v in ranks.items() if v not in taken}
     try:
-        encoding = tiktoken.Encoding("packer", pat_str=pattern, mergeable_ranks=ranks, special_tokens=special)
+        return _core(ranks, frame, tied=why)
     except Exception as e:  # a regex its engine does not compile
         return f"tiktoken refuses the tokenizer: {e}"
+
+
+def _core(ranks: dict[bytes, int], frame: _Frame, tied: bool) -> Core:
+    """The core of a qualified tokenizer's ranks and frame (``tied``: two merges make one token)."""
+    import tiktoken
+
+    special = frame.special
+    encoding = tiktoken.Encoding("packer", pat_str=frame.pattern, mergeable_ranks=ranks, special_tokens=special)
     size = max([*ranks.values(), *special.values()]) + 1
     widths = np.full(size, -1, dtype=np.int64)
     widths[np.fromiter(ranks.values(), np.int64, len(ranks))] = np.fromiter(map(len, ranks), np.int64, len(ranks))
     for content, i in special.items():
         widths[i] = len(content.encode("utf-8"))
-    return Core(encoding, nfc, verify=tied or not model.get("ignore_merges", False), widths=widths,
+    return Core(encoding, frame.nfc, verify=tied or not frame.ignore_merges, widths=widths,
                 joiners=_joiners(special))
 
 
@@ -282,8 +330,9 @@ def unreachable_tokens(spec: dict) -> list[str]:
             if e.ids != [vocab[t]]]
 
 
-#: bump when :func:`qualify`'s rules or the cached fields change: older cache files are then not read
-_CACHE_VERSION = 1
+#: bump when :func:`qualify`'s rules or the cached fields change: older cache files are then not read (2: the
+#: ranks and ``verify`` only, the rest read from the tokenizer)
+_CACHE_VERSION = 2
 _CORES: dict[tuple[str, str], Core | str] = {}
 
 
@@ -299,17 +348,16 @@ def _cache_file(key: tuple[str, str]) -> Path:
     return cache_dir() / f"tiktoken-core-v{_CACHE_VERSION}-{key[1]}-{key[0][:40]}.npz"
 
 
-def _save(path: Path, got: Core | str, pattern: str, ranks: dict[bytes, int], special: dict[str, int]) -> None:
-    """Keep a qualified core (or the reason a tokenizer does not qualify) for the next process; best effort: a
-    folder that cannot be written only means qualifying again."""
-    meta: dict[str, Any] = {"reason": got} if isinstance(got, str) else {
-        "pattern": pattern, "special": special, "nfc": got.nfc, "verify": got.verify, "joiners": got.joiners}
+def _save(path: Path, got: Core | str, ranks: dict[bytes, int] | None = None) -> None:
+    """Keep a qualified core's ranks (or the reason a tokenizer does not qualify) for the next process; best
+    effort: a folder that cannot be written only means qualifying again. Nothing else of the core is kept: the
+    rest is read again from the tokenizer when the ranks are loaded (:func:`_load`)."""
+    meta: dict[str, Any] = {"reason": got} if isinstance(got, str) else {"verify": got.verify}
     arrays: dict[str, np.ndarray] = {"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
-    if not isinstance(got, str):
+    if ranks is not None:
         arrays["blob"] = np.frombuffer(b"".join(ranks), np.uint8)
         arrays["lengths"] = np.fromiter(map(len, ranks), np.int64, len(ranks))
         arrays["ids"] = np.fromiter(ranks.values(), np.int64, len(ranks))
-        arrays["widths"] = got.widths
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -320,47 +368,115 @@ def _save(path: Path, got: Core | str, pattern: str, ranks: dict[bytes, int], sp
         pass
 
 
-def _load(path: Path) -> Core | str | None:
-    """A kept core (no pickle: arrays and JSON only); None where there is none or it does not read."""
-    try:
-        import tiktoken
+@cache
+def _byte_codepoints() -> np.ndarray:
+    """uint32[256]: the code point of the character byte-level BPE spells each byte with."""
+    out = np.zeros(256, np.uint32)
+    for c, b in byte_decoder().items():
+        out[b] = ord(c)
+    return out
 
+
+def _gather(starts: np.ndarray, lengths: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Positions of the runs ``[starts[k], starts[k] + lengths[k])`` for ``k`` in ``order``, end to end."""
+    n = lengths[order]
+    first = np.cumsum(n) - n
+    return np.repeat(starts[order] - first, n) + np.arange(int(n.sum()), dtype=np.int64)
+
+
+def _ranks_disagree(blob: bytes, lengths: np.ndarray, ids: np.ndarray, vocab: dict[str, int],
+                    special: dict[str, int]) -> str | None:
+    """Why a kept core's ranks are not the tokenizer's vocabulary as :func:`qualify` turns it into ranks (every
+    token but the added ones, spelled in bytes, its id its rank), or None where they are exactly that.
+
+    An array comparison, no Python call per token: both sides in id order, the kept bytes as the code points of
+    the byte-level alphabet, the vocabulary's tokens as their code points (one join, one encode): ~40 ms for
+    Qwen2.5 or Llama 3, besides ~0.1 s of ``get_vocab``. A kept core so loads in 0.32 / 0.44 s (Qwen2.5 / Llama 3)
+    where it took 0.17 / 0.22 s unchecked; qualifying takes 1.0 / 1.8 s (2 shared, busy cores;
+    ``benchmarks/bench_kept_core.py``)."""
+    if len(lengths) != len(ids) or int(lengths.sum()) != len(blob) or (lengths <= 0).any():
+        return "its arrays do not fit together"
+    order = np.argsort(ids, kind="stable")
+    core_ids, core_len = ids[order], lengths[order]
+    core = _byte_codepoints()[np.frombuffer(blob, np.uint8)[_gather(np.cumsum(lengths) - lengths, lengths, order)]]
+    keys = list(vocab)
+    vocab_ids = np.fromiter(vocab.values(), np.int64, len(keys))
+    key_len = np.fromiter(map(len, keys), np.int64, len(keys))
+    chars = np.frombuffer("".join(keys).encode("utf-32-le", "surrogatepass"), np.uint32)
+    kept = np.flatnonzero(~np.isin(vocab_ids, np.fromiter(special.values(), np.int64, len(special))))
+    vorder = kept[np.argsort(vocab_ids[kept], kind="stable")]
+    if not (np.array_equal(core_ids, vocab_ids[vorder]) and np.array_equal(core_len, key_len[vorder])):
+        return (f"{len(ids):,} ranks there, {len(vorder):,} tokens in the vocabulary less the added ones"
+                if len(ids) != len(vorder) else "its ranks are not the vocabulary's ids, or its tokens' lengths differ")
+    theirs = chars[_gather(np.cumsum(key_len) - key_len, key_len, vorder)]
+    if not np.array_equal(core, theirs):
+        bad = np.add.reduceat((core != theirs).astype(np.int64), np.cumsum(core_len) - core_len) if len(core) else []
+        k = int(np.flatnonzero(bad)[0])
+        return f"id {int(core_ids[k])} is {keys[vorder[k]]!r} in the tokenizer, another token there"
+    if (np.diff(core_ids) <= 0).any() or int((core_len == 1).sum()) != 256:
+        return "two ranks share an id, or a single byte has no rank"
+    return None
+
+
+def _load(path: Path, tokenizer: Any) -> Core | str | None:
+    """A kept core (no pickle: arrays and JSON only), checked against ``tokenizer`` (the loaded
+    ``tokenizers.Tokenizer``); None where there is none, it does not read, or it disagrees with the tokenizer:
+    qualify again.
+
+    A checksum would catch a damaged file, not an edited one, so nothing that decides ids is taken on trust:
+    the ranks must be the tokenizer's vocabulary (:func:`_ranks_disagree`); the pattern, the normalizer, the
+    special tokens (and from them the joiners and the token widths) are read from the tokenizer itself
+    (:func:`_frame_spec`), never from the file. What the file keeps beyond the ranks: that the merges are in id
+    order (the core exists), and :attr:`Core.verify` (which no decision reads); checking the merges
+    again costs what qualifying does (serialising them: 0.3-0.4 s), and the file is keyed by the tokenizer
+    files' sha256. A kept reason (the tokenizer does not qualify) is taken as it is: it can only make a build
+    use ``tokenizers``, never give other ids."""
+    try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(z["meta"].tobytes())
             if "reason" in meta:
                 return str(meta["reason"])
-            blob, lengths, ids, widths = z["blob"].tobytes(), z["lengths"], z["ids"], z["widths"]
-        ends = np.cumsum(lengths).tolist()
-        starts = [0, *ends[:-1]]
-        ranks = {blob[a:b]: i for a, b, i in zip(starts, ends, ids.tolist(), strict=True)}
-        encoding = tiktoken.Encoding("packer", pat_str=meta["pattern"], mergeable_ranks=ranks,
-                                     special_tokens=meta["special"])
-        return Core(encoding, meta["nfc"], meta["verify"], widths, [tuple(j) for j in meta["joiners"]])
+            blob, lengths, ids = z["blob"].tobytes(), z["lengths"], z["ids"]
     except Exception:  # missing, partial, from another version: qualify again
+        return None
+    frame = _frame(_frame_spec(tokenizer))
+    why = frame if isinstance(frame, str) else _ranks_disagree(
+        blob, lengths, ids, tokenizer.get_vocab(with_added_tokens=False), frame.special)
+    if why is not None:
+        logging.getLogger("packer").warning("%s: the kept tiktoken core disagrees with the tokenizer (%s); "
+                                            "qualifying it again", path, why)
+        return None
+    ends = np.cumsum(lengths).tolist()
+    ranks = {blob[a:b]: i for a, b, i in zip([0, *ends[:-1]], ends, ids.tolist(), strict=True)}
+    try:
+        assert isinstance(frame, _Frame)
+        return _core(ranks, frame, tied=bool(meta.get("verify", True)))
+    except Exception:  # tiktoken missing, or its regex engine refuses the pattern: qualify says which
         return None
 
 
 def core_of(tok: Any) -> Core | str:
     """:func:`qualify` for a loaded tokenizer (:class:`packer.loader.TokenizerInfo`), kept per process and on
     disk (:func:`cache_dir`, keyed by the tokenizer's sha256 and loader): qualifying reads the whole vocabulary
-    and merges (0.5-1.5 s for Qwen or Llama 3), loading a kept core takes ~0.2 s. A kept core is as trusted as
-    a fresh one: the build checks records against ``tokenizers`` either way."""
+    and merges (0.5-1.5 s for Qwen or Llama 3); loading a kept core checks its ranks against the tokenizer's
+    vocabulary and reads the rest from the tokenizer (:func:`_load`), so a kept core that disagrees with the
+    tokenizer (an edited file) is qualified again, never used. The build checks records against
+    ``tokenizers`` either way."""
     key = (tok.sha256, tok.loader)  # the digest names the file(s) and the loader the tokenizer came from
     if key not in _CORES:
         if len(_CORES) >= 4:
             _CORES.clear()
         path = _cache_file(key)
-        got = _load(path)
+        got = _load(path, tok.tokenizer)
         if got is None:
             # the running tokenizer's own JSON (a transformers-loaded one may differ from the file)
             spec = json.loads(tok.tokenizer.to_str())
             got = qualify(spec)
             if isinstance(got, str):
                 if got != "tiktoken is not installed":  # that one may change without the tokenizer changing
-                    _save(path, got, "", {}, {})
+                    _save(path, got)
             elif hasattr(got.encoding, "_mergeable_ranks"):  # what a kept core is made again from
-                enc = got.encoding
-                _save(path, got, enc._pat_str, enc._mergeable_ranks, enc._special_tokens)
+                _save(path, got, got.encoding._mergeable_ranks)
         _CORES[key] = got
     return _CORES[key]
 

@@ -7,10 +7,14 @@ from __future__ import annotations
 import copy
 import json
 from itertools import pairwise
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from .helpers import SHARED, need_shared, outputs_less_backend
+from packer.assembly import CHECK_FIRST
+
+from .helpers import DEMO_TOKENIZER, SHARED, need_shared, outputs_less_backend, read_documents
 
 tiktoken = pytest.importorskip("tiktoken")
 
@@ -245,6 +249,31 @@ def test_texts_are_joined_only_by_a_special_token_none_of_them_holds(gpt2):
     assert _joiners({"<a>": 1, "<a>x": 2, "<b>": 3, "y<c>": 4, "<c>": 5, "aa": 6}) == [("<b>", 3)]
 
 
+def _joiners_by_pairs(special: dict[str, int]) -> list[tuple[str, int]]:
+    """The joiner rule as first written (every pair of special tokens at every overlap): the reference."""
+    return [(sep, i) for sep, i in special.items()
+            if all((s == sep or sep not in s) and not any(s.endswith(sep[:k]) or s.startswith(sep[-k:])
+                                                         for k in range(1, len(sep))) for s in special)]
+
+
+def test_the_joiners_are_those_of_the_pairwise_rule():
+    """:func:`_joiners` looks prefixes and suffixes up in sets (Llama 3's 256 special tokens: 0.9 s -> 7 ms): the
+    same joiners as comparing every pair, on random token sets over a small alphabet (many overlaps) and on the
+    real tokenizers' added tokens."""
+    import random
+
+    from packer.tiktoken_core import _joiners
+
+    rng = random.Random(0)
+    for _ in range(300):
+        words = {"".join(rng.choices("<>ab|", k=rng.randint(1, 5))) for _ in range(rng.randint(1, 8))}
+        special = {w: i for i, w in enumerate(sorted(words))}
+        assert _joiners(special) == _joiners_by_pairs(special), special
+    for path in sorted(SHARED.glob("tokenizers/*/tokenizer.json")):
+        special = {t["content"]: t["id"] for t in json.loads(path.read_text())["added_tokens"]}
+        assert _joiners(special) == _joiners_by_pairs(special), path
+
+
 @pytest.mark.parametrize("name", ["gpt2", "qwen2.5-instruct"])  # ignore_merges false (Qwen3 has Qwen2.5's merges)
 def test_the_merges_make_every_token_whole_where_tokenizers_merges_whole_pieces(name):
     """With ``ignore_merges: false`` tokenizers merges a piece that is a whole token from its bytes, tiktoken takes
@@ -294,3 +323,122 @@ def test_a_qualified_core_is_kept_for_the_next_process(tmp_path, monkeypatch):
     monkeypatch.setattr(tc, "_CORES", {})
     monkeypatch.setattr(tc, "qualify", no_qualify)
     assert tc.core_of(llama2) == "BPE with byte_fallback"
+
+
+# -- a kept core is checked against the tokenizer when it is loaded (issue 24) ------------------------------
+
+
+def _kept(cache: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    (kept,) = cache.glob("tiktoken-core-*.npz")
+    with np.load(kept) as z:
+        return kept, dict(z)
+
+
+def test_a_kept_core_with_swapped_ranks_is_qualified_again(tmp_path, monkeypatch, caplog):
+    """Issue 24: the ranks of two tokens of one width swapped in the kept core (an edit, which a checksum would
+    not catch), one of them only in a record the build does not check against ``tokenizers``: that record's ids
+    were wrong, silently. Now the kept ranks are compared with the tokenizer's vocabulary when loaded, the core
+    disagrees and is qualified again: the tiktoken build is the tokenizers build, and the file is mended."""
+    import packer.tiktoken_core as tc
+    from packer import build
+    from packer.assembly import checked
+    from packer.tokenize import load_tokenizer
+
+    monkeypatch.setenv("PACKER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(tc, "_CORES", {})
+    records = [{"instruction": f"Add {i} and {i + 1}.", "input": "", "output": str(2 * i + 1)} for i in range(40)]
+    odd = next(d for d in range(CHECK_FIRST, 40) if not checked(d))
+    records[odd] = {"instruction": "Spell quokka.", "input": "", "output": "q u o k k a"}
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps(records))
+    kw = {"tokenizer": DEMO_TOKENIZER, "seq_len": 256}
+    build([data], tmp_path / "hf", tokenizer_backend="tokenizers", **kw)
+    docs = read_documents(tmp_path / "hf")
+    tok = load_tokenizer(DEMO_TOKENIZER)
+    assert not isinstance(tc.core_of(tok), str)
+
+    kept, arrays = _kept(tmp_path / "cache")
+    ids, width = arrays["ids"], dict(zip(arrays["ids"].tolist(), arrays["lengths"].tolist(), strict=True))
+    others = set(np.concatenate([d["input_ids"] for k, d in docs.items() if k != odd]).tolist())
+    mine = docs[odd]["input_ids"].tolist()
+    a = next(i for i in mine if i not in others and width.get(i, 0) > 1)
+    b = next(i for i in ids.tolist() if width[i] == width[a] and i not in others and i not in mine)
+    ka, kb = int(np.flatnonzero(ids == a)[0]), int(np.flatnonzero(ids == b)[0])
+    ids[ka], ids[kb] = b, a
+    with open(kept, "wb") as f:
+        np.savez(f, **arrays)
+    # the tampered ranks give that record other ids (what a build wrote before the check)
+    blob = arrays["blob"].tobytes()
+    ends = np.cumsum(arrays["lengths"]).tolist()
+    swapped = {blob[s:e]: i for s, e, i in zip([0, *ends[:-1]], ends, ids.tolist(), strict=True)}
+    frame = tc._frame(tc._frame_spec(tok.tokenizer))
+    assert tc._core(swapped, frame, tied=True).encode_batch(["Spell quokka."]) != [
+        tok.tokenizer.encode("Spell quokka.", add_special_tokens=False).ids]
+
+    monkeypatch.setattr(tc, "_CORES", {})  # a new process
+    with caplog.at_level("WARNING", logger="packer"):
+        m = build([data], tmp_path / "tk", tokenizer_backend="tiktoken", **kw)
+    assert m["tokenizer"]["backend"] == "tiktoken"
+    assert any("the kept tiktoken core disagrees with the tokenizer" in r.getMessage() for r in caplog.records)
+    hf, tk = outputs_less_backend(tmp_path / "hf"), outputs_less_backend(tmp_path / "tk")
+    assert (hf.pop("backend"), tk.pop("backend")) == ("tokenizers", "tiktoken") and tk == hf
+    assert _kept(tmp_path / "cache")[1]["ids"][ka] == a  # qualified again, and kept as qualified
+
+
+def _tamper_meta(arrays: dict) -> None:
+    """What a kept core of cache version 1 held besides the ranks, made wrong: packer reads none of it."""
+    meta = {"pattern": r"\S+|\s+", "special": {"<|im_start|>": 5}, "nfc": True, "verify": False,
+            "joiners": [["x", 7]]}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    arrays["widths"] = np.ones(4096, np.int64)
+
+
+def _drop_last(arrays: dict) -> None:
+    n = int(arrays["lengths"][-1])
+    arrays["blob"], arrays["lengths"], arrays["ids"] = arrays["blob"][:-n], arrays["lengths"][:-1], arrays["ids"][:-1]
+
+
+def _duplicate_first(arrays: dict) -> None:
+    n = int(arrays["lengths"][0])
+    arrays["blob"] = np.concatenate([arrays["blob"], arrays["blob"][:n]])
+    arrays["lengths"] = np.append(arrays["lengths"], n)
+    arrays["ids"] = np.append(arrays["ids"], arrays["ids"][0])
+
+
+def _rank_of_a_special_token(arrays: dict) -> None:
+    arrays["ids"][-1] = 2  # <|im_end|>'s id
+
+
+def _shift_bytes(arrays: dict) -> None:
+    blob = arrays["blob"].copy()
+    blob[-1] ^= 1
+    arrays["blob"] = blob
+
+
+@pytest.mark.parametrize("tamper, requalified", [(_tamper_meta, False), (_drop_last, True), (_duplicate_first, True),
+                                                 (_rank_of_a_special_token, True), (_shift_bytes, True)])
+def test_a_tampered_kept_core_never_gives_other_ids(tmp_path, monkeypatch, caplog, tamper, requalified):
+    """Whatever is changed in the kept file: the core loaded from it gives the ids, widths and joiners of a core
+    qualified afresh. The pattern, normalizer, special tokens, widths and joiners are read from the tokenizer
+    (a file's are ignored); ranks that are not exactly the vocabulary's are qualified again. (Merges are not
+    kept: their order is the ranks.)"""
+    import packer.tiktoken_core as tc
+    from packer.tokenize import load_tokenizer
+
+    monkeypatch.setenv("PACKER_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tc, "_CORES", {})
+    tok = load_tokenizer(DEMO_TOKENIZER)
+    fresh = tc.core_of(tok)
+    assert not isinstance(fresh, str)
+    kept, arrays = _kept(tmp_path)
+    tamper(arrays)
+    with open(kept, "wb") as f:
+        np.savez(f, **arrays)
+    monkeypatch.setattr(tc, "_CORES", {})
+    with caplog.at_level("WARNING", logger="packer"):
+        loaded = tc.core_of(tok)
+    assert not isinstance(loaded, str)
+    texts = ["<|im_start|>user\nnaïve café 🤖 quokka<|im_end|>\n", "  x\r\n12345 don't", "", "<|endoftext|>"]
+    assert loaded.encode_batch(texts) == [e.ids for e in tok.tokenizer.encode_batch(texts, add_special_tokens=False)]
+    assert (loaded.nfc, loaded.joiners, loaded.widths.tolist()) == (fresh.nfc, fresh.joiners, fresh.widths.tolist())
+    assert any("disagrees" in r.getMessage() for r in caplog.records) == requalified
