@@ -1110,6 +1110,22 @@ def check_inputs(paths: Sequence[str | os.PathLike], fmt: str | None = None, col
     return [_first_format(path, fmt, remap) for path in names]
 
 
+#: keys of preference records: DPO pairs (TRL's, LLaMA-Factory's ranking and v1 shapes) and KTO's label
+_PREFERENCE_KEYS = ("chosen", "rejected", "chosen_messages", "rejected_messages")
+
+
+def _refuse_preference(path: str, record: dict) -> None:
+    """BuildError for a file of preference records: read as SFT, a DPO file would train on its prompts (or on
+    both answers) and a KTO file on its undesirable completions, silently wrong training."""
+    keys = [k for k in _PREFERENCE_KEYS if k in record]
+    if not keys and isinstance(record.get("label"), bool):
+        keys = ["label"]
+    if keys:
+        raise BuildError(f"{path}: record 0 is preference data (keys {', '.join(keys)}: a DPO pair or a KTO label), "
+                         "which packer does not pack yet; read as SFT data it would train on rejected or undesirable "
+                         "answers. Remove those keys to train on the conversations as SFT data")
+
+
 def _first_format(path: str, fmt: str | None, remap: _ColumnMap | None = None) -> str:
     """The format the first values of a file settle, read as RecordReader reads them (see check_inputs)."""
     values = FileValues(path, head_only=True)
@@ -1120,6 +1136,7 @@ def _first_format(path: str, fmt: str | None, remap: _ColumnMap | None = None) -
         for value in items:
             found = _format_of(value, fmt)
             if found is not None:
+                _refuse_preference(path, value)  # type: ignore[arg-type]
                 return found
             pending.append(value)
             if len(pending) >= _CHECK_RECORDS or values.consumed.n > _CHECK_BYTES:

@@ -178,6 +178,17 @@ FAILS = {
         "records, which packer will not drop unseen; fix the JSON there (python -m json.tool FILE names the first "
         "error), or give the records as JSON Lines, where a broken line loses only itself"
     ),
+    # read as SFT, a preference file would train on rejected / undesirable answers: refused until packer packs it
+    "preference_pairs.jsonl": (
+        "record 0 is preference data (keys chosen, rejected: a DPO pair or a KTO label), which packer does not pack "
+        "yet; read as SFT data it would train on rejected or undesirable answers. Remove those keys to train on the "
+        "conversations as SFT data"
+    ),
+    "kto_labels.json": (
+        "record 0 is preference data (keys label: a DPO pair or a KTO label), which packer does not pack yet; read "
+        "as SFT data it would train on rejected or undesirable answers. Remove those keys to train on the "
+        "conversations as SFT data"
+    ),
     "two_arrays.json": (
         "line 2 column 1: more data after the array's closing ']' (two arrays one after the other?), which may hold "
         "records; packer reads one array per file: split the file, or give the records as JSON Lines"
