@@ -31,9 +31,13 @@ equal the oracle's, token by token. The rules, as the README documents them:
    reasoning; ``last_turn``: instruction_tuning's tokens of the final assistant message. All three leave out
    the tokens of messages marked untrained (``weight: 0`` / ``training: false``); those tokens (a prompt
    message's content too) are not ``trainable``.
-6. **What packer does to a record before any template sees it** (its documented rewrites, mirrored here): a
+6. **A prompt message marked trained** (``"training": true`` on a user, system or tool message, where packer
+   reads the flag: ``Message.forced``) has loss on its content under every strategy and in every turn; the
+   template text around it and a control token that absorbed some of it have none (the ``forced`` column).
+7. **What packer does to a record before any template sees it** (its documented rewrites, mirrored here): a
    system message a template refuses is merged into the first user message after a blank line (``--system
-   merge``); Alpaca's ``input`` follows the instruction after a blank line.
+   merge``), or is the user turn where there is none; Alpaca's ``input`` follows the instruction after a blank
+   line.
 
 A record packer rejects is not compared; the test checks that each ``template_error`` is one the oracle's own
 render confirms (it raises, or leaves out a tool call, a tool result or all the reasoning).
@@ -119,6 +123,11 @@ ORACLE_EXTRA = [
                   {"role": "assistant", "content": None, "weight": 0,
                    "tool_calls": [call("get_weather", {"city": "Paris"})]}],
      "tools": [WEATHER]},
+    # OpenAI's shapes packer reads since issue 25's items 2 and 3 (rejected before): a system message and an
+    # answer; a call without a content key
+    {"messages": [{"role": "system", "content": "Greet the user."}, {"role": "assistant", "content": "Hello!"}]},
+    {"messages": [{"role": "user", "content": "Weather in Bern?"},
+                  {"role": "assistant", "tool_calls": [call("get_weather", {"city": "Bern"})]}], "tools": [WEATHER]},
 ]
 
 
@@ -297,6 +306,8 @@ def as_dicts(conv: Conversation, model: Model) -> tuple[list[dict], list[list[tu
         user, (i, _, _) = out[k]["content"], owners[k][0]
         out[k] = {**out[k], "content": system + "\n\n" + user if user else system}
         owners[k] = [(0, 0, len(system))] + ([(i, len(system) + 2, len(system) + 2 + len(user))] if user else [])
+    elif out and out[0]["role"] == "system" and model.refuses_system:
+        out[0] = {**out[0], "role": "user"}  # no user turn to merge into: the system text is the user turn
     return out, owners
 
 
@@ -402,6 +413,7 @@ class Expected:
     masks: dict[str, np.ndarray]
     trainable: np.ndarray
     ranks: np.ndarray  # per token
+    forced: np.ndarray  # per token: of a prompt message marked trained (``"training": true``)
 
 
 def _regions(model: Model, real: str, messages: list[dict], tools: list | None, j: int,
@@ -455,43 +467,55 @@ def render(model: Model, conv: Conversation) -> str:
 
 def expected(model: Model, conv: Conversation, enc: Encoding | None = None) -> Expected:
     """The loss of each token of a record (module docstring); ``enc``: the encoding of its render, if made."""
-    messages, owners = as_dicts(conv, model)
-    tools = list(conv.tools) or None
-    real = model.render(messages, tools)
+    real = render(model, conv)
     if enc is None:
         enc = model.tok.encode(real, add_special_tokens=False)
     offsets = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
     bounds = set(offsets[:, 0].tolist()) | set(offsets[:, 1].tolist())
+    chars = _char_values(model, conv, real, bounds)
+    values = _token_values(chars, offsets)
+    control = np.isin(np.asarray(enc.ids), list(model.control))
+    for t in np.flatnonzero(control):  # end if it covers an end token's character, whatever else it absorbed
+        a, b = offsets[t]
+        ends = chars[a:b][(chars[a:b] >> _BITS) == END]
+        values[t] = ends.max() & (0xFF ^ _FORCED) if len(ends) else 0
+    ranks = values >> _BITS
+    trained, last, forced = (values & _UNTRAINED) == 0, (values & _LAST) != 0, (values & _FORCED) != 0
+    masks = {name: np.isin(ranks, r) & trained | forced for name, r in TRAINED.items()}
+    masks["last_turn"] &= last | forced
+    return Expected(np.asarray(enc.ids), masks, trained, ranks, forced)
+
+
+#: a character's value: its rank << _BITS | flags (_FORCED, _UNTRAINED, _LAST: among one rank's characters a
+#: forced message's win, then an untrained one's, then the final assistant message's)
+_BITS, _FORCED, _UNTRAINED, _LAST = 3, 4, 2, 1
+
+
+def _char_values(model: Model, conv: Conversation, real: str, bounds: set[int]) -> np.ndarray:
+    """The value of each character of the render: what each assistant message writes and its end token, the
+    content of a prompt message marked untrained or trained (``forced``); 0 elsewhere."""
+    messages, owners = as_dicts(conv, model)
+    tools = list(conv.tools) or None
     final = max((j for j, d in enumerate(messages) if d["role"] == "assistant"), default=-1)
-    # per character: rank << 2 | untrained << 1 | last (the highest of a token's characters wins)
     chars = np.zeros(len(real), dtype=np.uint8)
     for j, d in enumerate(messages):
         if d["role"] != "assistant":
-            for i, a, b in owners[j]:  # an untrained prompt message's content is not trainable
-                span = None if conv.messages[i].trained else _locate(model, real, messages, tools, j, "content",
-                                                                     (a, b))
+            for i, a, b in owners[j]:
+                m = conv.messages[i]
+                flag = _FORCED if getattr(m, "forced", False) else 0 if m.trained else _UNTRAINED
+                span = _locate(model, real, messages, tools, j, "content", (a, b)) if flag else None
                 if span is not None:
-                    chars[span[0]:span[1]] = PROMPT << 2 | 2
+                    chars[span[0]:span[1]] = PROMPT << _BITS | flag
             continue
-        flags = (0 if conv.messages[owners[j][0][0]].trained else 2) | (1 if j == final else 0)
+        flags = (0 if conv.messages[owners[j][0][0]].trained else _UNTRAINED) | (_LAST if j == final else 0)
         regions = _regions(model, real, messages, tools, j, bounds)
         for a, b, rank in regions:
-            chars[a:b] = rank << 2 | flags
+            chars[a:b] = rank << _BITS | flags
         if regions:
             end = _end_token(model, real, regions[-1][1])
             if end is not None:
-                chars[end[0]:end[1]] = END << 2 | flags
-    values = _token_values(chars, offsets)
-    control = np.isin(np.asarray(enc.ids), list(model.control))
-    for t in np.flatnonzero(control):
-        a, b = offsets[t]
-        ends = chars[a:b][(chars[a:b] >> 2) == END]
-        values[t] = ends.max() if len(ends) else 0
-    ranks = values >> 2
-    trained = (values & 2) == 0
-    masks = {name: np.isin(ranks, r) & trained for name, r in TRAINED.items()}
-    masks["last_turn"] &= (values & 1) == 1
-    return Expected(np.asarray(enc.ids), masks, trained, ranks)
+                chars[end[0]:end[1]] = END << _BITS | flags
+    return chars
 
 
 def _token_values(chars: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -513,16 +537,17 @@ def _token_values(chars: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ comparing
 
 
-def _context(model: Model, ids: np.ndarray, doc: dict, exp: Expected, t: int) -> str:
+def _context(model: Model, doc: dict, exp: Expected, got: np.ndarray, want: np.ndarray, t: int) -> str:
+    """The tokens around token ``t``: text, packer's role and columns, the oracle's rank and columns."""
     from packer import roles as R
 
     rows = []
+    ids = doc["input_ids"]
     for k in range(max(0, t - 6), min(len(ids), t + 7)):
         piece = model.tok.decode([int(ids[k])], skip_special_tokens=False)
-        got = "".join(str(int(doc[f"mask_{n}"][k])) for n in TRAINED) + str(int(doc["trainable"][k]))
-        want = "".join(str(int(exp.masks[n][k])) for n in TRAINED) + str(int(exp.trainable[k]))
+        g, w = ("".join(str(int(x)) for x in cols[:, k]) for cols in (got, want))
         rows.append(f"{'>' if k == t else ' '} {k:5d} {piece!r:24} packer {R.ROLE_NAMES[int(doc['roles'][k])]:11}"
-                    f" {got}  oracle {RANK_NAMES[int(exp.ranks[k])]:9} {want}")
+                    f" {g}  oracle {RANK_NAMES[int(exp.ranks[k])]:9} {w}")
     return "\n".join(rows)
 
 
@@ -536,13 +561,25 @@ def compare(model: Model, conv: Conversation, doc: dict, enc: Encoding | None = 
         n = min(len(exp.ids), len(doc["input_ids"]))
         t = int(np.flatnonzero(np.append(doc["input_ids"][:n] != exp.ids[:n], True))[0])
         return f"{conv.source.where()}: packer's ids differ from the oracle's render at token {t}"
-    got = np.stack([doc[f"mask_{n}"].astype(bool) for n in TRAINED] + [doc["trainable"].astype(bool)])
-    want = np.stack([exp.masks[n] for n in TRAINED] + [exp.trainable])
+    got, want = _packer_columns(doc), _oracle_columns(exp)
     bad = np.flatnonzero((got != want).any(axis=0))
     if not len(bad):
         return None
-    header = (f"{conv.source.where()}: {len(bad)} tokens differ (columns: {', '.join(TRAINED)}, trainable)\n")
-    return header + _context(model, doc["input_ids"], doc, exp, int(bad[0]))
+    header = f"{conv.source.where()}: {len(bad)} tokens differ (columns: {', '.join(COLUMNS)})\n"
+    return header + _context(model, doc, exp, got, want, int(bad[0]))
+
+
+#: the columns compared, in the order of the digits in a failure's listing
+COLUMNS = (*(f"mask_{n}" for n in TRAINED), "trainable", "forced")
+
+
+def _packer_columns(doc: dict) -> np.ndarray:
+    # a shard without a "forced" column (format version 2) has no forced token
+    return np.stack([doc[c].astype(bool) if c in doc else np.zeros(len(doc["input_ids"]), bool) for c in COLUMNS])
+
+
+def _oracle_columns(exp: Expected) -> np.ndarray:
+    return np.stack([*(exp.masks[n] for n in TRAINED), exp.trainable, exp.forced])
 
 
 # ------------------------------------------------------------------------------------------------- the tests
