@@ -591,9 +591,9 @@ class ChatTemplate:
         with a content in message ``i``; 0 where that tells nothing."""
         names: list[tuple[int, str]] = []
         probe = [*messages[:i], dataclasses.replace(messages[i], content="x"), *messages[i + 1:]]
+        fill = _placeholders(names)
         try:
-            text = self._render(self._message_dicts(probe, _placeholders(names)),
-                                self._tool_list(tools, _placeholders(names)))  # type: ignore[arg-type]
+            text = self._render(self._message_dicts(probe, fill), self._tool_list(tools, fill))  # type: ignore[arg-type]
         except jinja2.TemplateError:
             return 0
         at = text.find(_PLACEHOLDER.format(names.index((i, "content")))) if (i, "content") in names else -1

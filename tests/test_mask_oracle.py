@@ -8,8 +8,9 @@ rendered with jinja2 the way transformers renders chat templates, each thing an 
 located in the FULL render by rendering it again with that thing replaced by a sentinel and seeing which
 characters change (prefix renders slip: Qwen3 writes a think block for a message that ends a prefix and drops it
 in the whole conversation), and the characters are mapped to tokens by the tokenizer's offsets. Each packed
-document's ``mask_instruction_tuning``, ``mask_answer_only``, ``mask_last_turn`` and ``trainable`` must then
-equal the oracle's, token by token. The rules, as the README documents them:
+document's ``mask_instruction_tuning``, ``mask_answer_only``, ``mask_last_turn``, ``trainable`` and ``forced``
+(none where the shards have no such column) must then equal the oracle's, token by token; any difference fails
+with the record, the tokens around it and both sides' roles and columns. The rules, as the README documents them:
 
 1. **What an assistant message writes has loss.** Its content as the template renders it (trimmed or not); its
    reasoning (``reasoning_content``, or a ``<think>`` block opening the content) where the template keeps it,
@@ -26,7 +27,8 @@ equal the oracle's, token by token. The rules, as the README documents them:
 4. **Tokens.** A token takes the first of response, tool_call, reasoning, end, (prompt), (template text) among
    the characters it covers (the straddling rule); a control token (an added token the tokenizer flags special)
    is end if it covers a character of an end token, else template text, whatever content it absorbed. Among the
-   characters of that role, an untrained message's win, then the final assistant message's.
+   characters of that role, a prompt message's marked trained win, then an untrained message's, then the final
+   assistant message's.
 5. **Strategies.** ``instruction_tuning``: response, tool_call, reasoning, end; ``answer_only``: the same less
    reasoning; ``last_turn``: instruction_tuning's tokens of the final assistant message. All three leave out
    the tokens of messages marked untrained (``weight: 0`` / ``training: false``); those tokens (a prompt
