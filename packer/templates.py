@@ -47,6 +47,7 @@ by the tokenizer's EOS token (after BOS where the tokenizer adds one), the text
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -217,6 +218,18 @@ class _Tagged(dict):
 def _json_field(field: str) -> bool:
     """Whether a slot field holds a JSON value (written by the template's tojson)."""
     return field.startswith("tools.") or field.endswith(".arguments")
+
+
+def _placeholders(names: list[tuple[int, str]]) -> Fill:
+    """A fill giving each slot a placeholder (``PKRSLOT<k>Z``), the k-th slot's (message, field) put in
+    ``names``."""
+
+    def fill(i: int, field: str, value: object) -> object:
+        names.append((i, field))
+        placeholder = _PLACEHOLDER.format(len(names) - 1)
+        return _JsonSlot(placeholder) if _json_field(field) else placeholder
+
+    return fill
 
 
 def _field_role(field: str, message_role: str) -> int:
@@ -527,12 +540,7 @@ class ChatTemplate:
 
     def _learn(self, messages: Sequence[Message], tools: Sequence[dict] = ()) -> _Structure | str:
         names: list[tuple[int, str]] = []
-
-        def fill(i: int, field: str, value: object) -> object:
-            names.append((i, field))
-            placeholder = _PLACEHOLDER.format(len(names) - 1)
-            return _JsonSlot(placeholder) if _json_field(field) else placeholder
-
+        fill = _placeholders(names)
         try:
             text = self._render(self._message_dicts(messages, fill), self._tool_list(tools, fill))  # type: ignore[arg-type]
         except jinja2.TemplateError as e:
@@ -573,8 +581,10 @@ class ChatTemplate:
                 piece = piece[:cut]
             elif before is not None and before.role == R.TOOL_CALL:
                 # the opening of a call (``<tool_call>\n{"name": "``) is what the model writes after the
-                # turn's header: what follows the generation prompt, else the last control token
-                cut = _call_start(piece, gp, self._special_re)
+                # turn's header: what follows the generation prompt, else the last control token, and
+                # never what the template writes before a content too (Qwen3's empty think block)
+                cut = max(_call_start(piece, gp, self._special_re),
+                          self._scaffold_end(piece, messages, tools, before.message))
                 tail = (cut, len(piece) - cut, R.TOOL_CALL, before.last, before.train) if cut < len(piece) else None
                 piece = piece[:cut]
             segs = self._label_fixed(piece, end_of)
@@ -589,6 +599,27 @@ class ChatTemplate:
         if not st.has_json and not st.untrained and not st.forced:
             st.assembly = probe(lambda fill: self._render(self._message_dicts(messages, fill)), st, self._prober)
         return st
+
+    def _scaffold_end(self, piece: str, messages: Sequence[Message], tools: Sequence[dict], i: int) -> int:
+        """How much of ``piece``, the template text before the first tool call of message ``i`` (which has no
+        content), the template writes as well before the content of that message given one: the turn's
+        scaffolding (its header, Qwen3's empty ``<think>`` block where no reasoning was given), which is not
+        in the message and is no part of the call whatever follows it. Found by rendering the shape again
+        with a content in message ``i``; 0 where that tells nothing."""
+        names: list[tuple[int, str]] = []
+        probe = [*messages[:i], dataclasses.replace(messages[i], content="x"), *messages[i + 1:]]
+        fill = _placeholders(names)
+        try:
+            text = self._render(self._message_dicts(probe, fill), self._tool_list(tools, fill))  # type: ignore[arg-type]
+        except jinja2.TemplateError:
+            return 0
+        at = text.find(_PLACEHOLDER.format(names.index((i, "content")))) if (i, "content") in names else -1
+        if at < 0:
+            return 0
+        start = max((m.end() for m in _PLACEHOLDER_RE.finditer(text, 0, at)), default=0)
+        scaffold = text[start:at]
+        return next((k for k, (a, b) in enumerate(zip(piece, scaffold, strict=False)) if a != b),
+                    min(len(piece), len(scaffold)))
 
     def _label_fixed(self, piece: str, end_of: _Slot | None) -> list[tuple[int, int, int, bool, bool]]:
         """Segments of a fixed piece; ``end_of`` is the assistant slot it follows. After a tool call, the
