@@ -56,6 +56,8 @@ class TokenizerInfo:
     loader: str = "file"
     #: the transformers version that made the tokenizer (loader ``transformers``), else None
     transformers_version: str | None = None
+    #: the file ``chat_template`` was read from (tokenizer_config.json or chat_template.jinja), named by its errors
+    chat_template_file: str | None = None
 
     def token_id(self, token: str | None) -> int | None:
         return None if token is None else self.tokenizer.token_to_id(token)
@@ -78,16 +80,17 @@ def _token_text(value: object) -> str | None:
     return None
 
 
-def _chat_template(cfg: dict, directory: Path | None) -> str | None:
+def _chat_template(cfg: dict, directory: Path | None, config_dir: Path) -> tuple[str | None, str | None]:
+    """The chat template and the file it is in."""
     tpl = cfg.get("chat_template")
     if isinstance(tpl, list):  # named templates: HF uses "default"
         named = {t.get("name"): t.get("template") for t in tpl if isinstance(t, dict)}
         tpl = named.get("default") or next(iter(named.values()), None)
     if isinstance(tpl, str) and tpl.strip():
-        return tpl
+        return tpl, str(config_dir / "tokenizer_config.json")
     if directory is not None and (directory / "chat_template.jinja").is_file():
-        return (directory / "chat_template.jinja").read_text(encoding="utf-8")
-    return None
+        return (directory / "chat_template.jinja").read_text(encoding="utf-8"), str(directory / "chat_template.jinja")
+    return None, None
 
 
 def _split_path(path: str | os.PathLike) -> tuple[Path, Path, bool]:
@@ -119,6 +122,7 @@ def _info(path: str | os.PathLike, tok: Tokenizer, sha256: str, cfg: dict, templ
         special = tuple(t.content for _, t in added if t.special)
     bos = _token_text(cfg.get("bos_token"))
     eos = _token_text(cfg.get("eos_token"))
+    chat_template, chat_template_file = _chat_template(cfg, template_dir, _split_path(path)[0])
     if "add_bos_token" in cfg and cfg["add_bos_token"] is not None:
         add_bos = bool(cfg["add_bos_token"]) and bos is not None
     else:
@@ -134,11 +138,12 @@ def _info(path: str | os.PathLike, tok: Tokenizer, sha256: str, cfg: dict, templ
         eos_token=eos,
         pad_token=_token_text(cfg.get("pad_token")),
         unk_token=_token_text(cfg.get("unk_token")),
-        chat_template=_chat_template(cfg, template_dir),
+        chat_template=chat_template,
         special_tokens=special,
         add_bos=add_bos,
         loader=loader,
         transformers_version=transformers_version,
+        chat_template_file=chat_template_file,
     )
 
 
