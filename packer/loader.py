@@ -172,6 +172,27 @@ def load_tokenizer(path: str | os.PathLike, *, loader: str = "file") -> Tokenize
     return _info(path, tok, hashlib.sha256(raw).hexdigest(), cfg, directory if is_dir else None)
 
 
+def find_tokenizer(built: dict, output: str | os.PathLike) -> str | None:
+    """Where the tokenizer a manifest's ``tokenizer`` section (``built``) names is now, for the tools that decode
+    an output (``show``, ``inspect --html``) from any folder: its ``source`` as typed at the build (relative to
+    the folder the build ran in), else the absolute path recorded then (``resolved``), else a relative source
+    taken from the output folder or a folder above it (where the build ran, if the two moved together).
+    The first that holds a tokenizer; None if none does."""
+    source = built.get("source")
+    if not source:
+        return None
+    candidates = [Path(source)]
+    if built.get("resolved"):
+        candidates.append(Path(built["resolved"]))
+    if not Path(source).is_absolute() and "://" not in str(output):
+        out = Path(output).resolve()
+        candidates += [folder / source for folder in (out, *out.parents)]
+    for path in candidates:
+        if (path / "tokenizer.json").is_file() if path.is_dir() else path.is_file():
+            return str(path)
+    return None
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # the transformers loader
 
@@ -332,6 +353,29 @@ def loaders_may_differ(tok: TokenizerInfo, byte_level: bool) -> bool:
     except (importlib.metadata.PackageNotFoundError, ValueError):
         return True
     return major >= 5 or tok.loader == "transformers"
+
+
+#: what each loader's ids match
+LOADER_STACKS = {
+    "file": "tokenizer.json as it is (what runs it with the tokenizers library: TGI, tokenizers-based engines, "
+            "transformers 4)",
+    "transformers": "the installed transformers' AutoTokenizer (what vLLM, SGLang and TRL give on this "
+                    "transformers)",
+}
+
+
+def difference_note(tok: TokenizerInfo, difference: str, chosen: bool) -> str:
+    """What a build says when the two loaders give other ids (``difference``, from :func:`loader_difference`):
+    where the user ``chosen`` a loader, one line of information; else a warning that says which loader matches
+    which serving stack, and that choosing one (which silences it) is what to do."""
+    if chosen:
+        return (f"--tokenizer-loader {tok.loader}: the ids follow {LOADER_STACKS[tok.loader]}; the other loader "
+                f"gives other ids ({difference})")
+    other = "transformers" if tok.loader == "file" else "file"
+    return (f"the other tokenizer loader gives other ids: {difference}. These shards follow --tokenizer-loader "
+            f"{tok.loader}, {LOADER_STACKS[tok.loader]}; --tokenizer-loader {other} follows {LOADER_STACKS[other]}. "
+            "Train and serve with the same: choose the one your stack runs (--tokenizer-loader file|transformers), "
+            "which also silences this warning")
 
 
 def loader_difference(tok: TokenizerInfo, texts: list[str]) -> str | None:
