@@ -11,13 +11,13 @@ packer". Here every such fault is a :class:`TemplateFault` (a ``jinja2.TemplateE
 Bounds, checked at the sandbox's hooks, since Jinja cannot be interrupted from outside:
 
 - time: a render stops after ``PACKER_TEMPLATE_TIMEOUT`` seconds (default 10; a chat template takes
-  well under a millisecond per record), checked at every call (``range`` included), attribute look,
-  filter, ``* % **`` and every 1,024 chunks of output; a loop whose body does none of these is
-  checked at the next one;
+  well under a millisecond per record), checked at every call (``range`` included), filter,
+  ``* % **`` and every 1,024 chunks of output; a loop whose body does none of these (attribute looks
+  are not hooked: the most frequent) is checked at the next one;
 - size: no value the template builds may hold more than ``PACKER_TEMPLATE_MAX_CHARS`` characters (or
   items; default 2**24) plus 4 times the characters of the record's messages (so a long record never
   trips it), checked before ``*``, ``%``, ``**`` and filters that widen (``center(10**9)``, ``join``)
-  allocate, and on what calls and filters return, what a ``namespace`` holds (where a template keeps
+  allocate, and on what calls and filters return, what a ``namespace`` is given (where a template keeps
   what it builds across loop turns) and the output. ``+`` and ``~`` are not hooked (they are the most
   frequent operators, and at most double a value that is checked where it is kept or written);
 - no loader: ``{% include %}``, ``{% import %}``, ``{% extends %}`` name what they wanted.
@@ -186,7 +186,12 @@ def _concat(chunks: Iterable[str]) -> str:
     return "".join(out)
 
 
-_getattr, _getitem = ImmutableSandboxedEnvironment.getattr, ImmutableSandboxedEnvironment.getitem
+class _Namespace(Namespace):
+    """``namespace()``: where a template keeps what it builds across loop turns (``ns.s = ns.s ~ ns.s``),
+    so what it is given is checked (the sandbox's attribute looks are left unhooked: the most frequent)."""
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        super().__setitem__(name, _check(value))
 
 
 class BoundedSandbox(ImmutableSandboxedEnvironment):
@@ -203,6 +208,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         self.limits = limits()
         for name, f in list(self.filters.items()):
             self.filters[name] = _bounded_filter(name, f)
+        self.globals["namespace"] = _Namespace
 
     def call_binop(self, context: Any, op: str, left: Any, right: Any) -> Any:
         _tick()
@@ -221,23 +227,14 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         _tick()
+        method = getattr(__obj, "__wrapped__", None)  # the sandbox's wrapper of a str.format method
+        if method is not None and getattr(method, "__name__", None) in ("format", "format_map"):
+            _check_format(getattr(method, "__self__", None))
         if args:
             _check_ints(args)
         if kwargs:
             _check_ints(kwargs.values())
         return _check(super().call(__context, __obj, *args, **kwargs))
-
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        _tick()
-        if attribute in ("format", "format_map"):
-            _check_format(obj)
-        out = _getattr(self, obj, attribute)
-        # a namespace is where a template keeps what it builds across loop turns (ns.s = ns.s ~ ns.s)
-        return _check(out) if type(obj) is Namespace else out
-
-    def getitem(self, obj: Any, argument: Any) -> Any:
-        out = _getitem(self, obj, argument)
-        return _check(out) if type(obj) is Namespace else out
 
 
 def render(template: jinja2.Template, origin: str, variables: dict[str, Any]) -> str:

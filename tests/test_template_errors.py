@@ -56,6 +56,7 @@ _BROKEN = {
                  + _PLAIN, "PACKER_TEMPLATE_MAX_CHARS"),
     "center": ("{{ 'x' | center(1000000000) }}" + _PLAIN, "PACKER_TEMPLATE_MAX_CHARS"),
     "format": ("{{ '%0999999999d' % 1 }}" + _PLAIN, "PACKER_TEMPLATE_MAX_CHARS"),
+    "str_format": ("{{ '{:0999999999}'.format(1) }}" + _PLAIN, "PACKER_TEMPLATE_MAX_CHARS"),
     "power": ("{{ 7 ** 999999999 }}" + _PLAIN, "PACKER_TEMPLATE_MAX_CHARS"),
     "type_error": ("{{ messages | length + 'x' }}" + _PLAIN, "fails: TypeError"),
     "slow": ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}" + _PLAIN,
