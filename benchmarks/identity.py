@@ -2,7 +2,8 @@
 
 A change that must not change outputs (a refactor, a faster kernel) is checked by building every
 configuration below with the old code and with the new one and comparing every file; the manifest is
-compared without ``build_seconds`` (a wall time) and ``packer_version``.
+compared without ``build_seconds`` (a wall time), ``packer_version`` and ``tokenizer.resolved`` (the
+tokenizer's absolute path, which differs between two checkouts).
 
     git worktree add /tmp/old <commit> && (cd /tmp/old && python benchmarks/identity.py build /tmp/id-old)
     python benchmarks/identity.py build /tmp/id-new
@@ -101,6 +102,7 @@ def _manifest(path: Path) -> dict:
     m = json.loads(path.read_text(encoding="utf-8"))
     m.pop("build_seconds", None)
     m.pop("packer_version", None)
+    m.get("tokenizer", {}).pop("resolved", None)
     return m
 
 

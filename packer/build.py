@@ -47,6 +47,7 @@ from .engine import ENGINES, Engine, LocalEngine, make_engine
 from .formats import check_columns, check_inputs
 from .jsonvalues import expand_inputs
 from .layout import file_sha256
+from .loader import difference_note
 from .manifest import make_manifest, up_to_date, write_manifest
 from .options import (
     ALGORITHMS,
@@ -84,6 +85,8 @@ class BuildEvents:
     on_progress: Callable[[str, int, int], None] | None = None
     #: every check passed and the build starts writing (its staging folder): a failure before is one error
     on_start: Callable[[], None] | None = None
+    #: a note that needs no action (the CLI prints it on stderr, not with -q); warnings go to on_notice
+    on_info: Callable[[str], None] | None = None
 
     def progress(self, phase: str, done: int, total: int) -> None:
         if self.on_progress:
@@ -92,6 +95,10 @@ class BuildEvents:
     def notice(self, message: str) -> None:
         if self.on_notice:
             self.on_notice(message)
+
+    def info(self, message: str) -> None:
+        if self.on_info:
+            self.on_info(message)
 
 
 __all__ = ["BuildEvents", "build", "resolve_template"]
@@ -113,7 +120,7 @@ def build(
     strict: bool = False,
     dedupe: bool = False,
     max_rejected: float | None = None,
-    tokenizer_loader: str = "file",
+    tokenizer_loader: str | None = None,
     system: str = "merge",
     blank_turns: str = "reject",
     leading_assistant: str = "drop",
@@ -168,6 +175,9 @@ def build(
     a sample of records against ``tokenizers`` as they run (any difference: the build
     starts over with ``tokenizers``); the ids are the same either way, the manifest says
     ``tokenizer.backend`` where the core made them.
+    ``tokenizer_loader``: ``"file"`` (the default) or ``"transformers"`` (:mod:`packer.loader`); where the
+    two give other ids for the build's first records, a build that left it to the default warns, saying
+    which to choose, and one that chose says so in an info line (``events.on_info``).
     ``scratch``: the local folder an output URI (``s3://...``) is staged in (spill files, shards) before it
     is uploaded, manifest last (:mod:`packer.publish`); default ``tempfile.gettempdir()``. A local output is
     staged beside itself. Inputs may be URIs too (``s3://bucket/data/*.jsonl``; :mod:`packer.fsio`).
@@ -187,6 +197,8 @@ def build(
     """
     t0 = time.perf_counter()
     ev = events or BuildEvents()
+    loader_chosen = tokenizer_loader is not None  # else the default, and a difference between loaders warns
+    tokenizer_loader = tokenizer_loader or "file"
     # everything that can fail is checked before anything is written
     if not inputs:
         raise BuildError("no input files given")
@@ -293,7 +305,8 @@ def build(
             manifest = _gather_and_write(summaries, spec, staging.path, tok=tok, tpl=tpl, key=key, inputs=names,
                                          strategy_table=strategy_table, packing=packing, max_rejected=max_rejected,
                                          eval_split=eval_split, mix=mixture, shard_bytes=shard_bytes, events=ev, t0=t0,
-                                         engine=runner, pack_scope=pack_scope)
+                                         engine=runner, pack_scope=pack_scope,
+                                         loader_chosen=loader_chosen)
             staging.commit()
             return manifest
         except BaseException as e:
@@ -368,14 +381,13 @@ def _gather_and_write(
     summaries: Sequence[PartSummary], spec: MapSpec, workdir: Path, *, tok: TokenizerInfo, tpl: ChatTemplate,
     key: dict, inputs: list[str], strategy_table: dict[str, tuple[str, ...]], packing: str,
     max_rejected: float | None, eval_split: EvalSplit | None, shard_bytes: int, events: BuildEvents, t0: float,
-    mix: Mix | None = None, engine: Engine | None = None, pack_scope: str = "global",
+    mix: Mix | None = None, engine: Engine | None = None, pack_scope: str = "global", loader_chosen: bool = False,
 ) -> dict:
     """The gather and write stages: combine the parts, pack, write every file, the manifest last."""
     c = combine(summaries, spec, workdir, packing=packing, pack_scope=pack_scope, max_rejected=max_rejected,
                 eval_split=eval_split, mix=mix, events=events)
-    if c.loader_difference:
-        events.notice(f"the other tokenizer loader gives other ids: {c.loader_difference}; these shards "
-                      f"follow --tokenizer-loader {tok.loader}: train and serve with the same")
+    if c.loader_difference:  # a warning where the loader was left to the default, else an info line
+        (events.info if loader_chosen else events.notice)(difference_note(tok, c.loader_difference, loader_chosen))
     if any(s.missing_end for s in summaries):
         events.notice(
             f"template {tpl.name!r} closes assistant turns with no special token of this tokenizer: "

@@ -202,10 +202,11 @@ def _raise_terminated(signum: int, frame: object) -> None:
     "[default: packer's tiny demo tokenizer, for trying packer only]",
 )
 @click.option(
-    "--tokenizer-loader", default="file", show_default=True, type=click.Choice(LOADERS),
+    "--tokenizer-loader", default=None, type=click.Choice(LOADERS),
     help="which tokenizer behaviour the ids follow: file runs tokenizer.json as it is (tokenizers-based "
-    "engines, transformers 4); transformers asks the installed transformers (5.x differs for SentencePiece "
-    "models such as Llama 2, Mistral, Phi-3)",
+    "engines such as TGI, transformers 4); transformers asks the installed transformers (vLLM, SGLang, TRL; "
+    "5.x differs for SentencePiece models such as Llama 2, Mistral, Phi-3). [default: file, with a warning "
+    "where the two differ; choosing one silences it]",
 )
 @click.option(
     "--template", default="auto", show_default=True, type=click.Choice(TEMPLATE_CHOICES),
@@ -295,7 +296,9 @@ def _raise_terminated(signum: int, frame: object) -> None:
               help="who encodes: auto = tiktoken for a byte-level BPE tokenizer it provably reproduces (Qwen, "
               "Llama 3, GPT-2; checked against tokenizers on a sample as the build runs), else the tokenizers "
               "library; tiktoken or tokenizers to force one")
-@click.option("-q", "--quiet", is_flag=True, help="no progress, no per-record messages")
+@click.option("-q", "--quiet", is_flag=True,
+              help="nothing on stdout (no summary), no progress, no per-record messages; warnings and errors still "
+              "on stderr, and the exit code says how it went")
 @_debug_option
 def build_cmd(inputs, recipe, output, tokenizer, tokenizer_loader, template, system, blank_turns, leading_assistant,
               fmt, columns, seq_len, strategies, packing, overlong, max_rejected, shard_size, overwrite, strict, dedupe,
@@ -347,6 +350,8 @@ def build_cmd(inputs, recipe, output, tokenizer, tokenizer_loader, template, sys
     progress, events = _progress(io, quiet)
     events.on_rejection = on_rejection
     events.on_notice = lambda msg: io.say(f"warning: {msg}", style="yellow")
+    if not quiet:
+        events.on_info = lambda msg: io.say(f"note: {msg}")
     if demo:  # said once the build starts, so that an error before it stays one line
         events.on_start = lambda: io.say(
             "warning: no --tokenizer given: building with packer's tiny demo tokenizer (2,048 tokens, trained on "
@@ -362,7 +367,8 @@ def build_cmd(inputs, recipe, output, tokenizer, tokenizer_loader, template, sys
         _stopped(e, f"nothing was written{as_it_was}")
     finally:
         signal.signal(signal.SIGTERM, previous)
-    _print_summary(io, manifest, output, template, demo=Path(tokenizer) == DEMO_TOKENIZER)
+    if not quiet:  # -q: the exit code says it went well; the manifest says what was built
+        _print_summary(io, manifest, output, template, demo=Path(tokenizer) == DEMO_TOKENIZER)
 
 
 def _with_recipe(io: _IO, recipe: str, inputs: tuple[str, ...], mix: bool,
@@ -546,7 +552,8 @@ def _print_summary(io: _IO, m: dict, output: str, template: str, *, demo: bool) 
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON (schemas/report.schema.json)")
 @click.option(
     "--html", "html_file", type=click.Path(dir_okay=False), default=None,
-    help="also write a self-contained HTML report with plots and sample rows",
+    help="write a self-contained HTML report with plots and sample rows (instead of the text report; with --json, "
+    "beside the JSON)",
 )
 @click.option(
     "--strategy", default="instruction_tuning", show_default=True,
@@ -571,7 +578,7 @@ def inspect_cmd(output, as_json, html_file, strategy) -> None:
         io.fail(f"unknown strategy {strategy!r}; this output has {', '.join(report['strategies'])}")
     if as_json:
         io.out.file.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    else:
+    elif not html_file:  # --html asked for a file: stdout stays quiet
         print_report(report, io.out)
     if html_file:
         try:

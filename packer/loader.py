@@ -56,6 +56,8 @@ class TokenizerInfo:
     loader: str = "file"
     #: the transformers version that made the tokenizer (loader ``transformers``), else None
     transformers_version: str | None = None
+    #: the file ``chat_template`` was read from (tokenizer_config.json or chat_template.jinja), named by its errors
+    chat_template_file: str | None = None
 
     def token_id(self, token: str | None) -> int | None:
         return None if token is None else self.tokenizer.token_to_id(token)
@@ -78,16 +80,17 @@ def _token_text(value: object) -> str | None:
     return None
 
 
-def _chat_template(cfg: dict, directory: Path | None) -> str | None:
+def _chat_template(cfg: dict, directory: Path | None, config_dir: Path) -> tuple[str | None, str | None]:
+    """The chat template and the file it is in."""
     tpl = cfg.get("chat_template")
     if isinstance(tpl, list):  # named templates: HF uses "default"
         named = {t.get("name"): t.get("template") for t in tpl if isinstance(t, dict)}
         tpl = named.get("default") or next(iter(named.values()), None)
     if isinstance(tpl, str) and tpl.strip():
-        return tpl
+        return tpl, str(config_dir / "tokenizer_config.json")
     if directory is not None and (directory / "chat_template.jinja").is_file():
-        return (directory / "chat_template.jinja").read_text(encoding="utf-8")
-    return None
+        return (directory / "chat_template.jinja").read_text(encoding="utf-8"), str(directory / "chat_template.jinja")
+    return None, None
 
 
 def _split_path(path: str | os.PathLike) -> tuple[Path, Path, bool]:
@@ -119,6 +122,7 @@ def _info(path: str | os.PathLike, tok: Tokenizer, sha256: str, cfg: dict, templ
         special = tuple(t.content for _, t in added if t.special)
     bos = _token_text(cfg.get("bos_token"))
     eos = _token_text(cfg.get("eos_token"))
+    chat_template, chat_template_file = _chat_template(cfg, template_dir, _split_path(path)[0])
     if "add_bos_token" in cfg and cfg["add_bos_token"] is not None:
         add_bos = bool(cfg["add_bos_token"]) and bos is not None
     else:
@@ -134,11 +138,12 @@ def _info(path: str | os.PathLike, tok: Tokenizer, sha256: str, cfg: dict, templ
         eos_token=eos,
         pad_token=_token_text(cfg.get("pad_token")),
         unk_token=_token_text(cfg.get("unk_token")),
-        chat_template=_chat_template(cfg, template_dir),
+        chat_template=chat_template,
         special_tokens=special,
         add_bos=add_bos,
         loader=loader,
         transformers_version=transformers_version,
+        chat_template_file=chat_template_file,
     )
 
 
@@ -165,6 +170,27 @@ def load_tokenizer(path: str | os.PathLike, *, loader: str = "file") -> Tokenize
         raise BuildError(f"{tj}: cannot load tokenizer: {e}") from None
     cfg = _read_config(directory)
     return _info(path, tok, hashlib.sha256(raw).hexdigest(), cfg, directory if is_dir else None)
+
+
+def find_tokenizer(built: dict, output: str | os.PathLike) -> str | None:
+    """Where the tokenizer a manifest's ``tokenizer`` section (``built``) names is now, for the tools that decode
+    an output (``show``, ``inspect --html``) from any folder: its ``source`` as typed at the build (relative to
+    the folder the build ran in), else the absolute path recorded then (``resolved``), else a relative source
+    taken from the output folder or a folder above it (where the build ran, if the two moved together).
+    The first that holds a tokenizer; None if none does."""
+    source = built.get("source")
+    if not source:
+        return None
+    candidates = [Path(source)]
+    if built.get("resolved"):
+        candidates.append(Path(built["resolved"]))
+    if not Path(source).is_absolute() and "://" not in str(output):
+        out = Path(output).resolve()
+        candidates += [folder / source for folder in (out, *out.parents)]
+    for path in candidates:
+        if (path / "tokenizer.json").is_file() if path.is_dir() else path.is_file():
+            return str(path)
+    return None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -327,6 +353,29 @@ def loaders_may_differ(tok: TokenizerInfo, byte_level: bool) -> bool:
     except (importlib.metadata.PackageNotFoundError, ValueError):
         return True
     return major >= 5 or tok.loader == "transformers"
+
+
+#: what each loader's ids match
+LOADER_STACKS = {
+    "file": "tokenizer.json as it is (what runs it with the tokenizers library: TGI, tokenizers-based engines, "
+            "transformers 4)",
+    "transformers": "the installed transformers' AutoTokenizer (what vLLM, SGLang and TRL give on this "
+                    "transformers)",
+}
+
+
+def difference_note(tok: TokenizerInfo, difference: str, chosen: bool) -> str:
+    """What a build says when the two loaders give other ids (``difference``, from :func:`loader_difference`):
+    where the user ``chosen`` a loader, one line of information; else a warning that says which loader matches
+    which serving stack, and that choosing one (which silences it) is what to do."""
+    if chosen:
+        return (f"--tokenizer-loader {tok.loader}: the ids follow {LOADER_STACKS[tok.loader]}; the other loader "
+                f"gives other ids ({difference})")
+    other = "transformers" if tok.loader == "file" else "file"
+    return (f"the other tokenizer loader gives other ids: {difference}. These shards follow --tokenizer-loader "
+            f"{tok.loader}, {LOADER_STACKS[tok.loader]}; --tokenizer-loader {other} follows {LOADER_STACKS[other]}. "
+            "Train and serve with the same: choose the one your stack runs (--tokenizer-loader file|transformers), "
+            "which also silences this warning")
 
 
 def loader_difference(tok: TokenizerInfo, texts: list[str]) -> str | None:

@@ -101,6 +101,8 @@ def make_manifest(
         "seq_len": seq_len,
         "tokenizer": {
             "source": tok.source,
+            # the source as typed is relative to where the build ran; readers elsewhere look here too
+            "resolved": str(Path(tok.source).resolve()),
             "sha256": tok.sha256,
             "vocab_size": tok.vocab_size,
             "bos_token": tok.bos_token,

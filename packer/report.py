@@ -521,10 +521,10 @@ def _length_histogram(values: np.ndarray, title: str) -> str:
 
 
 def _sample_rows_html(out: Path, m: dict, strategy: str, n_rows: int) -> str:
-    from .loader import load_tokenizer
+    from .loader import find_tokenizer, load_tokenizer
 
     try:
-        tok = load_tokenizer(m["tokenizer"]["source"]).tokenizer
+        tok = load_tokenizer(find_tokenizer(m["tokenizer"], out) or m["tokenizer"]["source"]).tokenizer
     except Exception:  # the report stays useful when the tokenizer moved
         tok = None
     if not m["shards"]:

@@ -39,7 +39,7 @@ from tokenizers import Tokenizer
 
 from . import roles as R
 from .layout import DOCUMENTS_FILE, locate_row, output_file, read_manifest, row_starts, split_shards
-from .loader import TokenizerInfo, load_tokenizer
+from .loader import TokenizerInfo, find_tokenizer, load_tokenizer
 from .shards import mask_column
 
 #: role name -> rich style of its tokens. What the assistant writes besides its answer is bold like the
@@ -163,14 +163,16 @@ def token_texts(tok: Tokenizer, ids: Sequence[int], seq_lens: Sequence[int]) -> 
     return texts
 
 
-def _tokenizer(manifest: dict, override) -> tuple[Tokenizer | None, list[str]]:  # type: ignore[no-untyped-def]
+def _tokenizer(manifest: dict, override, out: Path) -> tuple[Tokenizer | None, list[str]]:  # type: ignore[no-untyped-def]
     """The tokenizer to decode with, and notes to print about it."""
     if isinstance(override, Tokenizer):
         return override, []
     if isinstance(override, TokenizerInfo):
         info = override
     else:
-        source = override if override is not None else manifest.get("tokenizer", {}).get("source")
+        built = manifest.get("tokenizer", {})
+        # as typed at the build, else where it was then, else beside the output (find_tokenizer)
+        source = override if override is not None else find_tokenizer(built, out) or built.get("source")
         if source is None:
             return None, ["the manifest names no tokenizer; showing token ids (give one with --tokenizer)"]
         try:
@@ -243,7 +245,7 @@ def show_row(
     seq_lens, doc_ids = data["seq_lens"], data["doc_ids"]
     trainable = row_trainable(data)
     names = {int(v): k for k, v in manifest.get("roles", R.ROLES).items()}
-    tok, notes = _tokenizer(manifest, tokenizer)
+    tok, notes = _tokenizer(manifest, tokenizer, out)
     if tok is not None:
         texts = [visible(t) for t in token_texts(tok, ids, seq_lens)]
     else:

@@ -59,13 +59,14 @@ from datetime import datetime
 import jinja2
 import jinja2.ext
 import numpy as np
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from . import roles as R
 from .assembly import _TRANSFORMS, Fill, Prober, TemplateDrift, _Assembly, checked, probe
 from .loader import TokenizerInfo
 from .options import SYSTEM_POLICIES, TEMPLATES
 from .records import Conversation, Message, Rejection
+from .sandbox import BoundedSandbox, TemplateFault
+from .sandbox import render as bounded_render
 
 #: words in a line of fixed template text from which on it is prose (boilerplate)
 BOILERPLATE_MIN_WORDS = 4
@@ -245,8 +246,8 @@ def _field_role(field: str, message_role: str) -> int:
     return _SLOT_ROLE[message_role]
 
 
-def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+def _environment() -> BoundedSandbox:
+    env = BoundedSandbox(
         trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, jinja2.ext.loopcontrols]
     )
     env.filters["tojson"] = _tojson
@@ -364,11 +365,13 @@ class ChatTemplate:
         self.source = source
         self.sha256 = hashlib.sha256(source.encode("utf-8")).hexdigest()
         self._input_field = input_field
+        #: where the template came from, named by its errors
+        self.origin = (tok.chat_template_file or tok.source) if name == "tokenizer" else f"packer's template {name!r}"
         self._env = _environment()
         try:
             self._template = self._env.from_string(source)
         except jinja2.TemplateSyntaxError as e:
-            raise ValueError(f"template {name!r} does not compile: {e}") from None
+            raise ValueError(f"template {name!r} ({self.origin}) does not compile: {e}") from None
         self._vars = {
             **tok.special_map(),
             "add_bos_token": tok.add_bos,
@@ -395,6 +398,18 @@ class ChatTemplate:
         # tokenizer adds one (what tokenizing it with the tokenizer's special tokens gives, as TRL does)
         self._text_bos = tok.bos_token if tok.add_bos and tok.bos_token else ""
         self._text_eos = tok.eos_token or ""
+        self._check_fault()
+
+    def _check_fault(self) -> None:
+        """Fail now, naming the template, if it faults on a two-message conversation (it includes a file,
+        recurses, runs too long ...: see :mod:`packer.sandbox`): it would fault so on every record."""
+        try:
+            self._render([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}])
+        except TemplateFault as e:
+            raise ValueError(f"{e}. This is an error in the template, not in packer, and it fails every record: "
+                             f"fix the template, or choose --template {'|'.join(BUILTIN_TEMPLATES)}") from None
+        except jinja2.TemplateError:
+            pass  # (raise_exception on this conversation: a record's matter)
 
     @classmethod
     def named(cls, name: str, tok: TokenizerInfo, *, system: str = "merge", assemble: bool = True) -> ChatTemplate:
@@ -514,9 +529,9 @@ class ChatTemplate:
         return [fill(-1, f"tools.{k}", t) for k, t in enumerate(tools)] if tools else None  # type: ignore[arg-type]
 
     def _render(self, messages: list[dict], tools: list | None = None) -> str:
-        if tools:
-            return self._template.render(messages=messages, **{**self._vars, "tools": tools})
-        return self._template.render(messages=messages, **self._vars)
+        # within the bounds of packer.sandbox: a fault of the template is a TemplateFault naming its file
+        variables = {**self._vars, "tools": tools} if tools else self._vars
+        return bounded_render(self._template, self.origin, {"messages": messages, **variables})
 
     def _structure(self, conv: Conversation) -> _Structure | str:
         key = (*(_message_shape(m) for m in conv.messages), len(conv.tools))
@@ -533,7 +548,8 @@ class ChatTemplate:
         user = [{"role": "user", "content": "Hi"}]
         try:
             bare = self._render(user)
-            opened = self._template.render(messages=user, **{**self._vars, "add_generation_prompt": True})
+            opened = bounded_render(self._template, self.origin,
+                                    {"messages": user, **self._vars, "add_generation_prompt": True})
         except jinja2.TemplateError:
             return None
         return opened[len(bare):] if opened.startswith(bare) and len(opened) > len(bare) else None

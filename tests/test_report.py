@@ -244,6 +244,8 @@ def test_tool_and_untrained_figures_in_json_text_and_html(tools, tmp_path):
     assert report["strategies"]["answer_only"]["tool_roles"]["reasoning"] == {"loss_tokens": 0, "share": 0.0}
     res = CliRunner().invoke(main, ["inspect", str(tools), "--html", str(tmp_path / "r.html")], terminal_width=200)
     assert res.exit_code == 0, res.output
+    assert res.stdout == ""  # --html writes the page; the text report is `packer inspect` without it
+    res = CliRunner().invoke(main, ["inspect", str(tools)], terminal_width=200)
     text = res.stdout
     assert "Tool calls, reasoning, tool results: loss tokens" in text
     r = inspect(tools)

@@ -440,7 +440,7 @@ def test_the_summary_says_why_the_template_fell_back_to_alpaca(tmp_path):
     no_tpl.mkdir()
     (no_tpl / "tokenizer.json").write_bytes((DEMO_TOKENIZER / "tokenizer.json").read_bytes())
     res = CliRunner().invoke(main, ["build", *map(str, DEMO_INPUTS), "--tokenizer", str(no_tpl), "-o",
-                                    str(tmp_path / "o"), "--seq-len", "512", "-q"], env={"COLUMNS": "300"})
+                                    str(tmp_path / "o"), "--seq-len", "512"], env={"COLUMNS": "300"})
     assert res.exit_code == 0, res.output
     assert "alpaca (auto: the tokenizer has no chat_template" in res.stdout
     assert f"{no_tpl} (2,048 tokens)" in res.stdout and "not for training" not in res.stdout

@@ -255,7 +255,7 @@ def test_tokenizer_missing_falls_back_to_ids(out, tmp_path, documents):
     moved = tmp_path / "moved"
     shutil.copytree(out, moved)
     m = json.loads((moved / "manifest.json").read_text())
-    m["tokenizer"]["source"] = str(tmp_path / "gone" / "demo-tokenizer")
+    m["tokenizer"]["source"] = m["tokenizer"]["resolved"] = str(tmp_path / "gone" / "demo-tokenizer")
     (moved / "manifest.json").write_text(json.dumps(m))
     row = load_row(moved, 0)
     for text in (plain(moved, 0), Text.from_ansi(colour(moved, 0)).plain):
