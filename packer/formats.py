@@ -1003,7 +1003,7 @@ class RecordReader:
         count = values.piece.first_record
         for value in values if self._remap is None else map(self._remap, values):
             if fmt is None:
-                fmt = _format_of(value, self.fmt)
+                fmt = _format_of(value, self.fmt, path)
                 if fmt is None:
                     pending.append(value)
                     continue
@@ -1055,11 +1055,15 @@ _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _TOOL_FORMATS = frozenset({"sharegpt", "messages", "prompt_completion"})
 
 
-def _format_of(value: object, fmt: str | None) -> str | None:
-    """The format of a file whose next value is ``value``, if that value settles it (``fmt`` forces it)."""
+def _format_of(value: object, fmt: str | None, path: str) -> str | None:
+    """The format of a file whose next value is ``value``, if that value settles it (``fmt`` forces it);
+    BuildError where it is a preference record (:func:`_refuse_preference`)."""
     if isinstance(value, BadValue):
         return None
-    return fmt or detect_format(value)  # type: ignore[arg-type]
+    found = fmt or detect_format(value)  # type: ignore[arg-type]
+    if found is not None:
+        _refuse_preference(path, value)  # type: ignore[arg-type]
+    return found
 
 
 def _undetected(path: str, values: list[object], empty: str) -> str:
@@ -1121,7 +1125,7 @@ def _refuse_preference(path: str, record: dict) -> None:
     if not keys and isinstance(record.get("label"), bool):
         keys = ["label"]
     if keys:
-        raise BuildError(f"{path}: record 0 is preference data (keys {', '.join(keys)}: a DPO pair or a KTO label), "
+        raise BuildError(f"{path}: its first record is preference data (keys {', '.join(keys)}: a DPO pair or a KTO label), "
                          "which packer does not pack yet; read as SFT data it would train on rejected or undesirable "
                          "answers. Remove those keys to train on the conversations as SFT data")
 
@@ -1134,9 +1138,8 @@ def _first_format(path: str, fmt: str | None, remap: _ColumnMap | None = None) -
     items = raw if remap is None else map(remap, raw)
     try:
         for value in items:
-            found = _format_of(value, fmt)
+            found = _format_of(value, fmt, path)
             if found is not None:
-                _refuse_preference(path, value)  # type: ignore[arg-type]
                 return found
             pending.append(value)
             if len(pending) >= _CHECK_RECORDS or values.consumed.n > _CHECK_BYTES:

@@ -81,8 +81,8 @@ NAMED = {
     "messages_lima.jsonl": [1000, 1012, 1029],
     "alpaca_llamafactory_en_demo.json": [92, 610],
 }
-#: preference pairs are not SFT records (the preference issue reads them)
-NOT_SFT = ("llamafactory_dpo_en_demo.json", "llamafactory_v1_dpo_demo.jsonl")
+#: preference pairs and KTO labels are not SFT records (packer refuses them until the preference issue reads them)
+NOT_SFT = ("llamafactory_dpo_en_demo.json", "llamafactory_v1_dpo_demo.jsonl", "llamafactory_kto_en_demo.json")
 #: odd records taken per file besides the leading ones, found among its first SCAN
 ODD, SCAN = 8, 1000
 

@@ -129,9 +129,11 @@ def test_manifest_and_report_count_the_forced_tokens(flagged, tmp_path):
     tool = sum(int((d["roles"] == R.TOOL)[d["mask_instruction_tuning"].astype(bool)].sum()) for d in docs.values())
     assert r["strategies"]["instruction_tuning"]["tool_roles"]["tool"]["loss_tokens"] == tool == per_role["tool"]
     jsonschema.validate(r, json.loads((ROOT / "schemas" / "report.schema.json").read_text()))
-    res = CliRunner().invoke(main, ["inspect", str(out), "--html", str(tmp_path / "r.html")], terminal_width=200)
+    res = CliRunner().invoke(main, ["inspect", str(out)], terminal_width=200)
     assert res.exit_code == 0, res.output
     text = " ".join(res.stdout.split())
+    res = CliRunner().invoke(main, ["inspect", str(out), "--html", str(tmp_path / "r.html")], terminal_width=200)
+    assert res.exit_code == 0, res.output
     assert (f"forced: {len(forced)} tokens" in text
             and "marked \"training\": true; they carry loss under every strategy" in text)
     assert f"forced: {len(forced)} tokens" in (tmp_path / "r.html").read_text()
