@@ -1126,8 +1126,8 @@ def _refuse_preference(path: str, record: dict) -> None:
         keys = ["label"]
     if keys:
         raise BuildError(f"{path}: its first record is preference data (keys {', '.join(keys)}: a DPO pair or a "
-                         "KTO label), which packer does not pack yet; read as SFT data it would train on rejected or undesirable "
-                         "answers. Remove those keys to train on the conversations as SFT data")
+                         "KTO label), which packer does not pack yet; read as SFT data it would train on rejected "
+                         "or undesirable answers. Remove those keys to train on the conversations as SFT data")
 
 
 def _first_format(path: str, fmt: str | None, remap: _ColumnMap | None = None) -> str:

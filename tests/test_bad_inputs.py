@@ -181,8 +181,8 @@ FAILS = {
     # read as SFT, a preference file would train on rejected / undesirable answers: refused until packer packs it
     "preference_pairs.jsonl": (
         "its first record is preference data (keys chosen, rejected: a DPO pair or a KTO label), which packer does "
-        "not pack yet; read as SFT data it would train on rejected or undesirable answers. Remove those keys to train on the "
-        "conversations as SFT data"
+        "not pack yet; read as SFT data it would train on rejected or undesirable answers. Remove those keys to "
+        "train on the conversations as SFT data"
     ),
     "kto_labels.json": (
         "its first record is preference data (keys label: a DPO pair or a KTO label), which packer does not pack "
