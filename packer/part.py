@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
@@ -43,6 +44,7 @@ import numpy as np
 
 from . import roles as R
 from .assembly import checked
+from .bound import TokenBound, token_bound
 from .doctable import NULL, Columns, SeenTable
 from .formats import RecordReader
 from .jsonvalues import WHOLE, Piece
@@ -75,6 +77,25 @@ _BATCH_CHARS = 1 << 21
 #: rendered texts of the build's first batch that the other tokenizer loader encodes too, to say whether
 #: the two differ
 _LOADER_SAMPLE = 64
+#: a rendered text of more bytes than this (after normalization) that is surely longer than seq_len
+#: (packer.bound) is not tokenized whole: rejected from the bound, or truncated or split from prefixes. Below
+#: it, a text is tokenized whole (exact counts; ~150 MB of memory a MiB at most)
+BOUNDED_ABOVE = 1 << 20
+#: bytes of normalized text a truncation prefix holds beyond the seq_len tokens it must give (at least),
+#: so that no pre-token or merge reaching over the prefix's end can touch them
+_PREFIX_MARGIN = 1 << 14
+#: a truncation prefix doubles until two prefixes give the same first seq_len tokens, up to this many times
+_PREFIX_ROUNDS = 4
+_INT32_MAX = (1 << 31) - 1
+#: per tokenizer (sha256): its token bound, or why it has none
+_BOUNDS: dict[str, TokenBound | str] = {}
+#: what stands in the batch for a record too long to tokenize whole (its tokens are found in :meth:`take`)
+_PLACEHOLDER = Rendered("", np.zeros(0, np.int64), np.zeros(0, np.uint8), np.zeros(0, bool))
+_log = logging.getLogger("packer")
+#: a record of more characters than this is counted and hashed text by text, never joined into one copy
+JOIN_BELOW = 1 << 20
+#: a document's (ids, roles, flags)
+_Tokens = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def resolve_template(name: str, tok: TokenizerInfo, *, system: str = "merge", assemble: bool = True) -> ChatTemplate:
@@ -225,22 +246,32 @@ def words(conv: Conversation) -> tuple[int, int, int]:
         side = response if m.role == "assistant" else prompt
         side += (m.content, m.input, m.reasoning or "")
         turns += m.role != "system"
-    # one count per side: texts joined by whitespace have the words of each
-    return (count_words("\n".join(prompt)) + len(prompt) // 3, count_words("\n".join(response)) + len(response) // 3,
-            turns)
+    # one count per side: texts joined by whitespace have the words of each (a huge record's texts are counted
+    # one by one, the same sum, without a joined copy: 150 MB for 40 MB of text holding an emoji)
+    if sum(map(len, prompt)) + sum(map(len, response)) <= JOIN_BELOW:
+        return (count_words("\n".join(prompt)) + len(prompt) // 3,
+                count_words("\n".join(response)) + len(response) // 3, turns)
+    return sum(map(count_words, prompt)) + len(prompt) // 3, sum(map(count_words, response)) + len(response) // 3, turns
 
 
 def digest(conv: Conversation) -> bytes:
     """16 bytes naming a conversation (collisions are negligible, memory stays small)."""
-    # every part followed by a NUL, hashed in one call
-    text = "".join(f"{m.role}\x00{m.content}\x00{m.input}\x00" for m in conv.messages)
+    # every part followed by a NUL, hashed in one call (a huge record's parts one by one: the same digest,
+    # without a joined copy)
+    parts = [x for m in conv.messages for x in (f"{m.role}\x00", m.content, "\x00", m.input, "\x00")]
     if conv.tools or any(not m.plain or not m.trained for m in conv.messages):
         # what else tells two conversations apart (plain ones keep the digest they always had)
-        text += json.dumps([[m.reasoning, [c.as_dict() for c in m.tool_calls], m.tool_call_id, m.name, m.trained]
-                            for m in conv.messages] + [list(conv.tools)], ensure_ascii=False, sort_keys=True)
+        parts.append(json.dumps([[m.reasoning, [c.as_dict() for c in m.tool_calls], m.tool_call_id, m.name,
+                                  m.trained] for m in conv.messages] + [list(conv.tools)],
+                                ensure_ascii=False, sort_keys=True))
     if any(m.forced for m in conv.messages):  # a message marked "training": true trains: not the same record
-        text += "\x00forced:" + "".join("1" if m.forced else "0" for m in conv.messages)
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        parts.append("\x00forced:" + "".join("1" if m.forced else "0" for m in conv.messages))
+    if sum(map(len, parts)) <= JOIN_BELOW:
+        return hashlib.blake2b("".join(parts).encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    h = hashlib.blake2b(digest_size=16)
+    for x in parts:
+        h.update(x.encode("utf-8", "surrogatepass"))
+    return h.digest()
 
 
 def rejected_line(rej: Rejection, action: str) -> str:
@@ -313,6 +344,9 @@ class PartMapper:
         self.spilled_lens: list[np.ndarray] = []
         #: with --overlong split, the conversations in flight (to split the overlong ones at their turns)
         self.convs: dict[int, Conversation] = {}
+        #: records in flight too long to tokenize whole (:meth:`at_least`): doc_id -> (rendered, fewest tokens)
+        self.big: dict[int, tuple[Rendered, int]] = {}
+        self.unbounded_told = False
         # ids of the other tokenizer loader on the build's first batch, compared in a thread of its own where
         # they may differ (importing transformers, and torch with it, costs a build ~5 s and ~240 MB)
         self.loader_check: Future | None = None
@@ -387,12 +421,92 @@ class PartMapper:
             self.docs.system[i] = _SYSTEM_CODE[rendered.system]
             if rendered.system == "dropped":  # not trained on, so not in the prompt's words either
                 self.docs.prompt_words[i] -= len(item.messages[0].content.split()) + 1
+        at_least = self.at_least(rendered.text, src)
+        if at_least:  # tokens found in take(), from the bound or prefixes; a placeholder keeps its place
+            self.big[doc_id] = (rendered, at_least)
+            rendered = _PLACEHOLDER
         self.batch.append((doc_id, rendered))
         if self.spec.overlong == "split":
             self.convs[doc_id] = item
         self.batch_chars += len(rendered.text)
         if len(self.batch) >= self.spec.batch_size or self.batch_chars >= _BATCH_CHARS:
             self.submit()
+
+    # -- records too long to tokenize whole ---------------------------------------
+
+    def token_bound(self) -> TokenBound | str:
+        """The tokenizer's :class:`~packer.bound.TokenBound` (or why it has none), found once per process."""
+        key = f"{self.tok.sha256}/{self.tok.loader}"
+        got = _BOUNDS.get(key)
+        if got is None:
+            got = _BOUNDS[key] = token_bound(self.tok.tokenizer)
+        return got
+
+    def at_least(self, text: str, src: Source) -> int:
+        """The fewest tokens ``text`` holds where it is too big to tokenize whole (over :data:`BOUNDED_ABOVE`
+        bytes after normalization) and surely longer than seq_len (:mod:`packer.bound`); else 0."""
+        if len(text) * 4 <= BOUNDED_ABOVE:  # 4 bytes a character at most: the common case, at once
+            return 0
+        bound = self.token_bound()
+        if isinstance(bound, str):
+            if not self.unbounded_told and len(text) > BOUNDED_ABOVE:
+                self.unbounded_told = True
+                self.notice(f"{src.where()}: {len(text):,} characters, tokenized whole (memory grows with the "
+                            f"record): {self.tok.source} gives no cheap bound on its tokens: {bound}")
+            return 0
+        limit = max(BOUNDED_ABOVE, self.spec.seq_len * bound.max_bytes)
+        if len(text) * 4 <= limit:
+            return 0
+        measured, _ = bound.measure(text)
+        return min(bound.tokens_at_least(measured), _INT32_MAX) if measured > limit else 0
+
+    def notice(self, message: str) -> None:
+        if self.ev is not None and self.ev.on_notice:
+            self.ev.notice(message)
+        else:
+            _log.warning(message)
+
+    def label_one(self, r: Rendered, src: Source, nchars: int | None = None) -> _Tokens:
+        """(ids, roles, flags) of the rendered text ``r`` (its first ``nchars`` characters), tokenized alone."""
+        lengths, roles, last, train, forced = r.seg_lengths, r.seg_roles, r.seg_last, r.seg_train, r.seg_forced
+        text = r.text
+        if nchars is not None and nchars < len(text):
+            text = text[:nchars]
+            k = int(np.searchsorted(np.cumsum(lengths), nchars, side="left")) + 1  # segments reaching the cut
+            lengths, roles, last = lengths[:k].copy(), roles[:k], last[:k]
+            lengths[-1] -= int(lengths.sum()) - nchars
+            train = None if train is None else train[:k]
+            forced = None if forced is None else forced[:k]
+        batch = self.labeller.prepare([lengths], [char_codes(roles, last, train, forced)], [text])
+        # a piece of a checked record is checked too (the tiktoken core)
+        encodings, reference = self._encode(batch, [0] if checked(src.doc_id) and self.labeller.core else [])
+        if reference:
+            self._verify(src, encodings, reference)
+        tb = self.labeller.label(batch, encodings)
+        return tb.ids, tb.roles, tb.flags
+
+    def truncate_big(self, r: Rendered, src: Source, at_least: int) -> _Tokens | Rejection:
+        """``--overlong truncate`` of a text too long to tokenize whole: its first seq_len tokens, from a prefix.
+
+        A prefix's tokens differ from the whole text's only near the prefix's end, where a pre-token or a merge
+        may reach over the cut. The first prefix passes ``seq_len * max_bytes`` bytes (normalized) by
+        :data:`_PREFIX_MARGIN`, so it holds more than seq_len tokens and the margin after them; a prefix twice
+        as long must give the same first seq_len tokens (ids, roles, flags), else the prefixes double again.
+        A text whose first tokens no prefix settles (:data:`_PREFIX_ROUNDS`) is rejected, never guessed."""
+        bound = self.token_bound()
+        assert not isinstance(bound, str)
+        seq_len = self.spec.seq_len
+        need = seq_len * bound.max_bytes + _PREFIX_MARGIN
+        before = None
+        for _ in range(_PREFIX_ROUNDS + 1):
+            _, nchars = bound.measure(r.text, stop=need)
+            got = tuple(x[:seq_len] for x in self.label_one(r, src, nchars))
+            if nchars >= len(r.text) or (before is not None and all(
+                    np.array_equal(a, b) for a, b in zip(before, got, strict=True))):
+                return got  # type: ignore[return-value]
+            before, need = got, 2 * need
+        return Rejection(src, "overlong", f"at least {at_least} tokens > seq_len {seq_len}, and prefixes of up to "
+                         f"{nchars:,} characters disagree on its first {seq_len} tokens, so it is not truncated")
 
     # -- tokenizing ------------------------------------------------------------
 
@@ -439,28 +553,44 @@ class PartMapper:
         keep_len = lengths.copy()
         seq_len = self.spec.seq_len
         pieces: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
-        for k in np.flatnonzero(lengths > seq_len).tolist():
-            a, n = int(tb.offsets[k]), int(lengths[k])
-            src = self.source(int(p.doc_ids[k]))
+        # records too long to tokenize whole stand in the batch as empty placeholders: counted from the bound
+        big = [k for k, d in enumerate(p.doc_ids.tolist()) if d in self.big] if self.big else []
+        for k in sorted([*np.flatnonzero(lengths > seq_len).tolist(), *big]):
+            d = int(p.doc_ids[k])
+            a, n, count = int(tb.offsets[k]), int(lengths[k]), str(lengths[k])
+            src = self.source(d)
             keep_len[k] = 0
+            first = tb.roles[a : a + seq_len]
+            if d in self.big:
+                r, n = self.big.pop(d)
+                count = f"at least {n}"
+                self.docs.encoded[rows[k]] = n
+                if self.spec.overlong == "truncate":
+                    got = self.truncate_big(r, src, n)
+                    if isinstance(got, Rejection):
+                        self.reject(got, RejectionSpill.TOKENS)
+                        continue
+                    first = got[1]
+                    if _ASSISTANT_LUT[first].any():
+                        pieces[k] = [got]
             if self.spec.overlong == "split":
-                got = self.split_record(self.convs[int(p.doc_ids[k])], src)
+                got = self.split_record(self.convs[d], src)
                 if isinstance(got, Rejection):
                     self.reject(got, RejectionSpill.TOKENS)
                 else:
                     pieces[k] = got
-                    self.reject(Rejection(src, "overlong", f"split {n} tokens into {len(got)} documents of "
+                    self.reject(Rejection(src, "overlong", f"split {count} tokens into {len(got)} documents of "
                                           f"{', '.join(str(len(g[0])) for g in got)} tokens"),
                                 RejectionSpill.TOKENS, action="split")
             elif self.spec.overlong == "drop":
-                self.reject(Rejection(src, "overlong", f"{n} tokens > seq_len {seq_len}"), RejectionSpill.TOKENS)
-            elif not _ASSISTANT_LUT[tb.roles[a : a + seq_len]].any():
+                self.reject(Rejection(src, "overlong", f"{count} tokens > seq_len {seq_len}"), RejectionSpill.TOKENS)
+            elif not _ASSISTANT_LUT[first].any():
                 self.reject(Rejection(src, "overlong_no_loss",
-                                      f"{n} tokens > seq_len {seq_len} and the first {seq_len} hold no response"),
+                                      f"{count} tokens > seq_len {seq_len} and the first {seq_len} hold no response"),
                             RejectionSpill.TOKENS)
             else:
-                keep_len[k] = seq_len
-                self.reject(Rejection(src, "overlong", f"truncated from {n} to {seq_len} tokens"),
+                keep_len[k] = 0 if k in pieces else seq_len
+                self.reject(Rejection(src, "overlong", f"truncated from {count} to {seq_len} tokens"),
                             RejectionSpill.TOKENS, action="truncated")
         keep = keep_len > 0
         if (keep_len == lengths).all():
@@ -563,19 +693,13 @@ class PartMapper:
             exchanges[-1] += tuple(cur)
         seq_len = self.spec.seq_len
 
-        def tokens(a: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | Rejection:
+        def tokens(a: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | Rejection | str:
             sub = Conversation(src, conv.kind, head + tuple(m for ex in exchanges[a:b] for m in ex), tools=conv.tools)
             r = self.tpl.render(sub)
             if isinstance(r, Rejection):
                 return r
-            batch = self.labeller.prepare([r.seg_lengths],
-                                          [char_codes(r.seg_roles, r.seg_last, r.seg_train, r.seg_forced)], [r.text])
-            # a piece of a checked record is checked too (the tiktoken core)
-            encodings, reference = self._encode(batch, [0] if checked(src.doc_id) and self.labeller.core else [])
-            if reference:
-                self._verify(src, encodings, reference)
-            tb = self.labeller.label(batch, encodings)
-            return tb.ids, tb.roles, tb.flags
+            at_least = self.at_least(r.text, src)  # each piece bounded too: never a huge text tokenized whole
+            return f"at least {at_least}" if at_least else self.label_one(r, src)
 
         out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         a = 0
@@ -583,13 +707,14 @@ class PartMapper:
             best = tokens(a, a + 1)
             if isinstance(best, Rejection):
                 return best
-            if len(best[0]) > seq_len:
-                return Rejection(src, "overlong", f"exchange {a + 1} alone is {len(best[0])} tokens > seq_len "
+            if isinstance(best, str) or len(best[0]) > seq_len:
+                n = best if isinstance(best, str) else len(best[0])
+                return Rejection(src, "overlong", f"exchange {a + 1} alone is {n} tokens > seq_len "
                                  f"{seq_len}, so the conversation cannot be split at its turns")
             b = a + 1
             while b < len(exchanges):
                 t = tokens(a, b + 1)
-                if isinstance(t, Rejection) or len(t[0]) > seq_len:
+                if isinstance(t, (Rejection, str)) or len(t[0]) > seq_len:
                     break
                 best, b = t, b + 1
             out.append(best)
