@@ -254,12 +254,11 @@ print(json.dumps({"rc": rc, "peak_mb": resource.getrusage(resource.RUSAGE_CHILDR
 """
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("overlong", ["drop", "truncate"])
+@pytest.mark.parametrize("overlong", ["drop", pytest.param("truncate", marks=pytest.mark.slow)])
 def test_a_40mb_record_among_normal_ones_takes_under_1gb(tmp_path, overlong):
     words_ = ["word", "and", "more", "café", "naïve", "你好", "🤖", "the", "story", "goes", "on"]
-    story = " ".join(f"{words_[i % len(words_)]}{i % 997}" for i in range(4_700_000))
-    assert len(story.encode()) > 40e6
+    story = " ".join(f"{words_[i % len(words_)]}{i % 997}" for i in range(5_000_000))
+    assert len(story.encode()) > 40e6  # 40 MB, an emoji in it: a 160 MB Python str
     path = _jsonl(tmp_path / "in.jsonl", {"instruction": "Tell a very long story.", "output": story})
     del story
     # measured in a fresh waiter process: a child forked from pytest would inherit its high-water mark
