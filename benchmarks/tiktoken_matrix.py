@@ -126,7 +126,9 @@ def main() -> int:
     if not args.data.is_dir() or not args.tokenizers.is_dir():
         print(f"no data or tokenizers at {args.data} / {args.tokenizers}", file=sys.stderr)
         return 2
+    # preference files (DPO pairs, KTO labels) fail an SFT build until packer reads them (issue 27)
     files = sorted(p for p in args.data.iterdir() if p.suffix in (".json", ".jsonl")
+                   and not p.name.startswith(("llamafactory_dpo", "llamafactory_kto", "llamafactory_v1_dpo"))
                    and (not args.file or any(fnmatch.fnmatch(p.name, g) for g in args.file)))
     names = args.tokenizer or list(TOKENIZERS)
     scratch = Path(tempfile.mkdtemp(prefix="tiktoken-matrix-", dir=args.scratch))
