@@ -35,6 +35,7 @@ record batch at a time from the spill.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -72,6 +73,8 @@ from .tiktoken_core import TokenizerDrift
 from .tokenize import TokenizerInfo, choose_backend, load_tokenizer
 from .write import write_output
 
+_log = logging.getLogger("packer")
+
 
 @dataclass
 class BuildEvents:
@@ -93,12 +96,18 @@ class BuildEvents:
             self.on_progress(phase, done, total)
 
     def notice(self, message: str) -> None:
+        """A warning: to ``on_notice`` where set (the CLI's), else to the ``packer`` logger, so a build called
+        from Python is never silent about what it dropped or fell back from."""
         if self.on_notice:
             self.on_notice(message)
+        else:
+            _log.warning(message)
 
     def info(self, message: str) -> None:
         if self.on_info:
             self.on_info(message)
+        else:
+            _log.info(message)
 
 
 __all__ = ["BuildEvents", "build", "resolve_template"]
@@ -277,8 +286,7 @@ def build(
         }
         if target.manifest is not None and not overwrite:
             if up_to_date(target.path, target.manifest, key):
-                if ev.on_notice:
-                    ev.on_notice(f"{output}: already built from the same inputs and options; nothing to do")
+                ev.notice(f"{output}: already built from the same inputs and options; nothing to do")
                 return target.manifest
             raise BuildError(f"{output}: holds an earlier packer output built from other inputs or options; "
                              "add --overwrite to replace it, or write to another folder with -o")

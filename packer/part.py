@@ -461,8 +461,8 @@ class PartMapper:
         return min(bound.tokens_at_least(measured), _INT32_MAX) if measured > limit else 0
 
     def notice(self, message: str) -> None:
-        if self.ev is not None and self.ev.on_notice:
-            self.ev.notice(message)
+        if self.ev is not None:
+            self.ev.notice(message)  # the CLI's hook, else the packer logger
         else:
             _log.warning(message)
 

@@ -321,3 +321,20 @@ def test_console_script_runs(tmp_path):
                           "--seq-len", "512"], capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "o" / "manifest.json").is_file()
+
+
+def test_a_build_from_python_logs_its_warnings(tmp_path, caplog):
+    """Without the CLI's hooks, what a build warns of (here: more than 5% of the records rejected) goes to the
+    ``packer`` logger: a library user is never left without it."""
+    import logging
+
+    from packer import build
+
+    data = tmp_path / "data.jsonl"
+    rows = [{"instruction": f"Say {i}.", "output": f"{i}"} for i in range(10)]
+    rows += [{"instruction": "Say nothing.", "output": ""}] * 2  # empty_output: 2 of 12 rejected
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with caplog.at_level(logging.WARNING, logger="packer"):
+        build([data], tmp_path / "out", tokenizer=DEMO_TOKENIZER, seq_len=256)
+    warned = [r.getMessage() for r in caplog.records if r.name == "packer" and r.levelno == logging.WARNING]
+    assert any("2 of 12 records rejected" in m for m in warned), warned
