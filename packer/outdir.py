@@ -166,17 +166,12 @@ def is_dead_staging(path: Path, pid: int) -> bool:
     if path.is_symlink() or not path.is_dir() or _pid_alive(pid):
         return False
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
+        fd = _flock_folder(path)
+    except BlockingIOError:  # a live build holds it
         return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    except OSError:  # no flock here (some network filesystems): the PID is all there is to go by
-        return True
-    finally:
-        os.close(fd)
+    except OSError as e:  # not openable: leave it; no flock here (some network filesystems): the PID decides
+        return not isinstance(e, _CannotOpen)
+    os.close(fd)
     return True
 
 
@@ -184,14 +179,27 @@ def hold_folder(path: Path) -> int | None:
     """An open descriptor of the folder ``path`` holding ``flock`` on it, which says "a live build's" to
     :func:`is_dead_staging` until it is closed (or the process dies); None where flock cannot be had."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        return _flock_folder(path)
     except OSError:
         return None
+
+
+class _CannotOpen(OSError):
+    """The folder could not be opened (as opposed to: opened, but flock refused)."""
+
+
+def _flock_folder(path: Path) -> int:
+    """An open descriptor of ``path`` holding an exclusive ``flock`` without waiting; _CannotOpen where the
+    folder does not open, BlockingIOError where another process holds the lock, OSError where flock fails."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as e:
+        raise _CannotOpen(str(e)) from e
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
-        return None
+        raise
     return fd
 
 

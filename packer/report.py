@@ -177,24 +177,23 @@ def _tool_roles(strategy: str, roles: list[str], loss: int, per_role: dict, untr
 def _untrained(tokens: dict) -> dict:
     """Tokens of messages marked untrained (``"weight": 0`` / ``"training": false``), as the manifest counts
     them (0 in an output built before such marks were read)."""
-    n = int(tokens.get("untrained", 0))
-    total = tokens["total"]
-    return {
-        "untrained": n,
-        "untrained_per_role": {k: int(v) for k, v in tokens.get("untrained_per_role", {}).items() if v},
-        "untrained_share": round(n / total, 6) if total else 0.0,
-    }
+    return _marked(tokens, "untrained")
 
 
 def _forced(tokens: dict) -> dict:
     """Tokens of messages other than the assistant's marked ``"training": true`` (loss under every strategy),
     as the manifest counts them (0 in an output without any: format version 1, 2)."""
-    n = int(tokens.get("forced", 0))
+    return _marked(tokens, "forced")
+
+
+def _marked(tokens: dict, key: str) -> dict:
+    """The manifest's count of tokens marked ``key``, its split by role and its share of all tokens."""
+    n = int(tokens.get(key, 0))
     total = tokens["total"]
     return {
-        "forced": n,
-        "forced_per_role": {k: int(v) for k, v in tokens.get("forced_per_role", {}).items() if v},
-        "forced_share": round(n / total, 6) if total else 0.0,
+        key: n,
+        f"{key}_per_role": {k: int(v) for k, v in tokens.get(f"{key}_per_role", {}).items() if v},
+        f"{key}_share": round(n / total, 6) if total else 0.0,
     }
 
 

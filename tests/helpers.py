@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -115,3 +118,26 @@ def as_version_1(src: Path, dst: Path) -> Path:
         shard["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     (dst / "manifest.json").write_text(json.dumps(m, indent=2))
     return dst
+
+
+#: the CLI as a fresh process runs it (``python -c CLI build ...``), named packer in its messages
+CLI = "import sys; from packer.cli import main; sys.argv[0] = 'packer'; main()"
+
+
+def cli(*args: str, cwd: Path | None = None, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", CLI, *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, **(env or {})}, check=False, **kw)
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every file below ``folder`` (relative path -> bytes)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def shard_rows(out: Path) -> list[dict]:
+    """Every packed row of an output's train shards, in order, as dicts of its columns."""
+    m = json.loads((out / "manifest.json").read_text())
+    rows = []
+    for shard in m["shards"]:
+        rows += ipc.open_file(out / shard["file"]).read_all().to_pylist()
+    return rows

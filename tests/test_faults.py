@@ -18,19 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import DEMO_INPUTS, DEMO_TOKENIZER, demo_variants
-
-CLI = "import sys; from packer.cli import main; sys.argv[0] = 'packer'; main()"
-
-
-def cli(*args: str, cwd: Path | None = None, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", CLI, *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, **(env or {})}, check=False, **kw)
-
-
-def tree(folder: Path) -> dict[str, bytes]:
-    """Every file below ``folder`` (relative path -> bytes)."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+from .helpers import CLI, DEMO_INPUTS, DEMO_TOKENIZER, cli, demo_variants, tree
 
 
 def build_args(out: Path | str, *extra: str) -> list[str]:

@@ -28,20 +28,9 @@ from packer.outdir import INCOMPLETE_MARKER, is_packer_file
 from packer.records import BuildError
 from packer.verify import verify
 
-from .helpers import DEMO_TOKENIZER, EXAMPLES, demo_variants, output_files
+from .helpers import CLI, DEMO_TOKENIZER, EXAMPLES, cli, demo_variants, output_files, tree
 
 DEMO_INPUTS = [EXAMPLES / "alpaca_demo.json", EXAMPLES / "sharegpt_demo.json"]
-CLI = "import sys; from packer.cli import main; sys.argv[0] = 'packer'; main()"
-
-
-def cli(*args: str, cwd: Path | None = None, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", CLI, *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, **(env or {})}, check=False, **kw)
-
-
-def tree(folder: Path) -> dict[str, bytes]:
-    """Every file below ``folder`` (relative path -> bytes)."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def build_args(out: Path, *extra: str) -> list[str]:

@@ -21,7 +21,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow.ipc as ipc
 import pytest
 from tokenizers import Tokenizer
 
@@ -33,7 +32,7 @@ from packer.records import Conversation, Rejection, ToolCall
 from packer.templates import BUILTIN_TEMPLATES
 from packer.verify import verify
 
-from .helpers import DEMO_TOKENIZER, SHARED_DATA, SHARED_TOKENIZERS, need_shared, read_documents
+from .helpers import DEMO_TOKENIZER, SHARED_DATA, SHARED_TOKENIZERS, need_shared, read_documents, shard_rows
 
 GLAIVE = "sharegpt_glaive_toolcall_en_demo.json"
 QWEN = ["qwen2.5-instruct", "qwen3"]
@@ -553,12 +552,6 @@ def test_untrained_messages_have_no_loss_in_the_shards(weighted_build, demo_tok)
     assert verify(out) == []
 
 
-def shard_rows(out: Path) -> list[dict]:
-    m = json.loads((out / "manifest.json").read_text())
-    rows = []
-    for shard in m["shards"]:
-        rows += ipc.open_file(out / shard["file"]).read_all().to_pylist()
-    return rows
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,15 @@ from packer.report import inspect
 from packer.tokenize import _token_roles, char_codes
 from packer.verify import verify
 
-from .helpers import DEMO_TOKENIZER, ROOT, SHARED_TOKENIZERS, need_shared, output_files, read_documents
+from .helpers import (
+    DEMO_TOKENIZER,
+    ROOT,
+    SHARED_TOKENIZERS,
+    need_shared,
+    output_files,
+    read_documents,
+    shard_rows,
+)
 from .test_tools import WEATHER, call, check_masks, text_of, write_jsonl
 
 #: a user-chosen role set, given at build time
@@ -139,12 +147,6 @@ def test_manifest_and_report_count_the_forced_tokens(flagged, tmp_path):
     assert f"forced: {len(forced)} tokens" in (tmp_path / "r.html").read_text()
 
 
-def _rows(out: Path) -> list[dict]:
-    m = json.loads((out / "manifest.json").read_text())
-    rows = []
-    for shard in m["shards"]:
-        rows += ipc.open_file(out / shard["file"]).read_all().to_pylist()
-    return rows
 
 
 @pytest.mark.parametrize(
@@ -159,7 +161,7 @@ def test_packed_dataset_trains_the_forced_tokens(flagged, strategy, prompt_loss_
     _, out = flagged
     ds = PackedDataset(out, strategy=strategy, shuffle=False, prompt_loss_weight=prompt_loss_weight,
                        normalize=normalize)
-    rows = _rows(out)
+    rows = shard_rows(out)
     items = list(ds)
     assert len(items) == len(rows) > 0
     seen = 0
