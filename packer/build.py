@@ -38,30 +38,20 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from . import roles as R
 from .combine import EvalSplit, Mix, combine
-from .engine import ENGINES, Engine, LocalEngine, make_engine
+from .engine import Engine, LocalEngine, make_engine
 from .formats import check_columns, check_inputs
 from .jsonvalues import expand_inputs
 from .layout import file_sha256
 from .loader import difference_note
 from .manifest import make_manifest, up_to_date, write_manifest
-from .options import (
-    ALGORITHMS,
-    BACKENDS,
-    BLANK_TURN_POLICIES,
-    DEFAULT_SHARD_BYTES,
-    LEADING_ASSISTANT_POLICIES,
-    LOADERS,
-    OVERLONG_POLICIES,
-    PACK_SCOPES,
-    SYSTEM_POLICIES,
-    TEMPLATE_CHOICES,
-)
+from .options import DEMO_TOKENIZER, BuildOptions
 from .outdir import checkpoint, disk_full
 from .part import MapSpec, Part, PartSummary, map_part, parts_of, resolve_template
 from .plan import DEFAULT_PART_BYTES, plan_inputs
@@ -110,222 +100,167 @@ class BuildEvents:
             _log.info(message)
 
 
-__all__ = ["BuildEvents", "build", "resolve_template"]
+__all__ = ["BuildEvents", "BuildOptions", "build", "resolve_template"]
 
 
 def build(
     inputs: Sequence[str | os.PathLike],
     output: str | os.PathLike,
+    options: BuildOptions | None = None,
     *,
-    tokenizer: str | os.PathLike | TokenizerInfo,
-    template: str = "auto",
-    fmt: str | None = None,
-    columns: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
-    seq_len: int = 4096,
-    strategies: Sequence[str] = (),
-    packing: str = "bfd",
-    overlong: str = "drop",
-    overwrite: bool = False,
-    strict: bool = False,
-    dedupe: bool = False,
-    max_rejected: float | None = None,
-    tokenizer_loader: str | None = None,
-    system: str = "merge",
-    blank_turns: str = "reject",
-    leading_assistant: str = "drop",
-    shard_bytes: int = DEFAULT_SHARD_BYTES,
-    batch_size: int = 512,
-    workers: int = 1,
-    engine: str | Engine = "process",
-    part_bytes: int | None = None,
-    scratch: str | os.PathLike | None = None,
-    cuts: Mapping[int, Sequence[int]] | None = None,
-    pack_scope: str = "global",
-    tokenizer_backend: str = "auto",
-    eval_fraction: float | None = None,
-    eval_records: int | None = None,
-    seed: int = 0,
-    mix: Sequence[float] | None = None,
-    wait: bool = False,
     events: BuildEvents | None = None,
+    **overrides: Any,
 ) -> dict:
-    """Build packed shards from instruction data; return the manifest.
+    """Build packed shards from instruction data into the folder ``output``; return the manifest.
 
-    ``columns`` maps the fields of the record formats onto your column names
-    (``{"instruction": "question", "output": "answer"}``; ``role`` / ``content``
-    for a conversation's turns; a dotted name is a path into nested objects):
-    every input is read through it, a record missing a mapped column is
-    rejected (``missing_field``). ``strategies`` adds user strategies (``"name=role,role"``) to the
-    built-in ones. ``overlong``: a document longer than ``seq_len`` is
-    dropped (``drop``) or cut to ``seq_len`` tokens (``truncate``; a cut
-    document left with no response token is rejected as ``overlong_no_loss``).
-    Exact duplicate conversations are kept and counted (``counts.duplicates``);
-    with ``dedupe`` every copy after the first is rejected as ``duplicate``.
-    ``leading_assistant``: an assistant turn opening a conversation (before any user turn) is dropped and
-    counted (``"drop"``), or kept and trained where the template renders it (``"keep"``); a conversation of
-    system and assistant messages only packs either way, its system message the prompt.
-    ``max_rejected``: fail, writing nothing, when more than this share of
-    the records is rejected or truncated, or of their tokens is cut (without
-    it the build warns past :data:`~packer.options.WARN_LOST_SHARE`).
-    ``workers``: map the input's parts (and write the shards) in this many worker
-    processes; ``engine="ray"`` runs them on a Ray cluster instead (or pass an
-    :class:`~packer.engine.Engine` of your own; :mod:`packer.engine`).
-    The input is cut into parts of about ``part_bytes`` (default
-    :data:`~packer.plan.DEFAULT_PART_BYTES` when there is more than one worker, else one
-    part) or at the byte offsets ``cuts`` (input index -> offsets; for tests),
-    whatever the number of workers (:mod:`packer.plan`): the output is the same, byte
-    for byte, for any parts, workers and engine. ``pack_scope="part"``: pack each
-    part's documents alone (no row mixes parts; for inputs too large for one driver
-    to pack): the rows then depend on ``part_bytes``, never on the workers.
-    ``tokenizer_backend``: ``"auto"`` encodes with the tiktoken core where the tokenizer
-    qualifies (:mod:`packer.tiktoken_core`: byte-level BPE it provably reproduces, 2-6x
-    faster), else with ``tokenizers``; ``"tiktoken"`` forces the core (a BuildError where
-    the tokenizer does not qualify), ``"tokenizers"`` the library. The core's builds check
-    a sample of records against ``tokenizers`` as they run (any difference: the build
-    starts over with ``tokenizers``); the ids are the same either way, the manifest says
-    ``tokenizer.backend`` where the core made them.
-    ``tokenizer_loader``: ``"file"`` (the default) or ``"transformers"`` (:mod:`packer.loader`); where the
-    two give other ids for the build's first records, a build that left it to the default warns, saying
-    which to choose, and one that chose says so in an info line (``events.on_info``).
-    ``scratch``: the local folder an output URI (``s3://...``) is staged in (spill files, shards) before it
-    is uploaded, manifest last (:mod:`packer.publish`); default ``tempfile.gettempdir()``. A local output is
-    staged beside itself. Inputs may be URIs too (``s3://bucket/data/*.jsonl``; :mod:`packer.fsio`).
-    ``eval_fraction`` (in (0, 1)) or ``eval_records`` (N): hold out that share
-    of the packable records (by a hash of ``(seed, doc_id)``, so within
-    sampling error) or exactly N of them as an ``eval`` split, packed into
-    shards of its own (:mod:`packer.combine`; ``PackedDataset(out, split="eval")``).
-    ``mix``: one weight ``w >= 0`` per input, in order: each record of that input is packed ``floor(w)``
-    times, plus once more with probability ``frac(w)`` (by a hash of ``(seed, doc_id)``); a record used 0
-    times is ``unsampled`` (:class:`packer.combine.Mix`; the manifest's ``mix``).
-    ``output`` is replaced only if it is empty, a packer output built with
-    the same key (then nothing is done) or, with ``overwrite``, any packer
-    output; a folder holding anything else is refused.
-    One build of an output at a time: while another process builds it, the build fails at once naming that
-    process, or with ``wait`` waits for it to finish and then looks at the output again (a local output; on
-    object storage no lock exists: :mod:`packer.publish`).
+    The settings are ``options`` (a :class:`~packer.options.BuildOptions`), with any of its fields given as
+    keywords beside it or in its place: ``build(["data.json"], "out", tokenizer="models/qwen", seq_len=2048)``.
+    Each field is documented once, on :class:`~packer.options.BuildOptions` (``help(BuildOptions)``; the same
+    names as the recipe keys and, with ``-`` for ``_``, the ``packer build`` flags). A wrong value raises
+    :class:`~packer.options.OptionError` (a :class:`BuildError`) before anything is read. No tokenizer: packer's
+    tiny demo tokenizer, for trying packer out only (a warning says so).
+
+    ``output`` is replaced only if it is empty, a packer output built with the same key (then nothing is done)
+    or, with ``overwrite``, any packer output; a folder holding anything else is refused. One build of an output
+    at a time (``wait``: :mod:`packer.publish`). ``events`` (:class:`BuildEvents`) receives progress, rejections
+    and notices; without it, warnings go to the ``packer`` logger.
     """
     t0 = time.perf_counter()
+    opts = (options or BuildOptions()).with_overrides(overrides)
     ev = events or BuildEvents()
-    loader_chosen = tokenizer_loader is not None  # else the default, and a difference between loaders warns
-    tokenizer_loader = tokenizer_loader or "file"
-    # everything that can fail is checked before anything is written
     if not inputs:
         raise BuildError("no input files given")
-    if seq_len < 2:
-        raise BuildError(f"--seq-len must be at least 2, not {seq_len}")
-    if packing not in ALGORITHMS:
-        raise BuildError(f"unknown packing {packing!r}; choose {'|'.join(ALGORITHMS)}")
-    if overlong not in OVERLONG_POLICIES:
-        raise BuildError(f"unknown overlong policy {overlong!r}; choose {'|'.join(OVERLONG_POLICIES)}")
-    if template not in TEMPLATE_CHOICES:
-        raise BuildError(f"unknown template {template!r}; choose {'|'.join(TEMPLATE_CHOICES)}")
-    for name, value, choices in (("--tokenizer-loader", tokenizer_loader, LOADERS), ("--system", system,
-                                 SYSTEM_POLICIES), ("--blank-turns", blank_turns, BLANK_TURN_POLICIES),
-                                ("--leading-assistant", leading_assistant, LEADING_ASSISTANT_POLICIES)):
-        if value not in choices:
-            raise BuildError(f"unknown {name} {value!r}; choose {'|'.join(choices)}")
-    if workers < 1:
-        raise BuildError(f"--workers must be at least 1, not {workers}")
-    if isinstance(engine, str) and engine not in ENGINES:
-        raise BuildError(f"unknown engine {engine!r}; choose {'|'.join(ENGINES)}")
-    if tokenizer_backend not in BACKENDS:
-        raise BuildError(f"unknown --tokenizer-backend {tokenizer_backend!r}; choose {'|'.join(BACKENDS)}")
-    if pack_scope not in PACK_SCOPES:
-        raise BuildError(f"unknown --pack-scope {pack_scope!r}; choose {'|'.join(PACK_SCOPES)}")
-    if part_bytes is not None and part_bytes < 1:
-        raise BuildError(f"--part-size must be at least 1 byte, not {part_bytes}")
-    if max_rejected is not None and not 0 <= max_rejected <= 1:
-        raise BuildError(f"--max-rejected is a fraction from 0 to 1, not {max_rejected}")
-    eval_split = None
-    if eval_fraction is not None or eval_records is not None:
-        eval_split = EvalSplit(eval_fraction, eval_records, seed)
-        eval_split.check()
-    mixture = None
-    if mix is not None:
-        mixture = Mix(tuple(mix), seed)
-        mixture.check(len(inputs))
-    try:
-        strategy_table = R.strategy_table(strategies)
-    except ValueError as e:
-        raise BuildError(str(e)) from None
-    column_map = check_columns(columns)
-    if mixture is not None:  # a datasets save_to_disk folder: its data files, each with the folder's weight
-        expanded = [expand_inputs([p]) for p in inputs]
-        mixture = Mix(tuple(w for w, files in zip(mixture.weights, expanded, strict=True) for _ in files), seed)
-    inputs = expand_inputs(inputs)  # a datasets save_to_disk folder: its data files
-    formats = check_inputs(inputs, fmt, column_map)
-    target = check_output_target(output, inputs)  # object storage: a URI's target (packer.publish)
+    if opts.tokenizer is None:
+        opts = replace(opts, tokenizer=DEMO_TOKENIZER)
+        ev.notice("no tokenizer given: building with packer's tiny demo tokenizer (2,048 tokens), for trying packer "
+                  "out; its shards are useless for training a model (tokenizer='path/to/model')")
+    run = _prepare(inputs, opts, ev, t0)
+    target = check_output_target(output, run.inputs)  # object storage: a URI's target (packer.publish)
     # one build of a target at a time: the second fails naming the first, or waits for it (packer.outdir)
-    with hold_output(target, output, inputs, wait=wait, on_wait=ev.notice) as target:
-        tok = tokenizer if isinstance(tokenizer, TokenizerInfo) else load_tokenizer(tokenizer, loader=tokenizer_loader)
-        tpl = resolve_template(template, tok, system=system)
-        backend = choose_backend(tok, tokenizer_backend)
-        key = {
-            "inputs": [file_sha256(p) for p in inputs],
-            "format": fmt,
-            **({"columns": dict(column_map)} if column_map else {}),
-            "tokenizer": tok.sha256,
-            "tokenizer_loader": [tok.loader, tok.transformers_version],
-            "template": tpl.sha256,
-            "system": system,
-            "blank_turns": blank_turns,
-            # a later option: in the key only where it is not its default, so earlier builds keep their key
-            **({"leading_assistant": leading_assistant} if leading_assistant != "drop" else {}),
-            "seq_len": seq_len,
-            "strategies": {k: list(v) for k, v in strategy_table.items()},
-            "packing": packing,
-            "overlong": overlong,
-            "dedupe": dedupe,
-            "shard_bytes": shard_bytes,
-            **({"eval": eval_split.key()} if eval_split is not None else {}),
-            **({"mix": mixture.key()} if mixture is not None else {}),
-            # packing each part alone makes the rows depend on the parts: their size is part of the key then
-            **({"pack_scope": {"part_bytes": part_bytes or DEFAULT_PART_BYTES,
-                               "cuts": {str(k): sorted(v) for k, v in cuts.items()} if cuts is not None else None}}
-               if pack_scope == "part" else {}),
-        }
-        if target.manifest is not None and not overwrite:
+    with hold_output(target, output, run.inputs, wait=opts.wait, on_wait=ev.notice) as target:
+        tok = opts.tokenizer if isinstance(opts.tokenizer, TokenizerInfo) else \
+            load_tokenizer(opts.tokenizer, loader=opts.tokenizer_loader or "file")
+        tpl = resolve_template(opts.template, tok, system=opts.system)
+        key = _key(run, tok, tpl)
+        if target.manifest is not None and not opts.overwrite:
             if up_to_date(target.path, target.manifest, key):
                 ev.notice(f"{output}: already built from the same inputs and options; nothing to do")
                 return target.manifest
             raise BuildError(f"{output}: holds an earlier packer output built from other inputs or options; "
                              "add --overwrite to replace it, or write to another folder with -o")
+        return _run(run, replace(run, tok=tok, key=key), target, output, tpl)
 
-        spec = MapSpec(
-            tokenizer=tok.source, tokenizer_sha256=tok.sha256, tokenizer_loader=tok.loader, template=template,
-            system=system, blank_turns=blank_turns, leading_assistant=leading_assistant, fmt=fmt, columns=column_map,
-            seq_len=seq_len, overlong=overlong, strict=strict, dedupe=dedupe, batch_size=max(1, batch_size),
-            backend=backend,
-        )
-        names = [str(p) for p in inputs]
-        staging = make_staging(target, scratch)  # object storage: staged under scratch, uploaded by commit()
-        if ev.on_start:
-            ev.on_start()
-        runner = make_engine(engine, workers) if isinstance(engine, str) else engine
-        try:
-            if isinstance(runner, LocalEngine) and part_bytes is None and cuts is None and pack_scope == "global":
-                todo = [Part(tuple(names))]  # the whole input as one part: nothing to count first
-            else:
-                planned = plan_inputs(names, part_bytes or DEFAULT_PART_BYTES, cuts=cuts, scan=runner.map,
-                                      on_progress=lambda done, total: ev.progress("planning", done, total))
-                todo = parts_of(names, planned, formats)
-            summaries, tpl, spec = _map(todo, spec, staging.path, tok, tpl, ev, runner)
-            manifest = _gather_and_write(summaries, spec, staging.path, tok=tok, tpl=tpl, key=key, inputs=names,
-                                         strategy_table=strategy_table, packing=packing, max_rejected=max_rejected,
-                                         eval_split=eval_split, mix=mixture, shard_bytes=shard_bytes, events=ev, t0=t0,
-                                         engine=runner, pack_scope=pack_scope,
-                                         loader_chosen=loader_chosen)
-            staging.commit()
-            return manifest
-        except BaseException as e:
-            full = disk_full(e, Path(staging.path), names, output, target.path)
-            staging.discard()
-            if full is not None:
-                raise full from None
-            raise
-        finally:
-            if isinstance(engine, str):  # an engine passed in is the caller's to close
-                runner.close()
+
+@dataclass(frozen=True)
+class _Build:
+    """One build's checked settings and what they resolved to, handed from stage to stage."""
+
+    opts: BuildOptions
+    inputs: list[str]
+    formats: list
+    columns: tuple[tuple[str, str], ...]
+    strategy_table: dict[str, tuple[str, ...]]
+    eval_split: EvalSplit | None
+    mix: Mix | None
+    events: BuildEvents
+    t0: float
+    tok: TokenizerInfo | None = None
+    key: dict | None = None
+
+
+def _prepare(inputs: Sequence[str | os.PathLike], opts: BuildOptions, ev: BuildEvents, t0: float) -> _Build:
+    """Everything that can be checked before the tokenizer is loaded: the options that depend on each other,
+    the strategies, the column map, the inputs (their files and formats)."""
+    eval_split = None
+    if opts.eval_fraction is not None or opts.eval_records is not None:
+        eval_split = EvalSplit(opts.eval_fraction, opts.eval_records, opts.seed)
+        eval_split.check()
+    mixture = None
+    if opts.mix is not None:
+        mixture = Mix(tuple(opts.mix), opts.seed)
+        mixture.check(len(inputs))
+    try:
+        strategy_table = R.strategy_table(opts.strategy)
+    except ValueError as e:
+        raise BuildError(str(e)) from None
+    column_map = check_columns(opts.columns)
+    if mixture is not None:  # a datasets save_to_disk folder: its data files, each with the folder's weight
+        expanded = [expand_inputs([p]) for p in inputs]
+        mixture = Mix(tuple(w for w, files in zip(mixture.weights, expanded, strict=True) for _ in files), opts.seed)
+    paths = expand_inputs(inputs)  # a datasets save_to_disk folder: its data files
+    formats = check_inputs(paths, opts.format, column_map)
+    return _Build(opts, [str(p) for p in paths], formats, column_map, strategy_table, eval_split, mixture, ev, t0)
+
+
+def _key(run: _Build, tok: TokenizerInfo, tpl: ChatTemplate) -> dict:
+    """The build key: what the output depends on (an output built with the same key is up to date)."""
+    o = run.opts
+    return {
+        "inputs": [file_sha256(p) for p in run.inputs],
+        "format": o.format,
+        **({"columns": dict(run.columns)} if run.columns else {}),
+        "tokenizer": tok.sha256,
+        "tokenizer_loader": [tok.loader, tok.transformers_version],
+        "template": tpl.sha256,
+        "system": o.system,
+        "blank_turns": o.blank_turns,
+        # a later option: in the key only where it is not its default, so earlier builds keep their key
+        **({"leading_assistant": o.leading_assistant} if o.leading_assistant != "drop" else {}),
+        "seq_len": o.seq_len,
+        "strategies": {k: list(v) for k, v in run.strategy_table.items()},
+        "packing": o.packing,
+        "overlong": o.overlong,
+        "dedupe": o.dedupe,
+        "shard_bytes": o.shard_bytes,
+        **({"eval": run.eval_split.key()} if run.eval_split is not None else {}),
+        **({"mix": run.mix.key()} if run.mix is not None else {}),
+        # packing each part alone makes the rows depend on the parts: their size is part of the key then
+        **({"pack_scope": {"part_bytes": o.part_bytes or DEFAULT_PART_BYTES,
+                           "cuts": {str(k): sorted(v) for k, v in o.cuts.items()} if o.cuts is not None else None}}
+           if o.pack_scope == "part" else {}),
+    }
+
+
+def _spec(run: _Build) -> MapSpec:
+    """What a worker needs to map a part: the options it takes, as plain values."""
+    o, tok = run.opts, run.tok
+    assert tok is not None
+    return MapSpec(
+        tokenizer=tok.source, tokenizer_sha256=tok.sha256, tokenizer_loader=tok.loader, template=o.template,
+        system=o.system, blank_turns=o.blank_turns, leading_assistant=o.leading_assistant, fmt=o.format,
+        columns=run.columns, seq_len=o.seq_len, overlong=o.overlong, strict=o.strict, dedupe=o.dedupe,
+        batch_size=max(1, o.batch_size), backend=choose_backend(tok, o.tokenizer_backend),
+    )
+
+
+def _run(first: _Build, run: _Build, target: Any, output: str | os.PathLike, tpl: ChatTemplate) -> dict:
+    """Map, gather and write into a staging folder, then swap it in; a failure discards the staging folder."""
+    o, ev = run.opts, run.events
+    spec = _spec(run)
+    staging = make_staging(target, o.scratch)  # object storage: staged under scratch, uploaded by commit()
+    if ev.on_start:
+        ev.on_start()
+    runner = make_engine(o.engine, o.workers) if isinstance(o.engine, str) else o.engine
+    try:
+        if isinstance(runner, LocalEngine) and o.part_bytes is None and o.cuts is None and o.pack_scope == "global":
+            todo = [Part(tuple(run.inputs))]  # the whole input as one part: nothing to count first
+        else:
+            planned = plan_inputs(run.inputs, o.part_bytes or DEFAULT_PART_BYTES, cuts=o.cuts, scan=runner.map,
+                                  on_progress=lambda done, total: ev.progress("planning", done, total))
+            todo = parts_of(run.inputs, planned, first.formats)
+        summaries, tpl, spec = _map(todo, spec, staging.path, run.tok, tpl, ev, runner)
+        manifest = _gather_and_write(run, summaries, spec, staging.path, tpl, runner)
+        staging.commit()
+        return manifest
+    except BaseException as e:
+        full = disk_full(e, Path(staging.path), run.inputs, output, target.path)
+        staging.discard()
+        if full is not None:
+            raise full from None
+        raise
+    finally:
+        if isinstance(o.engine, str):  # an engine passed in is the caller's to close
+            runner.close()
 
 
 def _map(
@@ -386,27 +321,27 @@ def _map_with(
 
 
 def _gather_and_write(
-    summaries: Sequence[PartSummary], spec: MapSpec, workdir: Path, *, tok: TokenizerInfo, tpl: ChatTemplate,
-    key: dict, inputs: list[str], strategy_table: dict[str, tuple[str, ...]], packing: str,
-    max_rejected: float | None, eval_split: EvalSplit | None, shard_bytes: int, events: BuildEvents, t0: float,
-    mix: Mix | None = None, engine: Engine | None = None, pack_scope: str = "global", loader_chosen: bool = False,
+    run: _Build, summaries: Sequence[PartSummary], spec: MapSpec, workdir: Path, tpl: ChatTemplate, engine: Engine,
 ) -> dict:
     """The gather and write stages: combine the parts, pack, write every file, the manifest last."""
-    c = combine(summaries, spec, workdir, packing=packing, pack_scope=pack_scope, max_rejected=max_rejected,
-                eval_split=eval_split, mix=mix, events=events)
+    o, events, tok = run.opts, run.events, run.tok
+    assert tok is not None and run.key is not None
+    c = combine(summaries, spec, workdir, packing=o.packing, pack_scope=o.pack_scope, max_rejected=o.max_rejected,
+                eval_split=run.eval_split, mix=run.mix, events=events)
     if c.loader_difference:  # a warning where the loader was left to the default, else an info line
-        (events.info if loader_chosen else events.notice)(difference_note(tok, c.loader_difference, loader_chosen))
+        chosen = o.tokenizer_loader is not None
+        (events.info if chosen else events.notice)(difference_note(tok, c.loader_difference, chosen))
     if any(s.missing_end for s in summaries):
         events.notice(
             f"template {tpl.name!r} closes assistant turns with no special token of this tokenizer: "
             "the 'end' role is empty, so no strategy teaches the model to stop"
         )
     checkpoint("packed")
-    written = write_output(workdir, c, strategy_table, shard_bytes=shard_bytes, events=events, engine=engine,
+    written = write_output(workdir, c, run.strategy_table, shard_bytes=o.shard_bytes, events=events, engine=engine,
                            forced=any(s.forced_tokens for s in summaries))
-    manifest = make_manifest(workdir, c, written, tok=tok, tpl=tpl, key=key, inputs=inputs,
-                             strategy_table=strategy_table, seq_len=spec.seq_len, packing=packing,
-                             overlong=spec.overlong, seconds=time.perf_counter() - t0)
+    manifest = make_manifest(workdir, c, written, tok=tok, tpl=tpl, key=run.key, inputs=run.inputs,
+                             strategy_table=run.strategy_table, seq_len=spec.seq_len, packing=o.packing,
+                             overlong=spec.overlong, seconds=time.perf_counter() - run.t0)
     if spec.backend != "tokenizers":  # which core made the ids (absent: tokenizers)
         manifest["tokenizer"]["backend"] = spec.backend
     # the column map the inputs were read through, beside them ({} for none)

@@ -23,22 +23,7 @@ from typing import Any
 import click
 
 from ._version import __version__
-from .options import (
-    ALGORITHMS,
-    BACKENDS,
-    BLANK_TURN_POLICIES,
-    DEFAULT_SEQ_LEN,
-    DEFAULT_SHARD_BYTES,
-    DEMO_TOKENIZER,
-    ENGINES,
-    FORMATS,
-    LEADING_ASSISTANT_POLICIES,
-    LOADERS,
-    OVERLONG_POLICIES,
-    PACK_SCOPES,
-    SYSTEM_POLICIES,
-    TEMPLATE_CHOICES,
-)
+from .options import DEMO_TOKENIZER, cli_options, shown_default
 
 #: rejections echoed one by one before the rest are only counted
 MAX_ECHOED_REJECTIONS = 10
@@ -184,6 +169,45 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise _Terminated()
 
 
+def _given(ctx: click.Context, name: str) -> bool:
+    """Whether the option ``name`` was given (on the command line or by an environment variable)."""
+    from click.core import ParameterSource
+
+    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+
+def _build_option(o: Any) -> Any:
+    """The click option of one :class:`~packer.options.Option`."""
+    kw: dict[str, Any] = {"help": o.help, "metavar": o.metavar}
+    if o.kind == "bool":
+        return click.option(o.flag, o.name, is_flag=True, help=o.help)
+    if o.kind == "weights":  # --mix: a flag that makes each INPUT PATH:WEIGHT
+        return click.option(o.flag, o.name, is_flag=True, help=o.help)
+    if o.kind == "strings":
+        return click.option(o.flag, o.name, multiple=True, **kw)
+    if o.kind == "columns":
+        return click.option(o.flag, o.name, default=None, callback=lambda ctx, param, value: _columns(value), **kw)
+    if o.choices is not None:
+        kw["type"] = click.Choice(o.choices)
+    elif o.kind == "path":
+        kw["type"] = click.Path()
+    elif o.kind in ("int", "float"):
+        rng = click.IntRange if o.kind == "int" else click.FloatRange
+        kw["type"] = rng(o.minimum, o.maximum, min_open=o.open_minimum) if o.open_minimum else \
+            rng(o.minimum, o.maximum) if (o.minimum, o.maximum) != (None, None) else (int if o.kind == "int" else float)
+    if o.default is None:  # say what "not given" means, where it means more than nothing
+        shown = shown_default(o)
+        kw["help"] += f"  [default: {shown}]" if shown != "none" else ""
+    return click.option(o.flag, o.name, default=o.default, show_default=o.default is not None, **kw)
+
+
+def _build_options(f: Any) -> Any:
+    """Every ``packer build`` flag, made from :class:`~packer.options.BuildOptions` (one home per option)."""
+    for o in reversed(list(cli_options())):
+        f = _build_option(o)(f)
+    return f
+
+
 @main.command("build")
 @click.argument("inputs", nargs=-1, type=click.Path(), callback=lambda ctx, param, value: _inputs(value))
 @click.option(
@@ -196,125 +220,19 @@ def _raise_terminated(signum: int, frame: object) -> None:
     help="output folder: created, or replaced if it holds a packer output (see --overwrite); "
     "a folder holding anything else is refused",
 )
-@click.option(
-    "--tokenizer", "tokenizer", type=click.Path(), default=None,
-    help="model folder with tokenizer.json (+ tokenizer_config.json), or a tokenizer.json file "
-    "[default: packer's tiny demo tokenizer, for trying packer only]",
-)
-@click.option(
-    "--tokenizer-loader", default=None, type=click.Choice(LOADERS),
-    help="which tokenizer behaviour the ids follow: file runs tokenizer.json as it is (tokenizers-based "
-    "engines such as TGI, transformers 4); transformers asks the installed transformers (vLLM, SGLang, TRL; "
-    "5.x differs for SentencePiece models such as Llama 2, Mistral, Phi-3). [default: file, with a warning "
-    "where the two differ; choosing one silences it]",
-)
-@click.option(
-    "--template", default="auto", show_default=True, type=click.Choice(TEMPLATE_CHOICES),
-    help="auto: the tokenizer's chat_template if it has one, else alpaca",
-)
-@click.option(
-    "--system", default="merge", show_default=True, type=click.Choice(SYSTEM_POLICIES),
-    help="a system message under a template that refuses one (Mistral, Gemma): merge it into the first user "
-    "turn (keeping the system role on its tokens), drop it, or reject the record; counted",
-)
-@click.option(
-    "--blank-turns", default="reject", show_default=True, type=click.Choice(BLANK_TURN_POLICIES),
-    help="a blank turn inside a conversation: reject the record, or drop the turn with the turn that answers "
-    "it (counted in turns dropped)",
-)
-@click.option(
-    "--leading-assistant", default="drop", show_default=True, type=click.Choice(LEADING_ASSISTANT_POLICIES),
-    help="an assistant turn opening a conversation (before any user turn): drop it (counted in turns dropped), "
-    "or keep and train it where the template renders it",
-)
-@click.option(
-    "--format", "fmt", default=None, type=click.Choice(FORMATS), help="input format [default: detected per file]"
-)
-@click.option(
-    "--columns", default=None, metavar="FIELD=COLUMN,...", callback=lambda ctx, param, value: _columns(value),
-    help="read your column names as the formats' fields, e.g. instruction=question,output=answer or "
-    "messages=conversation.turns,role=from,content=text (a dotted name is a path into nested objects)",
-)
-@click.option("--seq-len", default=DEFAULT_SEQ_LEN, show_default=True, type=click.IntRange(min=2))
-@click.option(
-    "--strategy", "strategies", multiple=True, metavar="NAME=ROLE,...",
-    help="an extra masking strategy (repeatable), e.g. prompt_only=instruction,input",
-)
-@click.option(
-    "--packing", default="bfd", show_default=True, type=click.Choice(ALGORITHMS),
-    help="bfd: best-fit decreasing, ffd: first-fit decreasing, nextfit: keeps input order",
-)
-@click.option(
-    "--overlong", default="drop", show_default=True, type=click.Choice(OVERLONG_POLICIES),
-    help="records longer than --seq-len: drop them, or truncate (rejected if no response is left)",
-)
-@click.option(
-    "--max-rejected", type=click.FloatRange(0, 1), default=None, metavar="FRACTION",
-    help="fail, writing nothing, if more than this share of the records is rejected or truncated, or of "
-    "their tokens cut [default: warn past 0.05]",
-)
-@click.option(
-    "--shard-size", default=DEFAULT_SHARD_BYTES // 2**20, show_default=True, type=click.IntRange(min=1),
-    help="approximate maximum shard size in MiB",
-)
-@click.option("--overwrite", is_flag=True, help="replace an earlier packer output in the output folder")
-@click.option("--wait", is_flag=True,
-              help="if another build is writing the output folder, wait for it to finish (then look again) "
-              "instead of failing")
-@click.option("--strict", is_flag=True, help="fail on the first rejected record")
-@click.option(
-    "--dedupe", is_flag=True, help="reject exact duplicate conversations after the first (else: kept, counted)"
-)
-@click.option(
-    "--eval-fraction", type=float, default=None, metavar="F",
-    help="hold out this share (0 < F < 1) of the packable records as an eval split, chosen by record from "
-    "--seed: PackedDataset(out, split='eval')",
-)
-@click.option("--eval-records", type=int, default=None, metavar="N",
-              help="hold out exactly N packable records as the eval split (instead of --eval-fraction)")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="which records the eval split holds and a mixture (--mix) samples")
-@click.option("--mix", "mix", is_flag=True,
-              help="the INPUTS are PATH:WEIGHT (--mix a.jsonl:1.0 b.json:0.3): each record of an input is packed "
-              "floor(WEIGHT) times, plus once with probability frac(WEIGHT) (by --seed)")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), metavar="N",
-              help="map the input and write the shards in N worker processes (all cores: --workers $(nproc)); the "
-              "output is the same, byte for byte, for any N")
-@click.option("--engine", default="process", show_default=True, type=click.Choice(ENGINES),
-              help="who runs the workers: processes on this machine, or a Ray cluster (pip install 'packer[ray]'; "
-              "RAY_ADDRESS names the cluster)")
-@click.option("--part-size", default=None, type=click.IntRange(min=1), metavar="MiB",
-              help="cut the input into parts of about this size, whatever --workers [default: 64 with more than one "
-              "worker or Ray, else one part]")
-@click.option("--scratch", default=None, type=click.Path(file_okay=False), metavar="DIR",
-              help="local folder an output URI (-o s3://bucket/shards) is built in before it is uploaded, manifest "
-              "last [default: the system's temporary folder]")
-@click.option("--pack-scope", default="global", show_default=True, type=click.Choice(PACK_SCOPES),
-              help="global: pack all documents together; part: pack each part (--part-size) alone, no row mixing "
-              "parts (for inputs too large for one machine to pack)")
-@click.option("--tokenizer-backend", default="auto", show_default=True, type=click.Choice(BACKENDS),
-              help="who encodes: auto = tiktoken for a byte-level BPE tokenizer it provably reproduces (Qwen, "
-              "Llama 3, GPT-2; checked against tokenizers on a sample as the build runs), else the tokenizers "
-              "library; tiktoken or tokenizers to force one")
+@_build_options
 @click.option("-q", "--quiet", is_flag=True,
               help="nothing on stdout (no summary), no progress, no per-record messages; warnings and errors still "
               "on stderr, and the exit code says how it went")
 @_debug_option
-def build_cmd(inputs, recipe, output, tokenizer, tokenizer_loader, template, system, blank_turns, leading_assistant,
-              fmt, columns, seq_len, strategies, packing, overlong, max_rejected, shard_size, overwrite, strict, dedupe,
-              eval_fraction, eval_records, seed, mix, workers, engine, part_size, pack_scope, scratch,
-              tokenizer_backend, quiet, wait) -> None:
+def build_cmd(inputs: tuple[str, ...], recipe: str | None, output: str, quiet: bool, **settings: Any) -> None:
     """Pack INPUTS (JSON, JSONL, Parquet, HF datasets; Alpaca, ShareGPT, messages, prompt/completion or text) into
     the folder OUTPUT."""
     io = _io()
-    opts = dict(output=output, tokenizer=tokenizer, tokenizer_loader=tokenizer_loader, template=template,
-                system=system, blank_turns=blank_turns, leading_assistant=leading_assistant, fmt=fmt,
-                columns=columns, seq_len=seq_len,
-                strategies=strategies, packing=packing, overlong=overlong, max_rejected=max_rejected,
-                shard_bytes=shard_size * 2**20, overwrite=overwrite, strict=strict, dedupe=dedupe,
-                eval_fraction=eval_fraction, eval_records=eval_records, seed=seed, mix=None, workers=workers,
-                engine=engine, part_bytes=None if part_size is None else part_size * 2**20, pack_scope=pack_scope,
-                scratch=scratch, tokenizer_backend=tokenizer_backend, wait=wait)
+    mix = settings.pop("mix")
+    # only what was given: the rest is BuildOptions' default (or the recipe's)
+    ctx = click.get_current_context()
+    opts = {"output": output, **{k: v for k, v in settings.items() if _given(ctx, k)}}
     if recipe is not None:
         inputs, opts = _with_recipe(io, recipe, inputs, mix, opts)
     elif not inputs:
@@ -324,7 +242,7 @@ def build_cmd(inputs, recipe, output, tokenizer, tokenizer_loader, template, sys
         inputs, opts["mix"] = _mix_inputs(io, inputs)
     else:
         _no_weights(io, inputs)
-    output, tokenizer, template = opts["output"], opts["tokenizer"], opts["template"]
+    output, tokenizer, template = opts.pop("output"), opts.get("tokenizer"), opts.get("template", "auto")
     demo = tokenizer is None
     if demo:
         if not (DEMO_TOKENIZER / "tokenizer.json").is_file():
@@ -334,6 +252,23 @@ def build_cmd(inputs, recipe, output, tokenizer, tokenizer_loader, template, sys
 
     from .build import build
 
+    progress, events = _events(io, quiet, output, demo)
+    # "as it was" only of a folder that was there (a URI is not looked at for this)
+    as_it_was = f"; {output} is as it was before this build" if "://" in str(output) or os.path.lexists(output) else ""
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        with progress:
+            manifest = build(list(inputs), output, events=events, **{**opts, "tokenizer": tokenizer})
+    except KeyboardInterrupt as e:
+        _stopped(e, f"nothing was written{as_it_was}")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if not quiet:  # -q: the exit code says it went well; the manifest says what was built
+        _print_summary(io, manifest, output, template, demo=Path(tokenizer) == DEMO_TOKENIZER)
+
+
+def _events(io: _IO, quiet: bool, output: str, demo: bool) -> tuple[Any, Any]:
+    """The progress display and the build events that print rejections, warnings and notes."""
     echoed = 0
 
     def on_rejection(rej: Any) -> None:
@@ -357,25 +292,15 @@ def build_cmd(inputs, recipe, output, tokenizer, tokenizer_loader, template, sys
             "warning: no --tokenizer given: building with packer's tiny demo tokenizer (2,048 tokens, trained on "
             "the demo data), for trying packer out; its shards are useless for training a model. Pass "
             "--tokenizer <model folder> (with tokenizer.json) for real work.", style="bold yellow")
-    # "as it was" only of a folder that was there (a URI is not looked at for this)
-    as_it_was = f"; {output} is as it was before this build" if "://" in str(output) or os.path.lexists(output) else ""
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        with progress:
-            manifest = build(list(inputs), events=events, **{**opts, "tokenizer": tokenizer})
-    except KeyboardInterrupt as e:
-        _stopped(e, f"nothing was written{as_it_was}")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    if not quiet:  # -q: the exit code says it went well; the manifest says what was built
-        _print_summary(io, manifest, output, template, demo=Path(tokenizer) == DEMO_TOKENIZER)
+    return progress, events
 
 
 def _with_recipe(io: _IO, recipe: str, inputs: tuple[str, ...], mix: bool,
                  opts: dict[str, Any]) -> tuple[tuple[str, ...], dict[str, Any]]:
     """The inputs and build options of ``--recipe``: the recipe's, overridden by the options given on the command
-    line beside it; INPUTS or --mix beside it, or a mistake in it, is one line (exit 2)."""
-    from click.core import ParameterSource
+    line beside it (``opts``); INPUTS or --mix beside it, or a mistake in it, is one line (exit 2). A key under an
+    older name is a warning line."""
+    import warnings
 
     from .recipe import RecipeError, load_recipe
 
@@ -383,18 +308,22 @@ def _with_recipe(io: _IO, recipe: str, inputs: tuple[str, ...], mix: bool,
         io.fail(f"--recipe {recipe}: give the inputs (and their weights) in the recipe's [[inputs]] tables, "
                 f"not as {'--mix' if mix else 'INPUTS'} beside it", 2)
     try:
-        kwargs = load_recipe(recipe)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DeprecationWarning)
+            kwargs = load_recipe(recipe)
     except RecipeError as e:
         io.fail(str(e), 2)
+    for w in caught:
+        io.say(f"warning: {w.message}", style="yellow")
     paths = tuple(kwargs.pop("inputs"))
     try:
         _inputs(paths)
     except click.BadParameter as e:
         io.fail(f"{recipe}: inputs: {e.message}", 2)
     ctx = click.get_current_context()
-    given = {"shard_bytes" if name == "shard_size" else name for name in ctx.params
-             if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
-    return paths, {**opts, **kwargs, **{k: v for k, v in opts.items() if k in given}}
+    if not _given(ctx, "output"):
+        opts = {k: v for k, v in opts.items() if k != "output"}
+    return paths, {"output": "shards", **kwargs, **opts}
 
 
 def _split_weight(arg: str) -> tuple[str, str] | None:

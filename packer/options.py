@@ -1,13 +1,46 @@
-"""The build's option values, in a module that imports nothing.
+"""Every option of a build, defined once: :class:`BuildOptions`.
 
-The command line offers these as choices before it imports numpy, numba or the
-tokenizer stack (so ``packer --help`` starts in a blink); the modules that
-implement each option take their names from here, so there is one list of each.
+The command line's ``packer build`` flags, the recipe file's keys, the keyword
+arguments of :func:`packer.build` and the option table of the README are all
+generated from the fields of :class:`BuildOptions`, so they cannot disagree::
+
+    >>> from packer.options import BuildOptions
+    >>> opts = BuildOptions(tokenizer="models/qwen", seq_len=2048, overlong="truncate")
+    >>> opts.seq_len, opts.packing, opts.shard_bytes
+    (2048, 'bfd', 268435456)
+    >>> [o.flag for o in options()][:3]
+    ['--tokenizer', '--tokenizer-loader', '--template']
+    >>> BuildOptions(packing="best")
+    Traceback (most recent call last):
+    ...
+    packer.options.OptionError: unknown --packing 'best'; choose bfd|ffd|nextfit
+
+The field name is the recipe key and the ``build()`` keyword; the flag is the
+field name with ``-`` for ``_``. Older names (``fmt``, ``strategies``,
+``shard_bytes``, ``part_bytes``) are still accepted by ``build()`` and in recipes,
+with a :class:`DeprecationWarning` (:data:`ALIASES`).
+
+This module imports nothing heavy: the command line builds its options from it
+before numpy, numba or the tokenizer stack are loaded (``packer --help`` starts
+in a blink).
 """
 
 from __future__ import annotations
 
+import difflib
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .records import BuildError
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .tokenize import TokenizerInfo
 
 #: record formats of the inputs (see :mod:`packer.formats`)
 FORMATS: tuple[str, ...] = ("alpaca", "sharegpt", "messages", "prompt_completion", "text")
@@ -20,7 +53,8 @@ TEMPLATES: tuple[str, ...] = ("alpaca", "chatml", "llama3", "tulu", "mistral")
 #: ``--template`` values: the tokenizer's own, the tokenizer's own else alpaca, or a built-in one
 TEMPLATE_CHOICES: tuple[str, ...] = ("auto", "tokenizer", *TEMPLATES)
 DEFAULT_SEQ_LEN = 4096
-DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
+DEFAULT_SHARD_MIB = 256
+DEFAULT_SHARD_BYTES = DEFAULT_SHARD_MIB * 2**20
 #: a build warns when rejection or truncation removes more than this share of the records or tokens
 WARN_LOST_SHARE = 0.05
 #: the tokenizer a build uses when none is named: tiny (2,048 tokens, trained on the demo data), for trying
@@ -45,3 +79,292 @@ PACK_SCOPES: tuple[str, ...] = ("global", "part")
 BACKENDS: tuple[str, ...] = ("auto", "tokenizers", "tiktoken")
 #: who runs a build's workers (see :mod:`packer.engine`)
 ENGINES: tuple[str, ...] = ("process", "ray")
+#: a build's input is cut into parts of about this size when it runs on more than one worker
+DEFAULT_PART_MIB = 64
+
+
+class OptionError(BuildError, ValueError):
+    """A build option with a wrong value, with a one-line message naming the option (``--seq-len``)."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """What the command line, the recipe reader and the docs need to know of one field of :class:`BuildOptions`.
+
+    ``kind`` is the value's kind: ``str``, ``int``, ``float``, ``bool``, ``path`` (a local folder or file,
+    relative to the recipe file in a recipe), ``strings`` (repeatable), ``columns`` (FIELD=COLUMN pairs) or
+    ``weights`` (one number per input). ``where`` says which surfaces offer it: ``cli``, ``recipe``, ``python``.
+    """
+
+    name: str
+    kind: str
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    #: the minimum excluded (a share above 0)
+    open_minimum: bool = False
+    metavar: str | None = None
+    where: tuple[str, ...] = ("cli", "recipe", "python")
+    #: the default as the help and README show it, where the value itself says too little (None)
+    shown_default: str | None = None
+    #: from Python, an object may stand in for the name or path (a TokenizerInfo, an Engine)
+    objects: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def check(self, value: Any, label: str | None = None) -> Any:
+        """``value`` checked (kind, choices, range) and normalised (a list of strings to a tuple); an
+        :class:`OptionError` names the option as ``label`` (a recipe key), else as its flag."""
+        if value is None and self.default is None:
+            return None
+        if self.objects and not isinstance(value, str | os.PathLike):
+            return value
+        label = label or self.flag
+        value = _check_kind(self, value, label)
+        if self.choices is not None and value not in self.choices:
+            raise OptionError(f"unknown {label} {value!r}; choose {'|'.join(self.choices)}")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            low, high = self.minimum, self.maximum
+            if low is not None and (value <= low if self.open_minimum else value < low):
+                raise OptionError(f"{label} must be {'above' if self.open_minimum else 'at least'} {low:g}, "
+                                  f"not {value!r}")
+            if high is not None and value > high:
+                raise OptionError(f"{label} must be at most {high:g}, not {value!r}")
+        return value
+
+
+_KIND_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+               "path": "a path", "strings": "a list of strings", "columns": "a table of FIELD = COLUMN strings",
+               "weights": "a list of numbers >= 0"}
+
+
+def _check_kind(o: Option, value: Any, label: str) -> Any:
+    def wrong() -> OptionError:
+        return OptionError(f"{label} must be {_KIND_NAMES[o.kind]}, not {value!r}")
+
+    k = o.kind
+    if k == "bool":
+        if not isinstance(value, bool):
+            raise wrong()
+    elif k == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong()
+    elif k == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise wrong()
+    elif k == "str":
+        if not isinstance(value, str):
+            raise wrong()
+    elif k == "path":
+        if not isinstance(value, str | os.PathLike):
+            raise wrong()
+    elif k == "strings":
+        if isinstance(value, str) or not all(isinstance(s, str) for s in value):
+            raise wrong()
+        value = tuple(value)
+    elif k == "weights":
+        if isinstance(value, str) or not all(isinstance(w, int | float) and not isinstance(w, bool) for w in value):
+            raise wrong()
+        value = tuple(float(w) for w in value)
+    return value
+
+
+def _opt(default: Any, kind: str, help: str, **kw: Any) -> Any:
+    """A :class:`BuildOptions` field with its :class:`Option` (the name is filled in by :func:`options`)."""
+    return field(default=default, metadata={"option": {"kind": kind, "help": help, **kw}})
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """The settings of a build: one field per ``packer build`` flag and recipe key (:mod:`packer.options`).
+
+    A value that is wrong for its option (an unknown choice, a number out of range, a wrong type) raises
+    :class:`OptionError` when the object is made. ``dataclasses.replace(opts, seq_len=8192)`` gives a
+    changed copy; :func:`packer.build` takes ``options=`` and keyword overrides of any field.
+    """
+
+    tokenizer: str | os.PathLike | TokenizerInfo | None = _opt(
+        None, "path", "model folder with tokenizer.json (+ tokenizer_config.json), or a tokenizer.json file",
+        shown_default="packer's tiny demo tokenizer, for trying packer only", objects=True)
+    tokenizer_loader: str | None = _opt(
+        None, "str", "which tokenizer behaviour the ids follow: file runs tokenizer.json as it is (tokenizers-based "
+        "engines such as TGI, transformers 4); transformers asks the installed transformers (vLLM, SGLang, TRL; "
+        "5.x differs for SentencePiece models such as Llama 2, Mistral, Phi-3)", choices=LOADERS,
+        shown_default="file, with a warning where the two differ; choosing one silences it")
+    template: str = _opt("auto", "str", "chat template; auto: the tokenizer's chat_template if it has one, else alpaca",
+                         choices=TEMPLATE_CHOICES)
+    system: str = _opt(
+        "merge", "str", "a system message under a template that refuses one (Mistral, Gemma): merge it into the "
+        "first user turn (keeping the system role on its tokens), drop it, or reject the record; counted",
+        choices=SYSTEM_POLICIES)
+    blank_turns: str = _opt(
+        "reject", "str", "a blank turn inside a conversation: reject the record, or drop the turn with the turn that "
+        "answers it (counted in turns dropped)", choices=BLANK_TURN_POLICIES)
+    leading_assistant: str = _opt(
+        "drop", "str", "an assistant turn opening a conversation (before any user turn): drop it (counted in turns "
+        "dropped), or keep and train it where the template renders it", choices=LEADING_ASSISTANT_POLICIES)
+    format: str | None = _opt(None, "str", "input format", choices=FORMATS, shown_default="detected per file")
+    columns: Mapping[str, str] | Sequence[tuple[str, str]] | None = _opt(
+        None, "columns", "read your column names as the formats' fields, e.g. instruction=question,output=answer or "
+        "messages=conversation.turns,role=from,content=text (a dotted name is a path into nested objects)",
+        metavar="FIELD=COLUMN,...")
+    seq_len: int = _opt(DEFAULT_SEQ_LEN, "int", "tokens per packed row", minimum=2)
+    strategy: tuple[str, ...] = _opt(
+        (), "strings", "an extra masking strategy (repeatable), e.g. prompt_only=instruction,input",
+        metavar="NAME=ROLE,...")
+    packing: str = _opt("bfd", "str", "bfd: best-fit decreasing, ffd: first-fit decreasing, nextfit: keeps input order",
+                        choices=ALGORITHMS)
+    overlong: str = _opt(
+        "drop", "str", "records longer than --seq-len: drop them, truncate them (rejected if no response is left), "
+        "or split a conversation between its exchanges", choices=OVERLONG_POLICIES)
+    max_rejected: float | None = _opt(
+        None, "float", "fail, writing nothing, if more than this share of the records is rejected or truncated, or "
+        "of their tokens cut", minimum=0, maximum=1, metavar="FRACTION", shown_default="warn past 0.05")
+    shard_size: float = _opt(DEFAULT_SHARD_MIB, "float", "approximate maximum shard size in MiB", minimum=0,
+                             open_minimum=True, metavar="MiB")
+    overwrite: bool = _opt(False, "bool", "replace an earlier packer output in the output folder")
+    wait: bool = _opt(False, "bool", "if another build is writing the output folder, wait for it to finish (then "
+                      "look again) instead of failing")
+    strict: bool = _opt(False, "bool", "fail on the first rejected record")
+    dedupe: bool = _opt(False, "bool", "reject exact duplicate conversations after the first (else: kept, counted)")
+    eval_fraction: float | None = _opt(
+        None, "float", "hold out this share (0 < F < 1) of the packable records as an eval split, chosen by record "
+        "from --seed: PackedDataset(out, split='eval')", metavar="F")
+    eval_records: int | None = _opt(None, "int", "hold out exactly N packable records as the eval split (instead of "
+                                    "--eval-fraction)", metavar="N")
+    seed: int = _opt(0, "int", "which records the eval split holds and a mixture (--mix) samples")
+    mix: tuple[float, ...] | None = _opt(
+        None, "weights", "weight the inputs: on the command line a flag, the INPUTS then PATH:WEIGHT (--mix "
+        "a.jsonl:1.0 b.json:0.3); in a recipe or build() one weight per input, in order. Each record of an input is "
+        "packed floor(WEIGHT) times, plus once with probability frac(WEIGHT) (by --seed)")
+    workers: int = _opt(1, "int", "map the input and write the shards in N worker processes (all cores: --workers "
+                        "$(nproc)); the output is the same, byte for byte, for any N", minimum=1, metavar="N")
+    engine: str | Engine = _opt(
+        "process", "str", "who runs the workers: processes on this machine, or a Ray cluster (pip install "
+        "'packer[ray]'; RAY_ADDRESS names the cluster)", choices=ENGINES, objects=True)
+    part_size: float | None = _opt(
+        None, "float", "cut the input into parts of about this size in MiB, whatever --workers", minimum=0,
+        open_minimum=True, metavar="MiB", shown_default=f"{DEFAULT_PART_MIB} with more than one worker or Ray, "
+        "else one part")
+    scratch: str | os.PathLike | None = _opt(
+        None, "path", "local folder an output URI (-o s3://bucket/shards) is built in before it is uploaded, "
+        "manifest last", metavar="DIR", shown_default="the system's temporary folder")
+    pack_scope: str = _opt("global", "str", "global: pack all documents together; part: pack each part (--part-size) "
+                           "alone, no row mixing parts (for inputs too large for one machine to pack)",
+                           choices=PACK_SCOPES)
+    tokenizer_backend: str = _opt(
+        "auto", "str", "who encodes: auto = tiktoken for a byte-level BPE tokenizer it provably reproduces (Qwen, "
+        "Llama 3, GPT-2; checked against tokenizers on a sample as the build runs), else the tokenizers library; "
+        "tiktoken or tokenizers to force one", choices=BACKENDS)
+    batch_size: int = _opt(512, "int", "records tokenized at a time (memory, not output: the output is the same for "
+                           "any batch size)", minimum=1, where=("python",))
+    cuts: Mapping[int, tuple[int, ...]] | None = _opt(
+        None, "cuts", "input index -> byte offsets to cut the input at, in place of --part-size (for tests)",
+        where=("python",))
+
+    def __post_init__(self) -> None:
+        for o in options():
+            if o.kind != "cuts":
+                object.__setattr__(self, o.name, o.check(getattr(self, o.name)))
+
+    @property
+    def shard_bytes(self) -> int:
+        """``shard_size`` in bytes."""
+        return round(self.shard_size * 2**20)
+
+    @property
+    def part_bytes(self) -> int | None:
+        """``part_size`` in bytes (None: not given)."""
+        return None if self.part_size is None else max(1, round(self.part_size * 2**20))
+
+    def with_overrides(self, overrides: Mapping[str, Any], where: str = "build()") -> BuildOptions:
+        """A copy with ``overrides`` (field names, or the older names of :data:`ALIASES` with a
+        DeprecationWarning); an unknown name is a TypeError naming the closest field."""
+        return replace(self, **resolve_names(overrides, where)) if overrides else self
+
+
+#: older names -> (field, converter of the value): accepted with a DeprecationWarning
+ALIASES: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "fmt": ("format", lambda v: v),
+    "strategies": ("strategy", lambda v: v),
+    "shard_bytes": ("shard_size", lambda v: v / 2**20 if isinstance(v, int | float) else v),
+    "part_bytes": ("part_size", lambda v: None if v is None else v / 2**20 if isinstance(v, int | float) else v),
+}
+
+_OPTIONS: tuple[Option, ...] | None = None
+
+
+def options() -> tuple[Option, ...]:
+    """Every :class:`Option` of :class:`BuildOptions`, in the order ``packer build --help`` lists them."""
+    global _OPTIONS
+    if _OPTIONS is None:
+        _OPTIONS = tuple(Option(name=f.name, default=None if f.default is MISSING else f.default,
+                                **f.metadata["option"]) for f in fields(BuildOptions))
+    return _OPTIONS
+
+
+def _field_docs() -> str:
+    """The fields of :class:`BuildOptions`, one paragraph each, for its docstring (so ``help(BuildOptions)``)."""
+    lines = ["", "Fields (each the recipe key of that name and, with ``-`` for ``_``, the ``packer build`` flag):", ""]
+    for o in options():
+        choices = f"; one of {', '.join(o.choices)}" if o.choices else ""
+        python = " (Python only)" if "cli" not in o.where else ""
+        lines.append(f"- ``{o.name}`` ({o.kind}, default {shown_default(o)}{choices}){python}: {o.help}")
+    return "\n".join(lines)
+
+
+def option(name: str) -> Option:
+    return next(o for o in options() if o.name == name)
+
+
+def resolve_names(values: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``values`` keyed by field name: an older name is renamed (its value converted) with a DeprecationWarning;
+    an unknown one is a TypeError that suggests the closest field."""
+    names = {o.name for o in options()}
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in ALIASES:
+            new, convert = ALIASES[key]
+            warnings.warn(f"{where}: {key!r} is deprecated; use {new!r}"
+                          + (" (in MiB)" if key.endswith("_bytes") else ""), DeprecationWarning, stacklevel=4)
+            key, value = new, convert(value)
+        elif key not in names:
+            close = difflib.get_close_matches(key, sorted(names), n=1)
+            raise TypeError(f"{where}: unknown option {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        if key in out:
+            raise TypeError(f"{where}: option {key!r} given twice (once by an older name)")
+        out[key] = value
+    return out
+
+
+def cli_options() -> Iterator[Option]:
+    """The options ``packer build`` offers as flags."""
+    return (o for o in options() if "cli" in o.where)
+
+
+def shown_default(o: Option) -> str:
+    """The default as help and docs show it."""
+    if o.shown_default is not None:
+        return o.shown_default
+    if o.kind == "bool":
+        return "off"
+    if o.default in (None, ()):
+        return "none"
+    return f"{o.default:g}" if isinstance(o.default, float) else str(o.default)
+
+
+def markdown_table() -> str:
+    """The README's table of ``packer build`` options (a test checks the README holds exactly this)."""
+    lines = ["| option | recipe key | default | what it does |", "|---|---|---|---|"]
+    for o in cli_options():
+        value = "" if o.kind == "bool" else " " + (o.metavar or ("|".join(o.choices) if o.choices else o.kind.upper()))
+        text = o.help.replace("|", "\\|")
+        lines.append(f"| `{o.flag}{value.replace('|', '&#124;')}` | `{o.name}` | {shown_default(o)} | {text} |")
+    return "\n".join(lines) + "\n"
+
+
+BuildOptions.__doc__ = (BuildOptions.__doc__ or "").rstrip() + "\n" + _field_docs().replace("\n", "\n    ")

@@ -52,7 +52,7 @@ def test_paths_are_read_from_the_recipe_folder(folder, monkeypatch, tmp_path):
     write(folder, BODY)
     kwargs = load_recipe("recipes/recipe.toml")
     assert kwargs["inputs"] == ["recipes/a.json", "recipes/b.json"] and kwargs["output"] == "recipes/out"
-    assert kwargs["tokenizer"] == DEMO_TOKENIZER.as_posix() and kwargs["shard_bytes"] == 2**20
+    assert kwargs["tokenizer"] == DEMO_TOKENIZER.as_posix() and kwargs["shard_size"] == 1
 
 
 def test_command_line_options_override_the_recipe(folder):
@@ -66,10 +66,10 @@ def test_command_line_options_override_the_recipe(folder):
 
 
 def test_weights_match_build_mix(folder):
-    body = 'output = "out"\nseq_len = 512\nseed = 3\n[[inputs]]\npath = "a.json"\nweight = 1\n' \
-           '[[inputs]]\npath = "b.json"\nweight = 0.3\n'
+    body = 'output = "out"\nseq_len = 512\nseed = 3\nmix = [1, 0.3]\n[[inputs]]\npath = "a.json"\n' \
+           '[[inputs]]\npath = "b.json"\n'
     kwargs = load_recipe(write(folder, body))
-    assert kwargs["mix"] == [1.0, 0.3]
+    assert kwargs["mix"] == (1.0, 0.3)
     assert run("--recipe", folder / "recipe.toml").exit_code == 0
     build([folder / "a.json", folder / "b.json"], folder / "api", tokenizer=DEMO_TOKENIZER, seq_len=512, seed=3,
           mix=[1.0, 0.3])
@@ -91,8 +91,12 @@ INPUT = '[[inputs]]\npath = "a.json"\n'
 @pytest.mark.parametrize(("body", "what"), [
     ('seq_ln = 512\n' + INPUT, "unknown key 'seq_ln' (did you mean 'seq_len'?)"),
     ('seq_len = "512"\n' + INPUT, "seq_len must be an integer"),
+    ('seq_len = 1\n' + INPUT, "seq_len must be at least 2, not 1"),
     ('dedupe = 1\n' + INPUT, "dedupe must be true or false"),
-    ('packing = "best"\n' + INPUT, "packing = 'best' is not one of"),
+    ('packing = "best"\n' + INPUT, "unknown packing 'best'; choose bfd|ffd|nextfit"),
+    ('strategy = "a=b"\n' + INPUT, "strategy must be a list of strings"),
+    ('mix = [1.0]\n' + INPUT + INPUT, "mix gives 1 weights for 2 inputs"),
+    ('mix = [1.0]\n[[inputs]]\npath = "a.json"\nweight = 1.0\n', "give the weights once"),
     ('[[inputs]]\npth = "a.json"\n', "inputs #1: unknown key 'pth' (did you mean 'path'?)"),
     ('[[inputs]]\npath = "a.json"\nweight = "x"\n', "inputs #1: weight must be a number"),
     ('[[inputs]]\npath = "a.json"\nweight = -1\n', "weight must be a number >= 0"),
@@ -122,3 +126,21 @@ def test_missing_tokenizer_and_file_and_inputs_beside_it(folder):
         lines = [line for line in res.output.splitlines() if line.strip()]
         assert len(lines) == 1 and what in lines[0], res.output
     assert run().exit_code == 2  # neither INPUTS nor --recipe: click's usage error
+
+
+def test_older_names_still_read_with_a_warning(folder):
+    """The recipe keys of before BuildOptions (``strategies``, a ``weight`` on each input) still build the same
+    output, each with a DeprecationWarning (a warning line on the command line)."""
+    old = 'output = "old"\nseq_len = 512\nseed = 3\nstrategies = ["p=instruction"]\n' \
+          '[[inputs]]\npath = "a.json"\nweight = 1\n[[inputs]]\npath = "b.json"\nweight = 0.3\n'
+    new = 'output = "new"\nseq_len = 512\nseed = 3\nstrategy = ["p=instruction"]\nmix = [1, 0.3]\n' \
+          '[[inputs]]\npath = "a.json"\n[[inputs]]\npath = "b.json"\n'
+    with pytest.warns(DeprecationWarning) as caught:
+        kwargs = load_recipe(write(folder, old, "old.toml"))
+    said = " ".join(str(w.message) for w in caught)
+    assert "'strategies' is deprecated; use 'strategy'" in said and "mix = [1.0, 0.3]" in said
+    assert kwargs["strategy"] == ("p=instruction",) and kwargs["mix"] == (1.0, 0.3)
+    res = run("--recipe", folder / "old.toml")
+    assert res.exit_code == 0 and res.output.count("warning:") == 2 and "deprecated" in res.output, res.output
+    assert run("--recipe", write(folder, new, "new.toml")).exit_code == 0
+    assert output_files(folder / "old") == output_files(folder / "new")
