@@ -1,5 +1,5 @@
 """What a newcomer tripped over (issue 24, item 8): show from another folder, -q, inspect --html, the demo
-script's next steps, the README's training snippet as pasted, and the tokenizer-loader warning."""
+script's next steps, the training snippets of README and docs as pasted, and the tokenizer-loader warning."""
 
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ def test_readme_says_how_to_run_packer_after_the_demo():
     assert ".venv/bin/packer" in text[demo : demo + 600] and "source .venv/bin/activate" in text[demo : demo + 600]
 
 
-# -- the README's runnable snippets run as pasted ------------------------------------------------------------
+# -- the runnable snippets of README and docs run as pasted ------------------------------------------------------------
 
 
 def runnable_snippets(text: str) -> list[str]:
@@ -140,11 +140,12 @@ def runnable_snippets(text: str) -> list[str]:
 
 
 @pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")  # num_workers=4 on a small machine
-def test_the_readme_training_snippet_runs_as_pasted(demo_output, tmp_path, monkeypatch):
+@pytest.mark.parametrize("page", ["README.md", "docs/training.md"])
+def test_the_training_snippets_run_as_pasted(page, demo_output, tmp_path, monkeypatch):
     torch = pytest.importorskip("torch", reason="torch not installed (extra packer[torch])")
     transformers = pytest.importorskip("transformers", reason="transformers not installed (extra packer[hf])")
-    snippets = runnable_snippets((ROOT / "README.md").read_text())
-    assert any("PackedDataset" in s for s in snippets), "the PackedDataset snippet is marked runnable"
+    snippets = runnable_snippets((ROOT / page).read_text())
+    assert any("PackedDataset" in s for s in snippets), f"{page}: the PackedDataset snippet is marked runnable"
     shutil.copytree(demo_output, tmp_path / "shards")
     monkeypatch.chdir(tmp_path)
     vocab = json.loads((demo_output / "manifest.json").read_text())["tokenizer"]["vocab_size"]
@@ -156,7 +157,7 @@ def test_the_readme_training_snippet_runs_as_pasted(demo_output, tmp_path, monke
         for code in snippets:
             scope = {"model": model}
             with torch.no_grad():
-                exec(compile(code, "README.md", "exec"), scope)  # the README's own code
+                exec(compile(code, page, "exec"), scope)  # the page's own code
             assert torch.isfinite(scope["loss"]), dtype
 
 
