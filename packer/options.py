@@ -350,7 +350,70 @@ def shown_default(o: Option) -> str:
     """The default as help and docs show it."""
     if o.shown_default is not None:
         return o.shown_default
-    if o.kind == "bool":
+    if o.kind in ("bool", "weights"):  # --mix: a flag on the command line
+        return "off"
+    if o.default in (None, ()):
+        return "none"
+    return f"{o.default:g}" if isinstance(o.default, float) else str(o.default)
+
+
+def markdown_rows() -> list[str]:
+    """The README's table rows of the ``packer build`` flags (``scripts/options_table.py`` writes the table; a test
+    checks the README holds exactly it)."""
+    rows = []
+    for o in cli_options():
+        value = "" if o.kind in ("bool", "weights") else " " + (o.metavar or ("/".join(o.choices) if o.choices else
+                                                                               o.kind.upper()))
+        default = shown_default(o)
+        default = default if o.shown_default or default in ("off", "none") else f"`{default}`"
+        rows.append(f"| `{o.flag}{value}` | {default} | {o.help.replace('|', '/')} |")
+    return rows
+
+
+def _field_docs() -> str:
+    """The fields of :class:`BuildOptions`, one paragraph each, for its docstring (so ``help(BuildOptions)``)."""
+    lines = ["", "Fields (each the recipe key of that name and, with ``-`` for ``_``, the ``packer build`` flag):", ""]
+    for o in options():
+        choices = f"; one of {', '.join(o.choices)}" if o.choices else ""
+        python = " (Python only)" if "cli" not in o.where else ""
+        lines.append(f"- ``{o.name}`` ({o.kind}, default {shown_default(o)}{choices}){python}: {o.help}")
+    return "\n".join(lines)
+
+
+def option(name: str) -> Option:
+    return next(o for o in options() if o.name == name)
+
+
+def resolve_names(values: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``values`` keyed by field name: an older name is renamed (its value converted) with a DeprecationWarning;
+    an unknown one is a TypeError that suggests the closest field."""
+    names = {o.name for o in options()}
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in ALIASES:
+            new, convert = ALIASES[key]
+            warnings.warn(f"{where}: {key!r} is deprecated; use {new!r}"
+                          + (" (in MiB)" if key.endswith("_bytes") else ""), DeprecationWarning, stacklevel=4)
+            key, value = new, convert(value)
+        elif key not in names:
+            close = difflib.get_close_matches(key, sorted(names), n=1)
+            raise TypeError(f"{where}: unknown option {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        if key in out:
+            raise TypeError(f"{where}: option {key!r} given twice (once by an older name)")
+        out[key] = value
+    return out
+
+
+def cli_options() -> Iterator[Option]:
+    """The options ``packer build`` offers as flags."""
+    return (o for o in options() if "cli" in o.where)
+
+
+def shown_default(o: Option) -> str:
+    """The default as help and docs show it."""
+    if o.shown_default is not None:
+        return o.shown_default
+    if o.kind in ("bool", "weights"):  # --mix: a flag on the command line
         return "off"
     if o.default in (None, ()):
         return "none"

@@ -106,10 +106,11 @@ def test_options_object_and_keywords_build_the_same(tmp_path):
 
 def test_older_keyword_names_still_work_with_a_deprecation_warning(tmp_path):
     data = [EXAMPLES / "alpaca_demo.json"]
-    with pytest.warns(DeprecationWarning, match="'shard_bytes' is deprecated; use 'shard_size'") as caught:
+    with pytest.warns(DeprecationWarning) as caught:
         build(data, tmp_path / "old", tokenizer=DEMO_TOKENIZER, seq_len=256, shard_bytes=20_000, fmt="alpaca",
               strategies=["p=instruction"])
     assert {str(w.message).split("'")[1] for w in caught} == {"shard_bytes", "fmt", "strategies"}
+    assert "build(): 'shard_bytes' is deprecated; use 'shard_size' (in MiB)" in [str(w.message) for w in caught]
     build(data, tmp_path / "new", tokenizer=DEMO_TOKENIZER, seq_len=256, shard_size=20_000 / 2**20, format="alpaca",
           strategy=["p=instruction"])
     assert output_files(tmp_path / "old") == output_files(tmp_path / "new")
