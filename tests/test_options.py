@@ -13,7 +13,7 @@ import pytest
 
 from packer import build
 from packer.cli import build_cmd
-from packer.options import ALIASES, BuildOptions, OptionError, cli_options, markdown_table, options
+from packer.options import ALIASES, BuildOptions, OptionError, cli_options, options
 from packer.recipe import load_recipe, recipe_keys
 
 from .helpers import DEMO_TOKENIZER, EXAMPLES, output_files
@@ -91,7 +91,7 @@ def test_the_readme_table_is_the_options():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert table.with_table(readme) == readme, "the README's option table is stale: python scripts/options_table.py"
     for o in cli_options():
-        assert f"`{o.flag}" in markdown_table()
+        assert f"| `{o.flag}" in table.table()
 
 
 def test_options_object_and_keywords_build_the_same(tmp_path):
