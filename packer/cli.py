@@ -257,7 +257,7 @@ def build_cmd(inputs: tuple[str, ...], recipe: str | None, output: str, quiet: b
     as_it_was = f"; {output} is as it was before this build" if "://" in str(output) or os.path.lexists(output) else ""
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        with progress:
+        with progress, _logged_to(io):
             manifest = build(list(inputs), output, events=events, **{**opts, "tokenizer": tokenizer})
     except KeyboardInterrupt as e:
         _stopped(e, f"nothing was written{as_it_was}")
@@ -265,6 +265,30 @@ def build_cmd(inputs: tuple[str, ...], recipe: str | None, output: str, quiet: b
         signal.signal(signal.SIGTERM, previous)
     if not quiet:  # -q: the exit code says it went well; the manifest says what was built
         _print_summary(io, manifest, output, template, demo=Path(tokenizer) == DEMO_TOKENIZER)
+
+
+class _LogLines:
+    """The ``packer`` logger's warnings as the command's own ``warning:`` lines on stderr, for the duration."""
+
+    def __init__(self, io: _IO) -> None:
+        import logging
+
+        class Handler(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                io.say(f"warning: {record.getMessage()}", style="yellow")
+
+        self.logger = logging.getLogger("packer")
+        self.handler = Handler(logging.WARNING)
+
+    def __enter__(self) -> None:
+        self.logger.addHandler(self.handler)
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self.handler)
+
+
+def _logged_to(io: _IO) -> _LogLines:
+    return _LogLines(io)
 
 
 def _events(io: _IO, quiet: bool, output: str, demo: bool) -> tuple[Any, Any]:

@@ -176,3 +176,24 @@ def test_a_build_from_python_warns_through_logging(tmp_path, caplog):
         build([data], tmp_path / "o", tokenizer=DEMO_TOKENIZER, seq_len=256)
     assert any(r.name == "packer" and r.levelno == logging.WARNING and "rejected" in r.getMessage()
                for r in caplog.records), caplog.text
+
+
+def test_the_command_line_shows_the_packer_loggers_warnings(tmp_path, monkeypatch):
+    """A library notice sent to the ``packer`` logger (not to the build's events) is a ``warning:`` line of the
+    command on stderr, once."""
+    from click.testing import CliRunner
+
+    import packer.build as B
+    from packer.cli import main
+
+    checked = B.check_inputs
+
+    def check_and_warn(*args, **kwargs):
+        logging.getLogger("packer").warning("a library notice")
+        return checked(*args, **kwargs)
+
+    monkeypatch.setattr(B, "check_inputs", check_and_warn)
+    res = CliRunner().invoke(main, ["build", "-q", str(EXAMPLES / "alpaca_demo.json"), "-o", str(tmp_path / "o"),
+                                    "--tokenizer", str(DEMO_TOKENIZER), "--seq-len", "256"])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("warning: a library notice") == 1, res.output
