@@ -83,7 +83,9 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from .jsonvalues import RECORD_FORMATS, SUPPORTED, BadValue, FileValues, Piece, expand_inputs, file_size
+from .inputs import expand_inputs, file_size
+from .jsonstream import BadValue
+from .jsonvalues import RECORD_FORMATS, SUPPORTED, FileValues, Piece
 from .normalise import _MESSAGES_KEYS, _PARSERS, _SHAREGPT_KEYS, _TURN_FORMATS, TurnKeys, _Parser
 from .options import BLANK_TURN_POLICIES, FORMATS, LEADING_ASSISTANT_POLICIES
 from .records import BuildError, Conversation, Rejection, Source
