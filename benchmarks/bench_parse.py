@@ -1,4 +1,4 @@
-"""Per-record cost of the record parsers (JSON already decoded: the work :mod:`packer.formats` adds), and of
+"""Per-record cost of the record parsers (JSON already decoded: the work :mod:`packer.normalise` does), and of
 rendering the parsed records with the tokenizer's own template, on real files.
 
 Run it in two checkouts back to back to compare them (the machine is shared and noisy: quote ratios of one
@@ -16,9 +16,11 @@ import timeit
 from pathlib import Path
 
 from packer import formats as F
+from packer import normalise as N
 from packer.loader import load_tokenizer
 from packer.records import Conversation
 from packer.templates import ChatTemplate
+from packer.turnfields import _Reject
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SETS = {
@@ -37,14 +39,14 @@ def main() -> None:
     print("| set | records | parse us/record | render us/record |\n|---|---|---|---|")
     for name, (file, parser) in SETS.items():
         records = json.loads((SHARED / "data" / file).read_text())
-        parse = getattr(F, parser)
+        parse = getattr(N, parser)
 
         def parse_all(records: list = records, parse=parse) -> list:  # type: ignore[no-untyped-def]
             out = []
             for r in records:
                 try:
                     out.append(parse(r))
-                except F._Reject:
+                except _Reject:
                     pass
             return out
 

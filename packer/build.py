@@ -47,7 +47,7 @@ from . import roles as R
 from .combine import EvalSplit, Mix, combine
 from .engine import Engine, LocalEngine, make_engine
 from .formats import check_columns, check_inputs
-from .jsonvalues import expand_inputs
+from .inputs import expand_inputs
 from .layout import file_sha256
 from .loader import difference_note
 from .manifest import make_manifest, up_to_date, write_manifest

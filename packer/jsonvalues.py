@@ -2,7 +2,7 @@
 
 :class:`FileValues` reads one input file and yields its records, in file order,
 as the values :mod:`json` decodes them to (a Parquet row as a dict), or a
-:class:`BadValue` in place of a record it could not decode: the rejection reason
+:class:`~packer.jsonstream.BadValue` in place of a record it could not decode: the rejection reason
 and where in the file it broke. On the way it works out the container, strips a
 BOM, refuses what is not UTF-8 JSON or Parquet, counts the bytes read (the
 build's progress) and hashes them (the manifest's sha256). It knows nothing of
@@ -24,7 +24,7 @@ Worked example, a JSON array cut short in its third record::
     (True, 32)
 
 The file starts with ``[``, so it is a JSON array; decoding it whole fails, so it
-is decoded element by element: the two complete records come out as they are,
+is decoded element by element (:mod:`packer.jsonstream`): the two complete records come out as they are,
 and the break becomes ONE bad value that says where (line 3, column 6, counted
 as an editor does): the file ends inside that record. All 32 bytes were read and hashed.
 
@@ -44,7 +44,7 @@ Containers (by extension, then by content)
     ``.arrow``: an Arrow IPC stream (an HF ``datasets`` cache file, or a data file of
     a ``save_to_disk`` folder) or IPC file, one record per row, read a record batch at
     a time; a folder written by ``Dataset.save_to_disk`` (``state.json``) stands for
-    its data files, in order (:func:`expand_inputs`).
+    its data files, in order (:func:`packer.inputs.expand_inputs`).
     Other extensions are sniffed (``PAR1``, Arrow magic, ``[``, ``{``). A UTF-8 BOM is
     ignored. A missing, empty, UTF-16, non-JSON or (array/object) non-UTF-8
     file, a directory, is a :class:`~packer.records.BuildError`: one line that
@@ -57,26 +57,21 @@ Containers (by extension, then by content)
 
 from __future__ import annotations
 
-import codecs
-import hashlib
 import io
 import json
 import os
 import re
-import stat
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from . import fsio
 from .compressed import compression, inner_suffix, open_decompressed
+from .jsonstream import _DECODER, _JSON_CHUNK, _WS, BadValue, _Consumed, _json_array_values, _line_col, _TextWindow
 from .options import FORMATS
 from .records import BuildError
 
-__all__ = [
-    "RECORD_FORMATS", "SUPPORTED", "WHOLE", "BadValue", "FileValues", "Piece", "container", "expand_inputs",
-    "file_size",
-]
+__all__ = ["RECORD_FORMATS", "SUPPORTED", "WHOLE", "FileValues", "Piece", "container"]
 
 _BOM = b"\xef\xbb\xbf"
 _JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -84,14 +79,7 @@ _JSONL_SUFFIXES = (".jsonl", ".ndjson")
 _ARROW_STREAM_MAGIC = b"\xff\xff\xff\xff"
 _ARROW_FILE_MAGIC = b"ARROW1"
 _PARQUET_BATCH_ROWS = 2048
-#: JSON whitespace, the same pattern the json module uses between values
-_WS = re.compile(r"[ \t\n\r]*")
 _WS_BYTES = re.compile(rb"[ \t\n\r]*")
-_DECODER = json.JSONDecoder()
-#: bytes read at a time from a JSON array file
-_JSON_CHUNK = 1 << 23
-#: characters of one unfinished array element after which it counts as broken, not unfinished
-_MAX_RECORD_CHARS = 1 << 26
 #: bytes of JSON Lines read at a time (the reader's progress moves a block at a time)
 _JSONL_BLOCK = 1 << 20
 #: check_inputs (``head_only``) reads a file this much at a time: it needs the first records, not the first megabytes
@@ -111,57 +99,6 @@ SUPPORTED = (
     "supported: JSON (an array of records, or one object), JSON Lines, Parquet, Arrow (HF datasets: a "
     f"save_to_disk folder or a cache .arrow file); record formats {RECORD_FORMATS}"
 )
-
-
-class BadValue:
-    """A record the file could not decode, in its place: ``reason`` (``malformed_json``, ``invalid_utf8``) and
-    ``detail`` (where, and what broke) become its Rejection."""
-
-    __slots__ = ("detail", "reason")
-
-    def __init__(self, reason: str, detail: str) -> None:
-        self.reason = reason
-        self.detail = detail
-
-
-def _line_col(text: str, pos: int, before: tuple[int, int] = (0, 0)) -> str:
-    """``"line L column C"`` of a str position, numbered as json's errors are; ``before`` is (newlines,
-    characters after the last of them) of text that preceded ``text`` in the file."""
-    line = before[0] + text.count("\n", 0, pos) + 1
-    nl = text.rfind("\n", 0, pos)
-    column = pos - nl if nl >= 0 else before[1] + pos + 1
-    return f"line {line} column {column}"
-
-
-class _Consumed:
-    """The bytes of one file read so far: their count (the reader's progress) and, unless ``hashing`` is
-    off (check_inputs reads only a file's beginning), their sha256."""
-
-    __slots__ = ("hasher", "n")
-
-    def __init__(self, hashing: bool = True) -> None:
-        self.hasher = hashlib.sha256() if hashing else None
-        self.n = 0
-
-    def update(self, raw: bytes) -> None:
-        if self.hasher is not None:
-            self.hasher.update(raw)
-        self.n += len(raw)
-
-    def read_to(self, f: BinaryIO, end: int) -> None:
-        """Read ``f`` up to byte ``end`` (-1: to its end) into the hash; without one, only count up to ``end``."""
-        if self.hasher is None:
-            self.n = max(self.n, end)
-            return
-        while end < 0 or self.n < end:
-            raw = f.read(1 << 20 if end < 0 else min(1 << 20, end - self.n))
-            if not raw:
-                return
-            self.update(raw)
-
-    def hexdigest(self) -> str:
-        return self.hasher.hexdigest() if self.hasher is not None else ""
-
 
 def _jsonl_values(
     f: BinaryIO, consumed: _Consumed | None, block: int = 0, lineno: int = 0, offset: int = 0
@@ -219,261 +156,6 @@ def _line_error(text: str, error: json.JSONDecodeError) -> str:
         except RecursionError:
             pass
     return f"column {min(error.pos, len(body)) + 1}: {error.msg}"
-
-
-class _TextWindow:
-    """The text of a UTF-8 file, decoded a chunk at a time, for a JSON array of any size.
-
-    Memory is about one chunk plus the largest record (at most twice a record
-    longer than a chunk), where decoding the whole file would hold all of it as
-    one str (4 bytes a character once a single emoji is in it). ``text`` is the
-    window: positions are indices into it, and the methods that read on
-    (:meth:`skip_ws`, :meth:`decode`) drop what lies before the position they
-    are given and return positions in the new window. :meth:`where` names a
-    position's line and column in the whole file, numbered as json's errors
-    are. Every byte read goes into ``consumed``, ``chunk`` bytes at a time.
-    """
-
-    def __init__(
-        self, f: BinaryIO, path: str, consumed: _Consumed, head: bytes, fed: int, chunk: int,
-        opener: Callable[[], BinaryIO] | None = None,
-    ) -> None:
-        self._f, self._path, self._consumed, self._chunk = f, path, consumed, chunk
-        #: opens the bytes the window reads again, from their start (for messages and the resynchronisation
-        #: of a broken array: :mod:`packer.resync`)
-        self.opener = opener or (lambda: fsio.open_input(path))
-        # (characters, byte, lines, column) of the file before a point where() counted lines to
-        self._anchor = (0, 0, 0, 0)
-        self._dec = codecs.getincrementaldecoder("utf-8")()
-        self._fed = fed  # bytes of the file before ``head`` (a BOM)
-        self._dropped = 0  # characters dropped from the front
-        self.text = ""
-        self.eof = False
-        self._feed(head, final=False)
-
-    def _feed(self, raw: bytes, final: bool, asked: int = 0) -> None:
-        try:
-            text = self._dec.decode(raw, final)
-        except UnicodeDecodeError as e:
-            at = self._fed - len(self._dec.getstate()[0]) + e.start
-            raise BuildError(f"{self._path}: invalid UTF-8 at byte {at}; the file must be UTF-8") from None
-        self._fed += len(raw)
-        self.text += text
-        self.eof = final
-        self._short = len(raw) < (asked or self._chunk)
-
-    def _more(self, pos: int) -> int:
-        """Drop ``text[:pos]``, append the next chunk; the new ``pos``, or -1 at the end of the file.
-
-        A record longer than a chunk is parsed again after each read: reading as much as the
-        window holds (doubling it) keeps that linear in the record's length, not quadratic.
-        """
-        if self.eof:
-            return -1
-        self._dropped += pos
-        self.text = self.text[pos:]
-        asked = max(self._chunk, len(self.text))
-        raw = self._f.read(asked)
-        self._consumed.update(raw)
-        self._feed(raw, not raw, asked)
-        return 0
-
-    def at_end(self) -> bool:
-        """Whether the window holds the rest of the file. After a short read (the file ended, as
-        far as a regular file tells) one more read makes sure; a full chunk is not the end."""
-        if not self.eof and self._short:
-            raw = self._f.read(self._chunk)
-            self._consumed.update(raw)
-            self._feed(raw, final=not raw)
-        return self.eof
-
-    def where(self, pos: int) -> str:
-        """``"line L column C"`` of ``text[pos]`` in the whole file (reads the file again, from where the last
-        call counted to: errors only)."""
-        before = (0, 0)
-        if self._dropped:
-            chars, byte, lines, col = self._anchor
-            before = _prefix_lines(self.opener, self._dropped - chars, byte, (lines, col))
-            self._anchor = (self._dropped, self.byte_offset(0), *before)
-        return _line_col(self.text, pos, before)
-
-    def byte_offset(self, pos: int) -> int:
-        """The byte offset in the file of ``text[pos]`` (encodes the rest of the window: errors only)."""
-        return self._fed - len(self._dec.getstate()[0]) - len(self.text[pos:].encode("utf-8"))
-
-    def skip_ws(self, pos: int) -> int:
-        while True:
-            pos = _WS.match(self.text, pos).end()
-            if pos < len(self.text):
-                return pos
-            more = self._more(pos)
-            if more < 0:
-                return pos
-            pos = more
-
-    def decode(self, pos: int) -> tuple[object, int]:
-        """The JSON value at ``pos`` and where it ends, reading on while it is unfinished."""
-        while True:
-            try:
-                value, end = _DECODER.raw_decode(self.text, pos)
-            except json.JSONDecodeError as e:
-                # unfinished (it goes on in the next chunk) or broken: only more text tells, unless the
-                # error lies well before the end of the text
-                if definitive(e, self.text):
-                    raise
-                if len(self.text) - pos > _MAX_RECORD_CHARS:
-                    raise json.JSONDecodeError(
-                        f"no complete record within {_MAX_RECORD_CHARS:,} characters", self.text, pos
-                    ) from None
-                more = self._more(pos)
-                if more < 0:
-                    raise
-                pos = more
-                continue
-            if end == len(self.text) and not self.eof:
-                pos = self._more(pos)  # a bare number or literal may go on in the next chunk
-                continue
-            return value, end
-
-    def finish(self) -> None:
-        """Read (and hash) what is left of the file."""
-        while raw := self._f.read(self._chunk):
-            self._consumed.update(raw)
-
-
-def _prefix_lines(
-    opener: Callable[[], BinaryIO], chars: int, start: int = 0, before: tuple[int, int] = (0, 0)
-) -> tuple[int, int]:
-    """Newlines in the first ``chars`` characters of a UTF-8 file (BOM skipped) from byte ``start`` (where
-    ``before`` were counted), and the characters after the last of them."""
-    lines, col = before
-    dec = codecs.getincrementaldecoder("utf-8-sig" if start == 0 else "utf-8")()
-    with opener() as f:
-        open_at(f, start)
-        while chars > 0:
-            raw = f.read(_JSON_CHUNK)
-            if not raw:
-                break
-            text = dec.decode(raw)[:chars]
-            chars -= len(text)
-            newlines = text.count("\n")
-            lines += newlines
-            col = len(text) - text.rfind("\n") - 1 if newlines else col + len(text)
-    return lines, col
-
-
-def definitive(e: json.JSONDecodeError, text: str) -> bool:
-    """Whether a decode error of ``text`` stays whatever text follows: one well before its end (a literal,
-    number or escape the end cuts fails within a few characters of it), not a string that runs to the end."""
-    return e.pos + 16 < len(text) and not e.msg.startswith("Unterminated string")
-
-
-def open_at(f: BinaryIO, offset: int) -> None:
-    """Move ``f`` to byte ``offset``: a seek, or (a decompressed stream) reading up to it."""
-    if f.seekable():
-        f.seek(offset)
-        return
-    while offset > 0:
-        raw = f.read(min(offset, 1 << 20))
-        if not raw:
-            return
-        offset -= len(raw)
-
-
-def _json_array_values(win: _TextWindow, pos: int, resync: bool = True) -> Iterator[object]:
-    """Elements of the JSON array opening at ``win.text[pos] == "["``, decoded one
-    at a time so that a break keeps every complete element before it.
-
-    ``[{"a": 1}, {"b": 2}, {"c"`` -> two values, then one BadValue(malformed_json)
-    """
-    if win.at_end():
-        # the whole file is in the window (a small file): one decode of the whole array is about twice
-        # as fast as one per element; a broken array is read element by element, to keep the good ones
-        try:
-            values, end = _DECODER.raw_decode(win.text, pos)
-        except (json.JSONDecodeError, RecursionError):
-            pass
-        else:
-            if _WS.match(win.text, end).end() == len(win.text):
-                values.reverse()
-                while values:  # let go of each record once it is handed on
-                    yield values.pop()
-                return
-    pos = win.skip_ws(pos + 1)
-    if win.text.startswith("]", pos):
-        yield from _after_array(win, pos + 1)
-        return
-    n = 0  # elements so far (records, and broken stretches)
-    while pos >= 0:
-        dropped = win._dropped
-        try:
-            value, end = win.decode(pos)
-        except json.JSONDecodeError as e:
-            pos -= win._dropped - dropped  # where the element starts in the window now
-            pos, n = yield from _skipped(win, pos, e.pos, e.msg, n, resync)
-            continue
-        except RecursionError:
-            pos -= win._dropped - dropped
-            pos, n = yield from _skipped(win, pos, pos, "nested too deeply", n, resync)
-            continue
-        yield value
-        n += 1
-        pos = win.skip_ws(end)
-        sep = win.text[pos : pos + 1]
-        if sep == ",":
-            pos = win.skip_ws(pos + 1)
-            if win.text.startswith("]", pos):
-                yield BadValue("malformed_json", f"{win.where(pos)}: trailing comma before ']'")
-                return
-        elif sep == "]":
-            yield from _after_array(win, pos + 1)
-            return
-        elif pos >= len(win.text):
-            yield _broken(f"{win.where(pos)}: the file ends before the array's closing ']'")
-            return
-        else:
-            pos, n = yield from _skipped(win, pos, pos, "expecting ',' or ']' after a record", n, resync)
-
-
-def _skipped(
-    win: _TextWindow, start: int, error: int, msg: str, n: int, resync: bool
-) -> Generator[BadValue, None, tuple[int, int]]:
-    """The BadValues of a broken stretch of an array from ``win.text[start]`` (:func:`packer.resync.skip`);
-    where the array's next element starts (-1: none) and the elements counted so far."""
-    if not resync:  # a run of elements of a parallel build's plan: they parsed whole when the plan was made
-        raise BuildError(f"{win._path}: {msg} in a run of array elements that parsed whole when the build was "
-                         "planned; did the file change during the build?")
-    from .resync import skip  # a broken array only
-
-    bad, pos = skip(win, start, error, msg, n)
-    yield from bad
-    return pos, n + len(bad)
-
-
-def _broken(where: str) -> BadValue:
-    return BadValue("malformed_json", f"{where}; the rest of the file could not be read")
-
-
-#: what a JSON value may start with: a stretch of text without any holds no record
-VALUE_START = re.compile(r'[\[{"\-0-9A-Za-z]')
-
-
-def _after_array(win: _TextWindow, pos: int) -> Iterator[BadValue]:
-    """Nothing but blanks may follow the array's closing ``]``: text that could hold records is a BuildError
-    (they would be lost unseen), other text one ``malformed_json`` value."""
-    pos = win.skip_ws(pos)
-    if pos >= len(win.text):
-        return
-    at = win.where(pos)
-    rest = win.text[pos:]
-    while len(rest) < 4096 and (more := win._more(pos)) >= 0:
-        pos, rest = more, win.text[more:]
-    if VALUE_START.search(rest):
-        raise BuildError(f"{win._path}: {at}: more data after the array's closing ']' (two arrays one after the "
-                         "other?), which may hold records; packer reads one array per file: split the file, "
-                         "or give the records as JSON Lines")
-    yield _broken(f"{at}: extra data after the array's closing ']'")
-
 
 def _first_lines(data: bytes, n: int, pos: int = 0) -> list[bytes]:
     """The first ``n`` non-blank lines of ``data[pos:]`` (without copying the rest)."""
@@ -819,105 +501,3 @@ class FileValues:
         f.raw.counted.drain()  # type: ignore[attr-defined]
         self.sha256 = self.consumed.hexdigest()
 
-
-def file_size(path: str) -> int:
-    """The size of the file at ``path``; BuildError when it is missing, unreadable, a directory or not a regular
-    file (the reader checks every path before it reads the first). ``path`` may be a URI (:mod:`packer.fsio`)."""
-    if fsio.is_uri(path):
-        return _uri_size(path)
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise BuildError(f"{path}: no such file") from None
-    except OSError as e:  # e.g. a directory on the way that may not be searched
-        raise BuildError(f"{path}: cannot read: {e.strerror or e}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise BuildError(f"{path}: is a directory; give the data files in it, or a folder written by HF datasets' "
-                         "save_to_disk (with state.json)")
-    if not stat.S_ISREG(st.st_mode):
-        raise BuildError(f"{path}: not a regular file (a pipe, socket or device); give a data file")
-    return st.st_size
-
-
-def _uri_size(uri: str) -> int:
-    """:func:`file_size` of a URI (one request to its filesystem)."""
-    try:
-        what, size = fsio.kind(uri)
-    except OSError as e:  # no credentials, no such bucket, the server said no
-        raise BuildError(f"{uri}: cannot read: {e}") from None
-    if what == "missing":
-        raise BuildError(f"{uri}: no such file")
-    if what == "dir":
-        raise BuildError(f"{uri}: is a directory; give the data files in it (a glob: {fsio.join(uri, '*.jsonl')}), "
-                         "or a folder written by HF datasets' save_to_disk (with state.json)")
-    if what != "file":
-        raise BuildError(f"{uri}: not a regular file; give a data file")
-    return size
-
-
-def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[str]:
-    """The input paths as strings, a folder written by HF ``datasets``' ``Dataset.save_to_disk`` replaced by
-    its data files (``data-00000-of-0000N.arrow``, in the order its ``state.json`` lists them), so that
-    every message names the file and the record. A ``DatasetDict``'s folder is a BuildError that names its
-    splits; any other folder is left for :func:`file_size` to refuse. A URI (:mod:`packer.fsio`) with a
-    ``*`` in its path stands for the files it matches, sorted (``s3://bucket/data/*.jsonl``).
-
-    >>> expand_inputs(["data.json"])
-    ['data.json']
-    """
-    out: list[str] = []
-    for p in paths:
-        path = os.fspath(p) if isinstance(p, os.PathLike) else str(p)
-        if fsio.is_uri(path):
-            out.extend(_expand_uri(path))
-            continue
-        if not os.path.isdir(path):
-            out.append(path)
-            continue
-        state = os.path.join(path, "state.json")
-        if os.path.isfile(state):
-            try:
-                with open(state, encoding="utf-8") as f:
-                    files = [d["filename"] for d in json.load(f)["_data_files"]]
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                raise BuildError(f"{state}: not a state.json HF datasets' save_to_disk writes ({e!r})") from None
-            if not files:
-                raise BuildError(f"{path}: the dataset folder lists no data files in state.json")
-            out.extend(os.path.join(path, name) for name in files)
-            continue
-        splits_file = os.path.join(path, "dataset_dict.json")
-        if os.path.isfile(splits_file):
-            try:
-                with open(splits_file, encoding="utf-8") as f:
-                    splits = [str(s) for s in json.load(f)["splits"]]
-            except (OSError, ValueError, KeyError, TypeError):
-                splits = sorted(e.name for e in os.scandir(path) if e.is_dir())
-            raise BuildError(f"{path}: holds a DatasetDict (splits: {', '.join(splits)}); give one split's folder, "
-                             f"e.g. {os.path.join(path, splits[0] if splits else 'train')}")
-        out.append(path)
-    return out
-
-
-def _expand_uri(uri: str) -> list[str]:
-    """:func:`expand_inputs` of one URI: the files a ``*`` pattern matches, or a save_to_disk folder's data
-    files (a DatasetDict's folder is left for :func:`file_size` to refuse as a directory)."""
-    try:
-        files = fsio.expand([uri])
-    except FileNotFoundError:
-        raise BuildError(f"{uri}: no file matches the pattern") from None
-    except OSError as e:
-        raise BuildError(f"{uri}: cannot list: {e}") from None
-    if files != [uri]:
-        return files
-    state = fsio.join(uri, "state.json")
-    try:
-        if fsio.kind(uri)[0] != "dir" or fsio.kind(state)[0] != "file":
-            return [uri]
-        names = [d["filename"] for d in json.loads(fsio.read_bytes(state))["_data_files"]]
-    except OSError:
-        return [uri]  # file_size says why
-    except (ValueError, KeyError, TypeError) as e:
-        raise BuildError(f"{state}: not a state.json HF datasets' save_to_disk writes ({e!r})") from None
-    if not names:
-        raise BuildError(f"{uri}: the dataset folder lists no data files in state.json")
-    return [fsio.join(uri, name) for name in names]

@@ -34,7 +34,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from . import fsio
-from .jsonvalues import _BOM, _JSON_CHUNK, _WS_BYTES, FileValues, Piece, _Consumed, _Range, _TextWindow, container
+from .jsonstream import _JSON_CHUNK, _Consumed, _TextWindow
+from .jsonvalues import _BOM, _WS_BYTES, FileValues, Piece, _Range, container
 from .records import BuildError
 
 #: the part size of a parallel build: big enough that a part's fixed cost (a task, its spill files) is
@@ -166,7 +167,7 @@ def _parquet_pieces(path: str, size: int, at: list[int]) -> list[tuple[Piece, in
 
 
 class _ByteWindow(_TextWindow):
-    """A :class:`~packer.jsonvalues._TextWindow` that knows the byte offset of positions in its text (each
+    """A :class:`~packer.jsonstream._TextWindow` that knows the byte offset of positions in its text (each
     character is encoded once, as the window moves on)."""
 
     def __init__(self, f: io.BufferedReader, path: str, head: bytes, fed: int) -> None:

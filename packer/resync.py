@@ -55,7 +55,7 @@ from __future__ import annotations
 import json
 import re
 
-from .jsonvalues import (
+from .jsonstream import (
     _DECODER,
     _WS,
     VALUE_START,

@@ -802,6 +802,7 @@ def test_json_array_windows_change_nothing(tmp_path: Path, monkeypatch, chunk: i
 
 def test_json_array_memory_is_a_window(tmp_path: Path, monkeypatch) -> None:
     """The decoded text held at once stays near one chunk plus a record, not the whole file."""
+    import packer.jsonstream as jsonstream
     import packer.jsonvalues as jsonvalues
 
     records = [{"instruction": f"q{i} " + "x" * 50, "input": "", "output": "🎉" * 20} for i in range(2000)]
@@ -809,25 +810,26 @@ def test_json_array_memory_is_a_window(tmp_path: Path, monkeypatch) -> None:
     path.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
     monkeypatch.setattr(jsonvalues, "_JSON_CHUNK", 4096)
     largest = 0
-    real_more = jsonvalues._TextWindow._more
+    real_more = jsonstream._TextWindow._more
 
     def more(self, pos):  # type: ignore[no-untyped-def]
         nonlocal largest
         largest = max(largest, len(self.text))
         return real_more(self, pos)
 
-    monkeypatch.setattr(jsonvalues._TextWindow, "_more", more)
+    monkeypatch.setattr(jsonstream._TextWindow, "_more", more)
     assert sum(isinstance(x, Conversation) for x in RecordReader([path])) == 2000
     assert path.stat().st_size > 50 * 4096 and largest < 3 * 4096
 
 
 def test_json_array_record_too_long_to_wait_for(tmp_path: Path, monkeypatch) -> None:
+    import packer.jsonstream as jsonstream
     import packer.jsonvalues as jsonvalues
 
     path = tmp_path / "long.json"
     path.write_text(json.dumps([{"instruction": "a", "output": "b"}, {"instruction": "x" * 5000, "output": "y"}]))
     monkeypatch.setattr(jsonvalues, "_JSON_CHUNK", 256)
-    monkeypatch.setattr(jsonvalues, "_MAX_RECORD_CHARS", 1000)
+    monkeypatch.setattr(jsonstream, "_MAX_RECORD_CHARS", 1000)
     items = list(RecordReader([path]))
     assert isinstance(items[0], Conversation) and items[1].reason == "malformed_json"
     assert "line 1 column 39: no complete record within 1,000 characters" in items[1].detail

@@ -21,7 +21,8 @@ from click.testing import CliRunner
 from packer import BuildError, build
 from packer.cli import main
 from packer.formats import RecordReader, check_inputs
-from packer.jsonvalues import BadValue, FileValues
+from packer.jsonstream import BadValue
+from packer.jsonvalues import FileValues
 
 from .helpers import DEMO_TOKENIZER, output_files
 

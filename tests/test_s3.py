@@ -278,7 +278,7 @@ def test_uri_inputs_read_like_local_files(s3, built):
 
 
 def test_glob_expands_sorted(built):
-    from packer.jsonvalues import expand_inputs
+    from packer.inputs import expand_inputs
 
     _, _, _, uris = built
     assert expand_inputs([f"s3://{BUCKET}/in/alpaca.*", "local.json"]) == [uris[0], uris[2], "local.json"]
@@ -287,7 +287,7 @@ def test_glob_expands_sorted(built):
 
 def test_save_to_disk_folder_uri(s3):
     """An HF save_to_disk folder given as a URI stands for its data files, in state.json's order."""
-    from packer.jsonvalues import expand_inputs
+    from packer.inputs import expand_inputs
 
     files = ["data-00001-of-00002.arrow", "data-00000-of-00002.arrow"]
     _put(s3, "hf/state.json", json.dumps({"_data_files": [{"filename": f} for f in files]}).encode())
