@@ -355,6 +355,65 @@ def combine(
     """Join the parts, decide duplicates, check the losses, pack; see the module's docstring. ``pack_scope``:
     ``global`` packs all documents of a split together; ``part`` packs each part's documents alone (rows never
     mix parts), the rows of part 0 first."""
+    parts = _in_order(summaries)
+    files, docs = _join(parts)
+    status = docs["status"]
+    dropped = {d: c for s in parts for d, c in s.dropped_turns.items()}
+    reasons: Counter[str] = Counter()
+    for s in parts:
+        reasons.update(s.reasons)
+    dups = np.flatnonzero(docs["duplicate_of"] != NULL)
+    replaced, n_lines = _reject_duplicates(parts, docs, files, dups, spec, workdir, reasons, dropped, events)
+    rejection_files = _rejection_files(parts, workdir)
+    kept_ids = np.flatnonzero((status == _PACKED) | (status == _TRUNCATED)).astype(np.int64)
+    docs.pop("spilled")
+    # a record's first document in the spill (a split record spills its pieces, adjacent)
+    pieces = docs.pop("pieces").astype(np.int64)
+    spill_start = np.cumsum(pieces) - pieces
+    # a duplicate dropped here keeps its tokens in the spill: the parts hold every spilled document's length
+    spilled_len = np.concatenate([s.spilled_lens for s in parts]).astype(np.int64)
+    counts_by_input, formats = _inputs(parts)
+    system_codes = np.bincount(docs.pop("system"), minlength=len(SYSTEM_ACTIONS))
+    absorbed = int(docs.pop("absorbed").sum())
+    _check_lost(spec, status, docs.pop("encoded"), docs["tokens"][kept_ids].astype(np.int64), reasons,
+                max_rejected=max_rejected, events=events,
+                first_rejections=lambda: _first_rejections(rejection_files, replaced))
+
+    input_of = copies = None
+    if mix is not None:
+        kept_ids, copies, input_of = _sample(mix, kept_ids, status, counts_by_input)
+    groups, leaked = _eval_groups(kept_ids, docs["duplicate_of"], eval_split, events)
+    n_pieces = pieces[kept_ids]
+    split_records = int((n_pieces > 1).sum())
+    split_pieces = int(n_pieces[n_pieces > 1].sum())
+    spill_index = spill_start[kept_ids]
+    if copies is not None or split_records:
+        groups, kept_ids, spill_index, copies = _as_documents(groups, kept_ids, spill_index, n_pieces, copies,
+                                                              len(status))
+    if events is not None:
+        events.progress("packing", 0, 1)
+    kept_len = spilled_len[spill_index]
+    firsts = np.array([s.part.first_doc_id for s in parts], dtype=np.int64)
+    splits = [_pack_split(name, members, kept_ids, kept_len, firsts if pack_scope == "part" else None,
+                          spec.seq_len, packing) for name, members in groups]
+    if events is not None:
+        events.progress("packing", 1, 1)
+    return Combined(
+        docs=docs, files=files, inputs=list(zip(counts_by_input, formats, strict=True)), kept_ids=kept_ids,
+        kept_len=kept_len, spill_index=spill_index, spilled_len=spilled_len,
+        tags=[s.part.tag for s in parts], splits=splits, rejection_files=rejection_files,
+        replaced=replaced, rejection_lines=n_lines, duplicates=len(dups), truncated=int((status == _TRUNCATED).sum()),
+        dropped_turns=_count_dropped(dropped),
+        system_policy={SYSTEM_ACTIONS[c]: int(n) for c, n in enumerate(system_codes) if c and n},
+        absorbed=absorbed, loader_difference=next((s.loader_difference for s in parts if s.part.first_doc_id == 0),
+                                                  None),
+        eval_split=eval_split, eval_leaked=leaked, mix=mix, copies=copies, input_of=input_of,
+        split=split_records, split_pieces=split_pieces, pack_scope=pack_scope,
+    )
+
+
+def _in_order(summaries: Sequence[PartSummary]) -> list[PartSummary]:
+    """The parts in doc_id order; a :class:`BuildError` where one does not start where the one before ends."""
     parts = sorted(summaries, key=lambda s: s.part.first_doc_id)
     if not parts:
         raise BuildError("internal error: no part to combine")
@@ -363,7 +422,33 @@ def combine(
         if s.part.first_doc_id != at:
             raise BuildError(f"internal error: part {s.part.tag} starts at doc_id {s.part.first_doc_id}, not {at}")
         at += len(s)
-    # one list of input files, in the order records first name them
+    return parts
+
+
+def _count_dropped(dropped: dict[int, dict[str, int]]) -> dict[str, int]:
+    """Content turns dropped by a documented policy, per reason (sorted), from the counts per record."""
+    counts: Counter[str] = Counter()
+    for c in dropped.values():
+        counts.update(c)
+    return dict(sorted(counts.items()))
+
+
+def _rejection_files(parts: Sequence[PartSummary], workdir: Path) -> list[Path]:
+    """The rejection spill files (:meth:`Combined.rejected_lines`): each part's two, then the duplicates'."""
+    files = [spill_path(workdir, s.part.tag, stage) for s in parts
+             for stage in (RejectionSpill.READ, RejectionSpill.TOKENS)]
+    return [*files, spill_path(workdir, _TAG, "duplicates")]
+
+
+def _inputs(parts: Sequence[PartSummary]) -> tuple[list[int], list[str | None]]:
+    """Per input, in the order given: its records, and its record format (None where no part read it to its end)."""
+    counts = [sum(s.input_records[k] for s in parts) for k in range(len(parts[0].part.inputs))]
+    return counts, [next((s.formats[k] for s in parts if s.formats[k] is not None), None) for k in range(len(counts))]
+
+
+def _join(parts: Sequence[PartSummary]) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The input files, in the order records first name them, and the parts' per-record columns joined:
+    ``file`` coded into those files, ``duplicate_of`` (:func:`_duplicate_of`) in place of the digests."""
     files: list[str] = []
     code: dict[str, int] = {}
     file_col = []
@@ -378,19 +463,23 @@ def combine(
     docs = {name: cat(name) for name in ("record", "status", *DOCUMENT_STATS, "encoded", "spilled", "pieces", "system",
                                           "absorbed", "has_digest", "digest_hi", "digest_lo")}
     docs["file"] = np.concatenate(file_col)
-    docs["duplicate_of"] = dup_of = _duplicate_of(docs.pop("has_digest"), docs.pop("digest_hi"),
-                                                  docs.pop("digest_lo"))
-    status = docs["status"]
-    dropped = {d: c for s in parts for d, c in s.dropped_turns.items()}
+    docs["duplicate_of"] = _duplicate_of(docs.pop("has_digest"), docs.pop("digest_hi"), docs.pop("digest_lo"))
+    return files, docs
+
+
+def _reject_duplicates(
+    parts: Sequence[PartSummary], docs: dict[str, np.ndarray], files: list[str], dups: np.ndarray, spec: MapSpec,
+    workdir: Path, reasons: Counter[str], dropped: dict[int, dict[str, int]],
+    events,  # type: ignore[no-untyped-def]
+) -> tuple[np.ndarray, int]:
+    """With ``--dedupe``, reject every copy ``dups`` after the first (a part skipped its own copies): their
+    lines go to a spill of their own, ``docs``, ``reasons`` and ``dropped`` are updated. The mask of doc_ids
+    whose lines in the parts' spills are replaced, and the lines rejected.jsonl will have."""
+    status, dup_of = docs["status"], docs["duplicate_of"]
 
     def source(doc_id: int) -> Source:
         return Source(doc_id, files[docs["file"][doc_id]], int(docs["record"][doc_id]))
 
-    reasons: Counter[str] = Counter()
-    for s in parts:
-        reasons.update(s.reasons)
-    # duplicates: every copy after the first is rejected with --dedupe (a part skipped its own copies)
-    dups = np.flatnonzero(dup_of != NULL)
     replaced = np.zeros(len(status), dtype=bool)
     n_lines = sum(s.rejection_lines for s in parts)
     lines = RejectionSpill(workdir, _TAG, stages=("duplicates",))
@@ -417,112 +506,98 @@ def combine(
             docs["absorbed"][dups] = 0
     finally:
         lines.close()
-    rejection_files = [spill_path(workdir, s.part.tag, stage) for s in parts
-                       for stage in (RejectionSpill.READ, RejectionSpill.TOKENS)]
-    rejection_files.append(spill_path(workdir, _TAG, "duplicates"))
+    return replaced, n_lines
 
-    kept = (status == _PACKED) | (status == _TRUNCATED)
-    kept_ids = np.flatnonzero(kept).astype(np.int64)
-    docs.pop("spilled")
-    # a record's first document in the spill (a split record spills its pieces, adjacent)
-    pieces = docs.pop("pieces").astype(np.int64)
-    spill_start = np.cumsum(pieces) - pieces
-    kept_len = docs["tokens"][kept_ids].astype(np.int64)
-    # a duplicate dropped here keeps its tokens in the spill: the parts hold every spilled document's length
-    spilled_len = np.concatenate([s.spilled_lens for s in parts]).astype(np.int64)
-    counts_by_input = [sum(s.input_records[k] for s in parts) for k in range(len(parts[0].part.inputs))]
-    formats = [next((s.formats[k] for s in parts if s.formats[k] is not None), None)
-               for k in range(len(counts_by_input))]
-    encoded = docs.pop("encoded")
-    system_codes = np.bincount(docs.pop("system"), minlength=len(SYSTEM_ACTIONS))
-    absorbed = int(docs.pop("absorbed").sum())
-    truncated = int((status == _TRUNCATED).sum())
-    dropped_turns: Counter[str] = Counter()
-    for c in dropped.values():
-        dropped_turns.update(c)
+
+def _check_lost(
+    spec: MapSpec, status: np.ndarray, encoded: np.ndarray, kept_len: np.ndarray, reasons: Counter[str], *,
+    max_rejected: float | None, events,  # type: ignore[no-untyped-def]
+    first_rejections: Callable[[], list[str]],
+) -> None:
+    """:func:`_check_losses` of the records' ``status`` and ``encoded`` tokens, ``kept_len`` those of the kept."""
+    truncated = status == _TRUNCATED
     over = status == _OVERLONG
-    lost = int(encoded[over | (status == _NO_LOSS)].sum()) + int((encoded[status == _TRUNCATED] - spec.seq_len).sum())
+    lost = int(encoded[over | (status == _NO_LOSS)].sum()) + int((encoded[truncated] - spec.seq_len).sum())
     _check_losses(
-        spec, records=len(status), kept=len(kept_ids), truncated=truncated, lost_tokens=lost,
+        spec, records=len(status), kept=len(kept_len), truncated=int(truncated.sum()), lost_tokens=lost,
         kept_tokens=int(kept_len.sum()), overlong_dropped=int(over.sum()),
         longest_dropped=int(encoded[over].max()) if over.any() else 0, reasons=reasons,
-        max_rejected=max_rejected, events=events,
-        first_rejections=lambda: _first_rejections(rejection_files, replaced),
+        max_rejected=max_rejected, events=events, first_rejections=first_rejections,
     )
 
-    input_of = copies = None
-    if mix is not None:
-        input_of = np.repeat(np.arange(len(counts_by_input), dtype=np.int64), counts_by_input)
-        k = mix.copies(kept_ids, input_of[kept_ids])
-        status[kept_ids[k == 0]] = _UNSAMPLED
-        copies = np.zeros(len(status), dtype=np.int64)
-        copies[kept_ids] = k
-        kept_ids, k = kept_ids[k > 0], k[k > 0]
-        truncated = int((status == _TRUNCATED).sum())
-        if not len(kept_ids):
-            raise BuildError(f"--mix {' '.join(f'{w:g}' for w in mix.weights)}: no record was sampled (every "
-                             "weight 0, or too small for these inputs); nothing was written")
-    leaked = 0
+
+def _sample(
+    mix: Mix, kept_ids: np.ndarray, status: np.ndarray, counts_by_input: list[int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mixture's draw: the records sampled (the rest become ``unsampled`` in ``status``), each record's
+    copies, and each record's input."""
+    input_of = np.repeat(np.arange(len(counts_by_input), dtype=np.int64), counts_by_input)
+    k = mix.copies(kept_ids, input_of[kept_ids])
+    status[kept_ids[k == 0]] = _UNSAMPLED
+    copies = np.zeros(len(status), dtype=np.int64)
+    copies[kept_ids] = k
+    kept_ids = kept_ids[k > 0]
+    if not len(kept_ids):
+        raise BuildError(f"--mix {' '.join(f'{w:g}' for w in mix.weights)}: no record was sampled (every "
+                         "weight 0, or too small for these inputs); nothing was written")
+    return kept_ids, copies, input_of
+
+
+def _eval_groups(
+    kept_ids: np.ndarray, dup_of: np.ndarray, eval_split: EvalSplit | None,
+    events,  # type: ignore[no-untyped-def]
+) -> tuple[list[tuple[str, np.ndarray]], int]:
+    """Each split's members (positions in ``kept_ids``): ``train`` alone, or ``train`` and ``eval``
+    (:func:`assign_eval`, telling what went amiss); and the conversations with copies in both."""
     if eval_split is None:
-        groups = [("train", np.arange(len(kept_ids), dtype=np.int64))]
-    else:
-        in_eval, leaked = assign_eval(kept_ids, dup_of, eval_split)
-        groups = [("train", np.flatnonzero(~in_eval)), ("eval", np.flatnonzero(in_eval))]
-        if events is not None:
-            if not in_eval.any():
-                events.notice(f"--eval-fraction {eval_split.fraction}: none of the {len(kept_ids):,} packable "
-                              "records fell into eval; the eval split is empty: raise the fraction, or use "
-                              "--eval-records N")
-            if leaked:
-                events.notice(f"{leaked:,} conversations have exact copies in both train and eval (--eval-records "
-                              "cut a group of duplicates); --dedupe rejects the copies")
-    n_pieces = pieces[kept_ids]
-    split_records = int((n_pieces > 1).sum())
-    split_pieces = int(n_pieces[n_pieces > 1].sum())
-    spill_index = spill_start[kept_ids]
-    if copies is not None or split_records:
-        # each record k times (copies x pieces), adjacent: positions in kept_ids -> positions in the documents
-        k = n_pieces if copies is None else copies[kept_ids] * n_pieces
-        groups = [(name, _expand(members, k)) for name, members in groups]
-        within = np.arange(int(k.sum()), dtype=np.int64) - np.repeat(np.cumsum(k) - k, k)
-        spill_index = np.repeat(spill_index, k) + within % np.repeat(n_pieces, k)
-        if copies is None:
-            copies = np.zeros(len(status), dtype=np.int64)
-        copies[kept_ids] = k
-        kept_ids = np.repeat(kept_ids, k)
+        return [("train", np.arange(len(kept_ids), dtype=np.int64))], 0
+    in_eval, leaked = assign_eval(kept_ids, dup_of, eval_split)
     if events is not None:
-        events.progress("packing", 0, 1)
-    kept_len = spilled_len[spill_index]
-    splits = []
-    firsts = np.array([s.part.first_doc_id for s in parts], dtype=np.int64)
-    for name, members in groups:
-        if pack_scope == "part":  # members are in doc_id order, so each part's are a run of them
-            part_of = np.searchsorted(firsts, kept_ids[members], side="right") - 1
-            cuts = np.flatnonzero(np.diff(part_of)) + 1
-            orders, offsets = [], [np.zeros(1, dtype=np.int64)]
-            for run in np.split(members, cuts) if len(members) else []:
-                local, ro = rows_from_bins(pack(kept_len[run], spec.seq_len, packing))
-                orders.append(run[local])
-                offsets.append(ro[1:] + offsets[-1][-1])
-            order = np.concatenate(orders) if orders else members[:0]
-            splits.append(SplitRows(name, order.astype(np.int64), np.concatenate(offsets), members))
-            continue
-        local, row_offsets = rows_from_bins(pack(kept_len[members], spec.seq_len, packing))
-        splits.append(SplitRows(name, members[local].astype(np.int64), row_offsets, members))
-    if events is not None:
-        events.progress("packing", 1, 1)
-    return Combined(
-        docs=docs, files=files, inputs=list(zip(counts_by_input, formats, strict=True)), kept_ids=kept_ids,
-        kept_len=kept_len, spill_index=spill_index, spilled_len=spilled_len,
-        tags=[s.part.tag for s in parts], splits=splits, rejection_files=rejection_files,
-        replaced=replaced, rejection_lines=n_lines, duplicates=len(dups), truncated=truncated,
-        dropped_turns=dict(sorted(dropped_turns.items())),
-        system_policy={SYSTEM_ACTIONS[c]: int(n) for c, n in enumerate(system_codes) if c and n},
-        absorbed=absorbed, loader_difference=next((s.loader_difference for s in parts if s.part.first_doc_id == 0),
-                                                  None),
-        eval_split=eval_split, eval_leaked=leaked, mix=mix, copies=copies, input_of=input_of,
-        split=split_records, split_pieces=split_pieces, pack_scope=pack_scope,
-    )
+        if not in_eval.any():
+            events.notice(f"--eval-fraction {eval_split.fraction}: none of the {len(kept_ids):,} packable "
+                          "records fell into eval; the eval split is empty: raise the fraction, or use "
+                          "--eval-records N")
+        if leaked:
+            events.notice(f"{leaked:,} conversations have exact copies in both train and eval (--eval-records "
+                          "cut a group of duplicates); --dedupe rejects the copies")
+    return [("train", np.flatnonzero(~in_eval)), ("eval", np.flatnonzero(in_eval))], leaked
+
+
+def _as_documents(
+    groups: list[tuple[str, np.ndarray]], kept_ids: np.ndarray, spill_index: np.ndarray, n_pieces: np.ndarray,
+    copies: np.ndarray | None, records: int,
+) -> tuple[list[tuple[str, np.ndarray]], np.ndarray, np.ndarray, np.ndarray]:
+    """Each kept record as ``k`` adjacent documents (its copies times its pieces): the splits' members, the
+    kept doc_ids and their places in the spill, per document; and per record (of ``records``) its ``k``."""
+    k = n_pieces if copies is None else copies[kept_ids] * n_pieces
+    groups = [(name, _expand(members, k)) for name, members in groups]
+    within = np.arange(int(k.sum()), dtype=np.int64) - np.repeat(np.cumsum(k) - k, k)
+    spill_index = np.repeat(spill_index, k) + within % np.repeat(n_pieces, k)
+    if copies is None:
+        copies = np.zeros(records, dtype=np.int64)
+    copies[kept_ids] = k
+    return groups, np.repeat(kept_ids, k), spill_index, copies
+
+
+def _pack_split(
+    name: str, members: np.ndarray, kept_ids: np.ndarray, kept_len: np.ndarray, firsts: np.ndarray | None,
+    seq_len: int, packing: str,
+) -> SplitRows:
+    """Pack a split's ``members`` (positions in the kept arrays) into rows: all together, or with ``firsts``
+    (each part's first doc_id; ``pack_scope="part"``) each part's alone, the rows of part 0 first."""
+    if firsts is None:
+        local, row_offsets = rows_from_bins(pack(kept_len[members], seq_len, packing))
+        return SplitRows(name, members[local].astype(np.int64), row_offsets, members)
+    # members are in doc_id order, so each part's are a run of them
+    part_of = np.searchsorted(firsts, kept_ids[members], side="right") - 1
+    cuts = np.flatnonzero(np.diff(part_of)) + 1
+    orders, offsets = [], [np.zeros(1, dtype=np.int64)]
+    for run in np.split(members, cuts) if len(members) else []:
+        local, ro = rows_from_bins(pack(kept_len[run], seq_len, packing))
+        orders.append(run[local])
+        offsets.append(ro[1:] + offsets[-1][-1])
+    order = np.concatenate(orders) if orders else members[:0]
+    return SplitRows(name, order.astype(np.int64), np.concatenate(offsets), members)
 
 
 #: rejections a build that packs nothing names in its error (rejected.jsonl is not written then)

@@ -9,7 +9,7 @@ document (kept, truncated, overlong, ...), appends the kept tokens to the
 part's spill files and the rejection lines to its rejection spill, and
 returns a :class:`PartSummary`: a few numbers per record. Nothing in it depends
 on another part, so parts can be mapped in any order, in any process
-(:class:`MapSpec` and :class:`Part` pickle; :mod:`packer.engine` runs them), and
+(:class:`MapSpec` and :class:`Part`, of :mod:`packer.partspec`, pickle; :mod:`packer.engine` runs them), and
 :mod:`packer.combine` puts them together::
 
     records of a.json (an array) and b.jsonl, in three parts (packer.plan):
@@ -35,9 +35,8 @@ import json
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,17 +44,16 @@ import numpy as np
 from . import roles as R
 from .assembly import checked
 from .bound import TokenBound, token_bound
-from .doctable import NULL, Columns, SeenTable
+from .doctable import SeenTable
 from .formats import RecordReader
-from .jsonvalues import WHOLE, Piece
-from .loader import TokenizerInfo, load_tokenizer, loader_difference, loaders_may_differ
+from .loader import TokenizerInfo, loader_difference, loaders_may_differ
 from .outdir import checkpoint
-from .plan import Planned
+from .partspec import MapSpec, Part, PartSummary, new_columns, parts_of, resolve_template
 from .records import STATUS_CODE, BuildError, Conversation, Rejection, Source
 from .spill import RejectionSpill, TokenSpillWriter
 from .templates import ChatTemplate, Rendered
 from .tiktoken_core import TokenizerDrift
-from .tokenize import Labeller, TextBatch, char_codes, encode_texts_fast
+from .tokenize import Labeller, TextBatch, TokenizedBatch, char_codes, encode_texts_fast
 from .words import count_words
 
 _PACKED, _TRUNCATED, _DUPLICATE = STATUS_CODE["packed"], STATUS_CODE["truncated"], STATUS_CODE["duplicate"]
@@ -96,144 +94,6 @@ _log = logging.getLogger("packer")
 JOIN_BELOW = 1 << 20
 #: a document's (ids, roles, flags)
 _Tokens = tuple[np.ndarray, np.ndarray, np.ndarray]
-
-
-def resolve_template(name: str, tok: TokenizerInfo, *, system: str = "merge", assemble: bool = True) -> ChatTemplate:
-    """``auto``: the tokenizer's own chat template if it has one, else ``alpaca``."""
-    if name == "auto":
-        name = "tokenizer" if tok.chat_template else "alpaca"
-    try:
-        return ChatTemplate.named(name, tok, system=system, assemble=assemble)
-    except ValueError as e:
-        raise BuildError(str(e)) from None
-
-
-@dataclass(frozen=True)
-class MapSpec:
-    """Everything mapping a part needs, as plain values (it pickles): a worker
-    process rebuilds the tokenizer and template from it (:meth:`load`)."""
-
-    tokenizer: str
-    tokenizer_sha256: str
-    tokenizer_loader: str = "file"
-    template: str = "auto"
-    system: str = "merge"
-    blank_turns: str = "reject"
-    #: an assistant turn opening a conversation: "drop" it (counted) or "keep" it (options.LEADING_ASSISTANT_POLICIES)
-    leading_assistant: str = "drop"
-    fmt: str | None = None
-    #: the column map: (record format field, the input's column) pairs, sorted (see packer.formats.check_columns)
-    columns: tuple[tuple[str, str], ...] = ()
-    seq_len: int = 4096
-    overlong: str = "drop"
-    strict: bool = False
-    dedupe: bool = False
-    #: assemble records of shapes proven to only paste their contents without Jinja (checked on a sample);
-    #: False after a :class:`~packer.templates.TemplateDrift`: every record rendered by Jinja
-    assemble: bool = True
-    batch_size: int = 512
-    #: who encodes: "tokenizers", or "tiktoken" (packer.tiktoken_core, checked on a sample as it runs)
-    backend: str = "tokenizers"
-
-    def load(self) -> tuple[TokenizerInfo, ChatTemplate]:
-        """The tokenizer (the same file the build checked: its sha256 must match) and the template."""
-        tok = load_tokenizer(self.tokenizer, loader=self.tokenizer_loader)
-        if tok.sha256 != self.tokenizer_sha256:
-            raise BuildError(f"{self.tokenizer}: the tokenizer changed while the build ran")
-        return tok, self.chat_template(tok)
-
-    def chat_template(self, tok: TokenizerInfo) -> ChatTemplate:
-        return resolve_template(self.template, tok, system=self.system, assemble=self.assemble)
-
-
-@dataclass(frozen=True)
-class Part:
-    """What one part reads: every input in order (``input`` None: the single-process build, one part),
-    or a piece of input ``input`` (:mod:`packer.plan`), whose record format is ``fmt`` where the piece
-    may not start at the file's start. Its records get doc_ids from ``first_doc_id``; ``tag`` names its
-    spill files; ``records``, ``nbytes``: its records as counted by the plan (-1: not counted) and bytes."""
-
-    inputs: tuple[str, ...]
-    input: int | None = None
-    piece: Piece = WHOLE
-    fmt: str | None = None
-    first_doc_id: int = 0
-    tag: int = 0
-    records: int = -1
-    nbytes: int = 0
-
-    @property
-    def paths(self) -> list[str]:
-        """The files the part reads."""
-        return list(self.inputs) if self.input is None else [self.inputs[self.input]]
-
-
-def parts_of(inputs: Sequence[str], planned: Sequence[Planned], formats: Sequence[str | None]) -> list[Part]:
-    """The parts of a plan (:func:`packer.plan.plan_inputs`), tagged in input order, each with its first doc_id
-    (-1 after a piece whose records were not counted: the build sets it when the parts before are mapped).
-
-        >>> from packer.plan import Planned
-        >>> pieces = [Planned(0, Piece("lines", 0, 9), 3, 9), Planned(0, Piece("lines", 9, 20), 2, 11)]
-        >>> ps = parts_of(["a.jsonl"], pieces, ["messages"])
-        >>> [(p.tag, p.first_doc_id, p.fmt, p.records) for p in ps]
-        [(0, 0, 'messages', 3), (1, 3, 'messages', 2)]
-    """
-    out = []
-    at = 0
-    for tag, pl in enumerate(planned):
-        out.append(Part(tuple(inputs), pl.input, pl.piece, None if pl.piece.kind == "file" else formats[pl.input],
-                        at, tag, pl.records, pl.nbytes))
-        at = at + pl.records if at >= 0 and pl.records >= 0 else -1
-    return out
-
-
-@dataclass
-class PartSummary:
-    """What mapping a part found: one row of :attr:`docs` per record (row ``i`` is doc_id
-    ``first_doc_id + i``; NULL where documents.arrow has a null) and the part's spill."""
-
-    part: Part
-    #: input path per ``docs.file`` code
-    files: list[str]
-    #: per input (by its place in ``part.inputs``): records of it in this part, and its record format where
-    #: the part read it to its end (else None)
-    input_records: list[int]
-    formats: list[str | None]
-    docs: Columns
-    #: content turns dropped by a documented policy, per record that had any: doc_id -> reason -> count
-    dropped_turns: dict[int, dict[str, int]]
-    #: tokens in the part's spill (the ``spilled`` documents' ``tokens``, in doc_id order)
-    spilled_tokens: int
-    #: tokens of every document in the part's spill, in spill order (a record split by ``--overlong split``
-    #: spills ``pieces`` documents, adjacent)
-    spilled_lens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    #: lines in the part's rejection spill
-    rejection_lines: int = 0
-    loader_difference: str | None = None
-    #: the template closed an assistant turn of a shape this part met with no special token
-    missing_end: bool = False
-    seconds: float = 0.0
-    reasons: Counter[str] = field(default_factory=Counter)
-    #: the part's first rejections (:data:`ECHOED`), where it had no events to tell them to
-    echo: list[Rejection] = field(default_factory=list)
-    #: spilled tokens of non-assistant messages marked ``"training": true`` (the shards then have a ``forced``
-    #: column: format version 3)
-    forced_tokens: int = 0
-
-    def __len__(self) -> int:
-        return len(self.docs)
-
-
-def new_columns() -> Columns:
-    """The per-record columns of a part (see :class:`PartSummary`)."""
-    return Columns(
-        file=(np.int32, 0), record=(np.int64, 0), status=(np.uint8, 0),
-        turns=(np.int32, NULL), prompt_words=(np.int32, NULL), response_words=(np.int32, NULL),
-        tokens=(np.int32, NULL), prompt_tokens=(np.int32, NULL), response_tokens=(np.int32, NULL),
-        encoded=(np.int32, NULL), spilled=(np.uint8, 0), pieces=(np.int32, 0), system=(np.uint8, 0),
-        absorbed=(np.int32, 0),
-        has_digest=(np.uint8, 0), digest_hi=(np.int64, 0), digest_lo=(np.int64, 0),
-    )
 
 
 def words(conv: Conversation) -> tuple[int, int, int]:
@@ -550,14 +410,38 @@ class PartMapper:
             self.docs.absorbed[rows] = tb.doc_absorbed
         lengths = np.diff(tb.offsets)
         self.docs.encoded[rows] = lengths
+        keep_len, pieces = self._overlong(p.doc_ids, tb, rows, lengths)
+        keep = keep_len > 0
+        if (keep_len == lengths).all():
+            ids, roles, last = tb.ids, tb.roles, tb.flags
+        else:
+            pos = np.arange(len(tb.ids)) - np.repeat(tb.offsets[:-1], lengths)
+            sel = pos < np.repeat(keep_len, lengths)
+            ids, roles, last = tb.ids[sel], tb.roles[sel], tb.flags[sel]
+        for d in p.doc_ids.tolist():
+            self.convs.pop(d, None)
+        kept_rows, kept_len = rows[keep], keep_len[keep]
+        self._count_kept(kept_rows, kept_len, roles)
+        spilled_lens = kept_len.astype(np.int64)
+        if pieces:  # the split records' pieces, in their doc_id's place among the kept documents
+            ids, roles, last, spilled_lens = self._with_pieces(rows, keep, kept_len, pieces, (ids, roles, last))
+            kept_rows = rows[keep | np.isin(np.arange(len(rows)), list(pieces))]
+        self._spill(ids, roles, last, spilled_lens, kept_rows)
+
+    def _overlong(
+        self, doc_ids: np.ndarray, tb: TokenizedBatch, rows: np.ndarray, lengths: np.ndarray,
+    ) -> tuple[np.ndarray, dict[int, list[_Tokens]]]:
+        """Per document of the batch (``tb``, labelled), the tokens it keeps from its own (0: none, or its
+        pieces), and the pieces (by place in the batch) of those packed from other tokens: a split record's, or
+        a truncation of a record too long to tokenize whole."""
         keep_len = lengths.copy()
         seq_len = self.spec.seq_len
-        pieces: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+        pieces: dict[int, list[_Tokens]] = {}
         # records too long to tokenize whole stand in the batch as empty placeholders: counted from the bound
-        big = [k for k, d in enumerate(p.doc_ids.tolist()) if d in self.big] if self.big else []
+        big = [k for k, d in enumerate(doc_ids.tolist()) if d in self.big] if self.big else []
         for k in sorted([*np.flatnonzero(lengths > seq_len).tolist(), *big]):
-            d = int(p.doc_ids[k])
-            a, n, count = int(tb.offsets[k]), int(lengths[k]), str(lengths[k])
+            d = int(doc_ids[k])
+            a, count = int(tb.offsets[k]), str(lengths[k])
             src = self.source(d)
             keep_len[k] = 0
             first = tb.roles[a : a + seq_len]
@@ -573,36 +457,39 @@ class PartMapper:
                     first = got[1]
                     if _ASSISTANT_LUT[first].any():
                         pieces[k] = [got]
-            if self.spec.overlong == "split":
-                got = self.split_record(self.convs[d], src)
-                if isinstance(got, Rejection):
-                    self.reject(got, RejectionSpill.TOKENS)
-                else:
-                    pieces[k] = got
-                    self.reject(Rejection(src, "overlong", f"split {count} tokens into {len(got)} documents of "
-                                          f"{', '.join(str(len(g[0])) for g in got)} tokens"),
-                                RejectionSpill.TOKENS, action="split")
-            elif self.spec.overlong == "drop":
-                self.reject(Rejection(src, "overlong", f"{count} tokens > seq_len {seq_len}"), RejectionSpill.TOKENS)
-            elif not _ASSISTANT_LUT[first].any():
-                self.reject(Rejection(src, "overlong_no_loss",
-                                      f"{count} tokens > seq_len {seq_len} and the first {seq_len} hold no response"),
-                            RejectionSpill.TOKENS)
+            self._decide_overlong(k, src, count, first, keep_len, pieces)
+        return keep_len, pieces
+
+    def _decide_overlong(
+        self, k: int, src: Source, count: str, first: np.ndarray, keep_len: np.ndarray,
+        pieces: dict[int, list[_Tokens]],
+    ) -> None:
+        """What ``--overlong`` does to document ``k`` of the batch, longer than seq_len (``count`` tokens; the
+        roles of its ``first`` seq_len): split it into ``pieces``, drop it, or keep its first seq_len tokens."""
+        seq_len = self.spec.seq_len
+        if self.spec.overlong == "split":
+            got = self.split_record(self.convs[src.doc_id], src)
+            if isinstance(got, Rejection):
+                self.reject(got, RejectionSpill.TOKENS)
             else:
-                keep_len[k] = 0 if k in pieces else seq_len
-                self.reject(Rejection(src, "overlong", f"truncated from {count} to {seq_len} tokens"),
-                            RejectionSpill.TOKENS, action="truncated")
-        keep = keep_len > 0
-        if (keep_len == lengths).all():
-            ids, roles, last = tb.ids, tb.roles, tb.flags
+                pieces[k] = got
+                self.reject(Rejection(src, "overlong", f"split {count} tokens into {len(got)} documents of "
+                                      f"{', '.join(str(len(g[0])) for g in got)} tokens"),
+                            RejectionSpill.TOKENS, action="split")
+        elif self.spec.overlong == "drop":
+            self.reject(Rejection(src, "overlong", f"{count} tokens > seq_len {seq_len}"), RejectionSpill.TOKENS)
+        elif not _ASSISTANT_LUT[first].any():
+            self.reject(Rejection(src, "overlong_no_loss",
+                                  f"{count} tokens > seq_len {seq_len} and the first {seq_len} hold no response"),
+                        RejectionSpill.TOKENS)
         else:
-            pos = np.arange(len(tb.ids)) - np.repeat(tb.offsets[:-1], lengths)
-            sel = pos < np.repeat(keep_len, lengths)
-            ids, roles, last = tb.ids[sel], tb.roles[sel], tb.flags[sel]
-        for d in p.doc_ids.tolist():
-            self.convs.pop(d, None)
-        kept_rows, kept_len = rows[keep], keep_len[keep]
-        # per-document token stats now, while the tokens are at hand
+            keep_len[k] = 0 if k in pieces else seq_len
+            self.reject(Rejection(src, "overlong", f"truncated from {count} to {seq_len} tokens"),
+                        RejectionSpill.TOKENS, action="truncated")
+
+    def _count_kept(self, kept_rows: np.ndarray, kept_len: np.ndarray, roles: np.ndarray) -> None:
+        """Per-document token stats of the kept documents (``roles``: their tokens', adjacent), now, while the
+        tokens are at hand."""
         ends = np.cumsum(kept_len)
         starts = ends - kept_len
         for col, is_col in (("prompt_tokens", _PROMPT_LUT[roles]),
@@ -613,31 +500,40 @@ class PartMapper:
         self.docs.tokens[kept_rows] = kept_len
         self.docs.spilled[kept_rows] = 1
         self.docs.pieces[kept_rows] = 1
-        spilled_lens = kept_len.astype(np.int64)
-        if pieces:  # the split records' pieces, in their doc_id's place among the kept documents
-            seg: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-            seg_lens: list[int] = []
-            at = 0
-            for k in range(len(rows)):
-                if k in pieces:
-                    seg.extend(pieces[k])
-                    seg_lens.extend(len(g[0]) for g in pieces[k])
-                    r = int(rows[k])
-                    self.docs.tokens[r] = sum(len(g[0]) for g in pieces[k])
-                    self.docs.prompt_tokens[r] = sum(int(_PROMPT_LUT[g[1]].sum()) for g in pieces[k])
-                    self.docs.response_tokens[r] = sum(int(_WRITTEN_LUT[g[1]].sum()) for g in pieces[k])
-                    self.docs.spilled[r] = 1
-                    self.docs.pieces[r] = len(pieces[k])
-                elif keep[k]:
-                    b = int(ends[at])
-                    seg.append((ids[b - int(kept_len[at]) : b], roles[b - int(kept_len[at]) : b],
-                                last[b - int(kept_len[at]) : b]))
-                    seg_lens.append(int(kept_len[at]))
-                    at += 1
-            ids, roles, last = (np.concatenate([g[j] for g in seg]) if seg else x[:0]
-                                for j, x in enumerate((ids, roles, last)))
-            spilled_lens = np.array(seg_lens, dtype=np.int64)
-            kept_rows = rows[keep | np.isin(np.arange(len(rows)), list(pieces))]
+
+    def _with_pieces(
+        self, rows: np.ndarray, keep: np.ndarray, kept_len: np.ndarray, pieces: dict[int, list[_Tokens]],
+        kept: _Tokens,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The batch's tokens to spill: the ``kept`` tokens (of the ``keep`` documents, ``kept_len`` each) with
+        each split record's ``pieces`` in its place; and the length of every document spilled. Counts the split
+        records' tokens."""
+        ends = np.cumsum(kept_len)
+        seg: list[_Tokens] = []
+        seg_lens: list[int] = []
+        at = 0
+        for k in range(len(rows)):
+            if k in pieces:
+                seg.extend(pieces[k])
+                seg_lens.extend(len(g[0]) for g in pieces[k])
+                r = int(rows[k])
+                self.docs.tokens[r] = sum(len(g[0]) for g in pieces[k])
+                self.docs.prompt_tokens[r] = sum(int(_PROMPT_LUT[g[1]].sum()) for g in pieces[k])
+                self.docs.response_tokens[r] = sum(int(_WRITTEN_LUT[g[1]].sum()) for g in pieces[k])
+                self.docs.spilled[r] = 1
+                self.docs.pieces[r] = len(pieces[k])
+            elif keep[k]:
+                b, n = int(ends[at]), int(kept_len[at])
+                seg.append(tuple(x[b - n : b] for x in kept))  # type: ignore[arg-type]
+                seg_lens.append(n)
+                at += 1
+        ids, roles, last = (np.concatenate([g[j] for g in seg]) if seg else x[:0] for j, x in enumerate(kept))
+        return ids, roles, last, np.array(seg_lens, dtype=np.int64)
+
+    def _spill(
+        self, ids: np.ndarray, roles: np.ndarray, last: np.ndarray, spilled_lens: np.ndarray, kept_rows: np.ndarray,
+    ) -> None:
+        """Append the batch's kept tokens to the part's spill; its kept documents are packed (or truncated)."""
         self.spill.append(ids, roles, last)
         self.spilled_tokens += len(ids)
         self.forced_tokens += int(np.count_nonzero(last & R.FORCED_FLAG))

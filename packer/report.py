@@ -40,6 +40,7 @@ from .layout import (
     read_manifest,
 )
 from .shards import mask_column
+from .strategy_loss import TOOL_ROLES, forced_tokens, strategies, untrained_tokens
 
 REPORT_FORMAT = {"name": "packer-report", "version": 1}
 
@@ -56,10 +57,6 @@ SMALL_DATASET = 20_000
 LONG_PROMPT_RATIO = 1.0
 #: histogram of per-example prompt/response ratios: log2 bins
 RATIO_BINS = [2.0**k for k in range(-8, 9)]
-#: roles whose loss the report breaks out per strategy: what an agent writes besides its answer (calls,
-#: reasoning) and what tools return. Whether a strategy trains on them moves its loss far more than the
-#: prompt/response figures say, and plain instruction data has none of them.
-TOOL_ROLES: tuple[str, ...] = ("tool_call", "reasoning", "tool")
 
 
 def _summary(values: np.ndarray) -> dict:
@@ -138,65 +135,6 @@ def _packed_columns(out: Path) -> Callable[..., np.ndarray]:
     return col
 
 
-def _role_loss(strategy: str, roles: tuple[str, ...] | list[str], role: str, per_role: dict, untrained: dict,
-               last_turn: dict, forced: dict | None = None) -> int | None:
-    """Loss tokens of ``role`` under ``strategy``, from the manifest's counts; None where they cannot tell.
-
-    A strategy puts loss on every token of its roles, less the tokens of messages marked untrained (all but
-    ``full``). A last-turn strategy keeps only the final assistant turn: its split by role is the manifest's
-    ``tokens.last_turn_loss_per_role`` (``last_turn``); an output without it (format version 1) leaves it
-    unknown unless it is 0 (reading every shard to find it would cost a full pass over the data, and
-    ``inspect`` reads only the manifest and documents.arrow). Tokens of messages other than the assistant's
-    marked ``"training": true`` (``forced``, per role) have loss under every strategy, whatever their role.
-    """
-    if role not in roles:
-        if strategy in R.LAST_TURN_STRATEGIES and forced and forced.get(role):
-            split = last_turn.get(strategy)
-            return None if split is None else int(split.get(role, 0))
-        return int((forced or {}).get(role, 0))
-    n = per_role.get(role, 0)  # an output built before the role existed has none
-    if strategy not in R.UNFLAGGED_STRATEGIES:
-        n -= untrained.get(role, 0)
-    if n and strategy in R.LAST_TURN_STRATEGIES:
-        split = last_turn.get(strategy)  # the manifest's split by role (outputs since format version 2)
-        return None if split is None else int(split.get(role, 0))
-    return n
-
-
-def _tool_roles(strategy: str, roles: list[str], loss: int, per_role: dict, untrained: dict,
-                last_turn: dict, forced: dict | None = None) -> dict:
-    """Per role of :data:`TOOL_ROLES`: its loss tokens under ``strategy`` and their share of its loss."""
-    out = {}
-    for role in TOOL_ROLES:
-        n = _role_loss(strategy, roles, role, per_role, untrained, last_turn, forced)
-        share = None if n is None else round(n / loss, 6) if loss else 0.0
-        out[role] = {"loss_tokens": n, "share": share}
-    return out
-
-
-def _untrained(tokens: dict) -> dict:
-    """Tokens of messages marked untrained (``"weight": 0`` / ``"training": false``), as the manifest counts
-    them (0 in an output built before such marks were read)."""
-    return _marked(tokens, "untrained")
-
-
-def _forced(tokens: dict) -> dict:
-    """Tokens of messages other than the assistant's marked ``"training": true`` (loss under every strategy),
-    as the manifest counts them (0 in an output without any: format version 1, 2)."""
-    return _marked(tokens, "forced")
-
-
-def _marked(tokens: dict, key: str) -> dict:
-    """The manifest's count of tokens marked ``key``, its split by role and its share of all tokens."""
-    n = int(tokens.get(key, 0))
-    total = tokens["total"]
-    return {
-        key: n,
-        f"{key}_per_role": {k: int(v) for k, v in tokens.get(f"{key}_per_role", {}).items() if v},
-        f"{key}_share": round(n / total, 6) if total else 0.0,
-    }
-
-
 def _splits(m: dict) -> dict:
     """Documents, rows and tokens of each split; ``eval`` is None in an output without one."""
     held_out = m.get("eval")
@@ -245,70 +183,21 @@ def inspect(output: str | os.PathLike) -> dict:
     for name in manifest_files(m):  # the report describes these files: none may be a link out of the folder
         output_file(out, name)
     col = _packed_columns(out)
-    tokens, per_role = m["tokens"]["total"], m["tokens"]["per_role"]
-    loss = m["tokens"]["loss"]
-    untrained = _untrained(m["tokens"])
-    forced = _forced(m["tokens"])
-    strategies = {
-        name: {"roles": roles, "loss_tokens": loss[name], "share": round(loss[name] / tokens, 6) if tokens else 0.0,
-               "tool_roles": _tool_roles(name, roles, loss[name], per_role, untrained["untrained_per_role"],
-                                         m["tokens"].get("last_turn_loss_per_role", {}), forced["forced_per_role"])}
-        for name, roles in m["strategies"].items()
-    }
-    # documents per row: a row is (shard, row in shard); count the documents of each row that has any
-    shard_col, row_col = col("shard", np.int64), col("row", np.int64)
-    row_key = shard_col * (int(row_col.max()) + 1 if len(row_col) else 1) + row_col
-    per_row = np.bincount(row_key) if len(row_key) else np.zeros(0, np.int64)
-    docs_per_row = per_row[per_row > 0]
     turns = col("turns")
-    c = m["counts"]
-    n_examples = len(turns)
     words = _lengths(col("prompt_words"), col("response_words"))
-    it_loss = loss.get("instruction_tuning", 0)
     return {
         "format": REPORT_FORMAT,
         "output": str(out),
-        "records": {
-            "read": c["records"],
-            "packed": c["packed"],
-            "truncated": c["truncated"],
-            "rejected": c["rejected"],
-            "rejected_total": sum(c["rejected"].values()),
-            "rejected_file": str(out / REJECTED_FILE),
-            "dropped_turns": c.get("dropped_turns", {}),
-            "system_policy": c.get("system_policy", {}),
-            "unsampled": c.get("unsampled", 0),
-        },
+        "records": _records(m, out),
         "splits": _splits(m),
         # a mixture (--mix): per input, the train split's documents (copies included) and share of its tokens
         "mix": m.get("mix"),
-        "tokens": {
-            "total": tokens,
-            "per_role": per_role,
-            "per_role_share": {k: round(v / tokens, 6) if tokens else 0.0 for k, v in per_role.items()},
-            **untrained,
-            **forced,
-            # tokens of the roles that tools and reasoning bring; all 0 in plain instruction data
-            "tool_roles": {role: int(per_role.get(role, 0)) for role in TOOL_ROLES},
-            **_lengths(col("prompt_tokens"), col("response_tokens")),
-        },
+        "tokens": _tokens(m, col),
         "words": words,
-        "strategies": strategies,
-        "packing": {
-            "algorithm": m["packing"]["algorithm"],
-            "rows": m["packing"]["rows"],
-            "seq_len": m["seq_len"],
-            "efficiency": m["packing"]["efficiency"],
-            "lower_bound_rows": m["packing"].get("lower_bound_rows"),
-            "documents_per_row": _summary(np.asarray(docs_per_row, dtype=np.float64)),
-        },
-        "multi_turn": {
-            "turns": _summary(turns),
-            "multi_turn_examples": int((turns > 2).sum()),
-            # of instruction_tuning's loss tokens (the assistant turns), the share in each document's final one
-            "last_turn_loss_share": round(loss["last_turn"] / it_loss, 6) if it_loss and "last_turn" in loss else None,
-        },
-        "recommendation": _recommendation(n_examples, words["ratio_of_means"]),
+        "strategies": strategies(m),
+        "packing": _packing(m, col),
+        "multi_turn": _multi_turn(m, turns),
+        "recommendation": _recommendation(len(turns), words["ratio_of_means"]),
         "paper_datasets": PAPER_DATASETS,
         "template": m["template"]["name"],
         "tokenizer": m["tokenizer"]["source"],
@@ -323,6 +212,67 @@ def inspect(output: str | os.PathLike) -> dict:
     }
 
 
+def _records(m: dict, out: Path) -> dict:
+    """The report's ``records``: what became of the records read (the manifest's counts)."""
+    c = m["counts"]
+    return {
+        "read": c["records"],
+        "packed": c["packed"],
+        "truncated": c["truncated"],
+        "rejected": c["rejected"],
+        "rejected_total": sum(c["rejected"].values()),
+        "rejected_file": str(out / REJECTED_FILE),
+        "dropped_turns": c.get("dropped_turns", {}),
+        "system_policy": c.get("system_policy", {}),
+        "unsampled": c.get("unsampled", 0),
+    }
+
+
+def _tokens(m: dict, col: Callable[..., np.ndarray]) -> dict:
+    """The report's ``tokens``: per role, marked untrained or forced, and per example (``col``: documents.arrow's
+    columns over the train split's packed records)."""
+    tokens, per_role = m["tokens"]["total"], m["tokens"]["per_role"]
+    return {
+        "total": tokens,
+        "per_role": per_role,
+        "per_role_share": {k: round(v / tokens, 6) if tokens else 0.0 for k, v in per_role.items()},
+        **untrained_tokens(m["tokens"]),
+        **forced_tokens(m["tokens"]),
+        # tokens of the roles that tools and reasoning bring; all 0 in plain instruction data
+        "tool_roles": {role: int(per_role.get(role, 0)) for role in TOOL_ROLES},
+        **_lengths(col("prompt_tokens"), col("response_tokens")),
+    }
+
+
+def _packing(m: dict, col: Callable[..., np.ndarray]) -> dict:
+    """The report's ``packing``: rows, efficiency, and documents per row (from documents.arrow's ``col``)."""
+    # documents per row: a row is (shard, row in shard); count the documents of each row that has any
+    shard_col, row_col = col("shard", np.int64), col("row", np.int64)
+    row_key = shard_col * (int(row_col.max()) + 1 if len(row_col) else 1) + row_col
+    per_row = np.bincount(row_key) if len(row_key) else np.zeros(0, np.int64)
+    docs_per_row = per_row[per_row > 0]
+    return {
+        "algorithm": m["packing"]["algorithm"],
+        "rows": m["packing"]["rows"],
+        "seq_len": m["seq_len"],
+        "efficiency": m["packing"]["efficiency"],
+        "lower_bound_rows": m["packing"].get("lower_bound_rows"),
+        "documents_per_row": _summary(np.asarray(docs_per_row, dtype=np.float64)),
+    }
+
+
+def _multi_turn(m: dict, turns: np.ndarray) -> dict:
+    """The report's ``multi_turn``: turns per example, and how much of the loss the last turn holds."""
+    loss = m["tokens"]["loss"]
+    it_loss = loss.get("instruction_tuning", 0)
+    return {
+        "turns": _summary(turns),
+        "multi_turn_examples": int((turns > 2).sum()),
+        # of instruction_tuning's loss tokens (the assistant turns), the share in each document's final one
+        "last_turn_loss_share": round(loss["last_turn"] / it_loss, 6) if it_loss and "last_turn" in loss else None,
+    }
+
+
 # -- terminal ---------------------------------------------------------------
 
 
@@ -332,10 +282,20 @@ def _fmt(x: float | None, digits: int = 2) -> str:
 
 def print_report(r: dict, console) -> None:  # type: ignore[no-untyped-def]
     """The report as rich tables and a histogram on ``console``."""
-    from rich.markup import escape
-    from rich.table import Table
+    _print_header(r, console)
+    _print_records(r, console)
+    _print_strategies(r, console)
+    _print_tool_roles(r, console)
+    _print_roles(r, console)
+    _print_lengths(r, console)
+    _print_packing(r, console)
+    _print_paper(r, console)
 
-    rec = r["records"]
+
+def _print_header(r: dict, console) -> None:  # type: ignore[no-untyped-def]
+    """The output, its template and tokenizer, which tokenizer behaviour its ids follow."""
+    from rich.markup import escape
+
     console.print(f"[bold]packer inspect[/] {r['output']}  (template {r['template']}, tokenizer {r['tokenizer']})")
     tl = r["tokenizer_loader"]
     via = f"transformers {tl['transformers_version']}" if tl["loader"] == "transformers" else "tokenizer.json as it is"
@@ -345,6 +305,13 @@ def print_report(r: dict, console) -> None:  # type: ignore[no-untyped-def]
     if r["control_absorbed_chars"]:
         console.print(f"control tokens absorbed {r['control_absorbed_chars']:,} characters of content "
                       "(they keep the role special or end)", markup=False)
+
+
+def _print_records(r: dict, console) -> None:  # type: ignore[no-untyped-def]
+    """What became of the records, the splits, and the mixture."""
+    from rich.table import Table
+
+    rec = r["records"]
     t = Table(title="Records", title_justify="left", show_header=False)
     t.add_row("read", f"{rec['read']:,}")
     t.add_row("packed", f"{rec['packed']:,}" + (f" ({rec['truncated']:,} truncated)" if rec["truncated"] else ""))
@@ -372,13 +339,22 @@ def print_report(r: dict, console) -> None:  # type: ignore[no-untyped-def]
     if r["splits"]["eval"] is not None:
         console.print("the tables below are of the train split", markup=False)
 
+
+def _print_strategies(r: dict, console) -> None:  # type: ignore[no-untyped-def]
+    """Loss tokens per strategy."""
+    from rich.table import Table
+
     t = Table(title="Loss tokens per strategy", title_justify="left")
     for h in ("strategy", "roles with loss", "loss tokens", "share"):
         t.add_column(h, justify="right" if h in ("loss tokens", "share") else "left")
     for name, s in r["strategies"].items():
         t.add_row(name, ", ".join(s["roles"]), f"{s['loss_tokens']:,}", f"{s['share']:.1%}")
     console.print(t)
-    _print_tool_roles(r, console)
+
+
+def _print_roles(r: dict, console) -> None:  # type: ignore[no-untyped-def]
+    """Tokens per role, and those marked untrained or forced."""
+    from rich.table import Table
 
     untrained = r["tokens"]["untrained_per_role"]
     t = Table(title=f"Tokens per role (total {r['tokens']['total']:,})", title_justify="left")
@@ -405,6 +381,11 @@ def print_report(r: dict, console) -> None:  # type: ignore[no-untyped-def]
             markup=False, soft_wrap=True,
         )
 
+
+def _print_lengths(r: dict, console) -> None:  # type: ignore[no-untyped-def]
+    """Prompt and response lengths per example, and a histogram of their ratio."""
+    from rich.table import Table
+
     t = Table(title="Per example: prompt (system+instruction+input) vs response", title_justify="left")
     for h in ("unit", "", "mean", "median", "p10", "p90"):
         t.add_column(h, justify="left" if h in ("unit", "") else "right")
@@ -426,6 +407,11 @@ def print_report(r: dict, console) -> None:  # type: ignore[no-untyped-def]
         if n:
             console.print(f"  {label:>13} {'█' * max(1, round(40 * n / top))} {n:,}")
 
+
+def _print_packing(r: dict, console) -> None:  # type: ignore[no-untyped-def]
+    """Rows, efficiency, documents per row, turns."""
+    from rich.table import Table
+
     p, mt = r["packing"], r["multi_turn"]
     t = Table(title="Packing and turns", title_justify="left", show_header=False)
     t.add_row("rows", f"{p['rows']:,} x {p['seq_len']} ({p['algorithm']}; lower bound {p['lower_bound_rows']:,})")
@@ -440,12 +426,17 @@ def print_report(r: dict, console) -> None:  # type: ignore[no-untyped-def]
         t.add_row("loss tokens in the last turn", f"{mt['last_turn_loss_share']:.1%} of instruction_tuning's")
     console.print(t)
 
+
+def _print_paper(r: dict, console) -> None:  # type: ignore[no-untyped-def]
+    """The build beside the paper's data sets, and the recommendation."""
+    from rich.table import Table
+
     t = Table(title="Beside the paper's data sets (words)", title_justify="left")
     for h in ("data set", "examples", "prompt", "response", "ratio"):
         t.add_column(h, justify="left" if h == "data set" else "right")
     w = r["words"]
-    t.add_row("[bold]this build[/]", f"{rec['packed']:,}", _fmt(w["prompt"]["mean"], 1), _fmt(w["response"]["mean"], 1),
-              _fmt(w["ratio_of_means"]))
+    t.add_row("[bold]this build[/]", f"{r['records']['packed']:,}", _fmt(w["prompt"]["mean"], 1),
+              _fmt(w["response"]["mean"], 1), _fmt(w["ratio_of_means"]))
     for d in PAPER_DATASETS:
         t.add_row(d["name"], f"{d['examples']:,}", f"{d['prompt_words']}", f"{d['response_words']}", f"{d['ratio']}")
     console.print(t)
