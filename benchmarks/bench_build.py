@@ -43,10 +43,10 @@ from collections import defaultdict
 from pathlib import Path
 
 from packer import build
-from packer.formats import RecordReader
-from packer.part import resolve_template
-from packer.records import Rejection
-from packer.tokenize import TokenizerInfo, load_tokenizer
+from packer.pipeline.part import resolve_template
+from packer.read.formats import RecordReader
+from packer.read.records import Rejection
+from packer.tokens.tokenize import TokenizerInfo, load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -58,7 +58,7 @@ BUILD_BATCH = 512
 #: the build also cuts a batch once it holds this many characters (a private constant of packer.build, absent
 #: in older versions); the raw side cuts its batches the same way so both hand the tokenizer the same batches
 #: (``packer.build`` is the function once ``packer`` is imported; the module is looked up by name)
-BUILD_MODULE = importlib.import_module("packer.build")
+BUILD_MODULE = importlib.import_module("packer.pipeline.build")
 BATCH_CHARS: int | None = getattr(BUILD_MODULE, "_BATCH_CHARS", None)
 BACKEND_CHOICES: tuple[str, ...] = getattr(importlib.import_module("packer.options"), "BACKENDS", ())
 
@@ -136,10 +136,10 @@ def best_raw(tok: TokenizerInfo, text_batches: list[list[str]], method: str, rep
 
 
 def best_tiktoken(tok: TokenizerInfo, text_batches: list[list[str]], repeat: int) -> tuple[float, float] | None:
-    """(best wall s, its CPU s) of the tiktoken core (``packer.tiktoken_core``) encoding the same batches on all
+    """(best wall s, its CPU s) of the tiktoken core (``packer.tokens.tiktoken_core``) encoding the same batches on all
     cores, as the build's tiktoken backend calls it; None where the tokenizer does not qualify."""
     try:
-        from packer.tiktoken_core import core_of
+        from packer.tokens.tiktoken_core import core_of
     except ImportError:  # a packer before issue 17
         return None
     core = core_of(tok)

@@ -43,9 +43,9 @@ CONSOLE = Path(sys.executable).parent / "packer"
 _PROBE = r"""
 import json, sys, time
 t0 = time.perf_counter()
-import packer.build
+import packer.pipeline.build
 t1 = time.perf_counter()
-from packer.tokenize import load_tokenizer
+from packer.tokens.tokenize import load_tokenizer
 tok = load_tokenizer(sys.argv[3])
 t2 = time.perf_counter()
 from numba.core.dispatcher import Dispatcher
@@ -58,7 +58,7 @@ def timed(self, *args, **kws):
         spent[0] += time.perf_counter() - start
         seen.add(self)
 Dispatcher._compile_for_args = timed
-sys.modules["packer.build"].build([sys.argv[1]], sys.argv[2], tokenizer=tok, seq_len=4096)
+sys.modules["packer.pipeline.build"].build([sys.argv[1]], sys.argv[2], tokenizer=tok, seq_len=4096)
 t3 = time.perf_counter()
 hits = sum(sum(d.stats.cache_hits.values()) for d in seen)
 misses = sum(sum(d.stats.cache_misses.values()) for d in seen)

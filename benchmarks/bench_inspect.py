@@ -1,4 +1,4 @@
-"""Time and peak memory of ``packer inspect`` (``packer.report.inspect``) on outputs of many records.
+"""Time and peak memory of ``packer inspect`` (``packer.inspect.report.inspect``) on outputs of many records.
 
 The output is made without tokenizing anything: the demo data is built once for its manifest, then
 ``documents.arrow`` is replaced by one of ``N`` synthetic records (written by the build's own
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = """
 import sys, time
 from pathlib import Path
-from packer.report import inspect
+from packer.inspect.report import inspect
 start = time.perf_counter()
 r = inspect(sys.argv[1])
 seconds = time.perf_counter() - start
@@ -36,9 +36,9 @@ def make_output(out: Path, n: int) -> None:
     import pyarrow as pa
 
     from packer import build
-    from packer.layout import DOCUMENTS_FILE, MANIFEST_FILE, file_sha256
     from packer.options import DEMO_TOKENIZER
-    from packer.shards import write_documents
+    from packer.output.layout import DOCUMENTS_FILE, MANIFEST_FILE, file_sha256
+    from packer.output.shards import write_documents
 
     m = build([ROOT / "examples" / "alpaca_demo.json"], out, tokenizer=DEMO_TOKENIZER, overwrite=True)
     rng = np.random.default_rng(0)

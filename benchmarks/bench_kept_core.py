@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from packer import tiktoken_core as tc
-from packer.tokenize import load_tokenizer
+from packer.tokens import tiktoken_core as tc
+from packer.tokens.tokenize import load_tokenizer
 
 TOKENIZERS = Path(__file__).resolve().parents[2] / "shared" / "tokenizers"
 

@@ -11,7 +11,7 @@ the repository, and are reused while their size matches.
 Each build runs ``packer build`` (Qwen2.5 tokenizer, seq_len 4096) as the child of a fresh waiter process
 and reports the child's peak RSS (``ru_maxrss``, see ``_measure.py``) and wall time: memory that grows with
 the input shows as a growing peak (target: under 2 GB at any size). Then a fresh process streams every row
-of the largest build through ``packer.dataset.PackedDataset`` (strategy ``instruction_tuning``, shuffled)
+of the largest build through ``packer.train.dataset.PackedDataset`` (strategy ``instruction_tuning``, shuffled)
 and reports its peak RSS and, from ``/proc/self/status`` at the end, how much of it is anonymous memory and
 how much is file pages of the memory-mapped shards (shared with the page cache, reclaimable).
 
@@ -120,7 +120,7 @@ def _status_kb() -> dict[str, int]:
 
 def stream_child(shards: str) -> None:
     """Run in a fresh process: read every row once; print counts and /proc/self/status memory (kB)."""
-    from packer.dataset import PackedDataset
+    from packer.train.dataset import PackedDataset
 
     # resident after the imports (torch alone is a few hundred MB): the part streaming cannot change
     baseline = _status_kb()["VmRSS"]

@@ -1,4 +1,4 @@
-"""Benchmark packer.pack on synthetic chat-like document lengths.
+"""Benchmark packer.pipeline.pack on synthetic chat-like document lengths.
 
 Two length distributions (``--lengths``):
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from packer.pack import ALGORITHMS, efficiency, lower_bound, pack
+from packer.pipeline.pack import ALGORITHMS, efficiency, lower_bound, pack
 
 
 def synthetic_lengths(n: int, seq_len: int, seed: int, median: float, sigma: float) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Per-record cost of the record parsers (JSON already decoded: the work :mod:`packer.normalise` does), and of
+"""Per-record cost of the record parsers (JSON already decoded: the work :mod:`packer.read.normalise` does), and of
 rendering the parsed records with the tokenizer's own template, on real files.
 
 Run it in two checkouts back to back to compare them (the machine is shared and noisy: quote ratios of one
@@ -15,12 +15,12 @@ import json
 import timeit
 from pathlib import Path
 
-from packer import formats as F
-from packer import normalise as N
-from packer.loader import load_tokenizer
-from packer.records import Conversation
-from packer.templates import ChatTemplate
-from packer.turnfields import _Reject
+from packer.read import formats as F
+from packer.read import normalise as N
+from packer.read.records import Conversation
+from packer.read.turnfields import _Reject
+from packer.tokens.loader import load_tokenizer
+from packer.tokens.templates import ChatTemplate
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SETS = {

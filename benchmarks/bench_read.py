@@ -1,4 +1,4 @@
-"""Peak memory and time of reading a JSON array file record by record (``packer.formats.RecordReader``).
+"""Peak memory and time of reading a JSON array file record by record (``packer.read.formats.RecordReader``).
 
 Each run is a fresh child process that iterates every record of ``FILE`` and reports its own peak RSS
 (``VmHWM``) and seconds. Give ``PYTHONPATH`` of an older checkout's ``packer/`` to measure that one (see
@@ -17,7 +17,7 @@ from pathlib import Path
 CHILD = """
 import sys, time
 from pathlib import Path
-from packer.formats import RecordReader
+from packer.read.formats import RecordReader
 start = time.perf_counter()
 n = sum(1 for _ in RecordReader([sys.argv[1]]))
 seconds = time.perf_counter() - start

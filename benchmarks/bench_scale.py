@@ -54,9 +54,9 @@ if __name__ == "__main__":
 _DRIVER = """
 import json, sys, time
 import numpy as np
-from packer.combine import _duplicate_of
-from packer.pack import pack, rows_from_bins
-from packer.part import new_columns
+from packer.pipeline.combine import _duplicate_of
+from packer.pipeline.pack import pack, rows_from_bins
+from packer.pipeline.part import new_columns
 n = int(sys.argv[1])
 t0 = time.perf_counter()
 cols = new_columns()
@@ -81,9 +81,9 @@ def bench_build(args: argparse.Namespace) -> None:
     tok = str(SHARED / "tokenizers" / args.tokenizer)
     configs: list[tuple[str, dict]] = [("in-process", {})]
     for w in args.workers:
-        configs.append((f"pool {w}", {"workers": w, "part_bytes": args.part_mb << 20}))
+        configs.append((f"pool {w}", {"workers": w, "part_size": args.part_mb}))
     if args.ray:
-        configs.append((f"ray {args.ray}", {"engine": "ray", "workers": args.ray, "part_bytes": args.part_mb << 20}))
+        configs.append((f"ray {args.ray}", {"engine": "ray", "workers": args.ray, "part_size": args.part_mb}))
     print(f"cores: {os.cpu_count()}, tokenizer: {args.tokenizer}, parts of {args.part_mb} MiB\n")
     print("| set | engine | records | tokens | wall s | CPU s | peak RSS MB | speed-up | same bytes |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---|")

@@ -29,8 +29,8 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from packer.collate import collate_padded
-from packer.dataset import PackedDataset
+from packer.train.collate import collate_padded
+from packer.train.dataset import PackedDataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

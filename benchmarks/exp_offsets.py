@@ -1,7 +1,7 @@
 """Experiment: what the tokenizer binding's per-token ``ids`` and ``offsets`` cost the build.
 
 ``--cost`` (default) times bringing ``Encoding.ids`` and ``Encoding.offsets`` into numpy, the way
-``packer.tokenize.label_by_offsets`` does, against ``encode_batch`` itself, on the message contents of the first
+``packer.tokens.tokenize.label_by_offsets`` does, against ``encode_batch`` itself, on the message contents of the first
 ``--n`` ShareGPT conversations (Qwen2.5 tokenizer). ``--fake-build`` runs ``bench_build.py`` (its other
 arguments follow) with ``label_by_offsets`` given fake one-character offsets instead of ``Encoding.offsets``: the
 roles are wrong, but the timing shows what the build would gain if labelling needed no offsets at all.
@@ -49,8 +49,8 @@ def cost(n: int) -> None:
 
 
 def fake_build(argv: list[str]) -> None:
-    import packer.tokenize
-    from packer.tokenize import TokenizedBatch, token_roles
+    import packer.tokens.tokenize
+    from packer.tokens.tokenize import TokenizedBatch, token_roles
 
     def label_without_offsets(
         encs: list, chars: np.ndarray, text_starts: np.ndarray, control: np.ndarray | None = None
@@ -64,8 +64,8 @@ def fake_build(argv: list[str]) -> None:
         return TokenizedBatch(ids=ids, roles=roles, last=last, offsets=offsets)
 
     # a byte-level tokenizer is labelled by token byte widths: make it take the offsets path too
-    packer.tokenize.label_by_offsets = label_without_offsets
-    packer.tokenize.byte_lengths = lambda tok: None
+    packer.tokens.tokenize.label_by_offsets = label_without_offsets
+    packer.tokens.tokenize.byte_lengths = lambda tok: None
     sys.argv = [str(ROOT / "benchmarks" / "bench_build.py"), *argv]
     runpy.run_path(sys.argv[0], run_name="__main__")
 

@@ -52,7 +52,7 @@ def configurations() -> dict[str, tuple[list[Path], dict]]:
         "demo": (DEMO, demo),
         "demo-dedupe": (DEMO, {**demo, "dedupe": True}),
         "demo-truncate": (DEMO, {**demo, "seq_len": 96, "overlong": "truncate"}),
-        "demo-small-shards": (DEMO, {**demo, "seq_len": 256, "shard_bytes": 20_000}),
+        "demo-small-shards": (DEMO, {**demo, "seq_len": 256, "shard_size": 20_000 / 2**20}),
         "demo-batch7": (DEMO, {**demo, "batch_size": 7}),
         "bad": (BAD, {**demo, "seq_len": 512}),
         "bad-dedupe": (BAD, {**demo, "seq_len": 512, "dedupe": True}),
@@ -62,7 +62,7 @@ def configurations() -> dict[str, tuple[list[Path], dict]]:
                                                       "dedupe": True}),
         "lima-twice-ffd": ([LIMA, LIMA], {**qwen, "packing": "ffd"}),
         "lima-gsm-llama3-nextfit-custom": ([LIMA, GSM], {**llama3, "packing": "nextfit",
-                                                          "strategies": ["mine=instruction,response,end"]}),
+                                                          "strategy": ["mine=instruction,response,end"]}),
         "alpacas-llama3": (ALPACAS, llama3),
     }
     for path in sorted(DATA.glob("*.json*")):
@@ -87,7 +87,7 @@ def build_all(dest: Path, only: list[str], workers: int = 1, part_kb: int | None
         t0 = time.perf_counter()
         try:
             # the same bytes for any workers and parts
-            extra = {"workers": workers, **({"part_bytes": part_kb << 10} if part_kb else {})}
+            extra = {"workers": workers, **({"part_size": part_kb / 1024} if part_kb else {})}
             m = build(inputs, dest / name, **kwargs, **extra, overwrite=True)
         except BuildError as e:  # an input this packer cannot read yet: the failure is compared too
             (dest / name).mkdir(exist_ok=True)

@@ -120,8 +120,8 @@ def main() -> int:
     args = ap.parse_args()
 
     from packer import build
-    from packer.build import BuildEvents
-    from packer.tiktoken_core import qualify
+    from packer.pipeline.build import BuildEvents
+    from packer.tokens.tiktoken_core import qualify
 
     if not args.data.is_dir() or not args.tokenizers.is_dir():
         print(f"no data or tokenizers at {args.data} / {args.tokenizers}", file=sys.stderr)

@@ -13,7 +13,7 @@ documents before it in the row). The Trainer passes the batch to ``model(**batch
 (the mean over tokens whose label is not -100, labels shifted inside the model) is the strategy's loss.
 
 With ``--prompt-loss-weight`` or ``--normalize`` the items carry ``loss_weights``, which the model does not
-accept and the stock ``Trainer`` drops (``remove_unused_columns``). ``packer.hf.PackerTrainer`` keeps them
+accept and the stock ``Trainer`` drops (``remove_unused_columns``). ``packer.train.hf.PackerTrainer`` keeps them
 and trains on the weighted loss; ``--stock-trainer`` runs the plain ``transformers.Trainer`` instead, which
 then stops at its first step with ``LossWeightsIgnored`` rather than train prompt tokens at weight 1.
 """
@@ -27,8 +27,7 @@ import torch
 import transformers
 from train_torch import ensure_demo_shards  # the sibling example (python puts examples/ on sys.path)
 
-from packer.dataset import PackedDataset
-from packer.hf import PackerTrainer, packer_collator
+from packer import PackedDataset, PackerTrainer, packer_collator
 
 HERE = Path(__file__).resolve().parent
 

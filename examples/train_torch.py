@@ -24,10 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from packer.build import build
-from packer.collate import IGNORE_INDEX, collate_4d
-from packer.dataset import PackedDataset
+from packer import PackedDataset, build
 from packer.options import DEMO_TOKENIZER
+from packer.train.collate import IGNORE_INDEX, collate_4d
 
 HERE = Path(__file__).resolve().parent
 DEMO_INPUTS = [HERE / "alpaca_demo.json", HERE / "sharegpt_demo.json"]

@@ -27,7 +27,7 @@ import transformers
 from train_hf import model_and_dataset, training_kwargs  # a sibling example (python puts examples/ on sys.path)
 from trl import SFTConfig
 
-from packer.hf import PackerSFTTrainer, as_hf_iterable, packer_collator
+from packer import PackerSFTTrainer, as_hf_iterable, packer_collator
 from packer.options import DEMO_TOKENIZER
 
 HERE = Path(__file__).resolve().parent

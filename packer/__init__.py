@@ -13,24 +13,28 @@ the collators) needs torch, an optional extra (``pip install packer[torch]``).
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
 from ._version import __version__
 
 #: name -> module that defines it, imported on first access
 _LAZY = {
-    "build": "build",
-    "BuildError": "records",
-    "load_tokenizer": "loader",
-    "PackedDataset": "dataset",
-    "ShardError": "layout",
-    "MissingShardError": "layout",
-    "collate_padded": "collate",
-    "collate_flat": "collate",
-    "collate_4d": "collate",
-    "collator_for": "collate",
+    "build": "pipeline.build",
+    "BuildOptions": "options",
+    "BuildError": "read.records",
+    "load_tokenizer": "tokens.loader",
+    "PackedDataset": "train.dataset",
+    "ShardError": "output.layout",
+    "MissingShardError": "output.layout",
+    "collate_padded": "train.collate",
+    "collate_flat": "train.collate",
+    "collate_4d": "train.collate",
+    "collator_for": "train.collate",
+    "weighted_loss": "train.collate",
+    "packer_collator": "train.hf",
+    "as_hf_iterable": "train.hf",
+    "PackerTrainer": "train.hf",
+    "PackerSFTTrainer": "train.hf",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -43,8 +47,10 @@ def __getattr__(name: str) -> Any:
     try:
         value = getattr(importlib.import_module(f".{module}", __name__), name)
     except ModuleNotFoundError as e:
-        if e.name == "torch":
-            raise ImportError(f"packer.{name} needs torch: pip install 'packer[torch]'") from e
+        if e.name in ("torch", "transformers", "trl"):
+            extra = {"torch": "torch", "transformers": "hf", "trl": "hf"}[e.name]
+            raise ImportError(f"packer.{name} needs {e.name}: pip install 'packer[{extra}]'"
+                              + (" trl" if e.name == "trl" else "")) from e
         raise
     globals()[name] = value
     return value
@@ -52,20 +58,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
-
-
-class _Package(types.ModuleType):
-    """The package module, keeping ``packer.build`` the function.
-
-    The import system binds a submodule, once loaded, as an attribute of its package; a
-    ``from .build import ...`` anywhere (the command line does one) would then hide the function
-    ``build`` behind the module ``packer.build``. ``sys.modules["packer.build"]`` stays the module.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "build" and isinstance(value, types.ModuleType):
-            value = value.build
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -146,7 +146,7 @@ class _Packer(click.Group):
         except KeyboardInterrupt as e:
             _stopped(e)
         except Exception as e:
-            from .records import BuildError
+            from .read.records import BuildError
 
             if isinstance(e, BuildError):
                 _io().fail(str(e))
@@ -250,7 +250,7 @@ def build_cmd(inputs: tuple[str, ...], recipe: str | None, output: str, quiet: b
                     "(a broken install?); pass --tokenizer <model folder>")
         tokenizer = DEMO_TOKENIZER
 
-    from .build import build
+    from .pipeline.build import build
 
     progress, events = _events(io, quiet, output, demo)
     # "as it was" only of a folder that was there (a URI is not looked at for this)
@@ -406,8 +406,8 @@ def _columns(value: str | None) -> tuple[tuple[str, str], ...] | None:
     """``--columns`` as (field, column) pairs; a wrong one is a usage error (exit 2)."""
     if value is None:
         return None
-    from .formats import parse_columns
-    from .records import BuildError
+    from .read.formats import parse_columns
+    from .read.records import BuildError
 
     try:
         return parse_columns(value)
@@ -419,7 +419,7 @@ def _progress(io: _IO, quiet: bool) -> tuple[Any, Any]:
     """A rich progress display (bars with percentage and ETA, per phase) and the build events that drive it."""
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-    from .build import BuildEvents
+    from .pipeline.build import BuildEvents
 
     progress = Progress(
         TextColumn("{task.description:<8}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
@@ -517,8 +517,8 @@ def inspect_cmd(output, as_json, html_file, strategy) -> None:
     """Mask statistics of a build OUTPUT: lengths, ratios, loss tokens per strategy."""
     import json
 
-    from .layout import ShardError
-    from .report import inspect, print_report, render_html
+    from .inspect.report import inspect, print_report, render_html
+    from .output.layout import ShardError
 
     io = _io()
     if html_file and not Path(html_file).resolve().parent.is_dir():
@@ -547,7 +547,7 @@ def inspect_cmd(output, as_json, html_file, strategy) -> None:
 @_debug_option
 def verify_cmd(output, no_hashes) -> None:
     """Check a build OUTPUT: shard sizes and hashes, roles, masks, documents once each."""
-    from .verify import check_output
+    from .inspect.verify import check_output
 
     io = _io()
     result = check_output(output, hashes=not no_hashes)
@@ -570,7 +570,7 @@ def verify_cmd(output, no_hashes) -> None:
 @_debug_option
 def show_cmd(output, row, split, strategy, tokenizer) -> None:
     """The tokens of one packed row, coloured by role; loss tokens underlined."""
-    from .show import show_row
+    from .inspect.show import show_row
 
     io = _io()
     try:

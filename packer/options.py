@@ -36,19 +36,19 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .records import BuildError
+from .read.records import BuildError
 
 if TYPE_CHECKING:
-    from .engine import Engine
-    from .tokenize import TokenizerInfo
+    from .pipeline.engine import Engine
+    from .tokens.tokenize import TokenizerInfo
 
-#: record formats of the inputs (see :mod:`packer.formats`)
+#: record formats of the inputs (see :mod:`packer.read.formats`)
 FORMATS: tuple[str, ...] = ("alpaca", "sharegpt", "messages", "prompt_completion", "text")
-#: bin-packing algorithms (see :mod:`packer.pack`)
+#: bin-packing algorithms (see :mod:`packer.pipeline.pack`)
 ALGORITHMS: tuple[str, ...] = ("bfd", "ffd", "nextfit")
 #: what happens to a record longer than ``seq_len``
 OVERLONG_POLICIES: tuple[str, ...] = ("drop", "truncate", "split")
-#: built-in chat templates; :data:`packer.templates.BUILTIN_TEMPLATES` holds their Jinja source
+#: built-in chat templates; :data:`packer.tokens.templates.BUILTIN_TEMPLATES` holds their Jinja source
 TEMPLATES: tuple[str, ...] = ("alpaca", "chatml", "llama3", "tulu", "mistral")
 #: ``--template`` values: the tokenizer's own, the tokenizer's own else alpaca, or a built-in one
 TEMPLATE_CHOICES: tuple[str, ...] = ("auto", "tokenizer", *TEMPLATES)
@@ -77,7 +77,7 @@ PACK_SCOPES: tuple[str, ...] = ("global", "part")
 #: who encodes the text: the tiktoken core where the tokenizer qualifies, else tokenizers (auto); or either, forced
 #: (tiktoken: an error where the tokenizer does not qualify)
 BACKENDS: tuple[str, ...] = ("auto", "tokenizers", "tiktoken")
-#: who runs a build's workers (see :mod:`packer.engine`)
+#: who runs a build's workers (see :mod:`packer.pipeline.engine`)
 ENGINES: tuple[str, ...] = ("process", "ray")
 #: a build's input is cut into parts of about this size when it runs on more than one worker
 DEFAULT_PART_MIB = 64

@@ -1,6 +1,6 @@
 """A recipe file: the inputs and options of a build in one TOML file (``packer build --recipe recipe.toml``).
 
-:func:`load_recipe` reads it into the keyword arguments of :func:`packer.build.build`. The keys are the
+:func:`load_recipe` reads it into the keyword arguments of :func:`packer.pipeline.build.build`. The keys are the
 ``packer build`` options, each named as its field of :class:`~packer.options.BuildOptions` (the flag with ``_``
 for ``-``: ``seq_len``, ``eval_fraction``, ``format``, ``shard_size`` in MiB, ``strategy`` a list of
 ``"name=role,role"``, ``mix`` one weight per input), plus ``output`` and ``[[inputs]]`` tables, each a ``path``
@@ -113,7 +113,8 @@ def _columns(where: str, key: str, value: Any) -> dict[str, str]:
 
 
 def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
-    """The :func:`packer.build.build` keyword arguments of the recipe file ``path`` (see the module docstring)."""
+    """The :func:`packer.pipeline.build.build` keyword arguments of the recipe file ``path`` (see the module
+    docstring)."""
     name = str(path)
     data = _read(path)
     base = Path(path).parent

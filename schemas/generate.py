@@ -1,4 +1,4 @@
-"""Regenerate schemas/shards.schema.json from packer.shards (the single source).
+"""Regenerate schemas/shards.schema.json from packer.output.shards (the single source).
 
 python schemas/generate.py
 """
@@ -6,7 +6,7 @@ python schemas/generate.py
 import json
 from pathlib import Path
 
-from packer.shards import describe
+from packer.output.shards import describe
 
 if __name__ == "__main__":
     path = Path(__file__).with_name("shards.schema.json")

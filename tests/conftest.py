@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from packer.tokenize import TokenizerInfo, load_tokenizer
+from packer.tokens.tokenize import TokenizerInfo, load_tokenizer
 
 from .helpers import DEMO_BUILD_OPTIONS, DEMO_INPUTS, DEMO_TOKENIZER
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _packer_cache(tmp_path_factory) -> None:
-    """packer's cache of qualified tiktoken cores (:func:`packer.tiktoken_core.cache_dir`) in the run's own
+    """packer's cache of qualified tiktoken cores (:func:`packer.tokens.tiktoken_core.cache_dir`) in the run's own
     folder, for the tests' subprocesses too: the tests neither read nor fill the user's ~/.cache."""
     os.environ["PACKER_CACHE_DIR"] = str(tmp_path_factory.mktemp("packer_cache"))
 
@@ -30,7 +30,7 @@ def demo_output(tmp_path_factory, demo_tok) -> Path:
     """The bundled demo data (Alpaca and ShareGPT) built once per test run with the demo tokenizer,
     ``DEMO_BUILD_OPTIONS``: read it only. A test that changes an output copies it (shutil.copytree)."""
     from packer import build
-    from packer.verify import verify
+    from packer.inspect.verify import verify
 
     out = tmp_path_factory.mktemp("demo_output") / "shards"
     build(DEMO_INPUTS, out, tokenizer=demo_tok, **DEMO_BUILD_OPTIONS)

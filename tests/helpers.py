@@ -20,7 +20,7 @@ EXAMPLES = ROOT / "examples"
 DEMO_TOKENIZER = ROOT / "packer" / "demo_tokenizer"
 DEMO_INPUTS = [EXAMPLES / "alpaca_demo.json", EXAMPLES / "sharegpt_demo.json"]
 #: the options of the demo build made once per test run (conftest's ``demo_output``): 30 kB shards, several
-DEMO_BUILD_OPTIONS = {"seq_len": 512, "shard_bytes": 30_000}
+DEMO_BUILD_OPTIONS = {"seq_len": 512, "shard_size": 30_000 / 2**20}
 SHARED = ROOT.parent / "shared"
 SHARED_DATA = SHARED / "data"
 SHARED_TOKENIZERS = SHARED / "tokenizers"

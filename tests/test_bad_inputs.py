@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from packer import BuildError, build
-from packer.build import BuildEvents
-from packer.formats import RecordReader, check_inputs
-from packer.verify import verify
+from packer.inspect.verify import verify
+from packer.pipeline.build import BuildEvents
+from packer.read.formats import RecordReader, check_inputs
 
 CORPUS = Path(__file__).parent / "bad_inputs"
 

@@ -14,13 +14,13 @@ import pytest
 from click.testing import CliRunner
 
 from packer import BuildError, build
-from packer import roles as R
-from packer.build import BuildEvents, resolve_template
 from packer.cli import main
-from packer.formats import RecordReader
-from packer.outdir import INCOMPLETE_MARKER
-from packer.records import Conversation
-from packer.shards import describe, shard_schema
+from packer.output import roles as R
+from packer.output.shards import describe, shard_schema
+from packer.pipeline.build import BuildEvents, resolve_template
+from packer.pipeline.outdir import INCOMPLETE_MARKER
+from packer.read.formats import RecordReader
+from packer.read.records import Conversation
 
 from .helpers import DEMO_TOKENIZER, EXAMPLES, ROOT, read_documents
 
@@ -31,7 +31,7 @@ SCHEMA = json.loads((ROOT / "schemas" / "manifest.schema.json").read_text())
 @pytest.fixture(scope="module")
 def demo_build(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("demo") / "shards"
-    manifest = build(DEMO_INPUTS, out, tokenizer=DEMO_TOKENIZER, seq_len=1024, strategies=["prompt=instruction,input"])
+    manifest = build(DEMO_INPUTS, out, tokenizer=DEMO_TOKENIZER, seq_len=1024, strategy=["prompt=instruction,input"])
     return out, manifest
 
 
@@ -133,7 +133,7 @@ def test_documents_table_lengths(demo_build):
 def test_same_inputs_give_byte_identical_shards(demo_build, tmp_path):
     out, m = demo_build
     m2 = build(
-        DEMO_INPUTS, tmp_path / "again", tokenizer=DEMO_TOKENIZER, seq_len=1024, strategies=["prompt=instruction,input"]
+        DEMO_INPUTS, tmp_path / "again", tokenizer=DEMO_TOKENIZER, seq_len=1024, strategy=["prompt=instruction,input"]
     )
     for a, b in zip(m["shards"], m2["shards"], strict=True):
         assert (out / a["file"]).read_bytes() == (tmp_path / "again" / b["file"]).read_bytes()
@@ -151,7 +151,7 @@ def test_packing_algorithms(tmp_path, packing):
 
 
 def test_small_shards_split_rows(tmp_path):
-    m = build(DEMO_INPUTS, tmp_path / "s", tokenizer=DEMO_TOKENIZER, seq_len=256, shard_bytes=20_000)
+    m = build(DEMO_INPUTS, tmp_path / "s", tokenizer=DEMO_TOKENIZER, seq_len=256, shard_size=20_000 / 2**20)
     assert len(m["shards"]) > 3
     assert sum(s["rows"] for s in m["shards"]) == m["packing"]["rows"]
     assert len(read_documents(tmp_path / "s")) == m["counts"]["packed"]
@@ -269,9 +269,9 @@ def test_nothing_packable_is_an_error(tmp_path, demo_tok):
 
 def test_bad_options(tmp_path, demo_tok):
     with pytest.raises(BuildError, match="unknown role"):
-        build(DEMO_INPUTS, tmp_path / "o", tokenizer=demo_tok, strategies=["x=instruction,nonsense"])
+        build(DEMO_INPUTS, tmp_path / "o", tokenizer=demo_tok, strategy=["x=instruction,nonsense"])
     with pytest.raises(BuildError, match="built in"):
-        build(DEMO_INPUTS, tmp_path / "o", tokenizer=demo_tok, strategies=["full=response"])
+        build(DEMO_INPUTS, tmp_path / "o", tokenizer=demo_tok, strategy=["full=response"])
     with pytest.raises(BuildError, match=r"missing\.json: no such file"):
         build([tmp_path / "missing.json"], tmp_path / "o", tokenizer=demo_tok)
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from packer import BuildError, build
-from packer.build import BuildEvents
-from packer.doctable import NULL, Columns, SeenTable
-from packer.gather import ArrayTokens
-from packer.spill import SPILL_PREFIX, RejectionSpill, TokenSpillReader, TokenSpillWriter, merged_lines
-from packer.verify import verify
+from packer.inspect.verify import verify
+from packer.output.doctable import NULL, Columns, SeenTable
+from packer.output.gather import ArrayTokens
+from packer.pipeline.build import BuildEvents
+from packer.pipeline.spill import SPILL_PREFIX, RejectionSpill, TokenSpillReader, TokenSpillWriter, merged_lines
 
 from .helpers import DEMO_TOKENIZER, EXAMPLES, output_files
 
@@ -49,7 +49,7 @@ def test_batching_does_not_change_a_byte(mixed_input, tmp_path, demo_tok, dedupe
     for batch_size in (100_000, 1, 3, 64):
         out = tmp_path / f"b{batch_size}"
         m = build(mixed_input, out, tokenizer=demo_tok, seq_len=256, overlong="truncate", dedupe=dedupe,
-                  shard_bytes=20_000, batch_size=batch_size)
+                  shard_size=20_000 / 2**20, batch_size=batch_size)
         assert len(m["shards"]) > 2 and m["counts"]["truncated"] > 0
         assert m["counts"]["rejected"]["overlong_no_loss"] > 0 and m["counts"]["duplicates"] > 0
         assert verify(out) == []
@@ -63,7 +63,8 @@ def test_batching_does_not_change_a_byte(mixed_input, tmp_path, demo_tok, dedupe
 
 def test_no_spill_file_survives_a_finished_build(mixed_input, tmp_path, demo_tok):
     out = tmp_path / "o"
-    build(mixed_input, out, tokenizer=demo_tok, seq_len=256, overlong="truncate", shard_bytes=20_000, batch_size=5)
+    build(mixed_input, out, tokenizer=demo_tok, seq_len=256, overlong="truncate", shard_size=20_000 / 2**20,
+          batch_size=5)
     names = {p.name for p in out.iterdir()}
     assert not [n for n in names if n.startswith(SPILL_PREFIX)]
     assert {n for n in names if not n.startswith("shard-")} == {"manifest.json", "documents.arrow", "rejected.jsonl"}

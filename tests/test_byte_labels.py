@@ -16,10 +16,10 @@ import pytest
 from tokenizers import Tokenizer
 
 from packer import build
-from packer.formats import RecordReader
-from packer.records import Conversation
-from packer.templates import ChatTemplate, Rendered
-from packer.tokenize import (
+from packer.read.formats import RecordReader
+from packer.read.records import Conversation
+from packer.tokens.templates import ChatTemplate, Rendered
+from packer.tokens.tokenize import (
     ByteLengths,
     batch_chars,
     byte_lengths,
@@ -137,7 +137,7 @@ def test_a_text_not_in_nfc_sends_only_its_own_run_to_the_offsets_path(tmp_path, 
     """One decomposed text in a batch: the batch is cut around it (:meth:`ByteLengths.runs`), so only that run is
     encoded with offsets, the rest by byte widths (with the tiktoken core too); the output is the build whose
     every token is placed by offsets."""
-    import packer.tokenize as T
+    import packer.tokens.tokenize as T
 
     tok = load_tokenizer(nfc_variant(tmp_path))
     table = byte_lengths(tok.tokenizer)
@@ -205,7 +205,7 @@ def test_a_token_of_unknown_length_sends_its_batch_to_the_offsets_path(tmp_path,
         return -1 if i == space else real(self, i)
 
     monkeypatch.setattr(ByteLengths, "_width", unknown_space)
-    import packer.tokenize as T
+    import packer.tokens.tokenize as T
 
     original = T.label_by_bytes
 

@@ -18,7 +18,8 @@ import pytest
 from .helpers import ROOT
 
 #: loaded by a build only: numba and the modules that compile or load numba kernels, and torch
-BUILD_ONLY = ("numba", "packer.tokenize", "packer.pack", "packer.doctable", "packer.gather", "packer.build", "torch")
+BUILD_ONLY = ("numba", "packer.tokens.tokenize", "packer.pipeline.pack", "packer.output.doctable",
+              "packer.output.gather", "packer.pipeline.build", "torch")
 #: ``--help`` needs none of the data stack either
 DATA_STACK = ("numpy", "pyarrow", "tokenizers", "jinja2")
 
@@ -62,18 +63,18 @@ def test_import_packer_loads_nothing_heavy(tmp_path):
 
 
 def test_public_names_still_import():
-    # packer.build is the function even after a submodule import binds the module to that name
+    # packer.build is the function, also after the command line imported the module that defines it
     code = (
-        "import packer, packer.build, packer.cli\n"
+        "import packer, packer.cli, packer.pipeline.build\n"
         "from packer import build, BuildError, load_tokenizer, __version__\n"
         "import sys\n"
-        "assert callable(build) and build is packer.build and build.__module__ == 'packer.build', build\n"
-        "assert sys.modules['packer.build'].build is build\n"
-        "assert issubclass(BuildError, Exception) and load_tokenizer.__module__ == 'packer.loader'\n"
+        "assert callable(build) and build is packer.build and build.__module__ == 'packer.pipeline.build', build\n"
+        "assert sys.modules['packer.pipeline.build'].build is build\n"
+        "assert issubclass(BuildError, Exception) and load_tokenizer.__module__ == 'packer.tokens.loader'\n"
         "assert {'build', 'BuildError', 'load_tokenizer', 'PackedDataset', '__version__'} <= set(dir(packer))\n"
-        "from packer.tokenize import TokenizerInfo, load_tokenizer as lt\n"
-        "from packer.shards import ArrayTokens, gather_index\n"
-        "assert lt is load_tokenizer and ArrayTokens.__module__ == 'packer.gather'\n"
+        "from packer.tokens.tokenize import TokenizerInfo, load_tokenizer as lt\n"
+        "from packer.output.shards import ArrayTokens, gather_index\n"
+        "assert lt is load_tokenizer and ArrayTokens.__module__ == 'packer.output.gather'\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
 
@@ -92,7 +93,7 @@ def test_read_commands_do_not_load_the_build_stack(tmp_path, demo_output, args):
 
 
 def test_verify_says_what_it_checked(demo_output):
-    from packer.verify import check_output, verify
+    from packer.inspect.verify import check_output, verify
 
     result = check_output(demo_output)
     manifest = json.loads((demo_output / "manifest.json").read_text())
@@ -107,7 +108,7 @@ def test_verify_says_what_it_checked(demo_output):
 
 
 def test_verify_result_counts_only_what_it_read(tmp_path):
-    from packer.verify import check_output
+    from packer.inspect.verify import check_output
 
     missing = check_output(tmp_path)
     assert not missing.ok and (missing.shards, missing.rows, missing.tokens) == (0, 0, 0)

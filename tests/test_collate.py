@@ -12,8 +12,8 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch is an optional extra (packer[torch])")
 F = torch.nn.functional
 
-from packer import roles as R  # noqa: E402
-from packer.collate import (  # noqa: E402
+from packer.output import roles as R  # noqa: E402
+from packer.train.collate import (  # noqa: E402
     IGNORE_INDEX,
     collate_4d,
     collate_flat,

@@ -16,11 +16,11 @@ import numpy as np
 import pyarrow.ipc as ipc
 import pytest
 
-import packer.tokenize as T
+import packer.tokens.tokenize as T
 from packer import build
-from packer import roles as R
-from packer.loader import load_tokenizer
-from packer.tokenize import char_codes, control_lut, token_roles
+from packer.output import roles as R
+from packer.tokens.loader import load_tokenizer
+from packer.tokens.tokenize import char_codes, control_lut, token_roles
 
 from .helpers import SHARED_DATA, SHARED_TOKENIZERS, need_shared
 

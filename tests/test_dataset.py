@@ -20,10 +20,10 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from packer import build  # noqa: E402
-from packer import roles as R  # noqa: E402
-from packer.dataset import IGNORE_INDEX, MissingShardError, PackedDataset, ShardError  # noqa: E402
-from packer.layout import file_sha256  # noqa: E402
-from packer.shards import mask_column  # noqa: E402
+from packer.output import roles as R  # noqa: E402
+from packer.output.layout import file_sha256  # noqa: E402
+from packer.output.shards import mask_column  # noqa: E402
+from packer.train.dataset import IGNORE_INDEX, MissingShardError, PackedDataset, ShardError  # noqa: E402
 
 from .helpers import DEMO_TOKENIZER, EXAMPLES  # noqa: E402
 
@@ -56,8 +56,8 @@ def _rebatch(out: Path, rows_per_batch: int) -> None:
 def shards(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dataset") / "shards"
     build(
-        DEMO_INPUTS, out, tokenizer=DEMO_TOKENIZER, seq_len=256, shard_bytes=40_000,
-        strategies=["prompt=instruction,input"],
+        DEMO_INPUTS, out, tokenizer=DEMO_TOKENIZER, seq_len=256, shard_size=40_000 / 2**20,
+        strategy=["prompt=instruction,input"],
     )
     _rebatch(out, BATCH_ROWS)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -483,7 +483,7 @@ def test_remote_filesystem(shards, monkeypatch):
     fsspec = pytest.importorskip("fsspec")
     import pyarrow.fs as pafs
 
-    import packer.rows as rows
+    import packer.train.rows as rows
 
     mem = fsspec.filesystem("memory")
     for p in shards.iterdir():

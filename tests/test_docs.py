@@ -59,9 +59,11 @@ def test_every_docs_page_is_in_the_nav():
 
 def test_the_api_page_documents_the_public_names():
     text = (DOCS / "api.md").read_text()
-    for name in ["packer.build.build", "packer.build.BuildEvents", "packer.dataset.PackedDataset",
-                 "packer.collate.collate_4d", "packer.collate.collate_flat", "packer.collate.collate_padded",
-                 "packer.collate.collator_for", "packer.loader.load_tokenizer"]:
+    for name in ["packer.pipeline.build.build", "packer.pipeline.build.BuildEvents",
+                 "packer.train.dataset.PackedDataset", "packer.train.collate.collate_4d",
+                 "packer.train.collate.collate_flat",
+                 "packer.train.collate.collate_padded", "packer.train.collate.collator_for",
+                 "packer.tokens.loader.load_tokenizer", "packer.options.BuildOptions"]:
         assert f"::: {name}\n" in text, name
 
 

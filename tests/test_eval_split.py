@@ -15,11 +15,11 @@ from click.testing import CliRunner
 
 from packer import BuildError, build
 from packer.cli import main
-from packer.combine import EvalSplit, assign_eval, split_hash
-from packer.doctable import NULL
-from packer.layout import ShardError
-from packer.report import inspect
-from packer.verify import check_output
+from packer.inspect.report import inspect
+from packer.inspect.verify import check_output
+from packer.output.doctable import NULL
+from packer.output.layout import ShardError
+from packer.pipeline.combine import EvalSplit, assign_eval, split_hash
 
 from .helpers import DEMO_INPUTS, DEMO_TOKENIZER, ROOT, output_files
 from .test_stages import mixed  # noqa: F401  (the fixture: duplicates in different parts, rejects)
@@ -44,7 +44,7 @@ def shard_doc_ids(out, shards: list[dict]) -> list[int]:
 @pytest.fixture(scope="module")
 def eval_build(tmp_path_factory, demo_tok):
     out = tmp_path_factory.mktemp("eval") / "shards"
-    m = build(DEMO_INPUTS, out, tokenizer=demo_tok, seq_len=512, shard_bytes=30_000, eval_fraction=0.2, seed=1)
+    m = build(DEMO_INPUTS, out, tokenizer=demo_tok, seq_len=512, shard_size=30_000 / 2**20, eval_fraction=0.2, seed=1)
     return out, m
 
 
@@ -82,11 +82,11 @@ def test_verify_finds_an_eval_document_moved_to_train(eval_build, tmp_path):
 
 def test_same_seed_same_bytes_other_seed_other_split(tmp_path, demo_tok, eval_build):
     out, m = eval_build
-    again = build(DEMO_INPUTS, tmp_path / "again", tokenizer=demo_tok, seq_len=512, shard_bytes=30_000,
+    again = build(DEMO_INPUTS, tmp_path / "again", tokenizer=demo_tok, seq_len=512, shard_size=30_000 / 2**20,
                   eval_fraction=0.2, seed=1)
     assert output_files(tmp_path / "again") == output_files(out)
     assert again["eval"] == m["eval"]
-    build(DEMO_INPUTS, tmp_path / "other", tokenizer=demo_tok, seq_len=512, shard_bytes=30_000,
+    build(DEMO_INPUTS, tmp_path / "other", tokenizer=demo_tok, seq_len=512, shard_size=30_000 / 2**20,
           eval_fraction=0.2, seed=2)
     a, b = documents(out), documents(tmp_path / "other")
     assert set(a["doc_id"][a["split"] == "eval"].tolist()) != set(b["doc_id"][b["split"] == "eval"].tolist())
@@ -116,7 +116,7 @@ def test_eval_records_is_exact_and_the_smallest_hashes(tmp_path, demo_tok):
 @pytest.mark.parametrize("kwargs", [{"eval_fraction": 0.3}, {"eval_records": 25, "dedupe": True}])
 def test_one_or_three_parts_give_the_same_bytes(mixed, tmp_path, demo_tok, kwargs):  # noqa: F811
     one = build(mixed, tmp_path / "p1", tokenizer=demo_tok, seq_len=512, seed=3, **kwargs)
-    three = build(mixed, tmp_path / "p3", tokenizer=demo_tok, seq_len=512, seed=3, part_bytes=2_000, **kwargs)
+    three = build(mixed, tmp_path / "p3", tokenizer=demo_tok, seq_len=512, seed=3, part_size=2_000 / 2**20, **kwargs)
     assert {k: v for k, v in one.items() if k != "build_seconds"} == {
         k: v for k, v in three.items() if k != "build_seconds"}
     assert output_files(tmp_path / "p3") == output_files(tmp_path / "p1")
@@ -234,7 +234,7 @@ def test_rebuilds_own_the_eval_files(tmp_path, demo_tok):
 def test_a_fraction_that_takes_no_record_warns_and_the_split_is_empty(tmp_path, demo_tok):
     pytest.importorskip("torch")
     from packer import PackedDataset
-    from packer.build import BuildEvents
+    from packer.pipeline.build import BuildEvents
 
     notices: list[str] = []
     m = build(DEMO_INPUTS, tmp_path / "o", tokenizer=demo_tok, seq_len=512, eval_fraction=1e-9,

@@ -28,10 +28,10 @@ def first_last(stdout: str) -> tuple[float, float]:
 
 def test_import_packer_does_not_import_torch():
     code = (
-        "import sys, packer, packer.cli, packer.report, packer.verify\n"
+        "import sys, packer, packer.cli, packer.inspect.report, packer.inspect.verify\n"
         "assert 'torch' not in sys.modules, 'the build side imported torch'\n"
         "from packer import PackedDataset, collate_4d\n"
-        "assert PackedDataset.__module__ == 'packer.dataset' and callable(collate_4d)\n"
+        "assert PackedDataset.__module__ == 'packer.train.dataset' and callable(collate_4d)\n"
     )
     if importlib.util.find_spec("torch") is None:
         code = code.split("from packer")[0]

@@ -131,7 +131,7 @@ def _paused_build(out: str, cwd: Path, other_input: Path, paused: Path) -> subpr
 @pytest.mark.slow
 @pytest.mark.parametrize("where", ["new folder", "in place"])
 def test_two_builds_into_one_folder_at_once_never_both_succeed(tmp_path, other_input, where):
-    from packer.verify import verify
+    from packer.inspect.verify import verify
 
     here = tmp_path / "out"
     out, cwd = (str(here), tmp_path) if where == "new folder" else (".", here)
@@ -157,7 +157,7 @@ def test_two_builds_into_one_folder_at_once_never_both_succeed(tmp_path, other_i
 
 @pytest.mark.slow
 def test_wait_builds_after_the_build_under_way(tmp_path, other_input):
-    from packer.verify import verify
+    from packer.inspect.verify import verify
 
     out = tmp_path / "out"
     paused = tmp_path / "paused"
@@ -187,8 +187,8 @@ def test_wait_builds_after_the_build_under_way(tmp_path, other_input):
 
 def test_a_second_build_in_this_process_is_refused_while_the_first_holds_the_target(tmp_path, demo_tok):
     from packer import build
-    from packer.outdir import TargetLock, check_target
-    from packer.records import BuildError
+    from packer.pipeline.outdir import TargetLock, check_target
+    from packer.read.records import BuildError
 
     out = tmp_path / "out"
     with TargetLock(out.resolve()) as lock:
@@ -202,8 +202,8 @@ def test_a_second_build_in_this_process_is_refused_while_the_first_holds_the_tar
 
 
 def test_where_the_parent_cannot_be_written_the_lock_is_inside_and_ignored(tmp_path, demo_tok, monkeypatch):
-    import packer.outdir as od
-    from packer.records import BuildError
+    import packer.pipeline.outdir as od
+    from packer.read.records import BuildError
 
     out = tmp_path / "mnt"
     out.mkdir()
@@ -221,7 +221,7 @@ def test_where_the_parent_cannot_be_written_the_lock_is_inside_and_ignored(tmp_p
 def test_a_live_builds_staging_folder_is_never_removed(tmp_path, demo_tok):
     """A staging folder whose PID looks dead (a build in another PID namespace) but which its build holds."""
     from packer import build
-    from packer.outdir import hold_folder, is_dead_staging, release_folder
+    from packer.pipeline.outdir import hold_folder, is_dead_staging, release_folder
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                           check=True)
@@ -265,9 +265,9 @@ def test_a_full_disk_names_the_file_the_free_space_and_the_room_needed(tmp_path,
     import builtins
     import shutil
 
-    import packer.spill
+    import packer.pipeline.spill
     from packer import build
-    from packer.records import BuildError
+    from packer.read.records import BuildError
 
     out = tmp_path / "out"
     if existed:
@@ -278,7 +278,7 @@ def test_a_full_disk_names_the_file_the_free_space_and_the_room_needed(tmp_path,
         f = builtins.open(path, mode, *args, **kw)
         return _FullDisk(f, 5_000) if str(path).endswith("-ids") else f
 
-    monkeypatch.setattr(packer.spill, "open", full_after_a_while, raising=False)
+    monkeypatch.setattr(packer.pipeline.spill, "open", full_after_a_while, raising=False)
     with pytest.raises(BuildError) as e:
         build(DEMO_INPUTS, out, tokenizer=demo_tok, seq_len=512, overwrite=True, batch_size=16)
     message = str(e.value)
@@ -344,10 +344,12 @@ def test_wait_is_a_build_option_everywhere(tmp_path):
 
     from packer import build
     from packer.cli import build_cmd
-    from packer.engine import _fatal
+    from packer.pipeline.engine import _fatal
     from packer.recipe import load_recipe
 
-    assert inspect.signature(build).parameters["wait"].default is False
+    from packer.options import BuildOptions
+
+    assert "options" in inspect.signature(build).parameters and BuildOptions().wait is False
     assert "wait" in [p.name for p in build_cmd.params]
     recipe = tmp_path / "r.toml"
     recipe.write_text('tokenizer = "t"\nwait = true\n[[inputs]]\npath = "a.jsonl"\n')

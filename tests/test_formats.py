@@ -1,4 +1,4 @@
-"""Tests for packer.jsonvalues and packer.formats: containers, format detection, normalisation."""
+"""Tests for packer.read.jsonvalues and packer.read.formats: containers, format detection, normalisation."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from packer.formats import FORMATS, InputSummary, RecordReader, check_inputs, detect_format
-from packer.records import BuildError, Conversation, Message, Rejection, ToolCall
+from packer.read.formats import FORMATS, InputSummary, RecordReader, check_inputs, detect_format
+from packer.read.records import BuildError, Conversation, Message, Rejection, ToolCall
 
 ALPACA = {"instruction": "Add 2 and 3.", "input": "", "output": "5"}
 SHAREGPT = {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}]}
@@ -786,7 +786,7 @@ def _read_all(path: Path) -> tuple[list, list]:
 def test_json_array_windows_change_nothing(tmp_path: Path, monkeypatch, chunk: int) -> None:
     """Values, rejection messages (line and column in the whole file), errors and the file hash are the
     same whether the array is read in one piece or in chunks of a few bytes."""
-    import packer.jsonvalues as jsonvalues
+    import packer.read.jsonvalues as jsonvalues
 
     cases = _array_cases(tmp_path)
     whole = {p.name: _read_all(p) for p in cases}
@@ -802,8 +802,8 @@ def test_json_array_windows_change_nothing(tmp_path: Path, monkeypatch, chunk: i
 
 def test_json_array_memory_is_a_window(tmp_path: Path, monkeypatch) -> None:
     """The decoded text held at once stays near one chunk plus a record, not the whole file."""
-    import packer.jsonstream as jsonstream
-    import packer.jsonvalues as jsonvalues
+    import packer.read.jsonstream as jsonstream
+    import packer.read.jsonvalues as jsonvalues
 
     records = [{"instruction": f"q{i} " + "x" * 50, "input": "", "output": "🎉" * 20} for i in range(2000)]
     path = tmp_path / "big.json"
@@ -823,8 +823,8 @@ def test_json_array_memory_is_a_window(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_json_array_record_too_long_to_wait_for(tmp_path: Path, monkeypatch) -> None:
-    import packer.jsonstream as jsonstream
-    import packer.jsonvalues as jsonvalues
+    import packer.read.jsonstream as jsonstream
+    import packer.read.jsonvalues as jsonvalues
 
     path = tmp_path / "long.json"
     path.write_text(json.dumps([{"instruction": "a", "output": "b"}, {"instruction": "x" * 5000, "output": "y"}]))
@@ -946,7 +946,7 @@ def check_progress(paths: list[Path], steps_at_least: int) -> list[tuple[str, in
 
 
 def test_progress_jsonl(tmp_path: Path, monkeypatch) -> None:
-    import packer.jsonvalues as jsonvalues
+    import packer.read.jsonvalues as jsonvalues
 
     monkeypatch.setattr(jsonvalues, "_JSONL_BLOCK", 200)
     records = [{**ALPACA, "output": f"{i} 🎉"} for i in range(100)]
@@ -955,7 +955,7 @@ def test_progress_jsonl(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_progress_json_array_streamed(tmp_path: Path, monkeypatch) -> None:
-    import packer.jsonvalues as jsonvalues
+    import packer.read.jsonvalues as jsonvalues
 
     monkeypatch.setattr(jsonvalues, "_JSON_CHUNK", 512)
     records = [{**ALPACA, "output": f"{i} 你好"} for i in range(200)]
@@ -974,7 +974,7 @@ def test_progress_small_json_read_whole(tmp_path: Path) -> None:
 
 
 def test_progress_parquet_by_row_group(tmp_path: Path, monkeypatch) -> None:
-    import packer.jsonvalues as jsonvalues
+    import packer.read.jsonvalues as jsonvalues
 
     monkeypatch.setattr(jsonvalues, "_PARQUET_BATCH_ROWS", 5)  # batches of pyarrow's may span row groups
     records = [{**ALPACA, "output": f"answer {i} " * (i % 7 + 1)} for i in range(100)]
@@ -1104,7 +1104,7 @@ def test_check_inputs_parquet_without_rows(tmp_path: Path) -> None:
 def test_check_inputs_agrees_with_the_reader(tmp_path: Path, monkeypatch, chunk: int) -> None:
     """On the corpus and the JSON array variants, with check_inputs reading chunks of any size: the
     format the reader settles, or the reader's error when it fails before its first record."""
-    import packer.jsonvalues as jsonvalues
+    import packer.read.jsonvalues as jsonvalues
 
     monkeypatch.setattr(jsonvalues, "_CHECK_CHUNK", chunk)
     monkeypatch.setattr(jsonvalues, "_JSON_CHUNK", chunk)
@@ -1132,7 +1132,7 @@ def test_check_inputs_agrees_with_the_reader(tmp_path: Path, monkeypatch, chunk:
 
 
 def test_check_inputs_reads_only_the_beginning(tmp_path: Path, monkeypatch) -> None:
-    import packer.formats as formats
+    import packer.read.formats as formats
 
     made: list = []
 
@@ -1156,7 +1156,7 @@ def test_check_inputs_reads_only_the_beginning(tmp_path: Path, monkeypatch) -> N
 
 def test_check_inputs_gives_up_after_the_first_records(tmp_path: Path, monkeypatch) -> None:
     """The check reads no further than its limits: a format settled only later is not found."""
-    import packer.formats as formats
+    import packer.read.formats as formats
 
     monkeypatch.setattr(formats, "_CHECK_RECORDS", 5)
     path = write_jsonl(tmp_path / "late.jsonl", [{"prompt": "a"}] * 5 + [ALPACA])

@@ -1,4 +1,4 @@
-"""packer.hf: the HF Trainer trains on the weighted loss (checked against a hand computation from the same
+"""packer.train.hf: the HF Trainer trains on the weighted loss (checked against a hand computation from the same
 model's logits), and the stock Trainer / a hand loop that drops the weights fails on its first step."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ transformers = pytest.importorskip("transformers", reason="transformers not inst
 pytest.importorskip("accelerate", reason="accelerate not installed (extra packer[hf])")
 F = torch.nn.functional
 
-from packer.collate import IGNORE_INDEX, LossWeightsIgnored, WeightedLabels, collate_4d  # noqa: E402
-from packer.dataset import PackedDataset  # noqa: E402
-from packer.hf import PackerTrainer, packer_collator, weighted_loss  # noqa: E402
+from packer.train.collate import IGNORE_INDEX, LossWeightsIgnored, WeightedLabels, collate_4d  # noqa: E402
+from packer.train.dataset import PackedDataset  # noqa: E402
+from packer.train.hf import PackerTrainer, packer_collator, weighted_loss  # noqa: E402
 
 from .helpers import EXAMPLES  # noqa: E402
 
@@ -82,7 +82,7 @@ def test_stock_trainer_with_weights_fails_on_the_first_step(demo_output, tmp_pat
     trainer = train_hf.make_trainer(model, ds, example_args(tmp_path, steps=3, batch_size=2), stock=True)
     assert type(trainer) is transformers.Trainer
     trainer.args.remove_unused_columns = remove_unused_columns
-    with pytest.raises(LossWeightsIgnored, match=r"packer\.hf\.PackerTrainer") as e:
+    with pytest.raises(LossWeightsIgnored, match=r"packer\.train\.hf\.PackerTrainer") as e:
         trainer.train()
     assert where in str(e.value)
     assert trainer.state.global_step == 0

@@ -1,5 +1,5 @@
 """A record far longer than seq_len is never tokenized whole (issue 24, item 2): a cheap lower bound on its
-tokens (packer.bound) rejects it, and truncation and splitting work from prefixes and single exchanges, with
+tokens (packer.tokens.bound) rejects it, and truncation and splitting work from prefixes and single exchanges, with
 the same tokens as tokenizing it whole."""
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-import packer.bound
-import packer.part
+import packer.pipeline.part
+import packer.tokens.bound
 from packer import BuildError, build
-from packer.bound import TokenBound, token_bound
-from packer.build import BuildEvents
-from packer.formats import RecordReader
-from packer.part import digest, words
-from packer.records import Conversation
-from packer.tokenize import load_tokenizer
+from packer.pipeline.build import BuildEvents
+from packer.pipeline.part import digest, words
+from packer.read.formats import RecordReader
+from packer.read.records import Conversation
+from packer.tokens.bound import TokenBound, token_bound
+from packer.tokens.tokenize import load_tokenizer
 
 from .helpers import DEMO_TOKENIZER, EXAMPLES, ROOT, SHARED_TOKENIZERS, need_shared, output_files
 
@@ -80,7 +80,7 @@ def test_max_token_bytes_of_known_tokenizers():
 def test_no_text_holds_fewer_tokens_than_the_bound(name, text, chunk, monkeypatch):
     # the whole point: a record that fits is never rejected by the bound (cut in chunks anywhere it may be)
     tok, bound = _tokenizer(name), _bound(name)
-    monkeypatch.setattr(packer.bound, "CHUNK", chunk)
+    monkeypatch.setattr(packer.tokens.bound, "CHUNK", chunk)
     measured, end = bound.measure(text)
     assert end == len(text)
     assert bound.tokens_at_least(measured) <= len(tok.encode(text, add_special_tokens=False).ids)
@@ -97,7 +97,7 @@ def test_measure_stops_early_and_normalizes_only_where_it_may_shrink(monkeypatch
     assert 1000 < measured < 200_000 and end < len(text)
     # a long run of characters no chunk may be cut before is not counted where it would need normalizing
     # (never normalized at once); one in NFC already counts as it is
-    monkeypatch.setattr(packer.bound, "CHUNK", 10)
+    monkeypatch.setattr(packer.tokens.bound, "CHUNK", 10)
     assert qwen.measure("\u0301\u0316" * 500)[0] == 0 and qwen.measure("\u0316" * 1000)[0] == 2000
 
 
@@ -133,14 +133,14 @@ def _story(n_chars: int, seed: int = 0) -> str:
 @pytest.fixture
 def small_bound(monkeypatch):
     """Records are bounded from 1 KiB on (not 1 MiB), so small records take the bounded paths."""
-    monkeypatch.setattr(packer.part, "BOUNDED_ABOVE", 1024)
+    monkeypatch.setattr(packer.pipeline.part, "BOUNDED_ABOVE", 1024)
 
 
 def _build_both(monkeypatch, tmp_path, inputs, tok, **kw) -> tuple[Path, Path, dict, dict]:
     """The build with the bound (small_bound) and with every record tokenized whole."""
     bounded = build(inputs, tmp_path / "bounded", tokenizer=tok, **kw)
     with monkeypatch.context() as m:
-        m.setattr(packer.part, "BOUNDED_ABOVE", 1 << 62)
+        m.setattr(packer.pipeline.part, "BOUNDED_ABOVE", 1 << 62)
         whole = build(inputs, tmp_path / "whole", tokenizer=tok, **kw)
     return tmp_path / "bounded", tmp_path / "whole", bounded, whole
 
@@ -172,7 +172,7 @@ def test_an_overlong_record_is_rejected_from_the_bound(tmp_path, demo_tok, small
 def test_truncating_a_bounded_record_gives_the_whole_texts_tokens(tmp_path, demo_tok, small_bound, monkeypatch,
                                                                   margin):
     if margin is not None:  # a tiny margin: the prefixes' agreement alone must keep the tokens right
-        monkeypatch.setattr(packer.part, "_PREFIX_MARGIN", margin)
+        monkeypatch.setattr(packer.pipeline.part, "_PREFIX_MARGIN", margin)
     path = _jsonl(tmp_path / "in.jsonl", {"instruction": "Tell it.", "output": _story(30_000, 1)})
     no_loss = {"instruction": _story(30_000, 2), "output": "Short."}  # no response in the first seq_len
     path.write_text(path.read_text() + json.dumps(no_loss) + "\n")
@@ -228,7 +228,7 @@ def test_no_bound_is_said_once_and_the_record_tokenized_whole(tmp_path, demo_tok
     state = json.loads((folder / "tokenizer.json").read_text())
     state["normalizer"] = {"type": "Strip", "strip_left": True, "strip_right": True}  # can drop any text
     (folder / "tokenizer.json").write_text(json.dumps(state))
-    monkeypatch.setattr(packer.part, "BOUNDED_ABOVE", 1024)
+    monkeypatch.setattr(packer.pipeline.part, "BOUNDED_ABOVE", 1024)
     path = _jsonl(tmp_path / "in.jsonl", {"instruction": "Tell it.", "output": _story(20_000)})
     notices: list[str] = []
     m = build([path], tmp_path / "o", tokenizer=str(folder), seq_len=256, events=BuildEvents(on_notice=notices.append))
@@ -242,7 +242,7 @@ def test_words_and_digest_of_a_huge_record_are_the_joined_ones(monkeypatch):
     convs = [c for c in RecordReader([str(p) for p in (EXAMPLES / "sharegpt_demo.json", EXAMPLES / "alpaca_demo.json")])
              if isinstance(c, Conversation)]
     want = [(words(c), digest(c)) for c in convs]
-    monkeypatch.setattr(packer.part, "JOIN_BELOW", 0)  # every record counted and hashed text by text
+    monkeypatch.setattr(packer.pipeline.part, "JOIN_BELOW", 0)  # every record counted and hashed text by text
     assert [(words(c), digest(c)) for c in convs] == want
 
 

@@ -17,9 +17,9 @@ from click.testing import CliRunner
 from tokenizers import Tokenizer
 
 from packer import BuildError, build
-from packer import roles as R
 from packer.cli import main
-from packer.formats import RecordReader, check_inputs, parse_columns
+from packer.output import roles as R
+from packer.read.formats import RecordReader, check_inputs, parse_columns
 
 from .helpers import SHARED_DATA, SHARED_TOKENIZERS, need_shared, read_documents
 

@@ -18,14 +18,14 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from packer import roles as R
 from packer.cli import main
-from packer.outdir import PHASES
-from packer.records import Conversation, Message, Source
-from packer.shards import strategy_masks
-from packer.templates import BUILTIN_TEMPLATES, ChatTemplate, Rendered
-from packer.tokenize import Labeller
-from packer.verify import verify
+from packer.inspect.verify import verify
+from packer.output import roles as R
+from packer.output.shards import strategy_masks
+from packer.pipeline.outdir import PHASES
+from packer.read.records import Conversation, Message, Source
+from packer.tokens.templates import BUILTIN_TEMPLATES, ChatTemplate, Rendered
+from packer.tokens.tokenize import Labeller
 
 from .helpers import DEMO_TOKENIZER, demo_variants
 

@@ -1,5 +1,5 @@
 """The two tokenizer loaders: ``tokenizer.json`` as it is (``file``) and the installed transformers
-(``transformers``), and :func:`packer.loader.loader_difference`, which says when they give other ids.
+(``transformers``), and :func:`packer.tokens.loader.loader_difference`, which says when they give other ids.
 
 transformers 5 builds SentencePiece-family tokenizers (Llama 2, Mistral, Phi-3) from their vocabulary and
 config instead of running ``tokenizer.json``: Phi-3 ``<|user|>\\nHello`` is ``<|user|>``, ``Hello`` under 5.x and
@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
-import packer.loader as L
+import packer.tokens.loader as L
 from packer import BuildError, build
-from packer import roles as R
-from packer.formats import RecordReader
-from packer.records import Conversation
-from packer.tokenize import byte_lengths, load_tokenizer
+from packer.output import roles as R
+from packer.read.formats import RecordReader
+from packer.read.records import Conversation
+from packer.tokens.tokenize import byte_lengths, load_tokenizer
 
 from .helpers import (
     DEMO_BUILD_OPTIONS,
@@ -252,7 +252,7 @@ def test_transformers_loader_ids_equal_apply_chat_template(name, real_inputs, re
 @pytest.fixture(scope="module")
 def rendered_texts(real_inputs, real_convs) -> dict[str, list[str]]:
     """Per tokenizer: the rendered texts of the real records (as the build's first batch)."""
-    from packer.build import resolve_template
+    from packer.pipeline.build import resolve_template
 
     out = {}
     for name in (*DIFFER_UNDER_5, *AGREE):
@@ -307,7 +307,7 @@ def test_fast_paths_give_the_slow_paths_bytes(name, loader, loaded, real_inputs,
     tok = tokenizer(loaded, name, loader)
     assert (byte_lengths(tok.tokenizer) is not None) == (name != "phi-3-mini-instruct")  # byte-level BPE
     build(real_inputs, tmp_path / "fast", tokenizer=tok, template="tokenizer", seq_len=8192)
-    build_module = importlib.import_module("packer.build")  # ``packer.build`` is also the function
+    build_module = importlib.import_module("packer.pipeline.build")  # ``packer.build`` is also the function
     resolve = build_module.resolve_template
 
     def exact(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -316,7 +316,7 @@ def test_fast_paths_give_the_slow_paths_bytes(name, loader, loaded, real_inputs,
         return tpl
 
     monkeypatch.setattr(build_module, "resolve_template", exact)
-    tokenize_module = importlib.import_module("packer.tokenize")
+    tokenize_module = importlib.import_module("packer.tokens.tokenize")
     monkeypatch.setattr(tokenize_module, "byte_lengths", lambda t: None)  # every token placed by its offsets
 
     def never(*args):  # type: ignore[no-untyped-def]
@@ -338,8 +338,8 @@ def test_fast_paths_give_the_slow_paths_bytes(name, loader, loaded, real_inputs,
 def test_a_build_reports_the_difference_where_the_loaders_part(tmp_path):
     need_shared()
     major = transformers_major()
-    from packer.build import BuildEvents
-    from packer.report import inspect
+    from packer.inspect.report import inspect
+    from packer.pipeline.build import BuildEvents
 
     notices: list[str] = []
     path = tmp_path / "lima.jsonl"

@@ -2,8 +2,9 @@
 
 For every chat template in ../shared/tokenizers and slices of every conversation-shaped file in ../shared/data
 (plus the tool, reasoning and weight fixtures of tests/test_tools.py and the records of ``ORACLE_EXTRA``), the
-loss of each token is derived here without packer's labeller (``packer/templates.py``, ``packer/assembly.py``,
-the role rules of ``packer/tokenize.py``): the conversation as packer's reader makes it (``packer.formats``) is
+loss of each token is derived here without packer's labeller (``packer/tokens/templates.py``,
+``packer/tokens/assembly.py``, the role rules of ``packer/tokens/tokenize.py``): the conversation as packer's reader
+makes it (``packer.read.formats``) is
 rendered with jinja2 the way transformers renders chat templates, each thing an assistant message writes is
 located in the FULL render by rendering it again with that thing replaced by a sentinel and seeing which
 characters change (prefix renders slip: Qwen3 writes a think block for a message that ends a prefix and drops it
@@ -63,8 +64,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Encoding, Tokenizer
 
 from packer import build, load_tokenizer
-from packer.formats import RecordReader
-from packer.records import Conversation
+from packer.read.formats import RecordReader
+from packer.read.records import Conversation
 
 from .helpers import SHARED_DATA, SHARED_TOKENIZERS, need_shared, read_documents
 from .test_tools import EXTRA, WEIGHTED, call, write_jsonl
@@ -541,8 +542,7 @@ def _token_values(chars: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 def _context(model: Model, doc: dict, exp: Expected, got: np.ndarray, want: np.ndarray, t: int) -> str:
     """The tokens around token ``t``: text, packer's role and columns, the oracle's rank and columns."""
-    from packer import roles as R
-
+    from packer.output import roles as R
     rows = []
     ids = doc["input_ids"]
     for k in range(max(0, t - 6), min(len(ids), t + 7)):
@@ -669,8 +669,7 @@ def test_qwen3_injected_think_block_has_no_loss_before_a_bare_tool_call(tmp_path
     """Qwen3 writes ``<think>\\n\\n</think>\\n\\n`` before the final assistant turn whatever it holds: it is
     ``marker`` with no loss under every built-in strategy but ``full`` before a bare tool call (content "" or
     null) exactly as before a content; the call from ``<tool_call>`` on is ``tool_call`` (issue 25, item 1)."""
-    from packer import roles as R
-
+    from packer.output import roles as R
     need_shared()
     user = {"role": "user", "content": "Weather in Oslo?"}
     calls = [call("get_weather", {"city": "Oslo"})]

@@ -17,9 +17,9 @@ from click.testing import CliRunner
 
 from packer import BuildError, build
 from packer.cli import main
-from packer.dataset import PackedDataset
-from packer.report import inspect
-from packer.verify import check_output
+from packer.inspect.report import inspect
+from packer.inspect.verify import check_output
+from packer.train.dataset import PackedDataset
 
 from .helpers import DEMO_TOKENIZER, EXAMPLES, ROOT, output_files
 
@@ -42,7 +42,7 @@ def sources(tmp_path_factory) -> list:
 @pytest.fixture(scope="module")
 def mixed_build(tmp_path_factory, sources, demo_tok):
     out = tmp_path_factory.mktemp("mix") / "shards"
-    m = build(sources, out, tokenizer=demo_tok, seq_len=512, shard_bytes=30_000, mix=WEIGHTS, seed=0)
+    m = build(sources, out, tokenizer=demo_tok, seq_len=512, shard_size=30_000 / 2**20, mix=WEIGHTS, seed=0)
     return out, m
 
 
@@ -112,16 +112,17 @@ def test_inspect_shows_the_sources(mixed_build):
 
 def test_same_seed_same_bytes_other_seed_other_sample(tmp_path, sources, demo_tok, mixed_build):
     out, m = mixed_build
-    again = build(sources, tmp_path / "again", tokenizer=demo_tok, seq_len=512, shard_bytes=30_000, mix=WEIGHTS)
+    again = build(sources, tmp_path / "again", tokenizer=demo_tok, seq_len=512, shard_size=30_000 / 2**20, mix=WEIGHTS)
     assert output_files(tmp_path / "again") == output_files(out)
     assert again["mix"] == m["mix"]
-    build(sources, tmp_path / "other", tokenizer=demo_tok, seq_len=512, shard_bytes=30_000, mix=WEIGHTS, seed=1)
+    build(sources, tmp_path / "other", tokenizer=demo_tok, seq_len=512, shard_size=30_000 / 2**20, mix=WEIGHTS, seed=1)
     assert not (documents(tmp_path / "other")["copies"] == documents(out)["copies"]).all()
 
 
 def test_parts_do_not_change_the_output(tmp_path, sources, demo_tok, mixed_build):
     out, _ = mixed_build
-    build(sources, tmp_path / "p3", tokenizer=demo_tok, seq_len=512, shard_bytes=30_000, mix=WEIGHTS, part_bytes=2_000)
+    build(sources, tmp_path / "p3", tokenizer=demo_tok, seq_len=512, shard_size=30_000 / 2**20, mix=WEIGHTS,
+          part_size=2_000 / 2**20)
     assert output_files(tmp_path / "p3") == output_files(out)
 
 

@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from packer import BuildError, build
-from packer import roles as R
-from packer.assembly import checked
-from packer.build import BuildEvents
-from packer.collate import collate_4d, collate_flat, collate_padded
-from packer.items import ItemSpec, make_item
-from packer.rows import Row
+from packer.output import roles as R
+from packer.pipeline.build import BuildEvents
+from packer.tokens.assembly import checked
+from packer.train.collate import collate_4d, collate_flat, collate_padded
+from packer.train.items import ItemSpec, make_item
+from packer.train.rows import Row
 
 from .helpers import DEMO_TOKENIZER
 
@@ -42,7 +42,7 @@ def _two_documents() -> Row:
 @pytest.mark.parametrize("roles", [tuple(R.ROLES), ("special", "response", "end")])
 @pytest.mark.parametrize("normalize", [None, "sequence"])
 def test_first_token_of_each_document_has_no_weight_under_a_strategy_that_includes_it(roles, normalize):
-    """Catches dropping ``weights[starts] = 0.0`` in :func:`packer.items.make_item`: under ``full`` (or a role set
+    """Catches dropping ``weights[starts] = 0.0`` in :func:`packer.train.items.make_item`: under ``full`` (or a role set
     with ``special``) and ``prompt_loss_weight``, the first token of every document would train, predicted
     from the document before it."""
     spec = ItemSpec(role_lut=R.role_lut(roles), prompt_lut=R.role_lut(R.PROMPT_ROLES), prompt_loss_weight=0.5,
@@ -58,7 +58,7 @@ def test_first_token_of_each_document_has_no_weight_under_a_strategy_that_includ
 
 def test_first_token_of_each_document_has_no_weight_in_packed_rows(demo_output):
     """The same through :class:`PackedDataset` on the demo build, ``full`` with ``prompt_loss_weight``."""
-    from packer.dataset import PackedDataset
+    from packer.train.dataset import PackedDataset
 
     ds = PackedDataset(demo_output, strategy="full", shuffle=False, prompt_loss_weight=0.1)
     for n, item in enumerate(ds):
@@ -100,7 +100,7 @@ def test_every_rejection_is_counted_once_by_reason_when_nothing_packs(tmp_path):
     records = [{"instruction": "Hi", "output": ""}, {"instruction": "Hi again", "output": "   "}, long, long]
     path = _write_jsonl(tmp_path / "r.jsonl", records)
     with pytest.raises(BuildError) as e:
-        build([path], tmp_path / "o", tokenizer=DEMO_TOKENIZER, seq_len=64, dedupe=True, part_bytes=1)
+        build([path], tmp_path / "o", tokenizer=DEMO_TOKENIZER, seq_len=64, dedupe=True, part_size=1 / 2**20)
     message = str(e.value)
     assert re.search(r"\bempty_output: 2\b", message), message
     assert re.search(r"\boverlong: 1\b", message) and re.search(r"\bduplicate: 1\b", message), message
@@ -118,7 +118,7 @@ def _no_loss_build(tmp_path: Path, **kw: object) -> dict:
     records[12:12] = [_NO_LOSS]
     path = _write_jsonl(tmp_path / "r.jsonl", records)
     return build([path], tmp_path / "o", tokenizer=DEMO_TOKENIZER, seq_len=64, overlong="truncate", dedupe=True,
-                 part_bytes=1, **kw)  # type: ignore[arg-type]
+                 part_size=1 / 2**20, **kw)  # type: ignore[arg-type]
 
 
 def test_a_re_marked_duplicate_is_counted_once_in_the_warning(tmp_path):
@@ -144,8 +144,8 @@ def test_a_re_marked_duplicate_is_counted_once_in_the_max_rejected_message(tmp_p
 def test_the_tiktoken_check_compares_the_records_checked_picks(tmp_path, monkeypatch):
     """Catches the run-time check picking records by their place in a batch (``checked(k)``) instead of by doc_id
     (``checked(doc_id)``): the records encoded by ``tokenizers`` as well must be exactly those
-    :func:`packer.assembly.checked` names, in every batch and part."""
-    import packer.part as part
+    :func:`packer.tokens.assembly.checked` names, in every batch and part."""
+    import packer.pipeline.part as part
 
     compared: list[str] = []
     real = part.encode_texts_fast
@@ -159,7 +159,7 @@ def test_the_tiktoken_check_compares_the_records_checked_picks(tmp_path, monkeyp
     records = [{"instruction": f"Record {i} asks.", "output": "Fine."} for i in range(n)]
     path = _write_jsonl(tmp_path / "r.jsonl", records)
     m = build([path], tmp_path / "o", tokenizer=DEMO_TOKENIZER, tokenizer_backend="tiktoken", batch_size=40,
-              part_bytes=4000)
+              part_size=4000 / 2**20)
     assert m["tokenizer"]["backend"] == "tiktoken" and m["counts"]["packed"] == n
     got = sorted(int(re.search(r"Record (\d+) asks", t).group(1)) for t in compared)  # type: ignore[union-attr]
     want = [i for i in range(n) if checked(i)]

@@ -62,7 +62,7 @@ def test_the_build_key_does_not_hold_the_resolved_path(tmp_path, monkeypatch):
     monkeypatch.chdir(proj)
     build([proj / "data.json"], proj / "shards", tokenizer="tokenizers/demo", seq_len=512)
     notices: list[str] = []
-    from packer.build import BuildEvents
+    from packer.pipeline.build import BuildEvents
 
     build([proj / "data.json"], proj / "shards", tokenizer=proj / "tokenizers" / "demo", seq_len=512,
           events=BuildEvents(on_notice=notices.append))
@@ -168,10 +168,10 @@ def test_the_training_snippets_run_as_pasted(page, demo_output, tmp_path, monkey
 def loaders_differ(monkeypatch):
     """Builds with the demo tokenizer meet a difference between the two loaders (as Phi-3's under
     transformers 5), without loading transformers."""
-    import packer.part
+    import packer.pipeline.part
 
-    monkeypatch.setattr(packer.part, "loaders_may_differ", lambda tok, byte_level: True)
-    monkeypatch.setattr(packer.part, "loader_difference",
+    monkeypatch.setattr(packer.pipeline.part, "loaders_may_differ", lambda tok, byte_level: True)
+    monkeypatch.setattr(packer.pipeline.part, "loader_difference",
                         lambda tok, texts: "3 of 64 texts tokenize differently, e.g. text 0 at token 5: ...")
 
 
@@ -189,7 +189,7 @@ def test_the_default_loader_warns_saying_which_stack_each_matches(tmp_path, load
 @pytest.mark.parametrize("how", ["cli", "api"])
 def test_a_chosen_loader_gets_one_info_line_not_a_warning(tmp_path, loaders_differ, how):
     if how == "api":
-        from packer.build import BuildEvents
+        from packer.pipeline.build import BuildEvents
 
         notices: list[str] = []
         infos: list[str] = []

@@ -186,7 +186,7 @@ def test_the_command_line_shows_the_packer_loggers_warnings(tmp_path, monkeypatc
 
     from packer.cli import main
 
-    B = importlib.import_module("packer.build")
+    B = importlib.import_module("packer.pipeline.build")
 
     checked = B.check_inputs
 

@@ -11,12 +11,12 @@ import pyarrow.ipc as ipc
 import pytest
 
 from packer import build
-from packer import roles as R
-from packer.formats import RecordReader
-from packer.part import resolve_template
-from packer.records import Conversation
-from packer.tokenize import Labeller, char_codes
-from packer.verify import verify
+from packer.inspect.verify import verify
+from packer.output import roles as R
+from packer.pipeline.part import resolve_template
+from packer.read.formats import RecordReader
+from packer.read.records import Conversation
+from packer.tokens.tokenize import Labeller, char_codes
 
 from .helpers import EXAMPLES, output_files
 
@@ -104,7 +104,7 @@ def test_an_exchange_longer_than_seq_len_rejects_the_record(inputs, tmp_path, de
 def test_parts_do_not_change_a_split_build(inputs, tmp_path, demo_tok):
     kw = {"tokenizer": demo_tok, "seq_len": SEQ_LEN, "overlong": "split", "batch_size": 4}
     build([inputs, inputs], tmp_path / "p1", dedupe=True, **kw)
-    build([inputs, inputs], tmp_path / "p3", dedupe=True, part_bytes=1_000, **kw)
+    build([inputs, inputs], tmp_path / "p3", dedupe=True, part_size=1_000 / 2**20, **kw)
     assert output_files(tmp_path / "p1") == output_files(tmp_path / "p3")
     assert verify(tmp_path / "p3") == []
 

@@ -1,4 +1,4 @@
-"""Tests for packer.pack: validity of every packing, agreement with plain-Python
+"""Tests for packer.pipeline.pack: validity of every packing, agreement with plain-Python
 references, packing quality against the lower bound, and input validation."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import doctest
 import numpy as np
 import pytest
 
-from packer import pack as pack_module
-from packer.pack import ALGORITHMS, efficiency, lower_bound, pack, rows_from_bins
+from packer.pipeline import pack as pack_module
+from packer.pipeline.pack import ALGORITHMS, efficiency, lower_bound, pack, rows_from_bins
 
 # --------------------------------------------------------------------------- helpers
 

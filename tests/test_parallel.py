@@ -17,14 +17,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from packer import BuildError, build
-from packer.engine import LocalEngine, ProcessEngine
-from packer.formats import check_inputs
-from packer.part import parts_of
-from packer.plan import plan_inputs
+from packer.pipeline.engine import LocalEngine, ProcessEngine
+from packer.pipeline.part import parts_of
+from packer.read.formats import check_inputs
+from packer.read.plan import plan_inputs
 
 from .helpers import SHARED, need_shared, output_files
 
-OPTIONS = {"seq_len": 1024, "dedupe": True, "overlong": "truncate", "shard_bytes": 200_000, "eval_fraction": 0.1}
+OPTIONS = {"seq_len": 1024, "dedupe": True, "overlong": "truncate", "shard_size": 200_000 / 2**20, "eval_fraction": 0.1}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def inputs(tmp_path_factory) -> list[str]:
 @pytest.fixture(scope="module")
 def tok():
     need_shared()
-    from packer.tokenize import load_tokenizer
+    from packer.tokens.tokenize import load_tokenizer
 
     return load_tokenizer(SHARED / "tokenizers" / "qwen2.5-instruct")
 
@@ -94,7 +94,7 @@ def test_parts_in_this_process_give_the_same_bytes(inputs, tok, reference, tmp_p
 def test_a_process_pool_gives_the_same_bytes(inputs, tok, reference, tmp_path, workers):
     pool = ProcessEngine(workers)
     try:
-        build(inputs, tmp_path / "out", tokenizer=tok, engine=pool, part_bytes=40_000, **OPTIONS)
+        build(inputs, tmp_path / "out", tokenizer=tok, engine=pool, part_size=40_000 / 2**20, **OPTIONS)
     finally:
         pool.close()
     assert output_files(tmp_path / "out") == reference
@@ -107,7 +107,7 @@ def test_a_killed_worker_is_replaced_and_its_part_mapped_again(inputs, tok, refe
     monkeypatch.setenv("PACKER_TEST_KILL_ONCE", str(once))  # inherit the environment); only once
     pool = ProcessEngine(2)
     try:
-        build(inputs, tmp_path / "out", tokenizer=tok, engine=pool, part_bytes=40_000, **OPTIONS)
+        build(inputs, tmp_path / "out", tokenizer=tok, engine=pool, part_size=40_000 / 2**20, **OPTIONS)
     finally:
         pool.close()
     assert once.exists() and pool.restarts == 1
@@ -146,7 +146,7 @@ def test_a_bad_record_names_the_same_line_in_any_part(inputs, tok, tmp_path):
     with pytest.raises(BuildError) as whole:
         build(inputs[1:2], tmp_path / "a", tokenizer=tok, strict=True)
     with pytest.raises(BuildError) as parts:
-        build(inputs[1:2], tmp_path / "b", tokenizer=tok, strict=True, part_bytes=5_000)
+        build(inputs[1:2], tmp_path / "b", tokenizer=tok, strict=True, part_size=5_000 / 2**20)
     assert str(whole.value) == str(parts.value)
     assert "lima.jsonl: record 20: malformed_json: line 22" in str(whole.value)
 
@@ -160,7 +160,7 @@ def test_pack_scope_part_packs_each_part_alone(inputs, tok, reference_out, tmp_p
     import pyarrow as pa
 
     out = tmp_path / "scoped"
-    m = build(inputs, out, tokenizer=tok, pack_scope="part", part_bytes=40_000, **OPTIONS)
+    m = build(inputs, out, tokenizer=tok, pack_scope="part", part_size=40_000 / 2**20, **OPTIONS)
     assert m["packing"]["scope"] == "part"
     jsonschema.validate(m, json.loads((Path(__file__).parents[1] / "schemas" / "manifest.schema.json").read_text()))
     parts = parts_of(inputs, plan_inputs(inputs, 40_000), check_inputs(inputs))
@@ -178,10 +178,11 @@ def test_pack_scope_part_packs_each_part_alone(inputs, tok, reference_out, tmp_p
     assert whole["packing"]["rows"] < m["packing"]["rows"] <= whole["packing"]["rows"] + 2 * len(parts)
     # the rows depend on the parts, so on --part-size: another size is another build, never "nothing to do"
     with pytest.raises(BuildError, match="other inputs or options"):
-        build(inputs, out, tokenizer=tok, pack_scope="part", part_bytes=20_000, **OPTIONS)
+        build(inputs, out, tokenizer=tok, pack_scope="part", part_size=20_000 / 2**20, **OPTIONS)
     pool = ProcessEngine(2)
     try:
-        build(inputs, tmp_path / "pool", tokenizer=tok, engine=pool, pack_scope="part", part_bytes=40_000, **OPTIONS)
+        build(inputs, tmp_path / "pool", tokenizer=tok, engine=pool, pack_scope="part", part_size=40_000 / 2**20,
+              **OPTIONS)
     finally:
         pool.close()
     assert output_files(tmp_path / "pool") == output_files(out)
@@ -192,7 +193,7 @@ def test_parquet_row_groups_and_arrow_files_as_parts(tmp_path, demo_tok):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from packer.plan import scan_file
+    from packer.read.plan import scan_file
 
     from .helpers import EXAMPLES
 
@@ -208,5 +209,5 @@ def test_parquet_row_groups_and_arrow_files_as_parts(tmp_path, demo_tok):
     assert sum(n for _, n in pieces) == len(records)
     kw = {"tokenizer": demo_tok, "seq_len": 512, "dedupe": True}
     build(inputs, tmp_path / "whole", **kw)
-    build(inputs, tmp_path / "parts", part_bytes=3_000, **kw)
+    build(inputs, tmp_path / "parts", part_size=3_000 / 2**20, **kw)
     assert output_files(tmp_path / "parts") == output_files(tmp_path / "whole")

@@ -25,9 +25,9 @@ import pyarrow.ipc as ipc
 import pytest
 
 from packer import build
-from packer.formats import RecordReader
-from packer.loader import load_tokenizer
-from packer.records import Conversation
+from packer.read.formats import RecordReader
+from packer.read.records import Conversation
+from packer.tokens.loader import load_tokenizer
 
 from .helpers import SHARED_DATA, SHARED_TOKENIZERS, need_shared
 

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 from packer import build, load_tokenizer
-from packer import roles as R
-from packer.formats import RecordReader
-from packer.records import Conversation, Rejection
-from packer.templates import SYSTEM_SEPARATOR, ChatTemplate, Rendered
-from packer.verify import verify
+from packer.inspect.verify import verify
+from packer.output import roles as R
+from packer.read.formats import RecordReader
+from packer.read.records import Conversation, Rejection
+from packer.tokens.templates import SYSTEM_SEPARATOR, ChatTemplate, Rendered
 
 from .helpers import (
     DEMO_TOKENIZER,

@@ -1,4 +1,4 @@
-"""The ``ray`` engine (packer.ray_engine): results in the order of the calls, errors as the other engines
+"""The ``ray`` engine (packer.pipeline.ray_engine): results in the order of the calls, errors as the other engines
 raise them, and a build on Ray byte-identical to the single-process build. One local Ray of 2 CPUs for
 the module (starting Ray costs ~10 s, each stage's actor pool a few seconds)."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from packer import BuildError, build
-from packer.engine import make_engine
+from packer.pipeline.engine import make_engine
 
 from .helpers import output_files
 from .test_stages import mixed  # noqa: F401  (the fixture: duplicates in different parts, rejects)
@@ -48,7 +48,7 @@ def _fatal_at_one(log: str, x: int) -> int:
 
 
 def test_results_in_the_order_of_the_calls(cluster):
-    from packer.ray_engine import RayEngine
+    from packer.pipeline.ray_engine import RayEngine
 
     engine = RayEngine(2)
     done: list[tuple[int, tuple[int, int]]] = []
@@ -90,7 +90,7 @@ def test_a_build_on_ray_is_the_single_process_build(cluster, mixed, tmp_path, de
     # one build (a Ray Data job per stage costs seconds): duplicates across parts, a truncation, bad records
     options = {"dedupe": True, "overlong": "truncate"}
     plain = build(mixed, tmp_path / "plain", tokenizer=demo_tok, seq_len=512, **options)
-    on_ray = build(mixed, tmp_path / "ray", tokenizer=demo_tok, engine="ray", workers=2, part_bytes=20_000,
+    on_ray = build(mixed, tmp_path / "ray", tokenizer=demo_tok, engine="ray", workers=2, part_size=20_000 / 2**20,
                    seq_len=512, **options)
     assert plain["counts"]["duplicates"] >= 3 and sum(plain["counts"]["rejected"].values()) >= 5
     assert plain["counts"]["truncated"] >= 1

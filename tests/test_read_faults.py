@@ -1,5 +1,5 @@
 """Faults of the input files that used to lose records silently (issue 24): a JSON array with a broken
-element read on at the next element packer can verify (packer/resync.py), never at a nested object; what
+element read on at the next element packer can verify (packer/read/resync.py), never at a nested object; what
 cannot be counted fails the build; the same records whatever the parts. Compressed inputs (gzip, bzip2,
 zstd, lz4) are read, giving the outputs of the plain file."""
 
@@ -20,9 +20,9 @@ from click.testing import CliRunner
 
 from packer import BuildError, build
 from packer.cli import main
-from packer.formats import RecordReader, check_inputs
-from packer.jsonstream import BadValue
-from packer.jsonvalues import FileValues
+from packer.read.formats import RecordReader, check_inputs
+from packer.read.jsonstream import BadValue
+from packer.read.jsonvalues import FileValues
 
 from .helpers import DEMO_TOKENIZER, output_files
 
@@ -118,7 +118,7 @@ def test_broken_array_reads_on_at_a_verified_element(tmp_path, name):
 @pytest.mark.parametrize("chunk", [1, 5, 64])
 def test_windows_change_nothing(tmp_path, monkeypatch, chunk):
     """The same values and messages (line, column, bytes) however small the chunks the file is read in."""
-    import packer.jsonvalues as jsonvalues
+    import packer.read.jsonvalues as jsonvalues
 
     paths = [write(tmp_path, text, f"{i}.json") for i, (text, _) in enumerate(CASES.values())]
     whole = [values(p) for p in paths]
@@ -152,7 +152,7 @@ def test_records_that_cannot_be_counted_fail_the_build(tmp_path, demo_tok, name)
 def test_a_nested_run_is_checked_once(tmp_path, monkeypatch):
     """The candidates of one nested run share its verdict: the rest of the file is read again once for the run,
     not once per look-alike in it (which would be quadratic)."""
-    import packer.resync as resync
+    import packer.read.resync as resync
 
     calls = []
     real = resync._goes_on
@@ -164,8 +164,8 @@ def test_a_nested_run_is_checked_once(tmp_path, monkeypatch):
 
 
 def test_no_element_within_the_bound_fails(tmp_path, monkeypatch):
-    import packer.jsonvalues as jsonvalues
-    import packer.resync as resync
+    import packer.read.jsonvalues as jsonvalues
+    import packer.read.resync as resync
 
     path = write(tmp_path, f'[{r(0)}, {{"b" 2, "pad": "{"x" * 3000}"}}, {r(2)}]')
     monkeypatch.setattr(jsonvalues, "_JSON_CHUNK", 256)
@@ -261,9 +261,9 @@ def test_compressed_input_builds_the_same_outputs(tmp_path, demo_tok, kind, ext)
     plain = write(tmp_path, body.decode(), f"data.{kind}")
     path = tmp_path / f"data.{kind}.{ext}"
     path.write_bytes(COMPRESS[ext](body))
-    opts = {"tokenizer": demo_tok, "seq_len": 256, "shard_bytes": 20_000}
+    opts = {"tokenizer": demo_tok, "seq_len": 256, "shard_size": 20_000 / 2**20}
     a = build([plain], tmp_path / "plain", **opts)
-    b = build([path], tmp_path / "packed", part_bytes=500, **opts)  # one part all the same
+    b = build([path], tmp_path / "packed", part_size=500 / 2**20, **opts)  # one part all the same
     assert b["inputs"][0]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert a["counts"]["rejected"]["malformed_json"] == 1 and a["counts"]["records"] == 120
     for m in (a, b):

@@ -20,10 +20,10 @@ import pytest
 from tokenizers import Tokenizer
 
 from packer import BuildError, build, load_tokenizer
-from packer import roles as R
-from packer.build import resolve_template
-from packer.formats import RecordReader
-from packer.records import Conversation, Rejection
+from packer.output import roles as R
+from packer.pipeline.build import resolve_template
+from packer.read.formats import RecordReader
+from packer.read.records import Conversation, Rejection
 
 from .helpers import SHARED_DATA, SHARED_TOKENIZERS, need_shared, read_documents
 

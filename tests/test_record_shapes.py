@@ -25,11 +25,11 @@ import pytest
 from click.testing import CliRunner
 
 from packer import BuildError, build, load_tokenizer
-from packer import roles as R
 from packer.cli import main
-from packer.formats import RecordReader
+from packer.output import roles as R
+from packer.read.formats import RecordReader
+from packer.read.records import Conversation, Message, Rejection, ToolCall
 from packer.recipe import RecipeError, load_recipe
-from packer.records import Conversation, Message, Rejection, ToolCall
 
 from .helpers import DEMO_TOKENIZER, SHARED_DATA, SHARED_TOKENIZERS, need_shared, read_documents
 
@@ -461,4 +461,4 @@ def test_a_build_that_packs_nothing_names_its_first_rejections(tmp_path, demo_to
     assert res.exit_code == 1 and f"{path}: record 0: wrong_type: 'output' is a number" in res.output
     # with workers, each part's rejections: still the first three, in record order
     with pytest.raises(BuildError, match=r"first rejected: \S+bad.jsonl: record 0: .* record 1: .* record 2: "):
-        build([path], tmp_path / "o", tokenizer=demo_tok, seq_len=512, part_bytes=512)
+        build([path], tmp_path / "o", tokenizer=demo_tok, seq_len=512, part_size=512 / 2**20)

@@ -17,9 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 from packer import build
-from packer import roles as R
 from packer.cli import main
-from packer.report import ROLE_COLOURS, TOOL_ROLES, inspect, render_html
+from packer.inspect.report import ROLE_COLOURS, TOOL_ROLES, inspect, render_html
+from packer.output import roles as R
 
 from .helpers import ROOT, SHARED_DATA, SHARED_TOKENIZERS, as_version_1, need_shared, read_documents
 
@@ -178,7 +178,7 @@ def tools(tmp_path_factory, demo_tok) -> Path:
     d = tmp_path_factory.mktemp("report_tools")
     (d / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in TOOL_RECORDS))
     build([d / "t.jsonl"], d / "out", tokenizer=demo_tok, seq_len=256, template="chatml",
-          strategies=["calls_only=tool_call"])
+          strategy=["calls_only=tool_call"])
     return d / "out"
 
 

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from packer import build
-from packer.records import BuildError
+from packer.read.records import BuildError
 
 from .helpers import EXAMPLES, ROOT, output_files
 
@@ -34,7 +34,7 @@ pytest.importorskip("moto.server", reason="moto[server] is not installed (pip in
 pafs = pytest.importorskip("pyarrow.fs")
 
 BUCKET = "packer-test"
-OPTIONS = {"seq_len": 512, "part_bytes": 20_000, "shard_bytes": 30_000}
+OPTIONS = {"seq_len": 512, "part_size": 20_000 / 2**20, "shard_size": 30_000 / 2**20}
 
 
 def _free_port() -> int:
@@ -193,8 +193,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_inspect_and_verify_s3(built):
-    from packer.report import inspect
-    from packer.verify import check_output
+    from packer.inspect.report import inspect
+    from packer.inspect.verify import check_output
 
     local_out, out, _, _ = built
     assert check_output(out).problems == []
@@ -217,7 +217,7 @@ def test_rebuild_is_nothing_to_do(s3, built, demo_tok):
     root = out.removeprefix("s3://")
     before = {i.path: i.mtime for i in s3.get_file_info(pafs.FileSelector(root))}
     notices: list[str] = []
-    from packer.build import BuildEvents
+    from packer.pipeline.build import BuildEvents
 
     build([f"s3://{BUCKET}/in/alpaca.jsonl", uris[1], uris[2]], out, tokenizer=demo_tok,
           events=BuildEvents(on_notice=notices.append), **OPTIONS)
@@ -234,13 +234,13 @@ def test_overwrite_replaces_packer_output(s3, demo_tok, tmp_path):
     lines = _inputs(folder)[0]
     uri = _put(s3, "over/in.jsonl", lines.read_bytes())
     out = f"s3://{BUCKET}/over/out"
-    build([uri], out, tokenizer=demo_tok, seq_len=512, shard_bytes=10_000)
+    build([uri], out, tokenizer=demo_tok, seq_len=512, shard_size=10_000 / 2**20)
     many = sorted(i.base_name for i in s3.get_file_info(pafs.FileSelector(f"{BUCKET}/over/out")))
     build([uri], out, tokenizer=demo_tok, seq_len=512, overwrite=True)  # one shard now: the others go
     few = sorted(i.base_name for i in s3.get_file_info(pafs.FileSelector(f"{BUCKET}/over/out")))
     assert len([n for n in many if n.startswith("shard-")]) > 1
     assert few == ["documents.arrow", "manifest.json", "rejected.jsonl", "shard-00000.arrow"]
-    from packer.verify import check_output
+    from packer.inspect.verify import check_output
 
     assert check_output(out).problems == []
 
@@ -264,9 +264,9 @@ def test_foreign_object_is_refused(s3, demo_tok, built):
 
 def test_uri_inputs_read_like_local_files(s3, built):
     """The reader and the planner give the same values and pieces for a URI as for its local file."""
-    from packer.formats import check_inputs
-    from packer.jsonvalues import FileValues
-    from packer.plan import scan_file
+    from packer.read.formats import check_inputs
+    from packer.read.jsonvalues import FileValues
+    from packer.read.plan import scan_file
 
     _, _, local_inputs, uris = built
     assert check_inputs(uris) == check_inputs(local_inputs)
@@ -278,7 +278,7 @@ def test_uri_inputs_read_like_local_files(s3, built):
 
 
 def test_glob_expands_sorted(built):
-    from packer.inputs import expand_inputs
+    from packer.read.inputs import expand_inputs
 
     _, _, _, uris = built
     assert expand_inputs([f"s3://{BUCKET}/in/alpaca.*", "local.json"]) == [uris[0], uris[2], "local.json"]
@@ -287,7 +287,7 @@ def test_glob_expands_sorted(built):
 
 def test_save_to_disk_folder_uri(s3):
     """An HF save_to_disk folder given as a URI stands for its data files, in state.json's order."""
-    from packer.inputs import expand_inputs
+    from packer.read.inputs import expand_inputs
 
     files = ["data-00001-of-00002.arrow", "data-00000-of-00002.arrow"]
     _put(s3, "hf/state.json", json.dumps({"_data_files": [{"filename": f} for f in files]}).encode())
@@ -299,7 +299,7 @@ def test_save_to_disk_folder_uri(s3):
 
 def test_upload_cut_short_is_cleared(s3, demo_tok, built, monkeypatch):
     """An upload stopped after the files, before the manifest: no manifest, the marker; the next build clears it."""
-    import packer.publish
+    import packer.pipeline.publish
 
     _, _, _, uris = built
     out = f"s3://{BUCKET}/cut"
@@ -309,7 +309,7 @@ def test_upload_cut_short_is_cleared(s3, demo_tok, built, monkeypatch):
             raise RuntimeError("cut short")
 
     with monkeypatch.context() as mp:
-        mp.setattr(packer.publish, "checkpoint", stop)
+        mp.setattr(packer.pipeline.publish, "checkpoint", stop)
         with pytest.raises(RuntimeError, match="cut short"):
             build(uris[:1], out, tokenizer=demo_tok, seq_len=512)
     names = [i.base_name for i in s3.get_file_info(pafs.FileSelector(f"{BUCKET}/cut"))]
@@ -317,6 +317,6 @@ def test_upload_cut_short_is_cleared(s3, demo_tok, built, monkeypatch):
     build(uris[:1], out, tokenizer=demo_tok, seq_len=512)  # a dead build's files: no --overwrite needed
     names = [i.base_name for i in s3.get_file_info(pafs.FileSelector(f"{BUCKET}/cut"))]
     assert ".packer-incomplete" not in names and "manifest.json" in names
-    from packer.verify import check_output
+    from packer.inspect.verify import check_output
 
     assert check_output(out).problems == []

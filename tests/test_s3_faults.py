@@ -19,8 +19,8 @@ from typing import ClassVar
 import pytest
 
 from packer import build
-from packer.build import BuildEvents
-from packer.records import BuildError
+from packer.pipeline.build import BuildEvents
+from packer.read.records import BuildError
 
 from .helpers import DEMO_INPUTS, DEMO_TOKENIZER, ROOT
 from .test_s3 import BUCKET, s3  # noqa: F401  (the moto_server fixture)
@@ -204,7 +204,7 @@ def test_an_upload_refuses_an_output_another_build_wrote_meanwhile(s3, proxy, de
                        "build was uploaded"):
         build(DEMO_INPUTS, out, tokenizer=demo_tok, seq_len=512, scratch=tmp_path,
               events=BuildEvents(on_start=other_build))
-    from packer.verify import check_output
+    from packer.inspect.verify import check_output
 
     assert check_output(out).problems == []
     assert build(DEMO_INPUTS[:1], out, tokenizer=demo_tok, seq_len=512, scratch=tmp_path)  # the other's: up to date

@@ -22,11 +22,11 @@ import pytest
 from click.testing import CliRunner
 
 from packer import build
-from packer.build import BuildEvents
 from packer.cli import main
-from packer.outdir import INCOMPLETE_MARKER, is_packer_file
-from packer.records import BuildError
-from packer.verify import verify
+from packer.inspect.verify import verify
+from packer.pipeline.build import BuildEvents
+from packer.pipeline.outdir import INCOMPLETE_MARKER, is_packer_file
+from packer.read.records import BuildError
 
 from .helpers import CLI, DEMO_TOKENIZER, EXAMPLES, cli, demo_variants, output_files, tree
 
@@ -259,7 +259,7 @@ def test_sigkill_during_the_swap_leaves_one_complete_output(old_output, tmp_path
 def test_sigkill_between_the_two_renames_of_a_swap_without_exchange_gives_the_old_output_back(old_output, tmp_path):
     # where the system cannot swap two folders in one step (not Linux), the old output is renamed aside first
     old = output_files(old_output)
-    no_exchange = "import packer.outdir as o; o._exchange = lambda a, b: False; " + CLI
+    no_exchange = "import packer.pipeline.outdir as o; o._exchange = lambda a, b: False; " + CLI
     args = build_args(old_output, "--seq-len", "1024", "--overwrite")
     res = subprocess.run([sys.executable, "-c", no_exchange, "build", *args], capture_output=True, text=True,
                          env={**os.environ, "PACKER_TEST_KILL_AT": "swapped"}, check=False)
@@ -354,12 +354,12 @@ def test_usage_errors_exit_2(tmp_path):
 
 
 def test_a_bug_is_one_line_and_debug_shows_the_traceback(demo_output, monkeypatch):
-    import packer.report
+    import packer.inspect.report
 
     def broken(out):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(packer.report, "inspect", broken)
+    monkeypatch.setattr(packer.inspect.report, "inspect", broken)
     res = CliRunner().invoke(main, ["inspect", str(demo_output)])
     assert res.exit_code == 1 and res.stderr.count("\n") == 1
     assert "unexpected ZeroDivisionError: division by zero (a bug in packer: run again with --debug" in res.stderr

@@ -19,8 +19,7 @@ from rich.style import Style
 from rich.text import Text
 
 from packer import build
-from packer import roles as R
-from packer.show import (
+from packer.inspect.show import (
     LOSS_STYLE,
     ROLE_STYLES,
     UNTRAINED_STYLE,
@@ -30,6 +29,7 @@ from packer.show import (
     token_texts,
     visible,
 )
+from packer.output import roles as R
 
 from .helpers import DEMO_TOKENIZER, EXAMPLES, as_version_1
 
@@ -43,8 +43,8 @@ HEADER = re.compile(r"^── doc .* ──\n", re.M)
 def out(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("show") / "shards"
     # small shards, so that global row numbers cross shard boundaries
-    build(DEMO_INPUTS, out, tokenizer=DEMO_TOKENIZER, seq_len=256, strategies=["prompt=instruction,input"],
-          shard_bytes=20_000)
+    build(DEMO_INPUTS, out, tokenizer=DEMO_TOKENIZER, seq_len=256, strategy=["prompt=instruction,input"],
+          shard_size=20_000 / 2**20)
     return out
 
 

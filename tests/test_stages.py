@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from packer import BuildError, build
-from packer.formats import check_inputs
-from packer.part import MapSpec, Part, map_part, parts_of
-from packer.plan import plan_inputs
+from packer.pipeline.part import MapSpec, Part, map_part, parts_of
+from packer.read.formats import check_inputs
+from packer.read.plan import plan_inputs
 
 from .helpers import DEMO_TOKENIZER, EXAMPLES, output_files
 
@@ -54,7 +54,7 @@ def test_any_number_of_parts_gives_the_same_bytes(mixed, tmp_path, demo_tok, con
         assert one["counts"]["split"] >= 1
     expected = output_files(tmp_path / "p1")
     for part_bytes in (5_000, 900):
-        m = build(mixed, tmp_path / f"p{part_bytes}", tokenizer=demo_tok, part_bytes=part_bytes, **kwargs)
+        m = build(mixed, tmp_path / f"p{part_bytes}", tokenizer=demo_tok, part_size=part_bytes / 2**20, **kwargs)
         assert {k: v for k, v in m.items() if k != "build_seconds"} == {
             k: v for k, v in one.items() if k != "build_seconds"
         }
@@ -93,7 +93,7 @@ def test_strict_fails_on_a_duplicate_in_another_part(tmp_path, demo_tok):
     for part_bytes in (None, 700):
         with pytest.raises(BuildError, match=r"record 10: duplicate: same conversation as .*record 2 \(--strict\)"):
             build([path], tmp_path / f"o{part_bytes}", tokenizer=demo_tok, dedupe=True, strict=True,
-                  part_bytes=part_bytes)
+                  part_size=part_bytes and part_bytes / 2**20)
 
 
 def test_more_parts_than_records(tmp_path, demo_tok):
@@ -101,7 +101,7 @@ def test_more_parts_than_records(tmp_path, demo_tok):
     path = tmp_path / "two.json"
     path.write_text(json.dumps(records))
     build([path], tmp_path / "p1", tokenizer=demo_tok)
-    m = build([path], tmp_path / "p5", tokenizer=demo_tok, part_bytes=1)
+    m = build([path], tmp_path / "p5", tokenizer=demo_tok, part_size=1 / 2**20)
     assert m["counts"]["packed"] == 2
     assert output_files(tmp_path / "p5") == output_files(tmp_path / "p1")
     assert [(p.piece.first_record, p.records) for p in plan_inputs([str(path)], 1)] == [(0, 1), (1, 1)]
@@ -110,8 +110,8 @@ def test_more_parts_than_records(tmp_path, demo_tok):
 def test_duplicates_are_found_by_the_whole_digest():
     """The duplicate search against a plain dictionary: digests whose halves collide (high halves equal, low
     halves apart; high halves equal in their low 24 bits, the search's table) are told apart."""
-    from packer.combine import _duplicate_of
-    from packer.doctable import NULL
+    from packer.output.doctable import NULL
+    from packer.pipeline.combine import _duplicate_of
 
     rng = np.random.default_rng(7)
     for _ in range(200):

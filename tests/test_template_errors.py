@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from packer import build
 from packer.cli import main
-from packer.records import BuildError
+from packer.read.records import BuildError
 
 from .helpers import DEMO_TOKENIZER
 

@@ -12,10 +12,10 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from packer import roles as R
-from packer.records import Conversation, Message, Rejection, Source
-from packer.templates import BUILTIN_TEMPLATES, ChatTemplate, Rendered
-from packer.tokenize import Labeller, TokenizerInfo, char_codes, token_roles
+from packer.output import roles as R
+from packer.read.records import Conversation, Message, Rejection, Source
+from packer.tokens.templates import BUILTIN_TEMPLATES, ChatTemplate, Rendered
+from packer.tokens.tokenize import Labeller, TokenizerInfo, char_codes, token_roles
 
 SRC = Source(doc_id=0, path="data.json", index=0)
 
@@ -480,7 +480,7 @@ def in_parts(
 
 
 def test_checked_records_are_picked_by_doc_id_alone():
-    from packer.assembly import CHECK_FIRST, CHECK_ONE_IN, checked
+    from packer.tokens.assembly import CHECK_FIRST, CHECK_ONE_IN, checked
 
     assert all(checked(d) for d in range(CHECK_FIRST))
     n = CHECK_ONE_IN * 4000
@@ -493,7 +493,7 @@ def test_checked_records_are_picked_by_doc_id_alone():
 
 
 def test_the_records_checked_do_not_depend_on_how_the_input_is_split(demo_tok):
-    from packer.assembly import checked
+    from packer.tokens.assembly import checked
 
     convs = records(300)
     make = functools.partial(ChatTemplate.named, "chatml", demo_tok)
@@ -509,14 +509,14 @@ def test_the_records_checked_do_not_depend_on_how_the_input_is_split(demo_tok):
 
 def first_hashed_check() -> int:
     """The first doc_id past CHECK_FIRST that is checked."""
-    from packer.assembly import CHECK_FIRST, checked
+    from packer.tokens.assembly import CHECK_FIRST, checked
 
     return next(d for d in range(CHECK_FIRST, 10_000) if checked(d))
 
 
 def test_a_drifting_template_is_caught_by_a_checked_record(demo_tok):
-    from packer.assembly import checked
-    from packer.templates import TemplateDrift
+    from packer.tokens.assembly import checked
+    from packer.tokens.templates import TemplateDrift
 
     make = functools.partial(custom, demo_tok, word_count_template())
     for long in (0, 5, first_hashed_check()):  # checked: the first record of a shape too, in any split
@@ -548,8 +548,8 @@ def test_build_starts_over_with_jinja_after_a_drift(demo_tok, tmp_path, part_byt
     import json
 
     from packer import build
-    from packer.build import BuildEvents
-    from packer.formats import RecordReader
+    from packer.pipeline.build import BuildEvents
+    from packer.read.formats import RecordReader
 
     from .helpers import DEMO_TOKENIZER, read_documents
 
@@ -565,7 +565,7 @@ def test_build_starts_over_with_jinja_after_a_drift(demo_tok, tmp_path, part_byt
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     notices: list[str] = []
     m = build([data], tmp_path / "o", tokenizer=tok_dir, template="tokenizer", seq_len=512,
-              events=BuildEvents(on_notice=notices.append), part_bytes=part_bytes)
+              events=BuildEvents(on_notice=notices.append), part_size=part_bytes and part_bytes / 2**20)
     assert sum("building again" in n for n in notices) == 1, notices
     # Jinja's render of the long record has other fixed text ("long"): not assembled, it is rejected
     assert m["counts"]["packed"] == len(rows) - 1 and m["counts"]["rejected"] == {"template_error": 1}

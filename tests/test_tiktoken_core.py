@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from packer.assembly import CHECK_FIRST
+from packer.tokens.assembly import CHECK_FIRST
 
 from .helpers import DEMO_TOKENIZER, SHARED, need_shared, outputs_less_backend, read_documents
 
 tiktoken = pytest.importorskip("tiktoken")
 
-from packer.tiktoken_core import qualify  # noqa: E402
+from packer.tokens.tiktoken_core import qualify  # noqa: E402
 
 MODELS = ("qwen2.5-instruct", "qwen3", "llama-3-8b-instruct", "gpt2")
 
@@ -126,9 +126,9 @@ def test_a_build_with_the_tiktoken_core_is_the_tokenizers_build(data_inputs, tmp
 def test_a_tampered_core_is_caught_and_the_build_falls_back(data_inputs, tmp_path, monkeypatch):
     """The core gives one wrong id (as a tampered rank would): a checked record shows it, and the build starts
     over with tokenizers, with a notice; the output is the tokenizers build's."""
-    import packer.tiktoken_core as tc
+    import packer.tokens.tiktoken_core as tc
     from packer import build
-    from packer.build import BuildEvents
+    from packer.pipeline.build import BuildEvents
 
     real = tc.qualify
 
@@ -171,10 +171,10 @@ def test_a_tokenizer_that_does_not_qualify_is_refused_by_name(tmp_path):
 def test_a_split_records_pieces_are_checked_too(data_inputs, tmp_path, monkeypatch):
     """``--overlong split`` encodes each piece of a long record on its own: a checked record's pieces are checked
     as well, so a core wrong only there is caught (the build starts over with tokenizers, same output)."""
-    import packer.tiktoken_core as tc
+    import packer.tokens.tiktoken_core as tc
     from packer import build
-    from packer.build import BuildEvents
-    from packer.part import PartMapper
+    from packer.pipeline.build import BuildEvents
+    from packer.pipeline.part import PartMapper
 
     splitting = []
     real_qualify, real_split = tc.qualify, PartMapper.split_record
@@ -236,7 +236,7 @@ def test_texts_are_joined_only_by_a_special_token_none_of_them_holds(gpt2):
     also where texts hold the joiner (then each text is encoded alone), are empty, or outnumber the threads."""
     from tokenizers import Tokenizer
 
-    from packer.tiktoken_core import _joiners
+    from packer.tokens.tiktoken_core import _joiners
 
     core = qualify(gpt2)
     assert not isinstance(core, str) and core.joiners == [("<|endoftext|>", 50256)]
@@ -262,7 +262,7 @@ def test_the_joiners_are_those_of_the_pairwise_rule():
     real tokenizers' added tokens."""
     import random
 
-    from packer.tiktoken_core import _joiners
+    from packer.tokens.tiktoken_core import _joiners
 
     rng = random.Random(0)
     for _ in range(300):
@@ -278,7 +278,7 @@ def test_the_joiners_are_those_of_the_pairwise_rule():
 def test_the_merges_make_every_token_whole_where_tokenizers_merges_whole_pieces(name):
     """With ``ignore_merges: false`` tokenizers merges a piece that is a whole token from its bytes, tiktoken takes
     it whole: the same where the merges make every token, proven here over the whole vocabulary."""
-    from packer.tiktoken_core import unreachable_tokens
+    from packer.tokens.tiktoken_core import unreachable_tokens
 
     need_shared()
     spec = json.loads((SHARED / "tokenizers" / name / "tokenizer.json").read_text())
@@ -290,8 +290,8 @@ def test_a_qualified_core_is_kept_for_the_next_process(tmp_path, monkeypatch):
     """Qualifying reads the whole vocabulary (~1 s for Llama 3): the core is kept on disk, keyed by the
     tokenizer's sha256, and the next process loads it (same ids) without qualifying; a damaged file is
     qualified again; a tokenizer that does not qualify is kept with its reason."""
-    import packer.tiktoken_core as tc
-    from packer.tokenize import load_tokenizer
+    import packer.tokens.tiktoken_core as tc
+    from packer.tokens.tokenize import load_tokenizer
 
     need_shared()
     monkeypatch.setenv("PACKER_CACHE_DIR", str(tmp_path))
@@ -339,10 +339,10 @@ def test_a_kept_core_with_swapped_ranks_is_qualified_again(tmp_path, monkeypatch
     not catch), one of them only in a record the build does not check against ``tokenizers``: that record's ids
     were wrong, silently. Now the kept ranks are compared with the tokenizer's vocabulary when loaded, the core
     disagrees and is qualified again: the tiktoken build is the tokenizers build, and the file is mended."""
-    import packer.tiktoken_core as tc
+    import packer.tokens.tiktoken_core as tc
     from packer import build
-    from packer.assembly import checked
-    from packer.tokenize import load_tokenizer
+    from packer.tokens.assembly import checked
+    from packer.tokens.tokenize import load_tokenizer
 
     monkeypatch.setenv("PACKER_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(tc, "_CORES", {})
@@ -422,8 +422,8 @@ def test_a_tampered_kept_core_never_gives_other_ids(tmp_path, monkeypatch, caplo
     qualified afresh. The pattern, normalizer, special tokens, widths and joiners are read from the tokenizer
     (a file's are ignored); ranks that are not exactly the vocabulary's are qualified again. (Merges are not
     kept: their order is the ranks.)"""
-    import packer.tiktoken_core as tc
-    from packer.tokenize import load_tokenizer
+    import packer.tokens.tiktoken_core as tc
+    from packer.tokens.tokenize import load_tokenizer
 
     monkeypatch.setenv("PACKER_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(tc, "_CORES", {})

@@ -112,7 +112,7 @@ def _differences(hf: Path, tk: Path, limit: int = 5) -> list[str]:
 @pytest.mark.parametrize("name", list(TOKENIZERS))
 def test_every_data_file_builds_the_same_with_tiktoken(slices, tmp_path, name):
     from packer import build
-    from packer.build import BuildEvents
+    from packer.pipeline.build import BuildEvents
 
     kw = {"tokenizer": SHARED / "tokenizers" / name, "template": TOKENIZERS[name], **BUILD}
     build(slices, tmp_path / "hf", tokenizer_backend="tokenizers", **kw)

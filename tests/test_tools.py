@@ -25,12 +25,12 @@ import pytest
 from tokenizers import Tokenizer
 
 from packer import build, load_tokenizer
-from packer import roles as R
-from packer.dataset import PackedDataset
-from packer.formats import RecordReader
-from packer.records import Conversation, Rejection, ToolCall
-from packer.templates import BUILTIN_TEMPLATES
-from packer.verify import verify
+from packer.inspect.verify import verify
+from packer.output import roles as R
+from packer.read.formats import RecordReader
+from packer.read.records import Conversation, Rejection, ToolCall
+from packer.tokens.templates import BUILTIN_TEMPLATES
+from packer.train.dataset import PackedDataset
 
 from .helpers import DEMO_TOKENIZER, SHARED_DATA, SHARED_TOKENIZERS, need_shared, read_documents, shard_rows
 

@@ -21,12 +21,12 @@ import pytest
 from click.testing import CliRunner
 
 from packer import build, load_tokenizer
-from packer import roles as R
 from packer.cli import main
-from packer.dataset import PackedDataset
-from packer.report import inspect
-from packer.tokenize import _token_roles, char_codes
-from packer.verify import verify
+from packer.inspect.report import inspect
+from packer.inspect.verify import verify
+from packer.output import roles as R
+from packer.tokens.tokenize import _token_roles, char_codes
+from packer.train.dataset import PackedDataset
 
 from .helpers import (
     DEMO_TOKENIZER,
@@ -83,7 +83,7 @@ def demo_tok():  # type: ignore[no-untyped-def]
 def flagged(tmp_path_factory):  # type: ignore[no-untyped-def]
     tmp = tmp_path_factory.mktemp("flagged")
     path = write_jsonl(tmp / "f.jsonl", FLAGGED)
-    m = build([path], tmp / "o", tokenizer=DEMO_TOKENIZER, template="chatml", seq_len=512, strategies=[PROMPT_ONLY])
+    m = build([path], tmp / "o", tokenizer=DEMO_TOKENIZER, template="chatml", seq_len=512, strategy=[PROMPT_ONLY])
     return m, tmp / "o"
 
 
@@ -275,7 +275,7 @@ def _same_shards_in_parts(single: Path, tmp_path: Path, name: str, **kw: object)
     """The build of FLAGGED cut in parts (``kw``) writes the shards of ``single``, format version 3."""
     path = write_jsonl(tmp_path / "f.jsonl", FLAGGED)
     m = build([path], tmp_path / name, tokenizer=DEMO_TOKENIZER, template="chatml", seq_len=512,
-              strategies=[PROMPT_ONLY], **kw)  # type: ignore[arg-type]
+              strategy=[PROMPT_ONLY], **kw)  # type: ignore[arg-type]
     assert m["format"]["version"] == 3 and m["tokens"]["forced"] > 0
     # (documents.arrow and the manifest name the input's path, which differs)
     shards = {k: v for k, v in output_files(single).items() if k.startswith("shard-")}
@@ -284,10 +284,10 @@ def _same_shards_in_parts(single: Path, tmp_path: Path, name: str, **kw: object)
 
 def test_parts_give_the_same_forced_output(flagged, tmp_path):
     """The forced column is decided for the whole build (any part spilled a forced token), not per part."""
-    _same_shards_in_parts(flagged[1], tmp_path, "parts", part_bytes=300)
+    _same_shards_in_parts(flagged[1], tmp_path, "parts", part_size=300 / 2**20)
 
 
 @pytest.mark.slow
 def test_worker_processes_write_the_forced_column(flagged, tmp_path):
     """Shards written by worker processes get the forced column too (the write tasks carry the version)."""
-    _same_shards_in_parts(flagged[1], tmp_path, "workers", workers=2, part_bytes=300)
+    _same_shards_in_parts(flagged[1], tmp_path, "workers", workers=2, part_size=300 / 2**20)

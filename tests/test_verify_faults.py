@@ -3,7 +3,7 @@
 
 The oracle: two good outputs (an eval split, records split at their turns, duplicates and untrained messages;
 a mixture with truncation) and every numeric field of their manifests changed by one, each on its own: verify
-must fail on each, but for the fields :data:`UNCHECKED` lists (the table in :mod:`packer.verify` says why).
+must fail on each, but for the fields :data:`UNCHECKED` lists (the table in :mod:`packer.inspect.verify` says why).
 Every file name the manifest lists, made absolute, ``..``, a folder path or a backslash path, and a shard
 made a symbolic link leading out of the folder: verify fails, and every reader (``show``, ``inspect``, the
 dataset, the rows reader) refuses it.
@@ -22,18 +22,18 @@ from click.testing import CliRunner
 
 from packer import build
 from packer.cli import main
-from packer.dataset import PackedDataset
-from packer.layout import ShardError
-from packer.manifest import up_to_date
-from packer.report import inspect, render_html
-from packer.rows import ShardReader, open_root
-from packer.show import load_row
-from packer.verify import check_output, verify
+from packer.inspect.report import inspect, render_html
+from packer.inspect.show import load_row
+from packer.inspect.verify import check_output, verify
+from packer.output.layout import ShardError
+from packer.pipeline.manifest import up_to_date
+from packer.train.dataset import PackedDataset
+from packer.train.rows import ShardReader, open_root
 
 from .helpers import DEMO_INPUTS
 
 #: numeric manifest fields verify cannot check (dotted paths, ``[]`` for any list index): the output holds
-#: nothing to check them against (packer.verify's docstring lists them)
+#: nothing to check them against (packer.inspect.verify's docstring lists them)
 UNCHECKED = [r"build_key\..*", r"build_seconds", r"tokenizer\..*", r"counts\.dropped_turns\..*",
              r"counts\.system_policy\..*", r"tokens\.control_absorbed_chars", r"eval\.(fraction|records|seed)",
              r"mix\.seed", r"mix\.inputs\[\]\.weight"]
@@ -57,9 +57,9 @@ def outputs(tmp_path_factory, demo_tok) -> dict[str, Path]:
     extra = d / "extra.jsonl"
     extra.write_text("".join(json.dumps(r) + "\n" for r in EXTRA))
     inputs = [*DEMO_INPUTS, extra]
-    split = build(inputs, d / "split", tokenizer=demo_tok, seq_len=256, shard_bytes=30_000, eval_fraction=0.2,
+    split = build(inputs, d / "split", tokenizer=demo_tok, seq_len=256, shard_size=30_000 / 2**20, eval_fraction=0.2,
                   overlong="split")
-    mixed = build(inputs, d / "mixed", tokenizer=demo_tok, seq_len=256, shard_bytes=30_000, overlong="truncate",
+    mixed = build(inputs, d / "mixed", tokenizer=demo_tok, seq_len=256, shard_size=30_000 / 2**20, overlong="truncate",
                   mix=[1.0, 0.5, 2.0], eval_fraction=0.1)
     # the fields the oracle is meant to reach are there, and not all zero
     assert split["tokens"]["untrained"] and split["counts"]["duplicates"] and split["counts"]["split"]
@@ -217,7 +217,7 @@ def test_every_reader_refuses_a_shard_outside_the_folder(escaped):
 def test_the_rows_reader_refuses_a_name_from_a_manifest_it_did_not_check(outputs, tmp_path):
     """ShardReader and output_file take shard lists from any caller: a name leaving the folder is refused
     there too, locally and within a pyarrow filesystem."""
-    from packer.layout import output_file
+    from packer.output.layout import output_file
 
     out = outputs["split"]
     m = json.loads((out / "manifest.json").read_text())

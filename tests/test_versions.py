@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from packer.dataset import PackedDataset
-from packer.layout import read_manifest
-from packer.verify import verify
+from packer.inspect.verify import verify
+from packer.output.layout import read_manifest
+from packer.train.dataset import PackedDataset
 
 from .helpers import as_version_1
 

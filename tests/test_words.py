@@ -1,5 +1,5 @@
 """Word counts (the IM paper's prompt/response words in ``packer inspect``) are ``len(text.split())`` exactly,
-for any text: ASCII and Unicode whitespace, separators, lone surrogates (:mod:`packer.words`)."""
+for any text: ASCII and Unicode whitespace, separators, lone surrogates (:mod:`packer.tokens.words`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from packer.words import _SPLIT_BELOW, count_words
+from packer.tokens.words import _SPLIT_BELOW, count_words
 
 SPACES = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()]
 

@@ -1,0 +1,351 @@
+"""Arrow IPC shards: the one source of truth for their schema, and the writer.
+
+One row is one packed sequence of at most ``seq_len`` tokens:
+
+    input_ids : [  1,  12,  40,   2,  77 |   1,  19,   2,  31 ]
+    roles     : [spe, ins, res, end, mar | spe, ins, res, end ]   (uint8 codes)
+    seq_lens  : [5, 4]             doc_ids : [17, 3]
+    trainable : [1, 1, 1, 1, 1 | 1, 1, 1, 1]   (0 in messages marked "weight": 0)
+    forced    : [0, 1, 0, 0, 0 | 0, 0, 0, 0]   (only in format version 3: 1 in a user message marked "training": true)
+    mask_instruction_tuning : [0, 0, 1, 1, 0 | 0, 0, 1, 1]
+    mask_instruction_modelling : [0, 1, 1, 1, 0 | 0, 1, 1, 1]
+
+A mask column exists for every strategy of the manifest. Files are written
+under a temporary name and renamed once complete, so a shard that exists is
+whole.
+
+This module imports only numpy and pyarrow (``packer verify``, ``show`` and
+``inspect`` read its names); the numba kernel that gathers documents' tokens
+is in :mod:`packer.output.gather`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+
+from . import roles as R
+from .layout import (
+    DOCUMENTS_FILE,
+    EVAL_SHARD_PATTERN,
+    FORCED_VERSION,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    SHARD_PATTERN,
+    file_sha256,
+    write_atomic,
+)
+
+#: rows per Arrow record batch: small enough to stream, big enough to amortise
+BATCH_ROWS = 1024
+
+#: fixed shard columns: name -> (Arrow type, description)
+SHARD_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
+    "input_ids": (pa.list_(pa.int32()), "token ids of the packed row"),
+    "roles": (pa.list_(pa.uint8()), "role code of each token (see manifest 'roles')"),
+    "seq_lens": (
+        pa.list_(pa.int32()),
+        "lengths of the documents packed in the row, in order; sum = row length",
+    ),
+    "doc_ids": (
+        pa.list_(pa.int64()),
+        "record index (across all inputs) of each document; see documents.arrow",
+    ),
+    "trainable": (
+        pa.list_(pa.bool_()),
+        "false where the token belongs to a message marked untrained (\"weight\": 0 or \"training\": false): no "
+        "loss under any strategy but full, role sets chosen at load time included (format version 2; a version 1 "
+        "shard has no such column: every token trainable)",
+    ),
+    "forced": (
+        pa.list_(pa.bool_()),
+        "true where the token is content of a message other than the assistant's marked \"training\": true (or "
+        "\"weight\": 1): the flag overrides the role, so it has loss under every strategy, role sets chosen at load "
+        "time included; the template's markup around it has none (format version 3: only outputs with such a "
+        "message have this column and that version; the others are version 2, without it)",
+    ),
+}
+MASK_TYPE = pa.list_(pa.bool_())
+#: shard columns that shards of an older format version lack: name -> the version that added it
+ADDED_IN: dict[str, int] = {"trainable": 2, "forced": FORCED_VERSION}
+
+DOCUMENT_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
+    "doc_id": (pa.int64(), "record index counted across all inputs in the order given"),
+    "input": (pa.string(), "input file the record came from"),
+    "record": (pa.int64(), "record index within its input file"),
+    "status": (pa.string(), "'packed', 'truncated', the rejection reason, or 'unsampled' (a mixture used it 0 times)"),
+    "split": (pa.string(), "'train' or 'eval': the split a packed or truncated record went to (null if rejected)"),
+    "shard": (pa.int32(), "shard number, within its split's shards, the document was packed into (null if rejected)"),
+    "row": (pa.int32(), "row within that shard"),
+    "offset": (pa.int32(), "first token of the document within the row"),
+    "tokens": (pa.int32(), "tokens of the document as packed"),
+    "turns": (pa.int32(), "messages other than system"),
+    "prompt_tokens": (pa.int32(), "tokens with role system, instruction or input"),
+    "response_tokens": (pa.int32(), "tokens with role response, tool_call or reasoning (what the assistant writes)"),
+    "prompt_words": (pa.int32(), "whitespace-split words of system and user messages, +1 per message"),
+    "response_words": (pa.int32(), "whitespace-split words of assistant messages, +1 per message"),
+    "duplicate_of": (pa.int64(), "doc_id of the first record with the same conversation (null if none before it)"),
+    "copies": (pa.int32(), "only in outputs built with a mixture (--mix) or records split by --overlong split: "
+               "documents the record is packed as (copies x pieces; 0: not packed; shard/row/offset name the first)"),
+}
+#: the columns of documents.arrow that only some outputs have
+OPTIONAL_DOCUMENT_COLUMNS = ("copies",)
+
+
+def mask_column(strategy: str) -> str:
+    return f"mask_{strategy}"
+
+
+def shard_schema(strategies: Sequence[str], version: int = FORMAT_VERSION) -> pa.Schema:
+    """The Arrow schema of a shard of format ``version`` holding the given strategies' masks."""
+    fields = [pa.field(n, t, nullable=False) for n, (t, _) in SHARD_COLUMNS.items() if ADDED_IN.get(n, 1) <= version]
+    fields += [pa.field(mask_column(s), MASK_TYPE, nullable=False) for s in strategies]
+    return pa.schema(fields, metadata={"format": FORMAT_NAME, "version": str(version)})
+
+
+def documents_schema(names: Sequence[str] | None = None) -> pa.Schema:
+    """documents.arrow's schema: every column, less the optional ones not in ``names``."""
+    return pa.schema([pa.field(n, t) for n, (t, _) in DOCUMENT_COLUMNS.items()
+                      if n not in OPTIONAL_DOCUMENT_COLUMNS or (names is not None and n in names)])
+
+
+def describe() -> dict:
+    """A JSON description of both Arrow schemas (written to ``schemas/``)."""
+
+    def cols(table: Mapping[str, tuple[pa.DataType, str]]) -> list[dict]:
+        return [{"name": n, "type": str(t), "description": d} for n, (t, d) in table.items()]
+
+    return {
+        "format": FORMAT_NAME,
+        "version": FORCED_VERSION,
+        "shard": {
+            "file": SHARD_PATTERN.replace("{:05d}", "NNNNN"),
+            "eval_file": EVAL_SHARD_PATTERN.replace("{:05d}", "NNNNN"),
+            "columns": cols(SHARD_COLUMNS),
+            "mask_columns": {
+                "name": "mask_<strategy>",
+                "type": str(MASK_TYPE),
+                "description": "true where the strategy puts loss; one column per strategy of the manifest",
+            },
+        },
+        "documents": {"file": DOCUMENTS_FILE, "columns": cols(DOCUMENT_COLUMNS)},
+        "roles": dict(R.ROLES),
+        "role_precedence": [R.ROLE_NAMES[c] for c in R.PRECEDENCE],
+        "control_tokens": R.CONTROL_TOKEN_RULE,
+        "builtin_strategies": {k: list(v) for k, v in R.BUILTIN_STRATEGIES.items()},
+    }
+
+
+def strategy_masks(
+    roles: np.ndarray, flags: np.ndarray, strategies: Mapping[str, Sequence[str]]
+) -> dict[str, np.ndarray]:
+    """Boolean mask per strategy for a flat run of tokens; ``flags`` holds the
+    :data:`packer.output.roles.LAST_FLAG`, :data:`packer.output.roles.UNTRAINED_FLAG` and
+    :data:`packer.output.roles.FORCED_FLAG` bits (a bool array: the last-turn flag alone). A forced token has loss
+    under every strategy, whatever its role and turn."""
+    flags = np.asarray(flags).astype(np.uint8)
+    last = (flags & R.LAST_FLAG).astype(bool)
+    trainable = (flags & R.UNTRAINED_FLAG) == 0
+    untrained = not trainable.all()
+    forced = (flags & R.FORCED_FLAG) != 0
+    any_forced = forced.any()
+    out = {}
+    for name, role_names in strategies.items():
+        mask = R.role_lut(role_names)[roles]
+        if name in R.LAST_TURN_STRATEGIES:
+            mask &= last
+        if untrained and name not in R.UNFLAGGED_STRATEGIES:
+            mask &= trainable
+        if any_forced:
+            mask |= forced
+        out[name] = mask
+    return out
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    file: str
+    rows: int
+    tokens: int
+    bytes: int
+    sha256: str
+
+
+def _list_array(offsets: np.ndarray, values: pa.Array | np.ndarray) -> pa.ListArray:
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
+
+
+class TokenSource(Protocol):
+    """Where a :class:`ShardWriter` gets the tokens of packed documents."""
+
+    def gather(self, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(ids, roles, flags)`` of documents ``docs``, concatenated in that order (flags:
+        :data:`packer.output.roles.LAST_FLAG` | :data:`packer.output.roles.UNTRAINED_FLAG`)."""
+        ...
+
+
+class ShardWriter:
+    """Writes packed rows into size-bounded shards.
+
+    Rows are lists of documents (``order``/``row_offsets`` from
+    :func:`packer.pipeline.pack.rows_from_bins`); their tokens come from a
+    :class:`TokenSource` one Arrow record batch (:data:`BATCH_ROWS` rows) at a
+    time, and each batch goes to the file as soon as it is made, so memory is
+    one record batch, whatever the size of the shard or of the whole output.
+    """
+
+    def __init__(
+        self, out: Path, strategies: Mapping[str, Sequence[str]], max_bytes: int, pattern: str = SHARD_PATTERN,
+        version: int = FORMAT_VERSION,
+    ) -> None:
+        self.out = out
+        self.pattern = pattern
+        self.strategies = dict(strategies)
+        #: FORCED_VERSION where the build has tokens of messages marked "training": true (a ``forced`` column)
+        self.version = version
+        self.schema = shard_schema(list(self.strategies), version)
+        self.max_bytes = max_bytes
+        # bytes per token on disk: id, role, and one bit per mask and for trainable
+        self._token_bytes = 4 + 1 + (len(self.strategies) + 1) / 8
+        self.shards: list[ShardInfo] = []
+
+    def write(
+        self,
+        tokens: TokenSource,
+        doc_lengths: np.ndarray,
+        doc_ids: np.ndarray,
+        order: np.ndarray,
+        row_offsets: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Write all rows; return per-document (shard, row, offset-in-row)."""
+        where = (
+            np.full(len(doc_lengths), -1, dtype=np.int32),
+            np.full(len(doc_lengths), -1, dtype=np.int32),
+            np.full(len(doc_lengths), -1, dtype=np.int32),
+        )
+        for number, (r0, r1) in enumerate(self.ranges(doc_lengths, order, row_offsets)):
+            info, rows, offsets = self.write_shard(number, r0, r1, tokens, doc_lengths, doc_ids, order, row_offsets)
+            docs = order[row_offsets[r0] : row_offsets[r1]]
+            where[0][docs], where[1][docs], where[2][docs] = number, rows, offsets
+            self.shards.append(info)
+        return where
+
+    def ranges(self, doc_lengths: np.ndarray, order: np.ndarray, row_offsets: np.ndarray) -> list[tuple[int, int]]:
+        """The rows ``(r0, r1)`` of each shard: as many rows as fit ``max_bytes`` (at least one), decided from
+        the documents' lengths alone, so shards can be written apart, in any order."""
+        n_rows = len(row_offsets) - 1
+        row_tokens = np.add.reduceat(doc_lengths[order], row_offsets[:-1]) if n_rows else np.zeros(0, np.int64)
+        row_docs = np.diff(row_offsets)
+        row_bytes = row_tokens * self._token_bytes + row_docs * 12 + 16
+        out = []
+        start = 0
+        while start < n_rows:
+            cum = np.cumsum(row_bytes[start:])
+            stop = start + max(1, int(np.searchsorted(cum, self.max_bytes, side="right")))
+            out.append((start, stop))
+            start = stop
+        return out
+
+    def _record_batch(self, b0, b1, tokens, doc_lengths, doc_ids, order, row_offsets):
+        """Rows ``b0:b1`` as one record batch, its tokens, and per document (in row order) its row within
+        the batch and its offset in that row."""
+        docs = order[row_offsets[b0] : row_offsets[b1]]
+        doc_off = row_offsets[b0 : b1 + 1] - row_offsets[b0]
+        lens = doc_lengths[docs]
+        ids, r, flags = tokens.gather(docs)
+        tok_cum = np.zeros(len(lens) + 1, dtype=np.int64)
+        np.cumsum(lens, out=tok_cum[1:])
+        tok_off = tok_cum[doc_off]
+        local = np.repeat(np.arange(b1 - b0), np.diff(doc_off))
+        cols = [
+            _list_array(tok_off, pa.array(ids, type=pa.int32())),
+            _list_array(tok_off, pa.array(r, type=pa.uint8())),
+            _list_array(doc_off, pa.array(lens.astype(np.int32), type=pa.int32())),
+            _list_array(doc_off, pa.array(doc_ids[docs].astype(np.int64), type=pa.int64())),
+            _list_array(tok_off, pa.array((np.asarray(flags) & R.UNTRAINED_FLAG) == 0, type=pa.bool_())),
+        ]
+        if self.version >= FORCED_VERSION:
+            cols.append(_list_array(tok_off, pa.array((np.asarray(flags) & R.FORCED_FLAG) != 0, type=pa.bool_())))
+        for mask in strategy_masks(r, flags, self.strategies).values():
+            cols.append(_list_array(tok_off, pa.array(mask, type=pa.bool_())))
+        return pa.RecordBatch.from_arrays(cols, schema=self.schema), len(ids), local, tok_cum[:-1] - tok_off[local]
+
+    def write_shard(
+        self, number: int, r0: int, r1: int, tokens: TokenSource, doc_lengths: np.ndarray, doc_ids: np.ndarray,
+        order: np.ndarray, row_offsets: np.ndarray,
+    ) -> tuple[ShardInfo, np.ndarray, np.ndarray]:
+        """Write rows ``r0:r1`` as shard ``number``; its info, and for each of its documents (in row order:
+        ``order[row_offsets[r0]:row_offsets[r1]]``) its row in the shard and its offset in the row."""
+        path = self.out / self.pattern.format(number)
+        n_tokens = 0
+        rows, offsets = [], []
+
+        def write(tmp: Path) -> None:
+            nonlocal n_tokens
+            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, self.schema) as writer:
+                for b0 in range(r0, r1, BATCH_ROWS):
+                    b1 = min(r1, b0 + BATCH_ROWS)
+                    batch, n, local, off = self._record_batch(b0, b1, tokens, doc_lengths, doc_ids, order,
+                                                              row_offsets)
+                    writer.write_batch(batch)
+                    n_tokens += n
+                    rows.append((local + (b0 - r0)).astype(np.int32))
+                    offsets.append(off.astype(np.int32))
+
+        write_atomic(path, write)
+        info = ShardInfo(path.name, r1 - r0, n_tokens, path.stat().st_size, file_sha256(path))
+        empty = np.zeros(0, np.int32)
+        return info, np.concatenate(rows) if rows else empty, np.concatenate(offsets) if offsets else empty
+
+
+#: rows per record batch of documents.arrow
+DOCUMENT_BATCH_ROWS = 64 * 1024
+
+
+def write_documents(
+    path: Path,
+    columns: Mapping[str, Sequence | np.ndarray | pa.Array | Callable[[int, int], pa.Array]],
+    n_rows: int | None = None,
+) -> None:
+    """Write ``documents.arrow`` (one row per input record).
+
+    A column is a sequence (``None`` for null), an Arrow array, or a function
+    ``(start, stop) -> pa.Array`` giving those rows (then ``n_rows`` is needed): the file is written
+    :data:`DOCUMENT_BATCH_ROWS` rows at a time, so a function column is never
+    whole in memory.
+    """
+    schema = documents_schema(list(columns))
+    n = len(columns["doc_id"]) if n_rows is None else n_rows  # type: ignore[arg-type]
+
+    def chunk(name: str, a: int, b: int) -> pa.Array:
+        col = columns[name]
+        if callable(col):
+            return col(a, b)
+        if isinstance(col, pa.Array):
+            return col.slice(a, b - a)
+        return pa.array(col[a:b], type=schema.field(name).type)
+
+    def write(tmp: Path) -> None:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+            for a in range(0, n, DOCUMENT_BATCH_ROWS):
+                b = min(n, a + DOCUMENT_BATCH_ROWS)
+                writer.write_batch(pa.RecordBatch.from_arrays([chunk(name, a, b) for name in schema.names],
+                                                              schema=schema))
+            if n == 0:
+                writer.write_table(schema.empty_table())
+
+    write_atomic(path, write)
+
+
+def __getattr__(name: str) -> Any:
+    # gather_index and ArrayTokens moved to packer.output.gather (numba): imports of them from here still work
+    if name in ("gather_index", "ArrayTokens"):
+        from . import gather
+
+        return getattr(gather, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,423 @@
+"""Collate functions: packed rows from :class:`packer.train.dataset.PackedDataset` into model batches.
+
+A packed row holds several documents back to back. Restarting ``position_ids`` at 0 per document is not
+enough to keep them apart: attention must also be stopped at document boundaries, or each document
+attends to the ones before it in the row. Each collator below gets that right for a different attention
+implementation (see the table).
+
+Two documents ``a`` (3 tokens) and ``b`` (2 tokens) in one row, ``seq_lens = [3, 2]``::
+
+    input_ids    : a0   a1   a2   b0   b1
+    position_ids : 0    1    2    0    1
+    labels       : -100 a1   a2   -100 b1      (strategy "full"; the model shifts them)
+
+    collate_4d: attention_mask[0, 0] (query i = row, key j = column; additive, 0 = may attend)
+
+              a0    a1    a2    b0    b1
+        a0 [   0  -inf  -inf  -inf  -inf ]
+        a1 [   0     0  -inf  -inf  -inf ]
+        a2 [   0     0     0  -inf  -inf ]
+        b0 [-inf  -inf  -inf     0  -inf ]
+        b1 [-inf  -inf  -inf     0     0 ]
+
+    (``-inf`` is ``torch.finfo(dtype).min`` in the tensor.)
+
+    collate_flat: input_ids [[a0 a1 a2 b0 b1]], position_ids [[0 1 2 0 1]],
+                  cu_seq_lens_q = cu_seq_lens_k = [0, 3, 5] (int32), max_length_q = max_length_k = 3
+
+Which collator for which attention implementation (HF ``attn_implementation``; checked against
+transformers 4.57.6, see ``tests/test_collate.py``):
+
+=========================== ==================== =========================================================
+attention                   collator             why
+=========================== ==================== =========================================================
+``flash_attention_2``/``3`` ``collate_flat``     one row of all tokens; the varlen kernel gets the document
+                                                 boundaries from ``cu_seq_lens_*``: isolated, no padding.
+``sdpa``, ``eager``         ``collate_4d``       HF uses a 4D mask as given: block-diagonal causal,
+                                                 documents isolated. Memory B*T*T (``dtype=torch.bool``:
+                                                 1 byte each, ``sdpa`` only); on GPU an arbitrary mask
+                                                 rules out SDPA's flash kernel (memory-efficient is used).
+plain torch SDPA            ``collate_4d``       ``attn_mask=batch["attention_mask"]`` (float or bool).
+any, one document per row   ``collate_padded``   the 2D padding mask is all there is to mask.
+=========================== ==================== =========================================================
+
+``collate_padded`` on rows that hold several documents is WRONG with every implementation: the 2D mask
+only hides padding, so a document attends to the earlier documents of its row (with flash attention the
+2D mask makes it unpad row by row; with sdpa/eager a 2D mask turns off transformers' packed-sequence
+detection). The loss does not cross documents (labels are -100 at each document's first token) but the
+hidden states do, so the model trains on contaminated contexts and the loss differs from the documents'
+own losses.
+
+``collate_flat`` with sdpa/eager: transformers 4.57.6 (Llama-family models built on
+``masking_utils.create_causal_mask``, torch >= 2.6) derives a block-diagonal mask from restarting
+``position_ids``, but only when there is no ``attention_mask`` AND no cache. The default
+``config.use_cache=True`` makes a cache even in training (unless gradient checkpointing is on), and then
+documents leak silently; pass ``use_cache=False``. Even then that mask is N*N over all the batch's tokens,
+and older versions do not do it. ``collate_4d`` depends on none of this.
+
+The outputs hold only what HF causal LMs accept as keyword arguments, plus ``loss_weights`` (float32,
+present when the items have it; 0 at padding): pop it, and ``labels``, before ``model(**batch)`` and weight
+the per-token loss with :func:`weighted_loss` (or use :class:`packer.train.hf.PackerTrainer`). ``seq_lens`` is
+consumed, not passed on.
+
+**The weights cannot be dropped silently.** In a weighted batch ``labels`` is a :class:`WeightedLabels`, a
+tensor that behaves as the plain int64 labels it holds except that it refuses to be the target of an
+unweighted loss: ``F.cross_entropy``/``F.nll_loss`` with a reduction other than ``"none"``, or a
+``gather``/``take_along_dim`` index (label smoothing, fused log-prob heads) raise :class:`LossWeightsIgnored`.
+That is what the model's own loss does when a stock HF ``Trainer`` (``remove_unused_columns`` either way),
+TRL's ``SFTTrainer`` or a hand loop passes the batch on without the weights, so the first step fails
+instead of training prompt tokens at weight 1. A per-token ``F.cross_entropy(..., reduction="none")`` (the
+start of every weighted loss) is allowed; :func:`weighted_loss` and ``labels.as_subclass(torch.Tensor)``
+take the plain labels. Signatures are ``functools.partial``
+friendly::
+
+    DataLoader(ds, batch_size=8, collate_fn=partial(collate_4d, pad_id=manifest["tokenizer"]["pad_id"]))
+    DataLoader(ds, batch_size=8, collate_fn=collator_for("flash_attention_2"))
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+__all__ = [
+    "IGNORE_INDEX",
+    "LossWeightsIgnored",
+    "WeightedLabels",
+    "collate_4d",
+    "collate_flat",
+    "collate_padded",
+    "collator_for",
+    "weighted_loss",
+]
+
+# --------------------------------------------------------------------------------------------------------------
+# the guard: labels of a weighted batch refuse an unweighted loss
+
+_IGNORED_HOW = (
+    "this batch has loss_weights (PackedDataset(prompt_loss_weight=..., normalize=...)) but its labels went into "
+    "{what}, which ignores them: every token with a label would train at weight 1. "
+    "With the Hugging Face Trainer use packer.train.hf.PackerTrainer (TRL: packer.train.hf.PackerSFTTrainer), which "
+    "keeps "
+    "loss_weights and weights the loss; in your own loop pop 'labels' and 'loss_weights' from the batch before "
+    "model(**batch) and use packer.train.collate.weighted_loss(logits, labels, weights). "
+    "Or build the dataset without prompt_loss_weight/normalize."
+)
+
+
+class LossWeightsIgnored(RuntimeError):
+    """The labels of a batch with ``loss_weights`` went into a loss that does not use the weights."""
+
+
+def _bound(func: Callable, args: tuple, kwargs: dict) -> dict[str, Any]:
+    try:
+        return inspect.signature(func).bind(*args, **kwargs).arguments
+    except (TypeError, ValueError):  # a builtin without a signature, or an unusual call: judge by position
+        return {}
+
+
+def _check_use(func: Callable, args: tuple, kwargs: dict) -> None:
+    if func in (F.cross_entropy, F.nll_loss):
+        bound = _bound(func, args, kwargs)
+        target = bound.get("target", args[1] if len(args) > 1 else None)
+        reduction = bound.get("reduction", "mean")
+        if bound.get("reduce") is False or bound.get("size_average") is False:
+            reduction = "none" if bound.get("reduce") is False else "sum"
+        if isinstance(target, WeightedLabels) and reduction != "none":
+            raise LossWeightsIgnored(_IGNORED_HOW.format(what=f"{func.__name__}(reduction={reduction!r})"))
+    elif func in (torch.gather, torch.Tensor.gather, torch.take_along_dim, torch.Tensor.take_along_dim):
+        index = kwargs.get("index", kwargs.get("indices"))
+        if index is None:
+            index = next((a for a in args[1:] if isinstance(a, torch.Tensor)), None)
+        if isinstance(index, WeightedLabels):
+            raise LossWeightsIgnored(_IGNORED_HOW.format(what=f"the index of {func.__name__} (a log-prob gather)"))
+
+
+def _plain_unless_labels(value: Any) -> Any:
+    # only integer results stay guarded (slices, shifts, moves, masked copies of the labels); masks, counts
+    # cast to float and anything computed with logits go on as plain tensors
+    if isinstance(value, WeightedLabels):
+        if value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool:
+            return value.as_subclass(torch.Tensor)
+        return value
+    if isinstance(value, tuple | list):
+        return type(value)(_plain_unless_labels(v) for v in value)
+    return value
+
+
+class WeightedLabels(torch.Tensor):
+    """The ``labels`` of a batch that has ``loss_weights``: plain labels that refuse an unweighted loss.
+
+    Every operation works as on a plain tensor; integer results (slices, ``.to(device)``, ``F.pad``,
+    ``torch.where``) stay guarded. Used as the target of ``F.cross_entropy``/``F.nll_loss`` with a
+    reduction other than ``"none"``, or as the index of ``gather``/``take_along_dim``, it raises
+    :class:`LossWeightsIgnored`. ``labels.as_subclass(torch.Tensor)`` is the plain tensor.
+
+    >>> labels = WeightedLabels.of(torch.tensor([[-100, 5, 6]]))
+    >>> logits = torch.zeros(1, 3, 8)
+    >>> F.cross_entropy(logits[0], labels[0], reduction="none").tolist()[1:]  # per token: allowed
+    [2.079441547393799, 2.079441547393799]
+    >>> F.cross_entropy(logits[0], labels[0])
+    Traceback (most recent call last):
+    ...
+    packer.train.collate.LossWeightsIgnored: this batch has loss_weights ...
+    """
+
+    @staticmethod
+    def of(labels: torch.Tensor) -> WeightedLabels:
+        return labels if isinstance(labels, WeightedLabels) else labels.as_subclass(WeightedLabels)
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        _check_use(func, args, kwargs)
+        return _plain_unless_labels(super().__torch_function__(func, types, args, kwargs))
+
+    def __reduce_ex__(self, protocol):
+        # across DataLoader worker processes: rebuilt as the plain tensor, then guarded again
+        return _rebuild_weighted_labels, (self.as_subclass(torch.Tensor),)
+
+
+def _rebuild_weighted_labels(labels: torch.Tensor) -> WeightedLabels:
+    return WeightedLabels.of(labels)
+
+
+def weighted_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    weights: torch.Tensor,
+    num_items: torch.Tensor | float | None = None,
+) -> torch.Tensor:
+    """``sum(w * token cross-entropy) / sum(w)``: the loss of a batch with ``loss_weights``.
+
+    ``logits`` [B, T, V] (or [1, N, V] after :func:`collate_flat`), ``labels`` and ``weights`` as collated
+    (unshifted: logits at ``t`` predict the label at ``t + 1``). ``num_items``: the normaliser to divide by
+    instead of this batch's ``sum(w)``, e.g. the sum of the weights over all micro-batches of a gradient
+    accumulation step and all ranks. A batch without a positive weight gives 0, not NaN.
+    """
+    labels = labels.as_subclass(torch.Tensor)
+    per_token = F.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(),
+        labels[:, 1:].flatten().to(logits.device),
+        reduction="none",
+        ignore_index=IGNORE_INDEX,
+    )
+    w = weights[:, 1:].flatten().to(per_token)
+    total = (per_token * w).sum()
+    if num_items is None:
+        return total / w.sum().clamp_min(1e-12)
+    return total / torch.as_tensor(num_items, dtype=total.dtype, device=total.device).clamp_min(1e-12)
+
+
+Item = Mapping[str, Any]
+
+
+def _row(item: Item, i: int) -> dict[str, torch.Tensor]:
+    """One item as 1-D tensors of the dtypes the collators produce, checked for consistency."""
+    if "input_ids" not in item:
+        raise ValueError(f"item {i} has no 'input_ids' (keys: {', '.join(item)})")
+    ids = torch.as_tensor(item["input_ids"], dtype=torch.int64).reshape(-1)
+    n = ids.numel()
+    if n == 0:
+        raise ValueError(f"item {i} is empty")
+    if "seq_lens" in item:
+        seq_lens = torch.as_tensor(item["seq_lens"], dtype=torch.int64).reshape(-1)
+    elif "position_ids" in item:
+        starts = (torch.as_tensor(item["position_ids"]).reshape(-1) == 0).nonzero().reshape(-1)
+        if starts.numel() == 0 or starts[0] != 0:
+            raise ValueError(f"item {i}: position_ids must start at 0 when there is no 'seq_lens'")
+        seq_lens = torch.diff(starts, append=torch.tensor([n]))
+    else:
+        seq_lens = torch.tensor([n])
+    if int(seq_lens.sum()) != n or bool((seq_lens <= 0).any()):
+        raise ValueError(f"item {i}: seq_lens {seq_lens.tolist()} do not split its {n} tokens")
+    if "position_ids" in item:
+        pos = torch.as_tensor(item["position_ids"], dtype=torch.int64).reshape(-1)
+    else:
+        pos = torch.arange(n) - torch.repeat_interleave(torch.cumsum(seq_lens, 0) - seq_lens, seq_lens)
+    if "labels" not in item:
+        raise ValueError(f"item {i} has no 'labels' (keys: {', '.join(item)})")
+    labels = torch.as_tensor(item["labels"], dtype=torch.int64).reshape(-1)
+    row = {"input_ids": ids, "labels": labels, "position_ids": pos, "seq_lens": seq_lens}
+    if "loss_weights" in item:
+        row["loss_weights"] = torch.as_tensor(item["loss_weights"], dtype=torch.float32).reshape(-1)
+    for key in ("labels", "position_ids", "loss_weights"):
+        if key in row and row[key].numel() != n:
+            raise ValueError(f"item {i}: {key} has {row[key].numel()} values for {n} input_ids")
+    return row
+
+
+def _rows(items: Sequence[Item]) -> list[dict[str, torch.Tensor]]:
+    if len(items) == 0:
+        raise ValueError("cannot collate an empty batch")
+    rows = [_row(item, i) for i, item in enumerate(items)]
+    weighted = sum("loss_weights" in r for r in rows)
+    if weighted not in (0, len(rows)):
+        raise ValueError("some items have 'loss_weights' and some do not")
+    if not weighted and any(isinstance(r["labels"], WeightedLabels) for r in rows):
+        # a weighted PackedDataset's items, stripped of their weights on the way (the HF Trainer's
+        # remove_unused_columns=True removes every key the model's forward does not take, per item)
+        raise LossWeightsIgnored(
+            _IGNORED_HOW.format(what="a collator without their loss_weights (dropped from the items before it)")
+        )
+    return rows
+
+
+def _target_length(longest: int, pad_to_multiple_of: int | None, max_length: int | None) -> int:
+    if max_length is not None:
+        if longest > max_length:
+            raise ValueError(f"a row has {longest} tokens, more than max_length={max_length}")
+        return max_length
+    if pad_to_multiple_of:
+        return -(-longest // pad_to_multiple_of) * pad_to_multiple_of
+    return longest
+
+
+def _padded(
+    rows: list[dict[str, torch.Tensor]], pad_id: int, pad_to_multiple_of: int | None, max_length: int | None
+) -> tuple[dict[str, torch.Tensor], int]:
+    """Right-pad every row to one length: input_ids with pad_id, labels -100, position_ids 0, weights 0."""
+    length = _target_length(max(r["input_ids"].numel() for r in rows), pad_to_multiple_of, max_length)
+    b = len(rows)
+    out = {
+        "input_ids": torch.full((b, length), pad_id, dtype=torch.int64),
+        "attention_mask": torch.zeros((b, length), dtype=torch.int64),
+        "labels": torch.full((b, length), IGNORE_INDEX, dtype=torch.int64),
+        "position_ids": torch.zeros((b, length), dtype=torch.int64),
+    }
+    if "loss_weights" in rows[0]:
+        out["loss_weights"] = torch.zeros((b, length), dtype=torch.float32)
+    for i, r in enumerate(rows):
+        n = r["input_ids"].numel()
+        out["attention_mask"][i, :n] = 1
+        for key in ("input_ids", "labels", "position_ids", "loss_weights"):
+            if key in out:
+                out[key][i, :n] = r[key]
+    if "loss_weights" in out:
+        out["labels"] = WeightedLabels.of(out["labels"])
+    return out, length
+
+
+def collate_padded(
+    items: Sequence[Item],
+    *,
+    pad_id: int = 0,
+    pad_to_multiple_of: int | None = None,
+    max_length: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Right-padded batch with a 2D ``attention_mask`` (1 real token, 0 padding).
+
+    Returns ``input_ids`` (pad_id), ``attention_mask``, ``labels`` (-100), ``position_ids`` (0), all int64
+    [B, L], and ``loss_weights`` float32 [B, L] (0) when the items have it. L is the longest row, rounded up
+    to ``pad_to_multiple_of``, or exactly ``max_length`` (a longer row raises ``ValueError``).
+
+    Only correct for rows holding one document each: see the module docstring.
+    """
+    out, _ = _padded(_rows(items), pad_id, pad_to_multiple_of, max_length)
+    return out
+
+
+def collate_4d(
+    items: Sequence[Item],
+    *,
+    pad_id: int = 0,
+    dtype: torch.dtype = torch.float32,
+    pad_to_multiple_of: int | None = None,
+    max_length: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Like :func:`collate_padded`, but ``attention_mask`` is a block-diagonal causal mask [B, 1, L, L].
+
+    Query i may attend key j when both are tokens of the same document and j <= i. With a floating
+    ``dtype`` (the model's dtype: SDPA wants the mask in the query's dtype) the mask is additive: 0.0 where
+    allowed, ``torch.finfo(dtype).min`` elsewhere. With ``dtype=torch.bool`` it is True where allowed
+    (4x smaller than float32; fine for SDPA, wrong for HF ``eager``, which adds the mask to the scores).
+    """
+    if not (dtype.is_floating_point or dtype == torch.bool):
+        raise ValueError(f"dtype must be a floating type or torch.bool, not {dtype}")
+    rows = _rows(items)
+    out, length = _padded(rows, pad_id, pad_to_multiple_of, max_length)
+    # document number of every position; -1 at padding
+    doc = torch.full((len(rows), length), -1, dtype=torch.int64)
+    for i, r in enumerate(rows):
+        doc[i, : r["input_ids"].numel()] = torch.repeat_interleave(torch.arange(r["seq_lens"].numel()), r["seq_lens"])
+    idx = torch.arange(length)
+    causal = idx[None, :] <= idx[:, None]  # [q, k]: k <= q
+    allowed = (doc[:, :, None] == doc[:, None, :]) & causal & (doc >= 0)[:, :, None]
+    # A padding query would otherwise attend to nothing. An all-False boolean row makes SDPA's softmax NaN;
+    # an all-min additive row is NaN too once score + finfo.min overflows to -inf (fp16/bf16 eager). A NaN
+    # at a padding position is not harmless: it leaks into the backward pass (0 * NaN = NaN in the
+    # gradients of shared weights). So every query, padding included, may attend to itself. Real queries
+    # already may (j = i is in their own document) and never see padding (it is after them), so nothing
+    # real changes.
+    allowed |= torch.eye(length, dtype=torch.bool)
+    if dtype == torch.bool:
+        mask = allowed
+    else:
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+    out["attention_mask"] = mask.unsqueeze(1)
+    return out
+
+
+def collate_flat(items: Sequence[Item]) -> dict[str, torch.Tensor | int]:
+    """Padding-free batch: every row concatenated into one sequence, for flash attention's varlen kernel.
+
+    Returns ``input_ids``, ``labels``, ``position_ids`` int64 [1, N] (N = all tokens of the batch),
+    ``cu_seq_lens_q`` and ``cu_seq_lens_k`` int32 [D + 1] (cumulative document lengths over the whole
+    batch, starting with 0), ``max_length_q`` and ``max_length_k`` (int, the longest document), in the
+    names of transformers' ``FlashAttentionKwargs``; and ``loss_weights`` float32 [1, N] when the items have
+    it. No ``attention_mask``: there is no padding.
+    """
+    rows = _rows(items)
+    seq_lens = torch.cat([r["seq_lens"] for r in rows])
+    cu = torch.zeros(seq_lens.numel() + 1, dtype=torch.int32)
+    torch.cumsum(seq_lens, 0, out=cu[1:])
+    longest = int(seq_lens.max())
+    out: dict[str, torch.Tensor | int] = {
+        key: torch.cat([r[key] for r in rows]).unsqueeze(0) for key in ("input_ids", "labels", "position_ids")
+    }
+    out.update(cu_seq_lens_q=cu, cu_seq_lens_k=cu.clone(), max_length_q=longest, max_length_k=longest)
+    if "loss_weights" in rows[0]:
+        out["loss_weights"] = torch.cat([r["loss_weights"] for r in rows]).unsqueeze(0)
+        out["labels"] = WeightedLabels.of(out["labels"])
+    return out
+
+
+_FOR_ATTENTION = {
+    "flash_attention_2": "flat",
+    "flash_attention_3": "flat",
+    "sdpa": "4d",
+    "eager": "4d",
+}
+
+
+def collator_for(
+    attn_implementation: str,
+    *,
+    pad_id: int = 0,
+    dtype: torch.dtype = torch.float32,
+    pad_to_multiple_of: int | None = None,
+    max_length: int | None = None,
+) -> Callable[[Sequence[Item]], dict]:
+    """The collate function that keeps packed documents apart under an HF ``attn_implementation``.
+
+    ``flash_attention_2``/``flash_attention_3`` -> :func:`collate_flat` (the padding options do not
+    apply); ``sdpa``/``eager`` -> :func:`collate_4d` with ``dtype`` (the model's dtype).
+    """
+    kind = _FOR_ATTENTION.get(attn_implementation)
+    if kind is None:
+        raise ValueError(
+            f"no collator known to isolate packed documents under attn_implementation={attn_implementation!r}; "
+            f"known: {', '.join(_FOR_ATTENTION)}"
+        )
+    if kind == "flat":
+        return collate_flat
+    return functools.partial(
+        collate_4d, pad_id=pad_id, dtype=dtype, pad_to_multiple_of=pad_to_multiple_of, max_length=max_length
+    )

@@ -1,0 +1,158 @@
+"""Hugging Face ``Trainer`` and TRL ``SFTTrainer`` on packed shards, with the loss weights kept.
+
+::
+
+    from packer import PackedDataset
+    from packer.train.hf import PackerTrainer, packer_collator
+
+    ds = PackedDataset("shards/", strategy="instruction_tuning", prompt_loss_weight=0.1, batch_size=8)
+    trainer = PackerTrainer(model=model, args=TrainingArguments(..., max_steps=1000), train_dataset=ds,
+                            data_collator=packer_collator(model, pad_id=ds.manifest["tokenizer"]["pad_id"]))
+    trainer.train()
+
+:class:`PackerTrainer` is a ``transformers.Trainer`` that keeps the batch's ``loss_weights`` (the stock
+``remove_unused_columns=True`` would drop them: they are no argument of the model) and, when a batch has
+them, computes :func:`packer.train.collate.weighted_loss` from the model's logits instead of the model's own
+(unweighted) loss. Over gradient accumulation and ranks it divides by the sum of the weights of all the
+step's micro-batches (``average_tokens_across_devices``: of all ranks too), as the Trainer does with its
+token count. Batches without weights train exactly as with ``Trainer``. :class:`PackerSFTTrainer` is the
+same on TRL's ``SFTTrainer`` (:func:`as_hf_iterable` gives it the ``datasets.IterableDataset`` it wants);
+:class:`PackerTrainerMixin` puts it on any other ``Trainer`` subclass.
+
+The stock ``Trainer`` with weighted data fails on its first step rather than train on the wrong loss: the
+collators give weighted batches :class:`packer.train.collate.WeightedLabels`, which raise
+:class:`packer.train.collate.LossWeightsIgnored` inside the model's own loss.
+
+Needs the ``hf`` extra (transformers, accelerate; TRL for ``PackerSFTTrainer``). Importing this module
+imports neither: the classes are made on first use.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from .collate import LossWeightsIgnored, WeightedLabels, collator_for, weighted_loss
+
+#: classes made on first access (they subclass transformers' and TRL's trainers)
+_LAZY = ("PackerSFTTrainer", "PackerTrainer")
+
+__all__ = [
+    *_LAZY,
+    "LossWeightsIgnored",
+    "PackerTrainerMixin",
+    "WeightedLabels",
+    "as_hf_iterable",
+    "packer_collator",
+    "weighted_loss",
+]
+
+WEIGHTS = "loss_weights"
+
+
+def packer_collator(model: Any, *, pad_id: int | None = 0, **kwargs: Any) -> Callable:
+    """The collator that isolates packed documents under ``model``'s attention implementation, in its dtype.
+
+    ``collate_flat`` for flash attention, ``collate_4d`` (additive mask in ``model.dtype``) for sdpa/eager;
+    ``kwargs`` go to :func:`packer.train.collate.collator_for` (``pad_to_multiple_of``, ``max_length``).
+    """
+    config = model.config
+    attn = getattr(config, "_attn_implementation", None) or "eager"
+    return collator_for(attn, pad_id=pad_id or 0, dtype=kwargs.pop("dtype", model.dtype), **kwargs)
+
+
+class PackerTrainerMixin:
+    """Keeps ``loss_weights`` through a ``transformers.Trainer`` and trains on the weighted loss.
+
+    Put it before the Trainer class: ``class MyTrainer(PackerTrainerMixin, transformers.Trainer)``.
+    """
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()  # type: ignore[misc]
+        if WEIGHTS not in self._signature_columns:  # type: ignore[attr-defined]
+            self._signature_columns.append(WEIGHTS)  # type: ignore[attr-defined]
+
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> Any:
+        """The Trainer's loss normaliser; for weighted batches the sum of the weights over the step."""
+        count = super()._get_num_items_in_batch(batch_samples, device)  # type: ignore[misc]
+        if count is None or not batch_samples or WEIGHTS not in batch_samples[0]:
+            return count
+        total = sum(b[WEIGHTS].sum(dtype=torch.float32).to(device) for b in batch_samples)
+        args = self.args  # type: ignore[attr-defined]
+        if args.average_tokens_across_devices and args.world_size > 1:
+            total = self.accelerator.gather(total).sum()  # type: ignore[attr-defined]
+        return total
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        weights = inputs.pop(WEIGHTS, None)
+        if weights is None:
+            return super().compute_loss(  # type: ignore[misc]
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
+        labels = inputs.pop("labels")
+        inputs["use_cache"] = False
+        outputs = model(**inputs)  # no labels: the model computes no (unweighted) loss of its own
+        loss = weighted_loss(outputs.logits, labels, weights, num_items_in_batch)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:  # type: ignore[attr-defined]
+            # as Trainer.compute_loss: the normaliser counts every rank, DDP averages the gradients over them
+            loss = loss * self.accelerator.num_processes  # type: ignore[attr-defined]
+        return (loss, outputs) if return_outputs else loss
+
+
+@functools.cache
+def _trainer_class() -> type:
+    import transformers
+
+    return type(
+        "PackerTrainer",
+        (PackerTrainerMixin, transformers.Trainer),
+        {
+            "__module__": __name__,
+            "__doc__": "``transformers.Trainer`` that keeps ``loss_weights`` and trains on the weighted loss.",
+        },
+    )
+
+
+@functools.cache
+def _sft_trainer_class() -> type:
+    from trl import SFTTrainer
+
+    return type(
+        "PackerSFTTrainer",
+        (PackerTrainerMixin, SFTTrainer),
+        {
+            "__module__": __name__,
+            "__doc__": "TRL ``SFTTrainer`` that keeps ``loss_weights`` and trains on the weighted loss.",
+        },
+    )
+
+
+def as_hf_iterable(dataset: torch.utils.data.IterableDataset, num_workers: int = 0) -> Any:
+    """``dataset`` (a :class:`packer.train.dataset.PackedDataset`) as a ``datasets.IterableDataset``, for TRL.
+
+    TRL's ``SFTTrainer`` takes only ``datasets`` datasets. The rows are read by ``dataset`` itself, so its
+    rank and DataLoader-worker split and its order are kept: give the DataLoader's ``num_workers``
+    (``dataloader_num_workers``) here. ``set_epoch`` is not forwarded: call ``dataset.set_epoch`` yourself
+    between epochs (or train for ``max_steps`` within one).
+    """
+    import datasets
+
+    def rows(workers: list[int]) -> Iterator[dict[str, Any]]:
+        # datasets deals the `workers` list out to the DataLoader workers (one each), or all of it to the
+        # main process: either way one pass of `dataset`, which splits rows by worker on its own
+        for item in dataset:
+            yield {k: v.as_subclass(torch.Tensor).numpy() for k, v in item.items()}
+
+    hf = datasets.IterableDataset.from_generator(rows, gen_kwargs={"workers": list(range(max(1, num_workers)))})
+    return hf.with_format("torch")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PackerTrainer":
+        return _trainer_class()
+    if name == "PackerSFTTrainer":
+        return _sft_trainer_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
