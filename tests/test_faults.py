@@ -344,10 +344,9 @@ def test_wait_is_a_build_option_everywhere(tmp_path):
 
     from packer import build
     from packer.cli import build_cmd
+    from packer.options import BuildOptions
     from packer.pipeline.engine import _fatal
     from packer.recipe import load_recipe
-
-    from packer.options import BuildOptions
 
     assert "options" in inspect.signature(build).parameters and BuildOptions().wait is False
     assert "wait" in [p.name for p in build_cmd.params]
