@@ -10,4 +10,8 @@ VENV=${VENV:-.venv}
 "$VENV/bin/python" -m pip install -q torch==2.13.0
 "$VENV/bin/python" -m pip install -q -e '.[torch,test,hf]'
 "$VENV/bin/python" -m ruff check packer tests examples benchmarks
-exec "$VENV/bin/python" -m pytest -q "$@"
+# the tests on every core, at most 4 (PYTEST_WORKERS overrides; 0 runs them in this process, one by one).
+# --dist loadgroup: a test marked xdist_group (the Ray cluster's) runs on one worker with its group
+WORKERS=${PYTEST_WORKERS:-$(( $(nproc) < 4 ? $(nproc) : 4 ))}
+[ "$WORKERS" -gt 1 ] || WORKERS=0
+exec "$VENV/bin/python" -m pytest -q -n "$WORKERS" --dist loadgroup "$@"
