@@ -139,6 +139,7 @@ def runnable_snippets(text: str) -> list[str]:
     return re.findall(r"<!-- runnable[^\n]*-->\n```python\n(.*?)\n```", text, re.DOTALL)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")  # num_workers=4 on a small machine
 def test_the_readme_training_snippet_runs_as_pasted(demo_output, tmp_path, monkeypatch):
     torch = pytest.importorskip("torch", reason="torch not installed (extra packer[torch])")
