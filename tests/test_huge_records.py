@@ -82,7 +82,7 @@ def test_max_token_bytes_of_known_tokenizers():
     assert got["phi-3-mini-instruct"].whitespace and not got["llama-2"].whitespace  # rstrip added tokens
 
 
-@pytest.mark.parametrize("name", ["demo", *REAL])
+@pytest.mark.parametrize("name", tokenizer_params(["demo", *REAL]))
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=TEXTS, chunk=st.sampled_from([1, 3, 7, 1 << 16]))
 def test_no_text_holds_fewer_tokens_than_the_bound(name, text, chunk, monkeypatch):

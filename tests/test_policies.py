@@ -125,7 +125,7 @@ def test_system_merged_ids_equal_transformers(name, system_file, system_convs, t
     assert verify(tmp_path / "o") == []
 
 
-@pytest.mark.parametrize("name", REFUSING)
+@pytest.mark.parametrize("name", tokenizer_params(REFUSING))
 def test_system_dropped_or_rejected_is_counted(name, system_file, system_convs, tmp_path):
     tok = toks(name)
     m = build([system_file], tmp_path / "drop", tokenizer=tok, seq_len=32768, system="drop")
@@ -145,7 +145,7 @@ def test_system_dropped_or_rejected_is_counted(name, system_file, system_convs, 
     assert refused == {c.source.index for c in system_convs}
 
 
-@pytest.mark.parametrize("name", REFUSING)
+@pytest.mark.parametrize("name", tokenizer_params(REFUSING))
 def test_merged_real_records_assembled_equal_jinja(name, system_convs):
     tok = toks(name)
     fast = ChatTemplate.named("tokenizer", tok)

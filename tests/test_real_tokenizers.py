@@ -202,6 +202,7 @@ def test_qwen3_drops_earlier_reasoning_and_keeps_the_last(tmp_path):
     assert last == "<think>\nadd again\n</think>\n\n6<|im_end|>"
 
 
+@pytest.mark.slow  # Gemma-2 (helpers.SLOW_TOKENIZERS)
 def test_gemma_renames_assistant_and_rejects_system(tmp_path):
     need_shared()
     path = tmp_path / "g.jsonl"
@@ -320,7 +321,7 @@ def real_conversations() -> list[Conversation]:
     return random.Random(0).sample(convs, 1500)
 
 
-@pytest.mark.parametrize("name", CHAT_TOKENIZERS)
+@pytest.mark.parametrize("name", tokenizer_params(CHAT_TOKENIZERS))
 def test_assembled_renders_equal_jinja_renders_of_real_templates(name, real_conversations):
     """Records of shapes a real chat template only pastes into are assembled without Jinja: the text
     and every segment must be what Jinja's render gives."""

@@ -39,6 +39,7 @@ from .helpers import (
     need_shared,
     read_documents,
     real_tokenizer,
+    tokenizer_params,
 )
 
 CHAT_TOKENIZERS = [
@@ -313,7 +314,7 @@ def hf_ids(tok_dir: Path, messages: list[dict]) -> list[int]:
     return list(out["input_ids"] if hasattr(out, "keys") else out)
 
 
-@pytest.mark.parametrize("name", CHAT_TOKENIZERS)
+@pytest.mark.parametrize("name", tokenizer_params(CHAT_TOKENIZERS))
 def test_system_and_assistant_packs_with_every_chat_template(name, tmp_path):
     """Each shared chat template renders a system message and an answer (Mistral's and Gemma's refuse the
     system turn: merged, it is the user turn): ids equal apply_chat_template; the loss under instruction
@@ -406,7 +407,7 @@ def test_leading_assistant_keep_ids_equal_apply_chat_template(name, tmp_path):
         assert [r.strip() for r in runs] == [x["content"] for x in msgs if x["role"] == "assistant"]
 
 
-@pytest.mark.parametrize("name", ["mistral-7b-instruct-v0.1", "gemma-2"])
+@pytest.mark.parametrize("name", tokenizer_params(["mistral-7b-instruct-v0.1", "gemma-2"]))
 def test_leading_assistant_keep_where_the_template_cannot_render_it(name, tmp_path):
     """Mistral's and Gemma's own templates want a user turn first: the record is a template_error, not dropped."""
     need_shared()
