@@ -4,6 +4,7 @@ with the reason, where it is absent), and a reader that splits packed rows back 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -29,6 +30,36 @@ SHARED_TOKENIZERS = SHARED / "tokenizers"
 def need_shared() -> None:
     if not SHARED_DATA.is_dir() or not SHARED_TOKENIZERS.is_dir():
         pytest.skip(f"real data and tokenizers not found at {SHARED} (only in CI and developer checkouts)")
+
+
+@functools.cache
+def real_tokenizer(name: str):  # type: ignore[no-untyped-def]
+    """``load_tokenizer(SHARED_TOKENIZERS / name)`` (the file loader), loaded once per test process and shared
+    by the tests that only build with it or read it (loading one costs up to 1.5 s, Gemma-2's): never change it."""
+    from packer.tokens.tokenize import load_tokenizer
+
+    need_shared()
+    return load_tokenizer(SHARED_TOKENIZERS / name)
+
+
+@functools.cache
+def hf_tokenizer(tok_dir: Path):  # type: ignore[no-untyped-def]
+    """transformers' ``AutoTokenizer.from_pretrained(tok_dir)`` (local files), loaded once per test process and
+    shared by the tests that compare with it (Gemma-2's costs ~4 s): never change it."""
+    transformers = pytest.importorskip("transformers", reason="transformers not installed (pip install .[hf])")
+    return transformers.AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
+
+
+#: what a test run on each real tokenizer leaves to the slow set (CI runs it, -m "not slow" does not): Gemma-2, the
+#: slowest to load and build (a 256k-token SentencePiece vocabulary, no tiktoken core; transformers loads it in ~4 s),
+#: and the two that share another's vocabulary and merges (Qwen3 Qwen2.5's, Llama 3's initial template Llama 3's)
+SLOW_TOKENIZERS = ("gemma-2", "qwen3", "llama-3-8b-instruct-initial")
+
+
+def tokenizer_params(names: list[str]) -> list:
+    """``names`` as pytest parameters, those of :data:`SLOW_TOKENIZERS` marked slow: the inner loop runs a test
+    on one tokenizer of each vocabulary, CI on every one."""
+    return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_TOKENIZERS else n for n in names]
 
 
 def read_documents(out: Path) -> dict[int, dict[str, np.ndarray]]:

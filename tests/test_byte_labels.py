@@ -36,11 +36,12 @@ from .helpers import (
     DEMO_TOKENIZER,
     EXAMPLES,
     SHARED_DATA,
-    SHARED_TOKENIZERS,
     need_shared,
     output_files,
     outputs_less_backend,
     read_documents,
+    real_tokenizer,
+    tokenizer_params,
 )
 
 TEXTS = [
@@ -85,10 +86,10 @@ def test_demo_tokenizer_byte_labels_equal_offset_labels(demo_tok):
         assert_same(*both_ways(demo_tok.tokenizer, table, TEXTS, seed))
 
 
-@pytest.mark.parametrize("name", ["qwen2.5-instruct", "llama-3-8b-instruct", "gpt2", "qwen3"])
+@pytest.mark.parametrize("name", tokenizer_params(["qwen2.5-instruct", "llama-3-8b-instruct", "gpt2", "qwen3"]))
 def test_real_byte_level_tokenizers_on_real_conversations(name):
     need_shared()
-    tok = load_tokenizer(SHARED_TOKENIZERS / name)
+    tok = real_tokenizer(name)
     table = byte_lengths(tok.tokenizer)
     assert table is not None
     tpl = ChatTemplate.named("chatml" if tok.chat_template is None else "tokenizer", tok)

@@ -19,10 +19,9 @@ import pytest
 import packer.tokens.tokenize as T
 from packer import build
 from packer.output import roles as R
-from packer.tokens.loader import load_tokenizer
 from packer.tokens.tokenize import char_codes, control_lut, token_roles
 
-from .helpers import SHARED_DATA, SHARED_TOKENIZERS, need_shared
+from .helpers import SHARED_DATA, need_shared, real_tokenizer, tokenizer_params
 
 CHAT_TOKENIZERS = ["qwen2.5-instruct", "qwen3", "llama-3-8b-instruct", "llama-3-8b-instruct-initial",
                    "phi-3-mini-instruct", "mistral-7b-instruct-v0.1", "gemma-2"]
@@ -88,10 +87,10 @@ def sample_inputs(folder: Path, per_file: int) -> list[Path]:
     return out
 
 
-@pytest.mark.parametrize("name", CHAT_TOKENIZERS)
+@pytest.mark.parametrize("name", tokenizer_params(CHAT_TOKENIZERS))
 def test_no_control_token_has_a_content_role_in_real_shards(name, tmp_path):
     need_shared()
-    tok = load_tokenizer(SHARED_TOKENIZERS / name)
+    tok = real_tokenizer(name)
     inputs = sample_inputs(tmp_path, 150)
     m = build(inputs, tmp_path / "o", tokenizer=tok, seq_len=4096, template="tokenizer")
     lut = control_lut(tok)
@@ -113,7 +112,7 @@ def test_no_control_token_has_a_content_role_in_real_shards(name, tmp_path):
 def test_phi3_absorbs_content_and_the_manifest_counts_it(tmp_path):
     """Phi-3's `<|assistant|>` (rstrip) swallows the newline that opens some AlpaGasus responses."""
     need_shared()
-    tok = load_tokenizer(SHARED_TOKENIZERS / "phi-3-mini-instruct")
+    tok = real_tokenizer("phi-3-mini-instruct")
     m = build([SHARED_DATA / "messages_alpagasus_claude_t45_alpaca.jsonl"], tmp_path / "o", tokenizer=tok,
               seq_len=4096, template="tokenizer")
     absorbed = m["tokens"]["control_absorbed_chars"]

@@ -173,6 +173,7 @@ def _ddp_rank(rank: int, world: int, init_file: str, shards: str, out: str) -> N
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ranks_from_torch_distributed(shards, rows, tmp_path):
     """Two real DDP processes (gloo), two DataLoader workers each: every row once, equal counts."""
     import torch.multiprocessing as mp

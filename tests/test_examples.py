@@ -38,6 +38,7 @@ def test_import_packer_does_not_import_torch():
     run("-c", code)
 
 
+@pytest.mark.slow
 def test_train_torch_loss_goes_down(tmp_path, demo_output):
     pytest.importorskip("torch")
     out = run(str(EXAMPLES / "train_torch.py"), "--data", str(demo_output), "--steps", "40",
@@ -47,6 +48,7 @@ def test_train_torch_loss_goes_down(tmp_path, demo_output):
     assert last < first - 1.0, out
 
 
+@pytest.mark.slow
 def test_train_hf_trainer_with_loss_weights(tmp_path, demo_output):
     pytest.importorskip("transformers", reason="transformers not installed (extra packer[hf])")
     pytest.importorskip("accelerate", reason="accelerate not installed (extra packer[hf])")
@@ -57,6 +59,7 @@ def test_train_hf_trainer_with_loss_weights(tmp_path, demo_output):
     assert last < first, out
 
 
+@pytest.mark.slow
 def test_train_hf_stock_trainer_refuses_weights(tmp_path):
     # the one example run that builds its demo shards itself (the others train on the session's demo build)
     pytest.importorskip("transformers", reason="transformers not installed (extra packer[hf])")
@@ -69,6 +72,7 @@ def test_train_hf_stock_trainer_refuses_weights(tmp_path):
     assert done.returncode != 0 and "LossWeightsIgnored" in done.stderr, done.stderr[-4000:]
 
 
+@pytest.mark.slow
 def test_train_trl_sft_trainer_on_shards(tmp_path, demo_output):
     pytest.importorskip("trl", reason="trl not installed (extra packer[test])")
     out = run(str(EXAMPLES / "train_trl.py"), "--data", str(demo_output), "--steps", "10",

@@ -323,6 +323,7 @@ def test_a_symbolic_link_packer_did_not_make_is_refused_before_anything_is_touch
 # -- 4. what an interrupted build says ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_interrupted_build_into_a_new_folder_does_not_call_it_as_it_was(tmp_path, other_input):
     paused = tmp_path / "paused"
     out = tmp_path / "new" / "out"

@@ -24,9 +24,17 @@ from packer.pipeline.part import digest, words
 from packer.read.formats import RecordReader
 from packer.read.records import Conversation
 from packer.tokens.bound import TokenBound, token_bound
-from packer.tokens.tokenize import load_tokenizer
 
-from .helpers import DEMO_TOKENIZER, EXAMPLES, ROOT, SHARED_TOKENIZERS, need_shared, output_files
+from .helpers import (
+    DEMO_TOKENIZER,
+    EXAMPLES,
+    ROOT,
+    SHARED_TOKENIZERS,
+    need_shared,
+    output_files,
+    real_tokenizer,
+    tokenizer_params,
+)
 
 #: byte-level BPE (Qwen: NFC, GPT-2, Llama 3), SentencePiece BPE with byte fallback (Llama 2, Mistral; Phi-3's
 #: added tokens swallow whitespace; Gemma's tab has no byte piece)
@@ -74,7 +82,7 @@ def test_max_token_bytes_of_known_tokenizers():
     assert got["phi-3-mini-instruct"].whitespace and not got["llama-2"].whitespace  # rstrip added tokens
 
 
-@pytest.mark.parametrize("name", ["demo", *REAL])
+@pytest.mark.parametrize("name", tokenizer_params(["demo", *REAL]))
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=TEXTS, chunk=st.sampled_from([1, 3, 7, 1 << 16]))
 def test_no_text_holds_fewer_tokens_than_the_bound(name, text, chunk, monkeypatch):
@@ -186,11 +194,11 @@ def test_truncating_a_bounded_record_gives_the_whole_texts_tokens(tmp_path, demo
     _same_tokens(out, whole)
 
 
-@pytest.mark.parametrize("name", REAL)
+@pytest.mark.parametrize("name", tokenizer_params(REAL))
 def test_truncation_from_prefixes_equals_whole_text_truncation_on_real_tokenizers(name, tmp_path, small_bound,
                                                                                   monkeypatch):
     need_shared()
-    tok = load_tokenizer(SHARED_TOKENIZERS / name)
+    tok = real_tokenizer(name)
     records = [{"instruction": "Tell it.", "output": _story(60_000, seed)} for seed in range(3)]
     records.append({"instruction": "Spaces.", "output": "A" + " " * 50_000 + "B" + "\u0301" * 5000 + "7" * 40_000})
     path = tmp_path / "in.jsonl"
@@ -254,7 +262,8 @@ print(json.dumps({"rc": rc, "peak_mb": resource.getrusage(resource.RUSAGE_CHILDR
 """
 
 
-@pytest.mark.parametrize("overlong", ["drop", pytest.param("truncate", marks=pytest.mark.slow)])
+@pytest.mark.slow  # a memory measurement: a 40 MB record, a fresh process
+@pytest.mark.parametrize("overlong", ["drop", "truncate"])
 def test_a_40mb_record_among_normal_ones_takes_under_1gb(tmp_path, overlong):
     words_ = ["word", "and", "more", "café", "naïve", "你好", "🤖", "the", "story", "goes", "on"]
     story = " ".join(f"{words_[i % len(words_)]}{i % 997}" for i in range(5_000_000))

@@ -249,6 +249,7 @@ def test_an_undetected_file_points_at_the_column_map(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- HF datasets
 
 
+@pytest.mark.slow
 def test_a_save_to_disk_folder_and_a_cache_file(tmp_path: Path) -> None:
     """A folder from Dataset.save_to_disk (two data files) and an HF cache .arrow file build as the JSON Lines
     file they were made from; messages name each data file and its row."""

@@ -62,6 +62,7 @@ def kill_input(tmp_path_factory) -> tuple[Path, dict[str, bytes], Path]:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("kill_input")  # both on one pytest-xdist worker: kill_input (two builds) is made once
 @pytest.mark.parametrize("rebuild", [False, True])
 def test_killed_build_leaves_the_old_output_or_the_new_and_reruns(kill_input, tmp_path, rebuild):
     """SIGKILL at each phase of a build (a first build, or a rebuild over an older output), then the same command."""

@@ -31,10 +31,13 @@ from .helpers import (
     EXAMPLES,
     SHARED_DATA,
     SHARED_TOKENIZERS,
+    hf_tokenizer,
     need_shared,
     output_files,
     outputs_less_backend,
     read_documents,
+    real_tokenizer,
+    tokenizer_params,
 )
 
 CHAT_TOKENIZERS = [
@@ -212,7 +215,7 @@ def squash(text: str) -> str:
     return "".join(text.split())
 
 
-@pytest.mark.parametrize("name", CHAT_TOKENIZERS)
+@pytest.mark.parametrize("name", tokenizer_params(CHAT_TOKENIZERS))
 def test_transformers_loader_ids_equal_apply_chat_template(name, real_inputs, real_convs, tmp_path):
     transformers = pytest.importorskip("transformers", reason="transformers not installed (pip install .[hf])")
     tok_dir = SHARED_TOKENIZERS / name
@@ -220,7 +223,7 @@ def test_transformers_loader_ids_equal_apply_chat_template(name, real_inputs, re
               seq_len=8192)
     assert (m["tokenizer"]["loader"], m["tokenizer"]["transformers_version"]) == ("transformers",
                                                                                   transformers.__version__)
-    hf = transformers.AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
+    hf = hf_tokenizer(tok_dir)
     docs = read_documents(tmp_path / "o")
     checked = systems = 0
     for doc_id, doc in docs.items():
@@ -256,7 +259,7 @@ def rendered_texts(real_inputs, real_convs) -> dict[str, list[str]]:
 
     out = {}
     for name in (*DIFFER_UNDER_5, *AGREE):
-        tpl = resolve_template("tokenizer", load_tokenizer(SHARED_TOKENIZERS / name))
+        tpl = resolve_template("tokenizer", real_tokenizer(name))
         rendered = (tpl.render(c) for c in real_convs.values())
         out[name] = [r.text for r in rendered if hasattr(r, "text")][:64]
     return out
@@ -267,7 +270,7 @@ def test_loader_difference_on_real_tokenizers(name, rendered_texts):
     major = transformers_major()
     texts = rendered_texts[name]
     assert len(texts) == 64
-    file_tok = load_tokenizer(SHARED_TOKENIZERS / name)
+    file_tok = real_tokenizer(name)
     line = L.loader_difference(file_tok, texts)
     if name in AGREE or major < 5:
         assert line is None

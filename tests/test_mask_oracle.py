@@ -63,11 +63,11 @@ import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Encoding, Tokenizer
 
-from packer import build, load_tokenizer
+from packer import build
 from packer.read.formats import RecordReader
 from packer.read.records import Conversation
 
-from .helpers import SHARED_DATA, SHARED_TOKENIZERS, need_shared, read_documents
+from .helpers import SHARED_DATA, SHARED_TOKENIZERS, need_shared, read_documents, real_tokenizer, tokenizer_params
 from .test_tools import EXTRA, WEIGHTED, call, write_jsonl
 
 # ----------------------------------------------------------------------------------------------- the records
@@ -628,11 +628,11 @@ def _template_error_confirmed(model: Model, conv: Conversation) -> bool:
     return any(d.get("reasoning_content") for d in messages) and not reasoning
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", tokenizer_params(MODELS))
 def test_masks_equal_the_oracle(name, oracle_data):  # type: ignore[no-untyped-def]
     """Every packed document's masks are the oracle's; every template_error is one the template makes."""
     folder, paths, convs = oracle_data
-    tok = load_tokenizer(SHARED_TOKENIZERS / name)
+    tok = real_tokenizer(name)
     model = Model.load(SHARED_TOKENIZERS / name, tok.tokenizer)
     assert model is not None
     out = folder / f"out-{name}"
@@ -676,7 +676,7 @@ def test_qwen3_injected_think_block_has_no_loss_before_a_bare_tool_call(tmp_path
     records = [{"messages": [user, {"role": "assistant", "content": "", "tool_calls": calls}], "tools": [WEATHER]},
                {"messages": [user, {"role": "assistant", "content": None, "tool_calls": calls}], "tools": [WEATHER]},
                {"messages": [user, {"role": "assistant", "content": "Sunny."}]}]
-    tok = load_tokenizer(SHARED_TOKENIZERS / "qwen3")
+    tok = real_tokenizer("qwen3")
     m = build([write_jsonl(tmp_path / "r.jsonl", records)], tmp_path / "o", tokenizer=tok, template="tokenizer")
     assert m["counts"]["packed"] == 3
     block = tok.tokenizer.encode("<think>\n\n</think>\n\n", add_special_tokens=False).ids

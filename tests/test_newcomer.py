@@ -139,6 +139,7 @@ def runnable_snippets(text: str) -> list[str]:
     return re.findall(r"<!-- runnable[^\n]*-->\n```python\n(.*?)\n```", text, re.DOTALL)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")  # num_workers=4 on a small machine
 @pytest.mark.parametrize("page", ["README.md", "docs/training.md"])
 def test_the_training_snippets_run_as_pasted(page, demo_output, tmp_path, monkeypatch):

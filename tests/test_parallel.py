@@ -22,7 +22,7 @@ from packer.pipeline.part import parts_of
 from packer.read.formats import check_inputs
 from packer.read.plan import plan_inputs
 
-from .helpers import SHARED, need_shared, output_files
+from .helpers import SHARED, need_shared, output_files, real_tokenizer
 
 OPTIONS = {"seq_len": 1024, "dedupe": True, "overlong": "truncate", "shard_size": 200_000 / 2**20, "eval_fraction": 0.1}
 
@@ -46,9 +46,8 @@ def inputs(tmp_path_factory) -> list[str]:
 @pytest.fixture(scope="module")
 def tok():
     need_shared()
-    from packer.tokens.tokenize import load_tokenizer
 
-    return load_tokenizer(SHARED / "tokenizers" / "qwen2.5-instruct")
+    return real_tokenizer("qwen2.5-instruct")
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +154,7 @@ def test_the_engine_keeps_the_order_of_its_calls():
     assert LocalEngine().map(pow, [(2, 3), (3, 2)]) == [8, 9]
 
 
+@pytest.mark.slow
 def test_pack_scope_part_packs_each_part_alone(inputs, tok, reference_out, tmp_path):
     import numpy as np
     import pyarrow as pa

@@ -27,9 +27,8 @@ import pytest
 from packer import build
 from packer.read.formats import RecordReader
 from packer.read.records import Conversation
-from packer.tokens.loader import load_tokenizer
 
-from .helpers import SHARED_DATA, SHARED_TOKENIZERS, need_shared
+from .helpers import SHARED_DATA, need_shared, real_tokenizer
 
 #: tokenizer -> its end-of-turn token
 END_TOKENS = {"qwen2.5-instruct": "<|im_end|>", "qwen3": "<|im_end|>", "phi-3-mini-instruct": "<|end|>",
@@ -45,7 +44,7 @@ def runs(mask: np.ndarray) -> list[tuple[int, int]]:
 @pytest.mark.parametrize("name", sorted(END_TOKENS))
 def test_loss_is_each_assistant_message_and_its_end_token_and_nothing_else(name, tmp_path):
     need_shared()
-    tok = load_tokenizer(SHARED_TOKENIZERS / name)
+    tok = real_tokenizer(name)
     # multi-turn conversations without a system message, whose text has no leading/trailing blanks to trim
     src = SHARED_DATA / "sharegpt_v3_unfiltered_cleaned_split_first3000.json"
     picked = []

@@ -28,9 +28,11 @@ from .helpers import (
     EXAMPLES,
     SHARED_DATA,
     SHARED_TOKENIZERS,
+    hf_tokenizer,
     need_shared,
     output_files,
     read_documents,
+    tokenizer_params,
 )
 
 SHAREGPT_3000 = SHARED_DATA / "sharegpt_v3_unfiltered_cleaned_split_first3000.json"
@@ -47,11 +49,7 @@ def transformers_loader() -> str:
 
 def hf_chat(tok_dir: Path, messages: list[dict]) -> tuple[str, list[int]]:
     """HF transformers' rendering of ``messages``: the text and the ids."""
-    transformers = pytest.importorskip("transformers")
-    cache = hf_chat.__dict__.setdefault("cache", {})
-    if tok_dir not in cache:
-        cache[tok_dir] = transformers.AutoTokenizer.from_pretrained(str(tok_dir))
-    hf = cache[tok_dir]
+    hf = hf_tokenizer(tok_dir)
     ids = hf.apply_chat_template(messages, tokenize=True)
     return hf.apply_chat_template(messages, tokenize=False), list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
@@ -94,7 +92,7 @@ def merged(conv: Conversation) -> list[dict]:
     return [first, *({"role": m.role, "content": m.content} for m in rest)]
 
 
-@pytest.mark.parametrize("name", REFUSING)
+@pytest.mark.parametrize("name", tokenizer_params(REFUSING))
 def test_system_merged_ids_equal_transformers(name, system_file, system_convs, tmp_path):
     tok = toks(name)
     assert ChatTemplate.named("tokenizer", tok).refuses_system
@@ -127,7 +125,7 @@ def test_system_merged_ids_equal_transformers(name, system_file, system_convs, t
     assert verify(tmp_path / "o") == []
 
 
-@pytest.mark.parametrize("name", REFUSING)
+@pytest.mark.parametrize("name", tokenizer_params(REFUSING))
 def test_system_dropped_or_rejected_is_counted(name, system_file, system_convs, tmp_path):
     tok = toks(name)
     m = build([system_file], tmp_path / "drop", tokenizer=tok, seq_len=32768, system="drop")
@@ -147,7 +145,7 @@ def test_system_dropped_or_rejected_is_counted(name, system_file, system_convs, 
     assert refused == {c.source.index for c in system_convs}
 
 
-@pytest.mark.parametrize("name", REFUSING)
+@pytest.mark.parametrize("name", tokenizer_params(REFUSING))
 def test_merged_real_records_assembled_equal_jinja(name, system_convs):
     tok = toks(name)
     fast = ChatTemplate.named("tokenizer", tok)

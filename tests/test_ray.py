@@ -15,7 +15,8 @@ from packer.pipeline.engine import make_engine
 from .helpers import output_files
 from .test_stages import mixed  # noqa: F401  (the fixture: duplicates in different parts, rejects)
 
-pytestmark = pytest.mark.slow
+# one Ray cluster at a time: under pytest-xdist (--dist loadgroup) the module runs on one worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 ray = pytest.importorskip("ray", reason="ray[data] is not installed (pip install 'packer[ray]')")
 
 

@@ -25,7 +25,15 @@ from packer.pipeline.build import resolve_template
 from packer.read.formats import RecordReader
 from packer.read.records import Conversation, Rejection
 
-from .helpers import SHARED_DATA, SHARED_TOKENIZERS, need_shared, read_documents
+from .helpers import (
+    SHARED_DATA,
+    SHARED_TOKENIZERS,
+    hf_tokenizer,
+    need_shared,
+    read_documents,
+    real_tokenizer,
+    tokenizer_params,
+)
 
 CHAT_TOKENIZERS = [
     "qwen2.5-instruct", "qwen3", "llama-3-8b-instruct", "llama-3-8b-instruct-initial",
@@ -61,14 +69,6 @@ def sample_file(tmp_path_factory) -> Path:
     return path
 
 
-def hf_tokenizer(tokenizer_dir: Path):  # type: ignore[no-untyped-def]
-    transformers = pytest.importorskip("transformers", reason="transformers not installed (pip install .[hf])")
-    cache = hf_tokenizer.__dict__.setdefault("cache", {})
-    if tokenizer_dir not in cache:
-        cache[tokenizer_dir] = transformers.AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    return cache[tokenizer_dir]
-
-
 def hf_ids(tokenizer_dir: Path, messages: list[dict]) -> list[int]:
     """transformers' ``apply_chat_template(messages, tokenize=True)``."""
     out = hf_tokenizer(tokenizer_dir).apply_chat_template(messages, tokenize=True)
@@ -99,10 +99,10 @@ def nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
-@pytest.mark.parametrize("name", CHAT_TOKENIZERS)
+@pytest.mark.parametrize("name", tokenizer_params(CHAT_TOKENIZERS))
 def test_ids_equal_hf_apply_chat_template(name, sample_file, tmp_path):
     tok_dir = SHARED_TOKENIZERS / name
-    tok = load_tokenizer(tok_dir)
+    tok = real_tokenizer(name)
     m = build([sample_file], tmp_path / "o", tokenizer=tok, template="tokenizer", seq_len=8192)
     docs = read_documents(tmp_path / "o")
     tpl = resolve_template("tokenizer", tok)
@@ -147,7 +147,7 @@ def test_ids_equal_hf_apply_chat_template(name, sample_file, tmp_path):
 
 
 def test_llama3_single_bos(tmp_path, sample_file):
-    tok = load_tokenizer(SHARED_TOKENIZERS / "llama-3-8b-instruct")
+    tok = real_tokenizer("llama-3-8b-instruct")
     build([sample_file], tmp_path / "o", tokenizer=tok, seq_len=8192)
     for doc in read_documents(tmp_path / "o").values():
         assert doc["input_ids"][0] == 128000 and (doc["input_ids"] == 128000).sum() == 1
@@ -155,7 +155,7 @@ def test_llama3_single_bos(tmp_path, sample_file):
 
 
 def test_qwen25_default_system_prompt_is_boilerplate(tmp_path, sample_file):
-    tok = load_tokenizer(SHARED_TOKENIZERS / "qwen2.5-instruct")
+    tok = real_tokenizer("qwen2.5-instruct")
     m = build([sample_file], tmp_path / "o", tokenizer=tok, seq_len=8192)
     prompt = tok.tokenizer.encode("You are Qwen, created by Alibaba Cloud. You are a helpful assistant.").ids
     for doc in read_documents(tmp_path / "o").values():
@@ -166,7 +166,7 @@ def test_qwen25_default_system_prompt_is_boilerplate(tmp_path, sample_file):
 
 
 def test_phi3_newline_absorbed_into_end_token(tmp_path, sample_file):
-    tok = load_tokenizer(SHARED_TOKENIZERS / "phi-3-mini-instruct")
+    tok = real_tokenizer("phi-3-mini-instruct")
     build([sample_file], tmp_path / "o", tokenizer=tok, seq_len=8192)
     end_id = tok.tokenizer.token_to_id("<|end|>")
     eot_id = tok.tokenizer.token_to_id("<|endoftext|>")
@@ -202,6 +202,7 @@ def test_qwen3_drops_earlier_reasoning_and_keeps_the_last(tmp_path):
     assert last == "<think>\nadd again\n</think>\n\n6<|im_end|>"
 
 
+@pytest.mark.slow  # Gemma-2 (helpers.SLOW_TOKENIZERS)
 def test_gemma_renames_assistant_and_rejects_system(tmp_path):
     need_shared()
     path = tmp_path / "g.jsonl"
@@ -211,7 +212,7 @@ def test_gemma_renames_assistant_and_rejects_system(tmp_path):
                       {"role": "assistant", "content": "Hello!"}]},
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    tok = load_tokenizer(SHARED_TOKENIZERS / "gemma-2")
+    tok = real_tokenizer("gemma-2")
     m = build([path], tmp_path / "o", tokenizer=tok, system="reject")
     assert m["counts"]["rejected"] == {"template_error": 1}
     line = json.loads((tmp_path / "o" / "rejected.jsonl").read_text())
@@ -224,7 +225,7 @@ def test_gemma_renames_assistant_and_rejects_system(tmp_path):
 @pytest.mark.parametrize(("name", "bos"), [("llama-2", "<s>"), ("gpt2", None)])
 def test_tokenizers_without_chat_template_use_alpaca(name, bos, tmp_path):
     need_shared()
-    tok = load_tokenizer(SHARED_TOKENIZERS / name)
+    tok = real_tokenizer(name)
     m = build([SHARED_DATA / "alpaca_code_alpaca_2k.json"], tmp_path / "o", tokenizer=tok, seq_len=2048)
     assert m["template"]["name"] == "alpaca"
     assert m["counts"]["rejected"] == {"empty_output": 2}
@@ -251,12 +252,14 @@ def test_unloadable_tokenizer_is_a_clear_error(tmp_path):
 DATA_FILES = sorted(p.name for p in SHARED_DATA.glob("*") if p.name.split("_")[0] in ("alpaca", "sharegpt", "messages"))
 
 
-@pytest.mark.parametrize("file", DATA_FILES or ["(none)"])
+# the 3,000-record ShareGPT file is the longest build (slow: CI builds it, the inner loop the smaller files)
+@pytest.mark.parametrize("file", [pytest.param(f, marks=pytest.mark.slow) if "first3000" in f else f
+                                  for f in DATA_FILES] or ["(none)"])
 def test_every_shared_data_file_builds(file, tmp_path):
     """Each real file builds (or rejects records with reasons); invariants hold on
     every row, and a sample of documents is re-rendered and re-tokenized."""
     need_shared()
-    tok = load_tokenizer(SHARED_TOKENIZERS / "qwen2.5-instruct")
+    tok = real_tokenizer("qwen2.5-instruct")
     path = SHARED_DATA / file
     try:
         m = build([path], tmp_path / "o", tokenizer=tok, seq_len=4096)
@@ -294,7 +297,7 @@ def test_control_token_text_in_real_sharegpt_is_rejected(tmp_path):
     """ShareGPT records 1835 and 1836 contain a literal <|endoftext|>: with Qwen it
     is a control token, so they are rejected rather than tokenized into one."""
     need_shared()
-    tok = load_tokenizer(SHARED_TOKENIZERS / "qwen2.5-instruct")
+    tok = real_tokenizer("qwen2.5-instruct")
     path = SHARED_DATA / "sharegpt_v3_unfiltered_cleaned_split_first3000.json"
     records = json.loads(path.read_text())[1830:1840]
     small = tmp_path / "s.json"
@@ -318,11 +321,11 @@ def real_conversations() -> list[Conversation]:
     return random.Random(0).sample(convs, 1500)
 
 
-@pytest.mark.parametrize("name", CHAT_TOKENIZERS)
+@pytest.mark.parametrize("name", tokenizer_params(CHAT_TOKENIZERS))
 def test_assembled_renders_equal_jinja_renders_of_real_templates(name, real_conversations):
     """Records of shapes a real chat template only pastes into are assembled without Jinja: the text
     and every segment must be what Jinja's render gives."""
-    tok = load_tokenizer(SHARED_TOKENIZERS / name)
+    tok = real_tokenizer(name)
     fast, jinja = resolve_template("tokenizer", tok), resolve_template("tokenizer", tok)
     jinja.assemble = False
     for c in real_conversations:

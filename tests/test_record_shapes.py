@@ -31,7 +31,16 @@ from packer.read.formats import RecordReader
 from packer.read.records import Conversation, Message, Rejection, ToolCall
 from packer.recipe import RecipeError, load_recipe
 
-from .helpers import DEMO_TOKENIZER, SHARED_DATA, SHARED_TOKENIZERS, need_shared, read_documents
+from .helpers import (
+    DEMO_TOKENIZER,
+    SHARED_DATA,
+    SHARED_TOKENIZERS,
+    hf_tokenizer,
+    need_shared,
+    read_documents,
+    real_tokenizer,
+    tokenizer_params,
+)
 
 CHAT_TOKENIZERS = [
     "qwen2.5-instruct", "qwen3", "llama-3-8b-instruct", "llama-3-8b-instruct-initial",
@@ -283,7 +292,7 @@ def test_v1_sft_file_builds_like_openai_messages(name, tmp_path):
     v1 = SHARED_DATA / "llamafactory_v1_sft_demo.jsonl"
     records = [json.loads(x) for x in v1.read_text(encoding="utf-8").splitlines()]
     openai = jsonl(tmp_path / "openai.jsonl", [to_openai(r) for r in records])
-    tok = load_tokenizer(SHARED_TOKENIZERS / name)
+    tok = real_tokenizer(name)
     ma = build([v1], tmp_path / "v1", tokenizer=tok, seq_len=2048)
     build([openai], tmp_path / "openai", tokenizer=tok, seq_len=2048)
     assert ma["inputs"][0]["format"] == "messages"
@@ -301,15 +310,11 @@ def transformers_loader() -> str:
 
 
 def hf_ids(tok_dir: Path, messages: list[dict]) -> list[int]:
-    transformers = pytest.importorskip("transformers", reason="transformers not installed (pip install .[hf])")
-    cache = hf_ids.__dict__.setdefault("cache", {})
-    if tok_dir not in cache:
-        cache[tok_dir] = transformers.AutoTokenizer.from_pretrained(str(tok_dir))
-    out = cache[tok_dir].apply_chat_template(messages, tokenize=True)
+    out = hf_tokenizer(tok_dir).apply_chat_template(messages, tokenize=True)
     return list(out["input_ids"] if hasattr(out, "keys") else out)
 
 
-@pytest.mark.parametrize("name", CHAT_TOKENIZERS)
+@pytest.mark.parametrize("name", tokenizer_params(CHAT_TOKENIZERS))
 def test_system_and_assistant_packs_with_every_chat_template(name, tmp_path):
     """Each shared chat template renders a system message and an answer (Mistral's and Gemma's refuse the
     system turn: merged, it is the user turn): ids equal apply_chat_template; the loss under instruction
@@ -402,7 +407,7 @@ def test_leading_assistant_keep_ids_equal_apply_chat_template(name, tmp_path):
         assert [r.strip() for r in runs] == [x["content"] for x in msgs if x["role"] == "assistant"]
 
 
-@pytest.mark.parametrize("name", ["mistral-7b-instruct-v0.1", "gemma-2"])
+@pytest.mark.parametrize("name", tokenizer_params(["mistral-7b-instruct-v0.1", "gemma-2"]))
 def test_leading_assistant_keep_where_the_template_cannot_render_it(name, tmp_path):
     """Mistral's and Gemma's own templates want a user turn first: the record is a template_error, not dropped."""
     need_shared()

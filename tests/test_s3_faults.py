@@ -150,6 +150,7 @@ def old_remote(s3, proxy, demo_tok, tmp_path, request):
     return key
 
 
+@pytest.mark.slow  # the AWS SDK retries the failed GET, with its back-off, before it gives up
 def test_a_manifest_that_cannot_be_read_is_not_called_missing(s3, proxy, old_remote, demo_tok, tmp_path):
     before = _listing(s3, old_remote)
     _fail(proxy, ("GET", f"/{old_remote}/manifest.json"))

@@ -52,12 +52,13 @@ def no_strays(parent: Path, *expected: str) -> None:
 # -- 1. only packer's own files are ever deleted ------------------------------------------------
 
 
-def test_overwrite_into_the_current_folder_holding_user_files_is_refused(tmp_path):
+def test_overwrite_into_the_current_folder_holding_user_files_is_refused(tmp_path, monkeypatch):
     (tmp_path / "data.json").write_text((EXAMPLES / "alpaca_demo.json").read_text())
     (tmp_path / "train.py").write_text("print('mine')\n")
     before = tree(tmp_path)
-    res = cli("build", "data.json", "-o", ".", "--overwrite", "--tokenizer", str(DEMO_TOKENIZER), cwd=tmp_path)
-    assert res.returncode == 1
+    monkeypatch.chdir(tmp_path)  # in this process: the exit status and the message are the CLI's (no new process)
+    res = CliRunner().invoke(main, ["build", "data.json", "-o", ".", "--overwrite", "--tokenizer", str(DEMO_TOKENIZER)])
+    assert res.exit_code == 1
     assert res.stderr.strip().count("\n") == 0 and res.stderr.startswith("error: .: holds the input data.json")
     assert tree(tmp_path) == before
 
@@ -124,12 +125,13 @@ def test_overwrite_replaces_an_output_and_keeps_nothing_stale(old_output, tmp_pa
     no_strays(tmp_path, "out")
 
 
-def test_the_current_folder_as_output_is_filled_in_place(tmp_path, demo_tok):
+def test_the_current_folder_as_output_is_filled_in_place(tmp_path, monkeypatch):
     out = tmp_path / "here"
     out.mkdir()
+    monkeypatch.chdir(out)
     for overwrite in ("", "--overwrite"):  # empty, then holding an earlier output
-        res = cli("build", *build_args(Path("."), *([overwrite] if overwrite else [])), cwd=out)
-        assert res.returncode == 0, res.stderr
+        res = CliRunner().invoke(main, ["build", *build_args(Path("."), *([overwrite] if overwrite else []))])
+        assert res.exit_code == 0, res.output
         assert verify(out) == [] and not (out / INCOMPLETE_MARKER).exists()
         assert all(is_packer_file(p.name) for p in out.iterdir())
     no_strays(tmp_path, "here")
@@ -207,6 +209,7 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code", "word", "workers"), [
     (signal.SIGINT, 130, "interrupted", 1), (signal.SIGTERM, 143, "terminated", 1),
     (signal.SIGINT, 130, "interrupted", 2), (signal.SIGTERM, 143, "terminated", 2)])
@@ -240,6 +243,7 @@ def test_ctrl_c_and_sigterm_leave_the_old_output(old_output, tmp_path, slow_inpu
     assert not alive, "a worker of the build runs on"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("phase", ["swap", "swapped"])
 def test_sigkill_during_the_swap_leaves_one_complete_output(old_output, tmp_path, phase):
     old = output_files(old_output)
@@ -256,6 +260,7 @@ def test_sigkill_during_the_swap_leaves_one_complete_output(old_output, tmp_path
     no_strays(tmp_path, "out", "ref")
 
 
+@pytest.mark.slow
 def test_sigkill_between_the_two_renames_of_a_swap_without_exchange_gives_the_old_output_back(old_output, tmp_path):
     # where the system cannot swap two folders in one step (not Linux), the old output is renamed aside first
     old = output_files(old_output)
@@ -272,6 +277,7 @@ def test_sigkill_between_the_two_renames_of_a_swap_without_exchange_gives_the_ol
     no_strays(tmp_path, "out")
 
 
+@pytest.mark.slow
 def test_sigkill_in_place_leaves_no_manifest_and_the_next_build_completes(tmp_path):
     here = tmp_path / "here"
     here.mkdir()
@@ -435,6 +441,7 @@ def test_the_summary_says_why_the_template_fell_back_to_alpaca(tmp_path):
     assert f"{no_tpl} (2,048 tokens)" in res.stdout and "not for training" not in res.stdout
 
 
+@pytest.mark.slow
 def test_a_wheel_install_builds_with_its_own_demo_tokenizer(tmp_path):
     """`pip install packer` (not editable), then `packer build data.json`: the demo tokenizer is package data."""
     root = Path(__file__).resolve().parents[1]

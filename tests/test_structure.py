@@ -33,7 +33,7 @@ def imported_stages(path: Path) -> set[str]:
         if isinstance(node, ast.ImportFrom):
             if node.level == 0 and (node.module or "").startswith("packer."):
                 parts = node.module.split(".")[1:]
-            elif node.level == 1 and stage is None or node.level == 2:
+            elif (node.level == 1 and stage is None) or node.level == 2:
                 parts = (node.module or "").split(".") if node.module else [a.name for a in node.names]
             else:
                 continue

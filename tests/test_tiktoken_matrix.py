@@ -33,7 +33,7 @@ from pathlib import Path
 import pyarrow.ipc as ipc
 import pytest
 
-from .helpers import SHARED, need_shared, outputs_less_backend, read_documents
+from .helpers import SHARED, need_shared, outputs_less_backend, read_documents, tokenizer_params
 
 pytest.importorskip("tiktoken")
 
@@ -109,7 +109,7 @@ def _differences(hf: Path, tk: Path, limit: int = 5) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("name", list(TOKENIZERS))
+@pytest.mark.parametrize("name", tokenizer_params(list(TOKENIZERS)))
 def test_every_data_file_builds_the_same_with_tiktoken(slices, tmp_path, name):
     from packer import build
     from packer.pipeline.build import BuildEvents

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from packer import build, load_tokenizer
+from packer import build
 from packer.inspect.verify import verify
 from packer.output import roles as R
 from packer.read.formats import RecordReader
@@ -32,7 +32,17 @@ from packer.read.records import Conversation, Rejection, ToolCall
 from packer.tokens.templates import BUILTIN_TEMPLATES
 from packer.train.dataset import PackedDataset
 
-from .helpers import DEMO_TOKENIZER, SHARED_DATA, SHARED_TOKENIZERS, need_shared, read_documents, shard_rows
+from .helpers import (
+    DEMO_TOKENIZER,
+    SHARED_DATA,
+    SHARED_TOKENIZERS,
+    hf_tokenizer,
+    need_shared,
+    read_documents,
+    real_tokenizer,
+    shard_rows,
+    tokenizer_params,
+)
 
 GLAIVE = "sharegpt_glaive_toolcall_en_demo.json"
 QWEN = ["qwen2.5-instruct", "qwen3"]
@@ -214,22 +224,22 @@ def check_masks(out: Path) -> int:
 # --------------------------------------------------------------------------- Qwen2.5 and Qwen3 (../shared)
 
 
-@pytest.fixture(scope="module", params=QWEN)
+@pytest.fixture(scope="module", params=tokenizer_params(QWEN))
 def qwen(request, tmp_path_factory):  # type: ignore[no-untyped-def]
     """One Qwen tokenizer: the glaive demo converted to OpenAI messages plus EXTRA, built once with its own
     template, and the glaive file itself (ShareGPT) built once; with transformers' reference ids."""
     need_shared()
-    transformers = pytest.importorskip("transformers", reason="transformers not installed (pip install .[hf])")
+    pytest.importorskip("transformers", reason="transformers not installed (pip install .[hf])")
     name = request.param
     tok_dir = SHARED_TOKENIZERS / name
     tmp = tmp_path_factory.mktemp(name)
     glaive = json.loads((SHARED_DATA / GLAIVE).read_text())
     records = [glaive_to_openai(r) for r in glaive] + EXTRA
     path = write_jsonl(tmp / "tools.jsonl", records)
-    tok = load_tokenizer(tok_dir)
+    tok = real_tokenizer(name)
     m = build([path], tmp / "o", tokenizer=tok, template="tokenizer", seq_len=16384)
     direct = build([SHARED_DATA / GLAIVE], tmp / "sharegpt", tokenizer=tok, template="tokenizer", seq_len=16384)
-    hf = transformers.AutoTokenizer.from_pretrained(str(tok_dir))
+    hf = hf_tokenizer(tok_dir)
     file_tok = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
     reference = []
     for r in map(canonical, records):

@@ -35,6 +35,7 @@ from .helpers import (
     need_shared,
     output_files,
     read_documents,
+    real_tokenizer,
     shard_rows,
 )
 from .test_tools import WEATHER, call, check_masks, text_of, write_jsonl
@@ -253,7 +254,7 @@ def test_real_templates_force_exactly_the_content(tmp_path, name):
     rule may give them a space or newline of the markup beside it), never a control token."""
     need_shared()
     tok_dir = SHARED_TOKENIZERS / name
-    tok = load_tokenizer(tok_dir)
+    tok = real_tokenizer(name)
     path = write_jsonl(tmp_path / "f.jsonl", [FLAGGED[0], FLAGGED[1], FLAGGED[6]])
     m = build([path], tmp_path / "o", tokenizer=tok_dir, template="tokenizer", seq_len=512)
     assert m["format"]["version"] == 3 and m["counts"]["rejected"] == {}
