@@ -13,9 +13,10 @@ VENV=${VENV:-.venv}
 # the reference pages (docs/, mkdocs.yml) build without a warning; site/ is git-ignored
 "$VENV/bin/python" -m mkdocs build --strict -q -d site
 # the tests on every core, at most 4 (PYTEST_WORKERS overrides; 0 runs them in this process, one by one).
-# --dist loadgroup: the tests of one xdist_group mark (the Ray cluster's, test_integrity's kill tests) run on one
-# worker, to start their module fixture once; with pytest 9.2 xdist 3.8 ignores the mark (pytest-xdist issue
-# 1386) and spreads them like the rest, which only costs a second start: each test is safe on any worker
+# --dist worksteal: an idle worker takes queued tests from a busy one, so the long tests (training runs, Ray, kills)
+# do not leave one worker finishing alone (on 2 cores: full suite 4:44 against 5:42 with loadgroup, one machine,
+# one hour). Every test is safe on any worker; the xdist_group marks only save a second start of a module fixture
+# where --dist loadgroup honours them (pytest-xdist 3.8 with pytest 9.2 does not: pytest-xdist issue 1386)
 WORKERS=${PYTEST_WORKERS:-$(( $(nproc) < 4 ? $(nproc) : 4 ))}
 [ "$WORKERS" -gt 1 ] || WORKERS=0
-exec "$VENV/bin/python" -m pytest -q -n "$WORKERS" --dist loadgroup "$@"
+exec "$VENV/bin/python" -m pytest -q -n "$WORKERS" --dist worksteal "$@"
