@@ -8,11 +8,17 @@ from pathlib import Path
 
 import pytest
 
-# Under pytest-xdist each worker is one of several processes sharing the cores: torch's (and its subprocesses')
-# own thread pool would oversubscribe them (a training example ran 21 s against 13 s with one thread, beside one
-# busy core). Set before anything imports torch; a test that needs threads sets its own.
+# Under pytest-xdist each worker is one of several processes sharing the cores: torch's own thread pool would
+# oversubscribe them (a training example ran 21 s against 13 s with one thread, beside one busy core). Only
+# torch's: OMP_NUM_THREADS=1 for the whole worker slowed the rest of the suite (pyarrow sizes its pool by it too).
+# The training subprocesses get the same from helpers.training_env().
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
 
 from packer.tokens.tokenize import TokenizerInfo, load_tokenizer
 

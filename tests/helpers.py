@@ -172,3 +172,12 @@ def shard_rows(out: Path) -> list[dict]:
     for shard in m["shards"]:
         rows += ipc.open_file(out / shard["file"]).read_all().to_pylist()
     return rows
+
+
+def training_env() -> dict[str, str]:
+    """The environment of a subprocess that trains: under pytest-xdist, one torch thread (OMP_NUM_THREADS=1), so
+    that the workers beside it keep their cores (see conftest.py)."""
+    env = dict(os.environ)
+    if env.get("PYTEST_XDIST_WORKER"):
+        env.setdefault("OMP_NUM_THREADS", "1")
+    return env

@@ -9,12 +9,13 @@ import sys
 
 import pytest
 
-from .helpers import EXAMPLES, ROOT
+from .helpers import EXAMPLES, ROOT, training_env
 
 
 def run(*args: str, timeout: int = 300) -> str:
     done = subprocess.run(
-        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False,
+        env=training_env(),
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return done.stdout
@@ -67,7 +68,7 @@ def test_train_hf_stock_trainer_refuses_weights(tmp_path):
     done = subprocess.run(
         [sys.executable, str(EXAMPLES / "train_hf.py"), "--data", str(tmp_path / "shards"), "--steps", "4",
          "--output-dir", str(tmp_path / "trainer"), "--prompt-loss-weight", "0.1", "--stock-trainer", "--workers", "0"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False, env=training_env(),
     )
     assert done.returncode != 0 and "LossWeightsIgnored" in done.stderr, done.stderr[-4000:]
 
