@@ -179,9 +179,7 @@ def _given(ctx: click.Context, name: str) -> bool:
 def _build_option(o: Any) -> Any:
     """The click option of one :class:`~packer.options.Option`."""
     kw: dict[str, Any] = {"help": o.help, "metavar": o.metavar}
-    if o.kind == "bool":
-        return click.option(o.flag, o.name, is_flag=True, help=o.help)
-    if o.kind == "weights":  # --mix: a flag that makes each INPUT PATH:WEIGHT
+    if o.kind in ("bool", "weights"):  # weights: --mix, a flag that makes each INPUT PATH:WEIGHT
         return click.option(o.flag, o.name, is_flag=True, help=o.help)
     if o.kind == "strings":
         return click.option(o.flag, o.name, multiple=True, **kw)
@@ -193,8 +191,9 @@ def _build_option(o: Any) -> Any:
         kw["type"] = click.Path()
     elif o.kind in ("int", "float"):
         rng = click.IntRange if o.kind == "int" else click.FloatRange
-        kw["type"] = rng(o.minimum, o.maximum, min_open=o.open_minimum) if o.open_minimum else \
-            rng(o.minimum, o.maximum) if (o.minimum, o.maximum) != (None, None) else (int if o.kind == "int" else float)
+        bounded = o.minimum is not None or o.maximum is not None
+        plain = int if o.kind == "int" else float
+        kw["type"] = rng(o.minimum, o.maximum, min_open=o.open_minimum) if bounded else plain
     if o.default is None:  # say what "not given" means, where it means more than nothing
         shown = shown_default(o)
         kw["help"] += f"  [default: {shown}]" if shown != "none" else ""
@@ -236,7 +235,6 @@ def build_cmd(inputs: tuple[str, ...], recipe: str | None, output: str, quiet: b
     if recipe is not None:
         inputs, opts = _with_recipe(io, recipe, inputs, mix, opts)
     elif not inputs:
-        ctx = click.get_current_context()
         raise click.MissingParameter(ctx=ctx, param=next(p for p in ctx.command.params if p.name == "inputs"))
     elif mix:
         inputs, opts["mix"] = _mix_inputs(io, inputs)
@@ -257,7 +255,7 @@ def build_cmd(inputs: tuple[str, ...], recipe: str | None, output: str, quiet: b
     as_it_was = f"; {output} is as it was before this build" if "://" in str(output) or os.path.lexists(output) else ""
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        with progress, _logged_to(io):
+        with progress, _LogLines(io):
             manifest = build(list(inputs), output, events=events, **{**opts, "tokenizer": tokenizer})
     except KeyboardInterrupt as e:
         _stopped(e, f"nothing was written{as_it_was}")
@@ -285,10 +283,6 @@ class _LogLines:
 
     def __exit__(self, *exc: object) -> None:
         self.logger.removeHandler(self.handler)
-
-
-def _logged_to(io: _IO) -> _LogLines:
-    return _LogLines(io)
 
 
 def _events(io: _IO, quiet: bool, output: str, demo: bool) -> tuple[Any, Any]:
@@ -344,10 +338,9 @@ def _with_recipe(io: _IO, recipe: str, inputs: tuple[str, ...], mix: bool,
         _inputs(paths)
     except click.BadParameter as e:
         io.fail(f"{recipe}: inputs: {e.message}", 2)
-    ctx = click.get_current_context()
-    if not _given(ctx, "output"):
-        opts = {k: v for k, v in opts.items() if k != "output"}
-    return paths, {"output": "shards", **kwargs, **opts}
+    # the recipe's output wins over -o's default, not over an -o given beside it
+    given = {k: v for k, v in opts.items() if k != "output" or _given(click.get_current_context(), "output")}
+    return paths, {"output": opts["output"], **kwargs, **given}
 
 
 def _split_weight(arg: str) -> tuple[str, str] | None:

@@ -34,7 +34,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .options import ALIASES, OptionError, cli_options, option, resolve_names
+from .options import ALIASES, OptionError, option, options, resolve_names
 
 INPUT_KEYS = ("path", "weight", "columns")
 
@@ -45,7 +45,7 @@ class RecipeError(ValueError):
 
 def recipe_keys() -> list[str]:
     """The top-level keys a recipe may have: every ``packer build`` flag's field, ``output`` and ``inputs``."""
-    return [o.name for o in cli_options()] + ["output", "inputs"]
+    return [o.name for o in options() if "recipe" in o.where] + ["output", "inputs"]
 
 
 def _suggest(key: str, known: list[str]) -> str:
@@ -88,11 +88,7 @@ def _settings(name: str, base: Path, data: dict[str, Any]) -> dict[str, Any]:
         if key not in known and key not in ALIASES:
             raise RecipeError(f"{name}: unknown key {key!r}{_suggest(key, known)}")
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", DeprecationWarning)
-                ((field, value),) = resolve_names({key: value}, name).items()
-            for w in caught:
-                warnings.warn(str(w.message), DeprecationWarning, stacklevel=4)
+            ((field, value),) = resolve_names({key: value}, name).items()  # an older name warns
             o = option(field)
             value = _columns(name, key, value) if o.kind == "columns" else o.check(value, label=key)
         except OptionError as e:

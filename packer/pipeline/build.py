@@ -148,7 +148,7 @@ def build(
                 return target.manifest
             raise BuildError(f"{output}: holds an earlier packer output built from other inputs or options; "
                              "add --overwrite to replace it, or write to another folder with -o")
-        return _run(run, replace(run, tok=tok, key=key), target, output, tpl)
+        return _run(replace(run, tok=tok, key=key), target, output, tpl)
 
 
 @dataclass(frozen=True)
@@ -233,7 +233,7 @@ def _spec(run: _Build) -> MapSpec:
     )
 
 
-def _run(first: _Build, run: _Build, target: Any, output: str | os.PathLike, tpl: ChatTemplate) -> dict:
+def _run(run: _Build, target: Any, output: str | os.PathLike, tpl: ChatTemplate) -> dict:
     """Map, gather and write into a staging folder, then swap it in; a failure discards the staging folder."""
     o, ev = run.opts, run.events
     spec = _spec(run)
@@ -247,7 +247,7 @@ def _run(first: _Build, run: _Build, target: Any, output: str | os.PathLike, tpl
         else:
             planned = plan_inputs(run.inputs, o.part_bytes or DEFAULT_PART_BYTES, cuts=o.cuts, scan=runner.map,
                                   on_progress=lambda done, total: ev.progress("planning", done, total))
-            todo = parts_of(run.inputs, planned, first.formats)
+            todo = parts_of(run.inputs, planned, run.formats)
         summaries, tpl, spec = _map(todo, spec, staging.path, run.tok, tpl, ev, runner)
         manifest = _gather_and_write(run, summaries, spec, staging.path, tpl, runner)
         staging.commit()
