@@ -110,6 +110,16 @@ ASSISTANT_ROLES: tuple[str, ...] = ("response", "tool_call", "reasoning", "end")
 LAST_FLAG = 1
 UNTRAINED_FLAG = 2
 FORCED_FLAG = 4
+#: preference builds: the token is on the chosen (or the rejected) branch of its pair; neither bit: the pair's
+#: shared prefix (the shards' ``branch`` column: :data:`BRANCHES`)
+CHOSEN_FLAG = 8
+REJECTED_FLAG = 16
+#: KTO builds: the token's document is labelled desirable (``"label": true``; the shards' per-document ``labels``)
+DESIRABLE_FLAG = 32
+
+#: the codes of a pair row's ``branch`` column: the pair's shared prefix, its chosen suffix, its rejected suffix
+BRANCHES: Mapping[str, int] = MappingProxyType({"prefix": 0, "chosen": 1, "rejected": 2})
+PREFIX, CHOSEN, REJECTED = 0, 1, 2
 
 
 def role_codes(names: Iterable[str]) -> tuple[int, ...]:

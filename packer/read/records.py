@@ -40,6 +40,9 @@ REASONS: dict[str, str] = {
     "orphan_tool_result": "a tool result follows no assistant message with tool calls",
     "bad_weight": "a message's weight is not 0 or 1, or its training flag not a boolean",
     "no_trained_turn": "every assistant turn is marked untrained (weight 0 / training false)",
+    "identical_sides": "a preference pair whose chosen and rejected completions are the same",
+    "different_prompts": "a preference pair whose two sides do not share their prompt (implicit-prompt format)",
+    "bad_label": "a KTO record's label is not a boolean",
 }
 #: a record a mixture (``--mix``) used 0 times: not a rejection (not in rejected.jsonl), counted on its own
 UNSAMPLED = "unsampled"
@@ -135,13 +138,45 @@ class Conversation:
     source: Source
     #: the record format; ``"text"`` is a plain document (one assistant message, rendered without a chat
     #: template: :meth:`packer.tokens.templates.ChatTemplate.render`)
-    kind: Literal["alpaca", "sharegpt", "messages", "prompt_completion", "text"]
+    kind: Literal["alpaca", "sharegpt", "messages", "prompt_completion", "text", "kto", "kto_messages"]
     messages: tuple[Message, ...]
     #: turns a documented policy dropped (e.g. leading assistant turns): reason -> count
     dropped_turns: dict[str, int] = field(default_factory=dict)
     #: the tool definitions the record offers the model (OpenAI's ``tools``: a tuple of JSON objects,
     #: rendered by the template into the prompt with the ``system`` role); () for none
     tools: tuple[dict, ...] = ()
+    #: a KTO record's label (True: desirable, False: undesirable); None for every other record
+    label: bool | None = None
+
+
+#: record formats of preference pairs (:class:`Pair`) and of KTO's labelled completions (a :class:`Conversation`
+#: with a ``label``); every other format is supervised fine-tuning data
+PAIR_FORMATS: tuple[str, ...] = ("preference", "preference_implicit", "ranking", "ranking_messages")
+KTO_FORMATS: tuple[str, ...] = ("kto", "kto_messages")
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """A preference pair (DPO and its kin): one prompt, a chosen and a rejected completion, kept as the two
+    whole conversations the model sees, ``prompt + chosen`` and ``prompt + rejected``; their first ``prompt``
+    messages are the same (the prompt), the rest of each is its completion (an assistant message first).
+
+        {"prompt": [{"role": "user", "content": "2+2?"}], "chosen": [{"role": "assistant", "content": "4"}],
+         "rejected": [{"role": "assistant", "content": "5"}]}
+        -> Pair(source, kind="preference", prompt=1,
+                chosen=Conversation(..., messages=(Message("user", "2+2?"), Message("assistant", "4"))),
+                rejected=Conversation(..., messages=(Message("user", "2+2?"), Message("assistant", "5"))))
+
+    The build shares the longest common prefix of the two sides' *tokens*, not of these messages: the prompt
+    here only says which messages the record gave as its prompt.
+    """
+
+    source: Source
+    kind: Literal["preference", "preference_implicit", "ranking", "ranking_messages"]
+    chosen: Conversation
+    rejected: Conversation
+    #: how many leading messages of both sides are the prompt
+    prompt: int
 
 
 @dataclass(frozen=True, slots=True)
