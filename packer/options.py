@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from .pipeline.engine import Engine
     from .tokens.tokenize import TokenizerInfo
 
+#: how a preference build lays out a pair (docs/preference.md)
+PAIR_LAYOUTS: tuple[str, ...] = ("shared", "separate")
 #: record formats of the inputs (see :mod:`packer.read.formats`)
 FORMATS: tuple[str, ...] = ("alpaca", "sharegpt", "messages", "prompt_completion", "text")
 #: bin-packing algorithms (see :mod:`packer.pipeline.pack`)
@@ -221,6 +223,10 @@ class BuildOptions:
     overlong: str = _opt(
         "drop", "str", "records longer than --seq-len: drop them, truncate them (rejected if no response is left), "
         "or split a conversation between its exchanges", choices=OVERLONG_POLICIES)
+    pairs: str = _opt(
+        "shared", "str", "preference pairs (DPO): shared stores each pair's common prefix once (the pair collator's "
+        "attention mask); separate packs chosen and rejected whole as two documents of the same row, for attention "
+        "kernels that cannot take that mask (flash varlen)", choices=PAIR_LAYOUTS)
     max_rejected: float | None = _opt(
         None, "float", "fail, writing nothing, if more than this share of the records is rejected or truncated, or "
         "of their tokens cut", minimum=0, maximum=1, metavar="FRACTION", shown_default="warn past 0.05")

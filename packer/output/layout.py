@@ -42,6 +42,9 @@ FORMAT_NAME = "packer-shards"
 #: column refuses it rather than reading role sets without it (every other output stays version 2, the same bytes)
 FORMAT_VERSION = 2
 FORCED_VERSION = 3
+#: the format version of a preference output (pairs or KTO: a ``branch`` or ``labels`` column, manifest ``kind``):
+#: a packer that predates them refuses it rather than read a pair row as a supervised one
+PREFERENCE_VERSION = 4
 SHARD_PATTERN = "shard-{:05d}.arrow"
 EVAL_SHARD_PATTERN = "eval-shard-{:05d}.arrow"
 #: the splits of an output: rows to train on, and the held-out eval rows (``build(eval_fraction=...)``)
@@ -72,7 +75,7 @@ def file_sha256(path: str | os.PathLike, filesystem: pafs.FileSystem | None = No
 
 
 #: manifest ``format.version`` values this packer reads
-SUPPORTED_VERSIONS: frozenset[int] = frozenset({1, FORMAT_VERSION, FORCED_VERSION})
+SUPPORTED_VERSIONS: frozenset[int] = frozenset({1, FORMAT_VERSION, FORCED_VERSION, PREFERENCE_VERSION})
 
 
 class ShardError(ValueError):
@@ -125,7 +128,7 @@ def read_manifest(output: str | os.PathLike, filesystem: pafs.FileSystem | None 
         shards: not a packer output: no manifest.json (or its build did not finish)
         shards/manifest.json: not a packer output: not valid JSON (Expecting value: line 1 column 1 (char 0))
         shards/manifest.json: not a packer output: format 'other' is not 'packer-shards'
-        shards/manifest.json: packer-shards version 99; this packer reads version 1, 2, 3 (rebuild the shards, ...)
+        shards/manifest.json: packer-shards version 99; this packer reads version 1, 2, 3, 4 (rebuild the shards, ...)
     """
     manifest = _load_manifest(output, filesystem)
     version = manifest["format"].get("version")

@@ -36,6 +36,7 @@ from .layout import (
     FORCED_VERSION,
     FORMAT_NAME,
     FORMAT_VERSION,
+    PREFERENCE_VERSION,
     SHARD_PATTERN,
     file_sha256,
     write_atomic,
@@ -70,6 +71,19 @@ SHARD_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
         "message have this column and that version; the others are version 2, without it)",
     ),
 }
+#: shard columns of preference outputs only (format version 4): name -> (Arrow type, description); the rows of a
+#: ``pairs`` output have ``branch``, those of a ``kto`` output ``labels`` (docs/preference.md)
+PREFERENCE_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
+    "branch": (
+        pa.list_(pa.uint8()),
+        "pair rows: per token, 0 in its pair's shared prefix (stored once), 1 on the pair's chosen branch, 2 on its "
+        "rejected branch; a pair is laid out prefix, chosen suffix, rejected suffix, and seq_lens/doc_ids list one "
+        "entry per pair (with pairs=separate: no prefix, the two whole sides, two entries per pair)",
+    ),
+    "labels": (pa.list_(pa.bool_()), "KTO rows: per document (as doc_ids), its label: true desirable, false not"),
+}
+#: which preference column the rows of each kind of output have
+KIND_COLUMN: dict[str, str] = {"pairs": "branch", "kto": "labels"}
 MASK_TYPE = pa.list_(pa.bool_())
 #: shard columns that shards of an older format version lack: name -> the version that added it
 ADDED_IN: dict[str, int] = {"trainable": 2, "forced": FORCED_VERSION}
@@ -92,18 +106,28 @@ DOCUMENT_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
     "duplicate_of": (pa.int64(), "doc_id of the first record with the same conversation (null if none before it)"),
     "copies": (pa.int32(), "only in outputs built with a mixture (--mix) or records split by --overlong split: "
                "documents the record is packed as (copies x pieces; 0: not packed; shard/row/offset name the first)"),
+    "shared_tokens": (pa.int32(), "only in pair outputs: the pair's shared prefix, the longest common prefix of its "
+                      "two sides' tokens (stored once unless pairs=separate)"),
+    "chosen_tokens": (pa.int32(), "only in pair outputs: the chosen side's tokens past the shared prefix, as stored"),
+    "rejected_tokens": (pa.int32(), "only in pair outputs: the rejected side's tokens past the shared prefix"),
+    "label": (pa.bool_(), "only in KTO outputs: the record's label (true: desirable; null where it was rejected "
+              "before its label was read)"),
 }
 #: the columns of documents.arrow that only some outputs have
-OPTIONAL_DOCUMENT_COLUMNS = ("copies",)
+OPTIONAL_DOCUMENT_COLUMNS = ("copies", "shared_tokens", "chosen_tokens", "rejected_tokens", "label")
 
 
 def mask_column(strategy: str) -> str:
     return f"mask_{strategy}"
 
 
-def shard_schema(strategies: Sequence[str], version: int = FORMAT_VERSION) -> pa.Schema:
-    """The Arrow schema of a shard of format ``version`` holding the given strategies' masks."""
+def shard_schema(strategies: Sequence[str], version: int = FORMAT_VERSION, kind: str = "sft") -> pa.Schema:
+    """The Arrow schema of a shard of format ``version`` holding the given strategies' masks, for an output of
+    ``kind`` ("sft", "pairs" or "kto": the pairs' ``branch`` column, KTO's ``labels``)."""
     fields = [pa.field(n, t, nullable=False) for n, (t, _) in SHARD_COLUMNS.items() if ADDED_IN.get(n, 1) <= version]
+    if kind in KIND_COLUMN:
+        name = KIND_COLUMN[kind]
+        fields.append(pa.field(name, PREFERENCE_COLUMNS[name][0], nullable=False))
     fields += [pa.field(mask_column(s), MASK_TYPE, nullable=False) for s in strategies]
     return pa.schema(fields, metadata={"format": FORMAT_NAME, "version": str(version)})
 
@@ -122,11 +146,12 @@ def describe() -> dict:
 
     return {
         "format": FORMAT_NAME,
-        "version": FORCED_VERSION,
+        "version": PREFERENCE_VERSION,
         "shard": {
             "file": SHARD_PATTERN.replace("{:05d}", "NNNNN"),
             "eval_file": EVAL_SHARD_PATTERN.replace("{:05d}", "NNNNN"),
             "columns": cols(SHARD_COLUMNS),
+            "preference_columns": cols(PREFERENCE_COLUMNS),
             "mask_columns": {
                 "name": "mask_<strategy>",
                 "type": str(MASK_TYPE),
@@ -201,14 +226,17 @@ class ShardWriter:
 
     def __init__(
         self, out: Path, strategies: Mapping[str, Sequence[str]], max_bytes: int, pattern: str = SHARD_PATTERN,
-        version: int = FORMAT_VERSION,
+        version: int = FORMAT_VERSION, rows: str = "sft",
     ) -> None:
         self.out = out
         self.pattern = pattern
         self.strategies = dict(strategies)
         #: FORCED_VERSION where the build has tokens of messages marked "training": true (a ``forced`` column)
         self.version = version
-        self.schema = shard_schema(list(self.strategies), version)
+        #: what a document is: "sft", a pair ("pairs"; "separate": its two sides are two documents), or "kto"
+        self.rows = rows
+        self.kind = "pairs" if rows == "separate" else rows
+        self.schema = shard_schema(list(self.strategies), version, self.kind)
         self.max_bytes = max_bytes
         # bytes per token on disk: id, role, and one bit per mask and for trainable
         self._token_bytes = 4 + 1 + (len(self.strategies) + 1) / 8
@@ -262,15 +290,28 @@ class ShardWriter:
         np.cumsum(lens, out=tok_cum[1:])
         tok_off = tok_cum[doc_off]
         local = np.repeat(np.arange(b1 - b0), np.diff(doc_off))
+        flags = np.asarray(flags)
+        seq_lens, seq_docs, seq_off = lens, doc_ids[docs], doc_off
+        if self.rows == "separate":  # a pair's two sides are two documents: chosen, then rejected
+            on_chosen = ((flags & R.CHOSEN_FLAG) != 0).astype(np.int64)
+            chosen = np.add.reduceat(on_chosen, tok_cum[:-1]) if len(lens) else lens
+            seq_lens = np.stack([chosen, lens - chosen], axis=1).reshape(-1)
+            seq_docs, seq_off = np.repeat(seq_docs, 2), doc_off * 2
         cols = [
             _list_array(tok_off, pa.array(ids, type=pa.int32())),
             _list_array(tok_off, pa.array(r, type=pa.uint8())),
-            _list_array(doc_off, pa.array(lens.astype(np.int32), type=pa.int32())),
-            _list_array(doc_off, pa.array(doc_ids[docs].astype(np.int64), type=pa.int64())),
-            _list_array(tok_off, pa.array((np.asarray(flags) & R.UNTRAINED_FLAG) == 0, type=pa.bool_())),
+            _list_array(seq_off, pa.array(seq_lens.astype(np.int32), type=pa.int32())),
+            _list_array(seq_off, pa.array(seq_docs.astype(np.int64), type=pa.int64())),
+            _list_array(tok_off, pa.array((flags & R.UNTRAINED_FLAG) == 0, type=pa.bool_())),
         ]
         if self.version >= FORCED_VERSION:
-            cols.append(_list_array(tok_off, pa.array((np.asarray(flags) & R.FORCED_FLAG) != 0, type=pa.bool_())))
+            cols.append(_list_array(tok_off, pa.array((flags & R.FORCED_FLAG) != 0, type=pa.bool_())))
+        if self.kind == "pairs":
+            branch = ((flags & R.CHOSEN_FLAG) != 0).astype(np.uint8) + 2 * ((flags & R.REJECTED_FLAG) != 0)
+            cols.append(_list_array(tok_off, pa.array(branch.astype(np.uint8), type=pa.uint8())))
+        elif self.kind == "kto":
+            desirable = (flags[tok_cum[:-1]] & R.DESIRABLE_FLAG) != 0 if len(lens) else np.zeros(0, bool)
+            cols.append(_list_array(doc_off, pa.array(desirable, type=pa.bool_())))
         for mask in strategy_masks(r, flags, self.strategies).values():
             cols.append(_list_array(tok_off, pa.array(mask, type=pa.bool_())))
         return pa.RecordBatch.from_arrays(cols, schema=self.schema), len(ids), local, tok_cum[:-1] - tok_off[local]

@@ -49,7 +49,7 @@ from ..output.layout import file_sha256
 from ..read.formats import check_columns, check_inputs
 from ..read.inputs import expand_inputs
 from ..read.plan import DEFAULT_PART_BYTES, plan_inputs
-from ..read.records import BuildError, Rejection
+from ..read.records import KTO_FORMATS, PAIR_FORMATS, BuildError, Rejection
 from ..tokens.loader import difference_note
 from ..tokens.templates import ChatTemplate, TemplateDrift
 from ..tokens.tiktoken_core import TokenizerDrift
@@ -164,6 +164,8 @@ class _Build:
     mix: Mix | None
     events: BuildEvents
     t0: float
+    #: what the records are: "sft", "pairs" or "kto" (:func:`build_kind`)
+    kind: str = "sft"
     tok: TokenizerInfo | None = None
     key: dict | None = None
 
@@ -189,7 +191,29 @@ def _prepare(inputs: Sequence[str | os.PathLike], opts: BuildOptions, ev: BuildE
         mixture = Mix(tuple(w for w, files in zip(mixture.weights, expanded, strict=True) for _ in files), opts.seed)
     paths = expand_inputs(inputs)  # a datasets save_to_disk folder: its data files
     formats = check_inputs(paths, opts.format, column_map)
-    return _Build(opts, [str(p) for p in paths], formats, column_map, strategy_table, eval_split, mixture, ev, t0)
+    kind = build_kind([str(p) for p in paths], formats)
+    if kind != "sft" and opts.overlong == "split":
+        what = "preference pairs" if kind == "pairs" else "KTO records"
+        raise BuildError(f"--overlong split: {paths[0]} holds {what}, which are not split between exchanges; use "
+                         "--overlong drop or truncate")
+    return _Build(opts, [str(p) for p in paths], formats, column_map, strategy_table, eval_split, mixture, ev, t0,
+                  kind)
+
+
+def build_kind(paths: Sequence[str], formats: Sequence[str]) -> str:
+    """What a build's records are, from its inputs' formats: "pairs" (preference pairs, every format one of
+    :data:`~packer.read.records.PAIR_FORMATS`), "kto" (labelled completions) or "sft"; a BuildError naming two
+    inputs of different kinds, which one output cannot hold.
+
+    >>> build_kind(["a.json", "b.jsonl"], ["ranking", "preference"])
+    'pairs'
+    """
+    kinds = ["pairs" if f in PAIR_FORMATS else "kto" if f in KTO_FORMATS else "sft" for f in formats]
+    for path, fmt, kind in zip(paths, formats, kinds, strict=True):
+        if kind != kinds[0]:
+            raise BuildError(f"{path}: {fmt} records ({kind}) and {paths[0]}: {formats[0]} records ({kinds[0]}) "
+                             "cannot go into one output: build them apart")
+    return kinds[0] if kinds else "sft"
 
 
 def _key(run: _Build, tok: TokenizerInfo, tpl: ChatTemplate) -> dict:
@@ -206,6 +230,8 @@ def _key(run: _Build, tok: TokenizerInfo, tpl: ChatTemplate) -> dict:
         "blank_turns": o.blank_turns,
         # a later option: in the key only where it is not its default, so earlier builds keep their key
         **({"leading_assistant": o.leading_assistant} if o.leading_assistant != "drop" else {}),
+        **({"kind": run.kind} if run.kind != "sft" else {}),
+        **({"pairs": o.pairs} if run.kind == "pairs" else {}),
         "seq_len": o.seq_len,
         "strategies": {k: list(v) for k, v in run.strategy_table.items()},
         "packing": o.packing,
@@ -229,7 +255,8 @@ def _spec(run: _Build) -> MapSpec:
         tokenizer=tok.source, tokenizer_sha256=tok.sha256, tokenizer_loader=tok.loader, template=o.template,
         system=o.system, blank_turns=o.blank_turns, leading_assistant=o.leading_assistant, fmt=o.format,
         columns=run.columns, seq_len=o.seq_len, overlong=o.overlong, strict=o.strict, dedupe=o.dedupe,
-        batch_size=max(1, o.batch_size), backend=choose_backend(tok, o.tokenizer_backend),
+        batch_size=max(1, o.batch_size), backend=choose_backend(tok, o.tokenizer_backend), kind=run.kind,
+        pairs=o.pairs,
     )
 
 
@@ -338,7 +365,8 @@ def _gather_and_write(
         )
     checkpoint("packed")
     written = write_output(workdir, c, run.strategy_table, shard_bytes=o.shard_bytes, events=events, engine=engine,
-                           forced=any(s.forced_tokens for s in summaries))
+                           forced=any(s.forced_tokens for s in summaries),
+                           rows="separate" if run.kind == "pairs" and o.pairs == "separate" else run.kind)
     manifest = make_manifest(workdir, c, written, tok=tok, tpl=tpl, key=run.key, inputs=run.inputs,
                              strategy_table=run.strategy_table, seq_len=spec.seq_len, packing=o.packing,
                              overlong=spec.overlong, seconds=time.perf_counter() - run.t0)
@@ -348,6 +376,10 @@ def _gather_and_write(
     at = list(manifest).index("inputs") + 1
     items = list(manifest.items())
     manifest = dict([*items[:at], ("columns", dict(spec.columns)), *items[at:]])
+    if run.kind != "sft":  # what a row's documents are (docs/preference.md)
+        manifest["kind"] = run.kind
+        if run.kind == "pairs":
+            manifest["pairs"] = o.pairs
     checkpoint("manifest")
     write_manifest(workdir, manifest)
     return manifest

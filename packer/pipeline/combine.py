@@ -61,6 +61,9 @@ _OVERLONG, _NO_LOSS = STATUS_CODE["overlong"], STATUS_CODE["overlong_no_loss"]
 _UNSAMPLED = STATUS_CODE[UNSAMPLED]
 #: the per-record columns that documents.arrow has (the rest of a part's columns are for this stage)
 DOCUMENT_STATS = ("tokens", "turns", "prompt_tokens", "response_tokens", "prompt_words", "response_words")
+#: the per-record columns of a preference build: a pair's shared prefix and its two completions as stored, and a
+#: KTO record's label (documents.arrow has them in those builds only: packer.output.shards.PAIR_DOCUMENT_COLUMNS)
+PREFERENCE_STATS = ("shared_tokens", "chosen_tokens", "rejected_tokens", "label")
 #: the tag of the spill file of duplicates' rejection lines
 _TAG = "combined"
 _U64 = (1 << 64) - 1
@@ -460,7 +463,8 @@ def _join(parts: Sequence[PartSummary]) -> tuple[list[str], dict[str, np.ndarray
     def cat(name: str) -> np.ndarray:
         return np.concatenate([getattr(s.docs, name) for s in parts])
 
-    docs = {name: cat(name) for name in ("record", "status", *DOCUMENT_STATS, "encoded", "spilled", "pieces", "system",
+    docs = {name: cat(name) for name in ("record", "status", *DOCUMENT_STATS, *PREFERENCE_STATS, "encoded", "spilled",
+                                          "pieces", "system",
                                           "absorbed", "has_digest", "digest_hi", "digest_lo")}
     docs["file"] = np.concatenate(file_col)
     docs["duplicate_of"] = _duplicate_of(docs.pop("has_digest"), docs.pop("digest_hi"), docs.pop("digest_lo"))
@@ -500,7 +504,7 @@ def _reject_duplicates(
                     events.on_rejection(rej)
                 dropped.pop(d, None)
             status[dups] = _DUPLICATE
-            for name in (*DOCUMENT_STATS, "encoded"):
+            for name in (*DOCUMENT_STATS, *PREFERENCE_STATS[:3], "encoded"):
                 docs[name][dups] = NULL
             docs["system"][dups] = 0
             docs["absorbed"][dups] = 0

@@ -45,7 +45,7 @@ import numpy as np
 from ..output import roles as R
 from ..output.doctable import SeenTable
 from ..read.formats import RecordReader
-from ..read.records import STATUS_CODE, BuildError, Conversation, Rejection, Source
+from ..read.records import STATUS_CODE, BuildError, Conversation, Pair, Rejection, Source
 from ..tokens.assembly import checked
 from ..tokens.bound import TokenBound, token_bound
 from ..tokens.loader import TokenizerInfo, loader_difference, loaders_may_differ
@@ -54,6 +54,7 @@ from ..tokens.tiktoken_core import TokenizerDrift
 from ..tokens.tokenize import Labeller, TextBatch, TokenizedBatch, char_codes, encode_texts_fast
 from ..tokens.words import count_words
 from .outdir import checkpoint
+from .pairs import PairMapper
 from .partspec import MapSpec, Part, PartSummary, new_columns, parts_of, resolve_template
 from .spill import RejectionSpill, TokenSpillWriter
 
@@ -115,8 +116,10 @@ def words(conv: Conversation) -> tuple[int, int, int]:
     return sum(map(count_words, prompt)) + len(prompt) // 3, sum(map(count_words, response)) + len(response) // 3, turns
 
 
-def digest(conv: Conversation) -> bytes:
-    """16 bytes naming a conversation (collisions are negligible, memory stays small)."""
+def digest(conv: Conversation | Pair) -> bytes:
+    """16 bytes naming a conversation, or a pair of them (collisions are negligible, memory stays small)."""
+    if isinstance(conv, Pair):
+        return hashlib.blake2b(digest(conv.chosen) + digest(conv.rejected), digest_size=16).digest()
     # every part followed by a NUL, hashed in one call (a huge record's parts one by one: the same digest,
     # without a joined copy)
     parts = [x for m in conv.messages for x in (f"{m.role}\x00", m.content, "\x00", m.input, "\x00")]
@@ -211,6 +214,8 @@ class PartMapper:
         # ids of the other tokenizer loader on the build's first batch, compared in a thread of its own where
         # they may differ (importing transformers, and torch with it, costs a build ~5 s and ~240 MB)
         self.loader_check: Future | None = None
+        #: a preference build's pairs (packer.pipeline.pairs)
+        self.pairs = PairMapper(self) if spec.kind == "pairs" else None
 
     # -- records ---------------------------------------------------------------
 
@@ -244,7 +249,7 @@ class PartMapper:
         elif len(self.echo) < ECHOED:
             self.echo.append(rej)
 
-    def add_record(self, item: Conversation | Rejection, doc_id: int) -> None:
+    def add_record(self, item: Conversation | Pair | Rejection, doc_id: int) -> None:
         src = item.source
         if doc_id != self.part.first_doc_id + len(self.docs):  # the reader's contract; guard it
             raise BuildError(f"{src.where()}: internal error: records out of order")
@@ -270,10 +275,14 @@ class PartMapper:
                     self.reject(Rejection(src, "duplicate", f"same conversation as {self.source(first).where()}"),
                                 RejectionSpill.READ)
                 return
-        if item.dropped_turns:
-            self.dropped[doc_id] = dict(item.dropped_turns)
-        pw, rw, turns = words(item)
-        self.docs.prompt_words[i], self.docs.response_words[i], self.docs.turns[i] = pw, rw, turns
+        conv = item.chosen if isinstance(item, Pair) else item
+        if conv.dropped_turns:
+            self.dropped[doc_id] = dict(conv.dropped_turns)
+        self.docs.prompt_words[i], self.docs.response_words[i], self.docs.turns[i] = words(conv)
+        if isinstance(item, Pair):
+            return self.pairs.add(item, src)  # type: ignore[union-attr]
+        if item.label is not None:
+            self.docs.label[i] = item.label
         rendered = self.tpl.render(item)
         if isinstance(rendered, Rejection):
             self.reject(rendered, RejectionSpill.READ)
@@ -373,6 +382,8 @@ class PartMapper:
 
     def submit(self) -> None:
         """Hand the batch to the tokenizer thread; take back what is done beyond _IN_FLIGHT."""
+        if self.pairs is not None:
+            self.pairs.flush()
         if self.batch:
             texts = [r.text for _, r in self.batch]
             if self.loader_check is None and self.part.first_doc_id == 0 and loaders_may_differ(
@@ -535,6 +546,8 @@ class PartMapper:
         self, ids: np.ndarray, roles: np.ndarray, last: np.ndarray, spilled_lens: np.ndarray, kept_rows: np.ndarray,
     ) -> None:
         """Append the batch's kept tokens to the part's spill; its kept documents are packed (or truncated)."""
+        if self.spec.kind == "kto":  # a KTO record's label, on every token it spills
+            last = last | np.repeat((self.docs.label[kept_rows] == 1) * np.uint8(R.DESIRABLE_FLAG), spilled_lens)
         self.spill.append(ids, roles, last)
         self.spilled_tokens += len(ids)
         self.forced_tokens += int(np.count_nonzero(last & R.FORCED_FLAG))

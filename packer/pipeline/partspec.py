@@ -57,6 +57,10 @@ class MapSpec:
     batch_size: int = 512
     #: who encodes: "tokenizers", or "tiktoken" (packer.tokens.tiktoken_core, checked on a sample as it runs)
     backend: str = "tokenizers"
+    #: what the records are: "sft", "pairs" (preference pairs, packer.pipeline.pairs) or "kto" (labelled
+    #: completions); and how a pair is laid out ("shared" or "separate": packer.options.PAIR_LAYOUTS)
+    kind: str = "sft"
+    pairs: str = "shared"
 
     def load(self) -> tuple[TokenizerInfo, ChatTemplate]:
         """The tokenizer (the same file the build checked: its sha256 must match) and the template."""
@@ -154,7 +158,8 @@ def new_columns() -> Columns:
         turns=(np.int32, NULL), prompt_words=(np.int32, NULL), response_words=(np.int32, NULL),
         tokens=(np.int32, NULL), prompt_tokens=(np.int32, NULL), response_tokens=(np.int32, NULL),
         encoded=(np.int32, NULL), spilled=(np.uint8, 0), pieces=(np.int32, 0), system=(np.uint8, 0),
-        absorbed=(np.int32, 0),
+        absorbed=(np.int32, 0), label=(np.int8, NULL),
+        shared_tokens=(np.int32, NULL), chosen_tokens=(np.int32, NULL), rejected_tokens=(np.int32, NULL),
         has_digest=(np.uint8, 0), digest_hi=(np.int64, 0), digest_lo=(np.int64, 0),
     )
 

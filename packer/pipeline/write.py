@@ -33,10 +33,18 @@ import pyarrow as pa
 
 from ..output import roles as R
 from ..output.doctable import NULL
-from ..output.layout import DOCUMENTS_FILE, FORCED_VERSION, FORMAT_VERSION, REJECTED_FILE, shard_pattern, write_atomic
+from ..output.layout import (
+    DOCUMENTS_FILE,
+    FORCED_VERSION,
+    FORMAT_VERSION,
+    PREFERENCE_VERSION,
+    REJECTED_FILE,
+    shard_pattern,
+    write_atomic,
+)
 from ..output.shards import ShardInfo, ShardWriter, write_documents
 from ..read.records import STATUSES
-from .combine import DOCUMENT_STATS, Combined, SplitRows
+from .combine import DOCUMENT_STATS, PREFERENCE_STATS, Combined, SplitRows
 from .outdir import checkpoint
 from .spill import TokenSpillReader, remove_spill, spill_path
 
@@ -157,7 +165,7 @@ def _shared_path(out: Path, split: str, name: str) -> Path:
 
 def write_shard(
     out: str, strategy_table: dict[str, tuple[str, ...]], shard_bytes: int, split: str, tags: list[int],
-    number: int, r0: int, r1: int, version: int = FORMAT_VERSION,
+    number: int, r0: int, r1: int, version: int = FORMAT_VERSION, rows: str = "sft",
 ) -> tuple[ShardInfo, np.ndarray, np.ndarray, TokenTotals]:
     """Write shard ``number`` (rows ``r0:r1``) of ``split`` in a worker: the task of a parallel write stage.
     Reads the packing from the files :func:`write_output` saved beside the spill; returns the shard's info,
@@ -167,7 +175,7 @@ def write_shard(
     totals = TokenTotals(strategy_table)
     tokens = TokenSpillReader(where, np.asarray(a["spilled_len"]), tags)
     try:
-        writer = ShardWriter(where, strategy_table, shard_bytes, shard_pattern(split), version)
+        writer = ShardWriter(where, strategy_table, shard_bytes, shard_pattern(split), version, rows)
         counted = _Counted(tokens, np.asarray(a["spill_index"]), totals, None)
         info, rows, offsets = writer.write_shard(number, r0, r1, counted, a["kept_len"], a["kept_ids"], a["order"],
                                                  a["row_offsets"])
@@ -178,10 +186,10 @@ def write_shard(
 
 def _write_split(
     out: Path, c: Combined, split: SplitRows, strategy_table: dict[str, tuple[str, ...]], shard_bytes: int,
-    engine: Engine, counted: _Counted, version: int = FORMAT_VERSION,
+    engine: Engine, counted: _Counted, version: int = FORMAT_VERSION, rows: str = "sft",
 ) -> tuple[list[ShardInfo], tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """One split's shards, each written by a task of ``engine``."""
-    writer = ShardWriter(out, strategy_table, shard_bytes, shard_pattern(split.name), version)
+    writer = ShardWriter(out, strategy_table, shard_bytes, shard_pattern(split.name), version, rows)
     ranges = writer.ranges(c.kept_len, split.order, split.row_offsets)
     arrays = {"kept_len": c.kept_len, "kept_ids": c.kept_ids, "spill_index": c.spill_index,
               "spilled_len": c.spilled_len, "order": split.order, "row_offsets": split.row_offsets}
@@ -195,8 +203,8 @@ def _write_split(
         if counted.events is not None:
             counted.events.progress("writing", counted.done, counted.total)
 
-    calls = [(str(out), strategy_table, shard_bytes, split.name, c.tags, k, r0, r1, version) for k, (r0, r1) in
-             enumerate(ranges)]
+    calls = [(str(out), strategy_table, shard_bytes, split.name, c.tags, k, r0, r1, version, rows)
+             for k, (r0, r1) in enumerate(ranges)]
     shards = []
     for k, (info, rows, offsets, totals) in enumerate(engine.map(write_shard, calls, on_done)):
         r0, r1 = ranges[k]
@@ -209,12 +217,13 @@ def _write_split(
 
 def write_output(
     out: Path, c: Combined, strategy_table: dict[str, tuple[str, ...]], *, shard_bytes: int,
-    events=None, engine: Engine | None = None, forced: bool = False,  # type: ignore[no-untyped-def]
+    events=None, engine: Engine | None = None, forced: bool = False, rows: str = "sft",  # type: ignore[no-untyped-def]
 ) -> Written:
     """Write the shards, documents.arrow and rejected.jsonl of ``c`` into ``out``; see the module's docstring.
     ``forced``: the parts spilled tokens of messages marked ``"training": true`` that are not the assistant's,
-    so the shards get the ``forced`` column (format version 3)."""
-    version = FORCED_VERSION if forced else FORMAT_VERSION
+    so the shards get the ``forced`` column (format version 3). ``rows``: what a document is, "sft", a preference
+    pair ("pairs", or "separate") or a labelled KTO record ("kto"): preference outputs are format version 4."""
+    version = PREFERENCE_VERSION if rows != "sft" else FORCED_VERSION if forced else FORMAT_VERSION
     n = c.records
     where = {name: np.full(n, NULL, dtype=np.int32) for name in ("shard", "row", "offset")}
     split_col = np.full(n, NULL, dtype=np.int32)
@@ -227,12 +236,12 @@ def write_output(
         for split in c.splits:
             counted.totals = totals[split.name] = TokenTotals(strategy_table)
             if engine is None or engine.workers == 1:
-                writer = ShardWriter(out, strategy_table, shard_bytes, shard_pattern(split.name), version)
+                writer = ShardWriter(out, strategy_table, shard_bytes, shard_pattern(split.name), version, rows)
                 placed = writer.write(counted, c.kept_len, c.kept_ids, split.order, split.row_offsets)
                 split_shards = writer.shards
             else:
                 split_shards, placed = _write_split(out, c, split, strategy_table, shard_bytes, engine, counted,
-                                                    version)
+                                                    version, rows)
             members = split.members
             if c.copies is not None:  # the first copy of each record, in shard, row, offset order
                 s_, r_, o_ = (v[members] for v in placed)
@@ -265,6 +274,8 @@ def write_output(
             "duplicate_of": _nullable(docs["duplicate_of"], pa.int64()),
             **({"copies": lambda a, b: pa.array(copies[a:b].astype(np.int32), type=pa.int32())}
                if (copies := c.copies) is not None else {}),
+            **({name: _nullable(docs[name]) for name in PREFERENCE_STATS[:3]} if rows in ("pairs", "separate") else {}),
+            **({"label": _nullable(docs["label"], pa.bool_())} if rows == "kto" else {}),
         },
         n_rows=n,
     )
