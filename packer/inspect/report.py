@@ -40,6 +40,7 @@ from ..output.layout import (
     read_manifest,
 )
 from ..output.shards import mask_column
+from .preference import preference, print_preference
 from .strategy_loss import TOOL_ROLES, forced_tokens, strategies, untrained_tokens
 
 REPORT_FORMAT = {"name": "packer-report", "version": 1}
@@ -197,6 +198,8 @@ def inspect(output: str | os.PathLike) -> dict:
         "strategies": strategies(m),
         "packing": _packing(m, col),
         "multi_turn": _multi_turn(m, turns),
+        # a preference output's pairs (or KTO labels): packer.inspect.preference; None for supervised data
+        "preference": preference(m, col),
         "recommendation": _recommendation(len(turns), words["ratio_of_means"]),
         "paper_datasets": PAPER_DATASETS,
         "template": m["template"]["name"],
@@ -284,6 +287,7 @@ def print_report(r: dict, console) -> None:  # type: ignore[no-untyped-def]
     """The report as rich tables and a histogram on ``console``."""
     _print_header(r, console)
     _print_records(r, console)
+    print_preference(r, console)
     _print_strategies(r, console)
     _print_tool_roles(r, console)
     _print_roles(r, console)
