@@ -42,7 +42,7 @@ def preference(m: dict, col: Callable[..., np.ndarray]) -> dict | None:
     return {
         "kind": "pairs",
         "layout": m.get("pairs", "shared"),
-        "pairs": int(len(prefix)),
+        "pairs": len(prefix),
         "prompt_tokens": _summary(prefix),
         "chosen_tokens": _summary(prefix + chosen),
         "rejected_tokens": _summary(prefix + rejected),
