@@ -60,6 +60,9 @@ ROLE_STYLES: dict[str, str] = {
 }
 #: added to the role style of a token that carries loss
 LOSS_STYLE = Style(underline=True, bgcolor="grey23")
+#: a pair row's branches: the shared prefix, the chosen and the rejected completions (their headers' colours)
+BRANCH_NAMES = {0: "prefix (shared)", 1: "chosen", 2: "rejected"}
+BRANCH_STYLES = {"prefix (shared)": "bold", "chosen": "bold green", "rejected": "bold red"}
 #: added to the style of a token of a message marked untrained ("weight": 0 / "training": false)
 UNTRAINED_STYLE = Style(strike=True)
 HEADER_STYLE = Style(bold=True)
@@ -205,8 +208,10 @@ def _documents(out: Path, doc_ids: Sequence[int]) -> dict[int, dict]:
         return {r["doc_id"]: r for r in table.to_pylist()}
 
 
-def _header(doc_id: int, length: int, info: dict | None) -> str:
+def _header(doc_id: int, length: int, info: dict | None, label: bool | None = None) -> str:
     parts = [f"doc {doc_id}"]
+    if label is not None:  # a KTO record
+        parts.append("desirable" if label else "undesirable")
     if info is not None and info.get("input") is not None:
         parts.append(f"record {info['record']} of {info['input']}")
     parts.append(f"{length} tokens")
@@ -246,8 +251,11 @@ def show_row(
     trainable = row_trainable(data)
     names = {int(v): k for k, v in manifest.get("roles", R.ROLES).items()}
     tok, notes = _tokenizer(manifest, tokenizer, out)
+    branch = data.get("branch")
+    # a pair row: each document (pair) in its branches, decoded apart (a suffix does not continue the other)
+    pieces = _branch_lengths(seq_lens, branch) if branch is not None else [[n] for n in seq_lens.tolist()]
     if tok is not None:
-        texts = [visible(t) for t in token_texts(tok, ids, seq_lens)]
+        texts = [visible(t) for t in token_texts(tok, ids, [n for p in pieces for n in p])]
     else:
         texts = [f"{i} " for i in ids.tolist()]
     docs = _documents(out, doc_ids.tolist())
@@ -258,25 +266,56 @@ def show_row(
     _legend(console, plain, data, manifest, strategy, int(mask.sum()), len(ids), tok is not None,
             int((~trainable).sum()))
     pos = 0
-    for length, doc_id in zip(seq_lens.tolist(), doc_ids.tolist(), strict=True):
-        header = _header(doc_id, length, docs.get(doc_id))
-        span = range(pos, pos + length)
-        if plain:
-            console.out(header, highlight=False)
-            console.out(_plain_runs(span, texts, role_codes, mask, names), highlight=False, end="")
-        else:
-            console.print(Text(header, style=HEADER_STYLE), soft_wrap=True)
-            body = Text()
-            for j in span:
-                role = names.get(int(role_codes[j]), "?")
-                style = Style.parse(ROLE_STYLES.get(role, "none"))
-                style = style + LOSS_STYLE if mask[j] else style
-                body.append(texts[j], style=style if trainable[j] else style + UNTRAINED_STYLE)
-            console.print(body, soft_wrap=True, end="")
-        last = texts[pos + length - 1] if length else "\n"
-        if not last.endswith("\n"):
-            console.out("", highlight=False)
-        pos += length
+    labels = data.get("labels")
+    for k, (length, doc_id) in enumerate(zip(seq_lens.tolist(), doc_ids.tolist(), strict=True)):
+        header = _header(doc_id, length, docs.get(doc_id), None if labels is None else bool(labels[k]))
+        _print_line(console, plain, header, HEADER_STYLE)
+        for n in pieces[k]:
+            if branch is not None:
+                name = BRANCH_NAMES[int(branch[pos])]
+                _print_line(console, plain, f"· {name} ·", BRANCH_STYLES[name])
+            _print_span(console, plain, range(pos, pos + n), texts, role_codes, mask, trainable, names)
+            pos += n
+
+
+def _print_line(console: Console, plain: bool, line: str, style: Style | str) -> None:
+    if plain:
+        console.out(line, highlight=False)
+    else:
+        console.print(Text(line, style=style), soft_wrap=True)
+
+
+def _print_span(console: Console, plain: bool, span: range, texts: list[str], role_codes: np.ndarray,
+                mask: np.ndarray, trainable: np.ndarray, names: dict) -> None:
+    """Print tokens ``span`` of the row: runs of ``[role±]`` in plain form, else coloured by role."""
+    if plain:
+        console.out(_plain_runs(span, texts, role_codes, mask, names), highlight=False, end="")
+    else:
+        body = Text()
+        for j in span:
+            role = names.get(int(role_codes[j]), "?")
+            style = Style.parse(ROLE_STYLES.get(role, "none"))
+            style = style + LOSS_STYLE if mask[j] else style
+            body.append(texts[j], style=style if trainable[j] else style + UNTRAINED_STYLE)
+        console.print(body, soft_wrap=True, end="")
+    last = texts[span[-1]] if len(span) else "\n"
+    if not last.endswith("\n"):
+        console.out("", highlight=False)
+
+
+def _branch_lengths(seq_lens: np.ndarray, branch: np.ndarray) -> list[list[int]]:
+    """Per document of a pair row, the lengths of its runs of one branch (prefix, chosen, rejected).
+
+    >>> _branch_lengths(np.array([5, 2]), np.array([0, 0, 1, 2, 2, 1, 2]))
+    [[2, 1, 2], [1, 1]]
+    """
+    out, pos = [], 0
+    for n in seq_lens.tolist():
+        b = branch[pos : pos + n]
+        cuts = np.flatnonzero(np.diff(b)) + 1
+        out.append(np.diff(np.concatenate([[0], cuts, [n]])).tolist())
+        pos += n
+    return out
 
 
 def row_trainable(data: dict) -> np.ndarray:
