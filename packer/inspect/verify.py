@@ -192,7 +192,7 @@ def _read_shard(path: Path, name: str, m: dict, problems: list[str]) -> pa.Table
     except (pa.ArrowInvalid, OSError) as e:
         problems.append(f"{name}: not a readable Arrow IPC file: {e}")
         return None
-    if not table.schema.equals(shard_schema(list(m["strategies"]), int(m["format"]["version"])),
+    if not table.schema.equals(shard_schema(list(m["strategies"]), int(m["format"]["version"]), m.get("kind", "sft")),
                                check_metadata=False):
         problems.append(f"{name}: schema differs from the one the manifest's strategies imply")
         return None
@@ -225,6 +225,35 @@ def _check_rows(name: str, table: pa.Table, m: dict, problems: list[str]) -> tup
     return roles, tok_off
 
 
+def _check_pairs(name: str, table: pa.Table, m: dict, problems: list[str]) -> None:
+    """A pair row's invariants: each pair is its prefix, then its chosen, then its rejected tokens (branch 0s,
+    1s, 2s), each side at least one token; with ``pairs="separate"`` each document is one side, a pair's two
+    adjacent, chosen first. A KTO row has a label per document."""
+    if m.get("kind") == "kto":
+        off = _flat(table, "labels")[1]
+        if not np.array_equal(off, _flat(table, "doc_ids")[1]):
+            problems.append(f"{name}: labels and doc_ids differ in length in some row")
+        return
+    if m.get("kind") != "pairs":
+        return
+    branch = _flat(table, "branch")[0]
+    seq_lens, doc_ids = _flat(table, "seq_lens")[0], _flat(table, "doc_ids")[0]
+    starts = np.concatenate([[0], np.cumsum(seq_lens)[:-1]]).astype(np.int64)
+    if m.get("pairs") == "separate":
+        ok = len(seq_lens) % 2 == 0 and (branch[starts] == np.tile([1, 2], len(seq_lens) // 2)).all() and \
+            np.array_equal(doc_ids[::2], doc_ids[1::2])
+        same = (np.add.reduceat(branch.astype(np.int64), starts) == branch[starts] * seq_lens).all() if len(starts) \
+            else True
+        if not (ok and same):
+            problems.append(f"{name}: pairs=separate rows whose documents are not a pair's chosen then rejected side")
+        return
+    pair_of = np.repeat(np.arange(len(seq_lens)), seq_lens)
+    order_ok = (np.diff(branch.astype(np.int16))[np.diff(pair_of) == 0] >= 0).all() if len(branch) else True
+    has = [np.bincount(pair_of[branch == b], minlength=len(seq_lens)) for b in (1, 2)]
+    if not (order_ok and np.isin(branch, [0, 1, 2]).all() and (has[0] > 0).all() and (has[1] > 0).all()):
+        problems.append(f"{name}: pair rows not laid out prefix, chosen, rejected with a token on each side")
+
+
 def _check_shard(path: Path, shard: dict, m: dict, held: _Held, problems: list[str]) -> None:
     """Row and mask invariants of one shard, its rows and tokens against its manifest entry; its counts are
     added to ``held``."""
@@ -234,6 +263,7 @@ def _check_shard(path: Path, shard: dict, m: dict, held: _Held, problems: list[s
         held.whole = False
         return
     roles, tok_off = _check_rows(name, table, m, problems)
+    _check_pairs(name, table, m, problems)
     trainable = _flat(table, "trainable")[0].astype(bool) if "trainable" in table.schema.names else None
     forced = _flat(table, "forced")[0].astype(bool) if "forced" in table.schema.names else None
     if forced is not None and not np.isin(roles[forced], R.role_codes(_FORCED_ROLES)).all():
