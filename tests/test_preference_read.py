@@ -119,7 +119,8 @@ def test_implicit_prompt_is_the_longest_common_run_of_messages(tmp_path: Path) -
         tmp_path,
         {"chosen": [*head, turn("assistant", "6")], "rejected": [*head, turn("assistant", "7")]},
         # the common run goes on into the completions (a shared tool call): it is all prompt here
-        {"chosen": [*head, *tool_turns, turn("assistant", "6")], "rejected": [*head, *tool_turns, turn("assistant", "7")]},
+        {"chosen": [*head, *tool_turns, turn("assistant", "6")],
+         "rejected": [*head, *tool_turns, turn("assistant", "7")]},
         {"chosen": [turn("user", "Hi"), turn("assistant", "Hello", reasoning_content="Greet.")],
          "rejected": [turn("user", "Hi"), turn("assistant", "Hello")]},  # differs in its reasoning only
     )
