@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 #: how a preference build lays out a pair (docs/preference.md)
 PAIR_LAYOUTS: tuple[str, ...] = ("shared", "separate")
 #: record formats of the inputs (see :mod:`packer.read.formats`)
-FORMATS: tuple[str, ...] = ("alpaca", "sharegpt", "messages", "prompt_completion", "text")
+FORMATS: tuple[str, ...] = ("alpaca", "sharegpt", "messages", "prompt_completion", "text", "preference",
+                            "preference_implicit", "ranking", "ranking_messages", "kto", "kto_messages")
 #: bin-packing algorithms (see :mod:`packer.pipeline.pack`)
 ALGORITHMS: tuple[str, ...] = ("bfd", "ffd", "nextfit")
 #: what happens to a record longer than ``seq_len``

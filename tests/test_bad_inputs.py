@@ -159,7 +159,9 @@ SUPPORTED = (
     "supported: JSON (an array of records, or one object), JSON Lines, Parquet, Arrow (HF datasets: a save_to_disk "
     "folder or a cache .arrow file); record formats alpaca (instruction/input/output), sharegpt (conversations of "
     "{from, value}), messages (OpenAI role/content), prompt_completion (prompt/completion or prompt/response), "
-    "text (text)"
+    "text (text), preference (prompt/chosen/rejected), preference_implicit (chosen/rejected conversations), ranking "
+    "(conversations + chosen/rejected turns), ranking_messages (chosen_messages/rejected_messages), kto "
+    "(prompt/completion/label), kto_messages (messages/label)"
 )
 
 
@@ -177,17 +179,6 @@ FAILS = {
         "could be told apart from it: the 91 bytes from there to the end of the file hold an unknown number of "
         "records, which packer will not drop unseen; fix the JSON there (python -m json.tool FILE names the first "
         "error), or give the records as JSON Lines, where a broken line loses only itself"
-    ),
-    # read as SFT, a preference file would train on rejected / undesirable answers: refused until packer packs it
-    "preference_pairs.jsonl": (
-        "its first record is preference data (keys chosen, rejected: a DPO pair or a KTO label), which packer does "
-        "not pack yet; read as SFT data it would train on rejected or undesirable answers. Remove those keys to "
-        "train on the conversations as SFT data"
-    ),
-    "kto_labels.json": (
-        "its first record is preference data (keys label: a DPO pair or a KTO label), which packer does not pack "
-        "yet; read as SFT data it would train on rejected or undesirable answers. Remove those keys to train on the "
-        "conversations as SFT data"
     ),
     "two_arrays.json": (
         "line 2 column 1: more data after the array's closing ']' (two arrays one after the other?), which may hold "

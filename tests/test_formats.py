@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from packer.read.formats import FORMATS, InputSummary, RecordReader, check_inputs, detect_format
-from packer.read.records import BuildError, Conversation, Message, Rejection, ToolCall
+from packer.read.records import KTO_FORMATS, PAIR_FORMATS, BuildError, Conversation, Message, Rejection, ToolCall
 
 ALPACA = {"instruction": "Add 2 and 3.", "input": "", "output": "5"}
 SHAREGPT = {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}]}
@@ -77,6 +77,10 @@ def sharegpt(*turns: tuple[str, object], **top: object) -> dict:
     return {"conversations": [{"from": f, "value": v} for f, v in turns], **top}
 
 
+#: the SFT record formats (the preference ones: tests/test_preference_read.py)
+SFT_FORMATS = tuple(f for f in FORMATS if f not in PAIR_FORMATS + KTO_FORMATS)
+
+
 def roles(item: Conversation | Rejection) -> list[str]:
     assert isinstance(item, Conversation), item
     return [m.role for m in item.messages]
@@ -85,7 +89,7 @@ def roles(item: Conversation | Rejection) -> list[str]:
 # --------------------------------------------------------------------------- containers x formats
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", SFT_FORMATS)
 @pytest.mark.parametrize("container", ["array", "jsonl", "parquet"])
 def test_each_format_from_each_container(tmp_path: Path, fmt: str, container: str) -> None:
     records = [RECORDS[fmt]] * 3
@@ -109,7 +113,9 @@ def test_detect_format() -> None:
     assert detect_format({"prompt": [], "completion": []}) == "prompt_completion"
     assert detect_format({"text": "x", "label": 1}) == "text"
     assert detect_format({"instruction": "x", "output": "y", "text": "z"}) == "alpaca"
-    assert detect_format({"prompt": "x"}) is None and detect_format({"prompt": "x", "chosen": "y"}) is None
+    assert detect_format({"prompt": "x"}) is None
+    # preference records are told by their keys, before the SFT formats whose keys they also have
+    assert detect_format({"prompt": "x", "chosen": "y"}) == "preference"
 
 
 def test_fmt_override_parses_every_record_as_that_format(tmp_path: Path) -> None:
@@ -839,7 +845,10 @@ def test_json_array_record_too_long_to_wait_for(tmp_path: Path, monkeypatch) -> 
 
 _FORMAT_LIST = (
     "alpaca (instruction/input/output), sharegpt (conversations of {from, value}), messages (OpenAI role/content), "
-    "prompt_completion (prompt/completion or prompt/response), text (text)"
+    "prompt_completion (prompt/completion or prompt/response), text (text), preference (prompt/chosen/rejected), "
+    "preference_implicit (chosen/rejected conversations), ranking (conversations + chosen/rejected turns), "
+    "ranking_messages (chosen_messages/rejected_messages), kto (prompt/completion/label), kto_messages "
+    "(messages/label)"
 )
 SUPPORTED = (
     "supported: JSON (an array of records, or one object), JSON Lines, Parquet, Arrow (HF datasets: a save_to_disk "
@@ -847,7 +856,8 @@ SUPPORTED = (
 )
 NOT_JSON = "not JSON, JSON Lines, Parquet or Arrow: it starts with"
 RECORD_FORMATS = (
-    f"the record formats are {_FORMAT_LIST}; --format alpaca|sharegpt|messages|prompt_completion|text forces one; "
+    f"the record formats are {_FORMAT_LIST}; --format alpaca|sharegpt|messages|prompt_completion|text|preference|"
+    "preference_implicit|ranking|ranking_messages|kto|kto_messages forces one; "
     "--columns FIELD=COLUMN,... maps your names onto their fields"
 )
 
@@ -1045,7 +1055,8 @@ def test_check_inputs_paths(tmp_path: Path) -> None:
             with pytest.raises(BuildError) as err:
                 call(paths)
             assert str(err.value) == message
-    formats = r"alpaca\|sharegpt\|messages\|prompt_completion\|text"
+    formats = r"alpaca\|sharegpt\|messages\|prompt_completion\|text\|preference\|preference_implicit\|ranking\|" \
+        r"ranking_messages\|kto\|kto_messages"
     with pytest.raises(BuildError, match=rf"^unknown format 'vicuna'; use --format {formats}$"):
         check_inputs([good], "vicuna")
 

@@ -223,7 +223,7 @@ def test_a_file_with_none_of_the_mapped_columns_fails_before_writing(tmp_path: P
 @pytest.mark.parametrize(("columns", "message"), [
     ({"question": "instruction"}, "--columns question=instruction: no record format has a field 'question'; map "
      "your column onto one of instruction, input, output, system, conversations, messages, prompt, completion, text, "
-         "tools "
+         "tools, chosen, rejected, chosen_messages, rejected_messages, label "
      "(or role, content for the keys of a conversation's turns), as FIELD=COLUMN; did you mean instruction=question?"),
     ({"instrucion": "q"}, "--columns instrucion=q: no record format has a field 'instrucion'"),
     ({"role": "who", "from": "speaker"}, "--columns: the 'role' field is mapped twice"),

@@ -1,12 +1,15 @@
 """Record formats: JSON values in, conversations out.
 
-Each record that :mod:`packer.read.jsonvalues` reads from a file is in one of five
-record formats, alpaca, sharegpt, messages, prompt_completion or text: this
-module tells which from its keys (after the column map, if any, renamed them),
-has :mod:`packer.read.normalise` check its fields' types, map its roles onto system /
-user / assistant and apply the turn policies, and gives a
-:class:`~packer.read.records.Conversation`, or a :class:`~packer.read.records.Rejection`
-with the reason.
+Each record that :mod:`packer.read.jsonvalues` reads from a file is in one of the
+record formats, alpaca, sharegpt, messages, prompt_completion or text (SFT data),
+preference, preference_implicit, ranking or ranking_messages (preference pairs)
+or kto, kto_messages (KTO's labelled completions): this module tells which from
+its keys (after the column map, if any, renamed them), has :mod:`packer.read.normalise`
+(and, for preference data, :mod:`packer.read.preference`) check its fields' types,
+map its roles onto system / user / assistant and apply the turn policies, and
+gives a :class:`~packer.read.records.Conversation` (a KTO record's with its
+``label``), a :class:`~packer.read.records.Pair` for a preference pair, or a
+:class:`~packer.read.records.Rejection` with the reason.
 
 Worked example, a JSON Lines file of three records::
 
@@ -35,7 +38,7 @@ user turn it answers, and reject the record as ``no_assistant_turn``). The third
 is an Alpaca record in a ShareGPT file.
 
 :class:`RecordReader` is the reading a build does: it streams the records of
-several files, in order, exactly one Conversation or Rejection per input record,
+several files, in order, exactly one Conversation, Pair or Rejection per input record,
 and fills :attr:`RecordReader.inputs` with one :class:`InputSummary` per file
 once that file has been read to its end; :attr:`RecordReader.bytes_read` out of
 :attr:`RecordReader.total_bytes` is its progress. :func:`check_inputs` is the
@@ -87,8 +90,9 @@ from ..options import BLANK_TURN_POLICIES, FORMATS, LEADING_ASSISTANT_POLICIES
 from .inputs import expand_inputs, file_size
 from .jsonstream import BadValue
 from .jsonvalues import RECORD_FORMATS, SUPPORTED, FileValues, Piece
-from .normalise import _MESSAGES_KEYS, _PARSERS, _SHAREGPT_KEYS, _TURN_FORMATS, TurnKeys, _Parser
-from .records import BuildError, Conversation, Rejection, Source
+from .normalise import _MESSAGES_KEYS, _PARSERS, _SHAREGPT_KEYS, TurnKeys, _Parser
+from .preference import KTO_PARSERS, PAIR_PARSERS, TURN_KEYS, preference_format
+from .records import KTO_FORMATS, PAIR_FORMATS, BuildError, Conversation, Message, Pair, Rejection, Source
 from .turnfields import _keys, _Reject, _tools, _type_name
 
 #: check_inputs gives up on settling a file's format after this many values or bytes
@@ -108,8 +112,11 @@ class InputSummary:
 
 
 def detect_format(record: dict) -> str | None:
-    """The format a record's keys say it is in, or None (the first that applies: ``conversations``,
-    ``messages``, ``instruction`` + ``output``, ``prompt`` + ``completion`` or ``response``, ``text``).
+    """The format a record's keys say it is in, or None (the first that applies: a preference format,
+    :func:`~packer.read.preference.preference_format`: ``chosen`` / ``rejected`` or ``chosen_messages`` /
+    ``rejected_messages``, a ``label`` with ``messages`` or ``prompt`` + ``completion``; then
+    ``conversations``, ``messages``, ``instruction`` + ``output``, ``prompt`` + ``completion`` or ``response``,
+    ``text``).
 
     >>> detect_format({"instruction": "Add 2 and 3.", "input": "", "output": "5"})
     'alpaca'
@@ -117,9 +124,14 @@ def detect_format(record: dict) -> str | None:
     ('sharegpt', None)
     >>> detect_format({"prompt": "x", "response": "y"}), detect_format({"text": "A document."})
     ('prompt_completion', 'text')
+    >>> detect_format({"conversations": [], "chosen": {}, "rejected": {}})
+    'ranking'
     """
     if not isinstance(record, dict):
         return None
+    found = preference_format(record)
+    if found is not None:
+        return found
     if "conversations" in record:
         return "sharegpt"
     if "messages" in record:
@@ -138,6 +150,7 @@ def detect_format(record: dict) -> str | None:
 #: the fields of the record formats a column map may name (targets): top-level ones, and the keys of a turn
 TOP_FIELDS: tuple[str, ...] = (
     "instruction", "input", "output", "system", "conversations", "messages", "prompt", "completion", "text", "tools",
+    "chosen", "rejected", "chosen_messages", "rejected_messages", "label",
 )
 #: a turn's keys (``from`` / ``value`` are ShareGPT's names for the same two)
 TURN_FIELDS: dict[str, str] = {"role": "role", "content": "content", "from": "role", "value": "content"}
@@ -194,6 +207,14 @@ def check_columns(columns: object) -> tuple[tuple[str, str], ...]:
 _MISSING = object()
 
 
+#: the formats whose records hold turns, and their turn keys (the column map's ``role`` / ``content`` replace them)
+_FORMAT_TURN_KEYS: dict[str, TurnKeys] = {
+    "sharegpt": _SHAREGPT_KEYS, "messages": _MESSAGES_KEYS, "prompt_completion": _MESSAGES_KEYS, **TURN_KEYS,
+}
+#: every format's parser: SFT formats' and KTO's give messages, pair formats' the two sides
+_ALL_PARSERS: dict[str, _Parser] = {**_PARSERS, **KTO_PARSERS, **PAIR_PARSERS}  # type: ignore[dict-item]
+
+
 class _ColumnMap:
     """Applies a column map to one record: a copy with each mapped field set from its column (a dotted
     column name not in the record is a path into nested objects), the columns read removed unless a
@@ -209,12 +230,11 @@ class _ColumnMap:
         self.turn_parsers: dict[str, _Parser] = {}
         if turn:
             note = ", ".join(f"{k}={v}" for k, v in sorted(turn.items()))
-            for fmt, keys in (("sharegpt", _SHAREGPT_KEYS), ("messages", _MESSAGES_KEYS),
-                              ("prompt_completion", _MESSAGES_KEYS)):
+            for fmt, keys in _FORMAT_TURN_KEYS.items():
                 role = (turn["role"],) * 2 if "role" in turn else keys.role
                 content = (turn["content"],) * 2 if "content" in turn else keys.content
                 mapped = TurnKeys(role, content, f", which --columns {note} names")
-                self.turn_parsers[fmt] = functools.partial(_PARSERS[fmt], keys=mapped)  # type: ignore[assignment]
+                self.turn_parsers[fmt] = functools.partial(_ALL_PARSERS[fmt], keys=mapped)  # type: ignore[assignment]
 
     def __call__(self, value: object) -> object:
         if not isinstance(value, dict):
@@ -241,8 +261,8 @@ class _ColumnMap:
 
 
 class RecordReader:
-    """Iterator over the records of ``paths`` (in order) as Conversation or
-    Rejection, exactly one per input record.
+    """Iterator over the records of ``paths`` (in order) as Conversation, Pair (a preference pair's record)
+    or Rejection, exactly one per input record.
 
     ``Source.doc_id`` counts from ``first_doc_id`` across all files,
     ``Source.index`` is the record's position in its file (for JSON Lines:
@@ -278,7 +298,7 @@ class RecordReader:
         #: the column map (field, column) pairs, checked; () for none
         self.columns = check_columns(columns)
         self._remap = _ColumnMap(self.columns) if self.columns else None
-        self._parsers = {**_PARSERS, **self._remap.turn_parsers} if self._remap else _PARSERS
+        self._parsers = {**_ALL_PARSERS, **self._remap.turn_parsers} if self._remap else _ALL_PARSERS
         if blank_turns not in BLANK_TURN_POLICIES:
             raise BuildError(f"unknown --blank-turns {blank_turns!r}; choose {'|'.join(BLANK_TURN_POLICIES)}")
         if leading_assistant not in LEADING_ASSISTANT_POLICIES:
@@ -287,7 +307,7 @@ class RecordReader:
         #: an assistant turn opening a conversation: "drop" it (counted) or "keep" it (trained)
         self.leading_assistant = leading_assistant
         if leading_assistant == "keep":
-            self._parsers = {fmt: functools.partial(p, keep_leading=True) if fmt in _TURN_FORMATS else p
+            self._parsers = {fmt: functools.partial(p, keep_leading=True) if fmt in _FORMAT_TURN_KEYS else p
                              for fmt, p in self._parsers.items()}  # type: ignore[misc]
         self.fmt = fmt
         #: a blank turn inside a conversation: "reject" the record, or "drop" the turn with its answer
@@ -313,23 +333,23 @@ class RecordReader:
     def __iter__(self) -> RecordReader:
         return self
 
-    def __next__(self) -> Conversation | Rejection:
+    def __next__(self) -> Conversation | Pair | Rejection:
         return next(self._items)
 
-    def _all_files(self) -> Iterator[Conversation | Rejection]:
+    def _all_files(self) -> Iterator[Conversation | Pair | Rejection]:
         for path, size in zip(self.paths, self._sizes, strict=True):
             values = FileValues(path) if self.piece is None else FileValues(path, piece=self.piece)
             self._at = (self._at[0], values, size)
             yield from self._one_file(path, values)
             self._at = (self._at[0] + size, None, 0)
 
-    def _one_file(self, path: str, values: FileValues) -> Iterator[Conversation | Rejection]:
+    def _one_file(self, path: str, values: FileValues) -> Iterator[Conversation | Pair | Rejection]:
         fmt: str | None = self._file_format
         pending: list[object] = []  # values before the file's format is known
         count = values.piece.first_record
         for value in values if self._remap is None else map(self._remap, values):
             if fmt is None:
-                fmt = _format_of(value, self.fmt, path)
+                fmt = _format_of(value, self.fmt)
                 if fmt is None:
                     pending.append(value)
                     continue
@@ -343,7 +363,7 @@ class RecordReader:
             raise BuildError(_undetected(path, pending, values.empty))
         self.inputs.append(InputSummary(path, values.sha256, fmt, count - values.piece.first_record))
 
-    def _record(self, value: object, fmt: str, path: str, index: int) -> Conversation | Rejection:
+    def _record(self, value: object, fmt: str, path: str, index: int) -> Conversation | Pair | Rejection:
         source = Source(self.next_doc_id, path, index)
         self.next_doc_id += 1
         if isinstance(value, BadValue):
@@ -355,41 +375,56 @@ class RecordReader:
             if found is not None and found != fmt:
                 return Rejection(source, "format_mismatch", f"the record is {found} but its file is {fmt}")
         try:
-            messages, dropped = self._parsers[fmt](value, self._drop_blank)
+            parsed = self._parsers[fmt](value, self._drop_blank)
             tools = _tools(value) if "tools" in value and fmt in _TOOL_FORMATS else ()
         except _Reject as r:
             return Rejection(source, r.reason, r.detail)
-        for i, m in enumerate(messages):
-            for value in m.texts():
-                # JSON's \ud800 escapes decode to lone surrogates, which have no UTF-8 form:
-                # the tokenizer cannot take them
-                bad = None if value.isascii() else _SURROGATE_RE.search(value)
-                if bad is not None:
-                    return Rejection(source, "invalid_utf8",
-                                     f"turn {i} ({m.role}) holds a lone surrogate {bad.group(0)!a} "
-                                     f"at character {bad.start()}, which has no UTF-8 form")
-        if tools:
-            bad = _SURROGATE_RE.search(json.dumps(tools, ensure_ascii=False))
+        if fmt in PAIR_FORMATS:
+            chosen, rejected, prompt, (c_dropped, r_dropped) = parsed  # type: ignore[misc]
+            bad = _bad_text(source, chosen, tools, "chosen: ") or _bad_text(source, rejected, (), "rejected: ")
             if bad is not None:
-                return Rejection(source, "invalid_utf8", f"'tools' holds a lone surrogate {bad.group(0)!a}, which "
-                                 "has no UTF-8 form")
-        return Conversation(source, fmt, messages, dropped, tools)  # type: ignore[arg-type]
+                return bad
+            return Pair(source, fmt, Conversation(source, fmt, chosen, c_dropped, tools),  # type: ignore[arg-type]
+                        Conversation(source, fmt, rejected, r_dropped, tools), prompt)  # type: ignore[arg-type]
+        messages, dropped = parsed
+        bad = _bad_text(source, messages, tools)
+        if bad is not None:
+            return bad
+        label = value["label"] if fmt in _KTO_FORMATS else None
+        return Conversation(source, fmt, messages, dropped, tools, label)  # type: ignore[arg-type]
+
+
+def _bad_text(source: Source, messages: tuple[Message, ...], tools: tuple[dict, ...],
+              side: str = "") -> Rejection | None:
+    """The ``invalid_utf8`` rejection of a record whose messages or tools hold a lone surrogate, or None."""
+    for i, m in enumerate(messages):
+        for text in m.texts():
+            # JSON's \ud800 escapes decode to lone surrogates, which have no UTF-8 form:
+            # the tokenizer cannot take them
+            bad = None if text.isascii() else _SURROGATE_RE.search(text)
+            if bad is not None:
+                return Rejection(source, "invalid_utf8",
+                                 f"{side}turn {i} ({m.role}) holds a lone surrogate {bad.group(0)!a} "
+                                 f"at character {bad.start()}, which has no UTF-8 form")
+    if tools:
+        bad = _SURROGATE_RE.search(json.dumps(tools, ensure_ascii=False))
+        if bad is not None:
+            return Rejection(source, "invalid_utf8", f"'tools' holds a lone surrogate {bad.group(0)!a}, which "
+                             "has no UTF-8 form")
+    return None
 
 
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 #: the record formats whose records may carry ``tools``
-_TOOL_FORMATS = frozenset({"sharegpt", "messages", "prompt_completion"})
+_TOOL_FORMATS = frozenset({"sharegpt", "messages", "prompt_completion", *PAIR_FORMATS, *KTO_FORMATS})
+_KTO_FORMATS = frozenset(KTO_FORMATS)
 
 
-def _format_of(value: object, fmt: str | None, path: str) -> str | None:
-    """The format of a file whose next value is ``value``, if that value settles it (``fmt`` forces it);
-    BuildError where it is a preference record (:func:`_refuse_preference`)."""
+def _format_of(value: object, fmt: str | None) -> str | None:
+    """The format of a file whose next value is ``value``, if that value settles it (``fmt`` forces it)."""
     if isinstance(value, BadValue):
         return None
-    found = fmt or detect_format(value)  # type: ignore[arg-type]
-    if found is not None:
-        _refuse_preference(path, value)  # type: ignore[arg-type]
-    return found
+    return fmt or detect_format(value)  # type: ignore[arg-type]
 
 
 def _undetected(path: str, values: list[object], empty: str) -> str:
@@ -440,22 +475,6 @@ def check_inputs(paths: Sequence[str | os.PathLike], fmt: str | None = None, col
     return [_first_format(path, fmt, remap) for path in names]
 
 
-#: keys of preference records: DPO pairs (TRL's, LLaMA-Factory's ranking and v1 shapes) and KTO's label
-_PREFERENCE_KEYS = ("chosen", "rejected", "chosen_messages", "rejected_messages")
-
-
-def _refuse_preference(path: str, record: dict) -> None:
-    """BuildError for a file of preference records: read as SFT, a DPO file would train on its prompts (or on
-    both answers) and a KTO file on its undesirable completions, silently wrong training."""
-    keys = [k for k in _PREFERENCE_KEYS if k in record]
-    if not keys and isinstance(record.get("label"), bool):
-        keys = ["label"]
-    if keys:
-        raise BuildError(f"{path}: its first record is preference data (keys {', '.join(keys)}: a DPO pair or a "
-                         "KTO label), which packer does not pack yet; read as SFT data it would train on rejected "
-                         "or undesirable answers. Remove those keys to train on the conversations as SFT data")
-
-
 def _first_format(path: str, fmt: str | None, remap: _ColumnMap | None = None) -> str:
     """The format the first values of a file settle, read as RecordReader reads them (see check_inputs)."""
     values = FileValues(path, head_only=True)
@@ -464,7 +483,7 @@ def _first_format(path: str, fmt: str | None, remap: _ColumnMap | None = None) -
     items = raw if remap is None else map(remap, raw)
     try:
         for value in items:
-            found = _format_of(value, fmt, path)
+            found = _format_of(value, fmt)
             if found is not None:
                 return found
             pending.append(value)

@@ -93,6 +93,12 @@ _FORMAT_KEYS = {
     "messages": "OpenAI role/content",
     "prompt_completion": "prompt/completion or prompt/response",
     "text": "text",
+    "preference": "prompt/chosen/rejected",
+    "preference_implicit": "chosen/rejected conversations",
+    "ranking": "conversations + chosen/rejected turns",
+    "ranking_messages": "chosen_messages/rejected_messages",
+    "kto": "prompt/completion/label",
+    "kto_messages": "messages/label",
 }
 RECORD_FORMATS = ", ".join(f"{name} ({_FORMAT_KEYS[name]})" for name in FORMATS)
 SUPPORTED = (

@@ -127,6 +127,9 @@ _MESSAGES_ROLES: dict[str, MessageRole] = {
 }
 
 
+#: a record's messages, each one's turn number in the record, and the turns dropped (reason -> count)
+_Numbered = tuple[tuple[Message, ...], tuple[int, ...], dict[str, int]]
+
 _ALPACA_FIELDS = (("instruction", True), ("output", True), ("input", False), ("system", False))
 
 
@@ -255,8 +258,9 @@ def _drop_turns(turns: list[_Turn], keep_leading: bool = False) -> tuple[list[_T
     return head + rest[: last + 1], dropped
 
 
-def _drop_blank_turns(kept: list[_Turn], dropped: dict[str, int]) -> tuple[tuple[Message, ...], dict[str, int]]:
-    """The messages of ``kept`` under ``--blank-turns drop`` (module docstring), ``dropped`` counted on.
+def _drop_blank_turns(kept: list[_Turn], dropped: dict[str, int]) -> _Numbered:
+    """The messages of ``kept`` under ``--blank-turns drop`` (module docstring), each one's turn number, and
+    ``dropped`` counted on.
 
     roles ``user assistant user("") assistant user assistant("")`` -> ``user assistant``,
     ``{"blank_turn": 4}``; ``user user(" ") assistant`` -> ``user assistant``, ``{"blank_turn": 1}``
@@ -264,7 +268,8 @@ def _drop_blank_turns(kept: list[_Turn], dropped: dict[str, int]) -> tuple[tuple
     msgs = [_turn_message(t) for t in kept]
     blank = [_blank_message(m) for m in msgs]
     if not any(blank):
-        return _checked(tuple(msgs), [t[2] for t in kept]), dropped
+        numbers = tuple(t[2] for t in kept)
+        return _checked(tuple(msgs), numbers), numbers, dropped
     drop = [False] * len(kept)
     # runs of consecutive user turns and of assistant turns (system turns stand apart); after
     # _drop_turns they alternate, a user run first (or an assistant run: a conversation a system
@@ -300,7 +305,8 @@ def _drop_blank_turns(kept: list[_Turn], dropped: dict[str, int]) -> tuple[tuple
     dropped = {**dropped, "blank_turn": dropped.get("blank_turn", 0) + len(kept) - len(left)}
     if last < len(left) - 1:
         dropped["trailing_non_assistant"] = dropped.get("trailing_non_assistant", 0) + len(left) - 1 - last
-    return _checked(tuple(msgs[k] for k in left[: last + 1]), [kept[k][2] for k in left[: last + 1]]), dropped
+    numbers = tuple(kept[k][2] for k in left[: last + 1])
+    return _checked(tuple(msgs[k] for k in left[: last + 1]), numbers), numbers, dropped
 
 
 def _conversation(
@@ -321,6 +327,15 @@ def _turn_messages(
     turns: list, keys: TurnKeys, roles: dict[str, MessageRole], drop_blank: bool, keep_leading: bool = False
 ) -> tuple[tuple[Message, ...], dict[str, int]]:
     """The messages of a list of turns, the turn policies applied (module docstring)."""
+    messages, _, dropped = _numbered_messages(turns, keys, roles, drop_blank, keep_leading)
+    return messages, dropped
+
+
+def _numbered_messages(
+    turns: list, keys: TurnKeys, roles: dict[str, MessageRole], drop_blank: bool, keep_leading: bool = False
+) -> _Numbered:
+    """:func:`_turn_messages` with each message's turn number (its index in ``turns``): a preference record's
+    reader tells its prompt's messages from a side's by them."""
     kept, dropped = _drop_turns(_map_roles(turns, keys, roles), keep_leading)
     if drop_blank:
         return _drop_blank_turns(kept, dropped)
@@ -332,7 +347,8 @@ def _turn_messages(
             text = m.content
             raise _Reject(reason, f"turn {turn[2]} ({turn[3]}) is {'empty' if not text else 'only whitespace'}")
         messages.append(m)
-    return _checked(tuple(messages), [t[2] for t in kept]), dropped
+    numbers = tuple(t[2] for t in kept)
+    return _checked(tuple(messages), numbers), numbers, dropped
 
 
 
@@ -346,12 +362,16 @@ def _parse_sharegpt(
     {'leading_assistant': 1}
     """
     messages, dropped = _conversation(record, "conversations", keys, _SHAREGPT_ROLES, drop_blank, keep_leading)
+    return _system_message(record) + messages, dropped
+
+
+def _system_message(record: dict) -> tuple[Message, ...]:
+    """A record's top-level ``system`` (ShareGPT's) as the message that opens its conversation: () for none or
+    a blank one; not a string -> ``wrong_type``."""
     system = record.get("system")
     if system is not None and not isinstance(system, str):
         raise _Reject("wrong_type", f"'system' is {_type_name(system)}, expected a string")
-    if system and not system.isspace():
-        messages = (Message("system", system), *messages)
-    return messages, dropped
+    return (Message("system", system),) if system and not system.isspace() else ()
 
 
 def _parse_messages(
@@ -421,5 +441,3 @@ _PARSERS: dict[str, _Parser] = {
     "prompt_completion": _parse_prompt_completion,
     "text": _parse_text,
 }
-#: the formats whose records hold turns (the column map's ``role`` / ``content`` apply to them)
-_TURN_FORMATS = ("sharegpt", "messages", "prompt_completion")

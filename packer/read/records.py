@@ -138,7 +138,9 @@ class Conversation:
     source: Source
     #: the record format; ``"text"`` is a plain document (one assistant message, rendered without a chat
     #: template: :meth:`packer.tokens.templates.ChatTemplate.render`)
-    kind: Literal["alpaca", "sharegpt", "messages", "prompt_completion", "text", "kto", "kto_messages"]
+    #: (a side of a :class:`Pair` has its pair's format)
+    kind: Literal["alpaca", "sharegpt", "messages", "prompt_completion", "text", "kto", "kto_messages", "preference",
+                  "preference_implicit", "ranking", "ranking_messages"]
     messages: tuple[Message, ...]
     #: turns a documented policy dropped (e.g. leading assistant turns): reason -> count
     dropped_turns: dict[str, int] = field(default_factory=dict)
