@@ -84,7 +84,7 @@ def side_ids(unit: dict[str, np.ndarray]) -> tuple[list[int], list[int]]:
 
 def check_counts(m: dict) -> None:
     c = m["counts"]
-    assert c["records"] == c["packed"] + c.get("truncated", 0) + sum(c["rejected"].values()), c
+    assert c["records"] == c["packed"] + sum(c["rejected"].values()), c  # packed counts the truncated
 
 
 SHARED_FILES = ["llamafactory_dpo_en_demo.json", "llamafactory_v1_dpo_demo.jsonl"]
@@ -115,7 +115,8 @@ def test_each_side_equals_apply_chat_template(name, data, tmp_path):
         assert c == want_c, f"{data} record {d['record']}: chosen side differs"
         assert r == want_r, f"{data} record {d['record']}: rejected side differs"
         # the prefix is the longest common prefix, capped so each side keeps a token of its own
-        common = next((i for i, (a, b) in enumerate(zip(want_c, want_r)) if a != b), min(len(want_c), len(want_r)))
+        n = min(len(want_c), len(want_r))
+        common = next((i for i in range(n) if want_c[i] != want_r[i]), n)
         assert d["shared_tokens"] == min(common, len(want_c) - 1, len(want_r) - 1)
         assert d["chosen_tokens"] == len(want_c) - d["shared_tokens"]
         assert d["rejected_tokens"] == len(want_r) - d["shared_tokens"]
@@ -186,17 +187,19 @@ def test_overlong_pairs(tmp_path):
     leaves fewer than 2 tokens a side is rejected; split is refused."""
     long = "word " * 60
     path = _pairs_file(tmp_path, [{"prompt": "Hi", "chosen": long, "rejected": "Short answer here."},
-                                  {"prompt": long * 2, "chosen": "a b", "rejected": "c d"}])
+                                  {"prompt": long * 2, "chosen": "a b", "rejected": "c d"}, PAIRS[0]])
     m = build([path], tmp_path / "d", tokenizer=DEMO_TOKENIZER, seq_len=64, template="chatml")
     check_counts(m)
     assert m["counts"]["rejected"] == {"overlong": 2}
+    with pytest.raises(BuildError, match=r"longest has 138 tokens.*--overlong truncate cuts both completions"):
+        build([path], tmp_path / "d2", tokenizer=DEMO_TOKENIZER, seq_len=64, template="chatml", max_rejected=0.5)
     m = build([path], tmp_path / "t", tokenizer=DEMO_TOKENIZER, seq_len=64, template="chatml", overlong="truncate")
     check_counts(m)
     assert m["counts"]["truncated"] == 1 and m["counts"]["rejected"] == {"overlong": 1}
     d = documents(tmp_path / "t")[0]
     assert d["status"] == "truncated" and d["tokens"] <= 64
     assert d["shared_tokens"] + d["chosen_tokens"] + d["rejected_tokens"] == d["tokens"]
-    with pytest.raises(BuildError, match="split.*preference pairs"):
+    with pytest.raises(BuildError, match=r"split.*preference pairs"):
         build([path], tmp_path / "x", tokenizer=DEMO_TOKENIZER, seq_len=64, overlong="split")
 
 
@@ -235,3 +238,29 @@ def test_pairs_with_eval_split_and_dedupe(tmp_path):
     assert m["counts"]["rejected"] == {"duplicate": 3}
     got = units(tmp_path / "o")
     assert len(got) == 23 and all(set(u["branch"].tolist()) >= {1, 2} for u in got.values())
+
+
+@pytest.mark.parametrize("name", tokenizer_params(["qwen2.5-instruct", "llama-3-8b-instruct", "phi-3-mini-instruct"]))
+def test_kto_shared_file(name, tmp_path):
+    """llamafactory_kto_en_demo.json: every record counted, each packed document's label and ids the file's."""
+    need_shared()
+    path = SHARED_DATA / "llamafactory_kto_en_demo.json"
+    m = build([path], tmp_path / "o", tokenizer=SHARED_TOKENIZERS / name, tokenizer_loader="transformers",
+              seq_len=8192)
+    check_counts(m)
+    assert m["kind"] == "kto"
+    records = load_records(path)
+    hf = hf_tokenizer(SHARED_TOKENIZERS / name)
+    docs = {d["doc_id"]: d for d in documents(tmp_path / "o")}
+    packed = 0
+    for shard in m["shards"]:
+        for row in ipc.open_file(tmp_path / "o" / shard["file"]).read_all().to_pylist():
+            pos = 0
+            for n, d, label in zip(row["seq_lens"], row["doc_ids"], row["labels"], strict=True):
+                rec = records[docs[d]["record"]]
+                assert label is rec["label"] is docs[d]["label"]
+                assert row["input_ids"][pos : pos + n] == list(
+                    hf.apply_chat_template(_msgs(rec["messages"]), tokenize=True, return_dict=False))
+                pos += n
+                packed += 1
+    assert packed == m["counts"]["packed"] >= 0.9 * len(records)

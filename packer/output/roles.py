@@ -110,12 +110,12 @@ ASSISTANT_ROLES: tuple[str, ...] = ("response", "tool_call", "reasoning", "end")
 LAST_FLAG = 1
 UNTRAINED_FLAG = 2
 FORCED_FLAG = 4
-#: preference builds: the token is on the chosen (or the rejected) branch of its pair; neither bit: the pair's
-#: shared prefix (the shards' ``branch`` column: :data:`BRANCHES`)
+#: the fourth and last flag bit (a spill file keeps four beside the role code), whose meaning is the output's kind:
+#: in a pair build the token is on its pair's chosen branch (the pair's tokens before its chosen ones are its
+#: shared prefix, those after them its rejected branch: the shards' ``branch`` column, :data:`BRANCHES`); in a KTO
+#: build the token's document is labelled desirable (``"label": true``: the shards' per-document ``labels``)
 CHOSEN_FLAG = 8
-REJECTED_FLAG = 16
-#: KTO builds: the token's document is labelled desirable (``"label": true``; the shards' per-document ``labels``)
-DESIRABLE_FLAG = 32
+DESIRABLE_FLAG = 8
 
 #: the codes of a pair row's ``branch`` column: the pair's shared prefix, its chosen suffix, its rejected suffix
 BRANCHES: Mapping[str, int] = MappingProxyType({"prefix": 0, "chosen": 1, "rejected": 2})

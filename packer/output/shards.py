@@ -192,6 +192,20 @@ def strategy_masks(
     return out
 
 
+def pair_branches(flags: np.ndarray, doc_starts: np.ndarray) -> np.ndarray:
+    """The ``branch`` column of pair units from their tokens' flags: a pair's chosen tokens have
+    :data:`~packer.output.roles.CHOSEN_FLAG`; its tokens before them are its shared prefix (0), after them its
+    rejected branch (2). ``doc_starts``: where each unit starts, then the end.
+
+    >>> pair_branches(np.array([0, 0, 8, 8, 0, 8, 0, 0], np.uint8), np.array([0, 5, 8])).tolist()
+    [0, 0, 1, 1, 2, 1, 2, 2]
+    """
+    chosen = (flags & R.CHOSEN_FLAG) != 0
+    seen = np.cumsum(chosen)
+    before = np.repeat(seen[doc_starts[:-1]] - chosen[doc_starts[:-1]], np.diff(doc_starts)) if len(flags) else seen
+    return np.where(chosen, 1, np.where(seen - before > 0, 2, 0)).astype(np.uint8)
+
+
 @dataclass(frozen=True)
 class ShardInfo:
     file: str
@@ -307,8 +321,7 @@ class ShardWriter:
         if self.version >= FORCED_VERSION:
             cols.append(_list_array(tok_off, pa.array((flags & R.FORCED_FLAG) != 0, type=pa.bool_())))
         if self.kind == "pairs":
-            branch = ((flags & R.CHOSEN_FLAG) != 0).astype(np.uint8) + 2 * ((flags & R.REJECTED_FLAG) != 0)
-            cols.append(_list_array(tok_off, pa.array(branch.astype(np.uint8), type=pa.uint8())))
+            cols.append(_list_array(tok_off, pa.array(pair_branches(flags, tok_cum), type=pa.uint8())))
         elif self.kind == "kto":
             desirable = (flags[tok_cum[:-1]] & R.DESIRABLE_FLAG) != 0 if len(lens) else np.zeros(0, bool)
             cols.append(_list_array(doc_off, pa.array(desirable, type=pa.bool_())))

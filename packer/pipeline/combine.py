@@ -634,9 +634,10 @@ def _check_losses(
     token_share = lost_tokens / (kept_tokens + lost_tokens) if lost_tokens else 0.0
     hints = []
     if overlong_dropped:
+        keeps = "cuts both completions of a pair to fit" if spec.kind == "pairs" else \
+            f"keeps their first {seq_len} tokens"
         hints.append(f"{overlong_dropped:,} records are longer than --seq-len {seq_len} (the longest "
-                     f"has {longest_dropped:,} tokens): raise --seq-len, or --overlong truncate keeps their "
-                     f"first {seq_len} tokens")
+                     f"has {longest_dropped:,} tokens): raise --seq-len, or --overlong truncate {keeps}")
     if reasons["overlong_no_loss"]:
         hints.append(f"{reasons['overlong_no_loss']:,} records have no response in their first {seq_len} "
                      "tokens, so truncating them leaves nothing to learn: raise --seq-len")

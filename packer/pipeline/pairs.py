@@ -16,8 +16,9 @@ the prompt's tokens differ from the start of a side's. A pair is stored as one u
 both sides' log-probabilities (packer.train). With ``pairs="separate"`` nothing is shared: the unit is the two
 whole sides, chosen then rejected (branch 1s, then 2s), two causal documents of one row.
 
-The branch travels with each token's flags through the rest of the build (:data:`packer.output.roles.CHOSEN_FLAG`,
-:data:`~packer.output.roles.REJECTED_FLAG`); the shard writer makes the ``branch`` column of them.
+The branch travels with each token's flags through the rest of the build: the chosen tokens have
+:data:`packer.output.roles.CHOSEN_FLAG`, and the shard writer makes the ``branch`` column of it (a pair's tokens
+before its chosen ones are its prefix, those after them its rejected branch).
 
 A unit longer than ``seq_len``: with ``overlong="drop"`` it is rejected; with ``"truncate"`` both completions are
 cut to the same largest length that fits (a shorter one stays whole), unless the prefix leaves fewer than 2
@@ -34,6 +35,7 @@ import numpy as np
 from ..output import roles as R
 from ..read.records import Pair, Rejection, Source
 from ..tokens.templates import Rendered
+from .spill import RejectionSpill
 
 if TYPE_CHECKING:
     from .part import PartMapper
@@ -49,18 +51,23 @@ PAIR_BATCH = 256
 MIN_SIDE = 2
 
 
+#: the roles whose last-turn flag the shards keep (in the last_turn strategy's mask); on any other token the flag
+#: is not stored, so two sides may share the token whatever it says (Phi-3's ``<|assistant|>`` takes it from the
+#: newline it absorbs, in one side and not the other)
+_LAST_KEPT = np.where(R.role_lut(R.BUILTIN_STRATEGIES["last_turn"]), 0xFF, 0xFF & ~R.LAST_FLAG).astype(np.uint8)
+
+
 def shared_prefix(chosen: Side, rejected: Side) -> int:
-    """How many leading tokens the two sides share: the longest common prefix of their ids, roles and flags,
-    capped so each side keeps at least one token.
+    """How many leading tokens the two sides share: the longest common prefix of their ids, roles and flags (as
+    far as the shards keep them), capped so each side keeps at least one token.
 
     >>> ids = lambda *v: (np.array(v), np.zeros(len(v), np.uint8), np.zeros(len(v), np.uint8))
     >>> shared_prefix(ids(1, 2, 3, 4), ids(1, 2, 3, 5)), shared_prefix(ids(1, 2), ids(1, 2, 3))
     (3, 1)
     """
     n = min(len(chosen[0]), len(rejected[0]))
-    same = np.ones(n, dtype=bool)
-    for a, b in zip(chosen, rejected, strict=True):
-        same &= a[:n] == b[:n]
+    same = (chosen[0][:n] == rejected[0][:n]) & (chosen[1][:n] == rejected[1][:n])
+    same &= (chosen[2][:n] & _LAST_KEPT[chosen[1][:n]]) == (rejected[2][:n] & _LAST_KEPT[rejected[1][:n]])
     common = n if same.all() else int(np.argmin(same))
     return min(common, n - 1)
 
@@ -87,14 +94,13 @@ def make_unit(chosen: Side, rejected: Side) -> Unit:
     >>> side = lambda *v: (np.array(v, np.int32), np.full(len(v), 7, np.uint8), np.zeros(len(v), np.uint8))
     >>> u = make_unit(side(1, 2, 3, 4), side(1, 2, 5))
     >>> u.ids.tolist(), (u.flags // R.CHOSEN_FLAG).tolist(), (u.prefix, u.chosen, u.rejected)
-    ([1, 2, 3, 4, 5], [0, 0, 1, 1, 2], (2, 2, 1))
+    ([1, 2, 3, 4, 5], [0, 0, 1, 1, 0], (2, 2, 1))
     """
     p = shared_prefix(chosen, rejected)
     c_flags = chosen[2][p:] | np.uint8(R.CHOSEN_FLAG)
-    r_flags = rejected[2][p:] | np.uint8(R.REJECTED_FLAG)
     return Unit(
         np.concatenate([chosen[0], rejected[0][p:]]), np.concatenate([chosen[1], rejected[1][p:]]),
-        np.concatenate([chosen[2][:p], c_flags, r_flags]), p, len(chosen[0]) - p, len(rejected[0]) - p,
+        np.concatenate([chosen[2][:p], c_flags, rejected[2][p:]]), p, len(chosen[0]) - p, len(rejected[0]) - p,
     )
 
 
@@ -105,13 +111,13 @@ def separate(unit: Unit) -> Unit:
     >>> u = separate(make_unit(*[(np.array(v), np.zeros(len(v), np.uint8), np.zeros(len(v), np.uint8))
     ...                          for v in ([1, 2, 3, 4], [1, 2, 5])]))
     >>> u.ids.tolist(), (u.flags // R.CHOSEN_FLAG).tolist(), (u.prefix, u.chosen, u.rejected)
-    ([1, 2, 3, 4, 1, 2, 5], [1, 1, 1, 1, 2, 2, 2], (2, 2, 1))
+    ([1, 2, 3, 4, 1, 2, 5], [1, 1, 1, 1, 0, 0, 0], (2, 2, 1))
     """
     p, c = unit.prefix, unit.chosen
     pick = np.concatenate([np.arange(p + c), np.arange(p), np.arange(p + c, len(unit))])
     flags = unit.flags[pick]
     flags[:p] |= np.uint8(R.CHOSEN_FLAG)
-    flags[p + c : 2 * p + c] |= np.uint8(R.REJECTED_FLAG)
+    flags[p + c :] &= np.uint8(~R.CHOSEN_FLAG & 0xFF)  # the prefix again, now on the rejected side
     return Unit(unit.ids[pick], unit.roles[pick], flags, p, c, unit.rejected)
 
 
@@ -165,7 +171,7 @@ class PairMapper:
             r = self.m.tpl.render(conv)
             if isinstance(r, Rejection):
                 self.m.reject(Rejection(src, r.reason, f"{'chosen' if conv is pair.chosen else 'rejected'}: "
-                                        f"{r.detail}"), "read")
+                                        f"{r.detail}"), RejectionSpill.READ)
                 return
             got.append(r)
         self.batch.append((src.doc_id, got[0], got[1]))
@@ -194,29 +200,30 @@ class PairMapper:
         m, seq_len = self.m, self.m.spec.seq_len
         src = m.source(doc_id)
         if np.array_equal(chosen[0], rejected[0]):
-            m.reject(Rejection(src, "identical_sides", f"both sides are the same {len(chosen[0])} tokens"), "tokens")
+            m.reject(Rejection(src, "identical_sides", f"both sides are the same {len(chosen[0])} tokens"),
+                     RejectionSpill.TOKENS)
             return None
         unit = make_unit(chosen, rejected)
         copies = 2 if self.layout == "separate" else 1
-        m.docs.encoded[m._row(doc_id)] = len(chosen[0]) + len(rejected[0])
         stored = len(unit) + (copies - 1) * unit.prefix  # separate: the prefix in both sides
+        m.docs.encoded[m._row(doc_id)] = stored
         if stored <= seq_len:
             return unit if copies == 1 else separate(unit)
         size = f"{stored} tokens (prompt {unit.prefix}, chosen {unit.chosen}, rejected {unit.rejected})"
         if m.spec.overlong != "truncate":
-            m.reject(Rejection(src, "overlong", f"pair of {size} > seq_len {seq_len}"), "tokens")
+            m.reject(Rejection(src, "overlong", f"pair of {size} > seq_len {seq_len}"), RejectionSpill.TOKENS)
             return None
         k = fit(unit, seq_len, copies)
         if isinstance(k, str):
-            m.reject(Rejection(src, "overlong", f"pair of {size} > seq_len {seq_len}: {k}"), "tokens")
+            m.reject(Rejection(src, "overlong", f"pair of {size} > seq_len {seq_len}: {k}"), RejectionSpill.TOKENS)
             return None
         cut = truncate(unit, k)
         if not side_has_loss(cut):
             m.reject(Rejection(src, "overlong_no_loss", f"pair of {size} > seq_len {seq_len}, and cut to {k} "
-                               "tokens a completion, a side keeps nothing the assistant wrote"), "tokens")
+                               "tokens a completion, a side keeps nothing the assistant wrote"), RejectionSpill.TOKENS)
             return None
         m.reject(Rejection(src, "overlong", f"pair truncated from {size}: completions cut to {k} tokens"),
-                 "tokens", action="truncated")
+                 RejectionSpill.TOKENS, action="truncated")
         return cut if copies == 1 else separate(cut)
 
     def spill(self, units: list[Unit], kept: np.ndarray) -> None:

@@ -13,7 +13,7 @@ order)::
 
     .packer-spill-0-ids    int32 per token
     .packer-spill-0-roles  uint8 per token: role code | flags << 4 (packer.output.roles: LAST_FLAG, UNTRAINED_FLAG,
-                           FORCED_FLAG)
+                           FORCED_FLAG, and CHOSEN_FLAG / DESIRABLE_FLAG: four bits, all used)
 
 The parts' files read as one run in part order: spilled document ``k`` owns
 tokens ``starts[k] : starts[k] + lengths[k]`` of it, with ``starts`` the
