@@ -340,9 +340,10 @@ def _plain_runs(span: range, texts: list[str], role_codes: np.ndarray, mask: np.
 def _legend(console: Console, plain: bool, data: dict, manifest: dict, strategy: str, loss: int, length: int,
             decoded: bool, untrained: int) -> None:
     docs = len(data["seq_lens"])
+    unit = "pair" if "branch" in data and manifest.get("pairs") != "separate" else "document"
     console.out(
         f"row {data['row']} of {data['rows']} ({data['shard']} row {data['shard_row']}) · "
-        f"{docs} document{'s' if docs != 1 else ''} · {length} tokens (seq_len {manifest.get('seq_len', '?')})",
+        f"{docs} {unit}{'s' if docs != 1 else ''} · {length} tokens (seq_len {manifest.get('seq_len', '?')})",
         highlight=False,
     )
     roles = ", ".join(manifest["strategies"][strategy])
