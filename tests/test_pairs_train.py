@@ -267,3 +267,72 @@ def test_reference_logps_and_dpo_loss() -> None:
                                - 0.1 * torch.nn.functional.logsigmoid(-0.2 * margin))
     loss.backward()
     assert policy.lm_head.weight.grad is not None and ref.lm_head.weight.grad is None
+
+
+# -- PackedDataset on pair and KTO rows ----------------------------------------------------------------------------
+
+
+def _items(out, **kwargs) -> list[dict]:  # type: ignore[no-untyped-def]
+    from packer.train.dataset import PackedDataset
+
+    return list(PackedDataset(out, shuffle=False, return_doc_ids=True, **kwargs))
+
+
+@pytest.mark.parametrize("separate", [False, True])
+def test_packed_dataset_items_of_pair_rows_carry_branch(tmp_path, separate: bool) -> None:
+    tok = demo_tok()
+    rows = pairrows.pair_rows(sides(tok), [3, 1, 3], separate=separate)
+    out = pairrows.write_output(tmp_path / "pairs", rows, ["full", "completion"], "pairs",
+                                pairs="separate" if separate else "shared")
+    items = _items(out, strategy="completion")
+    assert len(items) == 3
+    for item, row in zip(items, rows, strict=True):
+        assert item["branch"].dtype == torch.uint8 and item["branch"].tolist() == row["branch"].tolist()
+        assert item["seq_lens"].tolist() == row["seq_lens"].tolist()
+        assert "doc_labels" not in item
+    from_items = pair_collator(items)
+    from_rows = pair_collator(rows, strategy="completion")
+    for key in ("input_ids", "position_ids", "loss_mask", "branch", "gather_index", "pair_index", "pair_doc_ids",
+                "attention_mask"):
+        assert torch.equal(from_items[key], from_rows[key]), key
+    # the item's own position_ids are the collator's: the rejected suffix continues the prefix
+    n = len(items[0]["input_ids"])
+    assert items[0]["position_ids"].tolist() == from_rows["position_ids"][0, :n].tolist()
+
+
+def test_packed_dataset_reads_each_pair_once_and_resumes(tmp_path) -> None:
+    from packer.train.dataset import PackedDataset
+
+    tok = demo_tok()
+    rows = pairrows.pair_rows(sides(tok), [1, 2, 1, 1, 2])
+    out = pairrows.write_output(tmp_path / "pairs", rows, ["completion"], "pairs", pairs="shared")
+    seen = []
+    for rank in range(2):
+        ds = PackedDataset(out, strategy="completion", seed=3, rank=rank, world_size=2, return_doc_ids=True)
+        seen += [d for item in ds for d in item["doc_ids"].tolist()]
+    assert sorted(seen) == list(range(7))
+    ds = PackedDataset(out, strategy="completion", seed=3, return_doc_ids=True)
+    whole = [item["doc_ids"].tolist() for item in ds]
+    resumed = PackedDataset(out, strategy="completion", seed=3, return_doc_ids=True)
+    resumed.load_state_dict(ds.state_dict(rows_seen=2))
+    rest = [item for item in resumed]
+    assert [item["doc_ids"].tolist() for item in rest] == whole[2:]
+    assert all("branch" in item for item in rest)
+
+
+def test_packed_dataset_items_of_kto_rows_carry_each_documents_label(tmp_path) -> None:
+    tok = demo_tok()
+    docs = [pairrows.chat_sides(tok, *p) for p in CHAT_PAIRS]
+    units = []
+    for i, (good, bad) in enumerate(docs):
+        for k, (side, label) in enumerate([(good, True), (bad, False)]):
+            unit = {**side, "seq_lens": np.array([len(side["input_ids"])], np.int32),
+                    "doc_ids": np.array([2 * i + k], np.int64), "labels": np.array([label])}
+            units.append(unit)
+    rows = [pairrows.pack(units[:3]), pairrows.pack(units[3:])]
+    out = pairrows.write_output(tmp_path / "kto", rows, ["completion"], "kto")
+    items = _items(out, strategy="completion")
+    labels = {d: bool(lab) for item in items for d, lab in zip(item["doc_ids"].tolist(), item["doc_labels"].tolist(),
+                                                                strict=True)}
+    assert labels == {d: d % 2 == 0 for d in range(10)}
+    assert all(item["doc_labels"].dtype == torch.bool and "branch" not in item for item in items)
