@@ -132,3 +132,19 @@ def write_output(dst: Path, rows: Sequence[Mapping[str, np.ndarray]], strategies
         manifest["pairs"] = pairs
     (dst / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return dst
+
+
+def built_sides(conversations: Sequence[list[dict]], tokenizer: str | Path, tmp: Path, **options) -> list[Side]:  # type: ignore[no-untyped-def]
+    """Each conversation as an SFT ``packer build`` tokenizes it: its ids with their real roles and every strategy's
+    mask (the build's per-token columns of that document), in the order given."""
+    from packer import build
+
+    from .helpers import read_documents
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    src = tmp / "sides.jsonl"
+    src.write_text("".join(json.dumps({"messages": m}) + "\n" for m in conversations))
+    build([src], tmp / "out", tokenizer=str(tokenizer), seq_len=4096, **options)
+    docs = read_documents(tmp / "out")
+    assert sorted(docs) == list(range(len(conversations))), "a side was rejected by the build"
+    return [docs[i] for i in range(len(conversations))]

@@ -336,3 +336,88 @@ def test_packed_dataset_items_of_kto_rows_carry_each_documents_label(tmp_path) -
                                                                 strict=True)}
     assert labels == {d: d % 2 == 0 for d in range(10)}
     assert all(item["doc_labels"].dtype == torch.bool and "branch" not in item for item in items)
+
+
+# -- dpo_loss against TRL's DPOTrainer ------------------------------------------------------------------------------
+
+#: the tokenizers of the TRL comparison: the bundled demo (ChatML) and Qwen3, whose template injects an empty
+#: think block into the last assistant turn (tokens TRL scores as completion)
+TRL_TOKENIZERS = ["demo", pytest.param("qwen3", marks=pytest.mark.slow)]
+
+
+def _tokenizer(name: str):  # type: ignore[no-untyped-def]
+    from .helpers import SHARED_TOKENIZERS, need_shared
+
+    if name == "demo":
+        return DEMO_TOKENIZER, demo_tok()
+    need_shared()
+    return SHARED_TOKENIZERS / name, hf_tokenizer(SHARED_TOKENIZERS / name)
+
+
+def trl_loss_and_sides(tok, tmp_path, beta: float):  # type: ignore[no-untyped-def]
+    """TRL's DPOTrainer loss on CHAT_PAIRS (policy seed 0, reference seed 1), and the sides as TRL tokenized them."""
+    datasets = pytest.importorskip("datasets")
+    trl = pytest.importorskip("trl")
+    data = datasets.Dataset.from_list([{"prompt": p, "chosen": c, "rejected": r} for p, c, r in CHAT_PAIRS])
+    args = trl.DPOConfig(output_dir=str(tmp_path / "trl"), beta=beta, report_to="none", bf16=False, use_cpu=True,
+                         per_device_train_batch_size=len(CHAT_PAIRS), max_length=None, dataset_num_proc=None)
+    trainer = trl.DPOTrainer(model=tiny_llama(len(tok), "sdpa", 0), ref_model=tiny_llama(len(tok), "sdpa", 1),
+                             args=args, train_dataset=data, processing_class=tok)
+    prepared = [trainer.train_dataset[i] for i in range(len(CHAT_PAIRS))]
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, trainer.data_collator(prepared))
+    sides_ = [(pairrows.hand_side(e["prompt_ids"] + e["chosen_ids"], len(e["prompt_ids"])),
+               pairrows.hand_side(e["prompt_ids"] + e["rejected_ids"], len(e["prompt_ids"]))) for e in prepared]
+    return loss, sides_
+
+
+def packer_dpo_loss(tok, rows: list[dict], strategy: str, beta: float):  # type: ignore[no-untyped-def]
+    policy, ref = tiny_llama(len(tok), "sdpa", 0), tiny_llama(len(tok), "sdpa", 1)
+    batch = pair_collator(rows, strategy=strategy)
+    with torch.no_grad():
+        p = pair_logps(policy(**model_inputs(batch)).logits, batch)
+    r = reference_logps(ref, batch)
+    return dpo_loss(p.chosen_sum, p.rejected_sum, r.chosen_sum, r.rejected_sum, beta=beta), p
+
+
+@pytest.mark.parametrize("name", TRL_TOKENIZERS)
+def test_dpo_loss_equals_trl_on_the_tokens_trl_scores(name: str, tmp_path) -> None:
+    _, tok = _tokenizer(name)
+    trl_loss, trl_sides = trl_loss_and_sides(tok, tmp_path, beta=0.3)
+    for (c, r), (p, ch, rj) in zip(trl_sides, CHAT_PAIRS, strict=True):  # TRL's sides are the whole conversations
+        assert c["input_ids"].tolist() == pairrows.chat_ids(tok, p + ch)
+        assert r["input_ids"].tolist() == pairrows.chat_ids(tok, p + rj)
+    # TRL's completion mask (every token after the prompt) as the mask column; pairs packed 3 + 2 into rows
+    loss, _ = packer_dpo_loss(tok, pairrows.pair_rows(trl_sides, [3, 2]), "completion", beta=0.3)
+    torch.testing.assert_close(loss, trl_loss, rtol=1e-5, atol=0)
+
+
+def test_role_masks_score_fewer_tokens_than_trl(tmp_path) -> None:
+    """packer's role masks leave out what TRL scores but the model never writes (the newline after <|im_end|>):
+    fewer tokens and another loss than TRL's on the same pairs and models. ``instruction_tuning`` also scores the
+    prompt's earlier assistant turns (shared prefix tokens: they count in both sides)."""
+    tok_dir, tok = _tokenizer("demo")
+    trl_loss, trl_sides = trl_loss_and_sides(tok, tmp_path, beta=0.3)
+    convs = [conv for p, c, r in CHAT_PAIRS for conv in (p + c, p + r)]
+    built = pairrows.built_sides(convs, tok_dir, tmp_path / "build")
+    sides_ = list(zip(built[::2], built[1::2], strict=True))
+    for (c, r), (tc, tr) in zip(sides_, trl_sides, strict=True):
+        assert c["input_ids"].tolist() == tc["input_ids"].tolist()
+        assert r["input_ids"].tolist() == tr["input_ids"].tolist()
+        for side, trl_side in ((c, tc), (r, tr)):  # last_turn: a strict subset of TRL's tokens
+            assert not (side["mask_last_turn"] & ~trl_side["mask_completion"]).any()
+            assert side["mask_last_turn"].sum() < trl_side["mask_completion"].sum()
+    rows = pairrows.pair_rows(sides_, [5])
+    theirs, theirs_p = packer_dpo_loss(tok, pairrows.pair_rows(trl_sides, [5]), "completion", beta=0.3)
+    torch.testing.assert_close(theirs, trl_loss, rtol=1e-5, atol=0)
+    last, last_p = packer_dpo_loss(tok, rows, "last_turn", beta=0.3)
+    assert (last_p.chosen_tokens < theirs_p.chosen_tokens).all()
+    assert (last_p.rejected_tokens < theirs_p.rejected_tokens).all()
+    assert abs(float(last - theirs)) > 1e-4
+    # instruction_tuning adds the multi-turn prompt's "Hello." turn to both sides: the same margin (a shared
+    # token's log-prob cancels in chosen - rejected) but other means (IPO, length-normalised losses)
+    it, it_p = packer_dpo_loss(tok, rows, "instruction_tuning", beta=0.3)
+    extra = (it_p.chosen_tokens - last_p.chosen_tokens).tolist()
+    assert extra == (it_p.rejected_tokens - last_p.rejected_tokens).tolist() and extra[2] > 0 == extra[0]
+    torch.testing.assert_close(it, last, rtol=1e-5, atol=0)
+    assert not torch.allclose(it_p.chosen_mean[2], last_p.chosen_mean[2])
