@@ -148,3 +148,19 @@ def built_sides(conversations: Sequence[list[dict]], tokenizer: str | Path, tmp:
     docs = read_documents(tmp / "out")
     assert sorted(docs) == list(range(len(conversations))), "a side was rejected by the build"
     return [docs[i] for i in range(len(conversations))]
+
+
+def packed_by_length(units: Sequence[Mapping[str, np.ndarray]], seq_len: int) -> list[dict]:
+    """Units packed in order into rows of at most ``seq_len`` tokens (first fit of the next unit, no sorting)."""
+    rows: list[list] = [[]]
+    used = 0
+    for u in units:
+        n = len(u["input_ids"])
+        if n > seq_len:
+            continue
+        if used + n > seq_len:
+            rows.append([])
+            used = 0
+        rows[-1].append(u)
+        used += n
+    return [pack(r) for r in rows if r]

@@ -370,8 +370,14 @@ def pair_block_mask(batch: Mapping[str, Any], device: torch.device | str | None 
 
 
 def model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
-    """The keys of a pair batch the model takes (:data:`PAIR_MODEL_KEYS`), ``use_cache=False``."""
-    return {k: batch[k] for k in PAIR_MODEL_KEYS if k in batch} | {"use_cache": False}
+    """The keys of a pair batch the model takes (:data:`PAIR_MODEL_KEYS`), ``use_cache=False``. A ``BlockMask``
+    made on another device than ``input_ids`` (the collator's, in a DataLoader worker) is made again there."""
+    out = {k: batch[k] for k in PAIR_MODEL_KEYS if k in batch} | {"use_cache": False}
+    mask = out.get("attention_mask")
+    blocks = getattr(mask, "kv_num_blocks", None)
+    if blocks is not None and blocks.device != batch["input_ids"].device:
+        out["attention_mask"] = pair_block_mask(batch, batch["input_ids"].device)
+    return out
 
 
 def pair_forward(model: Any, batch: Mapping[str, Any]) -> torch.Tensor:
