@@ -484,3 +484,20 @@ def test_train_dpo_example_loss_goes_down(tmp_path) -> None:
                  "--output-dir", str(tmp_path / "train"))
     first, last = first_last(stdout)
     assert last < first - 0.2, stdout  # from about ln 2 = 0.69 (policy = reference at the start)
+
+
+@pytest.mark.slow
+def test_pair_logps_with_flex_attention_equal_each_side_run_alone() -> None:
+    """A Llama with attn_implementation="flex_attention" and the collator's BlockMask (forward only: torch has no
+    FlexAttention backward on CPU; compiling the kernel takes ~20 s)."""
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    tok = demo_tok()
+    pairs = sides(tok)
+    model = tiny_llama(len(tok), "flex_attention")
+    batch = pair_collator(pairrows.pair_rows(pairs, [3, 1, 3]), strategy="completion",
+                          attn_implementation="flex_attention")
+    with torch.no_grad():
+        out = pair_logps(model(**model_inputs(batch)).logits, batch)
+        alone = [[side_logp(model, s, "mask_completion")[0] for s in pair] for pair in pairs]
+    torch.testing.assert_close(out.chosen_sum, torch.stack([a[0] for a in alone]), rtol=1e-5, atol=0)
+    torch.testing.assert_close(out.rejected_sum, torch.stack([a[1] for a in alone]), rtol=1e-5, atol=0)
