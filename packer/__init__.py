@@ -35,6 +35,11 @@ _LAZY = {
     "as_hf_iterable": "train.hf",
     "PackerTrainer": "train.hf",
     "PackerSFTTrainer": "train.hf",
+    "pair_collator": "train.pairs",
+    "pair_logps": "train.pairs",
+    "dpo_loss": "train.pairs",
+    "reference_logps": "train.pairs",
+    "PackerDPOTrainer": "train.dpo",
 }
 
 __all__ = ["__version__", *_LAZY]

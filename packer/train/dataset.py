@@ -78,7 +78,11 @@ class PackedDataset(IterableDataset):
       and -100 at the first token of each document; NOT shifted (the model shifts, as in HF);
     - ``position_ids`` int64 [T]: 0, 1, ... restarting at each document; ``seq_lens`` int32 [D];
     - ``loss_weights`` float32 [T], only with ``prompt_loss_weight`` or ``normalize``;
-    - ``doc_ids`` int64 [D], only with ``return_doc_ids=True``: each document's record index.
+    - ``doc_ids`` int64 [D], only with ``return_doc_ids=True``: each document's record index;
+    - ``branch`` uint8 [T], rows of a preference-pair build only (0 a pair's shared prefix, 1 chosen, 2
+      rejected; ``seq_lens`` then has one entry per pair, and a rejected suffix's ``position_ids`` continue its
+      prefix): collate with :func:`packer.train.pairs.pair_collator`;
+    - ``doc_labels`` bool [D], rows of a KTO build only: each document's label (True: desirable).
 
     Args:
         output: the output directory: a local path, a ``file://`` URI or any URI pyarrow's

@@ -16,7 +16,17 @@ Under ``instruction_modelling`` the instructions ``hi``/``2+2?`` get labels too.
 (the Hugging Face convention: the model shifts them), and the first token of every document is -100 under
 every strategy, ``full`` included, so no document is trained to predict its successor's first token.
 
-With ``prompt_loss_weight=0.1, normalize="sequence"`` the item also has ``loss_weights``::
+A pair row of a preference build (``branch``: 0 the pair's shared prefix, 1 chosen, 2 rejected; one ``seq_lens``
+entry per pair) gives its ``branch`` to the item too, and its rejected suffix's positions continue the prefix
+(:mod:`packer.train.pairs` collates it)::
+
+    tokens       :  <s>   U:   hi   R:   yo  </s> |  no  </s>
+    branch       :    0    0    0    0    1    1  |   2    2
+    position_ids :    0    1    2    3    4    5  |   4    5
+    seq_lens     : [8]
+
+A KTO row's item has ``doc_labels`` (bool [D], each document's label). With ``prompt_loss_weight=0.1,
+normalize="sequence"`` the item also has ``loss_weights``::
 
     weights (raw) :    0    0  0.1    0    1    1  |    0    0  0.1    0    1    1
     loss_weights  :    0    0 .048    0 .476 .476  |    0    0 .048    0 .476 .476   (each document sums to 1)
@@ -30,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..output import roles as R
 from .collate import IGNORE_INDEX, WeightedLabels
 from .rows import Row
 
@@ -72,6 +83,8 @@ def make_item(row: Row, spec: ItemSpec) -> dict[str, torch.Tensor]:
     if forced is not None and spec.role_lut is not None:
         loss |= forced  # a mask column has them already
     position_ids = np.arange(n, dtype=np.int64) - np.repeat(starts, lens)
+    if row.branch is not None:
+        position_ids = _pair_positions(position_ids, row.branch, lens)
     item: dict[str, torch.Tensor] = {}
     if spec.weighted:
         weights = loss.astype(np.float64)
@@ -102,4 +115,16 @@ def make_item(row: Row, spec: ItemSpec) -> dict[str, torch.Tensor]:
         item["labels"] = WeightedLabels.of(item["labels"])
     if spec.return_doc_ids:
         item["doc_ids"] = torch.from_numpy(row.doc_ids.astype(np.int64))
+    if row.branch is not None:
+        item["branch"] = torch.from_numpy(row.branch.astype(np.uint8))  # a copy: the view is read-only
+    if row.labels is not None:
+        item["doc_labels"] = torch.from_numpy(row.labels.astype(bool))
     return item
+
+
+def _pair_positions(local: np.ndarray, branch: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """Positions of a pair row: a rejected suffix continues its prefix, so it restarts where the chosen began
+    (each token's position within its document, less the document's chosen tokens on the rejected branch)."""
+    doc = np.repeat(np.arange(len(lens)), lens)
+    chosen = np.bincount(doc, weights=branch == R.CHOSEN, minlength=len(lens)).astype(np.int64)
+    return local - np.where(branch == R.REJECTED, chosen[doc], 0)

@@ -93,6 +93,8 @@ class _Batch:
     mask: _Bits | None  # the strategy's mask column
     trainable: _Bits | None  # the trainable column, where wanted and the shard has one
     forced: _Bits | None = None  # the forced column, where wanted and the shard has one (format version 3)
+    branch: tuple[np.ndarray, np.ndarray] | None = None  # pair rows: the branch column's values and offsets
+    labels: _Bits | None = None  # KTO rows: the per-document labels column
 
 
 def _list_views(batch: pa.RecordBatch, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +133,11 @@ def _batch_views(batch: pa.RecordBatch, mask_name: str | None, trainable: bool, 
     mask = _Bits.of(batch, mask_name) if mask_name is not None else None
     train = _Bits.of(batch, "trainable") if trainable and "trainable" in batch.schema.names else None
     force = _Bits.of(batch, "forced") if forced and "forced" in batch.schema.names else None
-    return _Batch(ids, ids_off, roles, roles_off, seq_lens, seq_off, doc_ids, doc_off, mask, train, force)
+    # preference builds: read wherever a shard has them (an SFT shard has neither)
+    branch = _list_views(batch, "branch") if "branch" in batch.schema.names else None
+    labels = _Bits.of(batch, "labels") if "labels" in batch.schema.names else None
+    return _Batch(ids, ids_off, roles, roles_off, seq_lens, seq_off, doc_ids, doc_off, mask, train, force, branch,
+                  labels)
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,10 @@ class Row:
     #: bool [T]: True in the content of messages other than the assistant's marked ``"training": true``
     #: (loss under every strategy); None where not read, or the shard (format version 1, 2) has no such column
     forced: np.ndarray | None = None
+    #: uint8 [T], pair rows only: 0 the pair's shared prefix, 1 its chosen suffix, 2 its rejected suffix
+    branch: np.ndarray | None = None
+    #: bool [D], KTO rows only: each document's label (True: desirable)
+    labels: np.ndarray | None = None
 
 
 def _unpack_bits(bits: np.ndarray, start: int, stop: int) -> np.ndarray:
@@ -230,5 +240,10 @@ class ShardReader:
         forced = v.forced.row(i, z - a) if v.forced is not None else None
         sa, sz = int(v.seq_off[i]), int(v.seq_off[i + 1])
         da, dz = int(v.doc_off[i]), int(v.doc_off[i + 1])
+        branch = None
+        if v.branch is not None:
+            values, offsets = v.branch
+            branch = values[int(offsets[i]) : int(offsets[i]) + (z - a)]
+        labels = v.labels.row(i, dz - da) if v.labels is not None else None
         return Row(v.ids[a:z], v.roles[ra : ra + (z - a)], mask, v.seq_lens[sa:sz], v.doc_ids[da:dz], trainable,
-                   forced)
+                   forced, branch, labels)
