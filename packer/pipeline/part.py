@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from ..output import roles as R
-from ..output.doctable import SeenTable
+from ..output.doctable import NULL, SeenTable
 from ..read.formats import RecordReader
 from ..read.records import STATUS_CODE, BuildError, Conversation, Pair, Rejection, Source
 from ..tokens.assembly import checked
@@ -214,8 +214,7 @@ class PartMapper:
         # ids of the other tokenizer loader on the build's first batch, compared in a thread of its own where
         # they may differ (importing transformers, and torch with it, costs a build ~5 s and ~240 MB)
         self.loader_check: Future | None = None
-        #: a preference build's pairs (packer.pipeline.pairs)
-        self.pairs = PairMapper(self) if spec.kind == "pairs" else None
+        self.pairs = PairMapper(self) if spec.kind == "pairs" else None  # a preference build's (pipeline.pairs)
 
     # -- records ---------------------------------------------------------------
 
@@ -281,8 +280,7 @@ class PartMapper:
         self.docs.prompt_words[i], self.docs.response_words[i], self.docs.turns[i] = words(conv)
         if isinstance(item, Pair):
             return self.pairs.add(item, src)  # type: ignore[union-attr]
-        if item.label is not None:
-            self.docs.label[i] = item.label
+        self.docs.label[i] = NULL if item.label is None else item.label
         rendered = self.tpl.render(item)
         if isinstance(rendered, Rejection):
             self.reject(rendered, RejectionSpill.READ)
