@@ -4,10 +4,9 @@
     python examples/train_dpo.py --data PAIRS --strategy instruction_tuning
 
 Needs TRL besides the ``hf`` extra (``pip install -e '.[torch,hf]' trl``; tested with trl 1.16, transformers 5).
-The demo pairs are made from ``alpaca_demo.json``: the prompt is a record's instruction, the chosen answer its
-output, the rejected answer the same words with all but the first four shuffled (a disfluent answer; the two
-sides share the prompt and the answer's first words, stored once), built with the demo tokenizer into pair rows
-(several pairs per row).
+The demo pairs are ``dpo_demo.jsonl`` (240 questions whose answers are computed: the chosen answer is right, the
+rejected one wrong, most of its words the same; made by ``make_dpo_demo.py``), built with the demo tokenizer into
+pair rows (several pairs per row; each pair's prompt and the answers' common first words stored once).
 
 ``PackerDPOTrainer`` is ``DPOTrainer`` with the packed rows' collator (a 4D mask for sdpa: each token sees its
 pair's prefix and its own side only), ``pair_logps`` per pair, and DPO's sigmoid loss; the reference model is
@@ -19,7 +18,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import random
 from pathlib import Path
 
 import torch
@@ -32,33 +30,12 @@ from packer.options import DEMO_TOKENIZER
 HERE = Path(__file__).resolve().parent
 
 
-def demo_pairs() -> list[dict]:
-    """The demo preference records (TRL's explicit-prompt conversational format), from the Alpaca demo."""
-    records = json.loads((HERE / "alpaca_demo.json").read_text())
-    rng = random.Random(0)
-    out = []
-    for r in records:
-        prompt = r["instruction"] + (f"\n\n{r['input']}" if r["input"] else "")
-        words = r["output"].split(" ")
-        # the same words out of order after the first few: a shared start, then a disfluent rejected answer
-        keep = min(4, len(words) - 1)
-        tail = words[keep:]
-        rng.shuffle(tail)
-        out.append({"prompt": [{"role": "user", "content": prompt}],
-                    "chosen": [{"role": "assistant", "content": r["output"]}],
-                    "rejected": [{"role": "assistant", "content": " ".join(words[:keep] + tail)}]})
-    return out
-
-
 def ensure_pair_shards(data: Path) -> dict:
-    """The manifest of the pair build at ``data``, built from :func:`demo_pairs` first where missing."""
+    """The manifest of the pair build at ``data``, built from the bundled ``dpo_demo.jsonl`` first where missing."""
     if not (data / "manifest.json").exists():
         from packer import build
 
-        data.parent.mkdir(parents=True, exist_ok=True)
-        src = data.parent / "dpo_demo.jsonl"
-        src.write_text("".join(json.dumps(p) + "\n" for p in demo_pairs()))
-        build([src], data, tokenizer=str(DEMO_TOKENIZER), seq_len=512)
+        build([HERE / "dpo_demo.jsonl"], data, tokenizer=str(DEMO_TOKENIZER), seq_len=512)
     return json.loads((data / "manifest.json").read_text())
 
 

@@ -3,6 +3,8 @@ side run alone, gradients, ``--pairs separate``, ``dpo_loss`` against TRL's DPOT
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -20,7 +22,7 @@ from packer.train.pairs import (  # noqa: E402
 )
 
 from . import pairrows  # noqa: E402
-from .helpers import DEMO_TOKENIZER, hf_tokenizer  # noqa: E402
+from .helpers import DEMO_TOKENIZER, EXAMPLES, hf_tokenizer  # noqa: E402
 
 SYSTEM = {"role": "system", "content": "You are terse."}
 
@@ -465,23 +467,13 @@ def test_packer_dpo_trainer_loss_and_precomputed_reference(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_train_dpo_example_loss_goes_down(tmp_path) -> None:
-    """examples/train_dpo.py on the demo pairs, laid out by hand until the build writes pair rows."""
-    import importlib.util
-
-    from .helpers import EXAMPLES
+    """examples/train_dpo.py as a user runs it: it builds the bundled dpo_demo.jsonl into pair shards, then trains."""
     from .test_examples import first_last, run
 
     pytest.importorskip("trl")
-    spec = importlib.util.spec_from_file_location("train_dpo", EXAMPLES / "train_dpo.py")
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
-    tok = demo_tok()
-    units = [pairrows.shared_unit(*pairrows.chat_sides(tok, p["prompt"], p["chosen"], p["rejected"]), i)
-             for i, p in enumerate(example.demo_pairs())]
-    out = pairrows.write_output(tmp_path / "pairs", pairrows.packed_by_length(units, 512), ["full", "completion"],
-                                "pairs", pad_id=tok.pad_token_id, pairs="shared")
-    stdout = run(str(EXAMPLES / "train_dpo.py"), "--data", str(out), "--strategy", "completion", "--steps", "40",
+    stdout = run(str(EXAMPLES / "train_dpo.py"), "--data", str(tmp_path / "pairs"), "--steps", "40",
                  "--output-dir", str(tmp_path / "train"))
+    assert json.loads((tmp_path / "pairs" / "manifest.json").read_text())["kind"] == "pairs"
     first, last = first_last(stdout)
     assert last < first - 0.2, stdout  # from about ln 2 = 0.69 (policy = reference at the start)
 
@@ -501,3 +493,40 @@ def test_pair_logps_with_flex_attention_equal_each_side_run_alone() -> None:
         alone = [[side_logp(model, s, "mask_completion")[0] for s in pair] for pair in pairs]
     torch.testing.assert_close(out.chosen_sum, torch.stack([a[0] for a in alone]), rtol=1e-5, atol=0)
     torch.testing.assert_close(out.rejected_sum, torch.stack([a[1] for a in alone]), rtol=1e-5, atol=0)
+
+
+# -- end to end: the build's own pair rows ------------------------------------------------------------------------
+
+
+def _built(tmp_path, data, tokenizer, **options):  # type: ignore[no-untyped-def]
+    from packer import build
+
+    out = tmp_path / "built"
+    build([data], out, tokenizer=tokenizer, **options)
+    return out
+
+
+@pytest.mark.parametrize("separate", [False, True])
+def test_build_rows_through_packed_dataset_equal_each_side_run_alone(tmp_path, separate: bool) -> None:
+    """examples/dpo_demo.jsonl built by packer, read by PackedDataset, collated, scored: each pair's log-probs are
+    those of its two sides' apply_chat_template ids run alone (strategy full: every token but the first)."""
+    from .test_pairs_build import load_records, oracle_sides
+
+    tok = demo_tok()
+    records = load_records(EXAMPLES / "dpo_demo.jsonl")[:24]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = _built(tmp_path, data, DEMO_TOKENIZER, seq_len=256, pairs="separate" if separate else "shared")
+    items = _items(out, strategy="full")
+    assert sum(len(set(i["doc_ids"].tolist())) for i in items) == len(records)
+    model = tiny_llama(len(tok), "sdpa")
+    batch = pair_collator(items, attn_implementation="sdpa", dtype=torch.float32)
+    with torch.no_grad():
+        got = pair_logps(model(**model_inputs(batch)).logits, batch)
+        want = []
+        for d in batch["pair_doc_ids"].tolist():
+            sides_ = [pairrows.chat_ids(tok, s) for s in oracle_sides(records[d])]
+            want.append([side_logp(model, {"input_ids": ids, "mask_full": np.ones(len(ids), bool)}, "mask_full")[0]
+                         for ids in sides_])
+    torch.testing.assert_close(got.chosen_sum, torch.stack([w[0] for w in want]), rtol=1e-5, atol=0)
+    torch.testing.assert_close(got.rejected_sum, torch.stack([w[1] for w in want]), rtol=1e-5, atol=0)
