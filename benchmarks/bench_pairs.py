@@ -2,7 +2,7 @@
 
 TRL's ``DPOTrainer`` (padding_free off, its default) runs every pair as two sequences, prompt + chosen and
 prompt + rejected, each batch padded to its longest sequence: a batch of ``B`` pairs computes ``2 * B * longest``
-tokens. packer stores each pair's common prefix once and packs whole pairs into rows of ``seq_len``; a batch of
+tokens (with ``padding_free=True``, flash attention only, the two sides without padding: the prompt still twice). packer stores each pair's common prefix once and packs whole pairs into rows of ``seq_len``; a batch of
 rows computes ``rows * longest row`` tokens (the pair collator pads to the batch's longest row). Both see every
 pair once, in one epoch; the figure is tokens computed per pair, and the share that is padding or a repeated
 prompt. The sides' ids are transformers' ``apply_chat_template`` of each conversation (what TRL tokenizes), and
@@ -26,7 +26,7 @@ import pyarrow.ipc as ipc
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
 
 def trl_tokens(lengths: list[tuple[int, int]], batch: int, seed: int) -> tuple[int, int]:
@@ -69,7 +69,7 @@ def main() -> None:
     p.add_argument("--pairs-per-batch", type=int, default=8, help="TRL's per-device batch of pairs")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
-    from test_pairs_build import load_records, oracle_sides, side_ids, units
+    from tests.test_pairs_build import load_records, oracle_sides, side_ids, units
     from transformers import AutoTokenizer
 
     from packer import build
@@ -101,6 +101,7 @@ def main() -> None:
     print(f"  two sides, every token once each:  {trl_real:>9,} tokens ({trl_real / n:,.0f} a pair)")
     print(f"  TRL, {a.pairs_per_batch} pairs a batch, padded: {trl_computed:>9,} tokens computed "
           f"({trl_computed / n:,.0f} a pair; {1 - trl_real / trl_computed:.1%} padding)")
+    print(f"  TRL padding_free=True:            {trl_real:>9,} tokens computed (no padding; each prompt twice)")
     print(f"  packer, prefix once, stored:      {pk_stored:>9,} tokens ({pk_stored / n:,.0f} a pair; "
           f"{1 - pk_stored / trl_real:.1%} fewer than the two sides)")
     print(f"  packer, {n_rows} rows, {rows_per_batch} a batch:   {pk_computed:>9,} tokens computed "
