@@ -19,7 +19,7 @@ from packer.read.records import BuildError
 from .helpers import DEMO_TOKENIZER, SHARED_DATA, SHARED_TOKENIZERS, hf_tokenizer, need_shared, tokenizer_params
 
 _ROLE = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system",
-         "observation": "tool", "function_call": "assistant"}
+         "tool": "tool", "observation": "tool", "function_call": "assistant"}
 
 
 def _text(content: object) -> str:
@@ -30,8 +30,13 @@ def _text(content: object) -> str:
 
 
 def _msgs(turns: list[dict]) -> list[dict]:
-    return [{"role": _ROLE[t.get("role", t.get("from"))], "content": _text(t.get("content", t.get("value")))}
-            for t in turns]
+    """Turns as transformers takes them; tool calls and reasoning passed on as the record gives them."""
+    out = []
+    for t in turns:
+        m = {"role": _ROLE[t.get("role", t.get("from"))], "content": _text(t.get("content", t.get("value")))}
+        m.update({k: t[k] for k in ("tool_calls", "reasoning_content", "tool_call_id") if k in t})
+        out.append(m)
+    return out
 
 
 def oracle_sides(record: dict) -> tuple[list[dict], list[dict]]:
@@ -264,3 +269,49 @@ def test_kto_shared_file(name, tmp_path):
                 pos += n
                 packed += 1
     assert packed == m["counts"]["packed"] >= 0.9 * len(records)
+
+
+_TOOL_TURNS = [
+    {"role": "user", "content": "Weather in Oslo?"},
+    {"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]},
+    {"role": "tool", "content": "{\"temp\": 3}"},
+]
+#: one record of each pair shape, with a system prompt, a multi-turn prompt and tool calls inside
+SHAPES = {
+    "preference": {"prompt": [{"role": "system", "content": "Be brief."}, *_TOOL_TURNS],
+                   "chosen": [{"role": "assistant", "content": "It is 3 degrees in Oslo."}],
+                   "rejected": [{"role": "assistant", "content": "It is sunny and 30 degrees."}]},
+    "preference_strings": {"prompt": "Name a prime.", "chosen": "7 is prime.", "rejected": "9 is prime."},
+    "preference_implicit": {"chosen": [*_TOOL_TURNS, {"role": "assistant", "content": "3 degrees."}],
+                            "rejected": [*_TOOL_TURNS, {"role": "assistant", "content": "No idea."}]},
+    "ranking": {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"},
+                                  {"from": "human", "value": "2+2?"}],
+                "chosen": {"from": "gpt", "value": "4"}, "rejected": {"from": "gpt", "value": "5"}},
+    "ranking_messages": {"chosen_messages": [{"role": "user", "content": [{"type": "text", "value": "2+3?"}]},
+                                             {"role": "assistant", "content": [{"type": "text", "value": "5"}]}],
+                         "rejected_messages": [{"role": "user", "content": [{"type": "text", "value": "2+3?"}]},
+                                               {"role": "assistant", "content": [{"type": "text", "value": "6"}]}]},
+}
+
+
+@pytest.mark.parametrize("name", tokenizer_params(["qwen2.5-instruct", "llama-3-8b-instruct"]))
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_every_pair_shape_equals_apply_chat_template(name, shape, tmp_path):
+    """Each shape (system prompt, multi-turn prompt, tool calls and results inside): both sides' ids are
+    apply_chat_template of the record's conversations (Llama 3's template renders no tool calls: those pairs are
+    rejected, naming the side, as in SFT)."""
+    need_shared()
+    if name.startswith("llama") and "tool_calls" in json.dumps(SHAPES[shape]):
+        with pytest.raises(BuildError, match="chosen: template 'tokenizer': the template does not render the tool"):
+            build([_pairs_file(tmp_path, [SHAPES[shape]])], tmp_path / "o", tokenizer=SHARED_TOKENIZERS / name)
+        return
+    record = SHAPES[shape]
+    path = _pairs_file(tmp_path, [record])
+    m = build([path], tmp_path / "o", tokenizer=SHARED_TOKENIZERS / name, tokenizer_loader="transformers",
+              seq_len=4096)
+    assert m["counts"]["packed"] == 1, m["counts"]
+    hf = hf_tokenizer(SHARED_TOKENIZERS / name)
+    chosen, rejected = oracle_sides(record)
+    want = tuple(list(hf.apply_chat_template(s, tokenize=True, return_dict=False)) for s in (chosen, rejected))
+    assert side_ids(units(tmp_path / "o")[0]) == want
