@@ -559,3 +559,14 @@ def test_built_pair_rows_once_across_ranks_and_workers_and_resume(tmp_path) -> N
     assert [[i["doc_ids"].tolist() for i in b] for b in rest] == [[i["doc_ids"].tolist() for i in b] for b in full[3:]]
     a, b = pair_collator(rest[0]), pair_collator(full[3])
     assert all(torch.equal(a[k], b[k]) for k in ("input_ids", "branch", "position_ids", "gather_index", "loss_mask"))
+
+
+def test_sft_collators_refuse_pair_rows(tmp_path) -> None:
+    """Pair rows through an SFT collator would train each pair as one document (rejected seeing chosen): refused."""
+    from packer.train.collate import collator_for
+
+    out = _built(tmp_path, EXAMPLES / "dpo_demo.jsonl", DEMO_TOKENIZER, seq_len=256)
+    items = _items(out, strategy="instruction_tuning")[:2]
+    for attn in ("sdpa", "eager", "flash_attention_2"):
+        with pytest.raises(ValueError, match=r"preference pairs.*pair_collator"):
+            collator_for(attn)(items)

@@ -223,6 +223,10 @@ def _row(item: Item, i: int) -> dict[str, torch.Tensor]:
     """One item as 1-D tensors of the dtypes the collators produce, checked for consistency."""
     if "input_ids" not in item:
         raise ValueError(f"item {i} has no 'input_ids' (keys: {', '.join(item)})")
+    if "branch" in item:  # as one causal document, a pair's rejected tokens would see its chosen ones
+        raise ValueError(f"item {i} is a row of preference pairs (it has 'branch'): collate it with "
+                         "packer.pair_collator, which keeps each pair's two sides apart; these collators are for "
+                         "supervised rows")
     ids = torch.as_tensor(item["input_ids"], dtype=torch.int64).reshape(-1)
     n = ids.numel()
     if n == 0:

@@ -72,8 +72,11 @@ class PackerTrainerMixin:
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()  # type: ignore[misc]
-        if WEIGHTS not in self._signature_columns:  # type: ignore[attr-defined]
-            self._signature_columns.append(WEIGHTS)  # type: ignore[attr-defined]
+        # a pair row's branch reaches the collator, which refuses it (trained as SFT rows, a pair's rejected
+        # tokens would see its chosen ones): PackerDPOTrainer trains pair rows
+        for key in (WEIGHTS, "branch"):
+            if key not in self._signature_columns:  # type: ignore[attr-defined]
+                self._signature_columns.append(key)  # type: ignore[attr-defined]
 
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> Any:
         """The Trainer's loss normaliser; for weighted batches the sum of the weights over the step."""
