@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 
 from ..output import roles as R
-from .collate import IGNORE_INDEX
+from .collate import IGNORE_INDEX, _target_length
 
 __all__ = [
     "PAIR_MODEL_KEYS",
@@ -250,16 +250,6 @@ def pair_collator(
     else:
         out["attention_mask"] = _dense_mask(out["pair_index"], out["branch"], dtype)
     return out
-
-
-def _target_length(longest: int, pad_to_multiple_of: int | None, max_length: int | None) -> int:
-    if max_length is not None:
-        if longest > max_length:
-            raise ValueError(f"a row has {longest} tokens, more than max_length={max_length}")
-        return max_length
-    if pad_to_multiple_of:
-        return -(-longest // pad_to_multiple_of) * pad_to_multiple_of
-    return longest
 
 
 def _padded_batch(rows: list[dict], pad_id: int, multiple: int | None, max_length: int | None) -> dict[str, Any]:
