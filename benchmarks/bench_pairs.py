@@ -2,7 +2,8 @@
 
 TRL's ``DPOTrainer`` (padding_free off, its default) runs every pair as two sequences, prompt + chosen and
 prompt + rejected, each batch padded to its longest sequence: a batch of ``B`` pairs computes ``2 * B * longest``
-tokens (with ``padding_free=True``, flash attention only, the two sides without padding: the prompt still twice). packer stores each pair's common prefix once and packs whole pairs into rows of ``seq_len``; a batch of
+tokens (with ``padding_free=True``, flash attention only, the two sides without padding: the prompt still
+twice). packer stores each pair's common prefix once and packs whole pairs into rows of ``seq_len``; a batch of
 rows computes ``rows * longest row`` tokens (the pair collator pads to the batch's longest row). Both see every
 pair once, in one epoch; the figure is tokens computed per pair, and the share that is padding or a repeated
 prompt. The sides' ids are transformers' ``apply_chat_template`` of each conversation (what TRL tokenizes), and
@@ -69,10 +70,10 @@ def main() -> None:
     p.add_argument("--pairs-per-batch", type=int, default=8, help="TRL's per-device batch of pairs")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
-    from tests.test_pairs_build import load_records, oracle_sides, side_ids, units
     from transformers import AutoTokenizer
 
     from packer import build
+    from tests.test_pairs_build import load_records, oracle_sides, side_ids, units
 
     hf = AutoTokenizer.from_pretrained(str(a.tokenizer), local_files_only=True)
     records = load_records(a.data)
