@@ -11,7 +11,9 @@ template assembly) must give the bytes of the slow path under both loaders.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -67,6 +69,14 @@ def test_unknown_loader_is_an_error():
 
 def test_transformers_loader_without_transformers_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers -> ImportError
+
+    def version(name: str) -> str:
+        if name == "transformers":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real_version(name)
+
+    real_version = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", version)  # and no metadata: not installed
     needs = r"^--tokenizer-loader transformers needs transformers: pip install 'packer\[hf\]'$"
     with pytest.raises(BuildError, match=needs):
         load_tokenizer(DEMO_TOKENIZER, loader="transformers")
@@ -116,8 +126,9 @@ class _PythonSide:
         return self._hf([t.lower() for t in texts], **kwargs)
 
 
-def test_transformers_tokenizer_that_is_more_than_its_backend_is_refused(monkeypatch):
+def test_transformers_tokenizer_that_is_more_than_its_backend_is_refused(monkeypatch, tmp_path):
     pytest.importorskip("transformers", reason="transformers not installed (pip install .[hf])")
+    monkeypatch.setenv("PACKER_CACHE_DIR", str(tmp_path))  # no kept backend: transformers loads it
     real = L._quiet_from_pretrained
     monkeypatch.setattr(L, "_quiet_from_pretrained", lambda tf, d: _PythonSide(real(tf, d)))
     with pytest.raises(BuildError, match="does not encode 'Hello world' as its tokenizers backend does"):
@@ -368,3 +379,61 @@ def test_byte_level_builds_never_import_transformers(tmp_path):
             "print(m['tokenizer']['loader_difference'], 'transformers' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.split() == ["None", "False"]
+
+
+# -- the kept transformers backend --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["demo", "phi-3-mini-instruct", "mistral-7b-instruct-v0.1"])
+def test_kept_transformers_backend_gives_transformers_ids(name, monkeypatch, tmp_path):
+    """The transformers loader keeps the backend transformers built (after its check); the next load reads it,
+    importing nothing, and gives transformers' ids; a damaged kept file is made again."""
+    transformers = pytest.importorskip("transformers", reason="transformers not installed (pip install .[hf])")
+    if name != "demo":
+        need_shared()
+    path = DEMO_TOKENIZER if name == "demo" else SHARED_TOKENIZERS / name
+    monkeypatch.setenv("PACKER_CACHE_DIR", str(tmp_path))
+    first = load_tokenizer(path, loader="transformers")
+    kept = list(tmp_path.glob("transformers-backend-*.json"))
+    assert len(kept) == 1
+
+    def no_transformers(directory):  # type: ignore[no-untyped-def]
+        raise AssertionError("transformers loaded again")
+
+    monkeypatch.setattr(L, "_hf_backend", no_transformers)
+    again = load_tokenizer(path, loader="transformers")
+    assert (again.sha256, again.special_tokens, again.transformers_version) == (
+        first.sha256, first.special_tokens, transformers.__version__)
+    texts = ["Hello world", "<s>[INST] Hi [/INST] Hello</s>", "<|user|>\nHi<|end|>\n<|assistant|>\n Yo",
+             "  two  spaces\n\n\tand tabs ", "naïve café 你好 🤖", *L._PROBES]
+    hf = transformers.AutoTokenizer.from_pretrained(str(path))
+    want = hf(texts, add_special_tokens=False)["input_ids"]
+    assert [e.ids for e in again.tokenizer.encode_batch(texts, add_special_tokens=False)] == want
+    kept[0].write_text("{not json")
+    monkeypatch.undo()
+    monkeypatch.setenv("PACKER_CACHE_DIR", str(tmp_path))
+    assert load_tokenizer(path, loader="transformers").sha256 == first.sha256
+    assert json.loads(kept[0].read_text())["tokenizer"]
+
+
+def test_sentencepiece_builds_never_import_transformers(tmp_path):
+    """A file-loader build of a SentencePiece-family tokenizer still says where transformers 5's ids part from
+    tokenizer.json, but the comparison's transformers (and torch) load in a child process, once per tokenizer:
+    the build's own process imports neither (issue 28: seconds and ~300 MB a build)."""
+    need_shared()
+    if transformers_major() < 5:
+        pytest.skip("transformers 4 runs tokenizer.json as it is: nothing to compare")
+    import subprocess
+
+    path = tmp_path / "lima.jsonl"
+    path.write_text("".join((SHARED_DATA / "messages_lima.jsonl").read_text().splitlines(True)[:20]))
+    code = ("import sys; from packer import build; "
+            f"m = build([{str(path)!r}], sys.argv[1], tokenizer={str(SHARED_TOKENIZERS / 'phi-3-mini-instruct')!r}); "
+            "print(m['tokenizer']['loader_difference'] is not None, 'transformers' in sys.modules, "
+            "'torch' in sys.modules)")
+    env = {**os.environ, "PACKER_CACHE_DIR": str(tmp_path / "cache")}
+    for run in ("first", "kept"):
+        res = subprocess.run([sys.executable, "-c", code, str(tmp_path / run)], capture_output=True, text=True,
+                             check=True, env=env)
+        assert res.stdout.split() == ["True", "False", "False"], (run, res.stderr[-2000:])
+    assert list((tmp_path / "cache").glob("transformers-backend-*.json"))

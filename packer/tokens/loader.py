@@ -24,6 +24,8 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -242,14 +244,23 @@ def _hf_special_of_file(tj: Path, raw: bytes) -> tuple[str, ...] | None:
         return None
 
 
+def _transformers_version() -> str:
+    """The installed transformers' version, read without importing it (BuildError where it is not installed)."""
+    try:
+        return importlib.metadata.version("transformers")
+    except importlib.metadata.PackageNotFoundError:
+        raise BuildError("--tokenizer-loader transformers needs transformers: pip install 'packer[hf]'") from None
+
+
 def _load_transformers(path: str | os.PathLike) -> TokenizerInfo:
-    transformers = _transformers()
-    version = transformers.__version__
+    """The transformers loader: its backend from the kept copy (:func:`kept_backend`) where this transformers
+    made one for these files, else from transformers itself (then kept)."""
     directory, tj, is_dir = _split_path(path)
     if not is_dir and tj.name != "tokenizer.json":
         raise BuildError(f"{path}: the transformers loader needs a model directory (or its tokenizer.json)")
     if not directory.is_dir():
         raise BuildError(f"{path}: no such tokenizer directory")
+    version = _transformers_version()
     digest = hashlib.sha256(f"packer tokenizer loader transformers {version}\n".encode())
     raw = b""
     for name in _HF_FILES:
@@ -259,6 +270,28 @@ def _load_transformers(path: str | os.PathLike) -> TokenizerInfo:
             if name == "tokenizer.json":
                 raw = data
             digest.update(f"{name} {hashlib.sha256(data).hexdigest()}\n".encode())
+    sha = digest.hexdigest()
+    kept = kept_backend(sha)
+    backend, hf = (kept, None) if kept is not None else _hf_backend(directory)
+    cfg = _read_config(directory)
+    # special tokens as tokenizer.json flags them (transformers 5 also flags ones a tokenizer class names,
+    # such as Gemma's <mask>): packer's control tokens are the same under both loaders
+    special = _hf_special_of_file(tj, raw) if raw else None
+    if special is not None:
+        special = tuple(s for s in special if backend.token_to_id(s) is not None)
+    info = _info(path, backend, sha, cfg, directory if is_dir else None, special=special,
+                 loader="transformers", transformers_version=version)
+    if hf is not None:
+        _check_backend(hf, backend, info, directory, version)
+        _keep_backend(sha, backend)
+    return info
+
+
+def _hf_backend(directory: Path) -> tuple[Tokenizer, object]:
+    """The transformers tokenizer of ``directory`` and its ``tokenizers`` backend, set as a call with
+    ``add_special_tokens=False`` and no truncation or padding leaves it."""
+    transformers = _transformers()
+    version = transformers.__version__
     try:
         hf = _quiet_from_pretrained(transformers, directory)
     except Exception as e:  # OSError, ValueError, ImportError (sentencepiece, protobuf), a bare Exception ...
@@ -268,21 +301,55 @@ def _load_transformers(path: str | os.PathLike) -> TokenizerInfo:
     if not isinstance(backend, Tokenizer):
         raise BuildError(f"{directory}: transformers {version} loads it as {type(hf).__name__}, which has no "
                          "tokenizers backend; packer cannot batch its ids (use --tokenizer-loader file)")
-    cfg = _read_config(directory)
-    # special tokens as tokenizer.json flags them (transformers 5 also flags ones a tokenizer class names,
-    # such as Gemma's <mask>): packer's control tokens are the same under both loaders
-    special = _hf_special_of_file(tj, raw) if raw else None
-    if special is not None:
-        special = tuple(s for s in special if backend.token_to_id(s) is not None)
-    info = _info(path, backend, digest.hexdigest(), cfg, directory if is_dir else None, special=special,
-                 loader="transformers", transformers_version=version)
-    _check_backend(hf, backend, info, directory, version)
-    # what a call with add_special_tokens=False and no truncation or padding leaves on it
     backend.no_truncation()
     backend.no_padding()
     if hasattr(backend, "encode_special_tokens"):
         backend.encode_special_tokens = bool(getattr(hf, "split_special_tokens", False))
-    return info
+    return backend, hf
+
+
+# -- the transformers backend, kept ---------------------------------------------------------------------------
+# transformers 5 builds a SentencePiece-family tokenizer anew from its files; importing it (and torch, which it
+# imports) costs a build 2.5-4 s and ~300 MB. What it builds is a ``tokenizers`` backend, kept here as JSON
+# keyed by the files' sha256 and the transformers version (the loader's digest), once it passed _check_backend.
+
+#: bump when what is kept changes
+_KEPT_VERSION = 1
+
+
+def _kept_file(sha: str) -> Path:
+    from .tiktoken_core import cache_dir
+
+    return cache_dir() / f"transformers-backend-v{_KEPT_VERSION}-{sha[:40]}.json"
+
+
+def kept_backend(sha: str) -> Tokenizer | None:
+    """The transformers backend kept for the loader digest ``sha``, or None (none kept, or unreadable)."""
+    try:
+        kept = json.loads(_kept_file(sha).read_text(encoding="utf-8"))
+        backend = Tokenizer.from_str(kept["tokenizer"])
+    except Exception:  # none kept, or a damaged file (made again)
+        return None
+    backend.no_truncation()
+    backend.no_padding()
+    if hasattr(backend, "encode_special_tokens"):
+        backend.encode_special_tokens = bool(kept.get("encode_special_tokens", False))
+    return backend
+
+
+def _keep_backend(sha: str, backend: Tokenizer) -> None:
+    """Keep a checked backend for the next process; best effort (a folder that cannot be written only means
+    importing transformers again)."""
+    path = _kept_file(sha)
+    kept = {"tokenizer": backend.to_str(), "encode_special_tokens": bool(getattr(backend, "encode_special_tokens",
+                                                                                   False))}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(kept), encoding="utf-8")
+        os.replace(tmp, path)  # whole or not at all, for a process reading it at the same time
+    except OSError:
+        pass
 
 
 def _check_backend(hf, backend: Tokenizer, info: TokenizerInfo, directory: Path, version: str) -> None:  # type: ignore[no-untyped-def]
@@ -321,9 +388,32 @@ def _other_loader(tok: TokenizerInfo) -> TokenizerInfo | None:
     return _load_other(os.path.abspath(tok.source), other, tuple(stamp))
 
 
+#: what makes the kept transformers backend of a tokenizer in a process of its own, without torch
+_KEEP_CHILD = """import sys
+sys.modules["torch"] = None  # transformers builds a tokenizer without torch, 1.5 s and ~300 MB sooner
+sys.path.insert(0, sys.argv[2])
+from packer.tokens.loader import load_tokenizer
+load_tokenizer(sys.argv[1], loader="transformers")
+"""
+
+
+def _keep_in_child(source: str) -> bool:
+    """Make ``source``'s kept transformers backend (:func:`kept_backend`) in a child process, so that this
+    process never imports transformers and torch for a comparison; whether the child succeeded."""
+    root = str(Path(__file__).resolve().parents[2])
+    try:
+        done = subprocess.run([sys.executable, "-c", _KEEP_CHILD, source, root], capture_output=True, timeout=600,
+                              check=False)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
+
+
 @functools.lru_cache(maxsize=4)
 def _load_other(source: str, loader: str, stamp: tuple) -> TokenizerInfo | None:
     try:
+        if loader == "transformers" and "transformers" not in sys.modules:
+            _keep_in_child(source)  # then loaded from what the child kept; where it failed, here (as before)
         return load_tokenizer(source, loader=loader)
     except Exception:  # BuildError, a broken file: no comparison
         return None
