@@ -17,11 +17,20 @@ from collections.abc import Callable
 import numpy as np
 
 
-def _summary(values: np.ndarray) -> dict:
-    if not len(values):
-        return {"mean": None, "median": None, "p90": None, "max": None}
-    return {"mean": round(float(values.mean()), 3), "median": float(np.median(values)),
-            "p90": float(np.percentile(values, 90)), "max": float(values.max())}
+def summary(values: np.ndarray) -> dict:
+    """Mean, median, p10, p90, min and max of ``values`` (all None where there are none): the report's
+    summary of any per-document quantity."""
+    if values.size == 0:
+        return {"mean": None, "median": None, "p10": None, "p90": None, "min": None, "max": None}
+    p10, med, p90 = np.percentile(values, [10, 50, 90])
+    return {
+        "mean": round(float(values.mean()), 4),
+        "median": round(float(med), 4),
+        "p10": round(float(p10), 4),
+        "p90": round(float(p90), 4),
+        "min": round(float(values.min()), 4),
+        "max": round(float(values.max()), 4),
+    }
 
 
 def preference(m: dict, col: Callable[..., np.ndarray]) -> dict | None:
@@ -43,14 +52,13 @@ def preference(m: dict, col: Callable[..., np.ndarray]) -> dict | None:
         "kind": "pairs",
         "layout": m.get("pairs", "shared"),
         "pairs": len(prefix),
-        "prompt_tokens": _summary(prefix),
-        "chosen_tokens": _summary(prefix + chosen),
-        "rejected_tokens": _summary(prefix + rejected),
-        "shared_tokens": _summary(prefix),
+        "chosen_tokens": summary(prefix + chosen),
+        "rejected_tokens": summary(prefix + rejected),
+        "shared_tokens": summary(prefix),
         "tokens_both_sides": int(both),
         "tokens_stored": int(stored),
         "saved_share": round(1 - stored / both, 6) if both else 0.0,
-        "chosen_minus_rejected": {**_summary(diff), "chosen_longer_share": round(float((diff > 0).mean()), 6)
+        "chosen_minus_rejected": {**summary(diff), "chosen_longer_share": round(float((diff > 0).mean()), 6)
                                   if len(diff) else None},
         "identical_sides": int(rejected_counts.get("identical_sides", 0)),
         "different_prompts": int(rejected_counts.get("different_prompts", 0)),

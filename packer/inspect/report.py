@@ -40,7 +40,7 @@ from ..output.layout import (
     read_manifest,
 )
 from ..output.shards import mask_column
-from .preference import preference, print_preference
+from .preference import preference, print_preference, summary
 from .strategy_loss import TOOL_ROLES, forced_tokens, strategies, untrained_tokens
 
 REPORT_FORMAT = {"name": "packer-report", "version": 1}
@@ -60,27 +60,13 @@ LONG_PROMPT_RATIO = 1.0
 RATIO_BINS = [2.0**k for k in range(-8, 9)]
 
 
-def _summary(values: np.ndarray) -> dict:
-    if values.size == 0:
-        return {"mean": None, "median": None, "p10": None, "p90": None, "min": None, "max": None}
-    p10, med, p90 = np.percentile(values, [10, 50, 90])
-    return {
-        "mean": round(float(values.mean()), 4),
-        "median": round(float(med), 4),
-        "p10": round(float(p10), 4),
-        "p90": round(float(p90), 4),
-        "min": round(float(values.min()), 4),
-        "max": round(float(values.max()), 4),
-    }
-
-
 def _lengths(prompt: np.ndarray, response: np.ndarray) -> dict:
     ratio = prompt / np.maximum(response, 1)
     mean_r = response.mean() if response.size else 0.0
     return {
-        "prompt": _summary(prompt),
-        "response": _summary(response),
-        "ratio": _summary(ratio),
+        "prompt": summary(prompt),
+        "response": summary(response),
+        "ratio": summary(ratio),
         "ratio_of_means": round(float(prompt.mean() / mean_r), 4) if mean_r else None,
         "ratio_histogram": _histogram(ratio),
     }
@@ -260,7 +246,7 @@ def _packing(m: dict, col: Callable[..., np.ndarray]) -> dict:
         "seq_len": m["seq_len"],
         "efficiency": m["packing"]["efficiency"],
         "lower_bound_rows": m["packing"].get("lower_bound_rows"),
-        "documents_per_row": _summary(np.asarray(docs_per_row, dtype=np.float64)),
+        "documents_per_row": summary(np.asarray(docs_per_row, dtype=np.float64)),
     }
 
 
@@ -269,7 +255,7 @@ def _multi_turn(m: dict, turns: np.ndarray) -> dict:
     loss = m["tokens"]["loss"]
     it_loss = loss.get("instruction_tuning", 0)
     return {
-        "turns": _summary(turns),
+        "turns": summary(turns),
         "multi_turn_examples": int((turns > 2).sum()),
         # of instruction_tuning's loss tokens (the assistant turns), the share in each document's final one
         "last_turn_loss_share": round(loss["last_turn"] / it_loss, 6) if it_loss and "last_turn" in loss else None,
