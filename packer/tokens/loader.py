@@ -261,16 +261,7 @@ def _load_transformers(path: str | os.PathLike) -> TokenizerInfo:
     if not directory.is_dir():
         raise BuildError(f"{path}: no such tokenizer directory")
     version = _transformers_version()
-    digest = hashlib.sha256(f"packer tokenizer loader transformers {version}\n".encode())
-    raw = b""
-    for name in _HF_FILES:
-        f = directory / name
-        if f.is_file():
-            data = f.read_bytes()
-            if name == "tokenizer.json":
-                raw = data
-            digest.update(f"{name} {hashlib.sha256(data).hexdigest()}\n".encode())
-    sha = digest.hexdigest()
+    sha, raw = _transformers_digest(directory, version)
     kept = kept_backend(sha)
     backend, hf = (kept, None) if kept is not None else _hf_backend(directory)
     cfg = _read_config(directory)
@@ -285,6 +276,21 @@ def _load_transformers(path: str | os.PathLike) -> TokenizerInfo:
         _check_backend(hf, backend, info, directory, version)
         _keep_backend(sha, backend)
     return info
+
+
+def _transformers_digest(directory: Path, version: str) -> tuple[str, bytes]:
+    """The transformers loader's digest of ``directory`` (its files' sha256 and the transformers ``version``: what
+    the ids depend on, the key of the kept backend), and tokenizer.json's bytes (empty where there is none)."""
+    digest = hashlib.sha256(f"packer tokenizer loader transformers {version}\n".encode())
+    raw = b""
+    for name in _HF_FILES:
+        f = directory / name
+        if f.is_file():
+            data = f.read_bytes()
+            if name == "tokenizer.json":
+                raw = data
+            digest.update(f"{name} {hashlib.sha256(data).hexdigest()}\n".encode())
+    return digest.hexdigest(), raw
 
 
 def _hf_backend(directory: Path) -> tuple[Tokenizer, object]:
@@ -409,10 +415,16 @@ def _keep_in_child(source: str) -> bool:
     return done.returncode == 0
 
 
+def _kept(source: str) -> bool:
+    """Whether a transformers backend of ``source`` is kept for the installed transformers."""
+    directory = _split_path(source)[0]
+    return kept_backend(_transformers_digest(directory, _transformers_version())[0]) is not None
+
+
 @functools.lru_cache(maxsize=4)
 def _load_other(source: str, loader: str, stamp: tuple) -> TokenizerInfo | None:
     try:
-        if loader == "transformers" and "transformers" not in sys.modules:
+        if loader == "transformers" and "transformers" not in sys.modules and not _kept(source):
             _keep_in_child(source)  # then loaded from what the child kept; where it failed, here (as before)
         return load_tokenizer(source, loader=loader)
     except Exception:  # BuildError, a broken file: no comparison
