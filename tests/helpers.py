@@ -50,6 +50,12 @@ def hf_tokenizer(tok_dir: Path):  # type: ignore[no-untyped-def]
     return transformers.AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
 
 
+#: the real chat tokenizers of ../shared/tokenizers (each with a chat template) the suite runs on
+CHAT_TOKENIZERS = [
+    "qwen2.5-instruct", "qwen3", "llama-3-8b-instruct", "llama-3-8b-instruct-initial",
+    "mistral-7b-instruct-v0.1", "phi-3-mini-instruct", "gemma-2",
+]
+
 #: what a test run on each real tokenizer leaves to the slow set (CI runs it, -m "not slow" does not): Gemma-2, the
 #: slowest to load and build (a 256k-token SentencePiece vocabulary, no tiktoken core; transformers loads it in ~4 s),
 #: and the two that share another's vocabulary and merges (Qwen3 Qwen2.5's, Llama 3's initial template Llama 3's)

@@ -21,10 +21,7 @@ from packer import build
 from packer.output import roles as R
 from packer.tokens.tokenize import char_codes, control_lut, token_roles
 
-from .helpers import SHARED_DATA, need_shared, real_tokenizer, tokenizer_params
-
-CHAT_TOKENIZERS = ["qwen2.5-instruct", "qwen3", "llama-3-8b-instruct", "llama-3-8b-instruct-initial",
-                   "phi-3-mini-instruct", "mistral-7b-instruct-v0.1", "gemma-2"]
+from .helpers import CHAT_TOKENIZERS, SHARED_DATA, need_shared, real_tokenizer, tokenizer_params
 
 
 def test_the_worked_example():

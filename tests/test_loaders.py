@@ -28,6 +28,7 @@ from packer.read.records import Conversation
 from packer.tokens.tokenize import byte_lengths, load_tokenizer
 
 from .helpers import (
+    CHAT_TOKENIZERS,
     DEMO_BUILD_OPTIONS,
     DEMO_TOKENIZER,
     EXAMPLES,
@@ -42,10 +43,6 @@ from .helpers import (
     tokenizer_params,
 )
 
-CHAT_TOKENIZERS = [
-    "qwen2.5-instruct", "qwen3", "llama-3-8b-instruct", "llama-3-8b-instruct-initial",
-    "mistral-7b-instruct-v0.1", "phi-3-mini-instruct", "gemma-2",
-]
 #: templates that raise on a system message: records with one are not compared (packer merges them)
 REFUSE_SYSTEM = {"mistral-7b-instruct-v0.1", "gemma-2"}
 #: where transformers 5 and tokenizer.json part on rendered conversations, and where they agree

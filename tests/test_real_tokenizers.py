@@ -26,6 +26,7 @@ from packer.read.formats import RecordReader
 from packer.read.records import Conversation, Rejection
 
 from .helpers import (
+    CHAT_TOKENIZERS,
     SHARED_DATA,
     SHARED_TOKENIZERS,
     hf_tokenizer,
@@ -35,10 +36,6 @@ from .helpers import (
     tokenizer_params,
 )
 
-CHAT_TOKENIZERS = [
-    "qwen2.5-instruct", "qwen3", "llama-3-8b-instruct", "llama-3-8b-instruct-initial",
-    "mistral-7b-instruct-v0.1", "phi-3-mini-instruct", "gemma-2",
-]
 #: the token each template closes an assistant turn with
 END_TOKEN = {
     "qwen2.5-instruct": "<|im_end|>", "qwen3": "<|im_end|>", "llama-3-8b-instruct": "<|eot_id|>",

@@ -32,6 +32,7 @@ from packer.read.records import Conversation, Message, Rejection, ToolCall
 from packer.recipe import RecipeError, load_recipe
 
 from .helpers import (
+    CHAT_TOKENIZERS,
     DEMO_TOKENIZER,
     SHARED_DATA,
     SHARED_TOKENIZERS,
@@ -42,10 +43,6 @@ from .helpers import (
     tokenizer_params,
 )
 
-CHAT_TOKENIZERS = [
-    "qwen2.5-instruct", "qwen3", "llama-3-8b-instruct", "llama-3-8b-instruct-initial",
-    "mistral-7b-instruct-v0.1", "phi-3-mini-instruct", "gemma-2",
-]
 ROLE_NAMES = {code: name for name, code in R.ROLES.items()}
 SYSTEM_AND_ANSWER = [{"role": "system", "content": "You are a pirate. Greet the crew."},
                      {"role": "assistant", "content": "Arr, ahoy me hearties!"}]
