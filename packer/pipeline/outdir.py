@@ -383,7 +383,27 @@ def _in_place(target: Path) -> bool:
     )
 
 
-class Staging:
+class StagingFolder:
+    """A folder a build writes into, held (:func:`hold_folder`) while it does; what both kinds of staging share
+    (:class:`Staging` here, :class:`packer.pipeline.publish.RemoteStaging` for a URI)."""
+
+    path: Path
+    _held: int | None
+
+    def discard(self) -> None:
+        """Remove the staging folder; the target stays as it was."""
+        release_folder(self._held)
+        self._held = None
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def _finished(self) -> None:
+        """The build is written (its manifest last): the folder is no longer incomplete."""
+        if not (self.path / MANIFEST_FILE).is_file():
+            raise RuntimeError("commit before the manifest was written")
+        (self.path / INCOMPLETE_MARKER).unlink()
+
+
+class Staging(StagingFolder):
     """The directory a build writes into, swapped in by :meth:`commit` or removed by :meth:`discard`.
 
     >>> st = Staging(check_target("shards", ["data.json"]))        # doctest: +SKIP
@@ -414,17 +434,9 @@ class Staging:
             raise BuildError(f"{target.path}: cannot write there (the staging folder {self.path.name}: "
                              f"{e.strerror or e})") from None
 
-    def discard(self) -> None:
-        """Remove the staging directory; the target stays as it was."""
-        release_folder(self._held)
-        self._held = None
-        shutil.rmtree(self.path, ignore_errors=True)
-
     def commit(self) -> None:
         """Put the finished staging directory in the target's place (its manifest is written)."""
-        if not (self.path / MANIFEST_FILE).is_file():
-            raise RuntimeError("commit before the manifest was written")
-        (self.path / INCOMPLETE_MARKER).unlink()
+        self._finished()
         target = self.target.path
         # the user may have put a file into the target while the build ran: refuse now rather than lose it
         if target.is_dir():

@@ -40,6 +40,7 @@ from ..read.records import BuildError
 from .outdir import (
     INCOMPLETE_MARKER,
     Staging,
+    StagingFolder,
     Target,
     TargetLock,
     check_target,
@@ -163,7 +164,7 @@ def make_staging(target: Target | RemoteTarget, scratch: str | os.PathLike | Non
     return Staging(target)
 
 
-class RemoteStaging:
+class RemoteStaging(StagingFolder):
     """A local folder under ``scratch`` the build writes into; :meth:`commit` uploads it to the target URI
     (:func:`upload`), :meth:`discard` removes it. Staging folders of builds that were killed are removed
     when the next one starts."""
@@ -184,18 +185,12 @@ class RemoteStaging:
             raise BuildError(f"--scratch {where}: cannot write there ({e.strerror or e}); the build stages its "
                              "files there before uploading them") from None
 
-    def discard(self) -> None:
-        """Remove the local staging folder; the target stays as it was (or, after an upload cut short, without
-        a manifest and with the marker, for the next build to clear)."""
-        release_folder(self._held)
-        self._held = None
-        shutil.rmtree(self.path, ignore_errors=True)
+    # discard(): the target stays as it was (or, after an upload cut short, without a manifest and with the
+    # marker, for the next build to clear)
 
     def commit(self) -> None:
         """Upload the finished build (its manifest is written) to the target, manifest last."""
-        if not (self.path / MANIFEST_FILE).is_file():
-            raise RuntimeError("commit before the manifest was written")
-        (self.path / INCOMPLETE_MARKER).unlink()
+        self._finished()
         try:
             upload(self.path, self.target.path, found=self.target.manifest)
         except OSError as e:  # looking at the target before writing to it (a failed write is upload's BuildError)
