@@ -159,6 +159,42 @@ def test_a_tampered_core_is_caught_and_the_build_falls_back(data_inputs, tmp_pat
     assert outputs_less_backend(tmp_path / "tk") == outputs_less_backend(tmp_path / "hf")
 
 
+def test_a_tampered_core_is_caught_in_a_pair_build_too(tmp_path, monkeypatch):
+    """Preference pairs are labelled on their own path (packer.pipeline.pairs): the checked pairs' sides are
+    encoded by tokenizers too, so a wrong core id is caught there as in a conversation, and the build falls back."""
+    need_shared()
+    import packer.tokens.tiktoken_core as tc
+    from packer import build
+    from packer.pipeline.build import BuildEvents
+
+    real = tc.qualify
+
+    class Tampered:
+        def __init__(self, encoding) -> None:
+            self.encoding = encoding
+
+        def encode_to_numpy(self, text, **kw):
+            ids = self.encoding.encode_to_numpy(text, **kw).copy()
+            ids[ids == 13] = 14  # "." -> another token
+            return ids
+
+    def tampered(spec):
+        core = real(spec)
+        core.encoding = Tampered(core.encoding)
+        return core
+
+    monkeypatch.setattr(tc, "_CORES", {})
+    monkeypatch.setenv("PACKER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(tc, "qualify", tampered)
+    data = [SHARED / "data" / "llamafactory_v1_dpo_demo.jsonl"]
+    kw = {"tokenizer": SHARED / "tokenizers" / "qwen2.5-instruct", "seq_len": 4096}
+    notices: list[str] = []
+    build(data, tmp_path / "tk", tokenizer_backend="tiktoken", events=BuildEvents(on_notice=notices.append), **kw)
+    assert any("tiktoken core gives other ids" in n and "encoded by tokenizers" in n for n in notices), notices
+    build(data, tmp_path / "hf", tokenizer_backend="tokenizers", **kw)
+    assert outputs_less_backend(tmp_path / "tk") == outputs_less_backend(tmp_path / "hf")
+
+
 def test_a_tokenizer_that_does_not_qualify_is_refused_by_name(tmp_path):
     from packer import BuildError, build
 

@@ -34,7 +34,9 @@ import numpy as np
 
 from ..output import roles as R
 from ..read.records import Pair, Rejection, Source
+from ..tokens.assembly import checked
 from ..tokens.templates import Rendered
+from ..tokens.tokenize import TokenizedBatch, char_codes
 from .spill import RejectionSpill
 
 if TYPE_CHECKING:
@@ -183,7 +185,7 @@ class PairMapper:
         if not self.batch:
             return
         batch, self.batch, self.chars = self.batch, [], 0
-        tb = self.m.labeller([r for _, c, rj in batch for r in (c, rj)])
+        tb = self.label([r for _, c, rj in batch for r in (c, rj)], np.repeat([d for d, _, _ in batch], 2))
         units: list[Unit] = []
         kept: list[int] = []
         for k, (doc_id, _, _) in enumerate(batch):
@@ -194,6 +196,20 @@ class PairMapper:
                 units.append(unit)
                 kept.append(doc_id)
         self.spill(units, np.array(kept, dtype=np.int64))
+
+    def label(self, rendered: list[Rendered], doc_ids: np.ndarray) -> TokenizedBatch:
+        """Tokenize and label the sides (``doc_ids``: each one's pair), on this thread; with the tiktoken core,
+        the sides of the pairs :func:`~packer.tokens.assembly.checked` picks are encoded by ``tokenizers`` too
+        and must agree, as a conversation's are (:meth:`PartMapper._verify`)."""
+        m = self.m
+        batch = m.labeller.prepare([r.seg_lengths for r in rendered],
+                                   [char_codes(r.seg_roles, r.seg_last, r.seg_train, r.seg_forced) for r in rendered],
+                                   [r.text for r in rendered])
+        picks = [k for k, d in enumerate(doc_ids.tolist()) if checked(d)] if m.labeller.core else []
+        encodings, reference = m._encode(batch, picks)
+        if reference:
+            m._verify(doc_ids, encodings, reference)
+        return m.labeller.label(batch, encodings)
 
     def decide(self, doc_id: int, chosen: Side, rejected: Side) -> Unit | None:
         """The unit of a pair as it will be packed (truncated where it must be), or None: rejected."""

@@ -413,7 +413,7 @@ class PartMapper:
         checkpoint("tokens")
         encodings, reference = p.encodings.result()
         if reference:
-            self._verify(p, encodings, reference)
+            self._verify(p.doc_ids, encodings, reference)
         tb = self.labeller.label(p.batch, encodings)
         rows = p.doc_ids - self.part.first_doc_id
         if tb.doc_absorbed is not None:
@@ -566,13 +566,14 @@ class PartMapper:
         reference = encode_texts_fast(self.tok.tokenizer, [batch.texts[k] for k in picks])
         return encodings, {k: e.ids for k, e in zip(picks, reference, strict=True)}
 
-    def _verify(self, where: _Pending | Source, encodings: tuple, reference: dict[int, list[int]]) -> None:
+    def _verify(self, where: np.ndarray | Source, encodings: tuple, reference: dict[int, list[int]]) -> None:
         """The texts :func:`checked` picked, as ``tokenizers`` encoded them: the tiktoken core must give the
-        same ids (else :class:`TokenizerDrift`); ``where``: the batch, or the record a split piece is of."""
+        same ids (else :class:`TokenizerDrift`); ``where``: the doc_id of each text of the batch, or the record a
+        split piece is of."""
         ids, offsets = encodings
         for k, want in reference.items():
             if want != ids[offsets[k] : offsets[k + 1]].tolist():
-                src = where if isinstance(where, Source) else self.source(int(where.doc_ids[k]))
+                src = where if isinstance(where, Source) else self.source(int(where[k]))
                 raise TokenizerDrift(f"{src.where()}: the tiktoken core gives other ids than tokenizers for this "
                                      "record")
 
