@@ -65,7 +65,7 @@ from tokenizers import Encoding, Tokenizer
 
 from packer import build
 from packer.read.formats import RecordReader
-from packer.read.records import Conversation
+from packer.read.records import Conversation, Pair
 
 from .helpers import SHARED_DATA, SHARED_TOKENIZERS, need_shared, read_documents, real_tokenizer, tokenizer_params
 from .test_tools import EXTRA, WEIGHTED, call, write_jsonl
@@ -82,8 +82,10 @@ NAMED = {
     "messages_lima.jsonl": [1000, 1012, 1029],
     "alpaca_llamafactory_en_demo.json": [92, 610],
 }
-#: preference pairs and KTO labels are not SFT records (packer refuses them until the preference issue reads them)
-NOT_SFT = ("llamafactory_dpo_en_demo.json", "llamafactory_v1_dpo_demo.jsonl", "llamafactory_kto_en_demo.json")
+#: preference pairs and KTO records: not SFT records, so built apart (test_pair_sides_and_kto_masks_equal_the_oracle)
+PAIR_FILES = ("llamafactory_dpo_en_demo.json", "llamafactory_v1_dpo_demo.jsonl")
+KTO_FILES = ("llamafactory_kto_en_demo.json",)
+NOT_SFT = (*PAIR_FILES, *KTO_FILES)
 #: odd records taken per file besides the leading ones, found among its first SCAN
 ODD, SCAN = 8, 1000
 
@@ -692,3 +694,49 @@ def test_qwen3_injected_think_block_has_no_loss_before_a_bare_tool_call(tmp_path
         first = "tool_call" if doc_id < 2 else "response"
         assert R.ROLE_NAMES[int(doc["roles"][after])] == first and doc["mask_answer_only"][after], doc_id
         assert (ids[after:after + len(opening)] == opening) == (doc_id < 2)
+
+
+def _slices(folder: Path, names: tuple[str, ...]) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return [write_jsonl(folder / f"{Path(n).stem}.jsonl", _slice(_records(SHARED_DATA / n), NAMED.get(n, [])))
+            for n in names]
+
+
+def _side(unit: dict, branch: int) -> dict:
+    """One side of a stored pair: its shared prefix and its own branch, every column."""
+    keep = unit["branch"] != (3 - branch)
+    return {k: v[keep] for k, v in unit.items()}
+
+
+@pytest.mark.parametrize("name", tokenizer_params(MODELS))
+def test_pair_sides_and_kto_masks_equal_the_oracle(name, tmp_path):  # type: ignore[no-untyped-def]
+    """Each side of every stored pair (its shared prefix and its own branch) has the oracle's ids and masks for
+    that side's conversation, on slices of every preference file of ../shared/data; so has every KTO document.
+    Every rejected pair's template_error is one the template makes on one of its sides."""
+    need_shared()
+    tok = real_tokenizer(name)
+    model = Model.load(SHARED_TOKENIZERS / name, tok.tokenizer)
+    failures: list[str] = []
+    for kind, names in (("pairs", PAIR_FILES), ("kto", KTO_FILES)):
+        paths = _slices(tmp_path / kind, names)
+        out = tmp_path / f"out-{kind}"
+        build(paths, out, tokenizer=tok, template="tokenizer", seq_len=32768, tokenizer_backend="tokenizers")
+        docs = read_documents(out)
+        rejected = {}
+        if (out / "rejected.jsonl").exists():
+            rejected = {x["doc_id"]: x for x in map(json.loads, (out / "rejected.jsonl").read_text().splitlines())}
+        for item in RecordReader(paths):
+            d = item.source.doc_id
+            sides = [(item.chosen, 1), (item.rejected, 2)] if isinstance(item, Pair) else [(item, 0)]
+            if d not in docs:
+                reason = rejected[d]["reason"]
+                if reason == "template_error" and not any(_template_error_confirmed(model, c) for c, _ in sides):
+                    failures.append(f"{item.source.where()}: rejected ({rejected[d]['detail']}); the template "
+                                    "renders both sides")
+                continue
+            for conv, branch in sides:
+                problem = compare(model, conv, _side(docs[d], branch) if branch else docs[d])
+                if problem:
+                    failures.append(f"{'chosen' if branch == 1 else 'rejected' if branch else 'kto'}: {problem}")
+        assert len(docs) >= 0.8 * len(list(RecordReader(paths))), f"{kind}: only {len(docs)} packed"
+    assert not failures, f"{len(failures)} sides differ:\n" + "\n\n".join(failures[:5])
