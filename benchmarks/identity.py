@@ -65,6 +65,19 @@ def configurations() -> dict[str, tuple[list[Path], dict]]:
                                                           "strategy": ["mine=instruction,response,end"]}),
         "alpacas-llama3": (ALPACAS, llama3),
     }
+    # SentencePiece-style tokenizers: labelled from the walk of their pieces (packer.tokens.spans)
+    mistral = {"tokenizer": TOKS / "mistral-7b-instruct-v0.1"}
+    phi3 = {"tokenizer": TOKS / "phi-3-mini-instruct"}
+    out |= {
+        "sg3k-mistral": ([SG3K], mistral),
+        "lima-gsm-phi3-truncate": ([LIMA, GSM], {**phi3, "seq_len": 1024, "overlong": "truncate"}),
+        "sg3k-gemma2-chatml-split": ([SG3K], {"tokenizer": TOKS / "gemma-2", "template": "chatml",
+                                              "overlong": "split", "seq_len": 2048}),
+        "alpacas-llama2": (ALPACAS, {"tokenizer": TOKS / "llama-2", "template": "alpaca"}),
+        "toolcall-glaive-phi3": ([DATA / "sharegpt_glaive_toolcall_en_demo.json"], phi3),
+        "dpo-phi3": ([DATA / "llamafactory_dpo_en_demo.json"], phi3),
+        "kto-mistral": ([DATA / "llamafactory_kto_en_demo.json"], mistral),
+    }
     for path in sorted(DATA.glob("*.json*")):
         out[f"gpt2-tulu-{path.stem}"] = ([path], gpt2)
     return out

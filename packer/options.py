@@ -78,8 +78,9 @@ LEADING_ASSISTANT_POLICIES: tuple[str, ...] = ("drop", "keep")
 #: what a build packs together: all documents of a split, or each part of the input alone
 PACK_SCOPES: tuple[str, ...] = ("global", "part")
 #: who encodes the text: the tiktoken core where the tokenizer qualifies, else tokenizers (auto); or either, forced
-#: (tiktoken: an error where the tokenizer does not qualify)
-BACKENDS: tuple[str, ...] = ("auto", "tokenizers", "tiktoken")
+#: (tiktoken: an error where the tokenizer does not qualify); offsets: tokenizers, every token labelled from its
+#: Encoding.offsets (the reference path the faster ones are checked against)
+BACKENDS: tuple[str, ...] = ("auto", "tokenizers", "tiktoken", "offsets")
 #: who runs a build's workers (see :mod:`packer.pipeline.engine`)
 ENGINES: tuple[str, ...] = ("process", "ray")
 #: a build's input is cut into parts of about this size when it runs on more than one worker
@@ -266,7 +267,8 @@ class BuildOptions:
     tokenizer_backend: str = _opt(
         "auto", "str", "who encodes: auto = tiktoken for a byte-level BPE tokenizer it provably reproduces (Qwen, "
         "Llama 3, GPT-2; checked against tokenizers on a sample as the build runs), else the tokenizers library; "
-        "tiktoken or tokenizers to force one", choices=BACKENDS)
+        "tiktoken or tokenizers to force one; offsets = tokenizers with every token labelled from its offsets "
+        "(the slower reference path)", choices=BACKENDS)
     batch_size: int = _opt(512, "int", "records tokenized at a time (memory, not output: the output is the same for "
                            "any batch size)", minimum=1, where=("python",))
     cuts: Mapping[int, tuple[int, ...]] | None = _opt(

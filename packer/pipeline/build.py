@@ -296,8 +296,9 @@ def _map(
 ) -> tuple[list[PartSummary], ChatTemplate, MapSpec]:
     """The map stage over ``parts``, and the template and spec that made it. A template found to assemble some
     record wrongly (:class:`TemplateDrift`), or the tiktoken core found to encode a checked record otherwise
-    than ``tokenizers`` (:class:`TokenizerDrift`), is one decision for the whole build: every part is mapped
-    again with every record rendered by Jinja, or encoded by ``tokenizers``."""
+    than ``tokenizers``, or the walk of pieces to span its tokens otherwise than ``Encoding.offsets``
+    (:class:`TokenizerDrift`), is one decision for the whole build: every part is mapped again with every
+    record rendered by Jinja, encoded by ``tokenizers``, or labelled from offsets."""
     while True:
         try:
             return _map_with(parts, spec, workdir, tok, tpl, ev, runner), tpl, spec
@@ -308,10 +309,13 @@ def _map(
             spec = replace(spec, assemble=False)
             tpl = spec.chat_template(tok)
         except TokenizerDrift as e:
-            if spec.backend == "tokenizers":
+            # the tiktoken core's ids: tokenizers encodes; the walk of pieces' spans: offsets label
+            after = {"tiktoken": "tokenizers", "tokenizers": "offsets"}.get(spec.backend)
+            if after is None:
                 raise
-            ev.notice(f"{e}; building again with every record encoded by tokenizers")
-            spec = replace(spec, backend="tokenizers")
+            ev.notice(f"{e}; building again with every record "
+                      f"{'encoded by tokenizers' if after == 'tokenizers' else 'labelled from its offsets'}")
+            spec = replace(spec, backend=after)
         remove_spill(workdir)
 
 
@@ -370,7 +374,7 @@ def _gather_and_write(
     manifest = make_manifest(workdir, c, written, tok=tok, tpl=tpl, key=run.key, inputs=run.inputs,
                              strategy_table=run.strategy_table, seq_len=spec.seq_len, packing=o.packing,
                              overlong=spec.overlong, seconds=time.perf_counter() - run.t0)
-    if spec.backend != "tokenizers":  # which core made the ids (absent: tokenizers)
+    if spec.backend != "tokenizers":  # tiktoken: which core made the ids; offsets: how labelled (absent: tokenizers)
         manifest["tokenizer"]["backend"] = spec.backend
     # the column map the inputs were read through, beside them ({} for none)
     at = list(manifest).index("inputs") + 1

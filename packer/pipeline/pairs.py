@@ -34,7 +34,6 @@ import numpy as np
 
 from ..output import roles as R
 from ..read.records import Pair, Rejection, Source
-from ..tokens.assembly import checked
 from ..tokens.templates import Rendered
 from ..tokens.tokenize import TokenizedBatch, char_codes
 from .spill import RejectionSpill
@@ -198,18 +197,17 @@ class PairMapper:
         self.spill(units, np.array(kept, dtype=np.int64))
 
     def label(self, rendered: list[Rendered], doc_ids: np.ndarray) -> TokenizedBatch:
-        """Tokenize and label the sides (``doc_ids``: each one's pair), on this thread; with the tiktoken core,
-        the sides of the pairs :func:`~packer.tokens.assembly.checked` picks are encoded by ``tokenizers`` too
-        and must agree, as a conversation's are (:meth:`PartMapper._verify`)."""
+        """Tokenize and label the sides (``doc_ids``: each one's pair), on this thread; the sides of the pairs
+        :func:`~packer.tokens.assembly.checked` picks are checked as a conversation's are
+        (:meth:`PartMapper._verify`)."""
         m = self.m
         batch = m.labeller.prepare([r.seg_lengths for r in rendered],
                                    [char_codes(r.seg_roles, r.seg_last, r.seg_train, r.seg_forced) for r in rendered],
                                    [r.text for r in rendered])
-        picks = [k for k, d in enumerate(doc_ids.tolist()) if checked(d)] if m.labeller.core else []
-        encodings, reference = m._encode(batch, picks)
-        if reference:
-            m._verify(doc_ids, encodings, reference)
-        return m.labeller.label(batch, encodings)
+        encodings, reference = m._encode(batch, m._picks(doc_ids))
+        tb = m.labeller.label(batch, encodings)
+        m._verify(doc_ids, batch, tb, reference)
+        return tb
 
     def decide(self, doc_id: int, chosen: Side, rejected: Side) -> Unit | None:
         """The unit of a pair as it will be packed (truncated where it must be), or None: rejected."""

@@ -51,7 +51,7 @@ from ..tokens.bound import TokenBound, token_bound
 from ..tokens.loader import TokenizerInfo, loader_difference, loaders_may_differ
 from ..tokens.templates import ChatTemplate, Rendered
 from ..tokens.tiktoken_core import TokenizerDrift
-from ..tokens.tokenize import Labeller, TextBatch, TokenizedBatch, char_codes, encode_texts_fast
+from ..tokens.tokenize import Labeller, TextBatch, TokenizedBatch, char_codes
 from ..tokens.words import count_words
 from .outdir import checkpoint
 from .pairs import PairMapper
@@ -346,11 +346,10 @@ class PartMapper:
             train = None if train is None else train[:k]
             forced = None if forced is None else forced[:k]
         batch = self.labeller.prepare([lengths], [char_codes(roles, last, train, forced)], [text])
-        # a piece of a checked record is checked too (the tiktoken core)
-        encodings, reference = self._encode(batch, [0] if checked(src.doc_id) and self.labeller.core else [])
-        if reference:
-            self._verify(src, encodings, reference)
+        # a piece of a checked record is checked too (the tiktoken core, the walk of pieces)
+        encodings, reference = self._encode(batch, self._picks(np.array([src.doc_id])))
         tb = self.labeller.label(batch, encodings)
+        self._verify(src, batch, tb, reference)
         return tb.ids, tb.roles, tb.flags
 
     def truncate_big(self, r: Rendered, src: Source, at_least: int) -> _Tokens | Rejection:
@@ -401,9 +400,8 @@ class PartMapper:
                                       [char_codes(r.seg_roles, r.seg_last, r.seg_train, r.seg_forced)
                                        for r in rendered], texts, fits)
         doc_ids = np.fromiter((d for d, _ in docs), dtype=np.int64, count=len(docs))
-        # the records checked against tokenizers (tiktoken core) are encoded by both on the tokenizer thread
-        picks = [k for k, d in enumerate(doc_ids.tolist()) if checked(d)] if self.labeller.core else []
-        self.pending.append(_Pending(self.pool.submit(self._encode, batch, picks), doc_ids, batch))
+        # the records checked against tokenizers are encoded by both on the tokenizer thread
+        self.pending.append(_Pending(self.pool.submit(self._encode, batch, self._picks(doc_ids)), doc_ids, batch))
         while len(self.pending) > _IN_FLIGHT + 1:  # a batch cut in runs: still two in flight at most
             self.take()
 
@@ -412,9 +410,8 @@ class PartMapper:
         p = self.pending.popleft()
         checkpoint("tokens")
         encodings, reference = p.encodings.result()
-        if reference:
-            self._verify(p.doc_ids, encodings, reference)
         tb = self.labeller.label(p.batch, encodings)
+        self._verify(p.doc_ids, p.batch, tb, reference)
         rows = p.doc_ids - self.part.first_doc_id
         if tb.doc_absorbed is not None:
             self.docs.absorbed[rows] = tb.doc_absorbed
@@ -557,25 +554,29 @@ class PartMapper:
                 self.ev.on_records(self.part.first_doc_id + len(self.docs), self.spilled_tokens)
             self.ev.progress("reading", self.reader.bytes_read, self.reader.total_bytes)
 
-    def _encode(self, batch: TextBatch, picks: list[int]) -> tuple[list | tuple, dict[int, list[int]]]:
-        """The batch's encodings, and (the tiktoken core) the ``picks`` encoded by ``tokenizers`` too: both on
-        the tokenizer thread, where the Rust calls release the GIL."""
-        encodings = self.labeller.encode(batch)
-        if not picks or batch.by_bytes is None or self.labeller.core is None:
-            return encodings, {}
-        reference = encode_texts_fast(self.tok.tokenizer, [batch.texts[k] for k in picks])
-        return encodings, {k: e.ids for k, e in zip(picks, reference, strict=True)}
+    def _picks(self, doc_ids: np.ndarray) -> list[int]:
+        """The texts of a batch (``doc_ids``: each one's record) checked against ``tokenizers`` with offsets,
+        where the labeller is checked (:attr:`Labeller.checks`): those of the records :func:`checked` picks."""
+        return [k for k, d in enumerate(doc_ids.tolist()) if checked(d)] if self.labeller.checks else []
 
-    def _verify(self, where: np.ndarray | Source, encodings: tuple, reference: dict[int, list[int]]) -> None:
-        """The texts :func:`checked` picked, as ``tokenizers`` encoded them: the tiktoken core must give the
-        same ids (else :class:`TokenizerDrift`); ``where``: the doc_id of each text of the batch, or the record a
-        split piece is of."""
-        ids, offsets = encodings
-        for k, want in reference.items():
-            if want != ids[offsets[k] : offsets[k + 1]].tolist():
+    def _encode(self, batch: TextBatch, picks: list[int]) -> tuple[list | tuple, dict[int, object]]:
+        """The batch's encodings, and the ``picks`` encoded by ``tokenizers`` to check them by
+        (:meth:`Labeller.reference`): both on the tokenizer thread, where the Rust calls release the GIL."""
+        encodings = self.labeller.encode(batch)
+        if not picks:
+            return encodings, {}
+        reference = self.labeller.reference([batch.texts[k] for k in picks])
+        return encodings, dict(zip(picks, reference, strict=True))
+
+    def _verify(self, where: np.ndarray | Source, batch: TextBatch, tb: TokenizedBatch, reference: dict) -> None:
+        """The texts :meth:`_picks` picked, as ``tokenizers`` encoded them: the tiktoken core must give the same
+        ids, the walk of pieces the same spans (else :class:`TokenizerDrift`); ``where``: the doc_id of each text
+        of the batch, or the record a split piece is of."""
+        for k, ref in reference.items():
+            why = self.labeller.disagrees(batch, tb, k, ref)
+            if why is not None:
                 src = where if isinstance(where, Source) else self.source(int(where[k]))
-                raise TokenizerDrift(f"{src.where()}: the tiktoken core gives other ids than tokenizers for this "
-                                     "record")
+                raise TokenizerDrift(f"{src.where()}: {why} for this record")
 
     def split_record(
         self, conv: Conversation, src: Source,

@@ -55,7 +55,9 @@ class MapSpec:
     #: False after a :class:`~packer.tokens.templates.TemplateDrift`: every record rendered by Jinja
     assemble: bool = True
     batch_size: int = 512
-    #: who encodes: "tokenizers", or "tiktoken" (packer.tokens.tiktoken_core, checked on a sample as it runs)
+    #: who encodes: "tokenizers", or "tiktoken" (packer.tokens.tiktoken_core, checked on a sample as it runs);
+    #: "offsets": tokenizers, every token labelled from Encoding.offsets (after a TokenizerDrift of the walk of
+    #: pieces, packer.tokens.spans)
     backend: str = "tokenizers"
     #: what the records are: "sft", "pairs" (preference pairs, packer.pipeline.pairs) or "kto" (labelled
     #: completions); and how a pair is laid out ("shared" or "separate": packer.options.PAIR_LAYOUTS)

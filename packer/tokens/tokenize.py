@@ -16,7 +16,9 @@ With SentencePiece tokenizers a word token often swallows the space before it
 
 Which characters a token covers comes from ``Encoding.offsets``, or, for
 byte-level BPE tokenizers, from the bytes each token stands for
-(:class:`ByteLengths`), which lets the tokenizer skip tracking offsets.
+(:class:`ByteLengths`), or, for SentencePiece-style ones (Mistral, Llama 2,
+Phi-3, Gemma), from a walk of the tokens' pieces over the text
+(:mod:`packer.tokens.spans`): both let the tokenizer skip tracking offsets.
 
 Loading a tokenizer lives in :mod:`packer.tokens.loader` (no numba); its names are
 re-exported here.
@@ -37,6 +39,7 @@ from ..jit import njit
 from ..output import roles as R
 from ..read.records import BuildError
 from .loader import TokenizerInfo, load_tokenizer
+from .spans import PieceSpans, piece_spans, token_spans
 
 __all__ = [
     "ByteLengths",
@@ -53,6 +56,7 @@ __all__ = [
     "encode_texts_fast",
     "label_by_bytes",
     "label_by_offsets",
+    "label_by_spans",
     "load_tokenizer",
     "token_roles",
 ]
@@ -204,6 +208,9 @@ class TokenizedBatch:
     #: per document, the characters of content that control tokens absorbed (see :func:`token_roles`);
     #: None where none were
     doc_absorbed: np.ndarray | None = None
+    #: (starts, ends) of every token in characters of the batch's texts joined, where they came from the walk
+    #: of :mod:`packer.tokens.spans` (a build checks them against offsets on a sample); else None
+    spans: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def last(self) -> np.ndarray:
@@ -344,9 +351,10 @@ def _flat_ids(encs: list | tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, n
     counts = np.fromiter((len(e) for e in encs), dtype=np.int64, count=len(encs))
     offsets = np.zeros(len(encs) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    # one list for the batch: a numpy conversion per document costs more than the copy for short ones
+    # one iterator over the batch, its length known: ~40 ns a token, where a list for np.array took ~100
     # tokenizers' Encoding objects, or lists of ids (the tiktoken core)
-    ids = np.array(list(chain.from_iterable(e if isinstance(e, list) else e.ids for e in encs)), dtype=np.int32)
+    ids = np.fromiter(chain.from_iterable(e if isinstance(e, list) else e.ids for e in encs), dtype=np.int32,
+                      count=int(offsets[-1]))
     return ids, offsets
 
 
@@ -457,12 +465,35 @@ def label_by_offsets(
     else:
         spans = np.zeros((0, 2), np.int64)
     spans += np.repeat(np.asarray(text_starts, dtype=np.int64), counts)[:, None]
-    roles, flags, absorbed = _token_roles(chars, spans[:, 0], spans[:, 1], _control(ids, control))
+    return _label_spans(ids, offsets, chars, spans[:, 0], spans[:, 1], control)
+
+
+def _label_spans(
+    ids: np.ndarray, offsets: np.ndarray, chars: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+    control: np.ndarray | None,
+) -> TokenizedBatch:
+    roles, flags, absorbed = _token_roles(chars, starts, ends, _control(ids, control))
     doc_absorbed = None
     if absorbed.any():
+        counts = np.diff(offsets)
         doc_absorbed = np.bincount(np.repeat(np.arange(len(counts)), counts), weights=absorbed,
                                    minlength=len(counts)).astype(np.int64)
     return TokenizedBatch(ids=ids, roles=roles, flags=flags, offsets=offsets, doc_absorbed=doc_absorbed)
+
+
+def label_by_spans(
+    encs: list, texts: list[str], chars: np.ndarray, table: PieceSpans, control: np.ndarray | None = None
+) -> TokenizedBatch | None:
+    """:func:`label_by_offsets` from the walk of :func:`packer.tokens.spans.token_spans` instead of offsets
+    (``encs`` from ``encode_batch_fast``): the same roles wherever the walk gives the offsets' spans. ``None``
+    where some text's walk fails: the caller labels that batch from offsets."""
+    ids, offsets = _flat_ids(encs)
+    got = token_spans(table, texts, ids, offsets)
+    if got is None:
+        return None
+    tb = _label_spans(ids, offsets, chars, got[0], got[1], control)
+    tb.spans = got
+    return tb
 
 
 def batch_chars(seg_lengths: list[np.ndarray], seg_values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -497,8 +528,8 @@ def choose_backend(tok: TokenizerInfo, backend: str) -> str:
     """Who encodes a build (:data:`packer.options.BACKENDS`): ``"tiktoken"`` where asked for or, with ``"auto"``,
     where the tokenizer qualifies (:func:`packer.tokens.tiktoken_core.qualify`) and is labelled from byte lengths (the
     path the core feeds); else ``"tokenizers"``. Forcing ``"tiktoken"`` on one that does not qualify is a
-    BuildError that says why."""
-    if backend == "tokenizers":
+    BuildError that says why; ``"offsets"`` is kept (:class:`Labeller`)."""
+    if backend in ("tokenizers", "offsets"):
         return backend
     from .tiktoken_core import core_of
 
@@ -523,13 +554,21 @@ class Labeller:
     :meth:`prepare` and :meth:`label` run on the caller's thread, :meth:`encode`
     may run on another (the tokenizer releases the GIL). A byte-level BPE
     tokenizer is labelled from token byte lengths (:class:`ByteLengths`, no
-    offsets tracked); any other, or a batch with a token of unknown length
-    (then encoded again), from ``Encoding.offsets``.
+    offsets tracked), a SentencePiece-style one from the walk of its pieces
+    (:mod:`packer.tokens.spans`, no offsets tracked either); any other, a batch
+    either path gives up on (then encoded again), or every batch with
+    ``backend="offsets"``, from ``Encoding.offsets``.
+
+    ``backend``: ``"tokenizers"``, ``"tiktoken"`` (:func:`choose_backend`), or ``"offsets"``: tokenizers,
+    every batch from offsets (asked for, or where a build found the walk to disagree with offsets on a
+    checked record).
     """
 
     def __init__(self, tok: TokenizerInfo, backend: str = "tokenizers") -> None:
         self.tokenizer = tok.tokenizer
-        self.byte_lengths = byte_lengths(tok.tokenizer)
+        self.byte_lengths = byte_lengths(tok.tokenizer) if backend != "offsets" else None
+        #: the walk of pieces giving token spans, for a SentencePiece-style tokenizer (None: any other)
+        self.spans = piece_spans(tok.tokenizer) if self.byte_lengths is None and backend != "offsets" else None
         #: backend "tiktoken": the tiktoken core (packer.tokens.tiktoken_core) encodes what is labelled from byte
         #: lengths
         self.core = None
@@ -570,9 +609,40 @@ class Labeller:
             by_bytes = byte_values(chars, starts, texts)
         return TextBatch(texts, chars, starts, by_bytes)
 
+    @property
+    def checks(self) -> bool:
+        """Whether a build checks this labeller's tokens against ``tokenizers`` with offsets on a sample of
+        records (:meth:`reference`, :meth:`disagrees`): the tiktoken core's ids, the walk's spans."""
+        return self.core is not None or self.spans is not None
+
+    def reference(self, texts: list[str]) -> list:
+        """``tokenizers``' encodings of ``texts`` to check a batch against (thread-safe): ids only for the
+        tiktoken core, with offsets for the walk."""
+        if self.core is not None:
+            return encode_texts_fast(self.tokenizer, texts)
+        return encode_texts(self.tokenizer, texts)
+
+    def disagrees(self, batch: TextBatch, tb: TokenizedBatch, k: int, ref: object) -> str | None:
+        """What in text ``k`` of ``tb`` (labelled from ``batch``) differs from its :meth:`reference`
+        encoding ``ref``, or None."""
+        a, b = int(tb.offsets[k]), int(tb.offsets[k + 1])
+        if tb.ids[a:b].tolist() != ref.ids:  # type: ignore[attr-defined]
+            return "the tiktoken core gives other ids than tokenizers" if self.core is not None else \
+                "tokenizers gives other ids with offsets than without"
+        if tb.spans is None or self.core is not None:
+            return None
+        at = int(batch.text_starts[k])
+        want = np.array(ref.offsets, dtype=np.int64).reshape(-1, 2)  # type: ignore[attr-defined]
+        got = np.stack([tb.spans[0][a:b], tb.spans[1][a:b]], axis=1) - at
+        if not np.array_equal(got, want):
+            return "the walk of token pieces gives other character spans than tokenizers' offsets"
+        return None
+
     def encode(self, batch: TextBatch) -> list | tuple[np.ndarray, np.ndarray]:
         """The tokenizer's encodings of the batch (thread-safe); the tiktoken core's as (ids, offsets)."""
         if batch.by_bytes is None:
+            if self.spans is not None:
+                return encode_texts_fast(self.tokenizer, batch.texts)
             return encode_texts(self.tokenizer, batch.texts)
         if self.core is not None:  # texts the byte-length path takes are NFC already
             return self.core.encode_flat(batch.texts, self._threads)
@@ -586,6 +656,11 @@ class Labeller:
             if tb is not None:
                 return tb
             encodings = encode_texts(self.tokenizer, batch.texts)  # a token of unknown length: with offsets
+        elif self.spans is not None:
+            tb = label_by_spans(encodings, batch.texts, batch.chars, self.spans, self.control)
+            if tb is not None:
+                return tb
+            encodings = encode_texts(self.tokenizer, batch.texts)  # a walk gave up: with offsets
         return label_by_offsets(encodings, batch.chars, batch.text_starts, self.control)
 
     def __call__(self, rendered: list) -> TokenizedBatch:
