@@ -555,8 +555,7 @@ class PartMapper:
             self.ev.progress("reading", self.reader.bytes_read, self.reader.total_bytes)
 
     def _picks(self, doc_ids: np.ndarray) -> list[int]:
-        """The texts of a batch (``doc_ids``: each one's record) checked against ``tokenizers`` with offsets,
-        where the labeller is checked (:attr:`Labeller.checks`): those of the records :func:`checked` picks."""
+        """The texts of a batch (``doc_ids``: their records) :func:`checked` picks, if the labeller is checked."""
         return [k for k, d in enumerate(doc_ids.tolist()) if checked(d)] if self.labeller.checks else []
 
     def _encode(self, batch: TextBatch, picks: list[int]) -> tuple[list | tuple, dict[int, object]]:

@@ -41,8 +41,8 @@ _WHITESPACE = np.array([*range(0x09, 0x0E), 0x20, 0x85, 0xA0, 0x1680, *range(0x2
 
 
 @njit(nogil=True)
-def _is_space(cp: int, ws: np.ndarray) -> bool:
-    for w in ws:
+def _is_space(cp: int) -> bool:
+    for w in _WHITESPACE:  # a global array: numba compiles it in as a constant
         if cp == w:
             return True
     return False
@@ -61,11 +61,11 @@ def _nbytes(cp: int) -> int:
 
 
 @njit(nogil=True)
-def _added_at(cps: np.ndarray, c: int, end: int, content: np.ndarray, strip: int, ws: np.ndarray) -> int:
+def _added_at(cps: np.ndarray, c: int, end: int, content: np.ndarray, strip: int) -> int:
     # where an added token found at character c ends (its stripped whitespace included); -1 if it is not there
     p = c
     if strip & 1:
-        while p < end and _is_space(cps[p], ws):
+        while p < end and _is_space(cps[p]):
             p += 1
     if p + content.shape[0] > end:
         return -1
@@ -74,7 +74,7 @@ def _added_at(cps: np.ndarray, c: int, end: int, content: np.ndarray, strip: int
             return -1
     p += content.shape[0]
     if strip & 2:
-        while p < end and _is_space(cps[p], ws):
+        while p < end and _is_space(cps[p]):
             p += 1
     return p
 
@@ -83,9 +83,10 @@ def _added_at(cps: np.ndarray, c: int, end: int, content: np.ndarray, strip: int
 def _walk(
     cps: np.ndarray, text_starts: np.ndarray, ids: np.ndarray, offsets: np.ndarray, width: np.ndarray,
     added: np.ndarray, contents: np.ndarray, content_at: np.ndarray, strip: np.ndarray, prepend: int,
-    ws: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+    out: np.ndarray,
 ) -> int:
-    # the span of every token; returns the first document whose tokens do not walk its text exactly, or -1
+    # the span of every token (out[t] = start, end); returns the first document whose tokens do not walk its
+    # text exactly, or -1
     ndocs = offsets.shape[0] - 1
     for d in range(ndocs):
         c = text_starts[d]
@@ -96,10 +97,10 @@ def _walk(
             i = ids[t]
             k = added[i]
             if k >= 0 and pend == 0:
-                p = _added_at(cps, c, end, contents[content_at[k] : content_at[k + 1]], strip[k], ws)
+                p = _added_at(cps, c, end, contents[content_at[k] : content_at[k + 1]], strip[k])
                 if p >= 0:
-                    starts[t] = c
-                    ends[t] = p
+                    out[t, 0] = c
+                    out[t, 1] = p
                     c = p
                     virt = prepend  # the next piece is normalized alone: a ▁ of its own
                     continue
@@ -114,7 +115,7 @@ def _walk(
                 virt -= took
                 w -= took
                 s = c
-                ends[t] = c + 1
+                out[t, 1] = c + 1
             while w > 0:
                 if c >= end:
                     return d
@@ -125,10 +126,10 @@ def _walk(
                 took = min(pend, w)
                 pend -= took
                 w -= took
-                ends[t] = c + 1
+                out[t, 1] = c + 1
                 if pend == 0:
                     c += 1
-            starts[t] = s
+            out[t, 0] = s
         if c != end or pend != 0 or (virt != 0 and virt != prepend):
             return d
     return -1
@@ -191,11 +192,10 @@ class PieceSpans:
         np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)), out=text_starts[1:])
         width = self._widths_for(ids)
         added = self.added_lut(len(width))
-        starts = np.empty(len(ids), dtype=np.int64)
-        ends = np.empty(len(ids), dtype=np.int64)
+        out = np.empty((len(ids), 2), dtype=np.int64)
         bad = _walk(cps, text_starts, ids, offsets, width, added, self._contents, self._content_at, self._strip,
-                    self.prepend, _WHITESPACE, starts, ends)
-        return None if bad >= 0 else (starts, ends)
+                    self.prepend, out)
+        return None if bad >= 0 else (out[:, 0], out[:, 1])
 
 
 def _state(component: object) -> dict | None:
