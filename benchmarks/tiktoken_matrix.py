@@ -83,8 +83,9 @@ def documents(out: Path) -> dict[int, dict[str, np.ndarray]]:
     return docs
 
 
-def differences(hf: Path, tk: Path, limit: int = 5) -> list[str]:
-    """The differing files, then up to ``limit`` documents whose columns differ: record, column, first token."""
+def differences(hf: Path, tk: Path, limit: int = 5, names: tuple[str, str] = ("tokenizers", "tiktoken")) -> list[str]:
+    """The differing files, then up to ``limit`` documents whose columns differ: record, column, first token
+    (``names``: what made ``hf`` and ``tk``)."""
     a_files, _ = digests(hf)
     b_files, _ = digests(tk)
     out = [f"differing files: {sorted(k for k in set(a_files) | set(b_files) if a_files.get(k) != b_files.get(k))}"]
@@ -100,8 +101,8 @@ def differences(hf: Path, tk: Path, limit: int = 5) -> list[str]:
             if len(x) != len(y) or (x != y).any():
                 at = next((i for i in range(min(len(x), len(y))) if x[i] != y[i]), min(len(x), len(y)))
                 out.append(f"record {record.get(doc_id, '?')} (doc_id {doc_id}): {col} differs from token {at} of "
-                           f"{len(x)}/{len(y)}: tokenizers {x[max(0, at - 2):at + 8].tolist()} "
-                           f"tiktoken {y[max(0, at - 2):at + 8].tolist()}")
+                           f"{len(x)}/{len(y)}: {names[0]} {x[max(0, at - 2):at + 8].tolist()} "
+                           f"{names[1]} {y[max(0, at - 2):at + 8].tolist()}")
                 shown += 1
                 break
         if shown >= limit:
