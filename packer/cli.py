@@ -573,3 +573,7 @@ def show_cmd(output, row, split, strategy, tokenizer) -> None:
         show_row(output, row, strategy, tokenizer=tokenizer, console=io.out, split=split)
     except (FileNotFoundError, IndexError, ValueError, OSError) as e:
         io.fail(str(e))
+
+
+if __name__ == "__main__":  # python -m packer.cli ... (it did nothing without this)
+    main(prog_name="packer")
