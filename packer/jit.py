@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 
 #: elements (:func:`_work`) a process may run as Python before every call goes to numba: at ~0.4-0.6 us an
-#: element, ~0.1-0.15 s at most, against numba's ~0.6 s start-up
-PYTHON_BUDGET = 1 << 18
+#: element, ~50-80 ms at most, against numba's ~0.6 s start-up; a one-record build takes ~10,000 (seq_len 4096)
+PYTHON_BUDGET = 1 << 17
 
 _lock = threading.RLock()
 _left = [PYTHON_BUDGET]
