@@ -44,8 +44,8 @@ BARE = "import sys; from tokenizers import Tokenizer; Tokenizer.from_file(sys.ar
 
 def child_env(code: Path | None) -> dict[str, str]:
     """The environment of a child: bytecode kept under the scratch folder; ``code`` first on the path."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPYCACHEPREFIX"] = str(SCRATCH / "pycache")
+    # (run_measured lays these over os.environ: an empty value is how to unset one there)
+    env = {"PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": str(SCRATCH / "pycache")}
     if code is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(code), *filter(None, [os.environ.get("PYTHONPATH")])])
     return env
