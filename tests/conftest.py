@@ -20,6 +20,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     except ImportError:
         pass
 
+# The kernels' own tests are on small inputs, which a process runs as Python while numba is not loaded
+# (packer.jit): the suite runs every kernel compiled, as it did before that; tests/test_jit.py checks the
+# Python side against it, and a small build's process without numba.
+os.environ.setdefault("PACKER_JIT", "numba")
+
 from packer.tokens.tokenize import TokenizerInfo, load_tokenizer
 
 from .helpers import DEMO_BUILD_OPTIONS, DEMO_INPUTS, DEMO_TOKENIZER

@@ -9,13 +9,14 @@ command runs in a fresh interpreter, which reports the modules loaded at exit.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from .helpers import ROOT
+from .helpers import EXAMPLES, ROOT, SHARED_TOKENIZERS
 
 #: loaded by a build only: numba and the modules that compile or load numba kernels, and torch
 BUILD_ONLY = ("numba", "packer.tokens.tokenize", "packer.pipeline.pack", "packer.output.doctable",
@@ -36,12 +37,12 @@ finally:
 """
 
 
-def loaded(tmp_path: Path, *args: str) -> tuple[set[str], str]:
-    """Modules loaded by ``packer ARGS`` in a fresh interpreter, and its stdout."""
+def loaded(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[set[str], str]:
+    """Modules loaded by ``packer ARGS`` in a fresh interpreter (``env``: beside the environment), and its stdout."""
     report = tmp_path / "modules.json"
     done = subprocess.run(
         [sys.executable, "-c", _PROBE, str(report), *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False, env={**os.environ, **(env or {})},
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return set(json.loads(report.read_text())), done.stdout
@@ -90,6 +91,28 @@ def test_read_commands_do_not_load_the_build_stack(tmp_path, demo_output, args):
     modules, stdout = loaded(tmp_path, *args[:1], str(demo_output), *args[1:])
     assert stdout.strip()
     assert heavy(modules, BUILD_ONLY) == []
+
+
+#: never needed to build shards: the training stack, and what pyarrow loads on some calls (pandas, to ask whether
+#: an array is a pandas categorical; pyarrow.compute, for ``take``): ~0.3 s of a small build's start
+NOT_FOR_A_BUILD = ("torch", "transformers", "datasets", "trl", "pandas", "pyarrow.compute")
+
+
+@pytest.mark.parametrize("tokenizer", ["demo", "qwen2.5-instruct"])
+def test_a_small_build_loads_only_what_it_uses(tmp_path, tokenizer):
+    """A one-record build: nothing of :data:`NOT_FOR_A_BUILD`, and no numba (its kernels run as Python on inputs
+    this small, :mod:`packer.jit`), in the default mode (the suite sets PACKER_JIT=numba)."""
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps(json.loads((EXAMPLES / "alpaca_demo.json").read_text())[:1]))
+    args = ["build", str(one), "-o", str(tmp_path / "out")]
+    if tokenizer != "demo":
+        if not (SHARED_TOKENIZERS / tokenizer / "tokenizer.json").is_file():
+            pytest.skip(f"{tokenizer} not in {SHARED_TOKENIZERS}")
+        args += ["--tokenizer", str(SHARED_TOKENIZERS / tokenizer)]
+    modules, stdout = loaded(tmp_path, *args, env={"PACKER_JIT": "auto"})
+    assert "packed" in stdout and json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]["packed"] == 1
+    assert heavy(modules, (*NOT_FOR_A_BUILD, "numba")) == []
+    assert "packer.pipeline.build" in modules and "tokenizers" in modules  # it did build
 
 
 def test_verify_says_what_it_checked(demo_output):

@@ -78,7 +78,7 @@ class Columns:
         self._data = {name: col[: self._n].copy() for name, col in self._data.items()}
 
 
-@njit(nogil=True)
+@njit(nogil=True, work=lambda *args: 4)  # a few probes (its arguments: the whole table and a 128-bit digest)
 def _find_or_insert(keys: np.ndarray, values: np.ndarray, hi: int, lo: int, value: int) -> int:
     # linear probing; a slot is free while its value is -1. The digest bits are
     # uniform, so the low word is a fine hash.

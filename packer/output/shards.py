@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import roles as R
+from .arrays import numpy_array
 from .layout import (
     DOCUMENTS_FILE,
     EVAL_SHARD_PATTERN,
@@ -216,7 +217,7 @@ class ShardInfo:
 
 
 def _list_array(offsets: np.ndarray, values: pa.Array | np.ndarray) -> pa.ListArray:
-    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
+    return pa.ListArray.from_arrays(numpy_array(offsets, pa.int32()), values)
 
 
 class TokenSource(Protocol):
@@ -312,21 +313,21 @@ class ShardWriter:
             seq_lens = np.stack([chosen, lens - chosen], axis=1).reshape(-1)
             seq_docs, seq_off = np.repeat(seq_docs, 2), doc_off * 2
         cols = [
-            _list_array(tok_off, pa.array(ids, type=pa.int32())),
-            _list_array(tok_off, pa.array(r, type=pa.uint8())),
-            _list_array(seq_off, pa.array(seq_lens.astype(np.int32), type=pa.int32())),
-            _list_array(seq_off, pa.array(seq_docs.astype(np.int64), type=pa.int64())),
-            _list_array(tok_off, pa.array((flags & R.UNTRAINED_FLAG) == 0, type=pa.bool_())),
+            _list_array(tok_off, numpy_array(ids, pa.int32())),
+            _list_array(tok_off, numpy_array(r, pa.uint8())),
+            _list_array(seq_off, numpy_array(seq_lens.astype(np.int32), pa.int32())),
+            _list_array(seq_off, numpy_array(seq_docs.astype(np.int64), pa.int64())),
+            _list_array(tok_off, numpy_array((flags & R.UNTRAINED_FLAG) == 0, pa.bool_())),
         ]
         if self.version >= FORCED_VERSION:
-            cols.append(_list_array(tok_off, pa.array((flags & R.FORCED_FLAG) != 0, type=pa.bool_())))
+            cols.append(_list_array(tok_off, numpy_array((flags & R.FORCED_FLAG) != 0, pa.bool_())))
         if self.kind == "pairs":
-            cols.append(_list_array(tok_off, pa.array(pair_branches(flags, tok_cum), type=pa.uint8())))
+            cols.append(_list_array(tok_off, numpy_array(pair_branches(flags, tok_cum), pa.uint8())))
         elif self.kind == "kto":
             desirable = (flags[tok_cum[:-1]] & R.DESIRABLE_FLAG) != 0 if len(lens) else np.zeros(0, bool)
-            cols.append(_list_array(doc_off, pa.array(desirable, type=pa.bool_())))
+            cols.append(_list_array(doc_off, numpy_array(desirable, pa.bool_())))
         for mask in strategy_masks(r, flags, self.strategies).values():
-            cols.append(_list_array(tok_off, pa.array(mask, type=pa.bool_())))
+            cols.append(_list_array(tok_off, numpy_array(mask, pa.bool_())))
         return pa.RecordBatch.from_arrays(cols, schema=self.schema), len(ids), local, tok_cum[:-1] - tok_off[local]
 
     def write_shard(

@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..output import roles as R
+from ..output.arrays import coded_strings, numpy_array
 from ..output.doctable import NULL
 from ..output.layout import (
     DOCUMENTS_FILE,
@@ -150,7 +151,7 @@ def _nullable(values: np.ndarray, type: pa.DataType = pa.int32()) -> Callable[[i
     def chunk(a: int, b: int) -> pa.Array:
         v = values[a:b]
         null = v == NULL
-        return pa.array(np.where(null, 0, v).astype(type.to_pandas_dtype()), type=type, mask=null)
+        return numpy_array(np.where(null, 0, v), type, null=null)
 
     return chunk
 
@@ -258,21 +259,19 @@ def write_output(
     remove_spill(out, tokens_only=True)
 
     docs = c.docs
-    paths = pa.array(c.files, type=pa.string())
-    statuses = pa.array(STATUSES, type=pa.string())
-    split_names = pa.array([s.name for s in c.splits], type=pa.string())
+    split_names = [s.name for s in c.splits]
     write_documents(
         out / DOCUMENTS_FILE,
         {
-            "doc_id": lambda a, b: pa.array(np.arange(a, b, dtype=np.int64)),
-            "input": lambda a, b: paths.take(pa.array(docs["file"][a:b])),
-            "record": lambda a, b: pa.array(docs["record"][a:b], type=pa.int64()),
-            "status": lambda a, b: statuses.take(pa.array(docs["status"][a:b])),
-            "split": lambda a, b: split_names.take(_nullable(split_col)(a, b)),
+            "doc_id": lambda a, b: numpy_array(np.arange(a, b, dtype=np.int64)),
+            "input": lambda a, b: coded_strings(c.files, docs["file"][a:b]),
+            "record": lambda a, b: numpy_array(docs["record"][a:b], pa.int64()),
+            "status": lambda a, b: coded_strings(STATUSES, docs["status"][a:b]),
+            "split": lambda a, b: coded_strings(split_names, split_col[a:b], null=split_col[a:b] == NULL),
             **{name: _nullable(col) for name, col in where.items()},
             **{name: _nullable(docs[name]) for name in DOCUMENT_STATS},
             "duplicate_of": _nullable(docs["duplicate_of"], pa.int64()),
-            **({"copies": lambda a, b: pa.array(copies[a:b].astype(np.int32), type=pa.int32())}
+            **({"copies": lambda a, b: numpy_array(copies[a:b].astype(np.int32), pa.int32())}
                if (copies := c.copies) is not None else {}),
             **({name: _nullable(docs[name]) for name in PREFERENCE_STATS[:3]} if rows in ("pairs", "separate") else {}),
             **({"label": _nullable(docs["label"], pa.bool_())} if rows == "kto" else {}),

@@ -159,7 +159,9 @@ def load_tokenizer(path: str | os.PathLike, *, loader: str = "file") -> Tokenize
     chat template, ``add_bos`` and the special tokens are read the same way by both.
     """
     if loader == "transformers":
-        return _load_transformers(path)
+        info = _load_transformers(path)
+        assert info is not None
+        return info
     if loader != "file":
         raise BuildError(f"unknown tokenizer loader {loader!r}; choose file|transformers")
     directory, tj, is_dir = _split_path(path)
@@ -252,9 +254,9 @@ def _transformers_version() -> str:
         raise BuildError("--tokenizer-loader transformers needs transformers: pip install 'packer[hf]'") from None
 
 
-def _load_transformers(path: str | os.PathLike) -> TokenizerInfo:
+def _load_transformers(path: str | os.PathLike, *, kept_only: bool = False) -> TokenizerInfo | None:
     """The transformers loader: its backend from the kept copy (:func:`kept_backend`) where this transformers
-    made one for these files, else from transformers itself (then kept)."""
+    made one for these files, else from transformers itself (then kept); with ``kept_only``, None there."""
     directory, tj, is_dir = _split_path(path)
     if not is_dir and tj.name != "tokenizer.json":
         raise BuildError(f"{path}: the transformers loader needs a model directory (or its tokenizer.json)")
@@ -263,6 +265,8 @@ def _load_transformers(path: str | os.PathLike) -> TokenizerInfo:
     version = _transformers_version()
     sha, raw = _transformers_digest(directory, version)
     kept = kept_backend(sha)
+    if kept is None and kept_only:
+        return None
     backend, hf = (kept, None) if kept is not None else _hf_backend(directory)
     cfg = _read_config(directory)
     # special tokens as tokenizer.json flags them (transformers 5 also flags ones a tokenizer class names,
@@ -415,16 +419,14 @@ def _keep_in_child(source: str) -> bool:
     return done.returncode == 0
 
 
-def _kept(source: str) -> bool:
-    """Whether a transformers backend of ``source`` is kept for the installed transformers."""
-    directory = _split_path(source)[0]
-    return kept_backend(_transformers_digest(directory, _transformers_version())[0]) is not None
-
-
 @functools.lru_cache(maxsize=4)
 def _load_other(source: str, loader: str, stamp: tuple) -> TokenizerInfo | None:
     try:
-        if loader == "transformers" and "transformers" not in sys.modules and not _kept(source):
+        if loader == "transformers" and "transformers" not in sys.modules:
+            # the kept backend, loaded once (a SentencePiece one takes ~0.4 s): the look for it is the load
+            kept = _load_transformers(source, kept_only=True)
+            if kept is not None:
+                return kept
             _keep_in_child(source)  # then loaded from what the child kept; where it failed, here (as before)
         return load_tokenizer(source, loader=loader)
     except Exception:  # BuildError, a broken file: no comparison

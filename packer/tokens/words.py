@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..jit import njit
+from ..jit import njit, use_python
 
 
-@njit(nogil=True)
+# python=False: on a numpy uint8 ``(c & 0x1F) << 6`` stays uint8 (numba widens it); ``str.split`` is this
+# kernel's Python equal (count_words)
+@njit(nogil=True, python=False)
 def _count_words(b: np.ndarray) -> int:
     # a word starts at every non-space character after a space (or at the start); characters are decoded
     # from UTF-8 only far enough to tell the whitespace code points of str.isspace
@@ -53,11 +55,14 @@ def _count_words(b: np.ndarray) -> int:
 
 #: below this many characters ``str.split`` is the faster (the kernel's call costs ~2 us; split ~1 us per 80)
 _SPLIT_BELOW = 256
+#: characters of ``str.split`` counted as one element of :mod:`packer.jit`'s Python budget, which it takes while
+#: the kernel is not loaded (a small build need not load numba for it)
+_SPLIT_CHARS_PER_UNIT = 64
 
 
 def count_words(text: str) -> int:
     """``len(text.split())``: the whitespace-separated words of ``text``."""
-    if len(text) < _SPLIT_BELOW:
+    if len(text) < _SPLIT_BELOW or use_python(_count_words, len(text) // _SPLIT_CHARS_PER_UNIT):
         return len(text.split())
     return int(_count_words(np.frombuffer(text.encode("utf-8", "surrogatepass"), np.uint8)))
 
