@@ -18,6 +18,7 @@ from packer.pipeline.pack import ALGORITHMS, pack, rows_from_bins
 from packer.tokens.tokenize import byte_values, char_codes, token_roles
 
 from .helpers import DEMO_INPUTS, DEMO_TOKENIZER
+from .test_spans import make_spm
 
 #: the kernels the tests below run both ways, by qualified name: a new kernel that may run as Python goes here
 COVERED = {
@@ -27,6 +28,8 @@ COVERED = {
     "packer.output.doctable._find_or_insert", "packer.output.doctable._rehash",
     "packer.output.gather._gather_ranges", "packer.tokens.tokenize._token_values",
     "packer.tokens.tokenize._control_values", "packer.tokens.tokenize._spread_to_bytes",
+    "packer.tokens.spans._is_space", "packer.tokens.spans._nbytes", "packer.tokens.spans._added_at",
+    "packer.tokens.spans._walk",
 }
 
 
@@ -73,6 +76,24 @@ def test_gather_index(monkeypatch):
     rng = np.random.default_rng(0)
     starts, lengths = rng.integers(0, 1000, 200), rng.integers(0, 20, 200)
     same(*both(monkeypatch, gather_index, starts, lengths))
+
+
+def test_walk_of_pieces(monkeypatch, tmp_path):
+    """The walk of a SentencePiece-style tokenizer's pieces (packer.tokens.spans): prepended ▁, byte fallback,
+    rstrip/lstrip added tokens; and a walk that gives up (a piece of unknown length)."""
+    from packer.tokens.spans import piece_spans, token_spans
+
+    tok = make_spm(tmp_path)
+    texts = [" lead", "<s>[INST] hi 😀 é", "<|user|>\n  Can you<|end|>\n<|assistant|>\n\n ok", "a \t<|sep|>b", ""]
+    encs = tok.encode_batch(texts, add_special_tokens=False)
+    ids = np.array([i for e in encs for i in e.ids], dtype=np.int64)
+    offsets = np.cumsum([0, *(len(e.ids) for e in encs)])
+    table = piece_spans(tok)
+    a, b = both(monkeypatch, token_spans, table, texts, ids, offsets)
+    assert a is not None
+    same(a, b)
+    table._width[ids[1]] = 0  # "▁lead" (or a piece of it) of unknown length: both give up
+    assert both(monkeypatch, token_spans, table, texts, ids, offsets) == [None, None]
 
 
 @pytest.mark.parametrize("seed", range(5))
