@@ -191,7 +191,9 @@ def timed_build(
     """One build into a fresh directory (no "already built" shortcut): (wall s, CPU s of all threads, manifest)."""
     out = Path(tempfile.mkdtemp(prefix="build-", dir=work))
     # every backend named (the default, auto, takes tiktoken where it can); a packer before issue 17 has no choice
-    kw = {"tokenizer_backend": backend} if "tokenizer_backend" in inspect.signature(build).parameters else {}
+    # (build() takes its options as keywords since issue 26: BACKEND_CHOICES says the option exists)
+    kw = {"tokenizer_backend": backend} if BACKEND_CHOICES or "tokenizer_backend" in inspect.signature(
+        build).parameters else {}
     try:
         start, cpu = time.perf_counter(), time.process_time()
         manifest = build([str(p) for p in paths], out, tokenizer=tok, seq_len=seq_len, batch_size=BUILD_BATCH, **kw)
