@@ -15,19 +15,19 @@ walks the UTF-8 bytes once instead, with Python's own whitespace (``str.isspace`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from ..jit import njit
 
 
 @njit(nogil=True)
-def _count_words(b: np.ndarray) -> int:
-    # a word starts at every non-space character after a space (or at the start); characters are decoded
-    # from UTF-8 only far enough to tell the whitespace code points of str.isspace
+def _count_span(b: np.ndarray, i: int, size: int) -> int:
+    # the words of b[i:size]: a word starts at every non-space character after a space (or at the start);
+    # characters are decoded from UTF-8 only far enough to tell the whitespace code points of str.isspace
     n = 0
     in_word = False
-    i = 0
-    size = b.shape[0]
     while i < size:
         c = b[i]
         if c < 0x80:  # \t \n \v \f \r, \x1c-\x1f (separators), space
@@ -51,6 +51,20 @@ def _count_words(b: np.ndarray) -> int:
     return n
 
 
+@njit(nogil=True)
+def _count_words(b: np.ndarray) -> int:
+    return _count_span(b, 0, b.shape[0])
+
+
+@njit(nogil=True)
+def _count_spans(b: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    # the words of each b[bounds[k]:bounds[k + 1]]
+    out = np.zeros(bounds.shape[0] - 1, dtype=np.int64)
+    for k in range(out.shape[0]):
+        out[k] = _count_span(b, bounds[k], bounds[k + 1])
+    return out
+
+
 #: below this many characters ``str.split`` is the faster (the kernel's call costs ~2 us; split ~1 us per 80)
 _SPLIT_BELOW = 256
 
@@ -62,4 +76,23 @@ def count_words(text: str) -> int:
     return int(_count_words(np.frombuffer(text.encode("utf-8", "surrogatepass"), np.uint8)))
 
 
-__all__ = ["count_words"]
+def count_words_each(texts: Sequence[str]) -> np.ndarray:
+    """``[len(t.split()) for t in texts]`` as int64, in one pass of the kernel over all of them (a batch of
+    short texts, where a call per text would cost more than the counting).
+
+    >>> count_words_each(["two  words", "", "naïve\\u3000café 🤖"]).tolist()
+    [2, 0, 3]
+    """
+    bounds = np.zeros(len(texts) + 1, dtype=np.int64)
+    joined = "".join(texts)
+    if joined.isascii():  # a byte a character: the bounds are the texts' lengths
+        np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)), out=bounds[1:])
+        data = joined.encode("ascii")
+    else:
+        encoded = [t.encode("utf-8", "surrogatepass") for t in texts]
+        np.cumsum(np.fromiter(map(len, encoded), np.int64, len(texts)), out=bounds[1:])
+        data = b"".join(encoded)
+    return _count_spans(np.frombuffer(data, np.uint8), bounds)
+
+
+__all__ = ["count_words", "count_words_each"]
