@@ -111,6 +111,26 @@ class _Assembly:
         lengths[self.slot_segs] = [len(e) for e in emitted]
         return "".join(parts), lengths
 
+    def assemble_all(self, fixed: Sequence[str], columns: Sequence[Sequence[str]]) -> tuple[list[str], np.ndarray]:
+        """:meth:`assemble` of many records at once (each of which :meth:`fits`): ``columns[j]`` holds slot
+        ``j``'s value of every record. Their texts, and their segments' lengths, a row per record.
+
+        >>> asm = _Assembly((0, 1), np.array([0, 1, 0]), np.array([0, 2]), np.zeros(3, np.uint8),
+        ...                 np.zeros(3, bool))
+        >>> texts, lengths = asm.assemble_all(["", "|", ""], [["a", "b"], [" x ", "y"]])
+        >>> texts, lengths.tolist()
+        (['a|x', 'b|y'], [[1, 1, 1], [1, 1, 1]])
+        """
+        emitted = [col if t == 0 else list(map(_TRANSFORMS[t], col))
+                   for t, col in zip(self.transforms, columns, strict=True)]
+        n = len(emitted[0])
+        form = "%s".join(f.replace("%", "%%") for f in fixed)  # one C-level format a record
+        texts = [form % values for values in zip(*emitted, strict=True)]
+        lengths = np.tile(self.seg_lengths, (n, 1))
+        for seg, col in zip(self.slot_segs.tolist(), emitted, strict=True):
+            lengths[:, seg] = np.fromiter(map(len, col), np.int64, n)
+        return texts, lengths
+
 
 class Shape(Protocol):
     """What :func:`probe` needs of a learnt shape (``templates._Structure``)."""
