@@ -29,7 +29,7 @@ import numpy as np
 
 from ..read.formats import RecordReader
 from ..read.records import BuildError, Conversation, FlatRun, Pair, Rejection
-from ..tokens.assembly import TemplateDrift, checked
+from ..tokens.assembly import TemplateDrift, checked_many
 from ..tokens.templates import ChatTemplate, Rendered
 from ..tokens.tokenize import char_codes
 from ..tokens.words import count_words_each
@@ -138,93 +138,102 @@ class FlatMapper:
         m = self.m
         if first != m.part.first_doc_id + len(m.docs):  # the reader's contract; guard it
             raise BuildError(f"{run.path}: record {run.index}: internal error: records out of order")
-        odd = self._odd(run)
+        keys = [(i != "", n != "") for i, n in zip(run.instructions, run.inputs, strict=True)]
         a = 0
-        for k in [*odd, len(run)]:
+        for k in [*self._odd(run, keys), len(run)]:
             if k > a:
-                self._stretch(run, first, a, k)
+                self._stretch(run, first, a, k, keys[a:k])
             if k < len(run):
                 m.add_record(run.conversation(k, first + k), first + k)
             a = k + 1
 
-    def _odd(self, run: FlatRun) -> list[int]:
-        """The records of ``run`` the columnar path leaves to the record path, in order."""
+    def _odd(self, run: FlatRun, keys: list[tuple[bool, bool]]) -> list[int]:
+        """The records of ``run`` the columnar path leaves to the record path, in order: a control token in a
+        text, an output opening with ``<think>`` (a reasoning shape), a shape Jinja renders, a blank value its
+        assembly would trim, a text that may be too big to tokenize whole."""
         ins, inps, outs = run.instructions, run.inputs, run.outputs
-        odd = []
+        for key in set(keys).difference(self.shapes):
+            self.shapes[key] = self._shape(run.conversation(keys.index(key)))
+        shapes = [self.shapes[key] for key in keys]
+        odd = {k for k, (shape, out) in enumerate(zip(shapes, outs, strict=True))
+               if shape is None or out.startswith("<think>")}
         # one search for all: a text holding a control token leaves it in the join (a match across two texts
         # only costs the search of each)
-        control = self.tpl.control_token_in("\x00".join([*ins, *inps, *outs])) is not None
-        for k in range(len(run)):
-            if (outs[k].startswith("<think>") or len(ins[k]) + len(inps[k]) + len(outs[k]) > self.max_chars
-                    or (control and any(self.tpl.control_token_in(t) for t in (ins[k], inps[k], outs[k])))
-                    or self._shape(run, k) is None):
-                odd.append(k)
-        return odd
+        tpl = self.tpl
+        if tpl.control_token_in("\x00".join([*ins, *inps, *outs])) is not None:
+            odd.update(k for k, texts in enumerate(zip(ins, inps, outs, strict=True))
+                       if any(map(tpl.control_token_in, texts)))
+        if sum(map(len, ins)) + sum(map(len, inps)) + sum(map(len, outs)) > self.max_chars:
+            odd.update(k for k in range(len(run)) if len(ins[k]) + len(inps[k]) + len(outs[k]) > self.max_chars)
+        for k, shape in enumerate(shapes):  # a trimmed value all blank: Jinja's (the assembly cannot tell)
+            if shape is not None and any(shape[2].transforms):
+                values = (ins[k], inps[k], outs[k])
+                if not shape[2].fits([values[c] for c in shape[1]]):
+                    odd.add(k)
+        return sorted(odd)
 
-    def _shape(self, run: FlatRun, k: int) -> tuple | None:
-        """(fixed, slot columns, assembly) of record ``k``'s shape, learnt from it where it is the first of
-        its shape; None where the shape is rendered by Jinja, or a trimmed value of the record is blank."""
-        key = (bool(run.instructions[k]), bool(run.inputs[k]))
-        if key not in self.shapes:
-            got = self.tpl.assembly_of(run.conversation(k))
-            columns = None if got is None else [_COLUMN.get(s) for s in got[1]]
-            ok = got is not None and columns and None not in columns
-            self.shapes[key] = (got[0], columns, got[2]) if ok else None  # type: ignore[index]
-        shape = self.shapes[key]
-        if shape is None:
-            return None
-        if not any(shape[2].transforms):  # pasted values always fit
-            return shape
-        values = (run.instructions[k], run.inputs[k], run.outputs[k])
-        return shape if shape[2].fits([values[c] for c in shape[1]]) else None
+    def _shape(self, conv: Conversation) -> tuple | None:
+        """(fixed, slot columns, assembly) of the shape of ``conv`` (a record of a FlatRun); None where that
+        shape is rendered by Jinja."""
+        got = self.tpl.assembly_of(conv)
+        columns = None if got is None else [_COLUMN.get(s) for s in got[1]]
+        return (got[0], columns, got[2]) if got is not None and columns and None not in columns else None
 
-    def _stretch(self, run: FlatRun, first: int, a: int, b: int) -> None:
+    def _stretch(self, run: FlatRun, first: int, a: int, b: int, keys: list[tuple[bool, bool]]) -> None:
         """Records ``a:b`` of ``run``, all columnar: their columns at once, then each rendered text to the batch."""
         m = self.m
         ins, inps, outs = run.instructions[a:b], run.inputs[a:b], run.outputs[a:b]
-        n = b - a
         f = m.files.get(run.path)
         if f is None:
             f = m.files[run.path] = len(m.file_paths)
             m.file_paths.append(run.path)
         digests = flat_digests(ins, inps, outs)
         prompt, response = flat_words(ins, inps, outs)
-        at = len(m.docs)
         m.docs.extend(record=np.arange(run.index + a, run.index + b, dtype=np.int64), file=f, has_digest=1,
                       digest_hi=digests[:, 0], digest_lo=digests[:, 1], prompt_words=prompt, response_words=response,
                       turns=2)
-        for k, r in enumerate(self._render(run, first, a, (ins, inps, outs))):
+        rendered = self._render(run, first, a, (ins, inps, outs), keys)
+        batch, limit, chars_limit = m.batch, m.spec.batch_size, self.batch_chars
+        for k, r in enumerate(rendered):
             if isinstance(r, Rejection):
                 m.reject(r, RejectionSpill.READ)
                 continue
-            doc_id = first + a + k
-            m.batch.append((doc_id, r))
+            batch.append((first + a + k, r))
             m.batch_chars += len(r.text)
-            if len(m.batch) >= m.spec.batch_size or m.batch_chars >= self.batch_chars:
+            if len(batch) >= limit or m.batch_chars >= chars_limit:
                 m.submit()
-        assert len(m.docs) == at + n
+                batch = m.batch
 
     def _render(
         self, run: FlatRun, first: int, a: int, columns: tuple[list[str], list[str], list[str]],
+        keys: list[tuple[bool, bool]],
     ) -> list[Rendered | Rejection]:
-        """Records ``a:a + n`` of ``run`` rendered, in order: each shape's records assembled at once; those
-        :func:`checked` picks rendered by the template (Jinja too), as on the record path."""
-        ins, inps, outs = columns
+        """Records ``a:a + len(keys)`` of ``run`` (``columns`` hold them; doc_ids from ``first + a``) rendered, in
+        order: each shape's records assembled at once; those :func:`checked` picks rendered by the template too
+        (Jinja's render), which must give the same."""
         by_shape: dict[tuple[bool, bool], list[int]] = {}
-        for k in range(len(outs)):
-            by_shape.setdefault((bool(ins[k]), bool(inps[k])), []).append(k)
-        out: list[Rendered | Rejection | None] = [None] * len(outs)
+        for k, key in enumerate(keys):
+            by_shape.setdefault(key, []).append(k)
+        out: list[Rendered | Rejection | None] = [None] * len(keys)
+        picked = set(np.flatnonzero(checked_many(np.arange(first + a, first + a + len(keys)))).tolist())
         for key, ks in by_shape.items():
             fixed, slot_columns, asm = self.shapes[key]  # type: ignore[misc]
             texts, lengths = asm.assemble_all(fixed, [[columns[c][k] for k in ks] for c in slot_columns])
+            roles, last = asm.seg_roles, asm.seg_last
             for k, text, row in zip(ks, texts, lengths, strict=True):
-                doc_id = first + a + k
-                if checked(doc_id):  # the template's render (Jinja's), which the batch's assembly must equal
-                    r = out[k] = self.tpl.render(run.conversation(a + k, doc_id))
-                    if isinstance(r, Rendered) and (r.text != text or not np.array_equal(r.seg_lengths, row)):
-                        raise TemplateDrift(f"{run.path}: record {run.index + a + k}: template {self.tpl.name!r} "
-                                            "renders this record otherwise than its shape's records are assembled")
-                else:
-                    asm.unchecked += 1
-                    out[k] = Rendered(text, row, asm.seg_roles, asm.seg_last)
+                out[k] = Rendered(text, row, roles, last)
+            asm.unchecked += len(ks)
+            for k in picked.intersection(ks):
+                asm.unchecked -= 1
+                out[k] = self._checked(run, first, a + k, out[k])  # type: ignore[arg-type]
         return out  # type: ignore[return-value]
+
+    def _checked(self, run: FlatRun, first: int, k: int, assembled: Rendered) -> Rendered | Rejection:
+        """Record ``k`` of ``run`` as the template renders it (Jinja, which checks its own assembly), which must
+        be the batch's ``assembled`` (else :class:`TemplateDrift`: the build starts over with Jinja)."""
+        r = self.tpl.render(run.conversation(k, first + k))
+        if isinstance(r, Rendered) and (r.text != assembled.text or not np.array_equal(r.seg_lengths,
+                                                                                        assembled.seg_lengths)):
+            raise TemplateDrift(f"{run.path}: record {run.index + k}: template {self.tpl.name!r} renders this record "
+                                "otherwise than its shape's records are assembled")
+        return r

@@ -68,6 +68,19 @@ def checked(doc_id: int) -> bool:
     return (x ^ (x >> 31)) % CHECK_ONE_IN == 0
 
 
+def checked_many(doc_ids: np.ndarray) -> np.ndarray:
+    """:func:`checked` of each of ``doc_ids`` (int64), as a bool array: the same mix, in numpy's wrapping uint64.
+
+    >>> ids = np.arange(5000)
+    >>> checked_many(ids).tolist() == [checked(d) for d in range(5000)]
+    True
+    """
+    x = np.asarray(doc_ids).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return (np.asarray(doc_ids) < CHECK_FIRST) | ((x ^ (x >> np.uint64(31))) % np.uint64(CHECK_ONE_IN) == 0)
+
+
 class TemplateDrift(Exception):
     """A record checked against Jinja (:func:`checked`) rendered otherwise than
     the assembly its shape was proven to allow: the template reads contents in
