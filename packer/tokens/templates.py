@@ -613,7 +613,10 @@ class ChatTemplate:
     def _control_token(self, conv: Conversation, action: str | None) -> Rejection | None:
         """The rejection of a record whose messages or tools hold one of the tokenizer's control tokens (it
         would be read as a control token, not text), or None. A system message the policy drops is not read."""
-        for i, m in enumerate(conv.messages):
+        read = conv.messages[1:] if action == "dropped" else conv.messages
+        # one search of all the texts (the common case: none holds one), then the turn that does
+        messages = conv.messages if self._special_in("\x00".join([v for m in read for v in m.texts()])) else ()
+        for i, m in enumerate(messages):
             if action == "dropped" and i == 0:
                 continue  # not rendered: a control token in it does no harm
             for value in m.texts():
