@@ -23,11 +23,13 @@ from ..jit import njit
 
 
 @njit(nogil=True)
-def _count_span(b: np.ndarray, i: int, size: int) -> int:
-    # the words of b[i:size]: a word starts at every non-space character after a space (or at the start);
-    # characters are decoded from UTF-8 only far enough to tell the whitespace code points of str.isspace
+def _count_words(b: np.ndarray) -> int:
+    # a word starts at every non-space character after a space (or at the start); characters are decoded
+    # from UTF-8 only far enough to tell the whitespace code points of str.isspace
     n = 0
     in_word = False
+    i = 0
+    size = b.shape[0]
     while i < size:
         c = b[i]
         if c < 0x80:  # \t \n \v \f \r, \x1c-\x1f (separators), space
@@ -51,20 +53,6 @@ def _count_span(b: np.ndarray, i: int, size: int) -> int:
     return n
 
 
-@njit(nogil=True)
-def _count_words(b: np.ndarray) -> int:
-    return _count_span(b, 0, b.shape[0])
-
-
-@njit(nogil=True)
-def _count_spans(b: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    # the words of each b[bounds[k]:bounds[k + 1]]
-    out = np.zeros(bounds.shape[0] - 1, dtype=np.int64)
-    for k in range(out.shape[0]):
-        out[k] = _count_span(b, bounds[k], bounds[k + 1])
-    return out
-
-
 #: below this many characters ``str.split`` is the faster (the kernel's call costs ~2 us; split ~1 us per 80)
 _SPLIT_BELOW = 256
 
@@ -76,23 +64,39 @@ def count_words(text: str) -> int:
     return int(_count_words(np.frombuffer(text.encode("utf-8", "surrogatepass"), np.uint8)))
 
 
-def count_words_each(texts: Sequence[str]) -> np.ndarray:
-    """``[len(t.split()) for t in texts]`` as int64, in one pass of the kernel over all of them (a batch of
-    short texts, where a call per text would cost more than the counting).
+#: the ASCII bytes ``str.split`` splits at: \t \n \v \f \r, the separators \x1c-\x1f, space
+_ASCII_SPACE = np.zeros(256, dtype=bool)
+_ASCII_SPACE[[*range(9, 14), *range(0x1C, 0x21)]] = True
 
-    >>> count_words_each(["two  words", "", "naïve\\u3000café 🤖"]).tolist()
-    [2, 0, 3]
+
+def count_words_each(texts: Sequence[str]) -> np.ndarray:
+    """``[len(t.split()) for t in texts]`` as int64: the ASCII texts (most) counted at once with numpy, where a
+    call per short text would cost more than its counting; the others by ``str.split``.
+
+    >>> count_words_each(["two  words", "", "naïve\\u3000café 🤖", "a\\x1cb"]).tolist()
+    [2, 0, 3, 2]
     """
-    bounds = np.zeros(len(texts) + 1, dtype=np.int64)
-    joined = "".join(texts)
-    if joined.isascii():  # a byte a character: the bounds are the texts' lengths
-        np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)), out=bounds[1:])
-        data = joined.encode("ascii")
-    else:
-        encoded = [t.encode("utf-8", "surrogatepass") for t in texts]
-        np.cumsum(np.fromiter(map(len, encoded), np.int64, len(texts)), out=bounds[1:])
-        data = b"".join(encoded)
-    return _count_spans(np.frombuffer(data, np.uint8), bounds)
+    out = np.zeros(len(texts), dtype=np.int64)
+    ascii_at = []
+    for k, t in enumerate(texts):
+        if t.isascii():
+            ascii_at.append(k)
+        else:
+            out[k] = len(t.split())
+    if not ascii_at:
+        return out
+    ascii_texts = [texts[k] for k in ascii_at]
+    space = _ASCII_SPACE[np.frombuffer("".join(ascii_texts).encode("ascii"), np.uint8)]
+    bounds = np.zeros(len(ascii_texts) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, ascii_texts), np.int64, len(ascii_texts)), out=bounds[1:])
+    # a word starts at a non-space character after a space or at its text's start
+    before = np.ones(len(space), dtype=bool)
+    before[1:] = space[:-1]
+    before[bounds[:-1][bounds[:-1] < len(space)]] = True
+    starts = np.zeros(len(space) + 1, dtype=np.int64)
+    np.cumsum(~space & before, out=starts[1:])
+    out[ascii_at] = starts[bounds[1:]] - starts[bounds[:-1]]
+    return out
 
 
 __all__ = ["count_words", "count_words_each"]
