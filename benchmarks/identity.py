@@ -64,6 +64,12 @@ def configurations() -> dict[str, tuple[list[Path], dict]]:
         "lima-gsm-llama3-nextfit-custom": ([LIMA, GSM], {**llama3, "packing": "nextfit",
                                                           "strategy": ["mine=instruction,response,end"]}),
         "alpacas-llama3": (ALPACAS, llama3),
+        # plain Alpaca records take the map stage's columnar path (packer.pipeline.flat): a template that pastes
+        # (Qwen2.5's), one with an input field, one that trims (llama3's, above), a SentencePiece tokenizer
+        "alpacas-qwen": (ALPACAS, qwen),
+        "alpacas-qwen-alpaca-truncate-batch64": (ALPACAS, {**qwen, "template": "alpaca", "seq_len": 512,
+                                                           "overlong": "truncate", "batch_size": 64}),
+        "alpacas-mistral": (ALPACAS, {"tokenizer": TOKS / "mistral-7b-instruct-v0.1"}),
     }
     # SentencePiece-style tokenizers: labelled from the walk of their pieces (packer.tokens.spans)
     mistral = {"tokenizer": TOKS / "mistral-7b-instruct-v0.1"}

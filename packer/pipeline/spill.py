@@ -142,8 +142,16 @@ class TokenSpillReader:
         size = int(run_len.sum())
         ids = np.empty(size, dtype=np.int32)
         packed = np.empty(size, dtype=np.uint8)
-        for start, n, at in zip(run_start.tolist(), run_len.tolist(), run_buf.tolist(), strict=True):
-            self._read(start, n, ids[at : at + n], packed[at : at + n])
+        runs = zip(run_start.tolist(), run_len.tolist(), run_buf.tolist(), strict=True)
+        if len(self._files) == 1:  # one part's files (a build in one process): each run is two reads, no lookups
+            _, fd_ids, fd_roles = self._files[0]
+            ids_bytes, packed_bytes = memoryview(ids).cast("B"), memoryview(packed)
+            for start, n, at in runs:
+                _read_into(fd_ids, ids_bytes[4 * at : 4 * (at + n)], 4 * start)
+                _read_into(fd_roles, packed_bytes[at : at + n], start)
+        else:
+            for start, n, at in runs:
+                self._read(start, n, ids[at : at + n], packed[at : at + n])
         run_of = np.cumsum(new_run) - 1
         pos = np.empty(len(docs), dtype=np.int64)
         pos[order] = run_buf[run_of] + (s - run_start[run_of])

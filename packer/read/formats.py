@@ -83,16 +83,27 @@ import functools
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 from ..options import BLANK_TURN_POLICIES, FORMATS, LEADING_ASSISTANT_POLICIES
 from .inputs import expand_inputs, file_size
 from .jsonstream import BadValue
 from .jsonvalues import RECORD_FORMATS, SUPPORTED, FileValues, Piece
-from .normalise import _MESSAGES_KEYS, _PARSERS, _SHAREGPT_KEYS, TurnKeys, _Parser
+from .normalise import _MESSAGES_KEYS, _PARSERS, _SHAREGPT_KEYS, TurnKeys, _Parser, plain_alpaca
 from .preference import KTO_PARSERS, PAIR_PARSERS, TURN_KEYS, preference_format
-from .records import KTO_FORMATS, PAIR_FORMATS, BuildError, Conversation, Message, Pair, Rejection, Source
+from .records import (
+    KTO_FORMATS,
+    PAIR_FORMATS,
+    BuildError,
+    Conversation,
+    FlatRun,
+    Message,
+    Pair,
+    Rejection,
+    Source,
+)
 from .turnfields import _keys, _Reject, _tools, _type_name
 
 #: check_inputs gives up on settling a file's format after this many values or bytes
@@ -271,6 +282,10 @@ class RecordReader:
     :attr:`inputs`. Single pass; errors that stop the build raise BuildError
     (a missing file or a directory already when the reader is made).
 
+    ``flat=True``: runs of consecutive plain Alpaca records come as one :class:`~packer.read.records.FlatRun`
+    each (columns, no Conversation per record), the other records as without it; the doc_ids and indexes are
+    the same.
+
     Progress: :attr:`total_bytes` is the sum of the files' sizes when the
     reader was made; :attr:`bytes_read` the bytes read so far, which only grows
     and equals ``total_bytes`` once the iteration has ended.
@@ -283,7 +298,7 @@ class RecordReader:
     def __init__(
         self, paths: Sequence[str | os.PathLike], fmt: str | None = None, *, first_doc_id: int = 0,
         blank_turns: str = "reject", columns: object = None, piece: Piece | None = None,
-        file_format: str | None = None, leading_assistant: str = "drop",
+        file_format: str | None = None, leading_assistant: str = "drop", flat: bool = False,
     ) -> None:
         self.paths, self._sizes = _input_files(paths, fmt)
         #: read only this piece of the one input (a part of a parallel build), whose record format is
@@ -310,6 +325,8 @@ class RecordReader:
             self._parsers = {fmt: functools.partial(p, keep_leading=True) if fmt in _FORMAT_TURN_KEYS else p
                              for fmt, p in self._parsers.items()}  # type: ignore[misc]
         self.fmt = fmt
+        #: give runs of plain Alpaca records as :class:`FlatRun` columns (see the class's docstring)
+        self.flat = flat
         #: a blank turn inside a conversation: "reject" the record, or "drop" the turn with its answer
         self.blank_turns = blank_turns
         self._drop_blank = blank_turns == "drop"
@@ -333,21 +350,22 @@ class RecordReader:
     def __iter__(self) -> RecordReader:
         return self
 
-    def __next__(self) -> Conversation | Pair | Rejection:
+    def __next__(self) -> Conversation | Pair | Rejection | FlatRun:
         return next(self._items)
 
-    def _all_files(self) -> Iterator[Conversation | Pair | Rejection]:
+    def _all_files(self) -> Iterator[Conversation | Pair | Rejection | FlatRun]:
         for path, size in zip(self.paths, self._sizes, strict=True):
             values = FileValues(path) if self.piece is None else FileValues(path, piece=self.piece)
             self._at = (self._at[0], values, size)
             yield from self._one_file(path, values)
             self._at = (self._at[0] + size, None, 0)
 
-    def _one_file(self, path: str, values: FileValues) -> Iterator[Conversation | Pair | Rejection]:
+    def _one_file(self, path: str, values: FileValues) -> Iterator[Conversation | Pair | Rejection | FlatRun]:
         fmt: str | None = self._file_format
         pending: list[object] = []  # values before the file's format is known
         count = values.piece.first_record
-        for value in values if self._remap is None else map(self._remap, values):
+        items = iter(values if self._remap is None else map(self._remap, values))
+        for value in items:
             if fmt is None:
                 fmt = _format_of(value, self.fmt)
                 if fmt is None:
@@ -357,11 +375,48 @@ class RecordReader:
                     yield self._record(early, fmt, path, count)
                     count += 1
                 pending = []
+            if self.flat and fmt == "alpaca":  # the rest of the file, plain records in runs
+                count = yield from self._flat_runs(chain((value,), items), path, count)
+                break
             yield self._record(value, fmt, path, count)
             count += 1
         if fmt is None:
             raise BuildError(_undetected(path, pending, values.empty))
         self.inputs.append(InputSummary(path, values.sha256, fmt, count - values.piece.first_record))
+
+    def _flat_runs(
+        self, values: Iterable[object], path: str, count: int,
+    ) -> Generator[Conversation | Rejection | FlatRun, None, int]:
+        """The Alpaca records of ``values`` (the first has index ``count`` in its file): runs of plain ones
+        (:func:`~packer.read.normalise.plain_alpaca`, no lone surrogate) as :class:`FlatRun`, every other record
+        as :meth:`_record` reads it, in order; returns the count after the last."""
+        detect = self.fmt is None  # a record of another format in the file is a format_mismatch
+        ins: list[str] = []
+        inps: list[str] = []
+        outs: list[str] = []
+        start = (self.next_doc_id, count)
+        for value in values:
+            got = _plain(value, detect)
+            if got is None:
+                if outs:
+                    yield FlatRun(path, *start, ins, inps, outs)
+                    ins, inps, outs = [], [], []
+                yield self._record(value, "alpaca", path, count)
+                count += 1
+                continue
+            if not outs:
+                start = (self.next_doc_id, count)
+            ins.append(got[0])
+            inps.append(got[1])
+            outs.append(got[2])
+            self.next_doc_id += 1
+            count += 1
+            if len(outs) >= FLAT_RUN:
+                yield FlatRun(path, *start, ins, inps, outs)
+                ins, inps, outs = [], [], []
+        if outs:
+            yield FlatRun(path, *start, ins, inps, outs)
+        return count
 
     def _record(self, value: object, fmt: str, path: str, index: int) -> Conversation | Pair | Rejection:
         source = Source(self.next_doc_id, path, index)
@@ -394,6 +449,21 @@ class RecordReader:
         return Conversation(source, fmt, messages, dropped, tools, label)  # type: ignore[arg-type]
 
 
+def _plain(value: object, detect: bool) -> tuple[str, str, str] | None:
+    """:func:`~packer.read.normalise.plain_alpaca` of a value of an Alpaca file; None also where
+    :meth:`RecordReader._record` would reject it otherwise: another format's (``detect``: the file's format was
+    detected), or one holding a lone surrogate."""
+    got = plain_alpaca(value)
+    if got is None:
+        return None
+    # keys of no other format: alpaca without asking detect_format
+    if detect and not _ALPACA_ONLY(value) and detect_format(value) != "alpaca":  # type: ignore[arg-type]
+        return None
+    if not (got[0].isascii() and got[1].isascii() and got[2].isascii()) and any(map(_SURROGATE_RE.search, got)):
+        return None
+    return got
+
+
 def _bad_text(source: Source, messages: tuple[Message, ...], tools: tuple[dict, ...],
               side: str = "") -> Rejection | None:
     """The ``invalid_utf8`` rejection of a record whose messages or tools hold a lone surrogate, or None."""
@@ -414,6 +484,12 @@ def _bad_text(source: Source, messages: tuple[Message, ...], tools: tuple[dict, 
     return None
 
 
+#: whether a record with ``instruction`` and ``output`` has none of the keys by which :func:`detect_format` says
+#: another format (then it says alpaca)
+_ALPACA_ONLY = frozenset({"chosen_messages", "rejected_messages", "chosen", "rejected", "label", "conversations",
+                          "messages"}).isdisjoint
+#: records in a :class:`FlatRun` at most (a build takes a few hundred a batch)
+FLAT_RUN = 256
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 #: the record formats whose records may carry ``tools``
 _TOOL_FORMATS = frozenset({"sharegpt", "messages", "prompt_completion", *PAIR_FORMATS, *KTO_FORMATS})

@@ -174,6 +174,31 @@ def _parse_alpaca(record: dict, drop_blank: bool = False) -> tuple[tuple[Message
 
 
 
+def plain_alpaca(record: object) -> tuple[str, str, str] | None:
+    """(instruction, input, output) of an Alpaca record that :func:`_parse_alpaca` reads as exactly a user
+    message and an assistant message, rejecting nothing: every field a ``str`` (``input`` may be absent),
+    ``system`` absent or blank, an output and an instruction or input that are not blank. None for any other
+    record, which is then read the usual way (:class:`packer.read.records.FlatRun` runs are made of these).
+
+    >>> plain_alpaca({"instruction": "Add", "output": "5"}), plain_alpaca({"instruction": "Add", "output": " "})
+    (('Add', '', '5'), None)
+    """
+    if type(record) is not dict:
+        return None
+    get = record.get
+    instruction, output, inp, system = get("instruction"), get("output"), get("input"), get("system")
+    if type(instruction) is not str or type(output) is not str or not output or output.isspace():
+        return None
+    if inp is None:
+        inp = ""
+    elif type(inp) is not str:
+        return None
+    if system is not None and (type(system) is not str or (system and not system.isspace())):
+        return None
+    if (not instruction or instruction.isspace()) and (not inp or inp.isspace()):
+        return None
+    return instruction, inp, output
+
 @dataclass(frozen=True, slots=True)
 class TurnKeys:
     """The keys of a turn's role and content: each the usual one and the one also accepted; ``note`` says,

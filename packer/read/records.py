@@ -151,6 +151,38 @@ class Conversation:
     label: bool | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class FlatRun:
+    """Consecutive plain Alpaca records of one file, as columns: what :class:`~packer.read.formats.RecordReader`
+    gives with ``flat=True`` for a run of records that each read as exactly a user message (instruction and
+    input) and an assistant message (output), with nothing to reject, drop or warn about, so that a build can
+    take them a batch at a time (issue 28: :mod:`packer.pipeline.flat`). Record ``k`` is
+    :meth:`conversation` ``(k)``, the Conversation the reader gives without ``flat``.
+
+        {"instruction": "Add 2 and 3.", "input": "", "output": "5"}, {"instruction": "Hi", "output": "Hello"}
+        -> FlatRun(path="data.json", doc_id=0, index=0, instructions=["Add 2 and 3.", "Hi"], inputs=["", ""],
+                   outputs=["5", "Hello"])
+    """
+
+    path: str
+    #: the doc_id and the index in its file of the run's first record (the others follow one by one)
+    doc_id: int
+    index: int
+    instructions: list[str]
+    #: "" where the record has none
+    inputs: list[str]
+    outputs: list[str]
+
+    def __len__(self) -> int:
+        return len(self.outputs)
+
+    def conversation(self, k: int, doc_id: int | None = None) -> Conversation:
+        """Record ``k`` of the run as a Conversation (``doc_id``: another than the reader's, a part's)."""
+        source = Source(self.doc_id + k if doc_id is None else doc_id, self.path, self.index + k)
+        return Conversation(source, "alpaca", (Message("user", self.instructions[k], self.inputs[k]),
+                                               Message("assistant", self.outputs[k])))
+
+
 #: record formats of preference pairs (:class:`Pair`) and of KTO's labelled completions (a :class:`Conversation`
 #: with a ``label``); every other format is supervised fine-tuning data
 PAIR_FORMATS: tuple[str, ...] = ("preference", "preference_implicit", "ranking", "ranking_messages")

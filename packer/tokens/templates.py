@@ -65,7 +65,7 @@ import numpy as np
 from ..options import SYSTEM_POLICIES, TEMPLATES
 from ..output import roles as R
 from ..read.records import Conversation, Message, Rejection
-from .assembly import Fill, Prober, TemplateDrift, checked, probe
+from .assembly import Fill, Prober, TemplateDrift, _Assembly, checked, probe
 from .loader import TokenizerInfo
 from .sandbox import BoundedSandbox, TemplateFault
 from .sandbox import render as bounded_render
@@ -204,7 +204,9 @@ def _environment() -> BoundedSandbox:
     return env
 
 
-@dataclass(frozen=True)
+# not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__, 3-4x slower, and a build
+# makes one per record; treat it as read-only all the same
+@dataclass(slots=True)
 class Rendered:
     """A rendered document: ``text`` tiled by segments of ``seg_lengths``
     characters with role codes ``seg_roles``; ``seg_last`` marks the final
@@ -559,6 +561,19 @@ class ChatTemplate:
         segs.extend(_label_text(piece[pos:], pos))
         return segs
 
+    def assembly_of(self, conv: Conversation) -> tuple[tuple[str, ...], tuple[tuple[int, str], ...], _Assembly] | None:
+        """The fixed pieces, the slots' (message, field) and the :class:`~packer.tokens.assembly._Assembly` of
+        ``conv``'s shape, where records of that shape are assembled without Jinja (a batch of them at once:
+        :mod:`packer.pipeline.flat`); None where they are rendered by Jinja (or the template refuses the shape)."""
+        st = self._structure(conv) if self.assemble else None
+        if st is None or isinstance(st, str) or st.assembly is None:
+            return None
+        return st.fixed, st.slot_keys, st.assembly
+
+    def control_token_in(self, text: str) -> str | None:
+        """The first of the tokenizer's control tokens in ``text`` (a record holding one is rejected), or None."""
+        return self._special_in(text)
+
     def _special_in(self, text: str) -> str | None:
         if self._special_re is None or not any(c in text for c in self._special_first):
             return None
@@ -598,7 +613,10 @@ class ChatTemplate:
     def _control_token(self, conv: Conversation, action: str | None) -> Rejection | None:
         """The rejection of a record whose messages or tools hold one of the tokenizer's control tokens (it
         would be read as a control token, not text), or None. A system message the policy drops is not read."""
-        for i, m in enumerate(conv.messages):
+        read = conv.messages[1:] if action == "dropped" else conv.messages
+        # one search of all the texts (the common case: none holds one), then the turn that does
+        messages = conv.messages if self._special_in("\x00".join([v for m in read for v in m.texts()])) else ()
+        for i, m in enumerate(messages):
             if action == "dropped" and i == 0:
                 continue  # not rendered: a control token in it does no harm
             for value in m.texts():
