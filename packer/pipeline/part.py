@@ -53,6 +53,7 @@ from ..tokens.templates import ChatTemplate, Rendered
 from ..tokens.tiktoken_core import TokenizerDrift
 from ..tokens.tokenize import Labeller, TextBatch, TokenizedBatch, char_codes
 from ..tokens.words import count_words
+from .flat import FlatMapper
 from .outdir import checkpoint
 from .pairs import PairMapper
 from .partspec import MapSpec, Part, PartSummary, new_columns, parts_of, resolve_template
@@ -215,6 +216,7 @@ class PartMapper:
         # they may differ (importing transformers, and torch with it, costs a build ~5 s and ~240 MB)
         self.loader_check: Future | None = None
         self.pairs = PairMapper(self) if spec.kind == "pairs" else None  # a preference build's (pipeline.pairs)
+        self.flat = FlatMapper(self) if FlatMapper.applies(spec, tpl) else None  # plain Alpaca runs (pipeline.flat)
 
     # -- records ---------------------------------------------------------------
 
@@ -559,8 +561,7 @@ class PartMapper:
         return [k for k, d in enumerate(doc_ids.tolist()) if checked(d)] if self.labeller.checks else []
 
     def _encode(self, batch: TextBatch, picks: list[int]) -> tuple[list | tuple, dict[int, object]]:
-        """The batch's encodings, and the ``picks`` encoded by ``tokenizers`` to check them by
-        (:meth:`Labeller.reference`): both on the tokenizer thread, where the Rust calls release the GIL."""
+        """The batch's encodings, and the ``picks`` as :meth:`Labeller.reference` encodes them (tokenizer thread)."""
         encodings = self.labeller.encode(batch)
         if not picks:
             return encodings, {}
@@ -568,9 +569,8 @@ class PartMapper:
         return encodings, dict(zip(picks, reference, strict=True))
 
     def _verify(self, where: np.ndarray | Source, batch: TextBatch, tb: TokenizedBatch, reference: dict) -> None:
-        """The texts :meth:`_picks` picked, as ``tokenizers`` encoded them: the tiktoken core must give the same
-        ids, the walk of pieces the same spans (else :class:`TokenizerDrift`); ``where``: the doc_id of each text
-        of the batch, or the record a split piece is of."""
+        """The :meth:`_picks` texts as ``tokenizers`` encodes them: the core's ids, the walk's spans must agree (else
+        :class:`TokenizerDrift`); ``where``: each text's doc_id, or the record a split piece is of."""
         for k, ref in reference.items():
             why = self.labeller.disagrees(batch, tb, k, ref)
             if why is not None:
@@ -640,7 +640,7 @@ class PartMapper:
         reader = self.reader = RecordReader(part.paths, spec.fmt, blank_turns=spec.blank_turns, columns=spec.columns,
                                             leading_assistant=spec.leading_assistant,
                                             piece=None if part.input is None else part.piece,
-                                            file_format=part.fmt)
+                                            file_format=part.fmt, flat=self.flat is not None)
         if self.ev is not None:
             self.ev.progress("reading", 0, reader.total_bytes)
         self.spill = TokenSpillWriter(self.out, part.tag)
@@ -651,7 +651,7 @@ class PartMapper:
             self.checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="packer-loader-check")
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="packer-encode") as self.pool:
                 try:
-                    for item in reader:
+                    for item in reader if self.flat is None else self.flat.records(reader):
                         # the file being read: the part's one input, or the files read to their end so far
                         self.input_records[len(reader.inputs) if part.input is None else part.input] += 1
                         # the reader counts the part's records from 0
