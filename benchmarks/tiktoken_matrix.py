@@ -35,6 +35,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -110,89 +111,114 @@ def differences(hf: Path, tk: Path, limit: int = 5, names: tuple[str, str] = ("t
     return out
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def matrix_args(description: str, tokenizers: list[str]) -> argparse.Namespace:
+    """The command line both matrices share."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--data", type=Path, default=SHARED / "data")
     ap.add_argument("--tokenizers", type=Path, default=SHARED / "tokenizers")
-    ap.add_argument("--tokenizer", action="append", choices=list(TOKENIZERS), help="only these (repeatable)")
+    ap.add_argument("--tokenizer", action="append", choices=tokenizers, help="only these (repeatable)")
     ap.add_argument("--file", action="append", help="only data files matching this glob (repeatable)")
     ap.add_argument("--seq-len", type=int, default=4096)
     ap.add_argument("--scratch", type=Path, default=None, help="where the outputs are built (default: a temp dir)")
-    args = ap.parse_args()
+    return ap.parse_args()
 
+
+def run_matrix(
+    args: argparse.Namespace, templates: dict[str, str], files: list[Path], sides: tuple[str, str],
+    before: Callable[[str], str | None] = lambda name: None,
+) -> int:
+    """Build every (tokenizer, file) with ``tokenizer_backend`` ``sides[0]`` (the reference) and ``sides[1]``;
+    print the table; 1 if a pair differs or the second build's manifest does not name ``sides[1]`` (it fell
+    back). ``before(name)``: why a tokenizer cannot be compared, or None."""
     from packer import build
     from packer.pipeline.build import BuildEvents
-    from packer.tokens.tiktoken_core import qualify
 
-    if not args.data.is_dir() or not args.tokenizers.is_dir():
-        print(f"no data or tokenizers at {args.data} / {args.tokenizers}", file=sys.stderr)
-        return 2
-    # preference files (DPO pairs, KTO labels) fail an SFT build until packer reads them (issue 27)
-    files = sorted(p for p in args.data.iterdir() if p.suffix in (".json", ".jsonl")
-                   and not p.name.startswith(("llamafactory_dpo", "llamafactory_kto", "llamafactory_v1_dpo"))
-                   and (not args.file or any(fnmatch.fnmatch(p.name, g) for g in args.file)))
-    names = args.tokenizer or list(TOKENIZERS)
-    scratch = Path(tempfile.mkdtemp(prefix="tiktoken-matrix-", dir=args.scratch))
+    names = args.tokenizer or list(templates)
+    scratch = Path(tempfile.mkdtemp(prefix="matrix-", dir=args.scratch))
     warm = scratch / "warm.jsonl"
     warm.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Hi {i}"},
                                                      {"role": "assistant", "content": f"Hello {i}!"}]}) + "\n"
                             for i in range(20)))
     print(f"seq_len {args.seq_len}, {', '.join(f'{k} {v}' for k, v in OPTIONS.items())}, 1 worker; "
           f"{len(files)} files x {len(names)} tokenizers\n", flush=True)
-    print("| tokenizer | file | records | packed tokens | tokenizers s | tiktoken s | speed-up | identical |")
+    print(f"| tokenizer | file | records | packed tokens | {sides[0]} s | {sides[1]} s | speed-up | identical |")
     print("|---|---|---:|---:|---:|---:|---:|---|", flush=True)
     failures: list[str] = []
     totals: dict[str, list[float]] = {}
-    construct: dict[str, float] = {}
     try:
         for name in names:
-            t0 = time.perf_counter()
-            core = qualify(json.loads((args.tokenizers / name / "tokenizer.json").read_text()))
-            construct[name] = time.perf_counter() - t0
-            if isinstance(core, str):
-                failures.append(f"{name}: does not qualify: {core}")
+            why = before(name)
+            if why is not None:
+                failures.append(f"{name}: {why}")
                 continue
-            kw = {"tokenizer": args.tokenizers / name, "template": TOKENIZERS[name], "seq_len": args.seq_len,
+            kw = {"tokenizer": args.tokenizers / name, "template": templates[name], "seq_len": args.seq_len,
                   **OPTIONS}
-            for backend in ("tokenizers", "tiktoken"):  # imports, tokenizer caches, the core (out of the timings)
+            for backend in sides:  # imports, tokenizer caches, the core (out of the timings)
                 build([warm], scratch / "warm", tokenizer_backend=backend, overwrite=True, **kw)
             for f in files:
-                hf, tk = scratch / f"{name}-hf", scratch / f"{name}-tk"
+                ref, new = scratch / f"{name}-ref", scratch / f"{name}-new"
                 t0 = time.perf_counter()
-                m_hf = build([f], hf, tokenizer_backend="tokenizers", **kw)
-                t_hf = time.perf_counter() - t0
+                m = build([f], ref, tokenizer_backend=sides[0], **kw)
+                t_ref = time.perf_counter() - t0
                 notices: list[str] = []
                 t0 = time.perf_counter()
-                build([f], tk, tokenizer_backend="tiktoken", events=BuildEvents(on_notice=notices.append), **kw)
-                t_tk = time.perf_counter() - t0
-                (a, _), (b, backend) = digests(hf), digests(tk)
-                if backend != "tiktoken":
+                build([f], new, tokenizer_backend=sides[1], events=BuildEvents(on_notice=notices.append), **kw)
+                t_new = time.perf_counter() - t0
+                (a, _), (b, backend) = digests(ref), digests(new)
+                if backend != sides[1]:
                     same = "no (fell back)"
-                    failures.append(f"{name} x {f.name}: the tiktoken build fell back to tokenizers: {notices}")
+                    failures.append(f"{name} x {f.name}: the {sides[1]} build fell back to {backend}: {notices}")
                 elif a != b:
                     same = "**no**"
-                    failures.append(f"{name} x {f.name}:\n    " + "\n    ".join(differences(hf, tk)))
+                    failures.append(f"{name} x {f.name}:\n    " + "\n    ".join(differences(ref, new, names=sides)))
                 else:
                     same = "yes"
                 tot = totals.setdefault(name, [0, 0, 0.0, 0.0])
-                for i, v in enumerate((m_hf["counts"]["records"], m_hf["tokens"]["total"], t_hf, t_tk)):
+                for i, v in enumerate((m["counts"]["records"], m["tokens"]["total"], t_ref, t_new)):
                     tot[i] += v
-                print(f"| {name} | {f.name} | {m_hf['counts']['records']:,} | {m_hf['tokens']['total']:,} | "
-                      f"{t_hf:.2f} | {t_tk:.2f} | {t_hf / t_tk:.2f}x | {same} |", flush=True)
-                shutil.rmtree(hf)
-                shutil.rmtree(tk)
-        for name, (records, tokens, t_hf, t_tk) in totals.items():
-            print(f"| **{name}** | **all {len(files)} files** | {records:,} | {tokens:,} | {t_hf:.2f} | {t_tk:.2f} | "
-                  f"{t_hf / t_tk:.2f}x | |", flush=True)
+                print(f"| {name} | {f.name} | {m['counts']['records']:,} | {m['tokens']['total']:,} | "
+                      f"{t_ref:.2f} | {t_new:.2f} | {t_ref / t_new:.2f}x | {same} |", flush=True)
+                shutil.rmtree(ref)
+                shutil.rmtree(new)
+        for name, (records, tokens, t_ref, t_new) in totals.items():
+            print(f"| **{name}** | **all {len(files)} files** | {records:,} | {tokens:,} | {t_ref:.2f} | {t_new:.2f} | "
+                  f"{t_ref / t_new:.2f}x | |", flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    print("\nthe tiktoken core's one-off construction (qualify, once per process): "
-          + ", ".join(f"{k} {v:.2f} s" for k, v in construct.items()))
     if failures:
         print(f"\n{len(failures)} pair(s) NOT identical:", *failures, sep="\n")
         return 1
     print(f"\nall {len(totals) * len(files)} pairs identical")
     return 0
+
+
+def data_files(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> list[Path]:
+    """The data files the matrix builds: every JSON / JSON Lines file of ``--data`` (``--file`` globs)."""
+    return sorted(p for p in args.data.iterdir() if p.suffix in (".json", ".jsonl") and not p.name.startswith(skip)
+                  and (not args.file or any(fnmatch.fnmatch(p.name, g) for g in args.file)))
+
+
+def main() -> int:
+    args = matrix_args(__doc__.split("\n\n")[0], list(TOKENIZERS))
+    from packer.tokens.tiktoken_core import qualify
+
+    if not args.data.is_dir() or not args.tokenizers.is_dir():
+        print(f"no data or tokenizers at {args.data} / {args.tokenizers}", file=sys.stderr)
+        return 2
+    construct: dict[str, float] = {}
+
+    def qualifies(name: str) -> str | None:
+        t0 = time.perf_counter()
+        core = qualify(json.loads((args.tokenizers / name / "tokenizer.json").read_text()))
+        construct[name] = time.perf_counter() - t0
+        return f"does not qualify: {core}" if isinstance(core, str) else None
+
+    # the tiktoken matrix keeps to supervised files (the preference files were refused before issue 27)
+    files = data_files(args, skip=("llamafactory_dpo", "llamafactory_kto", "llamafactory_v1_dpo"))
+    code = run_matrix(args, TOKENIZERS, files, ("tokenizers", "tiktoken"), before=qualifies)
+    print("\nthe tiktoken core's one-off construction (qualify, once per process): "
+          + ", ".join(f"{k} {v:.2f} s" for k, v in construct.items()))
+    return code
 
 
 if __name__ == "__main__":
