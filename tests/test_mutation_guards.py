@@ -145,16 +145,16 @@ def test_the_tiktoken_check_compares_the_records_checked_picks(tmp_path, monkeyp
     """Catches the run-time check picking records by their place in a batch (``checked(k)``) instead of by doc_id
     (``checked(doc_id)``): the records encoded by ``tokenizers`` as well must be exactly those
     :func:`packer.tokens.assembly.checked` names, in every batch and part."""
-    import packer.pipeline.part as part
+    from packer.tokens.tokenize import Labeller
 
     compared: list[str] = []
-    real = part.encode_texts_fast
+    real = Labeller.reference
 
-    def spy(tok, texts):  # type: ignore[no-untyped-def]
+    def spy(self, texts):  # type: ignore[no-untyped-def]
         compared.extend(texts)
-        return real(tok, texts)
+        return real(self, texts)
 
-    monkeypatch.setattr(part, "encode_texts_fast", spy)
+    monkeypatch.setattr(Labeller, "reference", spy)
     n = 300
     records = [{"instruction": f"Record {i} asks.", "output": "Fine."} for i in range(n)]
     path = _write_jsonl(tmp_path / "r.jsonl", records)
