@@ -123,12 +123,10 @@ def test_a_build_with_the_tiktoken_core_is_the_tokenizers_build(data_inputs, tmp
     assert tk == hf
 
 
-def test_a_tampered_core_is_caught_and_the_build_falls_back(data_inputs, tmp_path, monkeypatch):
-    """The core gives one wrong id (as a tampered rank would): a checked record shows it, and the build starts
-    over with tokenizers, with a notice; the output is the tokenizers build's."""
+def tamper_core(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The tiktoken core qualified from now on gives one wrong id (as a tampered rank would): "." -> another
+    token; not the qualified core of an earlier test, nor a kept one."""
     import packer.tokens.tiktoken_core as tc
-    from packer import build
-    from packer.pipeline.build import BuildEvents
 
     real = tc.qualify
 
@@ -138,7 +136,7 @@ def test_a_tampered_core_is_caught_and_the_build_falls_back(data_inputs, tmp_pat
 
         def encode_to_numpy(self, text, **kw):
             ids = self.encoding.encode_to_numpy(text, **kw).copy()
-            ids[ids == 13] = 14  # "." -> another token
+            ids[ids == 13] = 14
             return ids
 
     def tampered(spec):
@@ -146,9 +144,18 @@ def test_a_tampered_core_is_caught_and_the_build_falls_back(data_inputs, tmp_pat
         core.encoding = Tampered(core.encoding)
         return core
 
-    monkeypatch.setattr(tc, "_CORES", {})  # not the qualified core of an earlier test, nor a kept one
+    monkeypatch.setattr(tc, "_CORES", {})
     monkeypatch.setenv("PACKER_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(tc, "qualify", tampered)
+
+
+def test_a_tampered_core_is_caught_and_the_build_falls_back(data_inputs, tmp_path, monkeypatch):
+    """The core gives one wrong id (as a tampered rank would): a checked record shows it, and the build starts
+    over with tokenizers, with a notice; the output is the tokenizers build's."""
+    from packer import build
+    from packer.pipeline.build import BuildEvents
+
+    tamper_core(monkeypatch, tmp_path)
     kw = {"tokenizer": SHARED / "tokenizers" / "qwen2.5-instruct", "seq_len": 4096, "overlong": "truncate"}
     notices: list[str] = []
     m = build(data_inputs, tmp_path / "tk", tokenizer_backend="tiktoken", events=BuildEvents(on_notice=notices.append),
@@ -163,29 +170,10 @@ def test_a_tampered_core_is_caught_in_a_pair_build_too(tmp_path, monkeypatch):
     """Preference pairs are labelled on their own path (packer.pipeline.pairs): the checked pairs' sides are
     encoded by tokenizers too, so a wrong core id is caught there as in a conversation, and the build falls back."""
     need_shared()
-    import packer.tokens.tiktoken_core as tc
     from packer import build
     from packer.pipeline.build import BuildEvents
 
-    real = tc.qualify
-
-    class Tampered:
-        def __init__(self, encoding) -> None:
-            self.encoding = encoding
-
-        def encode_to_numpy(self, text, **kw):
-            ids = self.encoding.encode_to_numpy(text, **kw).copy()
-            ids[ids == 13] = 14  # "." -> another token
-            return ids
-
-    def tampered(spec):
-        core = real(spec)
-        core.encoding = Tampered(core.encoding)
-        return core
-
-    monkeypatch.setattr(tc, "_CORES", {})
-    monkeypatch.setenv("PACKER_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(tc, "qualify", tampered)
+    tamper_core(monkeypatch, tmp_path)
     data = [SHARED / "data" / "llamafactory_v1_dpo_demo.jsonl"]
     kw = {"tokenizer": SHARED / "tokenizers" / "qwen2.5-instruct", "seq_len": 4096}
     notices: list[str] = []
