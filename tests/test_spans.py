@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from packer.tokens.spans import piece_spans, token_spans
 
-from .helpers import DEMO_INPUTS, EXAMPLES, SHARED_DATA, SHARED_TOKENIZERS, real_tokenizer, tokenizer_params
+from .helpers import DEMO_INPUTS, EXAMPLES, ROOT, SHARED_DATA, SHARED_TOKENIZERS, real_tokenizer, tokenizer_params
 
 SPM = ["mistral-7b-instruct-v0.1", "phi-3-mini-instruct", "llama-2", "gemma-2"]
 #: Phi-3's template, on the added tokens of the tokenizer made here
@@ -241,6 +241,8 @@ def test_a_wrong_walk_is_caught_and_the_build_falls_back(spm_dir, tmp_path, monk
     assert any("other character spans than tokenizers' offsets" in n and "labelled from its offsets" in n
                for n in notices), notices
     assert m["tokenizer"]["backend"] == "offsets"
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(m, json.loads((ROOT / "schemas" / "manifest.schema.json").read_text()))
     monkeypatch.setattr(sp.PieceSpans, "walk", real)
     build(DEMO_INPUTS, tmp_path / "offsets", tokenizer_backend="offsets", **kw)
     build(DEMO_INPUTS, tmp_path / "good", **kw)
