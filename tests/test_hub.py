@@ -138,6 +138,15 @@ def test_a_build_at_a_revision_records_its_commit(hub, tmp_path):
     assert (t["source"], t["repo_id"], t["revision"]) == (f"{REPO}@v1", REPO, TAGGED)
 
 
+@pytest.mark.parametrize("revision", [None, "main", "v1", TAGGED])
+def test_the_fabricated_cache_reads_as_huggingface_hub_reads_it(hub, revision):
+    """The cache made here is one huggingface_hub reads, and packer finds the file it finds."""
+    hf = pytest.importorskip("huggingface_hub", reason="huggingface_hub not installed (pip install .[hf])")
+    theirs = hf.try_to_load_from_cache(REPO, "tokenizer.json", cache_dir=str(hub / "hub"), revision=revision)
+    ours = load_tokenizer(REPO + (f"@{revision}" if revision else ""))
+    assert isinstance(theirs, str) and Path(theirs) == Path(ours.source) / "tokenizer.json"
+
+
 def test_an_ambiguous_prefix_is_refused(hub):
     add_snapshot(hub / "hub", REPO, MAIN[:8] + "0" * 32, demo_files())
     with pytest.raises(BuildError, match="prefix of several cached commits"):
@@ -181,11 +190,25 @@ def test_a_local_folder_named_like_a_hub_id_wins(hub, tmp_path):
     assert tok.sha256 != load_tokenizer(f"{REPO}@main").sha256
 
 
-def test_download_with_hf_hub_offline_is_an_error(hub, tmp_path):
+def test_download_with_hf_hub_offline_is_an_error(hub, tmp_path, monkeypatch):
     res = CliRunner().invoke(main, ["build", str(DEMO_INPUTS[0]), "--tokenizer", "acme/nope", "--download",
                                     "-o", str(tmp_path / "o")])
     assert res.exit_code == 1 and res.stderr.count("\n") == 1, res.output
     assert "--download, but HF_HUB_OFFLINE is set, which forbids downloading" in res.stderr
+    with pytest.raises(BuildError, match="HF_HUB_OFFLINE is set"):  # the two contradict, whatever the cache holds
+        load_tokenizer(REPO, download=True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "yes")
+    with pytest.raises(BuildError, match="--download, but TRANSFORMERS_OFFLINE is set"):
+        load_tokenizer("acme/nope", download=True)
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "0")
+    import packer.tokens.hub as hub_module
+
+    def no_fetch(*args, **kw):  # type: ignore[no-untyped-def]
+        raise AssertionError("fetched a tokenizer the cache holds")
+
+    monkeypatch.setattr(hub_module, "fetch", no_fetch)
+    assert load_tokenizer(REPO, download=True).revision == MAIN  # online, in the cache: nothing fetched
 
 
 @pytest.fixture

@@ -69,9 +69,10 @@ def _is_true(value: str | None) -> bool:
     return (value or "").strip().upper() in ("1", "ON", "YES", "TRUE")
 
 
-def offline() -> bool:
-    """Whether the environment forbids the Hub (``HF_HUB_OFFLINE``, or transformers' ``TRANSFORMERS_OFFLINE``)."""
-    return _is_true(os.environ.get("HF_HUB_OFFLINE")) or _is_true(os.environ.get("TRANSFORMERS_OFFLINE"))
+def offline() -> str | None:
+    """The variable of the environment that forbids the Hub (``HF_HUB_OFFLINE``, or transformers'
+    ``TRANSFORMERS_OFFLINE``, set to 1, on, yes or true), or None."""
+    return next((v for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if _is_true(os.environ.get(v))), None)
 
 
 def cache_dir() -> Path:
@@ -156,7 +157,7 @@ def fetch(name: str, *, loader: str = "file", cache: Path | None = None) -> HubT
     repo_id, revision = parsed
     cache = cache or cache_dir()
     if offline():
-        raise BuildError(f"{name}: --download, but HF_HUB_OFFLINE is set, which forbids downloading; unset it, or "
+        raise BuildError(f"{name}: --download, but {offline()} is set, which forbids downloading; unset it, or "
                          f"download it where the network is allowed (`hf download {repo_id} tokenizer.json "
                          "tokenizer_config.json`)")
     try:
@@ -191,7 +192,7 @@ def locate(name: str | os.PathLike, *, download: bool = False, loader: str = "fi
         return None  # a local path always wins
     name = str(name)
     if download and offline():
-        raise BuildError(f"{name}: --download, but HF_HUB_OFFLINE is set, which forbids downloading; unset one of "
+        raise BuildError(f"{name}: --download, but {offline()} is set, which forbids downloading; unset one of "
                          "the two")
     cache = cache_dir()
     found = in_cache(name, loader=loader, cache=cache)
