@@ -296,3 +296,15 @@ def test_show_finds_a_hub_tokenizer_by_its_commit(hub, tmp_path, monkeypatch):
     assert res.exit_code == 0 and "showing token ids" not in res.output and "cannot load" not in res.output
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty"))
     assert find_tokenizer(moved, tmp_path / "o") is None
+
+
+def test_reading_the_cache_imports_no_huggingface_hub(hub):
+    """The common path reads the cache's layout itself: huggingface_hub (and what it imports) only to download."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from packer.tokens.loader import load_tokenizer; "
+            f"tok = load_tokenizer({REPO!r}); assert tok.revision == {MAIN!r}; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('huggingface_hub', 'transformers')))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=ROOT)
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stderr + res.stdout
