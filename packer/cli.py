@@ -460,7 +460,9 @@ def _print_summary(io: _IO, m: dict, output: str, template: str, *, demo: bool) 
     note = ": the demo tokenizer, not for training" if demo else ""
     if tok.get("loader") == "transformers":
         note += f", ids from transformers {tok['transformers_version']}"
-    io.out.print(f"tokenizer: {tok['source']} ({tok['vocab_size']:,} tokens){note}", markup=False, soft_wrap=True)
+    at = f" at {tok['revision'][:12]}" if tok.get("revision") else ""  # a Hub id: the commit of its files
+    io.out.print(f"tokenizer: {tok['source']}{at} ({tok['vocab_size']:,} tokens){note}", markup=False,
+                 soft_wrap=True)
     io.out.print(f"template:  {tpl}", markup=False, soft_wrap=True)
     table.add_row("records read", f"{c['records']:,}")
     table.add_row("packed", f"{c['packed']:,}" + (f" ({c['truncated']:,} truncated)" if c["truncated"] else ""))

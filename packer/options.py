@@ -9,7 +9,7 @@ generated from the fields of :class:`BuildOptions`, so they cannot disagree::
     >>> opts.seq_len, opts.packing, opts.shard_bytes
     (2048, 'bfd', 268435456)
     >>> [o.flag for o in options()][:3]
-    ['--tokenizer', '--tokenizer-loader', '--template']
+    ['--tokenizer', '--tokenizer-loader', '--download']
     >>> BuildOptions(packing="best")
     Traceback (most recent call last):
     ...
@@ -192,13 +192,17 @@ class BuildOptions:
     """
 
     tokenizer: str | os.PathLike | TokenizerInfo | None = _opt(
-        None, "path", "model folder with tokenizer.json (+ tokenizer_config.json), or a tokenizer.json file",
+        None, "path", "model folder with tokenizer.json (+ tokenizer_config.json), a tokenizer.json file, or a Hugging "
+        "Face Hub id ORG/NAME[@REVISION] from the local Hub cache (HF_HOME, HF_HUB_CACHE) where no such path exists",
         shown_default="packer's tiny demo tokenizer, for trying packer only", objects=True)
     tokenizer_loader: str | None = _opt(
         None, "str", "which tokenizer behaviour the ids follow: file runs tokenizer.json as it is (tokenizers-based "
         "engines such as TGI, transformers 4); transformers asks the installed transformers (vLLM, SGLang, TRL; "
         "5.x differs for SentencePiece models such as Llama 2, Mistral, Phi-3)", choices=LOADERS,
         shown_default="file, with a warning where the two differ; choosing one silences it")
+    download: bool = _opt(
+        False, "bool", "download a Hub id's tokenizer files (tokenizer.json, tokenizer_config.json, ...) into the "
+        "Hugging Face cache when it is not there; never otherwise, and never with HF_HUB_OFFLINE=1")
     template: str = _opt("auto", "str", "chat template; auto: the tokenizer's chat_template if it has one, else alpaca",
                          choices=TEMPLATE_CHOICES)
     system: str = _opt(

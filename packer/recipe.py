@@ -5,7 +5,8 @@
 for ``-``: ``seq_len``, ``eval_fraction``, ``format``, ``shard_size`` in MiB, ``strategy`` a list of
 ``"name=role,role"``, ``mix`` one weight per input), plus ``output`` and ``[[inputs]]`` tables, each a ``path``
 with optional ``columns``. Relative paths (inputs, ``output``, ``tokenizer``, ``scratch``) are read from the
-recipe file's folder. For example, ``data/recipe.toml``::
+recipe file's folder; a ``tokenizer`` with no path of that name there that is a Hub id (``ORG/NAME[@REVISION]``)
+is kept as it is (:mod:`packer.tokens.hub`). For example, ``data/recipe.toml``::
 
     tokenizer = "models/llama"
     output = "shards/"
@@ -60,6 +61,14 @@ def _path(base: Path, value: str) -> str:
     return str(p if p.is_absolute() else base / p)
 
 
+def _hub_id(field: str, base: Path, value: str) -> bool:
+    """Whether ``tokenizer = value`` is a Hugging Face Hub id (ORG/NAME[@REVISION]), kept as it is: no path of
+    that name beside the recipe (a local path wins, as on the command line)."""
+    from .tokens.hub import parse_hub_id
+
+    return field == "tokenizer" and parse_hub_id(value) is not None and not os.path.lexists(_path(base, value))
+
+
 def _read(path: str | os.PathLike) -> dict[str, Any]:
     name = str(path)
     try:
@@ -93,7 +102,9 @@ def _settings(name: str, base: Path, data: dict[str, Any]) -> dict[str, Any]:
             value = _columns(name, key, value) if o.kind == "columns" else o.check(value, label=key)
         except OptionError as e:
             raise RecipeError(f"{name}: {e}") from None
-        kwargs[field] = _path(base, value) if o.kind == "path" and value is not None else value
+        if o.kind == "path" and value is not None and not _hub_id(field, base, value):
+            value = _path(base, value)
+        kwargs[field] = value
     if "tokenizer" not in kwargs:
         raise RecipeError(f"{name}: missing key 'tokenizer' (a model folder with tokenizer.json, or the file)")
     return kwargs

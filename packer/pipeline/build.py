@@ -139,7 +139,7 @@ def build(
     # one build of a target at a time: the second fails naming the first, or waits for it (packer.pipeline.outdir)
     with hold_output(target, output, run.inputs, wait=opts.wait, on_wait=ev.notice) as target:
         tok = opts.tokenizer if isinstance(opts.tokenizer, TokenizerInfo) else \
-            load_tokenizer(opts.tokenizer, loader=opts.tokenizer_loader or "file")
+            load_tokenizer(opts.tokenizer, loader=opts.tokenizer_loader or "file", download=opts.download)
         tpl = resolve_template(opts.template, tok, system=opts.system)
         key = _key(run, tok, tpl)
         if target.manifest is not None and not opts.overwrite:

@@ -100,9 +100,12 @@ def make_manifest(
         "packer_version": __version__,
         "seq_len": seq_len,
         "tokenizer": {
-            "source": tok.source,
-            # the source as typed is relative to where the build ran; readers elsewhere look here too
+            "source": tok.hub_name or tok.source,
+            # the source as typed is relative to where the build ran; readers elsewhere look here too (a Hub id:
+            # its snapshot in the Hub cache)
             "resolved": str(Path(tok.source).resolve()),
+            # a Hub id: the repository and the commit of the files (what a reader elsewhere finds in its cache)
+            **({"repo_id": tok.repo_id, "revision": tok.revision} if tok.repo_id else {}),
             "sha256": tok.sha256,
             "vocab_size": tok.vocab_size,
             "bos_token": tok.bos_token,

@@ -26,7 +26,7 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tokenizers import Tokenizer
@@ -60,6 +60,11 @@ class TokenizerInfo:
     transformers_version: str | None = None
     #: the file ``chat_template`` was read from (tokenizer_config.json or chat_template.jinja), named by its errors
     chat_template_file: str | None = None
+    #: a tokenizer named by a Hugging Face Hub id (packer.tokens.hub): the id as given (``ORG/NAME@REVISION``),
+    #: the repository and the commit whose cached snapshot ``source`` is; None for a local path
+    hub_name: str | None = None
+    repo_id: str | None = None
+    revision: str | None = None
 
     def token_id(self, token: str | None) -> int | None:
         return None if token is None else self.tokenizer.token_to_id(token)
@@ -149,21 +154,38 @@ def _info(path: str | os.PathLike, tok: Tokenizer, sha256: str, cfg: dict, templ
     )
 
 
-def load_tokenizer(path: str | os.PathLike, *, loader: str = "file") -> TokenizerInfo:
+def load_tokenizer(path: str | os.PathLike, *, loader: str = "file", download: bool = False) -> TokenizerInfo:
     """Load a tokenizer from a directory (``tokenizer.json`` plus optional
     ``tokenizer_config.json`` / ``chat_template.jinja``) or a ``tokenizer.json``
-    file. Nothing is fetched from the network.
+    file, or a Hugging Face Hub id (``ORG/NAME[@REVISION]``) where no local path of that name exists: its
+    snapshot in the local Hub cache (:mod:`packer.tokens.hub`). Nothing is fetched from the network unless
+    ``download`` (then only the tokenizer's files of a Hub id missing from the cache).
 
     ``loader="file"`` runs ``tokenizer.json`` as it is; ``loader="transformers"`` gives the ids of
     the installed transformers' ``AutoTokenizer`` (see the module docstring). bos/eos/pad/unk, the
     chat template, ``add_bos`` and the special tokens are read the same way by both.
+
+        >>> tok = load_tokenizer("Qwen/Qwen2.5-0.5B-Instruct")  # doctest: +SKIP
+        >>> tok.repo_id, tok.revision[:7], tok.source  # doctest: +SKIP
+        ('Qwen/Qwen2.5-0.5B-Instruct', '7ae5576', '/root/.cache/huggingface/hub/models--Qwen--.../snapshots/7ae55...')
     """
+    if loader not in ("file", "transformers"):
+        raise BuildError(f"unknown tokenizer loader {loader!r}; choose file|transformers")
+    from .hub import locate  # light: the cache is read from its layout, huggingface_hub only to download
+
+    hub = locate(path, download=download, loader=loader)
+    if hub is None:
+        return _load_local(path, loader)
+    info = _load_local(hub.path, loader)
+    return replace(info, hub_name=hub.name, repo_id=hub.repo_id, revision=hub.revision)
+
+
+def _load_local(path: str | os.PathLike, loader: str) -> TokenizerInfo:
+    """:func:`load_tokenizer` of a local folder or file."""
     if loader == "transformers":
         info = _load_transformers(path)
         assert info is not None
         return info
-    if loader != "file":
-        raise BuildError(f"unknown tokenizer loader {loader!r}; choose file|transformers")
     directory, tj, is_dir = _split_path(path)
     if not tj.is_file():
         raise BuildError(f"{path}: no tokenizer.json found (give a model directory or a tokenizer.json file)")
@@ -181,10 +203,19 @@ def find_tokenizer(built: dict, output: str | os.PathLike) -> str | None:
     an output (``show``, ``inspect --html``) from any folder: its ``source`` as typed at the build (relative to
     the folder the build ran in), else the absolute path recorded then (``resolved``), else a relative source
     taken from the output folder or a folder above it (where the build ran, if the two moved together).
-    The first that holds a tokenizer; None if none does."""
+    The first that holds a tokenizer; None if none does. A tokenizer built from a Hub id (``repo_id``): the
+    snapshot recorded, else the same commit in this machine's Hub cache."""
     source = built.get("source")
     if not source:
         return None
+    if built.get("repo_id") and built.get("revision"):
+        from .hub import in_cache
+
+        resolved = built.get("resolved")
+        if resolved and Path(resolved).is_dir() and (Path(resolved) / "tokenizer.json").is_file():
+            return str(resolved)
+        found = in_cache(f"{built['repo_id']}@{built['revision']}")
+        return None if found is None else str(found.path)
     candidates = [Path(source)]
     if built.get("resolved"):
         candidates.append(Path(built["resolved"]))
