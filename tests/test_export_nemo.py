@@ -225,7 +225,7 @@ def test_numpy_1_can_load_the_file(out, tmp_path):
 # -- refusals and exit codes ----------------------------------------------------------------------------------------
 
 
-def _run(*args: str):  # noqa: ANN202
+def _run(*args: str):
     return CliRunner().invoke(main, ["export", *map(str, args)])
 
 
@@ -311,3 +311,20 @@ def test_a_copied_output_exports_the_same_bytes(out, tmp_path):
     export(out, tmp_path / "a.npy")
     export(copy, tmp_path / "b.npy")
     assert (tmp_path / "a.npy").read_bytes() == (tmp_path / "b.npy").read_bytes()
+
+
+def test_the_export_flags_are_the_export_options():
+    """One home per option, as for build: ``packer export``'s flags are ExportOptions' fields."""
+    from packer.cli import export_cmd
+    from packer.options import ExportOptions, export_options
+
+    params = {p.name: p for p in export_cmd.params}
+    assert set(params) - {"output", "path", "quiet", "debug"} == {o.name for o in export_options()}
+    for o in export_options():
+        assert params[o.name].opts == [o.flag] and params[o.name].help.startswith(o.help), o.name
+        if o.kind != "bool":  # a flag's default is click's own
+            assert params[o.name].default == o.default, o.name
+        if o.choices:
+            assert tuple(params[o.name].type.choices) == o.choices, o.name
+    with pytest.raises(TypeError, match="did you mean 'strategy'"):
+        ExportOptions().with_overrides({"strategies": "full"})

@@ -224,7 +224,7 @@ def to_nemo(output: str | os.PathLike, path: str | os.PathLike, options: ExportO
     .npy object array; a NeMo pack metadata list); a metadata file that already holds exactly this output's metadata
     (written by the export of the other split) is left as it is. A preference output, an unknown strategy or a
     missing eval split is an :class:`~packer.export.ExportError` (or a ``ShardError``) and nothing is written. The
-    rows are held in memory as NeMo's writer holds them (about 40 bytes per token) while the file is written.
+    rows are held in memory as NeMo's writer holds them (about 50 bytes per token) while the file is written.
     """
     opts = (options or ExportOptions()).with_overrides(overrides)
     npy, meta = _targets(output, path, opts)
