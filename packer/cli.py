@@ -24,7 +24,7 @@ from typing import Any
 import click
 
 from ._version import __version__
-from .options import DEMO_TOKENIZER, cli_options, shown_default
+from .options import DEMO_TOKENIZER, cli_options, export_options, shown_default
 
 #: rejections echoed one by one before the rest are only counted
 MAX_ECHOED_REJECTIONS = 10
@@ -554,6 +554,40 @@ def verify_cmd(output, no_hashes) -> None:
     if result.problems:
         sys.exit(1)
     io.out.print(f"ok: {output}: {result.summary()}", markup=False, soft_wrap=True)
+
+
+def _export_options(f: Any) -> Any:
+    """Every ``packer export`` flag, made from :class:`~packer.options.ExportOptions`."""
+    for o in reversed(export_options()):
+        f = _build_option(o)(f)
+    return f
+
+
+@main.command("export")
+@click.argument("output", type=click.Path(file_okay=False))
+@click.option("-o", "--file", "path", required=True, type=click.Path(dir_okay=False), metavar="FILE.npy",
+              help="the file to write (NeMo: a .npy; its pack metadata goes beside it unless --metadata names one)")
+@_export_options
+@click.option("-q", "--quiet", is_flag=True, help="nothing on stdout; errors still on stderr")
+@_debug_option
+def export_cmd(output: str, path: str, quiet: bool, **settings: Any) -> None:
+    """Write a build OUTPUT in another trainer's format: NeMo's packed SFT file (--to nemo)."""
+    from .export import export
+    from .output.layout import ShardError
+
+    io = _io()
+    ctx = click.get_current_context()
+    try:
+        with _LogLines(io):
+            done = export(output, path, **{k: v for k, v in settings.items() if _given(ctx, k)})
+    except ShardError as e:  # a missing or broken output, no eval split: one line, like inspect's
+        io.fail(str(e))
+    if not quiet:
+        io.out.print(f"wrote {done['file']}: {done['split']} split, {done['rows']:,} rows, {done['documents']:,} "
+                     f"documents, {done['tokens']:,} tokens, {done['loss_tokens']:,} with loss ({done['strategy']}, "
+                     f"loss_mask {done['loss_mask']})\nwrote {done['metadata']} (NeMo pack metadata)\nNeMo: "
+                     f"PackedSequenceSpecs(packed_sequence_size={done['pack_size']}, packed_train_data_path=..., "
+                     "packed_metadata_path=...); see docs/export.md", markup=False, soft_wrap=True)
 
 
 @main.command("show")

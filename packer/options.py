@@ -315,9 +315,14 @@ def options() -> tuple[Option, ...]:
     """Every :class:`Option` of :class:`BuildOptions`, in the order ``packer build --help`` lists them."""
     global _OPTIONS
     if _OPTIONS is None:
-        _OPTIONS = tuple(Option(name=f.name, default=None if f.default is MISSING else f.default,
-                                **f.metadata["option"]) for f in fields(BuildOptions))
+        _OPTIONS = _options_of(BuildOptions)
     return _OPTIONS
+
+
+def _options_of(cls: type) -> tuple[Option, ...]:
+    """The :class:`Option` of each field of the options dataclass ``cls`` (made with :func:`_opt`), in order."""
+    return tuple(Option(name=f.name, default=None if f.default is MISSING else f.default, **f.metadata["option"])
+                 for f in fields(cls))
 
 
 def _field_docs() -> str:
@@ -384,3 +389,78 @@ def markdown_rows() -> list[str]:
 
 
 BuildOptions.__doc__ = (BuildOptions.__doc__ or "").rstrip() + "\n" + _field_docs().replace("\n", "\n    ")
+
+
+# -- packer export --------------------------------------------------------------------------------------------------
+
+#: the formats ``packer export --to`` writes (see :mod:`packer.export`)
+EXPORT_TARGETS: tuple[str, ...] = ("nemo",)
+#: how the NeMo file's ``loss_mask`` lines up with the tokens: ``shifted``, entry j is the loss of the prediction
+#: made at token j (of token j + 1), what NeMo 2.2 and later read; ``unshifted``, entry j is token j's own loss,
+#: what NeMo 1.x up to 2.1 read
+LOSS_MASK_CONVENTIONS: tuple[str, ...] = ("shifted", "unshifted")
+
+
+def _xopt(default: Any, kind: str, help: str, **kw: Any) -> Any:
+    """An :class:`ExportOptions` field: a ``packer export`` flag and a keyword of :func:`packer.export.export`."""
+    return _opt(default, kind, help, where=("cli", "python"), **kw)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """The settings of ``packer export`` (:func:`packer.export.export`): one field per flag, as
+    :class:`BuildOptions` is for ``packer build``::
+
+        >>> ExportOptions(strategy="instruction_modelling").split
+        'train'
+        >>> ExportOptions(loss_mask="rolled")
+        Traceback (most recent call last):
+        ...
+        packer.options.OptionError: unknown --loss-mask 'rolled'; choose shifted|unshifted
+    """
+
+    to: str = _xopt("nemo", "str", "the format to write: nemo, NeMo's packed SFT file (np.save of a list of "
+                   "{input_ids, loss_mask, seq_start_id}) and its pack metadata JSON", choices=EXPORT_TARGETS)
+    strategy: str = _xopt("instruction_tuning", "str", "the masking strategy whose loss the file's loss_mask "
+                         "carries (one of the output's strategies: packer inspect lists them)", metavar="NAME")
+    split: str = _xopt("train", "str", "which split of the output to write: train, or the held-out eval split "
+                      "(built with --eval-fraction or --eval-records)", choices=("train", "eval"))
+    loss_mask: str = _xopt(
+        "shifted", "str", "shifted: loss_mask[j] = 1 where the prediction made at token j (of token j+1) has loss, "
+        "what NeMo 2.2 and later read; unshifted: loss_mask[j] = 1 where token j has loss, what NeMo 1.x up to 2.1 "
+        "read", choices=LOSS_MASK_CONVENTIONS)
+    metadata: str | os.PathLike | None = _xopt(
+        None, "path", "where to write NeMo's pack metadata JSON (packed_metadata_path; needed for pad_cu_seqlens)",
+        metavar="FILE.json", shown_default="beside the file, FILE_metadata.json")
+    overwrite: bool = _xopt(False, "bool", "replace an existing file (only one of the kind export writes: a NumPy "
+                           ".npy object array, a NeMo pack metadata list)")
+
+    def __post_init__(self) -> None:
+        for o in export_options():
+            object.__setattr__(self, o.name, o.check(getattr(self, o.name)))
+
+    def with_overrides(self, overrides: Mapping[str, Any], where: str = "export()") -> ExportOptions:
+        """A copy with ``overrides``; an unknown name is a TypeError naming the closest field."""
+        names = {o.name for o in export_options()}
+        for key in overrides:
+            if key not in names:
+                close = difflib.get_close_matches(key, sorted(names), n=1)
+                raise TypeError(f"{where}: unknown option {key!r}" + (f" (did you mean {close[0]!r}?)" if close
+                                                                       else ""))
+        return replace(self, **overrides) if overrides else self
+
+
+_EXPORT_OPTIONS: tuple[Option, ...] | None = None
+
+
+def export_options() -> tuple[Option, ...]:
+    """Every :class:`Option` of :class:`ExportOptions`, in the order ``packer export --help`` lists them."""
+    global _EXPORT_OPTIONS
+    if _EXPORT_OPTIONS is None:
+        _EXPORT_OPTIONS = _options_of(ExportOptions)
+    return _EXPORT_OPTIONS
+
+
+ExportOptions.__doc__ = (ExportOptions.__doc__ or "").rstrip() + "\n\n    Fields (each, with ``-`` for ``_``, the " \
+    "``packer export`` flag):\n\n" + "\n".join(f"    - ``{o.name}`` (default {shown_default(o)}): {o.help}"
+                                             for o in export_options())
