@@ -95,6 +95,11 @@ def test_two_ranks_to_three_from_rank_0s_state(shards, every_doc):
         got = read(ds, 2)
         assert got == [by_row[g] for g in rest[rank::3].tolist()]
         resumed += got
+        deals = ds.state_dict(rows_seen=BATCH + len(got))["earlier_deals"]
+        assert deals == [{"world_size": 2, "rows_seen": [BATCH, BATCH]}]
+        # the resume is used once: another pass over the epoch is the whole epoch dealt to 3 ranks
+        assert read(ds, 2) == read(make(shards, rank, 3), 0)
+        assert "earlier_deals" not in ds.state_dict(rows_seen=1)
         ds.set_epoch(1)
         normal = make(shards, rank, 3)
         normal.set_epoch(1)

@@ -33,7 +33,7 @@ from ..output import roles as R
 from ..output.layout import SUPPORTED_VERSIONS, MissingShardError, ShardError, read_manifest, split_shards
 from ..output.shards import mask_column
 from .items import IGNORE_INDEX, NORMALIZE_MODES, ItemSpec, make_item
-from .resume import is_loader_state, loader_position, merge, rest_of_epoch
+from .resume import is_loader_state, loader_position, merge, rest_of_epoch, rows_left, share_sizes
 from .rows import ShardReader, check_shards, open_root
 
 __all__ = ["IGNORE_INDEX", "SUPPORTED_VERSIONS", "MissingShardError", "PackedDataset", "ShardError"]
@@ -308,6 +308,10 @@ class PackedDataset(IterableDataset):
             order = order[: len(order) - len(order) % self.world_size]
         return order[self.rank :: self.world_size]
 
+    def _deal_size(self, earlier: Collection[Mapping[str, Any]]) -> int:
+        """``len(self._deal_rows(epoch, earlier))``, from the sizes alone."""
+        return share_sizes(rows_left(self.num_rows, list(earlier)), self.world_size, self.drop_uneven)[self.rank]
+
     def _worker_rows(self, rows: np.ndarray, worker: int, num_workers: int) -> np.ndarray:
         if num_workers == 1:
             return rows
@@ -425,7 +429,7 @@ class PackedDataset(IterableDataset):
         p = self._progress
         earlier, start = self._current_deal()
         if rows_seen is not None:
-            size = len(self._deal_rows(self.epoch, earlier)) if earlier else len(self)
+            size = self._deal_size(earlier)
             if not start <= rows_seen <= start + size:
                 raise ValueError(f"rows_seen {rows_seen} is not in [{start}, {start + size}] (rows of this rank)")
             state["rows_seen"] = int(rows_seen)
@@ -469,7 +473,11 @@ class PackedDataset(IterableDataset):
         if one and (one.get("rank", self.rank), one.get("world_size", self.world_size)) == (self.rank, self.world_size):
             resume = self._checked_own(one, info)
         elif info is not None:
-            raise ValueError("a state of other ranks is loaded before the DataLoader starts, not in a worker")
+            raise ValueError(
+                f"a state of rank {one.get('rank')} of world_size={one.get('world_size')} loaded in a DataLoader "
+                f"worker of rank {self.rank} of world_size={self.world_size}: to resume on other ranks, give every "
+                "rank's StatefulDataLoader.state_dict() to ds.load_state_dict (a list) and start a fresh loader"
+            )
         else:
             resume = merge(states, self._identity(), synchronous)
         self._resume = resume
@@ -489,7 +497,7 @@ class PackedDataset(IterableDataset):
             if key in state and state[key] != value:
                 raise ValueError(f"state was saved with {key}={state[key]!r}, this dataset has {key}={value!r}")
         earlier, start = _deal_of(state)
-        size = len(self._deal_rows(int(state["epoch"]), earlier)) if earlier else len(self)
+        size = self._deal_size(earlier)
         if not start <= int(state["rows_seen"]) <= start + size:
             raise ValueError(f"rows_seen {state['rows_seen']} is not in [{start}, {start + size}] (rows of this rank)")
         if "worker" in state:
