@@ -235,8 +235,8 @@ def test_rest_of_epoch_and_share_sizes():
     import numpy as np
 
     order = np.array([7, 2, 9, 0, 4, 1, 8, 3, 6, 5])
-    assert rest_of_epoch(order, [{"world_size": 2, "rows_seen": [2, 2]}], False).tolist() == [4, 1, 8, 3, 6, 5]
-    assert rest_of_epoch(order, [{"world_size": 2, "rows_seen": [2, 1]}], False).tolist() == [0, 4, 1, 8, 3, 6, 5]
+    assert rest_of_epoch(order, [{"world_size": 2, "rows_seen": [2, 2]}]).tolist() == [4, 1, 8, 3, 6, 5]
+    assert rest_of_epoch(order, [{"world_size": 2, "rows_seen": [2, 1]}]).tolist() == [0, 4, 1, 8, 3, 6, 5]
     two = [{"world_size": 2, "rows_seen": [1, 1]}, {"world_size": 3, "rows_seen": [1, 0, 1]}]
-    assert rest_of_epoch(order, two, False).tolist() == [0, 1, 8, 3, 6, 5]  # 9 0 4 left 9 (r0), 4 (r2)
+    assert rest_of_epoch(order, two).tolist() == [0, 1, 8, 3, 6, 5]  # 9 0 4 left 9 (r0), 4 (r2)
     assert share_sizes(7, 3, False) == [3, 2, 2] and share_sizes(7, 3, True) == [2, 2, 2]

@@ -303,7 +303,7 @@ class PackedDataset(IterableDataset):
             order = np.random.default_rng([self.seed, epoch]).permutation(n)
         else:
             order = np.arange(n, dtype=np.int64)
-        order = rest_of_epoch(order, list(earlier), self.drop_uneven)
+        order = rest_of_epoch(order, list(earlier))
         if self.drop_uneven:
             order = order[: len(order) - len(order) % self.world_size]
         return order[self.rank :: self.world_size]

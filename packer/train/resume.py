@@ -37,10 +37,11 @@ def rows_left(num_rows: int, deals: Sequence[Mapping[str, Any]]) -> int:
     return num_rows - sum(sum(d["rows_seen"]) for d in deals)
 
 
-def rest_of_epoch(order: np.ndarray, deals: Sequence[Mapping[str, Any]], drop_uneven: bool) -> np.ndarray:
-    """The rows of the epoch's ``order`` that ``deals`` left, in epoch order.
+def rest_of_epoch(order: np.ndarray, deals: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """The rows of the epoch's ``order`` that ``deals`` left, in epoch order (``drop_uneven`` only trims the
+    end of a deal's rows, so it does not move a rank's first ``k``).
 
-    ``rest_of_epoch(np.arange(10), [{"world_size": 2, "rows_seen": [2, 1]}], False)`` is ``[3, 4, ..., 9]``
+    ``rest_of_epoch(np.arange(10), [{"world_size": 2, "rows_seen": [2, 1]}])`` is ``[3, 4, ..., 9]``
     (rank 0 read rows 0 and 2, rank 1 row 1).
     """
     for deal in deals:
