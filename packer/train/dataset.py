@@ -12,6 +12,7 @@ two workers::
     worker 0 / worker 1  : [7 9] [6]  /  [4 8]
     rank 0's batches     : [7 9] [4 8] [6]
     resume (rows_seen=4) : [6]
+    on 3 ranks, from 2   : the rows neither rank consumed, dealt to the 3 (packer.train.resume)
 
 Reading the rows is :mod:`packer.train.rows`' job, making each into tensors :mod:`packer.train.items`'.
 """
@@ -19,7 +20,7 @@ Reading the rows is :mod:`packer.train.rows`' job, making each into tensors :mod
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,12 +33,15 @@ from ..output import roles as R
 from ..output.layout import SUPPORTED_VERSIONS, MissingShardError, ShardError, read_manifest, split_shards
 from ..output.shards import mask_column
 from .items import IGNORE_INDEX, NORMALIZE_MODES, ItemSpec, make_item
+from .resume import is_loader_state, loader_position, merge, rest_of_epoch, rows_left, share_sizes
 from .rows import ShardReader, check_shards, open_root
 
 __all__ = ["IGNORE_INDEX", "SUPPORTED_VERSIONS", "MissingShardError", "PackedDataset", "ShardError"]
 
 #: DataLoader worker ids that get their own "resume consumed" flag in shared memory (see _take_resume)
 _WORKER_SLOTS = 1024
+#: shared memory: [epoch, passes begun, one flag per worker slot]
+_EPOCH, _PASSES, _SLOT0 = 0, 1, 2
 
 
 @dataclass
@@ -49,6 +53,12 @@ class _Progress:
     worker_skipped: int  # rows of this worker's own stream skipped (a StatefulDataLoader resume)
     yielded: int  # items yielded since
     worker: tuple[int, int] | None  # (id, num_workers) inside a DataLoader worker
+    deal: tuple[tuple, int] = ((), 0)  # (earlier deals of the epoch, rows_seen the deal began at): see resume.py
+
+
+def _deal_of(state: Mapping[str, Any]) -> tuple[tuple, int]:
+    """(earlier deals, the rows_seen this deal began at) of a state; ((), 0) for a plain one."""
+    return tuple(state.get("earlier_deals", ())), int(state.get("deal_start", 0))
 
 
 def _resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -160,8 +170,8 @@ class PackedDataset(IterableDataset):
         dl = DataLoader(ds, batch_size=8, num_workers=4, collate_fn=collate)
         start_epoch, seen = 0, 0
         if ckpt:
-            ds.load_state_dict(ckpt["data"])
-            start_epoch, seen = ckpt["data"]["epoch"], ckpt["data"]["rows_seen"]
+            ds.load_state_dict(ckpt["data"])                # or every rank's: see below
+            start_epoch, seen = ds.epoch, ds.state_dict()["rows_seen"]
         for epoch in range(start_epoch, epochs):
             ds.set_epoch(epoch)
             for batch in dl:
@@ -171,10 +181,21 @@ class PackedDataset(IterableDataset):
                     save({"data": ds.state_dict(rows_seen=seen), ...})
             seen = 0
 
-    The state is a small dict of ints and bools (JSON-safe). With ``num_workers=0``, ``state_dict()``
+    The state is a small dict of ints, bools and lists (JSON-safe). With ``num_workers=0``, ``state_dict()``
     without ``rows_seen`` counts the items yielded itself. torchdata's ``StatefulDataLoader`` needs none
     of this: it calls ``state_dict``/``load_state_dict`` inside its workers (each state then also holds
     that worker's position under ``"worker"``, and must be restored with the same ``num_workers``).
+
+    **Resuming on another number of ranks.** A rank's ``rows_seen`` says which rows it consumed (the
+    first ``n`` of its share), so the states of all ``W`` ranks say which rows of the epoch are gone, and
+    ``load_state_dict`` on ``W'`` ranks deals the rest, in epoch order, to them (``rest[rank::W']``, trimmed
+    under ``drop_uneven``); every row of the epoch is read once, ``num_workers`` may change, and the
+    next epoch is dealt as usual. Give it the list of every rank's states, or one state saved with
+    ``state_dict(rows_seen=n, synchronous=True)`` (each rank consumed the same ``n``: a DDP loop taking
+    one full batch per step), or one state and ``synchronous=True``. A single state of one of ``W > 1``
+    ranks without that is refused: it cannot tell what the other ranks consumed. After the load, go on
+    counting from ``ds.state_dict()["rows_seen"]`` (the loaded ``rows_seen`` for one state);
+    :mod:`packer.train.resume` has the details.
     """
 
     def __init__(
@@ -222,10 +243,11 @@ class PackedDataset(IterableDataset):
             return_doc_ids=bool(return_doc_ids),
             flagged=self.strategy not in R.UNFLAGGED_STRATEGIES,
         )
-        # [epoch, consumed flag per worker] in shared memory: a DataLoader's workers hold copies of
-        # the dataset, and persistent ones would otherwise never see set_epoch
-        self._shared = torch.zeros(1 + _WORKER_SLOTS, dtype=torch.int64).share_memory_()
+        # [epoch, passes begun, consumed flag per worker] in shared memory: a DataLoader's workers hold
+        # copies of the dataset, and persistent ones would otherwise never see set_epoch
+        self._shared = torch.zeros(_SLOT0 + _WORKER_SLOTS, dtype=torch.int64).share_memory_()
         self._resume: dict | None = None
+        self._resume_pass = 0  # passes begun when the state was loaded: the next one resumes
         self._progress: _Progress | None = None
         self._reader: ShardReader | None = None
         self._reader_pid = -1
@@ -262,25 +284,33 @@ class PackedDataset(IterableDataset):
 
     @property
     def epoch(self) -> int:
-        return int(self._shared[0])
+        return int(self._shared[_EPOCH])
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose order the next pass reads (the shuffle changes per epoch)."""
-        self._shared[0] = int(epoch)
+        self._shared[_EPOCH] = int(epoch)
         if self._progress is not None and self._progress.epoch != epoch:
             self._progress = None
 
     def rank_rows(self, epoch: int | None = None) -> np.ndarray:
         """Global row indices this rank reads in ``epoch`` (default: the current one), in order."""
-        epoch = self.epoch if epoch is None else epoch
+        return self._deal_rows(self.epoch if epoch is None else epoch, ())
+
+    def _deal_rows(self, epoch: int, earlier: Collection[Mapping[str, Any]]) -> np.ndarray:
+        """This rank's rows of ``epoch`` in a deal of what the ``earlier`` deals (resume.py) left."""
         n = self.num_rows
         if self.shuffle:
             order = np.random.default_rng([self.seed, epoch]).permutation(n)
         else:
             order = np.arange(n, dtype=np.int64)
+        order = rest_of_epoch(order, list(earlier))
         if self.drop_uneven:
-            order = order[: n - n % self.world_size]
+            order = order[: len(order) - len(order) % self.world_size]
         return order[self.rank :: self.world_size]
+
+    def _deal_size(self, earlier: Collection[Mapping[str, Any]]) -> int:
+        """``len(self._deal_rows(epoch, earlier))``, from the sizes alone."""
+        return share_sizes(rows_left(self.num_rows, list(earlier)), self.world_size, self.drop_uneven)[self.rank]
 
     def _worker_rows(self, rows: np.ndarray, worker: int, num_workers: int) -> np.ndarray:
         if num_workers == 1:
@@ -322,7 +352,7 @@ class PackedDataset(IterableDataset):
         if worker is None:
             self._resume = None
             return r
-        slot = 1 + worker[0]
+        slot = _SLOT0 + worker[0]
         if slot < len(self._shared):
             if int(self._shared[slot]):
                 return None
@@ -333,18 +363,22 @@ class PackedDataset(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
         worker = (info.id, info.num_workers) if info is not None else None
+        if worker is None or worker[0] == 0:
+            self._shared[_PASSES] += 1
         epoch = self.epoch
         resume = self._take_resume(epoch, worker)
         rows_skipped = worker_skipped = 0
+        deal: tuple[tuple, int] = ((), 0)
         if resume is not None:
             epoch = int(resume["epoch"])
-            rows_skipped = int(resume["rows_seen"])
+            deal = _deal_of(resume)
+            rows_skipped = int(resume["rows_seen"]) - deal[1]
             worker_skipped = int(resume.get("worker", {}).get("rows", 0))
-        rows = self.rank_rows(epoch)[rows_skipped:]
+        rows = self._deal_rows(epoch, deal[0])[rows_skipped:]
         if worker is not None:
             rows = self._worker_rows(rows, *worker)
         rows = rows[worker_skipped:]
-        progress = _Progress(epoch, rows_skipped, worker_skipped, 0, worker)
+        progress = _Progress(epoch, rows_skipped, worker_skipped, 0, worker, deal)
         self._progress = progress
         reader = self._get_reader()
         for g in rows.tolist():
@@ -368,45 +402,104 @@ class PackedDataset(IterableDataset):
             "batch_size": self.batch_size,
         }
 
-    def state_dict(self, rows_seen: int | None = None) -> dict[str, Any]:
-        """The position to resume from: ``{"epoch", "rows_seen", ...}`` (plain ints and bools).
+    def _current_deal(self) -> tuple[tuple, int]:
+        """The deal of the pass a state describes: the one this process reads, else the loaded resume's
+        until its pass is over (DataLoader workers read it; this process only loaded it)."""
+        if self._progress is not None:
+            return self._progress.deal
+        r = self._resume
+        if r is not None and r["epoch"] == self.epoch and int(self._shared[_PASSES]) <= self._resume_pass + 1:
+            return _deal_of(r)
+        return (), 0
+
+    def state_dict(self, rows_seen: int | None = None, *, synchronous: bool = False) -> dict[str, Any]:
+        """The position to resume from: ``{"epoch", "rows_seen", ...}`` (plain ints, bools and lists).
 
         ``rows_seen``: rows of this rank consumed since the epoch began. Without it, the rows this
         process has yielded in the current pass are counted: exact with ``num_workers=0`` (and inside
         StatefulDataLoader workers, which then add their own position under ``"worker"``), but a
         dataset iterated by DataLoader workers sees none of their progress: pass ``rows_seen`` then.
+        After a resume on other ranks the count goes on from ``ds.state_dict()["rows_seen"]`` read right
+        after ``load_state_dict`` (the loaded ``rows_seen`` when one state was loaded).
+
+        ``synchronous=True`` records that every rank has consumed the same ``rows_seen`` (one synchronous
+        step per batch, as DDP's): this one state then resumes every rank of another world size.
         """
         state: dict[str, Any] = {"epoch": self.epoch, "rows_seen": 0}
         p = self._progress
+        earlier, start = self._current_deal()
         if rows_seen is not None:
-            if not 0 <= rows_seen <= len(self):
-                raise ValueError(f"rows_seen {rows_seen} is not in [0, {len(self)}] (rows of this rank)")
+            size = self._deal_size(earlier)
+            if not start <= rows_seen <= start + size:
+                raise ValueError(f"rows_seen {rows_seen} is not in [{start}, {start + size}] (rows of this rank)")
             state["rows_seen"] = int(rows_seen)
         elif p is not None and p.worker is None:
-            state.update(epoch=p.epoch, rows_seen=p.rows_skipped + p.yielded)
+            state.update(epoch=p.epoch, rows_seen=start + p.rows_skipped + p.yielded)
         elif p is not None and p.worker is not None:
-            state.update(epoch=p.epoch, rows_seen=p.rows_skipped)
+            state.update(epoch=p.epoch, rows_seen=start + p.rows_skipped)
             state["worker"] = {"id": p.worker[0], "num_workers": p.worker[1], "rows": p.worker_skipped + p.yielded}
         elif self._resume is not None:
-            return dict(self._resume)
+            return {**self._resume, "synchronous": bool(synchronous or self._resume.get("synchronous", False))}
         state.update(self._identity())
+        if earlier or start:
+            state.update(earlier_deals=list(earlier), deal_start=start)
+        state["synchronous"] = bool(synchronous)
         return state
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Resume the epoch of ``state`` from its position on the next pass (sets the epoch too)."""
-        state = dict(state)
-        for key in ("epoch", "rows_seen"):
-            if key not in state:
-                raise ValueError(f"not a PackedDataset state: no {key!r}")
-        mine = self._identity()
-        for key, value in mine.items():
+    def load_state_dict(
+        self, state: Mapping[str, Any] | Sequence[Mapping[str, Any]], *, synchronous: bool = False
+    ) -> None:
+        """Resume the epoch of ``state`` from its position on the next pass (sets the epoch too).
+
+        ``state``: this rank's own state (same ``rank`` and ``world_size``), or, to resume on another
+        number of ranks (or on ranks other than those that saved), the list of every rank's states, or
+        one state saved with ``synchronous=True`` (or loaded with ``synchronous=True``: every rank had
+        consumed the same rows). torchdata ``StatefulDataLoader.state_dict()`` results are accepted
+        for either. The rows no rank consumed are then dealt to the ranks here in epoch order::
+
+            ds = PackedDataset("shards/", rank=rank, world_size=3, batch_size=8)
+            ds.load_state_dict(ckpt_of_rank_0["data"])           # saved with synchronous=True on 2 ranks
+            ds.load_state_dict([c["data"] for c in ckpts])        # or every rank's, in any order
+        """
+        info = get_worker_info()
+        states = [state] if isinstance(state, Mapping) else list(state)
+        if info is None:
+            states = [loader_position(s) if is_loader_state(s) else dict(s) for s in states]
+        for s in states:
+            for key in ("epoch", "rows_seen"):
+                if key not in s:
+                    raise ValueError(f"not a PackedDataset state: no {key!r}")
+        one = dict(states[0]) if len(states) == 1 else {}
+        if one and (one.get("rank", self.rank), one.get("world_size", self.world_size)) == (self.rank, self.world_size):
+            resume = self._checked_own(one, info)
+        elif info is not None:
+            raise ValueError(
+                f"a state of rank {one.get('rank')} of world_size={one.get('world_size')} loaded in a DataLoader "
+                f"worker of rank {self.rank} of world_size={self.world_size}: to resume on other ranks, give every "
+                "rank's StatefulDataLoader.state_dict() to ds.load_state_dict (a list) and start a fresh loader"
+            )
+        else:
+            resume = merge(states, self._identity(), synchronous)
+        self._resume = resume
+        self._progress = None
+        if info is None:
+            self._shared[_EPOCH] = int(resume["epoch"])
+            self._shared[_SLOT0:] = 0
+            self._resume_pass = int(self._shared[_PASSES])
+        elif _SLOT0 + info.id < len(self._shared):
+            self._shared[_SLOT0 + info.id] = 0
+
+    def _checked_own(self, state: dict[str, Any], info: Any) -> dict[str, Any]:
+        """``state`` if this rank can resume from it in the deal it was saved in (ValueError if not)."""
+        for key, value in self._identity().items():
             if key == "batch_size" and "worker" not in state:
                 continue  # a rank-level position does not depend on how rows were dealt to workers
             if key in state and state[key] != value:
                 raise ValueError(f"state was saved with {key}={state[key]!r}, this dataset has {key}={value!r}")
-        if not 0 <= int(state["rows_seen"]) <= len(self):
-            raise ValueError(f"rows_seen {state['rows_seen']} is not in [0, {len(self)}] (rows of this rank)")
-        info = get_worker_info()
+        earlier, start = _deal_of(state)
+        size = self._deal_size(earlier)
+        if not start <= int(state["rows_seen"]) <= start + size:
+            raise ValueError(f"rows_seen {state['rows_seen']} is not in [{start}, {start + size}] (rows of this rank)")
         if "worker" in state:
             w = state["worker"]
             if info is None:
@@ -419,13 +512,7 @@ class PackedDataset(IterableDataset):
                     f"state of worker {w['id']} of {w['num_workers']} loaded into worker {info.id} of "
                     f"{info.num_workers}: resume with the same num_workers"
                 )
-        self._resume = state
-        self._progress = None
-        if info is None:
-            self._shared[0] = int(state["epoch"])
-            self._shared[1:] = 0
-        elif 1 + info.id < len(self._shared):
-            self._shared[1 + info.id] = 0
+        return state
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
