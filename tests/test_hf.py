@@ -102,6 +102,18 @@ def test_stock_trainer_without_weights_is_unchanged(demo_output, tmp_path):
         assert logged == pytest.approx(float(model(**batch).loss), rel=1e-5)
 
 
+def test_packer_trainer_counts_the_real_tokens_of_document_id_batches(demo_output, tmp_path):
+    """include_num_input_tokens_seen="non_padding" sums attention_mask: PackerTrainer counts the ids' real
+    tokens (their sum would be a sum of document numbers, and the guard refuses it)."""
+    ds = PackedDataset(demo_output, strategy="instruction_tuning", shuffle=False, batch_size=2)
+    model = train_hf.tiny_llama(ds.manifest)
+    trainer = train_hf.make_trainer(model, ds, example_args(tmp_path, steps=1, batch_size=2, lr=0.0))
+    trainer.args.include_num_input_tokens_seen = "non_padding"
+    trainer.train()
+    items = [item for _, item in zip(range(2), iter(ds), strict=False)]
+    assert trainer.state.num_input_tokens_seen == sum(len(item["input_ids"]) for item in items)
+
+
 def test_stock_trainer_with_document_ids_fails_on_the_first_step(demo_output, tmp_path):
     """packer_collator's default for sdpa ships document ids; a Trainer that does not make them into a mask
     hands them to the model as a 2D "padding" mask, which must fail, not train documents on each other."""
