@@ -6,8 +6,9 @@
 Needs the ``hf`` extra (``pip install -e '.[torch,hf]'``: transformers and accelerate). Builds the demo
 shards (examples/*_demo.json, demo tokenizer, seq_len 512) into --data if they are not there yet.
 
-The model uses ``attn_implementation="sdpa"`` and gets the block-diagonal causal 4D mask of
-``collate_4d``, so a packed document attends only to itself (a 2D mask would let it attend to the
+The model uses ``attn_implementation="sdpa"``. ``packer_collator`` gives it ``collate_docs``: the loader
+ships each token's document id, and ``PackerTrainer`` makes the block-diagonal causal 4D mask of them on
+the device in the step, so a packed document attends only to itself (a 2D mask would let it attend to the
 documents before it in the row). The Trainer passes the batch to ``model(**batch)``: ``input_ids``,
 ``labels``, ``position_ids`` and ``attention_mask`` are all keyword arguments Llama takes, and HF's loss
 (the mean over tokens whose label is not -100, labels shifted inside the model) is the strategy's loss.
@@ -95,8 +96,10 @@ def make_trainer(model, dataset: PackedDataset, args: argparse.Namespace, *, sto
         model=model,
         args=training_args,
         train_dataset=dataset,
-        # collate_4d (sdpa): a block-diagonal causal mask in the model's dtype, so documents stay apart
-        data_collator=packer_collator(model, pad_id=dataset.manifest["tokenizer"]["pad_id"]),
+        # sdpa: collate_docs ships each token's document id; PackerTrainer makes the block-diagonal causal
+        # mask of them on the device, so documents stay apart. The stock Trainer passes the batch on untouched:
+        # it gets collate_4d's mask, made in the loader (host_mask=True)
+        data_collator=packer_collator(model, pad_id=dataset.manifest["tokenizer"]["pad_id"], host_mask=stock),
     )
 
 

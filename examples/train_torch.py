@@ -1,12 +1,14 @@
-"""Train a tiny causal LM, written in plain torch, on packed shards: PackedDataset + collate_4d.
+"""Train a tiny causal LM, written in plain torch, on packed shards: PackedDataset + collate_docs.
 
     python examples/train_torch.py                               # instruction_tuning, 300 steps
     python examples/train_torch.py --strategy instruction_modelling --steps 200 --seed 1
 
 Builds the demo shards (examples/*_demo.json, demo tokenizer, seq_len 512) into --data if they are not
-there yet. The model (about 1M parameters, rotary positions from ``position_ids``) attends through the
-block-diagonal causal mask of ``collate_4d``, so each packed document sees only itself: the loss of a row
-is the sum of its documents' losses alone (tests/test_collate.py checks this to 1e-9 in float64).
+there yet. The model (about 1M parameters, rotary positions from ``position_ids``) attends through a
+block-diagonal causal mask, so each packed document sees only itself: the loss of a row is the sum of its
+documents' losses alone (tests/test_collate.py checks this to 1e-9 in float64). The loader ships each
+token's document id (``collate_docs``, O(T) a row); the step makes the mask of them where the model runs
+(``packed_attention_mask``), not the loader (``collate_4d``, O(T^2) a row).
 300 steps took 3 minutes on 2 CPU cores shared with other jobs.
 """
 
@@ -26,7 +28,8 @@ from torch import nn
 
 from packer import PackedDataset, build
 from packer.options import DEMO_TOKENIZER
-from packer.train.collate import IGNORE_INDEX, collate_4d
+from packer.train.collate import IGNORE_INDEX, collate_docs
+from packer.train.masks import packed_attention_mask
 
 HERE = Path(__file__).resolve().parent
 DEMO_INPUTS = [HERE / "alpaca_demo.json", HERE / "sharegpt_demo.json"]
@@ -117,8 +120,9 @@ def main() -> None:
         dataset,
         batch_size=args.batch_size,
         num_workers=2,
-        # seq_lens is consumed here: the batch holds input_ids, labels, position_ids and the 4D mask
-        collate_fn=partial(collate_4d, pad_id=pad_id, dtype=torch.float32),
+        # seq_lens is consumed here: the batch holds input_ids, labels, position_ids and each token's
+        # document id (attention_mask), of which the step makes the 4D mask
+        collate_fn=partial(collate_docs, pad_id=pad_id),
     )
 
     def batches():
@@ -136,7 +140,8 @@ def main() -> None:
     losses: list[float] = []
     start = time.perf_counter()
     for step, batch in enumerate(itertools.islice(batches(), args.steps), 1):
-        logits = model(batch["input_ids"], batch["position_ids"], batch["attention_mask"])
+        mask = packed_attention_mask(batch["attention_mask"], dtype=torch.float32)  # on the ids' device
+        logits = model(batch["input_ids"], batch["position_ids"], mask)
         loss = lm_loss(logits, batch["labels"])
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -8,8 +8,9 @@ transformers 4.57 and 5.24). The shards are already tokenized, packed and masked
 
 - ``dataset_kwargs={"skip_prepare_dataset": True}``: no tokenizing, truncating or label building;
 - ``packing=False``, ``padding_free=False``: no re-packing (the rows are packed already);
-- ``data_collator=packer_collator(model)``: packer's collator (block-diagonal 4D mask for sdpa, so each
-  packed document attends only to itself), not TRL's, which would rebuild ``labels`` from ``input_ids``;
+- ``data_collator=packer_collator(model)``: packer's collator (for sdpa each token's document id, made into
+  the block-diagonal 4D mask on the device by ``PackerSFTTrainer``, so each packed document attends only to
+  itself), not TRL's, which would rebuild ``labels`` from ``input_ids``;
 - ``PackerSFTTrainer``: ``SFTTrainer`` keeping ``loss_weights`` (``--prompt-loss-weight``/``--normalize``)
   and training on the weighted loss; the stock ``SFTTrainer`` stops on such batches (LossWeightsIgnored).
 

@@ -16,7 +16,9 @@ from packer.output import roles as R  # noqa: E402
 from packer.train.collate import (  # noqa: E402
     IGNORE_INDEX,
     collate_4d,
+    collate_docs,
     collate_flat,
+    collate_flex,
     collate_padded,
     collator_for,
 )
@@ -238,10 +240,13 @@ def test_partial_and_collator_for(items):
     assert torch.equal(partial(collate_padded, pad_id=7)(items)["input_ids"][2], torch.tensor([14, 15, 16, 7, 7]))
     assert collator_for("flash_attention_2") is collate_flat
     c = collator_for("sdpa", pad_id=7, dtype=torch.bfloat16)
+    assert c.func is collate_docs and "attention_mask" in c(items)
+    c = collator_for("sdpa", pad_id=7, dtype=torch.bfloat16, host_mask=True)
     b = c(items)
     assert b["attention_mask"].dtype == torch.bfloat16 and b["input_ids"][2, -1] == 7
+    assert collator_for("flex_attention").func is collate_flex
     with pytest.raises(ValueError, match="flex_attention"):
-        collator_for("flex_attention")
+        collator_for("paged_attention")
 
 
 def test_dataloader(items):

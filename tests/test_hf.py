@@ -16,6 +16,7 @@ F = torch.nn.functional
 from packer.train.collate import IGNORE_INDEX, LossWeightsIgnored, WeightedLabels, collate_4d  # noqa: E402
 from packer.train.dataset import PackedDataset  # noqa: E402
 from packer.train.hf import PackerTrainer, packer_collator, weighted_loss  # noqa: E402
+from packer.train.masks import MaskNotBuilt, build_attention_mask  # noqa: E402
 
 from .helpers import EXAMPLES  # noqa: E402
 
@@ -101,10 +102,34 @@ def test_stock_trainer_without_weights_is_unchanged(demo_output, tmp_path):
         assert logged == pytest.approx(float(model(**batch).loss), rel=1e-5)
 
 
+def test_packer_trainer_counts_the_real_tokens_of_document_id_batches(demo_output, tmp_path):
+    """include_num_input_tokens_seen="non_padding" sums attention_mask: PackerTrainer counts the ids' real
+    tokens (their sum would be a sum of document numbers, and the guard refuses it)."""
+    ds = PackedDataset(demo_output, strategy="instruction_tuning", shuffle=False, batch_size=2)
+    model = train_hf.tiny_llama(ds.manifest)
+    trainer = train_hf.make_trainer(model, ds, example_args(tmp_path, steps=1, batch_size=2, lr=0.0))
+    trainer.args.include_num_input_tokens_seen = "non_padding"
+    trainer.train()
+    items = [item for _, item in zip(range(2), iter(ds), strict=False)]
+    assert trainer.state.num_input_tokens_seen == sum(len(item["input_ids"]) for item in items)
+
+
+def test_stock_trainer_with_document_ids_fails_on_the_first_step(demo_output, tmp_path):
+    """packer_collator's default for sdpa ships document ids; a Trainer that does not make them into a mask
+    hands them to the model as a 2D "padding" mask, which must fail, not train documents on each other."""
+    ds = PackedDataset(demo_output, strategy="instruction_tuning", batch_size=2)
+    model = train_hf.tiny_llama(ds.manifest)
+    args = transformers.TrainingArguments(**train_hf.training_kwargs(example_args(tmp_path, steps=2, batch_size=2)))
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=ds, data_collator=packer_collator(model))
+    with pytest.raises(MaskNotBuilt, match=r"PackerTrainer"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
 def test_hand_loop_that_keeps_labels_in_the_batch_fails(demo_output):
     ds = PackedDataset(demo_output, **WEIGHTED)
     model = train_hf.tiny_llama(ds.manifest)
-    batch = packer_collator(model)([next(iter(ds))])
+    batch = build_attention_mask(packer_collator(model)([next(iter(ds))]), model)
     assert isinstance(batch["labels"], WeightedLabels)
     weights = batch.pop("loss_weights")
     with pytest.raises(LossWeightsIgnored):

@@ -17,7 +17,7 @@ from packer import BuildError, build
 from packer.output import roles as R
 from packer.pipeline.build import BuildEvents
 from packer.tokens.assembly import checked
-from packer.train.collate import collate_4d, collate_flat, collate_padded
+from packer.train.collate import collate_4d, collate_docs, collate_flat, collate_padded
 from packer.train.items import ItemSpec, make_item
 from packer.train.rows import Row
 
@@ -74,7 +74,7 @@ def test_first_token_of_each_document_has_no_weight_in_packed_rows(demo_output):
 # -- collate.py: positions restart per document when an item has none ---------------------------------------
 
 
-@pytest.mark.parametrize("collate", [collate_flat, collate_4d, collate_padded])
+@pytest.mark.parametrize("collate", [collate_flat, collate_4d, collate_docs, collate_padded])
 def test_positions_from_seq_lens_restart_per_document(collate):
     """Catches ``position_ids`` made from ``seq_lens`` as a plain ``arange`` (no restart per document) for an
     item that brings no ``position_ids``."""

@@ -567,6 +567,6 @@ def test_sft_collators_refuse_pair_rows(tmp_path) -> None:
 
     out = _built(tmp_path, EXAMPLES / "dpo_demo.jsonl", DEMO_TOKENIZER, seq_len=256)
     items = _items(out, strategy="instruction_tuning")[:2]
-    for attn in ("sdpa", "eager", "flash_attention_2"):
+    for attn in ("sdpa", "eager", "flash_attention_2", "flex_attention"):
         with pytest.raises(ValueError, match=r"preference pairs.*pair_collator"):
             collator_for(attn)(items)

@@ -22,24 +22,40 @@ Two documents ``a`` (3 tokens) and ``b`` (2 tokens) in one row, ``seq_lens = [3,
 
     (``-inf`` is ``torch.finfo(dtype).min`` in the tensor.)
 
+    collate_docs / collate_flex: attention_mask [[1 1 1 2 2]] (document ids, int32, 0 at padding); the
+                  step makes the mask above of it on the device (packed_attention_mask) or a BlockMask
+
     collate_flat: input_ids [[a0 a1 a2 b0 b1]], position_ids [[0 1 2 0 1]],
                   cu_seq_lens_q = cu_seq_lens_k = [0, 3, 5] (int32), max_length_q = max_length_k = 3
 
 Which collator for which attention implementation (HF ``attn_implementation``; checked against
-transformers 4.57.6, see ``tests/test_collate.py``):
+transformers 5.25 and torch 2.13, see ``tests/test_collate.py`` and ``tests/test_masks.py``):
 
 =========================== ==================== =========================================================
 attention                   collator             why
 =========================== ==================== =========================================================
 ``flash_attention_2``/``3`` ``collate_flat``     one row of all tokens; the varlen kernel gets the document
                                                  boundaries from ``cu_seq_lens_*``: isolated, no padding.
-``sdpa``, ``eager``         ``collate_4d``       HF uses a 4D mask as given: block-diagonal causal,
-                                                 documents isolated. Memory B*T*T (``dtype=torch.bool``:
-                                                 1 byte each, ``sdpa`` only); on GPU an arbitrary mask
-                                                 rules out SDPA's flash kernel (memory-efficient is used).
-plain torch SDPA            ``collate_4d``       ``attn_mask=batch["attention_mask"]`` (float or bool).
+``sdpa``, ``eager``         ``collate_docs``     ships document ids [B, L]; the step makes the block-diagonal
+                                                 causal 4D mask on the device (``packer.train.masks``:
+                                                 ``packed_attention_mask``; ``PackerTrainer`` does it), which
+                                                 HF uses as given. On GPU an arbitrary mask rules out SDPA's
+                                                 flash kernel (memory-efficient is used).
+``sdpa``, ``eager``, batch  ``collate_4d``       the same mask made on the host: O(L^2) per row, 0.02-0.1M
+untouched (stock Trainer)                        tokens/s per worker at 8 x 4096. Memory B*L*L (``dtype=torch.bool``:
+                                                 1 byte each, ``sdpa`` only).
+``flex_attention``          ``collate_flex``     document ids, L a multiple of 128; the step makes a
+                                                 ``BlockMask`` (``flex_block_mask``; ``PackerTrainer`` does it).
+plain torch SDPA            ``collate_docs``     ``attn_mask=packed_attention_mask(ids, dtype=q.dtype)``.
 any, one document per row   ``collate_padded``   the 2D padding mask is all there is to mask.
 =========================== ==================== =========================================================
+
+Context parallelism wants every document's length a multiple of 2 x the CP size: ``pad_multiple=N`` (every
+collator) pads each document at its end with ``pad_id`` to a multiple of N; labels are -100 and
+``loss_weights`` 0 there, ``seq_lens``/``cu_seq_lens_*``/document ids count the padded lengths, and
+``position_ids`` go on counting through the padding (3 tokens padded to 4: positions 0 1 2 3), so that
+every boundary rule (restarting positions, as transformers and Megatron derive documents from them, too)
+sees the padded documents. Real tokens never attend the padding (it comes after them in their document).
 
 ``collate_padded`` on rows that hold several documents is WRONG with every implementation: the 2D mask
 only hides padding, so a document attends to the earlier documents of its row (with flash attention the
@@ -48,14 +64,17 @@ detection). The loss does not cross documents (labels are -100 at each document'
 hidden states do, so the model trains on contaminated contexts and the loss differs from the documents'
 own losses.
 
-``collate_flat`` with sdpa/eager: transformers 4.57.6 (Llama-family models built on
+``collate_flat`` with sdpa/eager: transformers 4.57.6 to 5.25 (Llama-family models built on
 ``masking_utils.create_causal_mask``, torch >= 2.6) derives a block-diagonal mask from restarting
 ``position_ids``, but only when there is no ``attention_mask`` AND no cache. The default
 ``config.use_cache=True`` makes a cache even in training (unless gradient checkpointing is on), and then
 documents leak silently; pass ``use_cache=False``. Even then that mask is N*N over all the batch's tokens,
-and older versions do not do it. ``collate_4d`` depends on none of this.
+and older versions do not do it. ``collate_docs`` and ``collate_4d`` depend on none of this.
 
-The outputs hold only what HF causal LMs accept as keyword arguments, plus ``loss_weights`` (float32,
+The outputs hold only what HF causal LMs accept as keyword arguments (``collate_docs``/``collate_flex``:
+once the step has made ``attention_mask`` a mask; the ids refuse to be used as one, raising
+:class:`packer.train.masks.MaskNotBuilt`, so a stock Trainer fails at its first step instead of letting
+documents see each other through a 2D "padding" mask), plus ``loss_weights`` (float32,
 present when the items have it; 0 at padding): pop it, and ``labels``, before ``model(**batch)`` and weight
 the per-token loss with :func:`weighted_loss` (or use :class:`packer.train.hf.PackerTrainer`). ``seq_lens`` is
 consumed, not passed on.
@@ -71,7 +90,7 @@ start of every weighted loss) is allowed; :func:`weighted_loss` and ``labels.as_
 take the plain labels. Signatures are ``functools.partial``
 friendly::
 
-    DataLoader(ds, batch_size=8, collate_fn=partial(collate_4d, pad_id=manifest["tokenizer"]["pad_id"]))
+    DataLoader(ds, batch_size=8, collate_fn=partial(collate_docs, pad_id=manifest["tokenizer"]["pad_id"]))
     DataLoader(ds, batch_size=8, collate_fn=collator_for("flash_attention_2"))
 """
 
@@ -85,14 +104,20 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .masks import DocumentIds, MaskNotBuilt, packed_attention_mask
+
 IGNORE_INDEX = -100
 
 __all__ = [
     "IGNORE_INDEX",
+    "DocumentIds",
     "LossWeightsIgnored",
+    "MaskNotBuilt",
     "WeightedLabels",
     "collate_4d",
+    "collate_docs",
     "collate_flat",
+    "collate_flex",
     "collate_padded",
     "collator_for",
     "weighted_loss",
@@ -258,7 +283,39 @@ def _row(item: Item, i: int) -> dict[str, torch.Tensor]:
     return row
 
 
-def _rows(items: Sequence[Item]) -> list[dict[str, torch.Tensor]]:
+def _pad_documents(row: dict[str, torch.Tensor], multiple: int, pad_id: int) -> dict[str, torch.Tensor]:
+    """Every document of ``row`` padded at its end to a multiple of ``multiple`` tokens.
+
+    The padding belongs to its document: ``seq_lens`` count it, ``position_ids`` go on counting through it
+    (a document of 3 tokens padded to 4 has positions 0 1 2 3), so every boundary rule (restarting
+    positions, ``cu_seq_lens``, document ids) sees padded documents; ids ``pad_id``, labels -100, weights 0.
+    """
+    lens = row["seq_lens"]
+    padded = -(-lens // multiple) * multiple
+    if torch.equal(padded, lens):
+        return row
+    total, n = int(padded.sum()), int(lens.sum())
+    # running sums instead of repeat_interleave (slow on CPU): each document's shift, added where it starts
+    shift = torch.zeros(n, dtype=torch.int64)
+    shift[torch.cumsum(lens, 0)[:-1]] = (padded - lens)[:-1]
+    dest = torch.arange(n) + torch.cumsum(shift, 0)
+    start = torch.zeros(total, dtype=torch.int64)
+    start[torch.cumsum(padded, 0)[:-1]] = padded[:-1]
+    out = {
+        "input_ids": torch.full((total,), pad_id, dtype=torch.int64),
+        "labels": torch.full((total,), IGNORE_INDEX, dtype=torch.int64),
+        "position_ids": torch.arange(total) - torch.cumsum(start, 0),
+        "seq_lens": padded,
+    }
+    if "loss_weights" in row:
+        out["loss_weights"] = torch.zeros(total, dtype=torch.float32)
+    for key in ("input_ids", "labels", "position_ids", "loss_weights"):
+        if key in row:
+            out[key].scatter_(0, dest, row[key])  # scatter_: 3-5x faster than out[key][dest] = ... on CPU
+    return out
+
+
+def _rows(items: Sequence[Item], pad_multiple: int | None = None, pad_id: int = 0) -> list[dict[str, torch.Tensor]]:
     if len(items) == 0:
         raise ValueError("cannot collate an empty batch")
     rows = [_row(item, i) for i, item in enumerate(items)]
@@ -271,6 +328,10 @@ def _rows(items: Sequence[Item]) -> list[dict[str, torch.Tensor]]:
         raise LossWeightsIgnored(
             _IGNORED_HOW.format(what="a collator without their loss_weights (dropped from the items before it)")
         )
+    if pad_multiple is not None:
+        if isinstance(pad_multiple, bool) or int(pad_multiple) < 1:
+            raise ValueError(f"pad_multiple must be a positive number of tokens, not {pad_multiple!r}")
+        rows = [_pad_documents(r, int(pad_multiple), pad_id) for r in rows]
     return rows
 
 
@@ -309,23 +370,89 @@ def _padded(
     return out, length
 
 
+def _document_ids(rows: list[dict[str, torch.Tensor]], length: int) -> DocumentIds:
+    """[B, length] int32: 1, 2, ... for the documents of each row, 0 at the padding after them."""
+    ids = torch.zeros((len(rows), length), dtype=torch.int32)
+    for i, r in enumerate(rows):
+        ends = torch.cumsum(r["seq_lens"], 0)
+        ids[i, ends[:-1]] = 1  # +1 where each document after the first starts: the running sum counts them
+        if int(ends[-1]) < length:
+            ids[i, int(ends[-1])] = -ends.numel()  # the running sum is -1 from the first padding token on
+    torch.cumsum(ids, 1, out=ids)
+    ids += 1
+    return DocumentIds.of(ids)
+
+
 def collate_padded(
     items: Sequence[Item],
     *,
     pad_id: int = 0,
     pad_to_multiple_of: int | None = None,
     max_length: int | None = None,
+    pad_multiple: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Right-padded batch with a 2D ``attention_mask`` (1 real token, 0 padding).
 
     Returns ``input_ids`` (pad_id), ``attention_mask``, ``labels`` (-100), ``position_ids`` (0), all int64
     [B, L], and ``loss_weights`` float32 [B, L] (0) when the items have it. L is the longest row, rounded up
     to ``pad_to_multiple_of``, or exactly ``max_length`` (a longer row raises ``ValueError``).
+    ``pad_multiple``: each document first padded to a multiple of that many tokens (see the module docstring).
 
     Only correct for rows holding one document each: see the module docstring.
     """
-    out, _ = _padded(_rows(items), pad_id, pad_to_multiple_of, max_length)
+    out, _ = _padded(_rows(items, pad_multiple, pad_id), pad_id, pad_to_multiple_of, max_length)
     return out
+
+
+def collate_docs(
+    items: Sequence[Item],
+    *,
+    pad_id: int = 0,
+    pad_to_multiple_of: int | None = None,
+    max_length: int | None = None,
+    pad_multiple: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """:func:`collate_padded` with the document ids as ``attention_mask``: the mask is made in the step.
+
+    ``attention_mask`` is a :class:`packer.train.masks.DocumentIds` [B, L] int32 (1, 2, ... per document of
+    a row, 0 at padding): O(L) per row. On the device, ``packed_attention_mask(ids, dtype=model.dtype)``
+    makes :func:`collate_4d`'s mask of it (sdpa, eager) and ``flex_block_mask(ids)`` a FlexAttention
+    ``BlockMask``; ``packer.train.masks.build_attention_mask(batch, model)`` picks, and
+    :class:`packer.train.hf.PackerTrainer` calls it. Used as a mask before that, the ids raise
+    :class:`packer.train.masks.MaskNotBuilt`.
+
+    >>> b = collate_docs([{"input_ids": [5, 6, 7, 8, 9], "labels": [-100, 6, 7, -100, 9], "seq_lens": [3, 2]},
+    ...                   {"input_ids": [1, 2], "labels": [-100, 2]}])
+    >>> b["attention_mask"].tolist(), b["position_ids"].tolist()
+    ([[1, 1, 1, 2, 2], [1, 1, 0, 0, 0]], [[0, 1, 2, 0, 1], [0, 1, 0, 0, 0]])
+    """
+    rows = _rows(items, pad_multiple, pad_id)
+    out, length = _padded(rows, pad_id, pad_to_multiple_of, max_length)
+    out["attention_mask"] = _document_ids(rows, length)
+    return out
+
+
+def collate_flex(
+    items: Sequence[Item],
+    *,
+    pad_id: int = 0,
+    pad_to_multiple_of: int | None = 128,
+    max_length: int | None = None,
+    pad_multiple: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """:func:`collate_docs` for ``attn_implementation="flex_attention"``: L rounded up to a multiple of 128.
+
+    128 is FlexAttention's block: no partial last block, and few distinct shapes for the kernel that
+    transformers compiles (a new L can mean a new compile).
+
+    The step makes the ``BlockMask`` on the device: ``packer.train.masks.flex_block_mask(batch["attention_mask"])``
+    (``build_attention_mask``, or :class:`packer.train.hf.PackerTrainer`, does it). Not on the host: a
+    ``BlockMask`` evaluates all L * L pairs when made (``collate_4d``'s cost) and holds a closure over the ids
+    that cannot be pickled from a DataLoader worker.
+    """
+    return collate_docs(
+        items, pad_id=pad_id, pad_to_multiple_of=pad_to_multiple_of, max_length=max_length, pad_multiple=pad_multiple
+    )
 
 
 def collate_4d(
@@ -335,50 +462,42 @@ def collate_4d(
     dtype: torch.dtype = torch.float32,
     pad_to_multiple_of: int | None = None,
     max_length: int | None = None,
+    pad_multiple: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Like :func:`collate_padded`, but ``attention_mask`` is a block-diagonal causal mask [B, 1, L, L].
+    """Like :func:`collate_padded`, but ``attention_mask`` is a block-diagonal causal mask [B, 1, L, L], made here.
 
     Query i may attend key j when both are tokens of the same document and j <= i. With a floating
     ``dtype`` (the model's dtype: SDPA wants the mask in the query's dtype) the mask is additive: 0.0 where
     allowed, ``torch.finfo(dtype).min`` elsewhere. With ``dtype=torch.bool`` it is True where allowed
     (4x smaller than float32; fine for SDPA, wrong for HF ``eager``, which adds the mask to the scores).
+
+    The mask is O(L^2) made on the loader's core and copied every step (8 x 4096: 0.02-0.1M tokens/s per worker,
+    BENCHMARKS.md). Prefer :func:`collate_docs`, which ships the document ids and makes the same mask on the
+    device; use this one where the batch must go to ``model(**batch)`` untouched (a stock HF ``Trainer``, a
+    trainer you cannot hook) or for short rows.
     """
     if not (dtype.is_floating_point or dtype == torch.bool):
         raise ValueError(f"dtype must be a floating type or torch.bool, not {dtype}")
-    rows = _rows(items)
-    out, length = _padded(rows, pad_id, pad_to_multiple_of, max_length)
-    # document number of every position; -1 at padding
-    doc = torch.full((len(rows), length), -1, dtype=torch.int64)
-    for i, r in enumerate(rows):
-        doc[i, : r["input_ids"].numel()] = torch.repeat_interleave(torch.arange(r["seq_lens"].numel()), r["seq_lens"])
-    idx = torch.arange(length)
-    causal = idx[None, :] <= idx[:, None]  # [q, k]: k <= q
-    allowed = (doc[:, :, None] == doc[:, None, :]) & causal & (doc >= 0)[:, :, None]
-    # A padding query would otherwise attend to nothing. An all-False boolean row makes SDPA's softmax NaN;
-    # an all-min additive row is NaN too once score + finfo.min overflows to -inf (fp16/bf16 eager). A NaN
-    # at a padding position is not harmless: it leaks into the backward pass (0 * NaN = NaN in the
-    # gradients of shared weights). So every query, padding included, may attend to itself. Real queries
-    # already may (j = i is in their own document) and never see padding (it is after them), so nothing
-    # real changes.
-    allowed |= torch.eye(length, dtype=torch.bool)
-    if dtype == torch.bool:
-        mask = allowed
-    else:
-        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
-    out["attention_mask"] = mask.unsqueeze(1)
+    out = collate_docs(
+        items, pad_id=pad_id, pad_to_multiple_of=pad_to_multiple_of, max_length=max_length, pad_multiple=pad_multiple
+    )
+    out["attention_mask"] = packed_attention_mask(out["attention_mask"], dtype=dtype)
     return out
 
 
-def collate_flat(items: Sequence[Item]) -> dict[str, torch.Tensor | int]:
+def collate_flat(
+    items: Sequence[Item], *, pad_id: int = 0, pad_multiple: int | None = None
+) -> dict[str, torch.Tensor | int]:
     """Padding-free batch: every row concatenated into one sequence, for flash attention's varlen kernel.
 
     Returns ``input_ids``, ``labels``, ``position_ids`` int64 [1, N] (N = all tokens of the batch),
     ``cu_seq_lens_q`` and ``cu_seq_lens_k`` int32 [D + 1] (cumulative document lengths over the whole
     batch, starting with 0), ``max_length_q`` and ``max_length_k`` (int, the longest document), in the
     names of transformers' ``FlashAttentionKwargs``; and ``loss_weights`` float32 [1, N] when the items have
-    it. No ``attention_mask``: there is no padding.
+    it. No ``attention_mask``: there is no padding, unless ``pad_multiple`` pads each document (with
+    ``pad_id``) to a multiple of that many tokens, as context parallelism wants; the lengths then count it.
     """
-    rows = _rows(items)
+    rows = _rows(items, pad_multiple, pad_id)
     seq_lens = torch.cat([r["seq_lens"] for r in rows])
     cu = torch.zeros(seq_lens.numel() + 1, dtype=torch.int32)
     torch.cumsum(seq_lens, 0, out=cu[1:])
@@ -396,8 +515,9 @@ def collate_flat(items: Sequence[Item]) -> dict[str, torch.Tensor | int]:
 _FOR_ATTENTION = {
     "flash_attention_2": "flat",
     "flash_attention_3": "flat",
-    "sdpa": "4d",
-    "eager": "4d",
+    "sdpa": "docs",
+    "eager": "docs",
+    "flex_attention": "flex",
 }
 
 
@@ -408,11 +528,19 @@ def collator_for(
     dtype: torch.dtype = torch.float32,
     pad_to_multiple_of: int | None = None,
     max_length: int | None = None,
+    pad_multiple: int | None = None,
+    host_mask: bool = False,
 ) -> Callable[[Sequence[Item]], dict]:
     """The collate function that keeps packed documents apart under an HF ``attn_implementation``.
 
-    ``flash_attention_2``/``flash_attention_3`` -> :func:`collate_flat` (the padding options do not
-    apply); ``sdpa``/``eager`` -> :func:`collate_4d` with ``dtype`` (the model's dtype).
+    ``flash_attention_2``/``flash_attention_3`` -> :func:`collate_flat` (``pad_to_multiple_of`` and
+    ``max_length`` do not apply); ``sdpa``/``eager`` -> :func:`collate_docs` (the step makes the mask:
+    ``packer.train.masks.build_attention_mask``), or with ``host_mask=True`` :func:`collate_4d` in ``dtype``
+    (the model's dtype; a batch ready for ``model(**batch)``); ``flex_attention`` -> :func:`collate_flex`
+    (``pad_to_multiple_of`` defaults to 128 there). ``pad_multiple`` pads every document (all collators).
+
+    >>> collator_for("flash_attention_2") is collate_flat
+    True
     """
     kind = _FOR_ATTENTION.get(attn_implementation)
     if kind is None:
@@ -421,7 +549,12 @@ def collator_for(
             f"known: {', '.join(_FOR_ATTENTION)}"
         )
     if kind == "flat":
-        return collate_flat
-    return functools.partial(
-        collate_4d, pad_id=pad_id, dtype=dtype, pad_to_multiple_of=pad_to_multiple_of, max_length=max_length
-    )
+        return collate_flat if pad_multiple is None else functools.partial(
+            collate_flat, pad_id=pad_id, pad_multiple=pad_multiple
+        )
+    common = dict(pad_id=pad_id, max_length=max_length, pad_multiple=pad_multiple)
+    if kind == "flex":
+        return functools.partial(collate_flex, pad_to_multiple_of=pad_to_multiple_of or 128, **common)
+    if host_mask:
+        return functools.partial(collate_4d, dtype=dtype, pad_to_multiple_of=pad_to_multiple_of, **common)
+    return functools.partial(collate_docs, pad_to_multiple_of=pad_to_multiple_of, **common)

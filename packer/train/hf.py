@@ -17,7 +17,10 @@ them, computes :func:`packer.train.collate.weighted_loss` from the model's logit
 step's micro-batches (``average_tokens_across_devices``: of all ranks too), as the Trainer does with its
 token count. Batches without weights train exactly as with ``Trainer``. :class:`PackerSFTTrainer` is the
 same on TRL's ``SFTTrainer`` (:func:`as_hf_iterable` gives it the ``datasets.IterableDataset`` it wants);
-:class:`PackerTrainerMixin` puts it on any other ``Trainer`` subclass.
+:class:`PackerTrainerMixin` puts it on any other ``Trainer`` subclass. Batches of
+:func:`packer.train.collate.collate_docs` (``packer_collator`` for sdpa/eager) and ``collate_flex`` carry
+document ids: the mixin makes the attention mask of them on the device, after the batch got there
+(:func:`packer.train.masks.build_attention_mask`).
 
 The stock ``Trainer`` with weighted data fails on its first step rather than train on the wrong loss: the
 collators give weighted batches :class:`packer.train.collate.WeightedLabels`, which raise
@@ -36,6 +39,7 @@ from typing import Any
 import torch
 
 from .collate import LossWeightsIgnored, WeightedLabels, collator_for, weighted_loss
+from .masks import DocumentIds, build_attention_mask
 
 #: classes made on first access (they subclass transformers' and TRL's trainers)
 _LAZY = ("PackerSFTTrainer", "PackerTrainer")
@@ -53,15 +57,21 @@ __all__ = [
 WEIGHTS = "loss_weights"
 
 
-def packer_collator(model: Any, *, pad_id: int | None = 0, **kwargs: Any) -> Callable:
-    """The collator that isolates packed documents under ``model``'s attention implementation, in its dtype.
+def packer_collator(model: Any, *, pad_id: int | None = 0, host_mask: bool = False, **kwargs: Any) -> Callable:
+    """The collator that isolates packed documents under ``model``'s attention implementation.
 
-    ``collate_flat`` for flash attention, ``collate_4d`` (additive mask in ``model.dtype``) for sdpa/eager;
-    ``kwargs`` go to :func:`packer.train.collate.collator_for` (``pad_to_multiple_of``, ``max_length``).
+    ``collate_flat`` for flash attention; for sdpa/eager ``collate_docs`` (document ids: the trainer makes
+    the 4D mask on the device, in ``model.dtype``; :class:`PackerTrainer`/:class:`PackerSFTTrainer` do, a
+    stock ``Trainer`` fails on its first step), or with ``host_mask=True`` ``collate_4d`` (the mask made in
+    the loader, in ``model.dtype``: for a stock ``Trainer``); ``collate_flex`` for flex_attention.
+    ``kwargs`` go to :func:`packer.train.collate.collator_for` (``pad_to_multiple_of``, ``max_length``,
+    ``pad_multiple``).
     """
     config = model.config
     attn = getattr(config, "_attn_implementation", None) or "eager"
-    return collator_for(attn, pad_id=pad_id or 0, dtype=kwargs.pop("dtype", model.dtype), **kwargs)
+    return collator_for(
+        attn, pad_id=pad_id or 0, dtype=kwargs.pop("dtype", model.dtype), host_mask=host_mask, **kwargs
+    )
 
 
 class PackerTrainerMixin:
@@ -77,6 +87,18 @@ class PackerTrainerMixin:
         for key in (WEIGHTS, "branch"):
             if key not in self._signature_columns:  # type: ignore[attr-defined]
                 self._signature_columns.append(key)  # type: ignore[attr-defined]
+
+    def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """On the device: the document ids of ``collate_docs``/``collate_flex`` made into the model's mask."""
+        inputs = super()._prepare_inputs(inputs)  # type: ignore[misc]
+        return build_attention_mask(inputs, self.model)  # type: ignore[attr-defined]
+
+    def _track_num_input_tokens(self, inputs: dict[str, Any]) -> Any:
+        # include_num_input_tokens_seen="non_padding" sums attention_mask: count the ids' real tokens instead
+        ids = inputs.get("attention_mask")
+        if isinstance(ids, DocumentIds):
+            inputs = {**inputs, "attention_mask": ids.as_subclass(torch.Tensor) > 0}
+        return super()._track_num_input_tokens(inputs)  # type: ignore[misc]
 
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> Any:
         """The Trainer's loss normaliser; for weighted batches the sum of the weights over the step."""
