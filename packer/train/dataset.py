@@ -80,7 +80,7 @@ class PackedDataset(IterableDataset):
     ::
 
         ds = PackedDataset("shards/", strategy="instruction_modelling", seed=0, batch_size=8)
-        dl = DataLoader(ds, batch_size=8, num_workers=4, collate_fn=collate_4d)
+        dl = DataLoader(ds, batch_size=8, num_workers=4, collate_fn=collate_docs)  # + build_attention_mask
 
     Items (one packed row of ``T`` tokens and ``D`` documents; :mod:`packer.train.items` draws one):
 
