@@ -148,30 +148,22 @@ def read_manifest(output: str | os.PathLike, filesystem: pafs.FileSystem | None 
         )
     for name in manifest_files(manifest):
         check_file_name(name, where)
-    if version >= STREAM_VERSION:
-        for shard in _all_shards(manifest):
-            check_batch_index(shard, where)
     return manifest
 
 
-def _all_shards(manifest: dict) -> list[dict]:
-    held_out = manifest.get("eval") if isinstance(manifest.get("eval"), dict) else {}
-    return [s for s in (*(manifest.get("shards") or []), *(held_out.get("shards") or [])) if isinstance(s, dict)]
-
-
-def check_batch_index(shard: dict, where: str = "the manifest") -> None:
+def check_batch_index(shard: dict, where: str) -> None:
     """A stream shard's entry (format version 5) has ``batch_offsets`` (where each record batch's message starts,
-    then where the end-of-stream marker starts: one more than the batches) and ``batch_rows`` (each batch's rows,
-    summing to the shard's ``rows``), ascending; else :class:`ShardError` naming ``where`` and the shard.
+    ascending, then where the end-of-stream marker starts: one more than the batches) and ``batch_rows`` (each
+    batch's rows, summing to the shard's ``rows``); else :class:`ShardError` naming ``where`` (the shard's path).
 
-    >>> check_batch_index({"file": "shard-00000.arrow", "rows": 3, "batch_offsets": [312, 1000], "batch_rows": [3]})
+    >>> check_batch_index({"rows": 3, "batch_offsets": [312, 1000], "batch_rows": [3]}, "shard-00000.arrow")
     """
     offsets, rows = shard.get("batch_offsets"), shard.get("batch_rows")
     ints = (isinstance(offsets, list) and isinstance(rows, list)
             and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (*offsets, *rows)))
     if not (ints and len(offsets) == len(rows) + 1 and all(a < b for a, b in itertools.pairwise(offsets))
             and sum(rows) == shard.get("rows")):
-        raise ShardError(f"{where}: shard {shard.get('file')!r}: no valid batch index (batch_offsets: one more "
+        raise ShardError(f"{where}: {MANIFEST_FILE} gives it no valid batch index (batch_offsets: one more "
                          "ascending byte offset than batch_rows, which sum to its rows): the manifest was edited or "
                          "damaged: rebuild the output")
 

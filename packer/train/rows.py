@@ -37,6 +37,7 @@ from ..output.layout import (
     MANIFEST_FILE,
     MissingShardError,
     ShardError,
+    check_batch_index,
     file_sha256,
     locate_row,
     output_file,
@@ -191,9 +192,9 @@ class ShardReader:
     """Random access to the rows of all shards, opened lazily in the process that reads.
 
     Row ``g`` (counted across shards in manifest order) is found with :func:`packer.output.layout.locate_row`
-    over the shards' row counts, then over that shard's record batches' row counts. A shard whose manifest entry
-    has a batch index (``batch_offsets``: format version 5, the manifest's check guarantees it) is read as an IPC
-    stream, any other as an IPC file.
+    over the shards' row counts, then over that shard's record batches' row counts. A local shard is read as the
+    container its first bytes say; a remote one as an IPC stream where its manifest entry has a batch index
+    (``batch_offsets``, ``batch_rows``: format version 5), else as an IPC file.
     """
 
     def __init__(
@@ -219,7 +220,7 @@ class ShardReader:
             return opened
         shard = self._shards[k]
         path = output_file(self._root, shard["file"], self._fs)
-        stream = "batch_offsets" in shard
+        stream = "batch_offsets" in shard or "batch_rows" in shard
         try:
             source = pa.memory_map(path, "r") if self._local else self._fs.open_input_file(path)
         except FileNotFoundError as e:
@@ -240,13 +241,14 @@ class ShardReader:
 
     def _opened(self, source: pa.NativeFile, shard: dict, stream: bool, path: str) -> _Opened:
         if self._local:  # every batch now: views of the map, one message header each
-            schema, batches = open_local(source, stream)
+            schema, batches = open_local(source)
             counts = [b.num_rows for b in batches]
             if stream and counts != shard["batch_rows"]:
                 raise ShardError(f"{path}: record batches of {counts} rows, {MANIFEST_FILE} records "
                                  f"{shard['batch_rows']}")
             return _Opened(schema, row_starts(counts), batches, None)
         if stream:  # a batch at a time, where the manifest's index says it is
+            check_batch_index(shard, path)
             remote = StreamShard(source, shard["batch_offsets"], path)
             return _Opened(remote.schema, row_starts(shard["batch_rows"]), None, remote)
         reader = ipc.open_file(source)
