@@ -6,7 +6,7 @@ One row is one packed sequence of at most ``seq_len`` tokens:
     roles     : [spe, ins, res, end, mar | spe, ins, res, end ]   (uint8 codes)
     seq_lens  : [5, 4]             doc_ids : [17, 3]
     trainable : [1, 1, 1, 1, 1 | 1, 1, 1, 1]   (0 in messages marked "weight": 0)
-    forced    : [0, 1, 0, 0, 0 | 0, 0, 0, 0]   (only in format version 3: 1 in a user message marked "training": true)
+    forced    : [0, 1, 0, 0, 0 | 0, 0, 0, 0]   (only in outputs with one: 1 in a user message marked "training": true)
     mask_instruction_tuning : [0, 0, 1, 1, 0 | 0, 0, 1, 1]
     mask_instruction_modelling : [0, 1, 1, 1, 0 | 0, 1, 1, 1]
 
@@ -70,11 +70,11 @@ SHARD_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
         pa.list_(pa.bool_()),
         "true where the token is content of a message other than the assistant's marked \"training\": true (or "
         "\"weight\": 1): the flag overrides the role, so it has loss under every strategy, role sets chosen at load "
-        "time included; the template's markup around it has none (format version 3: only outputs with such a "
-        "message have this column and that version; the others are version 2, without it)",
+        "time included; the template's markup around it has none (only outputs with such a message have this "
+        "column, and preference outputs; it came with format version 3)",
     ),
 }
-#: shard columns of preference outputs only (format version 4): name -> (Arrow type, description); the rows of a
+#: shard columns of preference outputs only (since format version 4): name -> (Arrow type, description); the rows of a
 #: ``pairs`` output have ``branch``, those of a ``kto`` output ``labels`` (docs/preference.md)
 PREFERENCE_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
     "branch": (
