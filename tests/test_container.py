@@ -15,7 +15,7 @@ import pyarrow.fs as pafs
 import pytest
 from click.testing import CliRunner
 
-from packer import build
+from packer import BuildError, build
 from packer.cli import main
 from packer.inspect.show import load_row
 from packer.inspect.verify import verify
@@ -24,7 +24,7 @@ from packer.output.layout import FORMAT_VERSION, ShardError, read_manifest
 from packer.train.dataset import PackedDataset
 from packer.train.rows import ShardReader, open_root
 
-from .helpers import DEMO_INPUTS, as_ipc_files, write_stream_shard
+from .helpers import DEMO_BUILD_OPTIONS, DEMO_INPUTS, as_ipc_files, write_stream_shard
 
 datasets = pytest.importorskip("datasets", reason="datasets not installed (extra packer[hf])")
 
@@ -115,8 +115,25 @@ def test_ipc_file_outputs_read_as_before_and_to_dataset_says_rebuild(demo_output
         for x, y in zip(a, b, strict=True):
             assert x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x)
     assert np.array_equal(load_row(old, 5)["input_ids"], load_row(demo_output, 5)["input_ids"])
-    with pytest.raises(ShardError, match=r"version 2: its shards are Arrow IPC files.*rebuild.*load_dataset"):
+    with pytest.raises(ShardError, match=r"version 2: its shards are Arrow IPC files.*build command again.*"
+                                         r"load_dataset"):
         to_dataset(old)
+
+
+def test_the_same_build_command_rebuilds_an_older_output_as_streams(demo_output, demo_tok, tmp_path):
+    """An output of the same inputs and options in an older format is no "nothing to do": the command rebuilds
+    it in format version 5 (no --overwrite needed), which datasets then maps; other options still need it."""
+    from packer.train.hf import to_dataset
+
+    old = as_ipc_files(demo_output, tmp_path / "o")
+    m = build(DEMO_INPUTS, old, tokenizer=demo_tok, **DEMO_BUILD_OPTIONS)
+    assert m["format"]["version"] == FORMAT_VERSION and m["build_key"] == read_manifest(demo_output)["build_key"]
+    assert {p.name: p.read_bytes() for p in old.glob("*shard-*")} == \
+        {p.name: p.read_bytes() for p in demo_output.glob("*shard-*")}
+    assert to_dataset(old).num_rows == m["packing"]["rows"]
+    as_ipc_files(demo_output, tmp_path / "o2")
+    with pytest.raises(BuildError, match="other inputs or options"):
+        build(DEMO_INPUTS, tmp_path / "o2", tokenizer=demo_tok, **{**DEMO_BUILD_OPTIONS, "seq_len": 256})
 
 
 class _Counting(pafs.FSSpecHandler):

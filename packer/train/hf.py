@@ -163,7 +163,7 @@ def to_dataset(output: str | os.PathLike, split: str = "train", *, verify: bool 
     ``mask_<strategy>``...; ``docs/output.md``): the rows as packed, not the labels or weights of a
     :class:`~packer.train.dataset.PackedDataset`. ``verify``: check each shard's sha256 first (its size is always
     checked). The output must be local and of format version 5 or later (Arrow IPC stream shards); an older one
-    raises :class:`~packer.output.layout.ShardError` saying to rebuild it::
+    raises :class:`~packer.output.layout.ShardError` saying to rebuild it (the same build command, run again)::
 
         >>> ds = to_dataset("shards/")                        # doctest: +SKIP
         >>> ds[0]["input_ids"][:4], ds.num_rows               # doctest: +SKIP
@@ -184,9 +184,9 @@ def to_dataset(output: str | os.PathLike, split: str = "train", *, verify: bool 
     version = m["format"]["version"]
     if not is_stream(version):
         raise ShardError(f"{root}: packer-shards version {version}: its shards are Arrow IPC files, which "
-                         f"datasets.Dataset.from_file cannot map: rebuild the output with this packer (version "
-                         f"{FORMAT_VERSION}, stream shards), or copy it into the datasets cache with "
-                         "datasets.load_dataset(\"arrow\", data_files=[...shard paths...])")
+                         f"datasets.Dataset.from_file cannot map: run its build command again with this packer "
+                         f"(it rebuilds it in version {FORMAT_VERSION}, stream shards), or copy it into the datasets "
+                         "cache with datasets.load_dataset(\"arrow\", data_files=[...shard paths...])")
     shards = split_shards(m, split, root)
     check_shards(fs, root, shards, verify)
     parts = [datasets.Dataset.from_file(output_file(root, s["file"]), split=datasets.NamedSplit(split))
