@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pyarrow.ipc as ipc
 
+from packer.output.container import read_table
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
@@ -47,7 +49,7 @@ def row_lengths(out: Path) -> list[int]:
     m = json.loads((out / "manifest.json").read_text())
     lengths = []
     for s in m["shards"]:
-        lengths += [len(x) for x in ipc.open_file(out / s["file"]).read_all().column("input_ids").to_pylist()]
+        lengths += [len(x) for x in read_table(out / s["file"]).column("input_ids").to_pylist()]
     return lengths
 
 

@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.ipc as ipc
 
+from packer.output.container import read_table
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 #: tokenizer directory -> the template its builds use
 TOKENIZERS = {
@@ -73,7 +75,7 @@ def documents(out: Path) -> dict[int, dict[str, np.ndarray]]:
     manifest = json.loads((out / "manifest.json").read_text())
     docs: dict[int, dict[str, np.ndarray]] = {}
     for shard in manifest["shards"]:
-        table = ipc.open_file(out / shard["file"]).read_all()
+        table = read_table(out / shard["file"])
         cols = [c for c in table.column_names if c not in ("seq_lens", "doc_ids")]
         arrays = {c: table.column(c).to_pylist() for c in [*cols, "seq_lens", "doc_ids"]}
         for r in range(table.num_rows):

@@ -16,6 +16,8 @@ import numpy as np
 import pyarrow.ipc as ipc
 import pytest
 
+from packer.output.container import message_offsets, read_table
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 DEMO_TOKENIZER = ROOT / "packer" / "demo_tokenizer"
@@ -73,7 +75,7 @@ def read_documents(out: Path) -> dict[int, dict[str, np.ndarray]]:
     manifest = json.loads((out / "manifest.json").read_text())
     docs: dict[int, dict[str, np.ndarray]] = {}
     for shard in manifest["shards"]:
-        table = ipc.open_file(out / shard["file"]).read_all()
+        table = read_table(out / shard["file"])
         token_cols = [c for c in table.column_names if c not in ("seq_lens", "doc_ids")]
         for row in table.to_pylist():
             pos = 0
@@ -131,7 +133,6 @@ def as_version_1(src: Path, dst: Path) -> Path:
     tool_call, reasoning and tool (``src`` must have none of them), sizes and sha256 of the new files."""
     import shutil
 
-    import pyarrow as pa
 
     shutil.copytree(src, dst)
     m = json.loads((dst / "manifest.json").read_text())
@@ -147,12 +148,60 @@ def as_version_1(src: Path, dst: Path) -> Path:
         tokens["loss"].pop("answer_only", None)
     for shard in m["shards"] + (m.get("eval") or {}).get("shards", []):
         path = dst / shard["file"]
-        table = ipc.open_file(path).read_all().drop_columns(["trainable", "mask_answer_only"])
-        table = table.replace_schema_metadata({**table.schema.metadata, b"version": b"1"})
-        with pa.OSFile(str(path), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
+        table = read_table(path).drop_columns(["trainable", "mask_answer_only"])
+        write_file_shard(path, table, 1, shard)
+    (dst / "manifest.json").write_text(json.dumps(m, indent=2))
+    return dst
+
+
+def write_file_shard(path: Path, table, version: int, shard: dict | None = None) -> None:  # type: ignore[no-untyped-def]
+    """Write ``table`` at ``path`` as the Arrow IPC file shard of format ``version`` (1-4) it was before version 5,
+    a record batch per chunk, and make ``shard`` (its manifest entry) say so: its bytes and sha256, no batch
+    index."""
+    import pyarrow as pa
+
+    table = table.replace_schema_metadata({**table.schema.metadata, b"version": str(version).encode()})
+    tmp = path.with_name(path.name + ".tmp")  # not over the file: ``table`` may be a memory map of it
+    with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    os.replace(tmp, path)
+    if shard is not None:
+        shard.pop("batch_offsets", None)
+        shard.pop("batch_rows", None)
         shard["bytes"] = path.stat().st_size
         shard["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_stream_shard(path: Path, table, shard: dict | None = None, max_chunksize: int | None = None) -> None:  # type: ignore[no-untyped-def]
+    """Write ``table`` at ``path`` as a stream shard (format version 5), in record batches of at most
+    ``max_chunksize`` rows, and make ``shard`` (its manifest entry) say so: bytes, sha256, batch index."""
+    import pyarrow as pa
+
+    tmp = path.with_name(path.name + ".tmp")  # not over the file: ``table`` may be a memory map of it
+    with pa.OSFile(str(tmp), "wb") as sink, ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=max_chunksize)
+    os.replace(tmp, path)
+    if shard is not None:
+        with pa.memory_map(str(path)) as source:
+            shard["batch_offsets"], shard["batch_rows"] = message_offsets(source)[:2]
+        shard["bytes"] = path.stat().st_size
+        shard["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def as_ipc_files(src: Path, dst: Path) -> Path:
+    """A copy of output ``src`` as packer wrote it before format version 5: its shards Arrow IPC files (the same
+    record batches), the manifest's format version 2, 3 or 4 as the columns say (4: a preference output, 3: a
+    ``forced`` column), no batch index."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    m = json.loads((dst / "manifest.json").read_text())
+    shards = m["shards"] + (m.get("eval") or {}).get("shards", [])
+    forced = any("forced" in read_table(dst / s["file"]).column_names for s in shards)
+    version = 4 if m.get("kind", "sft") != "sft" else 3 if forced else 2
+    m["format"]["version"] = version
+    for shard in shards:
+        write_file_shard(dst / shard["file"], read_table(dst / shard["file"]), version, shard)
     (dst / "manifest.json").write_text(json.dumps(m, indent=2))
     return dst
 
@@ -176,7 +225,7 @@ def shard_rows(out: Path) -> list[dict]:
     m = json.loads((out / "manifest.json").read_text())
     rows = []
     for shard in m["shards"]:
-        rows += ipc.open_file(out / shard["file"]).read_all().to_pylist()
+        rows += read_table(out / shard["file"]).to_pylist()
     return rows
 
 

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from packer import BuildError, build
 from packer.cli import main
 from packer.output import roles as R
+from packer.output.container import read_table
 from packer.output.shards import describe, shard_schema
 from packer.pipeline.build import BuildEvents, resolve_template
 from packer.pipeline.outdir import INCOMPLETE_MARKER
@@ -73,7 +74,7 @@ def test_every_record_packed_once_or_rejected(demo_build):
 def test_rows_fit_and_masks_equal_role_sets(demo_build):
     out, m = demo_build
     for shard in m["shards"]:
-        table = ipc.open_file(out / shard["file"]).read_all()
+        table = read_table(out / shard["file"])
         assert table.schema.equals(shard_schema(list(m["strategies"])), check_metadata=False)
         for row in table.to_pylist():
             assert len(row["input_ids"]) <= m["seq_len"]

@@ -13,12 +13,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow.ipc as ipc
 import pytest
 
 import packer.tokens.tokenize as T
 from packer import build
 from packer.output import roles as R
+from packer.output.container import read_table
 from packer.tokens.tokenize import char_codes, control_lut, token_roles
 
 from .helpers import CHAT_TOKENIZERS, SHARED_DATA, need_shared, real_tokenizer, tokenizer_params
@@ -94,7 +94,7 @@ def test_no_control_token_has_a_content_role_in_real_shards(name, tmp_path):
     content = R.role_codes(R.CONTENT_ROLES)
     seen_control = 0
     for shard in m["shards"]:
-        t = ipc.open_file(tmp_path / "o" / shard["file"]).read_all()
+        t = read_table(tmp_path / "o" / shard["file"])
         ids = t.column("input_ids").combine_chunks().flatten().to_numpy()
         roles = t.column("roles").combine_chunks().flatten().to_numpy()
         control = lut[ids]
@@ -118,7 +118,7 @@ def test_phi3_absorbs_content_and_the_manifest_counts_it(tmp_path):
     assistant = tok.tokenizer.token_to_id("<|assistant|>")
     n_assistant = 0
     for shard in m["shards"]:
-        t = ipc.open_file(tmp_path / "o" / shard["file"]).read_all()
+        t = read_table(tmp_path / "o" / shard["file"])
         ids = t.column("input_ids").combine_chunks().flatten().to_numpy()
         roles = t.column("roles").combine_chunks().flatten().to_numpy()
         assert (roles[ids == assistant] == R.SPECIAL).all()

@@ -11,8 +11,6 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.ipc as ipc
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -21,11 +19,11 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from packer import build  # noqa: E402
 from packer.output import roles as R  # noqa: E402
-from packer.output.layout import file_sha256  # noqa: E402
+from packer.output.container import read_table  # noqa: E402
 from packer.output.shards import mask_column  # noqa: E402
 from packer.train.dataset import IGNORE_INDEX, MissingShardError, PackedDataset, ShardError  # noqa: E402
 
-from .helpers import DEMO_TOKENIZER, EXAMPLES  # noqa: E402
+from .helpers import DEMO_TOKENIZER, EXAMPLES, write_stream_shard  # noqa: E402
 
 pytestmark = [
     # three workers on a two-core machine are fine for a test; torchdata calls a deprecated torch API
@@ -44,11 +42,7 @@ def _rebatch(out: Path, rows_per_batch: int) -> None:
     manifest = json.loads(manifest_path.read_text())
     for shard in manifest["shards"]:
         path = out / shard["file"]
-        table = ipc.open_file(path).read_all()
-        with pa.OSFile(str(path), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table, max_chunksize=rows_per_batch)
-        shard["bytes"] = path.stat().st_size
-        shard["sha256"] = file_sha256(path)
+        write_stream_shard(path, read_table(path), shard, rows_per_batch)
     manifest_path.write_text(json.dumps(manifest))
 
 
@@ -71,7 +65,7 @@ def rows(shards) -> list[dict]:
     manifest = json.loads((shards / "manifest.json").read_text())
     out: list[dict] = []
     for shard in manifest["shards"]:
-        out += ipc.open_file(shards / shard["file"]).read_all().to_pylist()
+        out += read_table(shards / shard["file"]).to_pylist()
     return out
 
 

@@ -17,6 +17,7 @@ from packer import BuildError, build
 from packer.cli import main
 from packer.inspect.report import inspect
 from packer.inspect.verify import check_output
+from packer.output.container import read_table
 from packer.output.doctable import NULL
 from packer.output.layout import ShardError
 from packer.pipeline.combine import EvalSplit, assign_eval, split_hash
@@ -36,7 +37,7 @@ def documents(out) -> dict[str, np.ndarray]:
 def shard_doc_ids(out, shards: list[dict]) -> list[int]:
     ids: list[int] = []
     for s in shards:
-        for row in ipc.open_file(out / s["file"]).read_all().column("doc_ids").to_pylist():
+        for row in read_table(out / s["file"]).column("doc_ids").to_pylist():
             ids += row
     return ids
 

@@ -19,6 +19,7 @@ from packer import BuildError, build
 from packer.cli import main
 from packer.inspect.report import inspect
 from packer.inspect.verify import check_output
+from packer.output.container import read_table
 from packer.train.dataset import PackedDataset
 
 from .helpers import DEMO_TOKENIZER, EXAMPLES, ROOT, output_files
@@ -52,7 +53,7 @@ def documents(out) -> dict[str, np.ndarray]:
 
 
 def shard_doc_ids(out, shards) -> list[int]:
-    return [d for s in shards for row in ipc.open_file(out / s["file"]).read_all().column("doc_ids").to_pylist()
+    return [d for s in shards for row in read_table(out / s["file"]).column("doc_ids").to_pylist()
             for d in row]
 
 
@@ -90,7 +91,7 @@ def test_copies_are_in_the_shards_and_streamed(mixed_build):
     # documents.arrow's shard/row/offset name a copy that is there
     twice = next(int(d) for d, k in expected.items() if k == 2)
     shard = m["shards"][docs["shard"][twice]]["file"]
-    row = ipc.open_file(out / shard).read_all().slice(docs["row"][twice], 1).to_pylist()[0]
+    row = read_table(out / shard).slice(docs["row"][twice], 1).to_pylist()[0]
     assert twice in row["doc_ids"]
     result = check_output(out)
     assert result.ok, result.problems

@@ -13,6 +13,7 @@ import pytest
 from packer import build
 from packer.inspect.verify import verify
 from packer.output import roles as R
+from packer.output.container import read_table
 from packer.pipeline.part import resolve_template
 from packer.read.formats import RecordReader
 from packer.read.records import Conversation
@@ -39,7 +40,7 @@ def shard_docs(out: Path) -> list[tuple[int, np.ndarray, np.ndarray]]:
     m = json.loads((out / "manifest.json").read_text())
     found = []
     for shard in m["shards"]:
-        for row in ipc.open_file(out / shard["file"]).read_all().to_pylist():
+        for row in read_table(out / shard["file"]).to_pylist():
             pos = 0
             for n, d in zip(row["seq_lens"], row["doc_ids"], strict=True):
                 found.append((d, np.array(row["input_ids"][pos : pos + n]), np.array(row["roles"][pos : pos + n])))

@@ -14,6 +14,7 @@ import pyarrow.ipc as ipc
 import pytest
 
 from packer import build
+from packer.output.container import read_table
 from packer.read.records import BuildError
 
 from .helpers import DEMO_TOKENIZER, SHARED_DATA, SHARED_TOKENIZERS, hf_tokenizer, need_shared, tokenizer_params
@@ -69,7 +70,7 @@ def units(out: Path) -> dict[int, dict[str, np.ndarray]]:
     for split in ("shards", "eval"):
         shards = manifest["shards"] if split == "shards" else (manifest.get("eval") or {}).get("shards", [])
         for shard in shards:
-            for row in ipc.open_file(out / shard["file"]).read_all().to_pylist():
+            for row in read_table(out / shard["file"]).to_pylist():
                 pos = 0
                 for n, d in zip(row["seq_lens"], row["doc_ids"], strict=True):
                     assert d not in got, f"pair {d} stored twice"
@@ -109,7 +110,7 @@ def test_each_side_equals_apply_chat_template(name, data, tmp_path):
     m = build([path], tmp_path / "o", tokenizer=SHARED_TOKENIZERS / name, tokenizer_loader=loader, seq_len=8192,
               overlong="drop")
     check_counts(m)
-    assert m["kind"] == "pairs" and m["pairs"] == "shared" and m["format"]["version"] == 4
+    assert m["kind"] == "pairs" and m["pairs"] == "shared" and m["format"]["version"] == 5
     hf = hf_tokenizer(SHARED_TOKENIZERS / name)
     records = load_records(path)
     docs = documents(tmp_path / "o")
@@ -174,7 +175,7 @@ def test_pair_rows_layout_and_separate(tmp_path):
     for u in got.values():
         b = u["branch"].tolist()
         assert b == sorted(b) and b.count(1) >= 1 and b.count(2) >= 1
-    rows = ipc.open_file(tmp_path / "p" / sep["shards"][0]["file"]).read_all().to_pylist()
+    rows = read_table(tmp_path / "p" / sep["shards"][0]["file"]).to_pylist()
     sides: dict[int, list[list[int]]] = {}
     for row in rows:
         assert len(row["seq_lens"]) % 2 == 0
@@ -227,12 +228,12 @@ def test_kto_labels(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     m = build([path], tmp_path / "o", tokenizer=DEMO_TOKENIZER, seq_len=64, template="chatml")
     check_counts(m)
-    assert m["kind"] == "kto" and m["format"]["version"] == 4
+    assert m["kind"] == "kto" and m["format"]["version"] == 5
     docs = documents(tmp_path / "o")
     assert [d["label"] for d in docs] == [r["label"] for r in recs]
     seen = {}
     for shard in m["shards"]:
-        for row in ipc.open_file(tmp_path / "o" / shard["file"]).read_all().to_pylist():
+        for row in read_table(tmp_path / "o" / shard["file"]).to_pylist():
             assert len(row["labels"]) == len(row["doc_ids"])
             seen.update(zip(row["doc_ids"], row["labels"], strict=True))
     assert seen == {i: r["label"] for i, r in enumerate(recs)}
@@ -264,7 +265,7 @@ def test_kto_shared_file(name, tmp_path):
     docs = {d["doc_id"]: d for d in documents(tmp_path / "o")}
     packed = 0
     for shard in m["shards"]:
-        for row in ipc.open_file(tmp_path / "o" / shard["file"]).read_all().to_pylist():
+        for row in read_table(tmp_path / "o" / shard["file"]).to_pylist():
             pos = 0
             for n, d, label in zip(row["seq_lens"], row["doc_ids"], row["labels"], strict=True):
                 rec = records[docs[d]["record"]]

@@ -15,8 +15,9 @@ from packer import build
 from packer.inspect.report import inspect
 from packer.inspect.show import show_row
 from packer.inspect.verify import verify
+from packer.output.container import read_table
 
-from .helpers import DEMO_TOKENIZER, EXAMPLES, ROOT
+from .helpers import DEMO_TOKENIZER, EXAMPLES, ROOT, write_stream_shard
 
 SCHEMA = json.loads((ROOT / "schemas" / "report.schema.json").read_text())
 DPO_DEMO = EXAMPLES / "dpo_demo.jsonl"
@@ -60,7 +61,7 @@ def test_show_pair_branches(dpo_out):
     buf = io.StringIO()
     show_row(dpo_out, 0, console=Console(file=buf, force_terminal=False, width=200))
     text = buf.getvalue()
-    row = ipc.open_file(dpo_out / "shard-00000.arrow").read_all().slice(0, 1).to_pylist()[0]
+    row = read_table(dpo_out / "shard-00000.arrow").slice(0, 1).to_pylist()[0]
     n = len(row["seq_lens"])
     assert f"{n} pairs" in text
     assert text.count("· chosen ·") == text.count("· rejected ·") == n
@@ -74,12 +75,11 @@ def test_verify_pairs_and_a_broken_branch(dpo_out, tmp_path):
     for f in dpo_out.iterdir():
         (broken / f.name).write_bytes(f.read_bytes())
     shard = broken / "shard-00000.arrow"
-    table = ipc.open_file(shard).read_all()
+    table = read_table(shard)
     rows = table.column("branch").to_pylist()
     rows[0] = [2 if b == 1 else 1 if b == 2 else b for b in rows[0]]  # rejected before chosen
     table = table.set_column(table.schema.get_field_index("branch"), table.schema.field("branch"),
                              pa.array(rows, type=table.schema.field("branch").type))
-    with pa.OSFile(str(shard), "wb") as sink, ipc.new_file(sink, table.schema) as w:
-        w.write_table(table)
+    write_stream_shard(shard, table)  # the same sizes: the manifest's index holds
     problems = verify(broken, hashes=False)
     assert any("prefix, chosen, rejected" in p for p in problems), problems

@@ -21,10 +21,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pyarrow.ipc as ipc
 import pytest
 
 from packer import build
+from packer.output.container import read_table
 from packer.read.formats import RecordReader
 from packer.read.records import Conversation
 
@@ -64,7 +64,7 @@ def test_loss_is_each_assistant_message_and_its_end_token_and_nothing_else(name,
     end = END_TOKENS[name]
     checked = 0
     for shard in m["shards"]:
-        t = ipc.open_file(tmp_path / "o" / shard["file"]).read_all()
+        t = read_table(tmp_path / "o" / shard["file"])
         for row in t.to_pylist():
             pos = 0
             for length, doc_id in zip(row["seq_lens"], row["doc_ids"], strict=True):

@@ -15,12 +15,12 @@ import unicodedata
 from pathlib import Path
 
 import numpy as np
-import pyarrow.ipc as ipc
 import pytest
 from tokenizers import Tokenizer
 
 from packer import BuildError, build, load_tokenizer
 from packer.output import roles as R
+from packer.output.container import read_table
 from packer.pipeline.build import resolve_template
 from packer.read.formats import RecordReader
 from packer.read.records import Conversation, Rejection
@@ -268,7 +268,7 @@ def test_every_shared_data_file_builds(file, tmp_path):
     assert m["packing"]["rows"] <= m["packing"]["lower_bound_rows"] + 2
     per_role = np.zeros(R.N_ROLES, dtype=np.int64)
     for shard in m["shards"]:
-        t = ipc.open_file(tmp_path / "o" / shard["file"]).read_all()
+        t = read_table(tmp_path / "o" / shard["file"])
         roles = t.column("roles").combine_chunks().flatten().to_numpy()
         per_role += np.bincount(roles, minlength=R.N_ROLES)
         for name, role_names in m["strategies"].items():

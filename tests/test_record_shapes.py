@@ -27,6 +27,7 @@ from click.testing import CliRunner
 from packer import BuildError, build, load_tokenizer
 from packer.cli import main
 from packer.output import roles as R
+from packer.output.container import read_table
 from packer.read.formats import RecordReader
 from packer.read.records import Conversation, Message, Rejection, ToolCall
 from packer.recipe import RecipeError, load_recipe
@@ -258,7 +259,7 @@ def same_shards(a: Path, b: Path) -> bool:
     ma, mb = (json.loads((d / "manifest.json").read_text()) for d in (a, b))
     if [s["rows"] for s in ma["shards"]] != [s["rows"] for s in mb["shards"]]:
         return False
-    tables = [[ipc.open_file(d / s["file"]).read_all() for s in m["shards"]] for d, m in ((a, ma), (b, mb))]
+    tables = [[read_table(d / s["file"]) for s in m["shards"]] for d, m in ((a, ma), (b, mb))]
     # documents.arrow names the input file: the rest must be the same
     docs = [ipc.open_file(d / "documents.arrow").read_all().drop_columns(["input"]) for d in (a, b)]
     return (all(x.equals(y) for x, y in zip(*tables, strict=True)) and docs[0].equals(docs[1])

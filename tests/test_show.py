@@ -30,6 +30,7 @@ from packer.inspect.show import (
     visible,
 )
 from packer.output import roles as R
+from packer.output.container import read_table
 
 from .helpers import DEMO_TOKENIZER, EXAMPLES, as_version_1
 
@@ -125,7 +126,7 @@ def expected_runs(roles: np.ndarray, mask: np.ndarray, texts: list[str]) -> list
 def test_load_row_counts_across_shards(out, manifest):
     assert len(manifest["shards"]) > 2
     n = manifest["packing"]["rows"]
-    tables = [ipc.open_file(out / s["file"]).read_all().to_pylist() for s in manifest["shards"]]
+    tables = [read_table(out / s["file"]).to_pylist() for s in manifest["shards"]]
     flat = [(s["file"], i, row) for s, t in zip(manifest["shards"], tables, strict=True) for i, row in enumerate(t)]
     assert len(flat) == n
     for r in (0, len(tables[0]), n // 2, n - 1):

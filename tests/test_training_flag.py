@@ -3,9 +3,9 @@
 Axolotl's ``message_field_training`` trains a message marked ``true`` whatever its role; packer did read
 the flag but honoured only ``false``. Now the flag overrides the role: the message's content gets loss under
 every strategy (built in, ``--strategy`` role sets, role sets chosen at load time), the template's markup
-around it stays masked, the shards record it per token (the ``forced`` column, format version 3) and the
-manifest, ``packer inspect`` and ``PackedDataset`` count it. Builds without such a flag are unchanged:
-format version 2, no ``forced`` column, the same bytes.
+around it stays masked, the shards record it per token (the ``forced`` column, added in format version 3) and
+the manifest, ``packer inspect`` and ``PackedDataset`` count it. Builds without such a flag are unchanged: no
+``forced`` column, the same bytes.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 import pyarrow as pa
-import pyarrow.ipc as ipc
 import pytest
 from click.testing import CliRunner
 
@@ -25,6 +24,7 @@ from packer.cli import main
 from packer.inspect.report import inspect
 from packer.inspect.verify import verify
 from packer.output import roles as R
+from packer.output.container import read_table
 from packer.tokens.tokenize import _token_roles, char_codes
 from packer.train.dataset import PackedDataset
 
@@ -37,6 +37,7 @@ from .helpers import (
     read_documents,
     real_tokenizer,
     shard_rows,
+    write_stream_shard,
 )
 from .test_tools import WEATHER, call, check_masks, text_of, write_jsonl
 
@@ -90,7 +91,7 @@ def flagged(tmp_path_factory):  # type: ignore[no-untyped-def]
 
 def test_forced_tokens_are_the_messages_content_and_have_loss_under_every_strategy(flagged, demo_tok):
     m, out = flagged
-    assert m["format"]["version"] == 3
+    assert m["format"]["version"] == 5 and "forced" in read_table(out / m["shards"][0]["file"]).column_names
     assert m["counts"]["packed"] == len(FLAGGED) and m["counts"]["rejected"] == {}
     docs = read_documents(out)
     for i, expected in FORCED_TEXT.items():
@@ -186,9 +187,9 @@ def test_packed_dataset_trains_the_forced_tokens(flagged, strategy, prompt_loss_
     assert seen > 0
 
 
-def test_a_build_without_forced_messages_is_version_2_and_the_same_bytes(tmp_path):
-    """"training": true on an assistant message changes nothing (it is trained anyway): the output is version 2,
-    with no forced column, byte for byte the build of the same records without the flags."""
+def test_a_build_without_forced_messages_has_no_forced_column_and_the_same_bytes(tmp_path):
+    """"training": true on an assistant message changes nothing (it is trained anyway): the output has no forced
+    column (as format version 2 had none), byte for byte the build of the same records without the flags."""
     plain = [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]},
              {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}]
     marked = [{"messages": [{"role": "user", "content": "Hi"},
@@ -199,8 +200,8 @@ def test_a_build_without_forced_messages_is_version_2_and_the_same_bytes(tmp_pat
         (tmp_path / name).mkdir()
         path = write_jsonl(tmp_path / name / "d.jsonl", records)
         m = build([path], tmp_path / name / "o", tokenizer=DEMO_TOKENIZER, template="chatml", seq_len=128)
-        assert m["format"]["version"] == 2 and "forced" not in m["tokens"]
-        table = ipc.open_file(tmp_path / name / "o" / m["shards"][0]["file"]).read_all()
+        assert m["format"]["version"] == 5 and "forced" not in m["tokens"]
+        table = read_table(tmp_path / name / "o" / m["shards"][0]["file"])
         assert "forced" not in table.column_names
         # (documents.arrow names the input's path, which differs)
         outs.append({k: v for k, v in output_files(tmp_path / name / "o").items() if k.startswith("shard-")})
@@ -222,7 +223,7 @@ def test_verify_finds_a_forced_token_on_template_markup(flagged, tmp_path):
     out = tmp_path / "o"
     shutil.copytree(src, out)
     shard = out / m["shards"][0]["file"]
-    table = ipc.open_file(shard).read_all()
+    table = read_table(shard)
     rows = table.column("forced").to_pylist()
     roles = table.column("roles").to_pylist()
     k = next(j for j, r in enumerate(rows) if any(r))
@@ -231,8 +232,7 @@ def test_verify_finds_a_forced_token_on_template_markup(flagged, tmp_path):
     rows[k] = [*rows[k][: first - 1], True, *rows[k][first:]]
     at = table.column_names.index("forced")
     table = table.set_column(at, table.schema.field(at), pa.array(rows, type=pa.list_(pa.bool_())))
-    with pa.OSFile(str(shard), "wb") as sink, ipc.new_file(sink, table.schema) as w:
-        w.write_table(table)
+    write_stream_shard(shard, table)  # the same sizes: the manifest's index holds
     problems = verify(out, hashes=False)
     assert any("forced tokens outside the content" in p for p in problems), problems
 
@@ -257,7 +257,7 @@ def test_real_templates_force_exactly_the_content(tmp_path, name):
     tok = real_tokenizer(name)
     path = write_jsonl(tmp_path / "f.jsonl", [FLAGGED[0], FLAGGED[1], FLAGGED[6]])
     m = build([path], tmp_path / "o", tokenizer=tok_dir, template="tokenizer", seq_len=512)
-    assert m["format"]["version"] == 3 and m["counts"]["rejected"] == {}
+    assert m["format"]["version"] == 5 and m["counts"]["rejected"] == {}
     docs = read_documents(tmp_path / "o")
     special = {tok.tokenizer.token_to_id(t) for t in tok.special_tokens}
     for i in (0, 1):
@@ -273,11 +273,11 @@ def test_real_templates_force_exactly_the_content(tmp_path, name):
 
 
 def _same_shards_in_parts(single: Path, tmp_path: Path, name: str, **kw: object) -> None:
-    """The build of FLAGGED cut in parts (``kw``) writes the shards of ``single``, format version 3."""
+    """The build of FLAGGED cut in parts (``kw``) writes the shards of ``single``, with the forced column."""
     path = write_jsonl(tmp_path / "f.jsonl", FLAGGED)
     m = build([path], tmp_path / name, tokenizer=DEMO_TOKENIZER, template="chatml", seq_len=512,
               strategy=[PROMPT_ONLY], **kw)  # type: ignore[arg-type]
-    assert m["format"]["version"] == 3 and m["tokens"]["forced"] > 0
+    assert m["format"]["version"] == 5 and m["tokens"]["forced"] > 0
     # (documents.arrow and the manifest name the input's path, which differs)
     shards = {k: v for k, v in output_files(single).items() if k.startswith("shard-")}
     assert {k: v for k, v in output_files(tmp_path / name).items() if k.startswith("shard-")} == shards
@@ -290,5 +290,5 @@ def test_parts_give_the_same_forced_output(flagged, tmp_path):
 
 @pytest.mark.slow
 def test_worker_processes_write_the_forced_column(flagged, tmp_path):
-    """Shards written by worker processes get the forced column too (the write tasks carry the version)."""
+    """Shards written by worker processes get the forced column too (the write tasks carry the flag)."""
     _same_shards_in_parts(flagged[1], tmp_path, "workers", workers=2, part_size=300 / 2**20)

@@ -30,6 +30,7 @@ import pyarrow.ipc as ipc
 
 from .. import fsio
 from ..output import roles as R
+from ..output.container import read_table
 from ..output.layout import (
     DOCUMENTS_FILE,
     MANIFEST_FILE,
@@ -509,7 +510,7 @@ def _sample_rows_html(out: Path, m: dict, strategy: str, n_rows: int) -> str:
         tok = None
     if not m["shards"]:
         return ""
-    table = ipc.open_file(output_file(out, m["shards"][0]["file"])).read_all().slice(0, n_rows).to_pylist()
+    table = read_table(output_file(out, m["shards"][0]["file"]), m["format"]["version"]).slice(0, n_rows).to_pylist()
     names = {v: k for k, v in m["roles"].items()}
     blocks = []
     for i, row in enumerate(table):

@@ -38,6 +38,7 @@ from rich.text import Text
 from tokenizers import Tokenizer
 
 from ..output import roles as R
+from ..output.container import is_stream, open_local
 from ..output.layout import DOCUMENTS_FILE, locate_row, output_file, read_manifest, row_starts, split_shards
 from ..output.shards import mask_column
 from ..tokens.loader import TokenizerInfo, find_tokenizer, load_tokenizer
@@ -88,8 +89,7 @@ def load_row(output: str | os.PathLike, row: int, split: str = "train") -> dict:
     k, local = locate_row(starts, row, str(out) if split == "train" else f"the eval split of {out}")
     shard = shards[k]
     with pa.memory_map(output_file(out, shard["file"])) as source:
-        reader = ipc.open_file(source)
-        batches = [reader.get_batch(b) for b in range(reader.num_record_batches)]
+        batches = open_local(source, is_stream(manifest["format"]["version"]))[1]
         try:
             b, in_batch = locate_row(row_starts([batch.num_rows for batch in batches]), local)
         except IndexError:

@@ -27,6 +27,8 @@ manifest field                                        checked against
 ``strategies``                                        the shards' mask columns (schema), each mask recomputed from roles
 ``shards[].file``                                     a plain name in the folder, no link out of it; the file exists
 ``shards[].bytes``, ``.sha256``                       the file's size and sha256 (``--no-hashes``: size only)
+``shards[].batch_offsets``, ``.batch_rows``           (version 5) each record batch's byte offset and rows in the
+                                                      stream, its end marker's offset, the end of the file
 ``shards[].rows``, ``.tokens``                        rows and tokens in that shard
 ``packing.rows``                                      rows in the shards
 ``packing.lower_bound_rows``                          ``ceil(tokens in the shards / seq_len)``
@@ -88,6 +90,7 @@ import pyarrow.ipc as ipc
 
 from .. import fsio
 from ..output import roles as R
+from ..output.container import END_OF_STREAM, container, is_stream, message_offsets, open_local
 from ..output.layout import (
     DOCUMENTS_FILE,
     REJECTED_FILE,
@@ -185,18 +188,43 @@ def _bincount(roles: np.ndarray) -> np.ndarray:
     return np.bincount(roles, minlength=256)[: R.N_ROLES].astype(np.int64)
 
 
-def _read_shard(path: Path, name: str, m: dict, problems: list[str]) -> pa.Table | None:
-    """The shard's table if it reads with the schema the manifest's strategies imply."""
+def _read_shard(path: Path, shard: dict, m: dict, problems: list[str]) -> pa.Table | None:
+    """The shard's table if it reads, as the container its version implies, with the schema the manifest's
+    strategies imply, and (a stream shard) its record batches are where the manifest's batch index says."""
+    name, version = shard["file"], int(m["format"]["version"])
     try:
-        table = ipc.open_file(path).read_all()
+        with pa.memory_map(str(path)) as source:
+            stream = is_stream(version)
+            if stream and not _batch_index_matches(source, shard, name, problems):
+                return None
+            source.seek(0)
+            schema, batches = open_local(source, stream)
+            table = pa.Table.from_batches(batches, schema)
     except (pa.ArrowInvalid, OSError) as e:
-        problems.append(f"{name}: not a readable Arrow IPC file: {e}")
+        problems.append(f"{name}: not a readable {container(version)}: {e}")
         return None
-    if not table.schema.equals(shard_schema(list(m["strategies"]), int(m["format"]["version"]), m.get("kind", "sft")),
-                               check_metadata=False):
+    # a stream shard has the forced column as its build had forced tokens (the recount checks they are there)
+    expected = shard_schema(list(m["strategies"]), version, m.get("kind", "sft"), "forced" in table.schema.names)
+    if not table.schema.equals(expected, check_metadata=False):
         problems.append(f"{name}: schema differs from the one the manifest's strategies imply")
         return None
     return table
+
+
+def _batch_index_matches(source: pa.NativeFile, shard: dict, name: str, problems: list[str]) -> bool:
+    """Whether the stream's record batches start at the manifest's ``batch_offsets`` with its ``batch_rows``, and
+    it ends with the end-of-stream marker there."""
+    offsets, rows, end = message_offsets(source)
+    size = source.size()
+    if offsets != shard.get("batch_offsets") or rows != shard.get("batch_rows"):
+        problems.append(f"{name}: record batches at bytes {offsets} of {rows} rows, the manifest records "
+                        f"{shard.get('batch_offsets')} of {shard.get('batch_rows')} rows")
+        return False
+    if end != size or end != offsets[-1] + len(END_OF_STREAM):
+        problems.append(f"{name}: the stream ends at byte {offsets[-1]} without its end marker, or {size - end} "
+                        "bytes follow it")
+        return False
+    return True
 
 
 #: the roles a forced token may have: content of a message other than the assistant's
@@ -258,7 +286,7 @@ def _check_shard(path: Path, shard: dict, m: dict, held: _Held, problems: list[s
     """Row and mask invariants of one shard, its rows and tokens against its manifest entry; its counts are
     added to ``held``."""
     name = shard["file"]
-    table = _read_shard(path, name, m, problems)
+    table = _read_shard(path, shard, m, problems)
     if table is None:
         held.whole = False
         return

@@ -24,6 +24,7 @@ inside the output folder, which :func:`read_manifest` checks, and every reader o
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import posixpath
@@ -37,13 +38,19 @@ if TYPE_CHECKING:  # pyarrow.fs is imported by whoever passes one
     import pyarrow.fs as pafs
 
 FORMAT_NAME = "packer-shards"
-#: the format version of a build output; one whose shards have the ``forced`` column (some message other
-#: than the assistant's marked ``"training": true``) is :data:`FORCED_VERSION`, so a packer that predates the
-#: column refuses it rather than reading role sets without it (every other output stays version 2, the same bytes)
-FORMAT_VERSION = 2
+#: the format version of every output this packer writes: its shards are Arrow IPC *streams*
+#: (:data:`STREAM_VERSION`, :mod:`packer.output.container`), which ``datasets.Dataset.from_file`` memory-maps;
+#: whether they have the ``forced`` column, a pair's ``branch`` or KTO's ``labels`` is told by their columns and
+#: the manifest's ``kind``, as the versions 2-4 below told it
+FORMAT_VERSION = 5
+#: the first format version whose shards are Arrow IPC streams, each shard's entry in the manifest giving the
+#: byte offset and rows of each record batch (``batch_offsets``, ``batch_rows``); versions 1-4 are IPC files
+STREAM_VERSION = 5
+#: (IPC-file outputs) the version of one whose shards have the ``forced`` column (some message other than the
+#: assistant's marked ``"training": true``), so a packer that predates the column refuses it; the others were 2
 FORCED_VERSION = 3
-#: the format version of a preference output (pairs or KTO: a ``branch`` or ``labels`` column, manifest ``kind``):
-#: a packer that predates them refuses it rather than read a pair row as a supervised one
+#: (IPC-file outputs) the version of a preference output (pairs or KTO: a ``branch`` or ``labels`` column,
+#: manifest ``kind``): a packer that predates them refuses it rather than read a pair row as a supervised one
 PREFERENCE_VERSION = 4
 SHARD_PATTERN = "shard-{:05d}.arrow"
 EVAL_SHARD_PATTERN = "eval-shard-{:05d}.arrow"
@@ -75,7 +82,7 @@ def file_sha256(path: str | os.PathLike, filesystem: pafs.FileSystem | None = No
 
 
 #: manifest ``format.version`` values this packer reads
-SUPPORTED_VERSIONS: frozenset[int] = frozenset({1, FORMAT_VERSION, FORCED_VERSION, PREFERENCE_VERSION})
+SUPPORTED_VERSIONS: frozenset[int] = frozenset({1, 2, FORCED_VERSION, PREFERENCE_VERSION, STREAM_VERSION})
 
 
 class ShardError(ValueError):
@@ -128,7 +135,7 @@ def read_manifest(output: str | os.PathLike, filesystem: pafs.FileSystem | None 
         shards: not a packer output: no manifest.json (or its build did not finish)
         shards/manifest.json: not a packer output: not valid JSON (Expecting value: line 1 column 1 (char 0))
         shards/manifest.json: not a packer output: format 'other' is not 'packer-shards'
-        shards/manifest.json: packer-shards version 99; this packer reads version 1, 2, 3, 4 (rebuild the shards, ...)
+        shards/manifest.json: packer-shards version 99; this packer reads version 1, 2, 3, 4, 5 (...)
     """
     manifest = _load_manifest(output, filesystem)
     version = manifest["format"].get("version")
@@ -142,6 +149,23 @@ def read_manifest(output: str | os.PathLike, filesystem: pafs.FileSystem | None 
     for name in manifest_files(manifest):
         check_file_name(name, where)
     return manifest
+
+
+def check_batch_index(shard: dict, where: str) -> None:
+    """A stream shard's entry (format version 5) has ``batch_offsets`` (where each record batch's message starts,
+    ascending, then where the end-of-stream marker starts: one more than the batches) and ``batch_rows`` (each
+    batch's rows, summing to the shard's ``rows``); else :class:`ShardError` naming ``where`` (the shard's path).
+
+    >>> check_batch_index({"rows": 3, "batch_offsets": [312, 1000], "batch_rows": [3]}, "shard-00000.arrow")
+    """
+    offsets, rows = shard.get("batch_offsets"), shard.get("batch_rows")
+    ints = (isinstance(offsets, list) and isinstance(rows, list)
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (*offsets, *rows)))
+    if not (ints and len(offsets) == len(rows) + 1 and all(a < b for a, b in itertools.pairwise(offsets))
+            and sum(rows) == shard.get("rows")):
+        raise ShardError(f"{where}: {MANIFEST_FILE} gives it no valid batch index (batch_offsets: one more "
+                         "ascending byte offset than batch_rows, which sum to its rows): the manifest was edited or "
+                         "damaged: rebuild the output")
 
 
 def manifest_files(manifest: dict) -> list[object]:

@@ -1,4 +1,4 @@
-"""Arrow IPC shards: the one source of truth for their schema, and the writer.
+"""Arrow IPC stream shards: the one source of truth for their schema, and the writer.
 
 One row is one packed sequence of at most ``seq_len`` tokens:
 
@@ -6,13 +6,14 @@ One row is one packed sequence of at most ``seq_len`` tokens:
     roles     : [spe, ins, res, end, mar | spe, ins, res, end ]   (uint8 codes)
     seq_lens  : [5, 4]             doc_ids : [17, 3]
     trainable : [1, 1, 1, 1, 1 | 1, 1, 1, 1]   (0 in messages marked "weight": 0)
-    forced    : [0, 1, 0, 0, 0 | 0, 0, 0, 0]   (only in format version 3: 1 in a user message marked "training": true)
+    forced    : [0, 1, 0, 0, 0 | 0, 0, 0, 0]   (only in outputs with one: 1 in a user message marked "training": true)
     mask_instruction_tuning : [0, 0, 1, 1, 0 | 0, 0, 1, 1]
     mask_instruction_modelling : [0, 1, 1, 1, 0 | 0, 1, 1, 1]
 
 A mask column exists for every strategy of the manifest. Files are written
 under a temporary name and renamed once complete, so a shard that exists is
-whole.
+whole. A shard is an Arrow IPC stream (format version 5; :mod:`packer.output.container`), its
+manifest entry indexing its record batches; documents.arrow is an Arrow IPC file.
 
 This module imports only numpy and pyarrow (``packer verify``, ``show`` and
 ``inspect`` read its names); the numba kernel that gathers documents' tokens
@@ -22,7 +23,7 @@ is in :mod:`packer.output.gather`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,14 +32,15 @@ import pyarrow as pa
 
 from . import roles as R
 from .arrays import numpy_array
+from .container import message_offsets
 from .layout import (
     DOCUMENTS_FILE,
     EVAL_SHARD_PATTERN,
     FORCED_VERSION,
     FORMAT_NAME,
     FORMAT_VERSION,
-    PREFERENCE_VERSION,
     SHARD_PATTERN,
+    STREAM_VERSION,
     file_sha256,
     write_atomic,
 )
@@ -68,11 +70,11 @@ SHARD_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
         pa.list_(pa.bool_()),
         "true where the token is content of a message other than the assistant's marked \"training\": true (or "
         "\"weight\": 1): the flag overrides the role, so it has loss under every strategy, role sets chosen at load "
-        "time included; the template's markup around it has none (format version 3: only outputs with such a "
-        "message have this column and that version; the others are version 2, without it)",
+        "time included; the template's markup around it has none (only outputs with such a message have this "
+        "column, and preference outputs; it came with format version 3)",
     ),
 }
-#: shard columns of preference outputs only (format version 4): name -> (Arrow type, description); the rows of a
+#: shard columns of preference outputs only (since format version 4): name -> (Arrow type, description); the rows of a
 #: ``pairs`` output have ``branch``, those of a ``kto`` output ``labels`` (docs/preference.md)
 PREFERENCE_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
     "branch": (
@@ -122,10 +124,28 @@ def mask_column(strategy: str) -> str:
     return f"mask_{strategy}"
 
 
-def shard_schema(strategies: Sequence[str], version: int = FORMAT_VERSION, kind: str = "sft") -> pa.Schema:
+def has_forced(version: int, kind: str = "sft", forced: bool = False) -> bool:
+    """Whether shards of format ``version`` have the ``forced`` column: in IPC-file outputs, from version 3 on
+    (:data:`FORCED_VERSION`: 3 and the preference version 4); in stream outputs (version 5), those of a
+    preference ``kind`` and, ``forced``, those of a build with a message other than the assistant's marked
+    ``"training": true`` (the columns of version 2, 3 or 4: only the container changed).
+
+    >>> has_forced(3), has_forced(2), has_forced(5), has_forced(5, forced=True), has_forced(5, "kto")
+    (True, False, False, True, True)
+    """
+    if version >= STREAM_VERSION:
+        return forced or kind != "sft"
+    return version >= ADDED_IN["forced"]
+
+
+def shard_schema(strategies: Sequence[str], version: int = FORMAT_VERSION, kind: str = "sft",
+                 forced: bool = False) -> pa.Schema:
     """The Arrow schema of a shard of format ``version`` holding the given strategies' masks, for an output of
-    ``kind`` ("sft", "pairs" or "kto": the pairs' ``branch`` column, KTO's ``labels``)."""
-    fields = [pa.field(n, t, nullable=False) for n, (t, _) in SHARD_COLUMNS.items() if ADDED_IN.get(n, 1) <= version]
+    ``kind`` ("sft", "pairs" or "kto": the pairs' ``branch`` column, KTO's ``labels``); ``forced``: a stream
+    output with the ``forced`` column (:func:`has_forced`)."""
+    with_forced = has_forced(version, kind, forced)
+    fields = [pa.field(n, t, nullable=False) for n, (t, _) in SHARD_COLUMNS.items()
+              if ADDED_IN.get(n, 1) <= version and (n != "forced" or with_forced)]
     if kind in KIND_COLUMN:
         name = KIND_COLUMN[kind]
         fields.append(pa.field(name, PREFERENCE_COLUMNS[name][0], nullable=False))
@@ -147,8 +167,9 @@ def describe() -> dict:
 
     return {
         "format": FORMAT_NAME,
-        "version": PREFERENCE_VERSION,
+        "version": FORMAT_VERSION,
         "shard": {
+            "container": "Arrow IPC stream (format version 5; versions 1-4: Arrow IPC file)",
             "file": SHARD_PATTERN.replace("{:05d}", "NNNNN"),
             "eval_file": EVAL_SHARD_PATTERN.replace("{:05d}", "NNNNN"),
             "columns": cols(SHARD_COLUMNS),
@@ -214,6 +235,10 @@ class ShardInfo:
     tokens: int
     bytes: int
     sha256: str
+    #: where each record batch's message starts in the stream, then where its end-of-stream marker starts
+    batch_offsets: list[int] = field(default_factory=list)
+    #: each record batch's rows
+    batch_rows: list[int] = field(default_factory=list)
 
 
 def _list_array(offsets: np.ndarray, values: pa.Array | np.ndarray) -> pa.ListArray:
@@ -241,17 +266,21 @@ class ShardWriter:
 
     def __init__(
         self, out: Path, strategies: Mapping[str, Sequence[str]], max_bytes: int, pattern: str = SHARD_PATTERN,
-        version: int = FORMAT_VERSION, rows: str = "sft",
+        version: int = FORMAT_VERSION, rows: str = "sft", forced: bool = False,
     ) -> None:
         self.out = out
         self.pattern = pattern
         self.strategies = dict(strategies)
-        #: FORCED_VERSION where the build has tokens of messages marked "training": true (a ``forced`` column)
+        #: the format version: the shards are IPC streams from :data:`STREAM_VERSION` on (files before, as an
+        #: older packer wrote them; only tests write those)
         self.version = version
         #: what a document is: "sft", a pair ("pairs"; "separate": its two sides are two documents), or "kto"
         self.rows = rows
         self.kind = "pairs" if rows == "separate" else rows
-        self.schema = shard_schema(list(self.strategies), version, self.kind)
+        #: the shards have the ``forced`` column: the build has tokens of messages marked "training": true that
+        #: are not the assistant's (or it is a preference build)
+        self.forced = has_forced(version, self.kind, forced)
+        self.schema = shard_schema(list(self.strategies), version, self.kind, forced)
         self.max_bytes = max_bytes
         # bytes per token on disk: id, role, and one bit per mask and for trainable
         self._token_bytes = 4 + 1 + (len(self.strategies) + 1) / 8
@@ -319,7 +348,7 @@ class ShardWriter:
             _list_array(seq_off, numpy_array(seq_docs.astype(np.int64), pa.int64())),
             _list_array(tok_off, numpy_array((flags & R.UNTRAINED_FLAG) == 0, pa.bool_())),
         ]
-        if self.version >= FORCED_VERSION:
+        if self.forced:
             cols.append(_list_array(tok_off, numpy_array((flags & R.FORCED_FLAG) != 0, pa.bool_())))
         if self.kind == "pairs":
             cols.append(_list_array(tok_off, numpy_array(pair_branches(flags, tok_cum), pa.uint8())))
@@ -339,10 +368,13 @@ class ShardWriter:
         path = self.out / self.pattern.format(number)
         n_tokens = 0
         rows, offsets = [], []
+        stream = self.version >= STREAM_VERSION
+        index: tuple[list[int], list[int]] = ([], [])
 
         def write(tmp: Path) -> None:
-            nonlocal n_tokens
-            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, self.schema) as writer:
+            nonlocal n_tokens, index
+            new = pa.ipc.new_stream if stream else pa.ipc.new_file
+            with pa.OSFile(str(tmp), "wb") as sink, new(sink, self.schema) as writer:
                 for b0 in range(r0, r1, BATCH_ROWS):
                     b1 = min(r1, b0 + BATCH_ROWS)
                     batch, n, local, off = self._record_batch(b0, b1, tokens, doc_lengths, doc_ids, order,
@@ -351,9 +383,12 @@ class ShardWriter:
                     n_tokens += n
                     rows.append((local + (b0 - r0)).astype(np.int32))
                     offsets.append(off.astype(np.int32))
+            if stream:  # the batch index, read back from the bytes written (pyarrow's writer tells no offsets)
+                with pa.memory_map(str(tmp)) as source:
+                    index = message_offsets(source)[:2]
 
         write_atomic(path, write)
-        info = ShardInfo(path.name, r1 - r0, n_tokens, path.stat().st_size, file_sha256(path))
+        info = ShardInfo(path.name, r1 - r0, n_tokens, path.stat().st_size, file_sha256(path), *index)
         empty = np.zeros(0, np.int32)
         return info, np.concatenate(rows) if rows else empty, np.concatenate(offsets) if offsets else empty
 

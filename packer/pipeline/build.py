@@ -45,7 +45,7 @@ from typing import Any
 
 from ..options import DEMO_TOKENIZER, BuildOptions
 from ..output import roles as R
-from ..output.layout import file_sha256
+from ..output.layout import FORMAT_VERSION, file_sha256
 from ..read.formats import check_columns, check_inputs
 from ..read.inputs import expand_inputs
 from ..read.plan import DEFAULT_PART_BYTES, plan_inputs
@@ -146,8 +146,13 @@ def build(
             if up_to_date(target.path, target.manifest, key):
                 ev.notice(f"{output}: already built from the same inputs and options; nothing to do")
                 return target.manifest
-            raise BuildError(f"{output}: holds an earlier packer output built from other inputs or options; "
-                             "add --overwrite to replace it, or write to another folder with -o")
+            version = target.manifest.get("format", {}).get("version")
+            if target.manifest.get("build_key") != key or version == FORMAT_VERSION:
+                raise BuildError(f"{output}: holds an earlier packer output built from other inputs or options; "
+                                 "add --overwrite to replace it, or write to another folder with -o")
+            # the same build by an older packer: re-running the command is how its docs say to update it
+            ev.notice(f"{output}: built from the same inputs and options in format version {version}; rebuilding it "
+                      f"in version {FORMAT_VERSION}")
         return _run(replace(run, tok=tok, key=key), target, output, tpl)
 
 

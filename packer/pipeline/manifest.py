@@ -34,6 +34,7 @@ from ..output import roles as R
 from ..output.layout import (
     DOCUMENTS_FILE,
     FORMAT_NAME,
+    FORMAT_VERSION,
     MANIFEST_FILE,
     REJECTED_FILE,
     ShardError,
@@ -53,12 +54,12 @@ from .write import TokenTotals, Written
 
 
 def up_to_date(out: Path | str, manifest: dict, key: dict) -> bool:
-    """Whether ``manifest`` describes a complete output built with the same key.
+    """Whether ``manifest`` describes a complete output built with the same key, in this packer's format version.
 
     Re-running the same command then succeeds without --overwrite; other
     options still need it. ``out`` may be a URI (:mod:`packer.fsio`).
     """
-    if manifest.get("build_key") != key:
+    if manifest.get("build_key") != key or manifest.get("format", {}).get("version") != FORMAT_VERSION:
         return False
     shards = [s for split in output_splits(manifest) for s in split_shards(manifest, split)]
     try:  # a manifest naming a file outside the output (edited) describes no output of ours

@@ -36,9 +36,7 @@ from ..output.arrays import coded_strings, numpy_array
 from ..output.doctable import NULL
 from ..output.layout import (
     DOCUMENTS_FILE,
-    FORCED_VERSION,
     FORMAT_VERSION,
-    PREFERENCE_VERSION,
     REJECTED_FILE,
     shard_pattern,
     write_atomic,
@@ -113,7 +111,7 @@ class Written:
     split_shards: dict[str, list[ShardInfo]]
     rejection_lines: int
     split_totals: dict[str, TokenTotals]
-    #: the output's format version (:data:`~packer.output.layout.FORCED_VERSION` where the shards have ``forced``)
+    #: the output's format version (:data:`~packer.output.layout.FORMAT_VERSION`: stream shards)
     version: int = FORMAT_VERSION
 
     @property
@@ -166,7 +164,7 @@ def _shared_path(out: Path, split: str, name: str) -> Path:
 
 def write_shard(
     out: str, strategy_table: dict[str, tuple[str, ...]], shard_bytes: int, split: str, tags: list[int],
-    number: int, r0: int, r1: int, version: int = FORMAT_VERSION, rows: str = "sft",
+    number: int, r0: int, r1: int, version: int = FORMAT_VERSION, rows: str = "sft", forced: bool = False,
 ) -> tuple[ShardInfo, np.ndarray, np.ndarray, TokenTotals]:
     """Write shard ``number`` (rows ``r0:r1``) of ``split`` in a worker: the task of a parallel write stage.
     Reads the packing from the files :func:`write_output` saved beside the spill; returns the shard's info,
@@ -176,7 +174,7 @@ def write_shard(
     totals = TokenTotals(strategy_table)
     tokens = TokenSpillReader(where, np.asarray(a["spilled_len"]), tags)
     try:
-        writer = ShardWriter(where, strategy_table, shard_bytes, shard_pattern(split), version, rows)
+        writer = ShardWriter(where, strategy_table, shard_bytes, shard_pattern(split), version, rows, forced)
         counted = _Counted(tokens, np.asarray(a["spill_index"]), totals, None)
         info, rows, offsets = writer.write_shard(number, r0, r1, counted, a["kept_len"], a["kept_ids"], a["order"],
                                                  a["row_offsets"])
@@ -187,10 +185,10 @@ def write_shard(
 
 def _write_split(
     out: Path, c: Combined, split: SplitRows, strategy_table: dict[str, tuple[str, ...]], shard_bytes: int,
-    engine: Engine, counted: _Counted, version: int = FORMAT_VERSION, rows: str = "sft",
+    engine: Engine, counted: _Counted, version: int = FORMAT_VERSION, rows: str = "sft", forced: bool = False,
 ) -> tuple[list[ShardInfo], tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """One split's shards, each written by a task of ``engine``."""
-    writer = ShardWriter(out, strategy_table, shard_bytes, shard_pattern(split.name), version, rows)
+    writer = ShardWriter(out, strategy_table, shard_bytes, shard_pattern(split.name), version, rows, forced)
     ranges = writer.ranges(c.kept_len, split.order, split.row_offsets)
     arrays = {"kept_len": c.kept_len, "kept_ids": c.kept_ids, "spill_index": c.spill_index,
               "spilled_len": c.spilled_len, "order": split.order, "row_offsets": split.row_offsets}
@@ -204,7 +202,7 @@ def _write_split(
         if counted.events is not None:
             counted.events.progress("writing", counted.done, counted.total)
 
-    calls = [(str(out), strategy_table, shard_bytes, split.name, c.tags, k, r0, r1, version, rows)
+    calls = [(str(out), strategy_table, shard_bytes, split.name, c.tags, k, r0, r1, version, rows, forced)
              for k, (r0, r1) in enumerate(ranges)]
     shards = []
     for k, (info, rows, offsets, totals) in enumerate(engine.map(write_shard, calls, on_done)):
@@ -222,9 +220,10 @@ def write_output(
 ) -> Written:
     """Write the shards, documents.arrow and rejected.jsonl of ``c`` into ``out``; see the module's docstring.
     ``forced``: the parts spilled tokens of messages marked ``"training": true`` that are not the assistant's,
-    so the shards get the ``forced`` column (format version 3). ``rows``: what a document is, "sft", a preference
-    pair ("pairs", or "separate") or a labelled KTO record ("kto"): preference outputs are format version 4."""
-    version = PREFERENCE_VERSION if rows != "sft" else FORCED_VERSION if forced else FORMAT_VERSION
+    so the shards get the ``forced`` column (as format version 3 had it). ``rows``: what a document is, "sft", a
+    preference pair ("pairs", or "separate") or a labelled KTO record ("kto"): preference shards have the columns
+    of format version 4. Every output is :data:`~packer.output.layout.FORMAT_VERSION` (stream shards)."""
+    version = FORMAT_VERSION
     n = c.records
     where = {name: np.full(n, NULL, dtype=np.int32) for name in ("shard", "row", "offset")}
     split_col = np.full(n, NULL, dtype=np.int32)
@@ -237,12 +236,12 @@ def write_output(
         for split in c.splits:
             counted.totals = totals[split.name] = TokenTotals(strategy_table)
             if engine is None or engine.workers == 1:
-                writer = ShardWriter(out, strategy_table, shard_bytes, shard_pattern(split.name), version, rows)
+                writer = ShardWriter(out, strategy_table, shard_bytes, shard_pattern(split.name), version, rows, forced)
                 placed = writer.write(counted, c.kept_len, c.kept_ids, split.order, split.row_offsets)
                 split_shards = writer.shards
             else:
                 split_shards, placed = _write_split(out, c, split, strategy_table, shard_bytes, engine, counted,
-                                                    version, rows)
+                                                    version, rows, forced)
             members = split.members
             if c.copies is not None:  # the first copy of each record, in shard, row, offset order
                 s_, r_, o_ = (v[members] for v in placed)

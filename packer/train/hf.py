@@ -33,6 +33,7 @@ imports neither: the classes are made on first use.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -51,6 +52,7 @@ __all__ = [
     "WeightedLabels",
     "as_hf_iterable",
     "packer_collator",
+    "to_dataset",
     "weighted_loss",
 ]
 
@@ -173,6 +175,48 @@ def as_hf_iterable(dataset: torch.utils.data.IterableDataset, num_workers: int =
 
     hf = datasets.IterableDataset.from_generator(rows, gen_kwargs={"workers": list(range(max(1, num_workers)))})
     return hf.with_format("torch")
+
+
+def to_dataset(output: str | os.PathLike, split: str = "train", *, verify: bool = False) -> Any:
+    """The rows of ``split``'s shards as one ``datasets.Dataset``, memory-mapped: no copy, nothing written to the
+    datasets cache (each shard is ``datasets.Dataset.from_file``, concatenated in manifest order).
+
+    The columns are the shards' (``input_ids``, ``roles``, ``seq_lens``, ``doc_ids``, ``trainable``,
+    ``mask_<strategy>``...; ``docs/output.md``): the rows as packed, not the labels or weights of a
+    :class:`~packer.train.dataset.PackedDataset`. ``verify``: check each shard's sha256 first (its size is always
+    checked). The output must be local and of format version 5 or later (Arrow IPC stream shards); an older one
+    raises :class:`~packer.output.layout.ShardError` saying to rebuild it (the same build command, run again)::
+
+        >>> ds = to_dataset("shards/")                        # doctest: +SKIP
+        >>> ds[0]["input_ids"][:4], ds.num_rows               # doctest: +SKIP
+        ([151644, 8948, 198, 2610], 1200)
+    """
+    import datasets
+
+    from ..output.container import is_stream
+    from ..output.layout import FORMAT_VERSION, ShardError, output_file, read_manifest, split_shards
+    from ..output.shards import shard_schema
+    from .rows import check_shards, open_root
+
+    fs, root = open_root(output, None)
+    if type(fs).__name__ != "LocalFileSystem":
+        raise ValueError(f"{output}: datasets memory-maps local files only: copy the output to a local disk first, "
+                         "or read it with packer.PackedDataset (any pyarrow filesystem)")
+    m = read_manifest(root)
+    version = m["format"]["version"]
+    if not is_stream(version):
+        raise ShardError(f"{root}: packer-shards version {version}: its shards are Arrow IPC files, which "
+                         f"datasets.Dataset.from_file cannot map: run its build command again with this packer "
+                         f"(it rebuilds it in version {FORMAT_VERSION}, stream shards), or copy it into the datasets "
+                         "cache with datasets.load_dataset(\"arrow\", data_files=[...shard paths...])")
+    shards = split_shards(m, split, root)
+    check_shards(fs, root, shards, verify)
+    parts = [datasets.Dataset.from_file(output_file(root, s["file"]), split=datasets.NamedSplit(split))
+             for s in shards]
+    if not parts:  # an output with no rows: its schema, no rows
+        empty = shard_schema(list(m["strategies"]), version, m.get("kind", "sft")).empty_table()
+        return datasets.Dataset(datasets.table.InMemoryTable(empty), split=datasets.NamedSplit(split))
+    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts, split=datasets.NamedSplit(split))
 
 
 def __getattr__(name: str) -> Any:

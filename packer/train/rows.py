@@ -13,6 +13,11 @@ rows by their global index::
 A local shard is memory-mapped and a row's arrays are views into it (no copy); only the mask's
 bits of that one row are unpacked. A shard on a remote filesystem is read through
 ``open_input_file``, keeping the last :data:`REMOTE_BATCH_CACHE` record batches decoded.
+
+Shards of format version 5 are Arrow IPC streams (:mod:`packer.output.container`): a local one is read
+whole at open (every batch a view of the map: one message header per batch), a remote one a batch at a
+time with one ranged read at the byte offset its manifest entry records (``batch_offsets``). Shards of
+versions 1-4 are Arrow IPC files, read through their footer as before.
 Turning a :class:`Row` into training tensors is :mod:`packer.train.items`' job.
 """
 
@@ -27,10 +32,12 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.ipc as ipc
 
+from ..output.container import StreamShard, open_local
 from ..output.layout import (
     MANIFEST_FILE,
     MissingShardError,
     ShardError,
+    check_batch_index,
     file_sha256,
     locate_row,
     output_file,
@@ -164,11 +171,30 @@ def _unpack_bits(bits: np.ndarray, start: int, stop: int) -> np.ndarray:
     return np.unpackbits(bits[lo:hi], bitorder="little")[start - 8 * lo : stop - 8 * lo].astype(bool)
 
 
+@dataclass(frozen=True)
+class _Opened:
+    """An open shard: its record batches (all of them, or a way to read one) and their first rows."""
+
+    schema: pa.Schema
+    starts: np.ndarray  # row_starts of its batches
+    batches: list[pa.RecordBatch] | None  # every batch (a local shard: views of the map)
+    read: StreamShard | ipc.RecordBatchFileReader | None  # reads batch b of a remote shard
+
+    def batch(self, b: int) -> pa.RecordBatch:
+        if self.batches is not None:
+            return self.batches[b]
+        if isinstance(self.read, StreamShard):
+            return self.read.batch(b)
+        return self.read.get_batch(b)  # type: ignore[union-attr]
+
+
 class ShardReader:
     """Random access to the rows of all shards, opened lazily in the process that reads.
 
     Row ``g`` (counted across shards in manifest order) is found with :func:`packer.output.layout.locate_row`
-    over the shards' row counts, then over that shard's record batches' row counts.
+    over the shards' row counts, then over that shard's record batches' row counts. A local shard is read as the
+    container its first bytes say; a remote one as an IPC stream where its manifest entry has a batch index
+    (``batch_offsets``, ``batch_rows``: format version 5), else as an IPC file.
     """
 
     def __init__(
@@ -185,41 +211,63 @@ class ShardReader:
         self._forced = forced
         self._local = isinstance(fs, pafs.LocalFileSystem)
         self._shard_starts = row_starts([int(s["rows"]) for s in shards])
-        self._files: list[tuple[ipc.RecordBatchFileReader, np.ndarray] | None] = [None] * len(shards)
+        self._files: list[_Opened | None] = [None] * len(shards)
         self._batches: OrderedDict[tuple[int, int], _Batch] = OrderedDict()
 
-    def _open(self, k: int) -> tuple[ipc.RecordBatchFileReader, np.ndarray]:
+    def _open(self, k: int) -> _Opened:
         opened = self._files[k]
         if opened is not None:
             return opened
         shard = self._shards[k]
         path = output_file(self._root, shard["file"], self._fs)
+        stream = "batch_offsets" in shard or "batch_rows" in shard
         try:
             source = pa.memory_map(path, "r") if self._local else self._fs.open_input_file(path)
         except FileNotFoundError as e:
             raise MissingShardError(f"{path}: shard listed in {MANIFEST_FILE} is missing") from e
         try:
-            reader = ipc.open_file(source)
+            opened = self._opened(source, shard, stream, path)
         except (pa.ArrowInvalid, OSError) as e:
-            raise ShardError(f"{path}: not a readable Arrow IPC file: {e}") from e
+            raise ShardError(f"{path}: not a readable Arrow IPC {'stream' if stream else 'file'}: {e}") from e
         # columns a newer format added are read where a shard has them (an older one is all trainable)
         needed = [*(c for c in SHARD_COLUMNS if c not in ADDED_IN), *([self._mask_name] if self._mask_name else [])]
-        absent = [c for c in needed if c not in reader.schema.names]
+        absent = [c for c in needed if c not in opened.schema.names]
         if absent:
-            raise ShardError(f"{path}: no column {', '.join(absent)} (columns: {', '.join(reader.schema.names)})")
+            raise ShardError(f"{path}: no column {', '.join(absent)} (columns: {', '.join(opened.schema.names)})")
+        if int(opened.starts[-1]) != shard["rows"]:
+            raise ShardError(f"{path}: {int(opened.starts[-1])} rows, {MANIFEST_FILE} records {shard['rows']}")
+        self._files[k] = opened
+        return opened
+
+    def _opened(self, source: pa.NativeFile, shard: dict, stream: bool, path: str) -> _Opened:
+        if self._local:  # every batch now: views of the map, one message header each
+            schema, batches = open_local(source)
+            counts = [b.num_rows for b in batches]
+            if stream and counts != shard["batch_rows"]:
+                raise ShardError(f"{path}: record batches of {counts} rows, {MANIFEST_FILE} records "
+                                 f"{shard['batch_rows']}")
+            return _Opened(schema, row_starts(counts), batches, None)
+        if stream:  # a batch at a time, where the manifest's index says it is
+            check_batch_index(shard, path)
+            remote = StreamShard(source, shard["batch_offsets"], path)
+            return _Opened(remote.schema, row_starts(shard["batch_rows"]), None, remote)
+        reader = ipc.open_file(source)
         counts = [reader.get_batch(i).num_rows for i in range(reader.num_record_batches)]
-        if sum(counts) != shard["rows"]:
-            raise ShardError(f"{path}: {sum(counts)} rows, {MANIFEST_FILE} records {shard['rows']}")
-        starts = row_starts(counts)
-        self._files[k] = (reader, starts)
-        return reader, starts
+        return _Opened(reader.schema, row_starts(counts), None, reader)
 
     def _batch(self, k: int, b: int) -> _Batch:
         key = (k, b)
         views = self._batches.get(key)
         if views is None:
-            reader, _ = self._open(k)
-            views = _batch_views(reader.get_batch(b), self._mask_name, self._trainable, self._forced)
+            opened = self._open(k)
+            try:
+                batch = opened.batch(b)
+            except (pa.ArrowInvalid, OSError) as e:
+                raise ShardError(str(e)) from e
+            if batch.num_rows != int(opened.starts[b + 1] - opened.starts[b]):
+                raise ShardError(f"{self._shards[k]['file']}: record batch {b} has {batch.num_rows} rows, "
+                                 f"{MANIFEST_FILE} records {int(opened.starts[b + 1] - opened.starts[b])}")
+            views = _batch_views(batch, self._mask_name, self._trainable, self._forced)
             self._batches[key] = views
             if not self._local and len(self._batches) > REMOTE_BATCH_CACHE:
                 self._batches.popitem(last=False)
@@ -230,8 +278,7 @@ class ShardReader:
     def row(self, g: int) -> Row:
         """Row ``g``, counted across the shards in manifest order."""
         k, local = locate_row(self._shard_starts, g)
-        _, starts = self._open(k)
-        b, i = locate_row(starts, local, self._shards[k]["file"])
+        b, i = locate_row(self._open(k).starts, local, self._shards[k]["file"])
         v = self._batch(k, b)
         a, z = int(v.ids_off[i]), int(v.ids_off[i + 1])
         ra = int(v.roles_off[i])
