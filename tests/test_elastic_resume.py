@@ -11,6 +11,8 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 from torch.utils.data import DataLoader  # noqa: E402
@@ -240,3 +242,52 @@ def test_rest_of_epoch_and_share_sizes():
     two = [{"world_size": 2, "rows_seen": [1, 1]}, {"world_size": 3, "rows_seen": [1, 0, 1]}]
     assert rest_of_epoch(order, two).tolist() == [0, 1, 8, 3, 6, 5]  # 9 0 4 left 9 (r0), 4 (r2)
     assert share_sizes(7, 3, False) == [3, 2, 2] and share_sizes(7, 3, True) == [2, 2, 2]
+
+
+def _take(ds: PackedDataset, n: int | None) -> list[tuple[int, ...]]:
+    """The doc_ids of the first ``n`` rows this rank yields (all with None), read in this process."""
+    got = []
+    for item in ds:
+        if n is not None and len(got) == n:
+            break
+        got.append(tuple(item["doc_ids"].tolist()))
+    return got
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_chain_of_resumes_reads_every_document_once(shards, every_doc, data):
+    """An oracle over random chains: W ranks each read any number of rows of their share and save, the next
+    W' ranks load every state (or one, when the counts were equal and saved synchronous) and read on, up to
+    three times, then the last ranks read to the end. The rows read, counted by the documents in them (not by
+    packer's own bookkeeping), are every document of the epoch exactly once."""
+    shuffle = data.draw(st.booleans(), label="shuffle")
+    world, load, seen = data.draw(st.integers(1, 4), label="first world_size"), None, Counter()
+    for _ in range(data.draw(st.integers(1, 3), label="resumes")):
+        states = []
+        for rank in range(world):
+            ds = make(shards, rank, world, shuffle=shuffle)
+            if load is not None:
+                ds.load_state_dict(load)
+            start, share = ds.state_dict()["rows_seen"], len(_take(ds, None))
+            if rank == 0:  # equal counts: the usual synchronous step (one state is enough), or any counts
+                equal = data.draw(st.booleans(), label="equal counts")
+                counts = [data.draw(st.integers(0, share), label="rows")] * world if equal else None
+            n = counts[rank] if equal else data.draw(st.integers(0, share), label="rows")
+            n = min(n, share)  # an equal count can exceed a later rank's (one row shorter) share
+            equal = equal and n == counts[rank]
+            ds = make(shards, rank, world, shuffle=shuffle)
+            if load is not None:
+                ds.load_state_dict(load)
+            rows = _take(ds, n)
+            seen += docs_of(rows)
+            states.append(ds.state_dict(rows_seen=start + len(rows)))
+        load = states[0] if equal and all(s["rows_seen"] == states[0]["rows_seen"] for s in states) else states
+        if isinstance(load, dict):
+            load = {**load, "synchronous": True}
+        world = data.draw(st.integers(1, 4), label="next world_size")
+    for rank in range(world):
+        ds = make(shards, rank, world, shuffle=shuffle)
+        ds.load_state_dict(load)
+        seen += docs_of(_take(ds, None))
+    assert seen == every_doc

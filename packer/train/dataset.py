@@ -479,7 +479,12 @@ class PackedDataset(IterableDataset):
                 "rank's StatefulDataLoader.state_dict() to ds.load_state_dict (a list) and start a fresh loader"
             )
         else:
-            resume = merge(states, self._identity(), synchronous)
+            resume = merge(states, self._identity(), synchronous)  # checks the states, deals what is left anew
+            if all(int(s["world_size"]) == self.world_size for s in states):
+                # the same number of ranks: each goes on in the deal it was in (as from its own state), so the
+                # ranks' next states describe the epoch alike and load together again (a list) on any ranks
+                own = states[0] if len(states) == 1 else next(s for s in states if int(s["rank"]) == self.rank)
+                resume = self._checked_own({**own, "rank": self.rank}, info)
         self._resume = resume
         self._progress = None
         if info is None:
