@@ -9,6 +9,8 @@ import math
 import pickle
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch", reason="torch is an optional extra (packer[torch])")
 
@@ -25,6 +27,7 @@ from packer.train.masks import (  # noqa: E402
     DocumentIds,
     MaskNotBuilt,
     build_attention_mask,
+    document_causal,
     flex_block_mask,
     packed_attention_mask,
 )
@@ -180,3 +183,69 @@ def test_hf_llama_pad_multiple_keeps_every_documents_loss(llama, impl):  # noqa:
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g[: len(e)], e, rtol=0, atol=1e-4)
         assert not g[len(e):].any()  # the padding carries no loss
+
+
+@st.composite
+def _batches(draw):
+    """Random packed rows (1-3 documents of 1-6 tokens, random loss masks and weights), and collate options."""
+    rows = []
+    for _ in range(draw(st.integers(1, 3))):
+        docs = []
+        for _ in range(draw(st.integers(1, 3))):
+            n = draw(st.integers(1, 6))
+            docs.append((draw(st.lists(st.integers(4, 99), min_size=n, max_size=n)),
+                         draw(st.lists(st.booleans(), min_size=n, max_size=n))))
+        rows.append(docs)
+    return rows, draw(st.sampled_from([None, 1, 2, 4])), draw(st.sampled_from([None, 8]))
+
+
+def _oracle(rows, pad_multiple, pad_to_multiple_of):
+    """Token by token, from the documents alone: each row's document number per position (0 padding), the
+    ids and labels, and the allowed [B, L, L]: the same document, key not after query; every query itself."""
+    per_row = []
+    for docs in rows:
+        doc, ids, labels = [], [], []
+        for d, (tokens, mask) in enumerate(docs, start=1):
+            size = len(tokens) if not pad_multiple else -(-len(tokens) // pad_multiple) * pad_multiple
+            doc += [d] * size
+            ids += tokens + [3] * (size - len(tokens))
+            labels += [-100] + [t if m else -100 for t, m in zip(tokens[1:], mask[1:], strict=True)]
+            labels += [-100] * (size - len(tokens))
+        per_row.append((doc, ids, labels))
+    length = max(len(d) for d, _, _ in per_row)
+    length = -(-length // pad_to_multiple_of) * pad_to_multiple_of if pad_to_multiple_of else length
+    docs = [d + [0] * (length - len(d)) for d, _, _ in per_row]
+    allowed = [[[q == k or (row[q] == row[k] > 0 and k <= q) for k in range(length)] for q in range(length)]
+               for row in docs]
+    return (docs, [i + [3] * (length - len(i)) for _, i, _ in per_row],
+            [lab + [-100] * (length - len(lab)) for _, _, lab in per_row], torch.tensor(allowed))
+
+
+@settings(max_examples=150, deadline=None)
+@given(case=_batches())
+def test_every_collator_masks_as_the_oracle(case):
+    """Random rows, pad_multiple and pad_to_multiple_of: collate_4d's host mask, the device mask made of
+    collate_docs' ids (bool and additive) and the FlexAttention rule all equal a mask computed position by
+    position from the documents; ids, labels and document ids too, and collate_flat's cu_seq_lens."""
+    rows, pad_multiple, pad_to_multiple_of = case
+    batch = [make_item(docs) for docs in rows]
+    docs, ids, labels, allowed = _oracle(rows, pad_multiple, pad_to_multiple_of)
+    kw = {"pad_id": 3, "pad_multiple": pad_multiple, "pad_to_multiple_of": pad_to_multiple_of}
+    host = collate_4d(batch, dtype=torch.bool, **kw)
+    assert torch.equal(host["attention_mask"][:, 0], allowed)
+    b = collate_docs(batch, **kw)
+    assert b["attention_mask"].as_subclass(torch.Tensor).tolist() == docs
+    assert b["input_ids"].tolist() == ids and b["labels"].tolist() == labels
+    assert torch.equal(packed_attention_mask(b["attention_mask"], dtype=torch.bool)[:, 0], allowed)
+    additive = packed_attention_mask(b["attention_mask"], dtype=torch.float32)[:, 0]
+    assert torch.equal(additive == 0, allowed) and bool((additive[~allowed] == torch.finfo(torch.float32).min).all())
+    plain = b["attention_mask"].as_subclass(torch.Tensor)
+    rule = document_causal(plain)
+    n = plain.shape[1]
+    q, k = torch.arange(n)[:, None], torch.arange(n)[None, :]
+    assert torch.equal(torch.stack([rule(torch.tensor(i), None, q, k) for i in range(len(rows))]), allowed)
+    flat = collate_flat(batch, pad_id=3, pad_multiple=pad_multiple)
+    lens = [sum(1 for x in row if x == d) for row in docs for d in range(1, max(row) + 1)]
+    assert flat["cu_seq_lens_q"].tolist() == [sum(lens[:i]) for i in range(len(lens) + 1)]
+    assert flat["input_ids"][0].tolist() == [t for row, i in zip(docs, ids, strict=True)
+                                            for x, t in zip(row, i, strict=True) if x > 0]
