@@ -254,7 +254,7 @@ def _take(ds: PackedDataset, n: int | None) -> list[tuple[int, ...]]:
     return got
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_chain_of_resumes_reads_every_document_once(shards, every_doc, data):
     """An oracle over random chains: W ranks each read any number of rows of their share and save, the next
