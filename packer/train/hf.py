@@ -191,7 +191,10 @@ def to_dataset(output: str | os.PathLike, split: str = "train", *, verify: bool 
         >>> ds[0]["input_ids"][:4], ds.num_rows               # doctest: +SKIP
         ([151644, 8948, 198, 2610], 1200)
     """
-    import datasets
+    try:
+        import datasets
+    except ImportError as e:
+        raise ImportError("to_dataset needs Hugging Face datasets: pip install 'packer[hf]' (or datasets)") from e
 
     from ..output.container import is_stream
     from ..output.layout import FORMAT_VERSION, ShardError, output_file, read_manifest, split_shards
