@@ -18,7 +18,7 @@ from packer.train.dataset import PackedDataset  # noqa: E402
 from packer.train.hf import PackerTrainer, packer_collator, weighted_loss  # noqa: E402
 from packer.train.masks import MaskNotBuilt, build_attention_mask  # noqa: E402
 
-from .helpers import EXAMPLES  # noqa: E402
+from .helpers import DEMO_TOKENIZER, EXAMPLES  # noqa: E402
 
 sys.path.insert(0, str(EXAMPLES))
 import train_hf  # noqa: E402
@@ -112,6 +112,42 @@ def test_packer_trainer_counts_the_real_tokens_of_document_id_batches(demo_outpu
     trainer.train()
     items = [item for _, item in zip(range(2), iter(ds), strict=False)]
     assert trainer.state.num_input_tokens_seen == sum(len(item["input_ids"]) for item in items)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("impl", ["sdpa", "flex_attention"])
+def test_packer_sft_trainer_counts_the_real_tokens_and_keeps_the_loss(demo_output, tmp_path, impl, weighted):
+    """TRL's SFTTrainer logs num_tokens as attention_mask.sum(): NaN on the additive 4D mask made in the step, and
+    a BlockMask has no sum (the step failed). PackerSFTTrainer counts the batch's real tokens; its loss is the
+    loss of collate_4d's batch. (Forward only, in training mode: torch has no FlexAttention backward on CPU.)"""
+    trl = pytest.importorskip("trl", reason="TRL not installed")
+    if impl == "flex_attention":
+        pytest.importorskip("torch.nn.attention.flex_attention")
+    from packer.train.hf import PackerSFTTrainer, as_hf_iterable
+
+    ds = PackedDataset(demo_output, shuffle=False, **(WEIGHTED if weighted else {"strategy": "instruction_tuning"}))
+    model = train_hf.tiny_llama(ds.manifest)
+    model.set_attn_implementation(impl)
+    collate = packer_collator(model)
+    config = trl.SFTConfig(output_dir=str(tmp_path / "sft"), max_steps=1, report_to=[], bf16=False, packing=False,
+                           padding_free=False, dataset_kwargs={"skip_prepare_dataset": True})
+    trainer = PackerSFTTrainer(model=model, args=config, train_dataset=as_hf_iterable(ds), data_collator=collate,
+                               processing_class=transformers.PreTrainedTokenizerFast(
+                                   tokenizer_file=str(DEMO_TOKENIZER / "tokenizer.json")))
+    items = [item for _, item in zip(range(2), iter(ds), strict=False)]
+    for step in (1, 2):
+        model.train()
+        with torch.no_grad():
+            loss = trainer.compute_loss(model, trainer._prepare_inputs(collate(items)))
+        assert trainer._metrics["train"]["num_tokens"] == [step * sum(len(item["input_ids"]) for item in items)]
+    model.eval()
+    model.set_attn_implementation("sdpa")  # the same weights; collate_4d's dense mask is for sdpa/eager
+    if weighted:
+        expected = hand_loss(model, items)[0]
+    else:
+        with torch.no_grad():
+            expected = float(model(**collate_4d(items)).loss)  # the model's own loss, on the host-made mask
+    assert float(loss) == pytest.approx(expected, rel=1e-4)
 
 
 def test_stock_trainer_with_document_ids_fails_on_the_first_step(demo_output, tmp_path):

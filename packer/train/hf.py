@@ -93,6 +93,9 @@ class PackerTrainerMixin:
     def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """On the device: the document ids of ``collate_docs``/``collate_flex`` made into the model's mask."""
         inputs = super()._prepare_inputs(inputs)  # type: ignore[misc]
+        ids = inputs.get("attention_mask")
+        #: the batch's real tokens, counted before the ids become a mask that cannot count them
+        self._packer_tokens = (ids.as_subclass(torch.Tensor) > 0).sum() if isinstance(ids, DocumentIds) else None
         return build_attention_mask(inputs, self.model)  # type: ignore[attr-defined]
 
     def _track_num_input_tokens(self, inputs: dict[str, Any]) -> Any:
@@ -143,13 +146,54 @@ def _trainer_class() -> type:
     )
 
 
+class _CountedBlockMask:
+    """A ``BlockMask`` whose ``sum()`` is the batch's real tokens (made a subclass of torch's on first use)."""
+
+    _packer_tokens: torch.Tensor
+
+    def sum(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self._packer_tokens
+
+
+class _SFTTokenCount:
+    """TRL's ``SFTTrainer`` logs ``num_tokens`` as ``inputs["attention_mask"].sum()`` after the forward: of a 4D
+    mask made from document ids that is a sum of T x T additive entries (NaN), and a ``BlockMask`` has no
+    ``sum`` (the step failed). The batch's real tokens, counted from its ids, go in instead; the loss is TRL's."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        tokens, mask = getattr(self, "_packer_tokens", None), inputs.get("attention_mask")
+        if tokens is None or "_total_train_tokens" not in vars(self) or not model.training:
+            return super().compute_loss(  # type: ignore[misc]
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        from torch.nn.attention.flex_attention import BlockMask
+
+        if isinstance(mask, BlockMask):
+            mask.__class__ = _counted_block_mask_class()
+            mask._packer_tokens = tokens
+        before = self._total_train_tokens
+        result = super().compute_loss(  # type: ignore[misc]
+            model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        # in place of what TRL's loss added (packer's weighted loss adds nothing), as TRL counts: over ranks
+        counted = self.accelerator.gather_for_metrics(tokens).sum().item()  # type: ignore[attr-defined]
+        self._total_train_tokens = before + counted // getattr(self, "_tp_size", 1)
+        self._metrics["train"]["num_tokens"] = [self._total_train_tokens]  # type: ignore[attr-defined]
+        return result
+
+
+@functools.cache
+def _counted_block_mask_class() -> type:
+    from torch.nn.attention.flex_attention import BlockMask
+
+    return type("CountedBlockMask", (_CountedBlockMask, BlockMask), {"__module__": __name__})
+
+
 @functools.cache
 def _sft_trainer_class() -> type:
     from trl import SFTTrainer
 
     return type(
         "PackerSFTTrainer",
-        (PackerTrainerMixin, SFTTrainer),
+        (_SFTTokenCount, PackerTrainerMixin, SFTTrainer),
         {
             "__module__": __name__,
             "__doc__": "TRL ``SFTTrainer`` that keeps ``loss_weights`` and trains on the weighted loss.",
