@@ -114,16 +114,7 @@ def _write_npy(path: Path, rows: list[dict]) -> None:
             np.lib.format.write_array_header_1_0(f, header)
             pickle.dump(_ObjectRows(rows), f, protocol=4)
 
-    _atomic(path, write)
-
-
-def _atomic(path: Path, write: Any) -> None:
-    """``write`` into a temporary file beside ``path``, renamed onto it once whole (removed if it fails)."""
-    try:
-        write_atomic(path, write)
-    except BaseException:
-        path.with_name(path.name + ".tmp").unlink(missing_ok=True)
-        raise
+    write_atomic(path, write, private=True)  # the user's folder: a temporary name that is none of theirs
 
 
 def _is_object_npy(path: Path) -> bool:
@@ -247,7 +238,7 @@ def to_nemo(output: str | os.PathLike, path: str | os.PathLike, options: ExportO
                           "(overwrite=True) to replace it")
     _write_npy(npy, rows)
     if not same:
-        _atomic(meta, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        write_atomic(meta, lambda tmp: tmp.write_text(text, encoding="utf-8"), private=True)
     loss = sum(sum(r["loss_mask"]) for r in rows)
     log.info("wrote %s: %d rows, %d documents, %d tokens, %d with loss (%s)", npy, len(rows), docs, tokens, loss,
              opts.strategy)

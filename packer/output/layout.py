@@ -292,10 +292,18 @@ def locate_row(starts: np.ndarray, row: int, where: str = "the output") -> tuple
     return part, index - int(starts[part])
 
 
-def write_atomic(path: Path, write) -> None:  # type: ignore[no-untyped-def]
-    """Run ``write(tmp_path)``, fsync, then rename onto ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def write_atomic(path: Path, write, private: bool = False) -> None:  # type: ignore[no-untyped-def]
+    """Run ``write(tmp_path)``, fsync, then rename onto ``path``; the temporary file is removed if that fails.
+
+    ``tmp_path`` is ``NAME.tmp`` beside ``path`` (in packer's own folders, a name
+    ``packer.pipeline.outdir.is_packer_file`` knows); ``private``: ``.NAME.PID.tmp``, for a file packer writes into
+    a folder of the user's (``packer export``), where ``NAME.tmp`` might be a file of theirs."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp" if private else path.name + ".tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
