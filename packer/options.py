@@ -28,6 +28,7 @@ in a blink).
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import os
 import warnings
@@ -308,17 +309,12 @@ ALIASES: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "part_bytes": ("part_size", lambda v: None if v is None else v / 2**20 if isinstance(v, int | float) else v),
 }
 
-_OPTIONS: tuple[Option, ...] | None = None
-
-
 def options() -> tuple[Option, ...]:
     """Every :class:`Option` of :class:`BuildOptions`, in the order ``packer build --help`` lists them."""
-    global _OPTIONS
-    if _OPTIONS is None:
-        _OPTIONS = _options_of(BuildOptions)
-    return _OPTIONS
+    return _options_of(BuildOptions)
 
 
+@functools.cache
 def _options_of(cls: type) -> tuple[Option, ...]:
     """The :class:`Option` of each field of the options dataclass ``cls`` (made with :func:`_opt`), in order."""
     return tuple(Option(name=f.name, default=None if f.default is MISSING else f.default, **f.metadata["option"])
@@ -351,12 +347,17 @@ def resolve_names(values: Mapping[str, Any], where: str) -> dict[str, Any]:
                           + (" (in MiB)" if key.endswith("_bytes") else ""), DeprecationWarning, stacklevel=4)
             key, value = new, convert(value)
         elif key not in names:
-            close = difflib.get_close_matches(key, sorted(names), n=1)
-            raise TypeError(f"{where}: unknown option {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise _unknown(key, names, where)
         if key in out:
             raise TypeError(f"{where}: option {key!r} given twice (once by an older name)")
         out[key] = value
     return out
+
+
+def _unknown(key: str, names: set[str], where: str) -> TypeError:
+    """The error for an option ``key`` that is none of ``names``, suggesting the closest."""
+    close = difflib.get_close_matches(key, sorted(names), n=1)
+    return TypeError(f"{where}: unknown option {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
 
 
 def cli_options() -> Iterator[Option]:
@@ -444,21 +445,13 @@ class ExportOptions:
         names = {o.name for o in export_options()}
         for key in overrides:
             if key not in names:
-                close = difflib.get_close_matches(key, sorted(names), n=1)
-                raise TypeError(f"{where}: unknown option {key!r}" + (f" (did you mean {close[0]!r}?)" if close
-                                                                       else ""))
+                raise _unknown(key, names, where)
         return replace(self, **overrides) if overrides else self
-
-
-_EXPORT_OPTIONS: tuple[Option, ...] | None = None
 
 
 def export_options() -> tuple[Option, ...]:
     """Every :class:`Option` of :class:`ExportOptions`, in the order ``packer export --help`` lists them."""
-    global _EXPORT_OPTIONS
-    if _EXPORT_OPTIONS is None:
-        _EXPORT_OPTIONS = _options_of(ExportOptions)
-    return _EXPORT_OPTIONS
+    return _options_of(ExportOptions)
 
 
 ExportOptions.__doc__ = (ExportOptions.__doc__ or "").rstrip() + "\n\n    Fields (each, with ``-`` for ``_``, the " \
