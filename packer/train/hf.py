@@ -240,13 +240,15 @@ def to_dataset(output: str | os.PathLike, split: str = "train", *, verify: bool 
     except ImportError as e:
         raise ImportError("to_dataset needs Hugging Face datasets: pip install 'packer[hf]' (or datasets)") from e
 
+    import pyarrow.fs as pafs
+
     from ..output.container import is_stream
     from ..output.layout import FORMAT_VERSION, ShardError, output_file, read_manifest, split_shards
     from ..output.shards import shard_schema
     from .rows import check_shards, open_root
 
     fs, root = open_root(output, None)
-    if type(fs).__name__ != "LocalFileSystem":
+    if not isinstance(fs, pafs.LocalFileSystem):
         raise ValueError(f"{output}: datasets memory-maps local files only: copy the output to a local disk first, "
                          "or read it with packer.PackedDataset (any pyarrow filesystem)")
     m = read_manifest(root)
